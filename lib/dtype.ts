@@ -1,0 +1,118 @@
+import { MoekitError } from './errors';
+
+/** Element types of a Tensor. float16 and bfloat16 are stored as raw 16-bit patterns. */
+export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32';
+export type FloatDType = Exclude<DType, 'int32'>;
+
+export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'int32'];
+export const FLOAT_DTYPES: readonly FloatDType[] = ['float32', 'float16', 'bfloat16'];
+
+/** Numeric codes shared with native/core/dtype.h. */
+export const DTYPE_CODES: Readonly<Record<DType, number>> = { float32: 0, float16: 1, bfloat16: 2, int32: 3 };
+
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4 };
+
+/** The typed array that holds a dtype's elements on the host. */
+export type HostArray<D extends DType = DType> = D extends 'float32'
+  ? Float32Array
+  : D extends 'int32'
+    ? Int32Array
+    : Uint16Array;
+
+export function isDType(value: unknown): value is DType {
+  return typeof value === 'string' && (DTYPES as readonly string[]).includes(value);
+}
+
+export function isFloatDType(value: unknown): value is FloatDType {
+  return typeof value === 'string' && (FLOAT_DTYPES as readonly string[]).includes(value);
+}
+
+export function parseDType(value: unknown, what = 'dtype'): DType {
+  if (!isDType(value)) throw new MoekitError('E_DTYPE', `${what}: unknown dtype ${JSON.stringify(value)} (expected one of ${DTYPES.join(', ')})`);
+  return value;
+}
+
+export function parseFloatDType(value: unknown, what = 'dtype'): FloatDType {
+  if (!isFloatDType(value)) throw new MoekitError('E_DTYPE', `${what}: expected a float dtype (${FLOAT_DTYPES.join(', ')}), got ${JSON.stringify(value)}`);
+  return value;
+}
+
+export function allocateHostArray<D extends DType>(dtype: D, length: number): HostArray<D> {
+  switch (dtype) {
+    case 'float32': return new Float32Array(length) as HostArray<D>;
+    case 'int32': return new Int32Array(length) as HostArray<D>;
+    default: return new Uint16Array(length) as HostArray<D>;
+  }
+}
+
+// ---- float16 / bfloat16 bit conversions (host side, for creating and reading tensors) ----
+
+const scratch = new DataView(new ArrayBuffer(4));
+
+/** float32 -> bfloat16 bits, rounding to nearest even (as PyTorch). */
+export function floatToBfloat16Bits(value: number): number {
+  scratch.setFloat32(0, value);
+  const word = scratch.getUint32(0);
+  if ((word & 0x7fffffff) > 0x7f800000) return ((word >>> 16) | 0x40) & 0xffff;
+  return ((word + 0x7fff + ((word >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+export function bfloat16BitsToFloat(bits: number): number {
+  scratch.setUint32(0, (bits & 0xffff) << 16);
+  return scratch.getFloat32(0);
+}
+
+/** float32 -> IEEE half bits, rounding to nearest even. */
+export function floatToFloat16Bits(value: number): number {
+  scratch.setFloat32(0, value);
+  const word = scratch.getUint32(0);
+  const sign = (word >>> 16) & 0x8000;
+  const magnitude = word & 0x7fffffff;
+  if (magnitude > 0x7f800000) return sign | 0x7e00;
+  if (magnitude >= 0x47800000) return sign | 0x7c00;
+  if (magnitude < 0x33000001) return sign;
+  let exponent = (magnitude >>> 23) - 127 + 15;
+  const mantissa = (magnitude & 0x7fffff) | 0x800000;
+  if (exponent <= 0) {
+    const shift = 14 - exponent;
+    let rounded = mantissa >>> shift;
+    const remainder = mantissa & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (remainder > half || (remainder === half && (rounded & 1) !== 0)) rounded += 1;
+    return sign | rounded;
+  }
+  let rounded = mantissa >>> 13;
+  const remainder = mantissa & 0x1fff;
+  if (remainder > 0x1000 || (remainder === 0x1000 && (rounded & 1) !== 0)) rounded += 1;
+  if ((rounded & 0x800) !== 0) {
+    rounded >>>= 1;
+    exponent += 1;
+  }
+  if (exponent >= 0x1f) return sign | 0x7c00;
+  return sign | (exponent << 10) | (rounded & 0x3ff);
+}
+
+export function float16BitsToFloat(bits: number): number {
+  const sign = (bits & 0x8000) !== 0 ? -1 : 1;
+  const exponent = (bits >>> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 0x1f) return mantissa === 0 ? sign * Infinity : NaN;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
+
+/** Encodes float values into the 16-bit patterns of `dtype`. */
+export function encodeHalf(values: ArrayLike<number>, dtype: 'float16' | 'bfloat16'): Uint16Array {
+  const encode = dtype === 'bfloat16' ? floatToBfloat16Bits : floatToFloat16Bits;
+  const bits = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) bits[i] = encode(values[i]!);
+  return bits;
+}
+
+/** Decodes 16-bit patterns of `dtype` into float32 values. */
+export function decodeHalf(bits: Uint16Array, dtype: 'float16' | 'bfloat16'): Float32Array {
+  const decode = dtype === 'bfloat16' ? bfloat16BitsToFloat : float16BitsToFloat;
+  const values = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) values[i] = decode(bits[i]!);
+  return values;
+}

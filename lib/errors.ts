@@ -1,0 +1,60 @@
+/**
+ * The one error class moekit throws. `code` is stable and machine-readable; `message` names the
+ * bad thing (file, tensor, option) in words a person can act on.
+ */
+export type MoekitErrorCode =
+  /** An argument has the wrong type or value. */
+  | 'E_INVALID_ARGUMENT'
+  /** A tensor has the wrong shape. */
+  | 'E_SHAPE'
+  /** A tensor has the wrong dtype, or a dtype is unknown. */
+  | 'E_DTYPE'
+  /** A device string is malformed, absent on this machine, or tensors are on different devices. */
+  | 'E_DEVICE'
+  /** A tensor was used after dispose(). */
+  | 'E_DISPOSED'
+  /** A file or folder does not exist or cannot be read. */
+  | 'E_NOT_FOUND'
+  /** A safetensors file is malformed (header, dtype, offsets, sizes). */
+  | 'E_SAFETENSORS'
+  /** A checkpoint's config.json is malformed or lacks a field. */
+  | 'E_CONFIG'
+  /** A checkpoint lacks a weight, or a weight has the wrong shape. */
+  | 'E_CHECKPOINT'
+  /** The checkpoint's model_type is not one moekit supports. */
+  | 'E_UNSUPPORTED_MODEL'
+  /** The device ran out of memory. */
+  | 'E_OOM'
+  /** Any other CUDA runtime failure. */
+  | 'E_CUDA'
+  /** NCCL is missing or a collective failed. */
+  | 'E_NCCL'
+  /** An internal failure in native code. */
+  | 'E_NATIVE';
+
+export class MoekitError extends Error {
+  readonly code: MoekitErrorCode;
+
+  constructor(code: MoekitErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'MoekitError';
+    this.code = code;
+  }
+}
+
+/** Throws E_INVALID_ARGUMENT with `message` unless `condition` holds. */
+export function check(condition: boolean, message: string, code: MoekitErrorCode = 'E_INVALID_ARGUMENT'): asserts condition {
+  if (!condition) throw new MoekitError(code, message);
+}
+
+/**
+ * Native errors arrive as plain Errors whose `code` is one of ours (set by native/binding); this
+ * turns them into MoekitError so callers see a single class.
+ */
+export function fromNativeError(error: unknown): MoekitError {
+  if (error instanceof MoekitError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const rawCode = (error as { code?: unknown } | null)?.code;
+  const code = typeof rawCode === 'string' && rawCode.startsWith('E_') ? (rawCode as MoekitErrorCode) : 'E_NATIVE';
+  return new MoekitError(code, message, { cause: error });
+}

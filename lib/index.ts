@@ -1,0 +1,35 @@
+/**
+ * moekit: Mixture-of-Experts inference kernels for Node.js.
+ *
+ *   const { MoELayer, Tensor } = require('moekit');
+ *   const layer = await MoELayer.fromPretrained('path/to/checkpoint', { layer: 0 });
+ *   const x = Tensor.fromArray(new Float32Array(4 * layer.config.hiddenSize), [4, layer.config.hiddenSize]);
+ *   const { output } = layer.forward(x);
+ *   console.log(await output.toArray());
+ */
+export { Tensor, type RandomTensorOptions, type TensorData, type TensorOptions } from './tensor';
+export type { DType, FloatDType, HostArray } from './dtype';
+export { decodeHalf, encodeHalf } from './dtype';
+export type { Device } from './device';
+export { MoekitError, type MoekitErrorCode } from './errors';
+export * from './ops/index';
+export {
+  MoELayer,
+  type ForwardOptions,
+  type FromPretrainedOptions,
+  type MoEForwardResult,
+  type MoELayerOptions,
+  type RandomLayerOptions,
+} from './layer/moe_layer';
+export type {
+  ActivationKind,
+  HostTensor,
+  ModelFamily,
+  MoEConfig,
+  MoEWeights,
+  RoutingConfig,
+  RoutingMethod,
+  SharedExpertConfig,
+} from './layer/config';
+export { MODEL_FAMILIES } from './layer/config';
+export { runtimeInfo, type RuntimeInfo } from './runtime';

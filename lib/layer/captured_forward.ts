@@ -1,0 +1,107 @@
+import { deviceIndex } from '../device';
+import { fromNativeError, MoekitError } from '../errors';
+import { addon, type NativeGraph } from '../native';
+import { Tensor } from '../tensor';
+import type { MoEForwardResult } from './moe_layer';
+
+/** The outputs a captured forward writes on every replay. */
+export interface CapturedOutputs {
+  output: Tensor;
+  topkIds: Tensor;
+  topkWeights: Tensor;
+  expertCounts: Tensor;
+}
+
+/**
+ * A forward for a fixed token count recorded as a CUDA graph. `replay(x)` copies x into the static
+ * `input` and relaunches the whole layer with one launch; results land in the same output tensors
+ * each time (read them before the next replay).
+ */
+export class CapturedForward {
+  readonly input: Tensor;
+  readonly outputs: CapturedOutputs;
+  #graph: NativeGraph | undefined;
+
+  constructor(input: Tensor, outputs: CapturedOutputs, graph: NativeGraph) {
+    this.input = input;
+    this.outputs = outputs;
+    this.#graph = graph;
+  }
+
+  /** Enqueues one replay; with `x`, first copies it into `input`. Returns at once. */
+  replay(x?: Tensor): CapturedOutputs {
+    const graph = this.#graph;
+    if (graph === undefined) throw new MoekitError('E_DISPOSED', 'CapturedForward was used after dispose()');
+    if (x !== undefined) this.input.copyFrom(x);
+    try {
+      graph.launch();
+    } catch (error) {
+      throw fromNativeError(error);
+    }
+    return this.outputs;
+  }
+
+  dispose(): void {
+    this.#graph?.release();
+    this.#graph = undefined;
+    this.input.dispose();
+    for (const tensor of Object.values(this.outputs)) tensor.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/**
+ * Records `forward(input)` into a CUDA graph. The forward's own results are copied into
+ * persistent outputs and freed inside the graph, so every allocation the graph makes is also
+ * released by it and the graph can be replayed any number of times.
+ */
+export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForwardResult): CapturedForward {
+  if (!input.device.startsWith('cuda:')) {
+    throw new MoekitError('E_DEVICE', `capture needs a CUDA device; this layer is on ${input.device}`);
+  }
+  const device = deviceIndex(input.device);
+  const outputs: CapturedOutputs = {
+    output: Tensor.empty([input.shape[0]!, input.shape[1]!], { dtype: input.dtype, device: input.device }),
+    topkIds: Tensor.empty([0], { device: input.device }),
+    topkWeights: Tensor.empty([0], { device: input.device }),
+    expertCounts: Tensor.empty([0], { device: input.device }),
+  };
+  // A warm-up forward outside the capture gives the real output shapes (and warms the pool).
+  {
+    using warm = forward(input);
+    for (const name of ['topkIds', 'topkWeights', 'expertCounts'] as const) {
+      outputs[name].dispose();
+      outputs[name] = Tensor.empty(warm[name].shape, { dtype: warm[name].dtype, device: input.device });
+    }
+  }
+  let graph: NativeGraph;
+  try {
+    addon().beginCapture(device);
+  } catch (error) {
+    for (const tensor of Object.values(outputs)) tensor.dispose();
+    throw fromNativeError(error);
+  }
+  try {
+    using result = forward(input);
+    for (const name of ['output', 'topkIds', 'topkWeights', 'expertCounts'] as const) outputs[name].copyFrom(result[name]);
+  } catch (error) {
+    // End the capture whatever happened, so the device's stream is usable again.
+    try {
+      addon().endCapture(device).release();
+    } catch {
+      // The original failure is the one worth reporting.
+    }
+    for (const tensor of Object.values(outputs)) tensor.dispose();
+    throw fromNativeError(error);
+  }
+  try {
+    graph = addon().endCapture(device);
+  } catch (error) {
+    for (const tensor of Object.values(outputs)) tensor.dispose();
+    throw fromNativeError(error);
+  }
+  return new CapturedForward(input, outputs, graph);
+}

@@ -1,0 +1,91 @@
+import type { FloatDType } from '../dtype';
+
+/** The checkpoint families moekit reads (Hugging Face `model_type`). */
+export type ModelFamily = 'mixtral' | 'qwen2_moe' | 'qwen3_moe' | 'deepseek_v3' | 'gpt_oss';
+export const MODEL_FAMILIES: readonly ModelFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v3', 'gpt_oss'];
+
+/**
+ * How router logits become top-k experts and weights (semantics in native/core/op_args.h):
+ * - 'softmax_topk': softmax over all experts, top-k, optionally renormalized (Mixtral, Qwen).
+ * - 'topk_softmax': top-k logits, softmax over the k (gpt-oss; TensorRT-LLM's RENORM).
+ * - 'sigmoid_group_topk': sigmoid scores + correction bias, group-limited top-k (DeepSeek-V3).
+ */
+export type RoutingMethod = 'softmax_topk' | 'topk_softmax' | 'sigmoid_group_topk';
+
+export interface RoutingConfig {
+  method: RoutingMethod;
+  topK: number;
+  /** Divide the k weights by their sum (softmax_topk, sigmoid_group_topk). */
+  renormalize: boolean;
+  /** sigmoid_group_topk: number of expert groups (1 = no group limit). */
+  numGroups: number;
+  /** sigmoid_group_topk: how many groups stay eligible. */
+  topkGroups: number;
+  /** Multiplies the final weights (DeepSeek-V3's routed_scaling_factor). */
+  scalingFactor: number;
+}
+
+/**
+ * The expert MLP's activation. Gated kinds read a [rows, 2I] input (gate and up halves):
+ * 'swiglu' = silu(gate)·up, 'geglu' = gelu_tanh(gate)·up, 'gptoss_swiglu' = gpt-oss's clamped form.
+ * Non-gated kinds ('silu', 'gelu', 'relu') read [rows, I].
+ */
+export type ActivationKind = 'swiglu' | 'geglu' | 'gptoss_swiglu' | 'silu' | 'gelu' | 'relu';
+export const GATED_ACTIVATIONS: readonly ActivationKind[] = ['swiglu', 'geglu', 'gptoss_swiglu'];
+
+export interface SharedExpertConfig {
+  intermediateSize: number;
+  /** Qwen2-MoE scales the shared expert by sigmoid(x · shared_expert_gateᵀ); DeepSeek-V3 does not. */
+  gated: boolean;
+}
+
+/** Everything that defines an MoE block's computation, independent of where its weights live. */
+export interface MoEConfig {
+  family: ModelFamily | 'custom';
+  hiddenSize: number;
+  /** Per-expert intermediate size I. */
+  intermediateSize: number;
+  numExperts: number;
+  routing: RoutingConfig;
+  activation: ActivationKind;
+  /** gptoss_swiglu: sigmoid slope (1.702) and clamp limit (7). */
+  activationAlpha: number;
+  activationLimit: number;
+  /** The router projection has a bias (gpt-oss). */
+  routerBias: boolean;
+  /** Experts have biases on both projections (gpt-oss). */
+  expertBias: boolean;
+  sharedExpert: SharedExpertConfig | null;
+}
+
+/** A tensor's data on the host, in the dtype it was stored in. */
+export interface HostTensor {
+  dtype: FloatDType;
+  shape: number[];
+  /** float32 values, or the raw 16-bit patterns of float16/bfloat16. */
+  data: Float32Array | Uint16Array;
+}
+
+/**
+ * An MoE block's weights in moekit's canonical layout (PyTorch Linear: out_features × in_features).
+ * Gated experts stack gate rows then up rows in w13 (`[E, 2I, H]`, halves layout); non-gated ones
+ * have `[E, I, H]`.
+ */
+export interface MoEWeights<T = HostTensor> {
+  /** [E, H] */
+  router: T;
+  /** [E] (config.routerBias) */
+  routerBias?: T;
+  /** [E] DeepSeek-V3's e_score_correction_bias, used for expert choice only. */
+  correctionBias?: T;
+  /** [E, 2I, H] gated, [E, I, H] otherwise. */
+  w13: T;
+  /** [E, 2I] or [E, I] (config.expertBias) */
+  w13Bias?: T;
+  /** [E, H, I] */
+  w2: T;
+  /** [E, H] (config.expertBias) */
+  w2Bias?: T;
+  /** config.sharedExpert: w13 [2Is, H], w2 [H, Is], gate [1, H] when gated. */
+  shared?: { w13: T; w2: T; gate?: T };
+}

@@ -1,0 +1,341 @@
+import { parseDevice, type Device } from '../device';
+import { parseFloatDType, type FloatDType } from '../dtype';
+import { MoekitError } from '../errors';
+import { loadMoECheckpoint } from '../checkpoint/load';
+import { activation, isGated } from '../ops/activation';
+import { combine } from '../ops/combine';
+import { groupedGemm, linear } from '../ops/grouped_gemm';
+import { permute } from '../ops/permute';
+import { route } from '../ops/routing';
+import { requireFloat, requireShape, requireTensor } from '../ops/validate';
+import { Tensor } from '../tensor';
+import { captureForward, type CapturedForward } from './captured_forward';
+import type { HostTensor, MoEConfig, MoEWeights } from './config';
+import { validateMoEConfig } from './validate_config';
+
+export interface MoELayerOptions {
+  /** Where the weights live and the forward runs. Default 'cpu'. */
+  device?: Device;
+  /** The compute dtype of weights and activations (accumulation is always float32). Default float32. */
+  dtype?: FloatDType;
+}
+
+export interface FromPretrainedOptions extends MoELayerOptions {
+  /** Which decoder layer's MoE block to load. */
+  layer: number;
+}
+
+export interface RandomLayerOptions extends MoELayerOptions {
+  seed?: number;
+}
+
+export interface ForwardOptions {
+  /** [T, E] precomputed router logits (float32); skips the router projection. */
+  routerLogits?: Tensor;
+}
+
+/** The outputs of one forward. Dispose them (or `using`) when done. */
+export interface MoEForwardResult {
+  /** [T, H] in the layer's dtype. */
+  output: Tensor;
+  /** [T, K] int32 chosen experts, best first. */
+  topkIds: Tensor;
+  /** [T, K] float32 routing weights (after renormalization and scaling). */
+  topkWeights: Tensor;
+  /** [E] int32 tokens routed to each expert. */
+  expertCounts: Tensor;
+  dispose(): void;
+  [Symbol.dispose](): void;
+}
+
+/** Weight shapes a config implies, for checking weights given by hand. */
+function expectedShapes(config: MoEConfig): Record<string, number[]> {
+  const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
+  const width = isGated(config.activation) ? 2 * I : I;
+  const shapes: Record<string, number[]> = { router: [E, H], w13: [E, width, H], w2: [E, H, I] };
+  if (config.routerBias) shapes.routerBias = [E];
+  if (config.expertBias) {
+    shapes.w13Bias = [E, width];
+    shapes.w2Bias = [E, H];
+  }
+  return shapes;
+}
+
+function resultOf(parts: Omit<MoEForwardResult, 'dispose' | typeof Symbol.dispose>): MoEForwardResult {
+  const dispose = (): void => {
+    for (const tensor of [parts.output, parts.topkIds, parts.topkWeights, parts.expertCounts]) tensor.dispose();
+  };
+  return { ...parts, dispose, [Symbol.dispose]: dispose };
+}
+
+/**
+ * One Mixture-of-Experts block: router projection, top-k routing, permutation, two grouped GEMMs
+ * around the gated activation, weighted combine, and shared experts where the family has them.
+ */
+export class MoELayer {
+  readonly config: MoEConfig;
+  readonly device: Device;
+  readonly dtype: FloatDType;
+  #weights: MoEWeights<Tensor> | undefined;
+
+  private constructor(config: MoEConfig, weights: MoEWeights<Tensor>, device: Device, dtype: FloatDType) {
+    this.config = config;
+    this.#weights = weights;
+    this.device = device;
+    this.dtype = dtype;
+  }
+
+  /** Loads layer `options.layer`'s MoE block from a Hugging Face checkpoint folder. */
+  static async fromPretrained(dir: string, options: FromPretrainedOptions): Promise<MoELayer> {
+    const { config, weights } = await loadMoECheckpoint(dir, { layer: options.layer });
+    return MoELayer.fromWeights(config, weights, options);
+  }
+
+  /** A layer from host weights in moekit's canonical layout (see MoEWeights). */
+  static fromWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, options: MoELayerOptions = {}): MoELayer {
+    validateMoEConfig(config);
+    const device = parseDevice(options.device ?? 'cpu');
+    const dtype = parseFloatDType(options.dtype ?? 'float32');
+    checkHostWeights(config, weights);
+    const uploaded: Tensor[] = [];
+    const upload = (host: HostTensor, as: FloatDType = dtype): Tensor => {
+      const tensor = Tensor.fromArray(host.data, host.shape, { dtype: host.dtype, device });
+      if (host.dtype === as) {
+        uploaded.push(tensor);
+        return tensor;
+      }
+      try {
+        const converted = tensor.to(device, as);
+        uploaded.push(converted);
+        return converted;
+      } finally {
+        tensor.dispose();
+      }
+    };
+    try {
+      return new MoELayer(config, mapWeights(weights, upload), device, dtype);
+    } catch (error) {
+      for (const tensor of uploaded) tensor.dispose();
+      throw error;
+    }
+  }
+
+  /** A layer with uniform random weights (for benchmarks), generated on the device. */
+  static random(config: MoEConfig, options: RandomLayerOptions = {}): MoELayer {
+    validateMoEConfig(config);
+    const device = parseDevice(options.device ?? 'cpu');
+    const dtype = parseFloatDType(options.dtype ?? 'float32');
+    let seed = options.seed ?? 0;
+    const made: Tensor[] = [];
+    // Scales ~1/sqrt(fan_in) keep activations of order one through the layer.
+    const make = (shape: number[], fanIn: number, as: FloatDType = dtype): Tensor => {
+      const tensor = Tensor.random(shape, { dtype: as, device, seed: seed++, scale: 1 / Math.sqrt(fanIn) });
+      made.push(tensor);
+      return tensor;
+    };
+    try {
+      const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
+      const width = isGated(config.activation) ? 2 * I : I;
+      const weights: MoEWeights<Tensor> = {
+        router: make([E, H], H),
+        w13: make([E, width, H], H),
+        w2: make([E, H, I], I),
+      };
+      if (config.routerBias) weights.routerBias = make([E], 1);
+      if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = make([E], 10, 'float32');
+      if (config.expertBias) {
+        weights.w13Bias = make([E, width], H);
+        weights.w2Bias = make([E, H], I);
+      }
+      if (config.sharedExpert) {
+        const S = config.sharedExpert.intermediateSize;
+        weights.shared = { w13: make([2 * S, H], H), w2: make([H, S], S) };
+        if (config.sharedExpert.gated) weights.shared.gate = make([1, H], H);
+      }
+      return new MoELayer(config, weights, device, dtype);
+    } catch (error) {
+      for (const tensor of made) tensor.dispose();
+      throw error;
+    }
+  }
+
+  /** A copy of this layer on another device and/or in another compute dtype. */
+  to(device: Device = this.device, dtype: FloatDType = this.dtype): MoELayer {
+    const weights = this.#live();
+    const target = parseDevice(device);
+    const targetDType = parseFloatDType(dtype);
+    const made: Tensor[] = [];
+    try {
+      const moved = mapWeights(weights, (weight, as) => {
+        const tensor = weight.to(target, as ?? targetDType);
+        made.push(tensor);
+        return tensor;
+      });
+      return new MoELayer(this.config, moved, target, targetDType);
+    } catch (error) {
+      for (const tensor of made) tensor.dispose();
+      throw error;
+    }
+  }
+
+  /** [T, E] float32 router logits for input x [T, H]. */
+  routerLogits(x: Tensor): Tensor {
+    const weights = this.#live();
+    return linear(x, weights.router, { bias: weights.routerBias, outDtype: 'float32' });
+  }
+
+  /**
+   * Runs the block on x [T, H]. Returns at once: the work is queued on the layer's device and the
+   * results are read with `await result.output.toArray()`.
+   */
+  forward(x: Tensor, options: ForwardOptions = {}): MoEForwardResult {
+    const weights = this.#live();
+    const input = this.#checkInput(x);
+    const temporaries: Tensor[] = input === x ? [] : [input];
+    const keep = <T extends Tensor>(tensor: T): T => {
+      temporaries.push(tensor);
+      return tensor;
+    };
+    try {
+      if (options.routerLogits !== undefined) this.#checkRouterLogits(options.routerLogits, input.shape[0]!);
+      const logits = options.routerLogits ?? keep(this.routerLogits(input));
+      const { config } = this;
+      const routed = route(logits, { ...config.routing, correctionBias: weights.correctionBias });
+      try {
+        const sorted = permute(input, routed.topkIds, config.numExperts);
+        for (const tensor of Object.values(sorted)) keep(tensor);
+        const hidden = keep(groupedGemm(sorted.permuted, weights.w13, sorted.expertOffsets, { bias: weights.w13Bias }));
+        const activated = keep(this.#activate(hidden));
+        const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias }));
+        const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
+        const output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
+        return resultOf({ output, ...routed });
+      } catch (error) {
+        for (const tensor of Object.values(routed)) tensor.dispose();
+        throw error;
+      }
+    } finally {
+      // Freed in stream order: the queued work that reads them finishes first.
+      for (const tensor of temporaries) tensor.dispose();
+    }
+  }
+
+  /**
+   * Records a forward for `tokens` tokens as a CUDA graph (CUDA devices only): `replay(x)` then
+   * reruns the whole layer with one launch, the way decode loops run.
+   */
+  capture(tokens: number): CapturedForward {
+    this.#live();
+    if (!Number.isSafeInteger(tokens) || tokens < 1) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `capture: tokens must be a positive integer, got ${tokens}`);
+    }
+    const input = Tensor.empty([tokens, this.config.hiddenSize], { dtype: this.dtype, device: this.device });
+    try {
+      // Defined values for the warm-up run; replays overwrite them.
+      using initial = Tensor.random(input.shape, { dtype: this.dtype, device: this.device });
+      input.copyFrom(initial);
+      return captureForward(input, (x) => this.forward(x));
+    } catch (error) {
+      input.dispose();
+      throw error;
+    }
+  }
+
+  /** Frees the weights. The layer cannot run afterwards. */
+  dispose(): void {
+    const weights = this.#weights;
+    this.#weights = undefined;
+    if (weights) forEachWeight(weights, (tensor) => tensor.dispose());
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #live(): MoEWeights<Tensor> {
+    if (this.#weights === undefined) throw new MoekitError('E_DISPOSED', 'MoELayer was used after dispose()');
+    return this.#weights;
+  }
+
+  #checkInput(x: Tensor): Tensor {
+    const op = 'MoELayer.forward';
+    requireTensor(x, op, 'x');
+    requireFloat(x, op, 'x');
+    if (x.shape.length !== 2 || x.shape[1] !== this.config.hiddenSize) {
+      throw new MoekitError('E_SHAPE', `${op}: x must have shape [tokens, ${this.config.hiddenSize}] (the hidden size), got [${x.shape.join(', ')}]`);
+    }
+    if (x.device !== this.device) throw new MoekitError('E_DEVICE', `${op}: x is on ${x.device} but the layer is on ${this.device}`);
+    return x.dtype === this.dtype ? x : x.to(this.device, this.dtype);
+  }
+
+  #checkRouterLogits(logits: Tensor, tokens: number): void {
+    const op = 'MoELayer.forward';
+    requireTensor(logits, op, 'routerLogits');
+    requireFloat(logits, op, 'routerLogits');
+    requireShape(logits, op, 'routerLogits', [tokens, this.config.numExperts]);
+    if (logits.device !== this.device) throw new MoekitError('E_DEVICE', `${op}: routerLogits is on ${logits.device} but the layer is on ${this.device}`);
+  }
+
+  #activate(hidden: Tensor): Tensor {
+    const { activation: kind, activationAlpha: alpha, activationLimit: limit } = this.config;
+    return activation(hidden, kind, { alpha, limit });
+  }
+
+  #sharedExpert(x: Tensor, shared: NonNullable<MoEWeights<Tensor>['shared']>, keep: (tensor: Tensor) => Tensor) {
+    const hidden = keep(linear(x, shared.w13));
+    const activated = keep(this.#activate(hidden));
+    const output = keep(linear(activated, shared.w2));
+    const gate = shared.gate ? keep(linear(x, shared.gate, { outDtype: 'float32' })) : undefined;
+    return { shared: output, sharedGateLogits: gate };
+  }
+}
+
+function mapWeights<A, B>(weights: MoEWeights<A>, convert: (weight: A, as?: FloatDType) => B): MoEWeights<B> {
+  const mapped: MoEWeights<B> = { router: convert(weights.router), w13: convert(weights.w13), w2: convert(weights.w2) };
+  if (weights.routerBias) mapped.routerBias = convert(weights.routerBias);
+  // The routing kernel reads the correction bias in float32 whatever the compute dtype.
+  if (weights.correctionBias) mapped.correctionBias = convert(weights.correctionBias, 'float32');
+  if (weights.w13Bias) mapped.w13Bias = convert(weights.w13Bias);
+  if (weights.w2Bias) mapped.w2Bias = convert(weights.w2Bias);
+  if (weights.shared) {
+    mapped.shared = { w13: convert(weights.shared.w13), w2: convert(weights.shared.w2) };
+    if (weights.shared.gate) mapped.shared.gate = convert(weights.shared.gate);
+  }
+  return mapped;
+}
+
+function forEachWeight<T>(weights: MoEWeights<T>, visit: (weight: T) => void): void {
+  mapWeights(weights, (weight) => visit(weight));
+}
+
+function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>): void {
+  const expected = expectedShapes(config);
+  const named = weights as unknown as Record<string, HostTensor | undefined>;
+  for (const [name, shape] of Object.entries(expected)) {
+    const weight = named[name];
+    if (weight === undefined) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} is missing`);
+    if (weight.shape.length !== shape.length || weight.shape.some((extent, axis) => extent !== shape[axis])) {
+      throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} has shape [${weight.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    }
+  }
+  if (config.routing.method === 'sigmoid_group_topk' && weights.correctionBias && weights.correctionBias.shape[0] !== config.numExperts) {
+    throw new MoekitError('E_CHECKPOINT', `MoE weights: correctionBias must have shape [${config.numExperts}]`);
+  }
+  if (config.sharedExpert) {
+    const S = config.sharedExpert.intermediateSize;
+    const H = config.hiddenSize;
+    const shared = weights.shared;
+    if (!shared) throw new MoekitError('E_CHECKPOINT', 'MoE weights: the config has a shared expert but shared weights are missing');
+    const checks: [string, HostTensor | undefined, number[]][] = [
+      ['shared.w13', shared.w13, [2 * S, H]],
+      ['shared.w2', shared.w2, [H, S]],
+    ];
+    if (config.sharedExpert.gated) checks.push(['shared.gate', shared.gate, [1, H]]);
+    for (const [name, weight, shape] of checks) {
+      if (!weight) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} is missing`);
+      if (weight.shape.join(',') !== shape.join(',')) {
+        throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} has shape [${weight.shape.join(', ')}], expected [${shape.join(', ')}]`);
+      }
+    }
+  }
+}

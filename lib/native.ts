@@ -1,0 +1,132 @@
+/**
+ * The native addon's interface and its loader. Everything here is internal: the public API
+ * (Tensor, ops, MoELayer) wraps it and checks arguments before any call reaches native code.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { fromNativeError, MoekitError } from './errors';
+
+/** Device memory (host memory for device -1) owned by one Tensor. */
+export interface NativeStorage {
+  /** -1 for the CPU, N for cuda:N. */
+  readonly device: number;
+  readonly nbytes: number;
+  /** Frees the memory after all work already enqueued on its device (stream-ordered). Idempotent. */
+  release(): void;
+}
+
+/** How a tensor is passed to an op: its storage, dtype code (DTYPE_CODES) and shape. */
+export interface NativeTensor {
+  storage: NativeStorage;
+  dtype: number;
+  shape: number[];
+}
+
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  totalMemory: number;
+  computeCapability: string;
+  multiprocessors: number;
+}
+
+/** Op argument objects: keys match the C++ structs in native/core/op_args.h. */
+export interface NativeOps {
+  routing(device: number, args: {
+    logits: NativeTensor; correctionBias?: NativeTensor; topkIds: NativeTensor; topkWeights: NativeTensor;
+    expertCounts: NativeTensor; method: number; topK: number; renormalize: boolean; numGroups: number;
+    topkGroups: number; scalingFactor: number;
+  }): void;
+  permute(device: number, args: {
+    input: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; expertOffsets: NativeTensor;
+    sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; numExperts: number;
+  }): void;
+  groupedGemm(device: number, args: {
+    input: NativeTensor; weights: NativeTensor; bias?: NativeTensor; expertOffsets: NativeTensor; output: NativeTensor;
+  }): void;
+  linear(device: number, args: { input: NativeTensor; weight: NativeTensor; bias?: NativeTensor; output: NativeTensor }): void;
+  activation(device: number, args: {
+    input: NativeTensor; output: NativeTensor; kind: number; layout: number; alpha: number; limit: number;
+  }): void;
+  combine(device: number, args: {
+    expertOutput: NativeTensor; topkWeights: NativeTensor; sourceToPermuted: NativeTensor; shared?: NativeTensor;
+    sharedGateLogits?: NativeTensor; output: NativeTensor;
+  }): void;
+  cast(device: number, args: { input: NativeTensor; output: NativeTensor }): void;
+  fillRandom(device: number, args: { output: NativeTensor; seed: number; scale: number }): void;
+}
+
+/** A captured CUDA graph (see beginCapture). */
+export interface NativeGraph {
+  /** Enqueues one replay on the stream it was captured from. */
+  launch(): void;
+  /** Destroys the graph. Idempotent. */
+  release(): void;
+}
+
+export interface NativeAddon extends NativeOps {
+  /** 'cuda' when the CUDA backend was compiled in (it may still find no GPU at run time). */
+  readonly variant: 'cpu' | 'cuda';
+  cudaDeviceCount(): number;
+  cudaDeviceInfo(index: number): CudaDeviceInfo;
+  /** Allocates nbytes on a device; throws E_OOM when it cannot. */
+  allocate(device: number, nbytes: number): NativeStorage;
+  /** Copies host bytes into storage at byteOffset, ordered after work already enqueued. */
+  upload(dst: NativeStorage, src: ArrayBufferView, byteOffset: number): void;
+  /** Enqueues a copy of storage's first dst.byteLength bytes into dst; complete once synchronize resolves. */
+  download(src: NativeStorage, dst: ArrayBufferView): void;
+  /** Copies nbytes between storages of any devices, ordered after the work enqueued on both. */
+  copy(dst: NativeStorage, src: NativeStorage, nbytes: number): void;
+  /** Resolves once all work enqueued so far on the device is done; rejects with a failure it met. */
+  synchronize(device: number): Promise<void>;
+  /** Starts recording the CUDA device's work into a graph instead of running it. */
+  beginCapture(device: number): void;
+  /** Stops recording and returns the graph (on failure the capture is abandoned and this throws). */
+  endCapture(device: number): NativeGraph;
+}
+
+export interface LoadedAddon {
+  addon: NativeAddon;
+  /** Which file was loaded: a prebuild, or a local cmake-js / node-gyp build. */
+  path: string;
+}
+
+let loaded: LoadedAddon | undefined;
+
+/** The package root: the nearest folder above this file with moekit's package.json. */
+export function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const manifest = path.join(dir, 'package.json');
+    if (fs.existsSync(manifest) && JSON.parse(fs.readFileSync(manifest, 'utf8')).name === 'moekit') return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new MoekitError('E_NATIVE', `cannot find moekit's package.json above ${__dirname}`);
+    dir = parent;
+  }
+}
+
+/** Loads the addon once (prebuilds/ first, then build/Release), as node-gyp-build resolves it. */
+export function loadAddon(): LoadedAddon {
+  if (loaded) return loaded;
+  const root = packageRoot();
+  // node-gyp-build has no types; its default export maps a package root to the loaded module.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const nodeGypBuild = require('node-gyp-build') as { (dir: string): unknown; resolve(dir: string): string };
+  let file: string;
+  try {
+    file = nodeGypBuild.resolve(root);
+  } catch (error) {
+    throw new MoekitError('E_NATIVE', `moekit's native addon is not built: run 'npm install' (or 'npm run build:native') in ${root}`, { cause: error });
+  }
+  try {
+    loaded = { addon: nodeGypBuild(root) as NativeAddon, path: file };
+  } catch (error) {
+    throw fromNativeError(error);
+  }
+  return loaded;
+}
+
+export function addon(): NativeAddon {
+  return loadAddon().addon;
+}

@@ -1,0 +1,76 @@
+import { deviceIndex } from '../device';
+import type { FloatDType } from '../dtype';
+import { GATED_ACTIVATIONS, type ActivationKind } from '../layer/config';
+import { MoekitError } from '../errors';
+import { addon } from '../native';
+import { Tensor } from '../tensor';
+import { requireFinite, requireFloat, requireShape, requireTensor, withOutputs } from './validate';
+
+/** Numeric codes shared with native/core/op_args.h (ActivationKind, GateLayout). */
+const ACTIVATION_CODES: Readonly<Record<ActivationKind, number>> = {
+  swiglu: 0,
+  geglu: 1,
+  gptoss_swiglu: 2,
+  silu: 3,
+  gelu: 4,
+  relu: 5,
+};
+
+/** Where gate and up columns sit in a gated input [M, 2I]. */
+export type GateLayout = 'halves' | 'interleaved';
+const GATE_LAYOUT_CODES: Readonly<Record<GateLayout, number>> = { halves: 0, interleaved: 1 };
+
+export interface ActivationOptions {
+  /** Gated kinds: 'halves' (gate = columns [0, I), up = [I, 2I); default) or 'interleaved' (gate = even, up = odd). */
+  layout?: GateLayout;
+  /** gptoss_swiglu: sigmoid slope, default 1.702. */
+  alpha?: number;
+  /** gptoss_swiglu: clamp limit, default 7. */
+  limit?: number;
+  /** Output dtype, default the input's. */
+  outDtype?: FloatDType;
+}
+
+export function isGated(kind: ActivationKind): boolean {
+  return GATED_ACTIVATIONS.includes(kind);
+}
+
+/**
+ * The expert MLP's activation: gated kinds map [M, 2I] → [M, I] (swiglu, geglu, gptoss_swiglu),
+ * the others apply elementwise to [M, I] (silu, gelu, relu).
+ */
+export function activation(input: Tensor, kind: ActivationKind, options: ActivationOptions = {}): Tensor {
+  const op = 'activation';
+  requireTensor(input, op, 'input');
+  requireFloat(input, op, 'input');
+  if (!(kind in ACTIVATION_CODES)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown kind ${JSON.stringify(kind)} (expected ${Object.keys(ACTIVATION_CODES).join(', ')})`);
+  }
+  const layout = options.layout ?? 'halves';
+  if (!(layout in GATE_LAYOUT_CODES)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown layout ${JSON.stringify(layout)}`);
+  const alpha = requireFinite(options.alpha ?? 1.702, op, 'alpha');
+  const limit = requireFinite(options.limit ?? 7, op, 'limit');
+  const [rows, width] = requireShape(input, op, 'input', [null, null]) as [number, number];
+  const gated = isGated(kind);
+  if (gated && width % 2 !== 0) throw new MoekitError('E_SHAPE', `${op}: a gated activation needs an even input width, got ${width}`);
+  const dtype = options.outDtype ?? (input.dtype as FloatDType);
+  requireFloatDType(op, dtype);
+  return withOutputs(
+    () => ({ output: Tensor.empty([rows, gated ? width / 2 : width], { dtype, device: input.device }) }),
+    (out) =>
+      addon().activation(deviceIndex(input.device), {
+        input: input.toNative(),
+        output: out.output.toNative(),
+        kind: ACTIVATION_CODES[kind],
+        layout: GATE_LAYOUT_CODES[layout],
+        alpha,
+        limit,
+      }),
+  ).output;
+}
+
+function requireFloatDType(op: string, dtype: unknown): void {
+  if (dtype !== 'float32' && dtype !== 'float16' && dtype !== 'bfloat16') {
+    throw new MoekitError('E_DTYPE', `${op}: outDtype must be a float dtype, got ${JSON.stringify(dtype)}`);
+  }
+}

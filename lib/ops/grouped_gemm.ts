@@ -1,0 +1,88 @@
+import { deviceIndex } from '../device';
+import type { FloatDType } from '../dtype';
+import { MoekitError } from '../errors';
+import { addon } from '../native';
+import { Tensor } from '../tensor';
+import { requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
+
+export interface GemmOptions {
+  /** Bias added to every output row: [E, N] for groupedGemm, [N] for linear. */
+  bias?: Tensor;
+  /** float32, or the input's dtype (the default). Accumulation is float32 either way. */
+  outDtype?: FloatDType;
+}
+
+function outputDType(op: string, input: Tensor, requested: FloatDType | undefined): FloatDType {
+  const dtype = requested ?? (input.dtype as FloatDType);
+  if (dtype !== 'float32' && dtype !== input.dtype) {
+    throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32 or the input dtype ${input.dtype}, got ${dtype}`);
+  }
+  return dtype;
+}
+
+/**
+ * Per-expert matrix products over expert-sorted rows: for each expert e and row r in
+ * [offsets[e], offsets[e+1]), output[r] = input[r] · weights[e]ᵀ (+ bias[e]).
+ * input [M, K]; weights [E, N, K] (PyTorch Linear layout); expertOffsets [E+1] int32, read on the
+ * device. Rows outside [offsets[0], offsets[E]) are left as they were.
+ */
+export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tensor, options: GemmOptions = {}): Tensor {
+  const op = 'groupedGemm';
+  requireTensor(input, op, 'input');
+  requireTensor(weights, op, 'weights');
+  requireTensor(expertOffsets, op, 'expertOffsets');
+  requireFloat(input, op, 'input');
+  requireFloat(weights, op, 'weights');
+  requireDType(expertOffsets, op, 'expertOffsets', ['int32']);
+  const [rows, inFeatures] = requireShape(input, op, 'input', [null, null]) as [number, number];
+  const [experts, outFeatures] = requireShape(weights, op, 'weights', [null, null, inFeatures]) as [number, number, number];
+  requireShape(expertOffsets, op, 'expertOffsets', [experts + 1]);
+  const bias = options.bias;
+  if (bias !== undefined) {
+    requireTensor(bias, op, 'bias');
+    requireFloat(bias, op, 'bias');
+    requireShape(bias, op, 'bias', [experts, outFeatures]);
+  }
+  const device = requireSameDevice(op, { input, weights, expertOffsets, bias });
+  const dtype = outputDType(op, input, options.outDtype);
+  return withOutputs(
+    () => ({ output: Tensor.empty([rows, outFeatures], { dtype, device }) }),
+    (out) =>
+      addon().groupedGemm(deviceIndex(device), {
+        input: input.toNative(),
+        weights: weights.toNative(),
+        bias: bias?.toNative(),
+        expertOffsets: expertOffsets.toNative(),
+        output: out.output.toNative(),
+      }),
+  ).output;
+}
+
+/** A dense projection: output = input · weightᵀ (+ bias). input [M, K], weight [N, K]. */
+export function linear(input: Tensor, weight: Tensor, options: GemmOptions = {}): Tensor {
+  const op = 'linear';
+  requireTensor(input, op, 'input');
+  requireTensor(weight, op, 'weight');
+  requireFloat(input, op, 'input');
+  requireFloat(weight, op, 'weight');
+  const [rows, inFeatures] = requireShape(input, op, 'input', [null, null]) as [number, number];
+  const [outFeatures] = requireShape(weight, op, 'weight', [null, inFeatures]) as [number, number];
+  const bias = options.bias;
+  if (bias !== undefined) {
+    requireTensor(bias, op, 'bias');
+    requireFloat(bias, op, 'bias');
+    requireShape(bias, op, 'bias', [outFeatures]);
+  }
+  const device = requireSameDevice(op, { input, weight, bias });
+  const dtype = outputDType(op, input, options.outDtype);
+  return withOutputs(
+    () => ({ output: Tensor.empty([rows, outFeatures], { dtype, device }) }),
+    (out) =>
+      addon().linear(deviceIndex(device), {
+        input: input.toNative(),
+        weight: weight.toNative(),
+        bias: bias?.toNative(),
+        output: out.output.toNative(),
+      }),
+  ).output;
+}

@@ -1,0 +1,83 @@
+import { deviceIndex } from '../device';
+import type { RoutingConfig, RoutingMethod } from '../layer/config';
+import { MoekitError } from '../errors';
+import { addon } from '../native';
+import { Tensor } from '../tensor';
+import { requireDType, requireFinite, requireFloat, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
+
+/** Numeric codes shared with native/core/op_args.h (RoutingMethod). */
+const ROUTING_METHOD_CODES: Readonly<Record<RoutingMethod, number>> = {
+  softmax_topk: 0,
+  topk_softmax: 1,
+  sigmoid_group_topk: 2,
+};
+
+export interface RoutingOptions extends Partial<Omit<RoutingConfig, 'topK'>> {
+  topK: number;
+  /** sigmoid_group_topk: [E] float32 bias added to the scores for choosing experts only. */
+  correctionBias?: Tensor;
+}
+
+export interface RoutingResult {
+  /** [T, K] int32 expert ids, best first. */
+  topkIds: Tensor;
+  /** [T, K] float32 weights. */
+  topkWeights: Tensor;
+  /** [E] int32: how many (token, slot) pairs chose each expert. */
+  expertCounts: Tensor;
+}
+
+/**
+ * Router logits [T, E] → top-k experts and weights per token, by one of three methods (see
+ * RoutingMethod): softmax→top-k (default), top-k→softmax, or DeepSeek-V3's sigmoid with a
+ * correction bias and group-limited choice.
+ */
+export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
+  const op = 'route';
+  requireTensor(logits, op, 'logits');
+  requireFloat(logits, op, 'logits');
+  const [tokens, experts] = requireShape(logits, op, 'logits', [null, null]) as [number, number];
+  const method = options.method ?? 'softmax_topk';
+  if (!(method in ROUTING_METHOD_CODES)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown method ${JSON.stringify(method)} (expected ${Object.keys(ROUTING_METHOD_CODES).join(', ')})`);
+  }
+  if (experts < 1) throw new MoekitError('E_SHAPE', `${op}: logits has no experts`);
+  const topK = requireInteger(options.topK, op, 'topK', 1);
+  if (topK > experts) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: topK ${topK} is larger than the expert count ${experts}`);
+  const numGroups = requireInteger(options.numGroups ?? 1, op, 'numGroups', 1, experts);
+  if (experts % numGroups !== 0) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: numGroups ${numGroups} does not divide the expert count ${experts}`);
+  const topkGroups = requireInteger(options.topkGroups ?? numGroups, op, 'topkGroups', 1, numGroups);
+  const scalingFactor = requireFinite(options.scalingFactor ?? 1, op, 'scalingFactor');
+  const renormalize = options.renormalize ?? false;
+  if (typeof renormalize !== 'boolean') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: renormalize must be a boolean`);
+  const correctionBias = options.correctionBias;
+  if (correctionBias !== undefined) {
+    requireTensor(correctionBias, op, 'correctionBias');
+    requireShape(correctionBias, op, 'correctionBias', [experts]);
+    requireDType(correctionBias, op, 'correctionBias', ['float32']);
+    if (correctionBias.device !== logits.device) throw new MoekitError('E_DEVICE', `${op}: correctionBias is on ${correctionBias.device} but logits is on ${logits.device}`);
+    if (method !== 'sigmoid_group_topk') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: correctionBias applies to method 'sigmoid_group_topk' only`);
+  }
+  const device = logits.device;
+  return withOutputs(
+    () => ({
+      topkIds: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
+      topkWeights: Tensor.empty([tokens, topK], { dtype: 'float32', device }),
+      expertCounts: Tensor.empty([experts], { dtype: 'int32', device }),
+    }),
+    (out) =>
+      addon().routing(deviceIndex(device), {
+        logits: logits.toNative(),
+        correctionBias: correctionBias?.toNative(),
+        topkIds: out.topkIds.toNative(),
+        topkWeights: out.topkWeights.toNative(),
+        expertCounts: out.expertCounts.toNative(),
+        method: ROUTING_METHOD_CODES[method],
+        topK,
+        renormalize,
+        numGroups,
+        topkGroups,
+        scalingFactor,
+      }),
+  );
+}

@@ -1,0 +1,81 @@
+/** Argument checks shared by the ops: each failure names the op and the argument. */
+import type { Device } from '../device';
+import type { DType } from '../dtype';
+import { fromNativeError, MoekitError } from '../errors';
+import { Tensor } from '../tensor';
+
+export function requireTensor(value: unknown, op: string, name: string): Tensor {
+  if (!(value instanceof Tensor)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be a Tensor`);
+  if (value.disposed) throw new MoekitError('E_DISPOSED', `${op}: ${name} was used after dispose()`);
+  return value;
+}
+
+/** Checks rank and extents; `null` matches any extent. Returns the shape. */
+export function requireShape(tensor: Tensor, op: string, name: string, expected: readonly (number | null)[]): readonly number[] {
+  const shape = tensor.shape;
+  const matches = shape.length === expected.length && expected.every((extent, axis) => extent === null || shape[axis] === extent);
+  if (!matches) {
+    const wanted = `[${expected.map((extent) => (extent === null ? '*' : String(extent))).join(', ')}]`;
+    throw new MoekitError('E_SHAPE', `${op}: ${name} must have shape ${wanted}, got [${shape.join(', ')}]`);
+  }
+  return shape;
+}
+
+export function requireDType(tensor: Tensor, op: string, name: string, allowed: readonly DType[]): void {
+  if (!allowed.includes(tensor.dtype)) {
+    throw new MoekitError('E_DTYPE', `${op}: ${name} must be ${allowed.join(' or ')}, got ${tensor.dtype}`);
+  }
+}
+
+export function requireFloat(tensor: Tensor, op: string, name: string): void {
+  requireDType(tensor, op, name, ['float32', 'float16', 'bfloat16']);
+}
+
+/** All tensors on one device; returns it. */
+export function requireSameDevice(op: string, tensors: Record<string, Tensor | undefined>): Device {
+  let device: Device | undefined;
+  let first = '';
+  for (const [name, tensor] of Object.entries(tensors)) {
+    if (tensor === undefined) continue;
+    if (device === undefined) {
+      device = tensor.device;
+      first = name;
+    } else if (tensor.device !== device) {
+      throw new MoekitError('E_DEVICE', `${op}: ${name} is on ${tensor.device} but ${first} is on ${device}`);
+    }
+  }
+  if (device === undefined) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: no tensor given`);
+  return device;
+}
+
+export function requireInteger(value: unknown, op: string, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be an integer ${range}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export function requireFinite(value: unknown, op: string, name: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be a finite number, got ${String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Makes output tensors, runs a native call that fills them, and frees them if the call fails,
+ * so a failed op never leaves half-made tensors behind.
+ */
+export function withOutputs<T extends Record<string, Tensor>>(outputs: () => T, fill: (outputs: T) => void): T {
+  const made: Tensor[] = [];
+  try {
+    const created = outputs();
+    made.push(...Object.values(created));
+    fill(created);
+    return created;
+  } catch (error) {
+    for (const tensor of made) tensor.dispose();
+    throw fromNativeError(error);
+  }
+}

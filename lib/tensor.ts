@@ -1,0 +1,256 @@
+import { allocateHostArray, decodeHalf, DTYPE_BYTES, DTYPE_CODES, parseDType, type DType, type HostArray } from './dtype';
+import { deviceIndex, parseDevice, type Device } from './device';
+import { fromNativeError, MoekitError } from './errors';
+import { addon, type NativeStorage, type NativeTensor } from './native';
+
+export interface TensorOptions {
+  dtype?: DType;
+  device?: Device;
+}
+
+export interface RandomTensorOptions extends TensorOptions {
+  /** Values are uniform in [-scale, scale). Default 1. */
+  scale?: number;
+  /** Same seed, same values on every device (up to dtype rounding). Default 0. */
+  seed?: number;
+}
+
+/** Host data a tensor can be created from. float16/bfloat16 data is raw bits in a Uint16Array. */
+export type TensorData = Float32Array | Int32Array | Uint16Array | readonly number[];
+
+const DISPOSE = Symbol.dispose ?? Symbol.for('nodejs.dispose');
+
+function checkShape(shape: readonly number[]): number[] {
+  if (!Array.isArray(shape)) throw new MoekitError('E_SHAPE', `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  for (const extent of shape) {
+    if (!Number.isSafeInteger(extent) || extent < 0) {
+      throw new MoekitError('E_SHAPE', `shape must be an array of non-negative integers, got [${shape.join(', ')}]`);
+    }
+  }
+  return [...shape];
+}
+
+export function shapeNumel(shape: readonly number[]): number {
+  return shape.reduce((product, extent) => product * extent, 1);
+}
+
+function formatShape(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/**
+ * A dense, row-major n-dimensional array on the CPU or a CUDA device.
+ *
+ * Work on a tensor is queued on its device and runs in order; methods return at once and
+ * `await tensor.toArray()` waits for the data. A tensor owns its memory: `dispose()` (or `using`)
+ * frees it after queued work that reads it has finished; a finalizer does the same for tensors
+ * that are garbage-collected undisposed. Using a disposed tensor throws E_DISPOSED.
+ */
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly device: Device;
+  #storage: NativeStorage | undefined;
+
+  private constructor(storage: NativeStorage, dtype: DType, shape: readonly number[], device: Device) {
+    this.#storage = storage;
+    this.dtype = dtype;
+    this.shape = Object.freeze([...shape]);
+    this.device = device;
+  }
+
+  /** An uninitialized tensor (its contents are whatever the memory held). */
+  static empty(shape: readonly number[], options: TensorOptions = {}): Tensor {
+    const dims = checkShape(shape);
+    const dtype = parseDType(options.dtype ?? 'float32');
+    const device = parseDevice(options.device ?? 'cpu');
+    const nbytes = shapeNumel(dims) * DTYPE_BYTES[dtype];
+    let storage: NativeStorage;
+    try {
+      storage = addon().allocate(deviceIndex(device), nbytes);
+    } catch (error) {
+      throw fromNativeError(error);
+    }
+    return new Tensor(storage, dtype, dims, device);
+  }
+
+  /**
+   * A tensor holding `data` with the given shape. Float32Array and number[] data may target any
+   * float dtype (converted on the device); Int32Array is int32; Uint16Array is the raw bits of
+   * float16 or bfloat16 and needs that dtype named.
+   */
+  static fromArray(data: TensorData, shape: readonly number[], options: TensorOptions = {}): Tensor {
+    const dims = checkShape(shape);
+    const host = hostSource(data, options.dtype);
+    const dtype = parseDType(options.dtype ?? host.dtype);
+    if (host.values.length !== shapeNumel(dims)) {
+      throw new MoekitError('E_SHAPE', `data has ${host.values.length} elements but shape ${formatShape(dims)} needs ${shapeNumel(dims)}`);
+    }
+    const device = parseDevice(options.device ?? 'cpu');
+    const staged = Tensor.empty(dims, { dtype: host.dtype, device });
+    try {
+      addon().upload(staged.#native(), host.values, 0);
+    } catch (error) {
+      staged.dispose();
+      throw fromNativeError(error);
+    }
+    if (host.dtype === dtype) return staged;
+    try {
+      return staged.to(device, dtype);
+    } finally {
+      staged.dispose();
+    }
+  }
+
+  /** A tensor of uniform random values in [-scale, scale), generated on its device. */
+  static random(shape: readonly number[], options: RandomTensorOptions = {}): Tensor {
+    const dtype = parseDType(options.dtype ?? 'float32');
+    if (dtype === 'int32') throw new MoekitError('E_DTYPE', 'Tensor.random makes float tensors only');
+    const seed = options.seed ?? 0;
+    const scale = options.scale ?? 1;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new MoekitError('E_INVALID_ARGUMENT', `seed must be a non-negative integer, got ${seed}`);
+    if (!Number.isFinite(scale)) throw new MoekitError('E_INVALID_ARGUMENT', `scale must be finite, got ${scale}`);
+    const tensor = Tensor.empty(shape, { ...options, dtype });
+    tensor.#enqueue(() => addon().fillRandom(deviceIndex(tensor.device), { output: tensor.toNative(), seed, scale }));
+    return tensor;
+  }
+
+  get numel(): number {
+    return shapeNumel(this.shape);
+  }
+
+  get nbytes(): number {
+    return this.numel * DTYPE_BYTES[this.dtype];
+  }
+
+  get disposed(): boolean {
+    return this.#storage === undefined;
+  }
+
+  /**
+   * A new tensor with this one's values on `device` (default: the same) in `dtype` (default: the
+   * same). Float dtypes convert to each other; int32 stays int32. The original is unchanged.
+   */
+  to(device: Device = this.device, dtype: DType = this.dtype): Tensor {
+    const target = parseDevice(device);
+    const targetDType = parseDType(dtype);
+    if ((this.dtype === 'int32') !== (targetDType === 'int32')) {
+      throw new MoekitError('E_DTYPE', `cannot convert ${this.dtype} to ${targetDType}: int32 and float tensors do not convert`);
+    }
+    // Convert on the source device, then move: conversion first keeps the bytes that travel small
+    // when narrowing, and either order gives identical values.
+    const converted = targetDType === this.dtype ? this : this.#castOnDevice(targetDType);
+    try {
+      const moved = Tensor.empty(this.shape, { dtype: targetDType, device: target });
+      moved.#enqueue(() => addon().copy(moved.#native(), converted.#native(), moved.nbytes));
+      return moved;
+    } finally {
+      if (converted !== this) converted.dispose();
+    }
+  }
+
+  /**
+   * Overwrites this tensor's values with `source`'s (same shape and dtype, any device), ordered
+   * after work already queued on both.
+   */
+  copyFrom(source: Tensor): void {
+    if (!(source instanceof Tensor)) throw new MoekitError('E_INVALID_ARGUMENT', 'copyFrom: source must be a Tensor');
+    if (source.dtype !== this.dtype || source.shape.join(',') !== this.shape.join(',')) {
+      throw new MoekitError('E_SHAPE', `copyFrom: source is ${source.toString()} but this is ${this.toString()}`);
+    }
+    const [target, from] = [this.#native(), source.#native()];
+    try {
+      addon().copy(target, from, this.nbytes);
+    } catch (error) {
+      throw fromNativeError(error);
+    }
+  }
+
+  /**
+   * The values, once queued work on this tensor's device has finished: Float32Array (float32),
+   * Int32Array (int32), or Uint16Array bit patterns (float16/bfloat16; see toFloat32Array).
+   */
+  async toArray(): Promise<HostArray> {
+    const host = allocateHostArray(this.dtype, this.numel);
+    const storage = this.#native();
+    try {
+      addon().download(storage, host);
+      await addon().synchronize(deviceIndex(this.device));
+    } catch (error) {
+      throw fromNativeError(error);
+    }
+    return host;
+  }
+
+  /** The values as float32, whatever the float dtype. */
+  async toFloat32Array(): Promise<Float32Array> {
+    if (this.dtype === 'int32') throw new MoekitError('E_DTYPE', 'toFloat32Array needs a float tensor, this one is int32');
+    const values = await this.toArray();
+    if (this.dtype === 'float32') return values as Float32Array;
+    return decodeHalf(values as Uint16Array, this.dtype);
+  }
+
+  /** Frees the memory once queued work using it has finished. Safe to call twice. */
+  dispose(): void {
+    const storage = this.#storage;
+    this.#storage = undefined;
+    storage?.release();
+  }
+
+  [DISPOSE](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${formatShape(this.shape)}, ${this.dtype}, ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+
+  /**
+   * The descriptor native ops take. Internal to moekit: ops call it after validating arguments.
+   * @internal
+   */
+  toNative(): NativeTensor {
+    return { storage: this.#native(), dtype: DTYPE_CODES[this.dtype], shape: [...this.shape] };
+  }
+
+  #native(): NativeStorage {
+    if (this.#storage === undefined) throw new MoekitError('E_DISPOSED', `${this.toString()} was used after dispose()`);
+    return this.#storage;
+  }
+
+  #castOnDevice(dtype: DType): Tensor {
+    const output = Tensor.empty(this.shape, { dtype, device: this.device });
+    output.#enqueue(() => addon().cast(deviceIndex(this.device), { input: this.toNative(), output: output.toNative() }));
+    return output;
+  }
+
+  // Runs a native call that fills this freshly made tensor; on failure the tensor is freed.
+  #enqueue(call: () => void): void {
+    try {
+      call();
+    } catch (error) {
+      this.dispose();
+      throw fromNativeError(error);
+    }
+  }
+}
+
+interface HostSource {
+  dtype: DType;
+  values: Float32Array | Int32Array | Uint16Array;
+}
+
+function hostSource(data: TensorData, requested: DType | undefined): HostSource {
+  if (data instanceof Float32Array) return { dtype: 'float32', values: data };
+  if (data instanceof Int32Array) return { dtype: 'int32', values: data };
+  if (data instanceof Uint16Array) {
+    if (requested !== 'float16' && requested !== 'bfloat16') {
+      throw new MoekitError('E_DTYPE', 'Uint16Array data holds float16 or bfloat16 bits: pass { dtype: "float16" } or { dtype: "bfloat16" }');
+    }
+    return { dtype: requested, values: data };
+  }
+  if (Array.isArray(data)) {
+    return requested === 'int32' ? { dtype: 'int32', values: Int32Array.from(data) } : { dtype: 'float32', values: Float32Array.from(data) };
+  }
+  throw new MoekitError('E_INVALID_ARGUMENT', 'tensor data must be a Float32Array, Int32Array, Uint16Array or number[]');
+}

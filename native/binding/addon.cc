@@ -1,0 +1,58 @@
+// moekit's native module: devices, tensor storage, transfers and ops (see lib/native.ts for the
+// JavaScript-side interface).
+#include <napi.h>
+
+#include "device_registry.h"
+#include "graphs.h"
+#include "js_errors.h"
+#include "ops.h"
+#include "storage.h"
+#include "transfers.h"
+#if MOEKIT_WITH_CUDA
+#include "cuda/cuda_device.h"
+#endif
+
+namespace moekit::binding {
+namespace {
+
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cudaDeviceCount());
+}
+
+Napi::Value CudaDeviceInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if MOEKIT_WITH_CUDA
+  const int index = info[0].As<Napi::Number>().Int32Value();
+  if (index < 0 || index >= cudaDeviceCount()) throwJsError(env, "E_DEVICE", "cuda:" + std::to_string(index) + " does not exist");
+  return translateErrors(env, [&] {
+    cuda::DeviceInfo details = cuda::deviceInfo(index);
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("index", details.index);
+    result.Set("name", details.name);
+    result.Set("totalMemory", static_cast<double>(details.totalMemory));
+    result.Set("computeCapability", std::to_string(details.major) + "." + std::to_string(details.minor));
+    result.Set("multiprocessors", details.multiprocessors);
+    return result;
+  });
+#else
+  throwJsError(env, "E_DEVICE", "this build of moekit has no CUDA backend");
+#endif
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("variant", Napi::String::New(env, cudaCompiledIn() ? "cuda" : "cpu"));
+  exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
+  exports.Set("cudaDeviceInfo", Napi::Function::New<CudaDeviceInfo>(env, "cudaDeviceInfo"));
+  Storage::Register(env, exports);
+  RegisterTransfers(env, exports);
+  RegisterOps(env, exports);
+  RegisterGraphs(env, exports);
+  return exports;
+}
+
+}  // namespace
+}  // namespace moekit::binding
+
+static Napi::Object InitMoekit(Napi::Env env, Napi::Object exports) { return moekit::binding::Init(env, exports); }
+
+NODE_API_MODULE(moekit, InitMoekit)

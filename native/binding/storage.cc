@@ -1,0 +1,75 @@
+#include "storage.h"
+
+#include "device_registry.h"
+#include "js_errors.h"
+
+namespace moekit::binding {
+namespace {
+
+// Lives in the addon's instance data so several Node environments (workers) each have theirs.
+struct StorageClass {
+  Napi::FunctionReference constructor;
+};
+
+}  // namespace
+
+void Storage::Register(Napi::Env env, Napi::Object exports) {
+  Napi::Function constructor = DefineClass(env, "Storage", {
+    InstanceAccessor<&Storage::DeviceGetter>("device"),
+    InstanceAccessor<&Storage::NbytesGetter>("nbytes"),
+    InstanceAccessor<&Storage::ReleasedGetter>("released"),
+    InstanceMethod<&Storage::Release>("release"),
+  });
+  auto* storageClass = new StorageClass{Napi::Persistent(constructor)};
+  env.SetInstanceData<StorageClass>(storageClass);
+  exports.Set("Storage", constructor);
+}
+
+Napi::Object Storage::Create(Napi::Env env, int device, size_t nbytes) {
+  return env.GetInstanceData<StorageClass>()->constructor.New({
+    Napi::Number::New(env, device),
+    Napi::Number::New(env, static_cast<double>(nbytes)),
+  });
+}
+
+Storage& Storage::FromValue(Napi::Value value, const std::string& what) {
+  Napi::Env env = value.Env();
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(env.GetInstanceData<StorageClass>()->constructor.Value())) {
+    throwJsError(env, "E_INVALID_ARGUMENT", what + ": not a tensor storage");
+  }
+  return *Napi::ObjectWrap<Storage>::Unwrap(value.As<Napi::Object>());
+}
+
+// new Storage(device, nbytes): allocates. Only Create() calls it.
+Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info), env_(info.Env()) {
+  translateErrors(info.Env(), [&] {
+    device_ = info[0].As<Napi::Number>().Int32Value();
+    const double requested = info[1].As<Napi::Number>().DoubleValue();
+    nbytes_ = static_cast<size_t>(requested);
+    // Zero-byte tensors (a dimension of 0) still get a distinct, valid pointer.
+    data_ = deviceFor(device_).allocate(nbytes_ == 0 ? 1 : nbytes_);
+  });
+  // Host memory counts towards V8's heap pressure so the GC finalizes forgotten CPU tensors.
+  if (device_ == -1) Napi::MemoryManagement::AdjustExternalMemory(env_, static_cast<int64_t>(nbytes_));
+}
+
+Storage::~Storage() { releaseMemory(); }
+
+void Storage::releaseMemory() {
+  if (data_ == nullptr) return;
+  deviceFor(device_).release(data_);
+  data_ = nullptr;
+  if (device_ == -1) Napi::MemoryManagement::AdjustExternalMemory(env_, -static_cast<int64_t>(nbytes_));
+}
+
+Napi::Value Storage::DeviceGetter(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), device_); }
+
+Napi::Value Storage::NbytesGetter(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(nbytes_));
+}
+
+Napi::Value Storage::ReleasedGetter(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), released()); }
+
+void Storage::Release(const Napi::CallbackInfo&) { releaseMemory(); }
+
+}  // namespace moekit::binding

@@ -1,0 +1,89 @@
+#include "tensor_args.h"
+
+#include "js_errors.h"
+#include "storage.h"
+
+namespace moekit::binding {
+
+OpArgs::OpArgs(const Napi::CallbackInfo& info, const char* opName)
+    : env_(info.Env()), op_(opName), device_(0) {
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsObject()) {
+    throwJsError(env_, "E_INVALID_ARGUMENT", op_ + ": expected (device, args)");
+  }
+  device_ = info[0].As<Napi::Number>().Int32Value();
+  args_ = info[1].As<Napi::Object>();
+}
+
+void OpArgs::expect(bool condition, const std::string& message) const {
+  if (!condition) throwJsError(env_, "E_INVALID_ARGUMENT", op_ + ": " + message);
+}
+
+TensorView OpArgs::optionalTensor(const char* key) const {
+  Napi::Value value = args_.Get(key);
+  if (value.IsUndefined() || value.IsNull()) return {};
+  return tensor(key);
+}
+
+TensorView OpArgs::tensor(const char* key) const {
+  Napi::Value value = args_.Get(key);
+  expect(value.IsObject(), std::string(key) + " is missing");
+  Napi::Object object = value.As<Napi::Object>();
+  Storage& storage = Storage::FromValue(object.Get("storage"), op_ + ": " + key);
+  expect(!storage.released(), std::string(key) + " was disposed");
+  expect(storage.device() == device_, std::string(key) + " is on another device");
+
+  TensorView view;
+  const int32_t dtypeCode = object.Get("dtype").As<Napi::Number>().Int32Value();
+  expect(dtypeCode >= 0 && dtypeCode <= static_cast<int32_t>(DType::Int32), std::string(key) + " has an unknown dtype");
+  view.dtype = static_cast<DType>(dtypeCode);
+  Napi::Value shapeValue = object.Get("shape");
+  expect(shapeValue.IsArray(), std::string(key) + ".shape is not an array");
+  Napi::Array shape = shapeValue.As<Napi::Array>();
+  for (uint32_t axis = 0; axis < shape.Length(); ++axis) {
+    const double extent = shape.Get(axis).As<Napi::Number>().DoubleValue();
+    expect(extent >= 0 && extent == static_cast<double>(static_cast<int64_t>(extent)), std::string(key) + " has a bad shape");
+    view.shape.push_back(static_cast<int64_t>(extent));
+  }
+  expect(view.nbytes() <= storage.nbytes(), std::string(key) + " is larger than its storage");
+  view.data = storage.data();
+  return view;
+}
+
+int32_t OpArgs::int32(const char* key) const {
+  Napi::Value value = args_.Get(key);
+  expect(value.IsNumber(), std::string(key) + " must be a number");
+  return value.As<Napi::Number>().Int32Value();
+}
+
+double OpArgs::number(const char* key) const {
+  Napi::Value value = args_.Get(key);
+  expect(value.IsNumber(), std::string(key) + " must be a number");
+  return value.As<Napi::Number>().DoubleValue();
+}
+
+bool OpArgs::boolean(const char* key) const {
+  Napi::Value value = args_.Get(key);
+  expect(value.IsBoolean(), std::string(key) + " must be a boolean");
+  return value.As<Napi::Boolean>().Value();
+}
+
+void OpArgs::expectShape(const TensorView& view, const char* key, std::initializer_list<int64_t> extents) const {
+  bool matches = view.shape.size() == extents.size();
+  size_t axis = 0;
+  for (int64_t extent : extents) {
+    if (!matches) break;
+    matches = extent < 0 || view.shape[axis] == extent;
+    ++axis;
+  }
+  expect(matches, std::string(key) + " has the wrong shape");
+}
+
+void OpArgs::expectDType(const TensorView& view, const char* key, DType dtype) const {
+  expect(view.dtype == dtype, std::string(key) + " must be " + dtypeName(dtype));
+}
+
+void OpArgs::expectFloat(const TensorView& view, const char* key) const {
+  expect(view.dtype != DType::Int32, std::string(key) + " must be a float tensor");
+}
+
+}  // namespace moekit::binding

@@ -1,0 +1,158 @@
+// What each op reads and writes. Every backend (native/cpu, native/cuda) implements the same ops
+// with the same semantics; these structs are the whole contract between the binding and a backend.
+//
+// Conventions:
+// - A TensorView is a dense, row-major view of memory the op does not own. On the CPU backend the
+//   data is host memory; on the CUDA backend it is device memory of the op's device.
+// - An optional input is a TensorView whose data is nullptr.
+// - The binding (native/binding) has already checked shapes and dtypes against the comments below,
+//   so a backend may assume them.
+// - Float inputs may be float32, float16 or bfloat16; arithmetic accumulates in float32.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "dtype.h"
+
+namespace moekit {
+
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::Float32;
+  std::vector<int64_t> shape;
+
+  bool present() const { return data != nullptr; }
+  int64_t dim(int axis) const { return shape[static_cast<size_t>(axis)]; }
+  int64_t numel() const {
+    int64_t count = 1;
+    for (int64_t extent : shape) count *= extent;
+    return count;
+  }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype); }
+  template <typename T> T* as() const { return static_cast<T*>(data); }
+};
+
+// ---- 1. Routing ----------------------------------------------------------------------------
+// Numeric values shared with lib/ops/routing.ts.
+enum class RoutingMethod : int32_t {
+  // probabilities = softmax(logits) over all experts; take the top-k; if renormalize, divide the
+  // k weights by their sum. (Mixtral, Qwen2/3-MoE.)
+  SoftmaxTopK = 0,
+  // take the top-k logits; weights = softmax over those k. (TensorRT-LLM's RENORM, gpt-oss.)
+  TopKSoftmax = 1,
+  // scores = sigmoid(logits); choice = scores + correctionBias (if present). Experts fall into
+  // numGroups equal groups; a group's score is the sum of its two highest choice values; only
+  // the topkGroups best groups stay eligible. The top-k eligible experts by choice are taken;
+  // weights = their (unbiased) scores, divided by their sum (+1e-20) if renormalize, then times
+  // scalingFactor. (DeepSeek-V3.) numGroups == 1 means no group limit.
+  SigmoidGroupTopK = 2,
+};
+
+struct RoutingArgs {
+  TensorView logits;          // [T, E] float
+  TensorView correctionBias;  // optional [E] float32 (SigmoidGroupTopK only)
+  TensorView topkIds;         // out [T, K] int32, best first
+  TensorView topkWeights;     // out [T, K] float32
+  TensorView expertCounts;    // out [E] int32: how many (token, slot) pairs chose each expert
+  RoutingMethod method = RoutingMethod::SoftmaxTopK;
+  int32_t topK = 1;
+  bool renormalize = false;
+  int32_t numGroups = 1;
+  int32_t topkGroups = 1;
+  float scalingFactor = 1.0f;  // multiplies the final weights (every method)
+};
+// Ties: among equal values the lower expert id wins (a stable sort, as NumPy/PyTorch on CPU).
+
+// ---- 2. Permute ----------------------------------------------------------------------------
+// Gathers each (token t, slot j) pair's input row into expert-sorted order. Rows of one expert are
+// contiguous and, within an expert, ordered by the flat pair index t*K + j (stable).
+struct PermuteArgs {
+  TensorView input;             // [T, H] float
+  TensorView topkIds;           // [T, K] int32, each in [0, numExperts)
+  TensorView permuted;          // out [T*K, H], dtype of input
+  TensorView expertOffsets;     // out [E+1] int32: expert e's rows are [offsets[e], offsets[e+1])
+  TensorView sourceToPermuted;  // out [T, K] int32: row of pair (t, j) in `permuted` (the inverse map)
+  TensorView permutedToSource;  // out [T*K] int32: flat pair index t*K + j of each permuted row
+  int32_t numExperts = 0;
+};
+
+// ---- 3. Grouped GEMM -----------------------------------------------------------------------
+// For each expert e and each row r in [offsets[e], offsets[e+1]):
+//   output[r, n] = sum_k input[r, k] * weights[e, n, k]  (+ bias[e, n])
+// Weights use PyTorch's Linear layout (out_features x in_features), one matrix per expert.
+// expertOffsets lives on the op's device (never read by the host on the CUDA backend).
+// Rows outside [offsets[0], offsets[E]) are left untouched.
+struct GroupedGemmArgs {
+  TensorView input;          // [M, K] float
+  TensorView weights;        // [E, N, K] float
+  TensorView bias;           // optional [E, N] float
+  TensorView expertOffsets;  // [E+1] int32, non-decreasing, offsets[E] <= M
+  TensorView output;         // out [M, N], float32 or the dtype of input
+};
+
+// Dense projection: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]).
+struct LinearArgs {
+  TensorView input;   // [M, K] float
+  TensorView weight;  // [N, K] float
+  TensorView bias;    // optional [N] float
+  TensorView output;  // out [M, N], float32 or the dtype of input
+};
+
+// ---- 4. Activation -------------------------------------------------------------------------
+// Numeric values shared with lib/ops/activation.ts.
+enum class ActivationKind : int32_t {
+  SwiGLU = 0,        // silu(gate) * up
+  GeGLU = 1,         // gelu_tanh(gate) * up
+  GptOssSwiGLU = 2,  // g = min(gate, limit); u = clamp(up, -limit, limit); (u + 1) * g * sigmoid(alpha * g)
+  SiLU = 3,          // not gated: silu(x)
+  GELU = 4,          // not gated: gelu (erf form)
+  ReLU = 5,          // not gated: max(x, 0)
+};
+
+// How gate and up columns sit in a gated input of width 2I.
+enum class GateLayout : int32_t {
+  Halves = 0,       // columns [0, I) are gate, [I, 2I) are up (vLLM's w13)
+  Interleaved = 1,  // column 2i is gate i, column 2i+1 is up i (gpt-oss)
+};
+
+struct ActivationArgs {
+  TensorView input;   // [M, 2I] for gated kinds, [M, I] otherwise; float
+  TensorView output;  // out [M, I], float (any float dtype)
+  ActivationKind kind = ActivationKind::SwiGLU;
+  GateLayout layout = GateLayout::Halves;
+  float alpha = 1.702f;  // GptOssSwiGLU only
+  float limit = 7.0f;    // GptOssSwiGLU only
+};
+
+// ---- 5. Combine (unpermute) ----------------------------------------------------------------
+// output[t, h] = sum_j topkWeights[t, j] * expertOutput[sourceToPermuted[t, j], h]   (j in order 0..K-1)
+//              + sharedScale(t) * shared[t, h]                                      (if shared present)
+// where sharedScale(t) = sigmoid(sharedGateLogits[t, 0]) if present, else 1.
+// Deterministic: a fixed summation order, no atomics.
+struct CombineArgs {
+  TensorView expertOutput;      // [T*K, H] float, expert-sorted rows
+  TensorView topkWeights;       // [T, K] float32
+  TensorView sourceToPermuted;  // [T, K] int32
+  TensorView shared;            // optional [T, H] float
+  TensorView sharedGateLogits;  // optional [T, 1] float32
+  TensorView output;            // out [T, H] float (any float dtype)
+};
+
+// ---- Utilities -----------------------------------------------------------------------------
+// Elementwise conversion between float dtypes (or int32 -> int32 copy).
+struct CastArgs {
+  TensorView input;   // any shape
+  TensorView output;  // same numel
+};
+
+// Fills output with uniform values in [-scale, scale) from a counter-based generator, so the same
+// seed gives the same values on every backend up to the output dtype's rounding:
+// value(i) = scale * (2 * u(seed, i) - 1), u from moekit::uniformHash (native/core/random.h).
+struct FillRandomArgs {
+  TensorView output;  // float
+  uint64_t seed = 0;
+  float scale = 1.0f;
+};
+
+}  // namespace moekit

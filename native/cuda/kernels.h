@@ -1,0 +1,21 @@
+// The CUDA backend: one host function per op that enqueues its kernels on `stream` and returns at
+// once, without any host synchronisation (so a forward can be captured in a CUDA graph).
+// Every launch is checked; failures throw moekit::CudaError. Semantics: native/core/op_args.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "../core/op_args.h"
+
+namespace moekit::cuda {
+
+void routing(const RoutingArgs& args, cudaStream_t stream);
+void permute(const PermuteArgs& args, cudaStream_t stream);
+void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+void linear(const LinearArgs& args, cudaStream_t stream);
+void activation(const ActivationArgs& args, cudaStream_t stream);
+void combine(const CombineArgs& args, cudaStream_t stream);
+void cast(const CastArgs& args, cudaStream_t stream);
+void fillRandom(const FillRandomArgs& args, cudaStream_t stream);
+
+}  // namespace moekit::cuda

@@ -1,0 +1,69 @@
+/** Access to the shared Hugging Face fixtures (../shared/fixtures/hf-moe beside the repo). */
+import * as path from 'node:path';
+
+import { SafetensorsFile } from '../../lib/checkpoint/safetensors';
+import type { ModelFamily } from '../../lib/layer/config';
+
+export const FIXTURES_DIR = path.resolve(__dirname, '../../../shared/fixtures/hf-moe');
+export const FIXTURE_FAMILIES: readonly ModelFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v3', 'gpt_oss'];
+
+export interface FixtureExpectation {
+  input: Float32Array;
+  routerLogits: Float32Array;
+  topkIds: Int32Array;
+  topkWeights: Float32Array;
+  output: Float32Array;
+  tokens: number;
+  hidden: number;
+  experts: number;
+  topK: number;
+}
+
+export function fixtureDir(family: ModelFamily): string {
+  return path.join(FIXTURES_DIR, family);
+}
+
+/** Reads expected.safetensors: what transformers computed in float32. */
+export async function readExpectation(family: ModelFamily): Promise<FixtureExpectation> {
+  const file = await SafetensorsFile.open(path.join(fixtureDir(family), 'expected.safetensors'));
+  try {
+    const read = async (name: string) => (await file.read(name)).data;
+    const input = (await read('input')) as Float32Array;
+    const ids = (await read('topk_ids')) as Int32Array;
+    const [tokens, hidden] = file.info('input').shape as [number, number];
+    const [, experts] = file.info('router_logits').shape as [number, number];
+    return {
+      input,
+      routerLogits: (await read('router_logits')) as Float32Array,
+      topkIds: ids,
+      topkWeights: (await read('topk_weights')) as Float32Array,
+      output: (await read('output')) as Float32Array,
+      tokens,
+      hidden,
+      experts,
+      topK: ids.length / tokens,
+    };
+  } finally {
+    await file.close();
+  }
+}
+
+/** ‖actual − expected‖ / ‖expected‖ */
+export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  let difference = 0;
+  let norm = 0;
+  for (let i = 0; i < expected.length; i++) {
+    difference += (actual[i]! - expected[i]!) ** 2;
+    norm += expected[i]! ** 2;
+  }
+  return Math.sqrt(difference / norm);
+}
+
+/** Per token, the chosen expert ids as a sorted list (order among the k may differ on ties). */
+export function idSets(ids: ArrayLike<number>, topK: number): number[][] {
+  const sets: number[][] = [];
+  for (let start = 0; start < ids.length; start += topK) {
+    sets.push(Array.from({ length: topK }, (_, j) => ids[start + j]!).sort((a, b) => a - b));
+  }
+  return sets;
+}

@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+
+import { MoELayer, MoekitError, Tensor, type MoEConfig } from '../lib/index';
+import { FIXTURE_FAMILIES, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
+
+describe.each(FIXTURE_FAMILIES)('MoELayer on the %s fixture (CPU, float32)', (family) => {
+  it('matches transformers: routing, weights and output', async () => {
+    const expected = await readExpectation(family);
+    using layer = await MoELayer.fromPretrained(fixtureDir(family), { layer: 0 });
+    expect(layer.config.family).toBe(family);
+    using x = Tensor.fromArray(expected.input, [expected.tokens, expected.hidden]);
+
+    using logits = layer.routerLogits(x);
+    expect(relativeError(await logits.toArray() as Float32Array, expected.routerLogits)).toBeLessThanOrEqual(1e-5);
+
+    using result = layer.forward(x);
+    const output = (await result.output.toArray()) as Float32Array;
+    const ids = (await result.topkIds.toArray()) as Int32Array;
+    const weights = (await result.topkWeights.toArray()) as Float32Array;
+    expect(idSets(ids, expected.topK)).toEqual(idSets(expected.topkIds, expected.topK));
+    expect(relativeError(output, expected.output)).toBeLessThanOrEqual(1e-5);
+
+    // Weights per (token, expert) pair, whatever the order among the k.
+    const weightOf = (idArray: Int32Array, weightArray: Float32Array) => {
+      const byPair = new Map<string, number>();
+      idArray.forEach((id, flat) => byPair.set(`${Math.floor(flat / expected.topK)}:${id}`, weightArray[flat]!));
+      return byPair;
+    };
+    const ours = weightOf(ids, weights);
+    for (const [pair, weight] of weightOf(expected.topkIds, expected.topkWeights)) {
+      expect(ours.get(pair)).toBeCloseTo(weight, 5);
+    }
+
+    const counts = (await result.expertCounts.toArray()) as Int32Array;
+    expect(counts.reduce((sum, count) => sum + count, 0)).toBe(expected.tokens * expected.topK);
+  });
+
+  it('gives the same output from precomputed router logits', async () => {
+    const expected = await readExpectation(family);
+    using layer = await MoELayer.fromPretrained(fixtureDir(family), { layer: 0 });
+    using x = Tensor.fromArray(expected.input, [expected.tokens, expected.hidden]);
+    using logits = Tensor.fromArray(expected.routerLogits, [expected.tokens, expected.experts]);
+    using result = layer.forward(x, { routerLogits: logits });
+    expect(relativeError((await result.output.toArray()) as Float32Array, expected.output)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('runs in bfloat16 within bfloat16 tolerance of the float32 result', async () => {
+    const expected = await readExpectation(family);
+    using layer = await MoELayer.fromPretrained(fixtureDir(family), { layer: 0, dtype: 'bfloat16' });
+    using x = Tensor.fromArray(expected.input, [expected.tokens, expected.hidden]);
+    using result = layer.forward(x);
+    expect(result.output.dtype).toBe('bfloat16');
+    expect(relativeError(await result.output.toFloat32Array(), expected.output)).toBeLessThanOrEqual(2e-2);
+  });
+});
+
+const tinyConfig: MoEConfig = {
+  family: 'custom',
+  hiddenSize: 100,
+  intermediateSize: 36,
+  numExperts: 5,
+  routing: { method: 'softmax_topk', topK: 2, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
+  activation: 'swiglu',
+  activationAlpha: 1.702,
+  activationLimit: 7,
+  routerBias: false,
+  expertBias: false,
+  sharedExpert: null,
+};
+
+describe('MoELayer inputs and lifetime', () => {
+  it('handles one token and many tokens with odd sizes', async () => {
+    using layer = MoELayer.random(tinyConfig, { seed: 3 });
+    for (const tokens of [1, 257]) {
+      using x = Tensor.random([tokens, 100], { seed: tokens });
+      using result = layer.forward(x);
+      expect(result.output.shape).toEqual([tokens, 100]);
+      const output = (await result.output.toArray()) as Float32Array;
+      expect(output.every(Number.isFinite)).toBe(true);
+    }
+  });
+
+  it('rejects an input of the wrong width, naming the hidden size', () => {
+    using layer = MoELayer.random(tinyConfig);
+    using x = Tensor.random([3, 99]);
+    expect(() => layer.forward(x)).toThrow(MoekitError);
+    expect(() => layer.forward(x)).toThrow(/hidden size|\[tokens, 100\]/);
+  });
+
+  it('rejects router logits of the wrong shape', () => {
+    using layer = MoELayer.random(tinyConfig);
+    using x = Tensor.random([3, 100]);
+    using logits = Tensor.random([3, 4]);
+    expect(() => layer.forward(x, { routerLogits: logits })).toThrow(/routerLogits must have shape \[3, 5\]/);
+  });
+
+  it('rejects configs with top-k above the expert count', () => {
+    const bad = { ...tinyConfig, routing: { ...tinyConfig.routing, topK: 6 } };
+    expect(() => MoELayer.random(bad)).toThrow(/topK \(6\) is larger than numExperts \(5\)/);
+  });
+
+  it('cannot run after dispose()', () => {
+    const layer = MoELayer.random(tinyConfig);
+    layer.dispose();
+    using x = Tensor.random([1, 100]);
+    expect(() => layer.forward(x)).toThrow(/after dispose/);
+  });
+});
