@@ -18,7 +18,10 @@ export interface RandomTensorOptions extends TensorOptions {
 /** Host data a tensor can be created from. float16/bfloat16 data is raw bits in a Uint16Array. */
 export type TensorData = Float32Array | Int32Array | Uint16Array | readonly number[];
 
-const DISPOSE = Symbol.dispose ?? Symbol.for('nodejs.dispose');
+// Node before 20.4 lacks Symbol.dispose; define it as later versions do so `using` works there.
+if ((Symbol as unknown as { dispose?: symbol }).dispose === undefined) {
+  Object.defineProperty(Symbol, 'dispose', { value: Symbol.for('nodejs.dispose') });
+}
 
 function checkShape(shape: readonly number[]): number[] {
   if (!Array.isArray(shape)) throw new MoekitError('E_SHAPE', `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
@@ -197,7 +200,7 @@ export class Tensor {
     storage?.release();
   }
 
-  [DISPOSE](): void {
+  [Symbol.dispose](): void {
     this.dispose();
   }
 

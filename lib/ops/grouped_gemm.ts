@@ -42,6 +42,7 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
     requireTensor(bias, op, 'bias');
     requireFloat(bias, op, 'bias');
     requireShape(bias, op, 'bias', [experts, outFeatures]);
+    requireDType(bias, op, 'bias', [weights.dtype]);
   }
   const device = requireSameDevice(op, { input, weights, expertOffsets, bias });
   const dtype = outputDType(op, input, options.outDtype);
@@ -72,6 +73,7 @@ export function linear(input: Tensor, weight: Tensor, options: GemmOptions = {})
     requireTensor(bias, op, 'bias');
     requireFloat(bias, op, 'bias');
     requireShape(bias, op, 'bias', [outFeatures]);
+    requireDType(bias, op, 'bias', [weight.dtype]);
   }
   const device = requireSameDevice(op, { input, weight, bias });
   const dtype = outputDType(op, input, options.outDtype);

@@ -1,0 +1,65 @@
+// Permutation on the CPU: a counting sort of (token, slot) pairs by expert. Pairs are visited in
+// flat order t*K + j, so rows within an expert keep that order (stable).
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../core/errors.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace moekit::cpu {
+namespace {
+
+constexpr int64_t kRowsPerChunk = 64;
+
+// Ids come from users as well as from routing(): check them before writing anything.
+void checkIds(const int32_t* ids, int64_t pairs, int32_t experts) {
+  for (int64_t i = 0; i < pairs; ++i) {
+    if (ids[i] < 0 || ids[i] >= experts) {
+      throw NativeError("E_INVALID_ARGUMENT", "permute: topkIds holds expert id " + std::to_string(ids[i]) +
+                                                  " outside [0, " + std::to_string(experts) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+void permute(const PermuteArgs& args) {
+  const int64_t tokens = args.input.dim(0);
+  const int64_t topK = args.topkIds.dim(1);
+  const int64_t pairs = tokens * topK;
+  const int32_t experts = args.numExperts;
+  const int32_t* ids = args.topkIds.as<int32_t>();
+  checkIds(ids, pairs, experts);
+
+  // Histogram, then exclusive scan into offsets.
+  int32_t* offsets = args.expertOffsets.as<int32_t>();
+  std::vector<int32_t> counts(experts, 0);
+  for (int64_t i = 0; i < pairs; ++i) ++counts[ids[i]];
+  offsets[0] = 0;
+  for (int32_t e = 0; e < experts; ++e) offsets[e + 1] = offsets[e] + counts[e];
+
+  // Scatter: each pair takes the next free row of its expert.
+  std::vector<int32_t> next(offsets, offsets + experts);
+  int32_t* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
+  int32_t* permutedToSource = args.permutedToSource.as<int32_t>();
+  for (int64_t i = 0; i < pairs; ++i) {
+    const int32_t row = next[ids[i]]++;
+    sourceToPermuted[i] = row;
+    permutedToSource[row] = static_cast<int32_t>(i);
+  }
+
+  // Gather the rows.
+  const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
+  const auto* source = static_cast<const uint8_t*>(args.input.data);
+  auto* destination = static_cast<uint8_t*>(args.permuted.data);
+  parallelFor(0, pairs, kRowsPerChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t token = permutedToSource[row] / topK;
+      std::memcpy(destination + row * rowBytes, source + token * rowBytes, rowBytes);
+    }
+  });
+}
+
+}  // namespace moekit::cpu

@@ -1,0 +1,48 @@
+// cast and fillRandom on the CPU.
+#include <cstring>
+
+#include "../core/random.h"
+#include "float_access.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace moekit::cpu {
+namespace {
+
+constexpr int64_t kElementsPerChunk = 1 << 16;
+
+}  // namespace
+
+void cast(const CastArgs& args) {
+  const int64_t count = args.input.numel();
+  if (args.input.dtype == DType::Int32) {
+    std::memcpy(args.output.data, args.input.data, args.input.nbytes());
+    return;
+  }
+  dispatchFloat(args.input.dtype, "cast input", [&](auto in) {
+    dispatchFloat(args.output.dtype, "cast output", [&](auto out) {
+      using In = decltype(in);
+      using Out = decltype(out);
+      const auto* source = args.input.as<typename In::Storage>();
+      auto* destination = args.output.as<typename Out::Storage>();
+      parallelFor(0, count, kElementsPerChunk, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) destination[i] = Out::store(In::load(source[i]));
+      });
+    });
+  });
+}
+
+void fillRandom(const FillRandomArgs& args) {
+  dispatchFloat(args.output.dtype, "fillRandom output", [&](auto out) {
+    using Out = decltype(out);
+    auto* destination = args.output.as<typename Out::Storage>();
+    parallelFor(0, args.output.numel(), kElementsPerChunk, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float unit = uniformHash(args.seed, static_cast<uint64_t>(i));
+        destination[i] = Out::store(args.scale * (2.0f * unit - 1.0f));
+      }
+    });
+  });
+}
+
+}  // namespace moekit::cpu
