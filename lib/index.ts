@@ -33,3 +33,5 @@ export type {
 } from './layer/config';
 export { MODEL_FAMILIES } from './layer/config';
 export { runtimeInfo, type RuntimeInfo } from './runtime';
+export { synchronize } from './sync';
+export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';
