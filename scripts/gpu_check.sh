@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU machine's checklist, in one command (device time is scarce): build with CUDA, run the GPU
+# test suite, run it again under compute-sanitizer (memcheck, racecheck) without the real-sized
+# layers, and benchmark. Logs and JSON go to $OUT (or ./gpu-out).
+# Usage (on the GPU machine): source .device/prelude.sh && bash scripts/gpu_check.sh [build|test|sanitize|bench]...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-$PWD/gpu-out}"
+mkdir -p "$out"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(build test sanitize bench)
+
+build() {
+  # The CUDA build of the addon (16 cores there), then the TypeScript.
+  MOEKIT_CUDA=ON node scripts/install.js --build-from-source 2>&1 | tail -20 && npx tsc -p tsconfig.json && node dist/cli/main.js info
+}
+
+gpu_tests() {
+  npx vitest run test/gpu --reporter=verbose 2>&1 | tee "$out/gpu-tests.log" | grep -E "✓|×|skipped|Tests|relative error|FAIL" | tail -80
+}
+
+sanitize() {
+  for tool in memcheck racecheck; do
+    MOEKIT_SKIP_LARGE=1 compute-sanitizer --tool "$tool" --target-processes all --print-limit 20 \
+      node node_modules/vitest/vitest.mjs run test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/capture_and_memory.test.ts \
+      > "$out/sanitizer-$tool.log" 2>&1
+    echo "compute-sanitizer $tool: exit $?"
+    grep -E "ERROR SUMMARY|Tests " "$out/sanitizer-$tool.log" | sort | uniq -c
+  done
+}
+
+bench() {
+  node dist/cli/main.js bench --device cuda:0 --json "$out/bench-moekit.json" 2>&1 | tee "$out/bench-moekit.log"
+  python3 bench/torch_baseline.py --json "$out/bench-torch.json" 2>&1 | tee "$out/bench-torch.log"
+}
+
+for step in "${steps[@]}"; do
+  echo "=== $step"
+  case "$step" in
+    build) build ;;
+    test) gpu_tests ;;
+    sanitize) sanitize ;;
+    bench) bench ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done

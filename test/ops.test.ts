@@ -1,0 +1,174 @@
+// Each op on the CPU backend against the plain TypeScript references, on random inputs with
+// awkward sizes (hidden 100, intermediate 36, 1 and 257 tokens, an expert that gets no token).
+import { describe, expect, it } from 'vitest';
+
+import { activation, combine, groupedGemm, linear, MoekitError, permute, route, Tensor } from '../lib/index';
+import { relativeError } from './helpers/fixtures';
+import {
+  randomArray, referenceActivation, referenceCombine, referenceGroupedGemm, referencePermute, referenceRouting, type Kind, type Method,
+} from './reference/ops';
+
+const HIDDEN = 100;
+const INTERMEDIATE = 36;
+const EXPERTS = 8;
+const TOP_K = 2;
+/** Expert never chosen by the generated ids. */
+const EMPTY_EXPERT = 5;
+
+/** K distinct experts per token, never EMPTY_EXPERT. */
+function idsFor(tokens: number): Int32Array {
+  const ids = new Int32Array(tokens * TOP_K);
+  for (let t = 0; t < tokens; t++) {
+    const first = (t * 3) % EXPERTS === EMPTY_EXPERT ? 0 : (t * 3) % EXPERTS;
+    let second = (first + 1 + (t % (EXPERTS - 1))) % EXPERTS;
+    while (second === EMPTY_EXPERT || second === first) second = (second + 1) % EXPERTS;
+    ids[t * TOP_K] = first;
+    ids[t * TOP_K + 1] = second;
+  }
+  return ids;
+}
+
+describe.each([1, 257])('ops with %i token(s)', (tokens) => {
+  const x = randomArray(tokens * HIDDEN, 1);
+  const ids = idsFor(tokens);
+
+  it.each<[Method, boolean]>([['softmax_topk', true], ['softmax_topk', false], ['topk_softmax', false], ['sigmoid_group_topk', true]])(
+    'route %s (renormalize %s) matches the reference', async (method, renormalize) => {
+      const experts = 16;
+      const logits = randomArray(tokens * experts, 2, 4);
+      const correctionBias = randomArray(experts, 3, 0.5);
+      const options = {
+        method, topK: 4, renormalize, scalingFactor: method === 'sigmoid_group_topk' ? 2.5 : 1,
+        numGroups: method === 'sigmoid_group_topk' ? 4 : 1, topkGroups: method === 'sigmoid_group_topk' ? 2 : 1,
+      };
+      using logitsTensor = Tensor.fromArray(logits, [tokens, experts]);
+      using bias = Tensor.fromArray(correctionBias, [experts]);
+      const result = route(logitsTensor, { ...options, correctionBias: method === 'sigmoid_group_topk' ? bias : undefined });
+      const expected = referenceRouting(logits, tokens, experts, { ...options, correctionBias: method === 'sigmoid_group_topk' ? correctionBias : undefined });
+      expect(Array.from(await result.topkIds.toArray())).toEqual(Array.from(expected.ids));
+      expect(relativeError((await result.topkWeights.toArray()) as Float32Array, expected.weights)).toBeLessThan(1e-6);
+      expect(Array.from(await result.expertCounts.toArray())).toEqual(Array.from(expected.counts));
+    });
+
+  it('route breaks ties towards the lower expert id', async () => {
+    using logits = Tensor.fromArray(new Float32Array(tokens * 6).fill(0.5), [tokens, 6]);
+    const { topkIds } = route(logits, { topK: 3 });
+    const expected = Array.from({ length: tokens }, () => [0, 1, 2]).flat();
+    expect(Array.from(await topkIds.toArray())).toEqual(expected);
+  });
+
+  it('permute sorts rows by expert, stably, with offsets and both maps', async () => {
+    using input = Tensor.fromArray(x, [tokens, HIDDEN]);
+    using idTensor = Tensor.fromArray(ids, [tokens, TOP_K]);
+    const result = permute(input, idTensor, EXPERTS);
+    const expected = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
+    expect(Array.from(await result.permuted.toArray())).toEqual(Array.from(expected.permuted));
+    const offsets = await result.expertOffsets.toArray();
+    expect(Array.from(offsets)).toEqual(Array.from(expected.offsets));
+    expect(offsets[EMPTY_EXPERT + 1]! - offsets[EMPTY_EXPERT]!).toBe(0);
+    expect(Array.from(await result.sourceToPermuted.toArray())).toEqual(Array.from(expected.sourceToPermuted));
+    expect(Array.from(await result.permutedToSource.toArray())).toEqual(Array.from(expected.permutedToSource));
+  });
+
+  it('grouped GEMM matches the reference, with and without bias, skipping the empty expert', async () => {
+    const { permuted, offsets } = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
+    const weights = randomArray(EXPERTS * 2 * INTERMEDIATE * HIDDEN, 4, 0.1);
+    const bias = randomArray(EXPERTS * 2 * INTERMEDIATE, 5);
+    using rows = Tensor.fromArray(permuted, [tokens * TOP_K, HIDDEN]);
+    using w = Tensor.fromArray(weights, [EXPERTS, 2 * INTERMEDIATE, HIDDEN]);
+    using b = Tensor.fromArray(bias, [EXPERTS, 2 * INTERMEDIATE]);
+    using offsetTensor = Tensor.fromArray(offsets, [EXPERTS + 1]);
+    for (const withBias of [false, true]) {
+      using out = groupedGemm(rows, w, offsetTensor, { bias: withBias ? b : undefined });
+      const expected = referenceGroupedGemm(permuted, tokens * TOP_K, HIDDEN, weights, 2 * INTERMEDIATE, offsets, withBias ? bias : undefined);
+      expect(relativeError((await out.toArray()) as Float32Array, expected)).toBeLessThan(1e-6);
+    }
+  });
+
+  it('grouped GEMM in bfloat16 stays within bfloat16 rounding of the float32 reference', async () => {
+    const { permuted, offsets } = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
+    const weights = randomArray(EXPERTS * INTERMEDIATE * HIDDEN, 6, 0.1);
+    using rows = Tensor.fromArray(permuted, [tokens * TOP_K, HIDDEN], { dtype: 'bfloat16' });
+    using w = Tensor.fromArray(weights, [EXPERTS, INTERMEDIATE, HIDDEN], { dtype: 'bfloat16' });
+    using offsetTensor = Tensor.fromArray(offsets, [EXPERTS + 1]);
+    using out = groupedGemm(rows, w, offsetTensor, { outDtype: 'float32' });
+    const expected = referenceGroupedGemm(permuted, tokens * TOP_K, HIDDEN, weights, INTERMEDIATE, offsets);
+    expect(relativeError((await out.toArray()) as Float32Array, expected)).toBeLessThan(1e-2);
+  });
+
+  it('linear matches the reference', async () => {
+    const weight = randomArray(INTERMEDIATE * HIDDEN, 7, 0.1);
+    const bias = randomArray(INTERMEDIATE, 8);
+    using input = Tensor.fromArray(x, [tokens, HIDDEN]);
+    using w = Tensor.fromArray(weight, [INTERMEDIATE, HIDDEN]);
+    using b = Tensor.fromArray(bias, [INTERMEDIATE]);
+    using out = linear(input, w, { bias: b });
+    const expected = referenceGroupedGemm(x, tokens, HIDDEN, weight, INTERMEDIATE, Int32Array.from([0, tokens]), bias);
+    expect(relativeError((await out.toArray()) as Float32Array, expected)).toBeLessThan(1e-6);
+  });
+
+  it.each<[Kind, 'halves' | 'interleaved']>([
+    ['swiglu', 'halves'], ['geglu', 'halves'], ['gptoss_swiglu', 'interleaved'], ['gptoss_swiglu', 'halves'], ['silu', 'halves'], ['gelu', 'halves'], ['relu', 'halves'],
+  ])('activation %s (%s) matches the reference', async (kind, layout) => {
+    const h = randomArray(tokens * 2 * INTERMEDIATE, 9, 10); // wide range: exercises the gpt-oss clamps
+    using input = Tensor.fromArray(h, [tokens, 2 * INTERMEDIATE]);
+    using out = activation(input, kind, { layout });
+    const expected = referenceActivation(h, tokens, 2 * INTERMEDIATE, kind, layout);
+    expect(out.shape).toEqual([tokens, expected.length / tokens]);
+    expect(relativeError((await out.toArray()) as Float32Array, expected)).toBeLessThan(1e-6);
+  });
+
+  it('combine sums weighted rows in token order, plus a gated shared expert', async () => {
+    const { sourceToPermuted } = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
+    const expertOutput = randomArray(tokens * TOP_K * HIDDEN, 10);
+    const weights = randomArray(tokens * TOP_K, 11);
+    const shared = randomArray(tokens * HIDDEN, 12);
+    const gate = randomArray(tokens, 13, 3);
+    using rows = Tensor.fromArray(expertOutput, [tokens * TOP_K, HIDDEN]);
+    using w = Tensor.fromArray(weights, [tokens, TOP_K]);
+    using map = Tensor.fromArray(sourceToPermuted, [tokens, TOP_K]);
+    using sharedTensor = Tensor.fromArray(shared, [tokens, HIDDEN]);
+    using gateTensor = Tensor.fromArray(gate, [tokens, 1]);
+    using plain = combine(rows, w, map);
+    expect(relativeError((await plain.toArray()) as Float32Array, referenceCombine(expertOutput, HIDDEN, weights, sourceToPermuted, TOP_K))).toBeLessThan(1e-6);
+    using withShared = combine(rows, w, map, { shared: sharedTensor, sharedGateLogits: gateTensor });
+    const expected = referenceCombine(expertOutput, HIDDEN, weights, sourceToPermuted, TOP_K, shared, gate);
+    expect(relativeError((await withShared.toArray()) as Float32Array, expected)).toBeLessThan(1e-6);
+  });
+});
+
+describe('op argument checks', () => {
+  const code = (fn: () => unknown): string | undefined => {
+    try {
+      fn();
+    } catch (error) {
+      return error instanceof MoekitError ? error.code : 'not a MoekitError';
+    }
+    return undefined;
+  };
+
+  it('names wrong shapes and dtypes', () => {
+    using logits = Tensor.random([3, 8]);
+    expect(() => route(logits, { topK: 9 })).toThrow(/topK 9 is larger than the expert count 8/);
+    expect(code(() => route(logits, { topK: 2, numGroups: 3 }))).toBe('E_INVALID_ARGUMENT');
+    using x = Tensor.random([3, 10]);
+    using ids = Tensor.fromArray(new Int32Array(6), [3, 2]);
+    using floatIds = Tensor.random([3, 2]);
+    expect(code(() => permute(x, floatIds, 4))).toBe('E_DTYPE');
+    using w = Tensor.random([4, 6, 11]);
+    using offsets = Tensor.fromArray(new Int32Array(5), [5]);
+    expect(() => groupedGemm(x, w, offsets)).toThrow(/weights must have shape \[\*, \*, 10\], got \[4, 6, 11\]/);
+    expect(code(() => activation(Tensor.random([2, 7]), 'swiglu'))).toBe('E_SHAPE');
+    expect(code(() => combine(x, Tensor.random([3, 2]), ids))).toBe('E_SHAPE');
+  });
+
+  it('reports expert ids outside [0, E) when the work runs, without writing out of bounds', async () => {
+    using x = Tensor.random([2, 4]);
+    using ids = Tensor.fromArray(Int32Array.from([0, 7]), [2, 1]);
+    const { permuted } = permute(x, ids, 4);
+    await expect(permuted.toArray()).rejects.toMatchObject({ code: 'E_INVALID_ARGUMENT', message: expect.stringMatching(/expert id 7 outside \[0, 4\)/) });
+    // The device carries on after the failure.
+    using y = Tensor.fromArray(Float32Array.from([1, 2]), [2]);
+    expect(Array.from(await y.toArray())).toEqual([1, 2]);
+  });
+});
