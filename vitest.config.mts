@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/setup/build_dist.ts'],
     // Native work and CLI subprocesses: give slow CI machines room.
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -1,75 +1,85 @@
-/** Layer shapes the benchmark runs: real models' MoE blocks, and scaled-down CPU versions. */
-import type { MoEConfig } from '../layer/config';
+/** Layer shapes the benchmark runs: real models' MoE blocks, and scaled-down versions for the CPU. */
+import type { ModelFamily, MoEConfig, RoutingConfig } from '../layer/config';
 
 export interface BenchPreset {
   name: string;
-  /** What it stands for. */
+  /** What the shapes stand for, in words. */
   description: string;
   config: MoEConfig;
 }
 
-function preset(name: string, description: string, shape: { experts: number; topK: number; hidden: number; intermediate: number },
-  routing: Partial<MoEConfig['routing']> = {}, sharedIntermediate = 0): BenchPreset {
+interface PresetShape {
+  family: ModelFamily;
+  experts: number;
+  topK: number;
+  hidden: number;
+  intermediate: number;
+  routing?: Partial<RoutingConfig>;
+  /** The shared expert's intermediate size; absent when the model has none. */
+  sharedIntermediate?: number;
+}
+
+function preset(name: string, description: string, shape: PresetShape): BenchPreset {
   return {
     name,
     description,
     config: {
-      family: 'custom',
+      family: shape.family,
       hiddenSize: shape.hidden,
       intermediateSize: shape.intermediate,
       numExperts: shape.experts,
-      routing: { method: 'softmax_topk', topK: shape.topK, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1, ...routing },
+      routing: { method: 'softmax_topk', topK: shape.topK, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1, ...shape.routing },
       activation: 'swiglu',
       activationAlpha: 1.702,
       activationLimit: 7,
       routerBias: false,
       expertBias: false,
-      sharedExpert: sharedIntermediate > 0 ? { intermediateSize: sharedIntermediate, gated: false } : null,
+      sharedExpert: shape.sharedIntermediate === undefined ? null : { intermediateSize: shape.sharedIntermediate, gated: false },
     },
   };
 }
 
-const DEEPSEEK_ROUTING = { method: 'sigmoid_group_topk', numGroups: 8, topkGroups: 4, scalingFactor: 2.5 } as const;
-/** The CPU presets divide hidden and intermediate sizes by this, keeping experts and top-k. */
-const CPU_SCALE = 4;
+const MIXTRAL_8X7B = preset('mixtral-8x7b', 'Mixtral-8x7B', { family: 'mixtral', experts: 8, topK: 2, hidden: 4096, intermediate: 14336 });
 
-export const FULL_PRESETS: readonly BenchPreset[] = [
-  preset('mixtral-8x7b', 'Mixtral-8x7B', { experts: 8, topK: 2, hidden: 4096, intermediate: 14336 }),
-  preset('qwen3-30b-a3b', 'Qwen3-30B-A3B', { experts: 128, topK: 8, hidden: 2048, intermediate: 768 }),
-  preset('deepseek-v3', 'DeepSeek-V3', { experts: 256, topK: 8, hidden: 7168, intermediate: 2048 }, DEEPSEEK_ROUTING, 2048),
-];
+const QWEN3_30B_A3B = preset('qwen3-30b-a3b', 'Qwen3-30B-A3B', { family: 'qwen3_moe', experts: 128, topK: 8, hidden: 2048, intermediate: 768 });
 
-export const CPU_PRESETS: readonly BenchPreset[] = FULL_PRESETS.map(({ name, description, config }) => ({
-  name: `${name}-mini`,
-  description: `${description}, hidden and intermediate sizes / ${CPU_SCALE}`,
-  config: {
-    ...config,
-    hiddenSize: config.hiddenSize / CPU_SCALE,
-    intermediateSize: config.intermediateSize / CPU_SCALE,
-    sharedExpert: config.sharedExpert ? { ...config.sharedExpert, intermediateSize: config.sharedExpert.intermediateSize / CPU_SCALE } : null,
-  },
-}));
+const DEEPSEEK_V3 = preset('deepseek-v3', 'DeepSeek-V3', {
+  family: 'deepseek_v3',
+  experts: 256,
+  topK: 8,
+  hidden: 7168,
+  intermediate: 2048,
+  routing: { method: 'sigmoid_group_topk', numGroups: 8, topkGroups: 4, scalingFactor: 2.5 },
+  sharedIntermediate: 2048,
+});
 
-export const ALL_PRESETS: readonly BenchPreset[] = [...FULL_PRESETS, ...CPU_PRESETS];
+/** The same experts and top-k with hidden and intermediate sizes divided by `divisor`. */
+function scaledDown(full: BenchPreset, divisor: number): BenchPreset {
+  const { config } = full;
+  const shared = config.sharedExpert;
+  return {
+    name: `${full.name}-mini`,
+    description: `${full.description}, hidden and intermediate sizes / ${divisor}`,
+    config: {
+      ...config,
+      hiddenSize: config.hiddenSize / divisor,
+      intermediateSize: config.intermediateSize / divisor,
+      sharedExpert: shared === null ? null : { ...shared, intermediateSize: shared.intermediateSize / divisor },
+    },
+  };
+}
 
-export const CPU_TOKENS: readonly number[] = [1, 16, 128];
-export const GPU_TOKENS: readonly number[] = [1, 16, 128, 1024, 4096, 16384];
+export const FULL_PRESETS: readonly BenchPreset[] = [MIXTRAL_8X7B, QWEN3_30B_A3B, DEEPSEEK_V3];
+
+/**
+ * The CPU's defaults. The divisors keep each layer's float32 weights under 1.5 GB (DeepSeek-V3's
+ * 256 experts force the largest cut) and all three at 1, 16 and 128 tokens within about a
+ * minute on two cores.
+ */
+export const MINI_PRESETS: readonly BenchPreset[] = [scaledDown(MIXTRAL_8X7B, 2), scaledDown(QWEN3_30B_A3B, 2), scaledDown(DEEPSEEK_V3, 8)];
+
+export const ALL_PRESETS: readonly BenchPreset[] = [...FULL_PRESETS, ...MINI_PRESETS];
 
 export function findPreset(name: string): BenchPreset | undefined {
   return ALL_PRESETS.find((candidate) => candidate.name === name);
-}
-
-/** Floating-point operations of one forward: router, routed experts (3 projections), shared expert. */
-export function forwardFlops(config: MoEConfig, tokens: number): number {
-  const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
-  const shared = config.sharedExpert ? 2 * tokens * 3 * H * config.sharedExpert.intermediateSize : 0;
-  return 2 * tokens * H * E + 2 * tokens * config.routing.topK * 3 * H * I + shared;
-}
-
-/** Expected bytes of expert weights a forward reads: every expert some token picks, once. */
-export function activeWeightBytes(config: MoEConfig, tokens: number, bytesPerElement: number): number {
-  const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
-  const expectedActive = E * (1 - (1 - config.routing.topK / E) ** tokens);
-  const shared = config.sharedExpert ? 3 * H * config.sharedExpert.intermediateSize : 0;
-  return (expectedActive * 3 * H * I + shared) * bytesPerElement;
 }

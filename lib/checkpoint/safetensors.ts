@@ -92,7 +92,9 @@ export class SafetensorsFile {
       throw new MoekitError('E_NOT_FOUND', `${file}: cannot open (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
     }
     try {
-      const { size } = await handle.stat();
+      const stats = await handle.stat();
+      if (!stats.isFile()) fail(file, 'not a file');
+      const { size } = stats;
       if (size < HEADER_LENGTH_BYTES) fail(file, `file is ${size} bytes, too short for a safetensors header`);
       const lengthBytes = Buffer.alloc(HEADER_LENGTH_BYTES);
       await handle.read(lengthBytes, 0, HEADER_LENGTH_BYTES, 0);

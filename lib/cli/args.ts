@@ -1,31 +1,55 @@
-/** Command-line parsing shared by the commands: strict options, usage errors that exit 2. */
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+/**
+ * Command-line parsing shared by the commands. Every mistake in how a command was called becomes a
+ * UsageError (exit code 2), kept apart from bad input such as a broken checkpoint (exit code 1).
+ */
+import { parseArgs } from 'node:util';
 
 import { parseDevice, type Device } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 
-/** A mistake in how the command was called (exit code 2), as opposed to bad input (exit code 1). */
 export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-export type Options = ParseArgsConfig['options'];
-
-export interface CommandLine {
-  /** String options by name (only string options are declared), plus `help`. */
-  values: Record<string, string | undefined> & { help?: boolean };
+export interface CommandLine<Name extends string> {
+  /** The string options given, by name (without the leading --). */
+  options: Partial<Record<Name, string>>;
   positionals: string[];
+  help: boolean;
 }
 
-/** Parses `args` against string-valued options (and --help); unknown options are usage errors. */
-export function parseCommandLine(args: string[], options: Options): CommandLine {
+/**
+ * Parses `args` strictly: each name in `optionNames` is a `--name value` option, `--help`/`-h` is
+ * recognized everywhere, and anything else is a usage error.
+ */
+export function parseCommandLine<Name extends string>(args: readonly string[], optionNames: readonly Name[]): CommandLine<Name> {
+  const stringOptions = Object.fromEntries(optionNames.map((name) => [name, { type: 'string' as const }]));
+  let parsed;
   try {
-    const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
-    return { values: parsed.values as CommandLine['values'], positionals: parsed.positionals };
+    parsed = parseArgs({
+      args: [...args],
+      options: { ...stringOptions, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (error) {
-    throw new UsageError((error as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
+    if (isParseArgsError(error)) throw new UsageError(withoutPositionalHint(error.message));
+    throw error;
   }
+  const { help, ...options } = parsed.values;
+  // parseArgs types the values of options built at run time loosely; all but --help are strings.
+  return { options: options as Partial<Record<Name, string>>, positionals: parsed.positionals, help: help === true };
+}
+
+function isParseArgsError(error: unknown): error is Error {
+  const code = (error as { code?: unknown } | null)?.code;
+  return error instanceof Error && typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
+}
+
+// Node appends advice about '--' to unknown-option errors; one line naming the option reads better.
+function withoutPositionalHint(message: string): string {
+  return message.replace(/\. To specify a positional argument.*$/s, '');
 }
 
 export function requireOption(value: string | undefined, name: string): string {
@@ -33,33 +57,44 @@ export function requireOption(value: string | undefined, name: string): string {
   return value;
 }
 
+/** Checks the positional arguments against `names`, what the usage line calls them. */
+export function expectPositionals(positionals: readonly string[], names: readonly string[]): void {
+  if (positionals.length > names.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[names.length])}`);
+  if (positionals.length < names.length) throw new UsageError(`missing argument ${names[positionals.length]}`);
+}
+
 export function integerOption(value: string, name: string, min: number): number {
   const parsed = Number(value);
-  if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < min) {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < min) {
     throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
   }
   return parsed;
 }
 
-export function integerListOption(value: string, name: string): number[] {
-  return value.split(',').map((part) => integerOption(part.trim(), name, 1));
+/** "1,16,128" → [1, 16, 128] (each at least `min`). */
+export function integerListOption(value: string, name: string, min: number): number[] {
+  return listOption(value).map((part) => integerOption(part, name, min));
 }
 
-/** Options naming a device or dtype are usage errors when malformed. */
+/** "a,b" → ["a", "b"], ignoring blanks around commas. */
+export function listOption(value: string): string[] {
+  return value.split(',').map((part) => part.trim());
+}
+
 export function deviceOption(value: string | undefined, fallback: Device): Device {
-  if (value === undefined) return fallback;
-  try {
-    return parseDevice(value, '--device');
-  } catch (error) {
-    throw new UsageError((error as MoekitError).message);
-  }
+  return value === undefined ? fallback : asUsageError(() => parseDevice(value, '--device'));
 }
 
 export function dtypeOption(value: string | undefined, fallback: FloatDType): FloatDType {
-  if (value === undefined) return fallback;
+  return value === undefined ? fallback : asUsageError(() => parseFloatDType(value, '--dtype'));
+}
+
+// The library's parsers throw MoekitError; for a command-line option that is a usage mistake.
+function asUsageError<T>(parse: () => T): T {
   try {
-    return parseFloatDType(value, '--dtype');
+    return parse();
   } catch (error) {
-    throw new UsageError((error as MoekitError).message);
+    if (error instanceof MoekitError) throw new UsageError(error.message);
+    throw error;
   }
 }

@@ -1,80 +1,97 @@
-/** `moekit bench`: the main job — MoE layer forwards with random weights, timed. */
-import { activeWeightBytes, ALL_PRESETS, CPU_PRESETS, CPU_TOKENS, findPreset, forwardFlops, FULL_PRESETS, GPU_TOKENS, type BenchPreset } from '../bench/presets';
-import { formatHeader, formatRow, writeJson, type BenchRow } from '../bench/report';
-import { DEFAULT_TIMING, timeForward } from '../bench/timing';
-import { DTYPE_BYTES } from '../dtype';
+/** `moekit bench`: MoE layer forwards with random weights in real models' shapes, timed. */
+import { ALL_PRESETS, findPreset, FULL_PRESETS, MINI_PRESETS, type BenchPreset } from '../bench/presets';
+import { benchRow, formatHeader, formatRow, writeJsonReport, type BenchRow } from '../bench/report';
+import { timeForward, type TimingOptions } from '../bench/timing';
+import type { Device } from '../device';
+import type { FloatDType } from '../dtype';
 import { MoELayer } from '../layer/moe_layer';
-import { deviceOption, dtypeOption, integerListOption, integerOption, parseCommandLine, UsageError } from './args';
+import {
+  deviceOption, dtypeOption, expectPositionals, integerListOption, integerOption, listOption, parseCommandLine, UsageError,
+  type CommandLine,
+} from './args';
 
-export const BENCH_USAGE = `usage: moekit bench [--preset NAME] [--tokens LIST] [--device cpu|cuda:N] [--dtype D] [--json FILE] [--runs N] [--warmup N]
+interface BenchDefaults extends TimingOptions {
+  presets: readonly BenchPreset[];
+  tokens: readonly number[];
+  dtype: FloatDType;
+}
 
-Times MoE layer forwards with random weights and prints time per forward, tokens/s and TFLOP/s.
-Presets: ${ALL_PRESETS.map((preset) => preset.name).join(', ')}
-Defaults: on the CPU the -mini presets (hidden and intermediate sizes / 4) at ${CPU_TOKENS.join(',')} tokens in float32;
-on a GPU the full-size presets at ${GPU_TOKENS.join(',')} tokens in bfloat16.`;
+// A GPU forward takes microseconds to milliseconds and varies more from run to run: more runs.
+const CPU_DEFAULTS: BenchDefaults = { presets: MINI_PRESETS, tokens: [1, 16, 128], dtype: 'float32', warmup: 1, runs: 5 };
+const CUDA_DEFAULTS: BenchDefaults = { presets: FULL_PRESETS, tokens: [1, 16, 128, 1024, 4096, 16384], dtype: 'bfloat16', warmup: 3, runs: 20 };
 
-export async function benchCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parseCommandLine(args, {
-    preset: { type: 'string' },
-    tokens: { type: 'string' },
-    device: { type: 'string' },
-    dtype: { type: 'string' },
-    json: { type: 'string' },
-    runs: { type: 'string' },
-    warmup: { type: 'string' },
+const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
+
+const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--tokens LIST] [--device cpu|cuda:N]
+                   [--dtype float32|bfloat16|float16] [--json FILE] [--warmup N] [--runs N]
+
+Times MoE layer forwards with random weights in the shapes of real models and prints the median
+time per forward, tokens/s, TFLOP/s (routed experts + shared expert + router) and the expert
+weights streamed per second (GB/s; what bounds forwards of few tokens).
+
+  --preset   ${names(ALL_PRESETS)}
+             (default on the CPU: ${names(MINI_PRESETS)};
+              on CUDA: ${names(FULL_PRESETS)})
+  --tokens   comma-separated token counts (default ${CPU_DEFAULTS.tokens.join(',')} on the CPU, ${CUDA_DEFAULTS.tokens.join(',')} on CUDA)
+  --device   cpu or cuda:N (default cpu)
+  --dtype    compute dtype (default ${CPU_DEFAULTS.dtype} on the CPU, ${CUDA_DEFAULTS.dtype} on CUDA)
+  --json     also write the rows to FILE as a JSON array
+  --warmup   untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
+  --runs     timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)`;
+
+const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'json', 'warmup', 'runs'] as const;
+
+interface BenchPlan extends BenchDefaults {
+  device: Device;
+  json: string | undefined;
+}
+
+function presetsOption(value: string | undefined, fallback: readonly BenchPreset[]): readonly BenchPreset[] {
+  if (value === undefined) return fallback;
+  return listOption(value).map((name) => {
+    const preset = findPreset(name);
+    if (preset === undefined) throw new UsageError(`unknown preset ${JSON.stringify(name)} (presets: ${names(ALL_PRESETS)})`);
+    return preset;
   });
-  if (values.help) {
+}
+
+function benchPlan({ options, positionals }: CommandLine<(typeof BENCH_OPTION_NAMES)[number]>): BenchPlan {
+  expectPositionals(positionals, []);
+  const device = deviceOption(options.device, 'cpu');
+  const defaults = device === 'cpu' ? CPU_DEFAULTS : CUDA_DEFAULTS;
+  return {
+    device,
+    presets: presetsOption(options.preset, defaults.presets),
+    tokens: options.tokens === undefined ? defaults.tokens : integerListOption(options.tokens, 'tokens', 1),
+    dtype: dtypeOption(options.dtype, defaults.dtype),
+    warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
+    runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
+    json: options.json,
+  };
+}
+
+/** Prints each row as soon as it is measured: a full run takes a while. */
+async function benchPreset(preset: BenchPreset, plan: BenchPlan): Promise<BenchRow[]> {
+  using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype });
+  const rows: BenchRow[] = [];
+  for (const tokens of plan.tokens) {
+    const row = benchRow(preset, plan.device, plan.dtype, tokens, await timeForward(layer, tokens, plan));
+    console.log(formatRow(row));
+    rows.push(row);
+  }
+  return rows;
+}
+
+export async function benchCommand(args: readonly string[]): Promise<void> {
+  const commandLine = parseCommandLine(args, BENCH_OPTION_NAMES);
+  if (commandLine.help) {
     console.log(BENCH_USAGE);
     return;
   }
-  if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
-  const device = deviceOption(values.device, 'cpu');
-  const onCpu = device === 'cpu';
-  const dtype = dtypeOption(values.dtype, onCpu ? 'float32' : 'bfloat16');
-  const presets = choosePresets(values.preset, onCpu);
-  const tokenCounts = values.tokens === undefined ? (onCpu ? CPU_TOKENS : GPU_TOKENS) : integerListOption(values.tokens, 'tokens');
-  const timing = {
-    ...DEFAULT_TIMING,
-    runs: values.runs === undefined ? DEFAULT_TIMING.runs : integerOption(values.runs, 'runs', 1),
-    warmup: values.warmup === undefined ? DEFAULT_TIMING.warmup : integerOption(values.warmup, 'warmup', 0),
-  };
-
+  const plan = benchPlan(commandLine);
   console.log(formatHeader());
   const rows: BenchRow[] = [];
-  for (const preset of presets) {
-    using layer = MoELayer.random(preset.config, { device, dtype, seed: 1 });
-    for (const tokens of tokenCounts) {
-      const ms = await timeForward(layer, tokens, timing);
-      const row = rowOf(preset, device, dtype, tokens, ms);
-      rows.push(row);
-      console.log(formatRow(row));
-    }
-  }
-  if (values.json !== undefined) writeJson(values.json, rows);
-}
-
-function choosePresets(name: string | undefined, onCpu: boolean): readonly BenchPreset[] {
-  if (name === undefined) return onCpu ? CPU_PRESETS : FULL_PRESETS;
-  const preset = findPreset(name);
-  if (!preset) throw new UsageError(`unknown preset ${JSON.stringify(name)} (presets: ${ALL_PRESETS.map((p) => p.name).join(', ')})`);
-  return [preset];
-}
-
-function rowOf(preset: BenchPreset, device: string, dtype: keyof typeof DTYPE_BYTES, tokens: number, ms: number): BenchRow {
-  const { config } = preset;
-  const seconds = ms / 1e3;
-  return {
-    preset: preset.name,
-    device,
-    dtype,
-    tokens,
-    experts: config.numExperts,
-    topK: config.routing.topK,
-    hidden: config.hiddenSize,
-    intermediate: config.intermediateSize,
-    msPerForward: ms,
-    tokensPerSecond: tokens / seconds,
-    tflops: forwardFlops(config, tokens) / seconds / 1e12,
-    weightGBps: activeWeightBytes(config, tokens, DTYPE_BYTES[dtype]) / seconds / 1e9,
-  };
+  // One layer at a time: the full-size presets' weights would not all fit in memory together.
+  for (const preset of plan.presets) rows.push(...(await benchPreset(preset, plan)));
+  if (plan.json !== undefined) writeJsonReport(plan.json, rows);
 }

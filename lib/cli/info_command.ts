@@ -1,30 +1,44 @@
-/** `moekit info`: version, the addon variant loaded, CUDA devices, NCCL. */
-import { findNccl } from '../parallel/nccl_probe';
+/** `moekit info`: the version, the native addon this process loaded, CUDA devices and NCCL. */
+import type { CudaDeviceInfo } from '../native';
+import { locateNccl, NCCL_LIBRARY } from '../parallel/nccl_probe';
 import { runtimeInfo } from '../runtime';
-import { parseCommandLine, UsageError } from './args';
+import { expectPositionals, parseCommandLine } from './args';
 
-export const INFO_USAGE = 'usage: moekit info\n\nPrints the version, the native addon variant loaded (cpu or cuda), CUDA devices, and whether NCCL was found.';
+const INFO_USAGE = `usage: moekit info
+
+Prints the moekit version, the native addon variant loaded (cpu or cuda) and its path, the CUDA
+devices it sees, and where ${NCCL_LIBRARY} is (MOEKIT_NCCL_PATH, LD_LIBRARY_PATH, the loader cache
+or the standard library folders).`;
 
 const GIB = 1024 ** 3;
 
-export async function infoCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parseCommandLine(args, {});
-  if (values.help) {
+function describeDevice(device: CudaDeviceInfo): string {
+  const memory = `${(device.totalMemory / GIB).toFixed(1)} GiB`;
+  return `  cuda:${device.index}  ${device.name}, ${memory}, compute capability ${device.computeCapability}, ${device.multiprocessors} SMs`;
+}
+
+function describeNccl(): string {
+  const found = locateNccl();
+  if (found !== undefined) return found;
+  const explicit = process.env.MOEKIT_NCCL_PATH;
+  return explicit ? `not found (MOEKIT_NCCL_PATH=${explicit} holds no ${NCCL_LIBRARY})` : 'not found';
+}
+
+export async function infoCommand(args: readonly string[]): Promise<void> {
+  const { positionals, help } = parseCommandLine(args, []);
+  if (help) {
     console.log(INFO_USAGE);
     return;
   }
-  if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
+  expectPositionals(positionals, []);
   const info = runtimeInfo();
-  const nccl = findNccl();
-  console.log(`moekit ${info.version}`);
-  console.log(`addon: ${info.variant} (${info.addonPath})`);
-  if (info.cudaDevices.length === 0) {
-    console.log('cuda devices: none');
-  } else {
-    console.log('cuda devices:');
-    for (const gpu of info.cudaDevices) {
-      console.log(`  cuda:${gpu.index} ${gpu.name}, ${(gpu.totalMemory / GIB).toFixed(1)} GiB, compute capability ${gpu.computeCapability}, ${gpu.multiprocessors} SMs`);
-    }
-  }
-  console.log(`nccl: ${nccl ?? 'not found'}`);
+  const devices = info.cudaDevices;
+  const lines = [
+    `moekit ${info.version}`,
+    `addon: ${info.variant} (${info.addonPath})`,
+    devices.length === 0 ? 'cuda devices: none' : `cuda devices: ${devices.length}`,
+    ...devices.map(describeDevice),
+    `nccl: ${describeNccl()}`,
+  ];
+  console.log(lines.join('\n'));
 }

@@ -1,64 +1,62 @@
 #!/usr/bin/env node
 /**
- * The moekit command line. Exit codes: 0 success, 1 bad input (a file, tensor or checkpoint),
- * 2 bad usage (unknown command or option). Failures print one line on stderr, no stack trace.
+ * The moekit command line. Exit codes: 0 success, 1 bad input (a file, tensor, checkpoint or
+ * device), 2 bad usage (unknown command or option, missing or malformed option). A failure prints
+ * one line on stderr, `moekit: <message>`, without a stack trace unless MOEKIT_DEBUG is set.
  */
-import { MoekitError } from '../errors';
 import { UsageError } from './args';
-import { BENCH_USAGE, benchCommand } from './bench_command';
-import { INFO_USAGE, infoCommand } from './info_command';
-import { RUN_USAGE, runCommand } from './run_command';
+import { benchCommand } from './bench_command';
+import { infoCommand } from './info_command';
+import { runCommand } from './run_command';
 
-const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<void>>> = {
-  run: runCommand,
-  bench: benchCommand,
-  info: infoCommand,
-};
+interface Command {
+  summary: string;
+  /** Runs the command; `--help` among its arguments prints the command's own usage. */
+  run(args: readonly string[]): Promise<void>;
+}
+
+const COMMANDS: ReadonlyMap<string, Command> = new Map([
+  ['run', { summary: "run one layer's MoE block of a Hugging Face checkpoint on an input tensor", run: runCommand }],
+  ['bench', { summary: "time MoE layer forwards with random weights in real models' shapes", run: benchCommand }],
+  ['info', { summary: 'version, native addon, CUDA devices and NCCL', run: infoCommand }],
+]);
 
 const USAGE = `usage: moekit <command> [options]
 
 commands:
-  run     run one layer's MoE block of a Hugging Face checkpoint on an input tensor
-  bench   time MoE layer forwards (the main job)
-  info    version, addon variant, CUDA devices, NCCL
+${[...COMMANDS].map(([name, command]) => `  ${name.padEnd(7)}${command.summary}`).join('\n')}
 
-${RUN_USAGE}
-
-${BENCH_USAGE}
-
-${INFO_USAGE}`;
+'moekit <command> --help' describes a command's options. MOEKIT_DEBUG=1 prints stack traces.`;
 
 const EXIT_BAD_INPUT = 1;
 const EXIT_BAD_USAGE = 2;
 
-async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+async function dispatch(name: string | undefined, args: readonly string[]): Promise<void> {
+  if (name === '--help' || name === '-h' || name === 'help') {
     console.log(USAGE);
-    return command === undefined ? EXIT_BAD_USAGE : 0;
+    return;
   }
-  const run = COMMANDS[command];
-  if (!run) throw new UsageError(`unknown command ${JSON.stringify(command)} (commands: ${Object.keys(COMMANDS).join(', ')})`);
-  await run(args);
-  return 0;
+  const commands = [...COMMANDS.keys()].join(', ');
+  if (name === undefined) throw new UsageError(`missing command (commands: ${commands})`);
+  const command = COMMANDS.get(name);
+  if (command === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)} (commands: ${commands})`);
+  await command.run(args);
 }
 
-function report(error: unknown): number {
+/** Prints the failure as one line and returns the exit code. */
+function reportFailure(error: unknown, name: string | undefined): number {
+  const message = (error instanceof Error ? error.message : String(error)).replace(/\s*\n\s*/g, ' ');
+  if (process.env.MOEKIT_DEBUG) console.error(error);
   if (error instanceof UsageError) {
-    console.error(`moekit: ${error.message} (see moekit --help)`);
+    const help = name !== undefined && COMMANDS.has(name) ? `moekit ${name} --help` : 'moekit --help';
+    console.error(`moekit: ${message} (see '${help}')`);
     return EXIT_BAD_USAGE;
   }
-  const message = error instanceof Error ? error.message : String(error);
-  console.error(`moekit: ${message.split('\n')[0]}`);
-  if (!(error instanceof MoekitError) && process.env.MOEKIT_DEBUG) console.error(error);
+  console.error(`moekit: ${message}`);
   return EXIT_BAD_INPUT;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    process.exitCode = report(error);
-  },
-);
+const [name, ...args] = process.argv.slice(2);
+dispatch(name, args).catch((error: unknown) => {
+  process.exitCode = reportFailure(error, name);
+});

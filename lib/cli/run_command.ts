@@ -1,73 +1,111 @@
-/** `moekit run`: one layer's MoE block on an input tensor from a safetensors file. */
+/** `moekit run`: one layer's MoE block on an input tensor read from a safetensors file. */
 import * as fs from 'node:fs';
 
-import { SafetensorsFile, writeSafetensors } from '../checkpoint/safetensors';
+import { SafetensorsFile, writeSafetensors, type SafetensorsDType } from '../checkpoint/safetensors';
+import type { Device } from '../device';
+import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
+import type { HostTensor } from '../layer/config';
 import { MoELayer } from '../layer/moe_layer';
 import { Tensor } from '../tensor';
-import { deviceOption, dtypeOption, integerOption, parseCommandLine, requireOption, UsageError } from './args';
+import { type CommandLine, deviceOption, dtypeOption, expectPositionals, integerOption, parseCommandLine, requireOption, UsageError } from './args';
 
-export const RUN_USAGE = `usage: moekit run <checkpoint-dir> --layer N --input <file.safetensors>[:<tensor>] --output <file.safetensors>
-                  [--device cpu|cuda:N] [--dtype float32|bfloat16|float16]
+const RUN_USAGE = `usage: moekit run <checkpoint-dir> --layer N --input <file.safetensors>[:<tensor>] --output <file.safetensors>
+                 [--device cpu|cuda:N] [--dtype float32|bfloat16|float16]
 
-Runs layer N's MoE block on the input tensor [T, H] (default tensor name: input) and writes
-output [T, H] (float32), topk_ids [T, K] (int32) and topk_weights [T, K] (float32).`;
+Runs decoder layer N's MoE block of a Hugging Face checkpoint on the input tensor [T, H]
+(F32, F16 or BF16; default tensor name: input) and writes output [T, H] (float32),
+topk_ids [T, K] (int32) and topk_weights [T, K] (float32).
+
+  --device   where to run (default cpu)
+  --dtype    compute dtype of weights and activations (default float32)`;
 
 const DEFAULT_INPUT_TENSOR = 'input';
 
-/** "file.safetensors:name" → file and tensor name; a suffix with a path separator is part of the file. */
-export function splitTensorPath(argument: string): { file: string; tensor: string } {
+const INPUT_DTYPES: Partial<Record<SafetensorsDType, FloatDType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+interface InputSpec {
+  file: string;
+  tensor: string;
+}
+
+/**
+ * "file.safetensors:name" → file and tensor name. An argument naming an existing file is taken
+ * whole, so file names that contain a colon still work.
+ */
+function parseInputSpec(argument: string): InputSpec {
   const colon = argument.lastIndexOf(':');
-  if (colon > 0 && !argument.slice(colon + 1).includes('/') && !fs.existsSync(argument)) {
-    return { file: argument.slice(0, colon), tensor: argument.slice(colon + 1) || DEFAULT_INPUT_TENSOR };
-  }
-  return { file: argument, tensor: DEFAULT_INPUT_TENSOR };
+  if (colon < 0 || fs.existsSync(argument)) return { file: argument, tensor: DEFAULT_INPUT_TENSOR };
+  const tensor = argument.slice(colon + 1);
+  if (tensor === '') throw new UsageError(`--input ${JSON.stringify(argument)}: the tensor name after ':' is empty`);
+  return { file: argument.slice(0, colon), tensor };
 }
 
-async function readInput(argument: string, device: ReturnType<typeof deviceOption>): Promise<Tensor> {
-  const { file, tensor } = splitTensorPath(argument);
-  const input = await SafetensorsFile.open(file);
+/** Reads the input as a host tensor; E_NOT_FOUND / E_DTYPE / E_SHAPE name the file and tensor. */
+async function readInput({ file, tensor }: InputSpec): Promise<HostTensor> {
+  const source = await SafetensorsFile.open(file);
   try {
-    if (!input.has(tensor)) {
-      throw new MoekitError('E_NOT_FOUND', `${file}: no tensor named ${tensor} (it has: ${input.names().join(', ') || 'none'})`);
+    if (!source.has(tensor)) {
+      throw new MoekitError('E_NOT_FOUND', `${file}: no tensor named ${tensor} (it has: ${source.names().join(', ') || 'none'})`);
     }
-    const { dtype, shape, data } = await input.read(tensor);
-    if (dtype === 'I32' || dtype === 'I64') throw new MoekitError('E_DTYPE', `${file}: tensor ${tensor} is ${dtype}; the input must be F32, F16 or BF16`);
+    const { dtype, shape } = source.info(tensor);
+    const floatDType = INPUT_DTYPES[dtype];
+    if (floatDType === undefined) throw new MoekitError('E_DTYPE', `${file}: tensor ${tensor} is ${dtype}; the input must be F32, F16 or BF16`);
     if (shape.length !== 2) throw new MoekitError('E_SHAPE', `${file}: tensor ${tensor} has shape [${shape.join(', ')}]; the input must be [tokens, hidden]`);
-    const tensorDType = dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : 'bfloat16';
-    return Tensor.fromArray(data as Float32Array | Uint16Array, shape, { dtype: tensorDType, device });
+    const { data } = await source.read(tensor);
+    return { dtype: floatDType, shape, data: data as Float32Array | Uint16Array };
   } finally {
-    await input.close();
+    await source.close();
   }
 }
 
-export async function runCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parseCommandLine(args, {
-    layer: { type: 'string' },
-    input: { type: 'string' },
-    output: { type: 'string' },
-    device: { type: 'string' },
-    dtype: { type: 'string' },
-  });
-  if (values.help) {
+function checkInputWidth(input: HostTensor, spec: InputSpec, hiddenSize: number): void {
+  if (input.shape[1] !== hiddenSize) {
+    throw new MoekitError('E_SHAPE', `${spec.file}: tensor ${spec.tensor} has shape [${input.shape.join(', ')}] but the checkpoint's hidden size is ${hiddenSize}`);
+  }
+}
+
+interface RunOptions {
+  checkpoint: string;
+  layer: number;
+  input: InputSpec;
+  output: string;
+  device: Device;
+  dtype: FloatDType;
+}
+
+const RUN_OPTION_NAMES = ['layer', 'input', 'output', 'device', 'dtype'] as const;
+
+function runOptions({ options, positionals }: CommandLine<(typeof RUN_OPTION_NAMES)[number]>): RunOptions {
+  expectPositionals(positionals, ['<checkpoint-dir>']);
+  return {
+    checkpoint: positionals[0]!,
+    layer: integerOption(requireOption(options.layer, 'layer'), 'layer', 0),
+    input: parseInputSpec(requireOption(options.input, 'input')),
+    output: requireOption(options.output, 'output'),
+    device: deviceOption(options.device, 'cpu'),
+    dtype: dtypeOption(options.dtype, 'float32'),
+  };
+}
+
+export async function runCommand(args: readonly string[]): Promise<void> {
+  const commandLine = parseCommandLine(args, RUN_OPTION_NAMES);
+  if (commandLine.help) {
     console.log(RUN_USAGE);
     return;
   }
-  if (positionals.length !== 1) throw new UsageError(`expected one checkpoint folder, got ${positionals.length} arguments`);
-  const layerIndex = integerOption(requireOption(values.layer, 'layer'), 'layer', 0);
-  const inputArgument = requireOption(values.input, 'input');
-  const outputFile = requireOption(values.output, 'output');
-  const device = deviceOption(values.device, 'cpu');
-  const dtype = dtypeOption(values.dtype, 'float32');
-
-  using layer = await MoELayer.fromPretrained(positionals[0]!, { layer: layerIndex, device, dtype });
-  using x = await readInput(inputArgument, device);
+  const run = runOptions(commandLine);
+  // The input is read first: it is cheap to check, the checkpoint may be large.
+  const hostInput = await readInput(run.input);
+  using layer = await MoELayer.fromPretrained(run.checkpoint, { layer: run.layer, device: run.device, dtype: run.dtype });
+  checkInputWidth(hostInput, run.input, layer.config.hiddenSize);
+  using x = Tensor.fromArray(hostInput.data, hostInput.shape, { dtype: hostInput.dtype, device: run.device });
   using result = layer.forward(x);
   const output = await result.output.toFloat32Array();
   const topkIds = (await result.topkIds.toArray()) as Int32Array;
   const topkWeights = (await result.topkWeights.toArray()) as Float32Array;
-  // Written only now that the forward has succeeded; the writer is atomic.
-  await writeSafetensors(outputFile, {
+  // Written only now that the forward has succeeded; the writer is atomic, so a failure leaves no file.
+  await writeSafetensors(run.output, {
     output: { dtype: 'F32', shape: [...result.output.shape], data: output },
     topk_ids: { dtype: 'I32', shape: [...result.topkIds.shape], data: topkIds },
     topk_weights: { dtype: 'F32', shape: [...result.topkWeights.shape], data: topkWeights },

@@ -1,0 +1,365 @@
+// The moekit command line, run as a user runs it (node dist/cli/main.js; test/setup/build_dist.ts
+// compiles dist first): the five fixture families through `moekit run`, every bad-input case (exit
+// 1, one line naming the culprit, no output file), usage errors (exit 2), info and bench.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { SafetensorsFile, writeSafetensors } from '../lib/checkpoint/safetensors';
+import { encodeHalf } from '../lib/dtype';
+import type { ModelFamily } from '../lib/layer/config';
+import { FIXTURE_FAMILIES, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
+
+const MAIN = path.resolve(__dirname, '../dist/cli/main.js');
+const PACKAGE_VERSION = (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { version: string }).version;
+
+interface Outcome {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function moekit(args: readonly string[], env: NodeJS.ProcessEnv = {}): Outcome {
+  const result = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function scratchDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-cli-'));
+}
+
+function expectedFile(family: ModelFamily): string {
+  return path.join(fixtureDir(family), 'expected.safetensors');
+}
+
+async function readOutputs(file: string) {
+  const opened = await SafetensorsFile.open(file);
+  try {
+    return { output: await opened.read('output'), topkIds: await opened.read('topk_ids'), topkWeights: await opened.read('topk_weights') };
+  } finally {
+    await opened.close();
+  }
+}
+
+describe.each(FIXTURE_FAMILIES)('moekit run on the %s fixture', (family) => {
+  it('writes output, topk_ids and topk_weights that match transformers', async () => {
+    const output = path.join(scratchDir(), 'out.safetensors');
+    // No ':tensor' suffix: the default tensor name is input.
+    const result = moekit(['run', fixtureDir(family), '--layer', '0', '--input', expectedFile(family), '--output', output]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const expected = await readExpectation(family);
+    const { output: y, topkIds, topkWeights } = await readOutputs(output);
+    expect(y).toMatchObject({ dtype: 'F32', shape: [expected.tokens, expected.hidden] });
+    expect(topkIds).toMatchObject({ dtype: 'I32', shape: [expected.tokens, expected.topK] });
+    expect(topkWeights).toMatchObject({ dtype: 'F32', shape: [expected.tokens, expected.topK] });
+    expect(relativeError(y.data as Float32Array, expected.output)).toBeLessThanOrEqual(1e-5);
+    expect(idSets(topkIds.data as Int32Array, expected.topK)).toEqual(idSets(expected.topkIds, expected.topK));
+  });
+});
+
+describe('moekit run with half-precision input', () => {
+  it.each([
+    ['F16', 'float16', 'float32', 5e-3],
+    ['BF16', 'bfloat16', 'bfloat16', 2e-2],
+  ] as const)('reads a named %s tensor and computes in %s', async (stored, halfType, computeDType, tolerance) => {
+    const expected = await readExpectation('mixtral');
+    const dir = scratchDir();
+    const input = path.join(dir, 'x.safetensors');
+    const data = encodeHalf(expected.input, halfType);
+    await writeSafetensors(input, { hidden_states: { dtype: stored, shape: [expected.tokens, expected.hidden], data } });
+    const output = path.join(dir, 'y.safetensors');
+    const result = moekit(['run', fixtureDir('mixtral'), '--layer', '0', '--input', `${input}:hidden_states`, '--output', output, '--dtype', computeDType]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const { output: y } = await readOutputs(output);
+    expect(y.dtype).toBe('F32');
+    expect(relativeError(y.data as Float32Array, expected.output)).toBeLessThanOrEqual(tolerance);
+  });
+});
+
+// ---- Broken copies of the fixtures (the fixture folders themselves are read-only) ----
+
+function copyFixture(family: ModelFamily): string {
+  const target = path.join(scratchDir(), family);
+  fs.cpSync(fixtureDir(family), target, { recursive: true });
+  for (const file of fs.readdirSync(target)) fs.chmodSync(path.join(target, file), 0o644);
+  return target;
+}
+
+function editJson(file: string, edit: (json: Record<string, unknown>) => void): void {
+  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  edit(json);
+  fs.writeFileSync(file, JSON.stringify(json));
+}
+
+interface HeaderEntry {
+  dtype?: string;
+  shape?: number[];
+  data_offsets?: number[];
+}
+
+/** Rewrites a safetensors file's JSON header through `edit`, keeping its data section. */
+function editSafetensorsHeader(file: string, tensor: string, edit: (entry: HeaderEntry) => void): void {
+  const bytes = fs.readFileSync(file);
+  const length = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')) as Record<string, HeaderEntry>;
+  edit(header[tensor]!);
+  const json = Buffer.from(JSON.stringify(header));
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(file, Buffer.concat([prefix, json, bytes.subarray(8 + length)]));
+}
+
+function shardOf(dir: string, tensor: string): string {
+  const index = JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+  return path.join(dir, index.weight_map[tensor]!);
+}
+
+interface BadInput {
+  name: string;
+  /** The checkpoint folder and, where it is the broken part, the --input and --layer values. */
+  prepare(): { checkpoint: string; input?: string; layer?: string };
+  /** What stderr must say: the culprit file, tensor, field or layer. */
+  message: RegExp;
+}
+
+const W1 = 'model.layers.0.block_sparse_moe.experts.3.w1.weight';
+
+function brokenMixtral(breakIt: (dir: string) => void): () => { checkpoint: string } {
+  return () => {
+    const dir = copyFixture('mixtral');
+    breakIt(dir);
+    return { checkpoint: dir };
+  };
+}
+
+function overwriteBytes(file: string, at: number, write: (bytes: Buffer) => void): void {
+  const bytes = fs.readFileSync(file);
+  write(bytes.subarray(at));
+  fs.writeFileSync(file, bytes);
+}
+
+const BAD_INPUTS: BadInput[] = [
+  {
+    name: 'a truncated shard',
+    prepare: brokenMixtral((dir) => {
+      const shard = shardOf(dir, W1);
+      fs.truncateSync(shard, fs.statSync(shard).size - 1000);
+    }),
+    message: /model-0000\d-of-00002\.safetensors: tensor \S+: data_offsets .* past the end of the data .*truncated/,
+  },
+  {
+    name: 'an absurd header length',
+    prepare: brokenMixtral((dir) => overwriteBytes(shardOf(dir, W1), 0, (bytes) => bytes.writeBigUInt64LE(1n << 60n))),
+    message: /model-0000\d-of-00002\.safetensors: absurd header length 1152921504606846976/,
+  },
+  {
+    name: 'a header that is not JSON',
+    prepare: brokenMixtral((dir) => overwriteBytes(shardOf(dir, W1), 8, (bytes) => bytes.write('{not json'))),
+    message: /model-0000\d-of-00002\.safetensors: header is not valid JSON/,
+  },
+  {
+    name: 'offsets past the end',
+    prepare: brokenMixtral((dir) => editSafetensorsHeader(shardOf(dir, W1), W1, (entry) => {
+      entry.data_offsets = [10_000_000, 10_000_000 + 96 * 64 * 4];
+    })),
+    message: /tensor model\.layers\.0\.block_sparse_moe\.experts\.3\.w1\.weight: data_offsets \[10000000, 10024576\] run past the end/,
+  },
+  {
+    name: 'an unknown dtype',
+    prepare: brokenMixtral((dir) => editSafetensorsHeader(shardOf(dir, W1), W1, (entry) => {
+      entry.dtype = 'F31';
+    })),
+    message: /experts\.3\.w1\.weight: unknown dtype "F31"/,
+  },
+  {
+    name: 'a shape/size mismatch in a shard',
+    prepare: brokenMixtral((dir) => editSafetensorsHeader(shardOf(dir, W1), W1, (entry) => {
+      entry.shape = [96, 65];
+    })),
+    message: /experts\.3\.w1\.weight: shape \[96, 65\] of F32 needs 24960 bytes but data_offsets hold 24576/,
+  },
+  {
+    name: 'a weight whose shape disagrees with config.json',
+    prepare: brokenMixtral((dir) => editJson(path.join(dir, 'config.json'), (config) => {
+      config.intermediate_size = 100;
+    })),
+    message: /tensor model\.layers\.0\.block_sparse_moe\.experts\.0\.w1\.weight has shape \[96, 64\], expected \[100, 64\]/,
+  },
+  {
+    name: 'a config without expert count',
+    prepare: () => {
+      const dir = copyFixture('qwen3_moe');
+      editJson(path.join(dir, 'config.json'), (config) => {
+        delete config.num_experts;
+        delete config.num_local_experts;
+      });
+      return { checkpoint: dir, input: expectedFile('qwen3_moe') };
+    },
+    message: /config\.json: missing one of num_experts, num_local_experts/,
+  },
+  {
+    name: 'an unknown model_type',
+    prepare: brokenMixtral((dir) => editJson(path.join(dir, 'config.json'), (config) => {
+      config.model_type = 'llama';
+    })),
+    message: /config\.json: model_type "llama" is not supported \(supported: mixtral, qwen2_moe, qwen3_moe, deepseek_v3, gpt_oss\)/,
+  },
+  {
+    name: 'top-k larger than the expert count',
+    prepare: brokenMixtral((dir) => editJson(path.join(dir, 'config.json'), (config) => {
+      config.num_experts_per_tok = 9;
+    })),
+    message: /config\.json: num_experts_per_tok \(9\) is larger than the expert count \(8\)/,
+  },
+  {
+    name: 'a missing shard file',
+    prepare: brokenMixtral((dir) => fs.rmSync(path.join(dir, 'model-00002-of-00002.safetensors'))),
+    message: /model-00002-of-00002\.safetensors: shard listed in model\.safetensors\.index\.json is missing/,
+  },
+  {
+    name: 'a missing expert weight',
+    prepare: brokenMixtral((dir) => editJson(path.join(dir, 'model.safetensors.index.json'), (index) => {
+      delete (index.weight_map as Record<string, string>)[W1];
+    })),
+    message: /missing tensor model\.layers\.0\.block_sparse_moe\.experts\.3\.w1\.weight/,
+  },
+  {
+    name: 'an input of the wrong width',
+    prepare: () => ({ checkpoint: fixtureDir('mixtral'), input: `${expectedFile('mixtral')}:router_logits` }),
+    message: /expected\.safetensors: tensor router_logits has shape \[33, 8\] but the checkpoint's hidden size is 64/,
+  },
+  {
+    name: 'a missing folder',
+    prepare: () => ({ checkpoint: path.join(scratchDir(), 'no-such-checkpoint') }),
+    message: /checkpoint folder \S*no-such-checkpoint does not exist/,
+  },
+  {
+    name: 'a missing layer',
+    prepare: () => ({ checkpoint: fixtureDir('mixtral'), layer: '3' }),
+    message: /layer 3 does not exist: the model has 1 layer\(s\)/,
+  },
+  {
+    name: 'a missing input tensor',
+    prepare: () => ({ checkpoint: fixtureDir('mixtral'), input: `${expectedFile('mixtral')}:hidden` }),
+    message: /expected\.safetensors: no tensor named hidden/,
+  },
+  {
+    name: 'a missing input file',
+    prepare: () => ({ checkpoint: fixtureDir('mixtral'), input: path.join(scratchDir(), 'absent.safetensors') }),
+    message: /absent\.safetensors: cannot open \(ENOENT\)/,
+  },
+];
+
+function expectOneLineError(result: Outcome, code: number, message: RegExp): void {
+  expect(result.code).toBe(code);
+  expect(result.stderr.endsWith('\n')).toBe(true);
+  expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
+  expect(result.stderr).toMatch(/^moekit: /);
+  expect(result.stderr).toMatch(message);
+}
+
+describe('moekit run rejects bad input: exit code 1, one line on stderr, no output file', () => {
+  it.each(BAD_INPUTS)('$name', ({ prepare, message }) => {
+    const { checkpoint, input, layer } = prepare();
+    const outputDir = scratchDir();
+    const output = path.join(outputDir, 'out.safetensors');
+    const result = moekit(['run', checkpoint, '--layer', layer ?? '0', '--input', input ?? expectedFile('mixtral'), '--output', output]);
+    expectOneLineError(result, 1, message);
+    expect(result.stdout).toBe('');
+    // Neither the output nor the writer's temporary file.
+    expect(fs.readdirSync(outputDir)).toEqual([]);
+  });
+});
+
+describe('moekit usage errors: exit code 2 and one line on stderr', () => {
+  const mixtral = fixtureDir('mixtral');
+  const runArgs = ['run', mixtral, '--layer', '0', '--input', 'x.safetensors', '--output', 'y.safetensors'];
+  it.each([
+    [[], /missing command \(commands: run, bench, info\)/],
+    [['frobnicate'], /unknown command "frobnicate" \(commands: run, bench, info\)/],
+    [['run', mixtral, '--input', 'x.safetensors', '--output', 'y.safetensors'], /missing required option --layer/],
+    [['run', mixtral, '--layer', '0', '--output', 'y.safetensors'], /missing required option --input/],
+    [['run', mixtral, '--layer', '0', '--input', 'x.safetensors'], /missing required option --output/],
+    [['run', '--layer', '0', '--input', 'x.safetensors', '--output', 'y.safetensors'], /missing argument <checkpoint-dir>/],
+    [[...runArgs, 'extra'], /unexpected argument "extra"/],
+    [['run', mixtral, '--layer'], /Option '--layer <value>' argument missing/],
+    [[...runArgs, '--layer', 'two'], /--layer must be an integer >= 0, got "two"/],
+    [[...runArgs, '--input', 'x.safetensors:'], /--input "x\.safetensors:": the tensor name after ':' is empty/],
+    [[...runArgs, '--dtype', 'float64'], /--dtype: expected a float dtype .* got "float64"/],
+    [[...runArgs, '--device', 'tpu'], /--device: expected 'cpu' or 'cuda:N', got "tpu"/],
+    [[...runArgs, '--verbose'], /Unknown option '--verbose'/],
+    [['bench', '--preset', 'gpt-5'], /unknown preset "gpt-5" \(presets: mixtral-8x7b, .*qwen3-30b-a3b-mini/],
+    [['bench', '--tokens', '1,x'], /--tokens must be an integer >= 1, got "x"/],
+    [['bench', '--runs', '0'], /--runs must be an integer >= 1, got "0"/],
+    [['info', '--verbose'], /Unknown option '--verbose'/],
+    [['info', 'extra'], /unexpected argument "extra"/],
+  ])('%j', (args, message) => {
+    expectOneLineError(moekit(args), 2, message);
+  });
+
+  it.each([
+    [['--help'], /^usage: moekit <command>/],
+    [['run', '--help'], /^usage: moekit run <checkpoint-dir> --layer N --input <file\.safetensors>\[:<tensor>\] --output/],
+    [['bench', '-h'], /^usage: moekit bench \[--preset NAME/],
+    [['info', '--help'], /^usage: moekit info/],
+  ])('%j prints usage and exits 0', (args, usage) => {
+    const result = moekit(args);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toMatch(usage);
+  });
+});
+
+describe('moekit info', () => {
+  it('names the version, the addon variant and path, CUDA devices and NCCL', () => {
+    const result = moekit(['info']);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(new RegExp(`^moekit ${PACKAGE_VERSION.replace(/\./g, '\\.')}\n`));
+    expect(result.stdout).toMatch(/\naddon: (cpu|cuda) \(\S+\.node\)\n/);
+    expect(result.stdout).toMatch(/\ncuda devices: (none|\d+(\n {2}cuda:\d+ {2}.+, [\d.]+ GiB, compute capability \d+\.\d+, \d+ SMs)+)\n/);
+    expect(result.stdout).toMatch(/\nnccl: .+\n$/);
+  });
+
+  it('finds NCCL where MOEKIT_NCCL_PATH points, as a file or a folder', () => {
+    const dir = scratchDir();
+    const library = path.join(dir, 'libnccl.so.2');
+    fs.writeFileSync(library, '');
+    expect(moekit(['info'], { MOEKIT_NCCL_PATH: library }).stdout).toContain(`\nnccl: ${library}\n`);
+    expect(moekit(['info'], { MOEKIT_NCCL_PATH: dir }).stdout).toContain(`\nnccl: ${library}\n`);
+    const empty = scratchDir();
+    expect(moekit(['info'], { MOEKIT_NCCL_PATH: empty }).stdout).toContain(`\nnccl: not found (MOEKIT_NCCL_PATH=${empty} holds no libnccl.so.2)\n`);
+  });
+});
+
+describe('moekit bench', () => {
+  it('prints a table and writes the JSON rows', () => {
+    const json = path.join(scratchDir(), 'bench.json');
+    const result = moekit(['bench', '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1', '--warmup', '1', '--runs', '2', '--json', json]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const [header, row, ...rest] = result.stdout.trimEnd().split('\n');
+    expect(header).toMatch(/^preset .*tokens .*ms\/forward .*tokens\/s .*TFLOP\/s .*weights GB\/s$/);
+    expect(row).toMatch(/^qwen3-30b-a3b-mini +cpu +float32 +128 +8 +1024 +384 +1 /);
+    expect(rest).toEqual([]);
+    const rows = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, unknown>[];
+    expect(rows).toHaveLength(1);
+    const measured = rows[0]!;
+    expect(Object.keys(measured).sort()).toEqual(
+      ['preset', 'device', 'dtype', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'msPerForward', 'tokensPerSecond', 'tflops', 'weightGBps'].sort(),
+    );
+    expect(measured).toMatchObject({ preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384 });
+    const seconds = (measured.msPerForward as number) / 1e3;
+    expect(seconds).toBeGreaterThan(0);
+    expect(measured.tokensPerSecond as number).toBeCloseTo(1 / seconds, 6);
+    // 2·T·K·3·H·I for the routed experts + 2·T·H·E for the router, over the median time.
+    const flops = 2 * 8 * 3 * 1024 * 384 + 2 * 1024 * 128;
+    expect(measured.tflops as number).toBeCloseTo(flops / seconds / 1e12, 9);
+    // One token reads its 8 experts' three H×I float32 matrices.
+    expect(measured.weightGBps as number).toBeCloseTo((8 * 3 * 1024 * 384 * 4) / seconds / 1e9, 6);
+  });
+});
