@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { MoELayer, MoekitError, Tensor, type MoEConfig } from '../lib/index';
+import { MoELayer, MoekitError, Tensor } from '../lib/index';
+import { swigluConfig } from './helpers/configs';
 import { FIXTURE_FAMILIES, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
 
 describe.each(FIXTURE_FAMILIES)('MoELayer on the %s fixture (CPU, float32)', (family) => {
@@ -54,19 +55,7 @@ describe.each(FIXTURE_FAMILIES)('MoELayer on the %s fixture (CPU, float32)', (fa
   });
 });
 
-const tinyConfig: MoEConfig = {
-  family: 'custom',
-  hiddenSize: 100,
-  intermediateSize: 36,
-  numExperts: 5,
-  routing: { method: 'softmax_topk', topK: 2, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
-  activation: 'swiglu',
-  activationAlpha: 1.702,
-  activationLimit: 7,
-  routerBias: false,
-  expertBias: false,
-  sharedExpert: null,
-};
+const tinyConfig = swigluConfig({ hidden: 100, intermediate: 36, experts: 5, topK: 2 });
 
 describe('MoELayer inputs and lifetime', () => {
   it('handles one token and many tokens with odd sizes', async () => {

@@ -1,23 +1,12 @@
 // CUDA graph capture/replay of a whole forward, and recovery from out-of-memory.
 import { describe, expect, it } from 'vitest';
 
-import { MoELayer, MoekitError, Tensor, type MoEConfig } from '../../lib/index';
+import { MoELayer, MoekitError, Tensor } from '../../lib/index';
+import { swigluConfig } from '../helpers/configs';
 import { FIXTURE_FAMILIES, fixtureDir, readExpectation, relativeError } from '../helpers/fixtures';
 import { GPU, HAS_GPU } from './gpu';
 
-const qwenLike: MoEConfig = {
-  family: 'custom',
-  hiddenSize: 2048,
-  intermediateSize: 768,
-  numExperts: 128,
-  routing: { method: 'softmax_topk', topK: 8, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
-  activation: 'swiglu',
-  activationAlpha: 1.702,
-  activationLimit: 7,
-  routerBias: false,
-  expertBias: false,
-  sharedExpert: null,
-};
+const qwenLike = swigluConfig({ hidden: 2048, intermediate: 768, experts: 128, topK: 8 });
 
 describe.skipIf(!HAS_GPU)('CUDA graph capture', () => {
   it.each(FIXTURE_FAMILIES)('replaying a captured %s forward gives the plain forward\'s output', async (family) => {
@@ -48,7 +37,7 @@ describe.skipIf(!HAS_GPU)('CUDA graph capture', () => {
   });
 
   it('refuses to capture on the CPU', () => {
-    using layer = MoELayer.random({ ...qwenLike, hiddenSize: 16, intermediateSize: 8, numExperts: 4, routing: { ...qwenLike.routing, topK: 2 } });
+    using layer = MoELayer.random(swigluConfig({ hidden: 16, intermediate: 8, experts: 4, topK: 2 }));
     expect(() => layer.capture(1)).toThrow(/CUDA device/);
   });
 });

@@ -3,25 +3,17 @@
 import { describe, expect, it } from 'vitest';
 
 import { MoELayer, Tensor, type MoEConfig } from '../../lib/index';
+import { swigluConfig } from '../helpers/configs';
 import { relativeError } from '../helpers/fixtures';
 import { GPU, HAS_GPU } from './gpu';
 
 function config(name: string, experts: number, topK: number, hidden: number, inter: number, deepseek = false): [string, MoEConfig] {
-  return [name, {
-    family: 'custom',
-    hiddenSize: hidden,
-    intermediateSize: inter,
-    numExperts: experts,
-    routing: deepseek
-      ? { method: 'sigmoid_group_topk', topK, renormalize: true, numGroups: 8, topkGroups: 4, scalingFactor: 2.5 }
-      : { method: 'softmax_topk', topK, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
-    activation: 'swiglu',
-    activationAlpha: 1.702,
-    activationLimit: 7,
-    routerBias: false,
-    expertBias: false,
-    sharedExpert: deepseek ? { intermediateSize: inter, gated: false } : null,
-  }];
+  const shape = { hidden, intermediate: inter, experts, topK };
+  if (!deepseek) return [name, swigluConfig(shape)];
+  return [name, swigluConfig(shape, {
+    routing: { method: 'sigmoid_group_topk', topK, renormalize: true, numGroups: 8, topkGroups: 4, scalingFactor: 2.5 },
+    sharedExpert: { intermediateSize: inter, gated: false },
+  })];
 }
 
 const LAYERS: [string, MoEConfig][] = [
