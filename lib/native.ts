@@ -41,6 +41,7 @@ export interface NativeOps {
   permute(device: number, args: {
     input: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; expertOffsets: NativeTensor;
     sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; numExperts: number;
+    firstExpert?: number; totalExperts?: number;
   }): void;
   groupedGemm(device: number, args: {
     input: NativeTensor; weights: NativeTensor; bias?: NativeTensor; expertOffsets: NativeTensor; output: NativeTensor;

@@ -137,6 +137,38 @@ describe.each([1, 257])('ops with %i token(s)', (tokens) => {
   });
 });
 
+describe('Expert Parallel permutation', () => {
+  it('keeps only local experts, and the ranks\' combined outputs add up to the full one', async () => {
+    const tokens = 9;
+    const x = randomArray(tokens * HIDDEN, 20);
+    const ids = idsFor(tokens);
+    const weights = randomArray(tokens * TOP_K, 21);
+    using input = Tensor.fromArray(x, [tokens, HIDDEN]);
+    using idTensor = Tensor.fromArray(ids, [tokens, TOP_K]);
+    using weightTensor = Tensor.fromArray(weights, [tokens, TOP_K]);
+    const full = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
+    const expectedSum = referenceCombine(full.permuted, HIDDEN, weights, full.sourceToPermuted, TOP_K);
+
+    const sum = new Float32Array(tokens * HIDDEN);
+    for (const first of [0, EXPERTS / 2]) {
+      const local = permute(input, idTensor, EXPERTS, { localExperts: { first, count: EXPERTS / 2 } });
+      const offsets = await local.expertOffsets.toArray();
+      const map = await local.sourceToPermuted.toArray();
+      expect(offsets.length).toBe(EXPERTS / 2 + 1);
+      ids.forEach((id, pair) => {
+        const isLocal = id >= first && id < first + EXPERTS / 2;
+        expect(map[pair]! >= 0).toBe(isLocal);
+      });
+      expect(offsets[EXPERTS / 2]).toBe(ids.filter((id) => id >= first && id < first + EXPERTS / 2).length);
+      using partial = combine(local.permuted, weightTensor, local.sourceToPermuted);
+      const values = (await partial.toArray()) as Float32Array;
+      values.forEach((value, i) => (sum[i]! += value));
+      for (const tensor of Object.values(local)) tensor.dispose();
+    }
+    expect(relativeError(sum, expectedSum)).toBeLessThan(1e-6);
+  });
+});
+
 describe('op argument checks', () => {
   const code = (fn: () => unknown): string | undefined => {
     try {

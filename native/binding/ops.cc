@@ -52,7 +52,11 @@ void Permute(const Napi::CallbackInfo& info) {
   args.sourceToPermuted = in.tensor("sourceToPermuted");
   args.permutedToSource = in.tensor("permutedToSource");
   args.numExperts = in.int32("numExperts");
+  args.firstExpert = in.optionalInt32("firstExpert", 0);
+  args.totalExperts = in.optionalInt32("totalExperts", args.numExperts);
 
+  in.expect(args.firstExpert >= 0 && static_cast<int64_t>(args.firstExpert) + args.numExperts <= args.totalExperts,
+            "local experts must lie within [0, totalExperts)");
   in.expectFloat(args.input, "input");
   in.expectShape(args.input, "input", {-1, -1});
   const int64_t tokens = args.input.dim(0), hidden = args.input.dim(1);

@@ -55,6 +55,11 @@ int32_t OpArgs::int32(const char* key) const {
   return value.As<Napi::Number>().Int32Value();
 }
 
+int32_t OpArgs::optionalInt32(const char* key, int32_t fallback) const {
+  Napi::Value value = args_.Get(key);
+  return value.IsUndefined() || value.IsNull() ? fallback : int32(key);
+}
+
 double OpArgs::number(const char* key) const {
   Napi::Value value = args_.Get(key);
   expect(value.IsNumber(), std::string(key) + " must be a number");

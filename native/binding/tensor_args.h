@@ -25,6 +25,8 @@ class OpArgs {
   TensorView optionalTensor(const char* key) const;
 
   int32_t int32(const char* key) const;
+  // An absent key gives `fallback`.
+  int32_t optionalInt32(const char* key, int32_t fallback) const;
   double number(const char* key) const;
   bool boolean(const char* key) const;
 

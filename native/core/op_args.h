@@ -67,14 +67,21 @@ struct RoutingArgs {
 // ---- 2. Permute ----------------------------------------------------------------------------
 // Gathers each (token t, slot j) pair's input row into expert-sorted order. Rows of one expert are
 // contiguous and, within an expert, ordered by the flat pair index t*K + j (stable).
+//
+// Expert Parallel: only experts [firstExpert, firstExpert + numExperts) are local. Pairs routed to
+// other experts are dropped: no row, sourceToPermuted = -1. Local expert e (global id
+// firstExpert + e) owns rows [offsets[e], offsets[e+1]); rows from offsets[numExperts] on are
+// unused (left as they were). Without EP, firstExpert = 0 and numExperts = totalExperts.
 struct PermuteArgs {
   TensorView input;             // [T, H] float
-  TensorView topkIds;           // [T, K] int32, each in [0, numExperts)
+  TensorView topkIds;           // [T, K] int32, each in [0, totalExperts)
   TensorView permuted;          // out [T*K, H], dtype of input
-  TensorView expertOffsets;     // out [E+1] int32: expert e's rows are [offsets[e], offsets[e+1])
-  TensorView sourceToPermuted;  // out [T, K] int32: row of pair (t, j) in `permuted` (the inverse map)
-  TensorView permutedToSource;  // out [T*K] int32: flat pair index t*K + j of each permuted row
-  int32_t numExperts = 0;
+  TensorView expertOffsets;     // out [numExperts+1] int32
+  TensorView sourceToPermuted;  // out [T, K] int32: row of pair (t, j) in `permuted`, or -1 (dropped)
+  TensorView permutedToSource;  // out [T*K] int32: flat pair index t*K + j of each used row
+  int32_t numExperts = 0;       // local experts
+  int32_t firstExpert = 0;      // global id of local expert 0
+  int32_t totalExperts = 0;     // all experts; ids outside [0, totalExperts) are an error
 };
 
 // ---- 3. Grouped GEMM -----------------------------------------------------------------------
@@ -126,7 +133,8 @@ struct ActivationArgs {
 };
 
 // ---- 5. Combine (unpermute) ----------------------------------------------------------------
-// output[t, h] = sum_j topkWeights[t, j] * expertOutput[sourceToPermuted[t, j], h]   (j in order 0..K-1)
+// output[t, h] = sum_j topkWeights[t, j] * expertOutput[sourceToPermuted[t, j], h]   (j in order 0..K-1,
+//                                                         pairs with sourceToPermuted = -1 skipped)
 //              + sharedScale(t) * shared[t, h]                                      (if shared present)
 // where sharedScale(t) = sigmoid(sharedGateLogits[t, 0]) if present, else 1.
 // Deterministic: a fixed summation order, no atomics.

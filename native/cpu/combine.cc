@@ -26,8 +26,10 @@ void combineTokens(const CombineArgs& args, int64_t begin, int64_t end) {
   for (int64_t t = begin; t < end; ++t) {
     std::fill(sum.begin(), sum.end(), 0.0f);
     for (int64_t j = 0; j < slots; ++j) {
+      const int32_t source = sourceToPermuted[t * slots + j];
+      if (source < 0) continue;  // routed to an expert on another rank
       const float weight = weights[t * slots + j];
-      const auto* row = rows + static_cast<int64_t>(sourceToPermuted[t * slots + j]) * hidden;
+      const auto* row = rows + static_cast<int64_t>(source) * hidden;
       for (int64_t h = 0; h < hidden; ++h) sum[h] += weight * In::load(row[h]);
     }
     if (shared != nullptr) {

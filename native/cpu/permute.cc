@@ -14,14 +14,16 @@ namespace {
 constexpr int64_t kRowsPerChunk = 64;
 
 // Ids come from users as well as from routing(): check them before writing anything.
-void checkIds(const int32_t* ids, int64_t pairs, int32_t experts) {
+void checkIds(const int32_t* ids, int64_t pairs, int32_t totalExperts) {
   for (int64_t i = 0; i < pairs; ++i) {
-    if (ids[i] < 0 || ids[i] >= experts) {
+    if (ids[i] < 0 || ids[i] >= totalExperts) {
       throw NativeError("E_INVALID_ARGUMENT", "permute: topkIds holds expert id " + std::to_string(ids[i]) +
-                                                  " outside [0, " + std::to_string(experts) + ")");
+                                                  " outside [0, " + std::to_string(totalExperts) + ")");
     }
   }
 }
+
+constexpr int32_t kDropped = -1;
 
 }  // namespace
 
@@ -31,30 +33,44 @@ void permute(const PermuteArgs& args) {
   const int64_t pairs = tokens * topK;
   const int32_t experts = args.numExperts;
   const int32_t* ids = args.topkIds.as<int32_t>();
-  checkIds(ids, pairs, experts);
+  checkIds(ids, pairs, args.totalExperts);
+  // Local expert of a pair, or -1 when its expert lives on another rank.
+  auto localExpert = [&](int64_t pair) {
+    const int32_t local = ids[pair] - args.firstExpert;
+    return local >= 0 && local < experts ? local : kDropped;
+  };
 
   // Histogram, then exclusive scan into offsets.
   int32_t* offsets = args.expertOffsets.as<int32_t>();
   std::vector<int32_t> counts(experts, 0);
-  for (int64_t i = 0; i < pairs; ++i) ++counts[ids[i]];
+  for (int64_t i = 0; i < pairs; ++i) {
+    const int32_t local = localExpert(i);
+    if (local != kDropped) ++counts[local];
+  }
   offsets[0] = 0;
   for (int32_t e = 0; e < experts; ++e) offsets[e + 1] = offsets[e] + counts[e];
 
-  // Scatter: each pair takes the next free row of its expert.
+  // Scatter: each local pair takes the next free row of its expert.
   std::vector<int32_t> next(offsets, offsets + experts);
   int32_t* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
   int32_t* permutedToSource = args.permutedToSource.as<int32_t>();
   for (int64_t i = 0; i < pairs; ++i) {
-    const int32_t row = next[ids[i]]++;
+    const int32_t local = localExpert(i);
+    if (local == kDropped) {
+      sourceToPermuted[i] = kDropped;
+      continue;
+    }
+    const int32_t row = next[local]++;
     sourceToPermuted[i] = row;
     permutedToSource[row] = static_cast<int32_t>(i);
   }
+  const int64_t usedRows = offsets[experts];
 
   // Gather the rows.
   const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
   const auto* source = static_cast<const uint8_t*>(args.input.data);
   auto* destination = static_cast<uint8_t*>(args.permuted.data);
-  parallelFor(0, pairs, kRowsPerChunk, [&](int64_t begin, int64_t end) {
+  parallelFor(0, usedRows, kRowsPerChunk, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t token = permutedToSource[row] / topK;
       std::memcpy(destination + row * rowBytes, source + token * rowBytes, rowBytes);

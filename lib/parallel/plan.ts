@@ -1,0 +1,112 @@
+/**
+ * How an MoE layer is split over a group of N GPUs, with TensorRT-LLM's semantics:
+ * N = moeTpSize × moeEpSize. Tensor Parallel (TP) slices every expert's intermediate dimension
+ * moeTpSize ways; Expert Parallel (EP) gives each of moeEpSize groups E / moeEpSize whole experts;
+ * both at once is the hybrid. Rank r has tpRank = r mod moeTpSize and epRank = ⌊r / moeTpSize⌋.
+ */
+import { MoekitError } from '../errors';
+import type { MoEConfig } from '../layer/config';
+
+export interface ParallelOptions {
+  moeTpSize?: number;
+  moeEpSize?: number;
+}
+
+export interface ParallelPlan {
+  worldSize: number;
+  moeTpSize: number;
+  moeEpSize: number;
+}
+
+/** A half-open range [first, first + count). */
+export interface Slice {
+  first: number;
+  count: number;
+}
+
+/** What one rank holds and computes. */
+export interface RankShard {
+  rank: number;
+  tpRank: number;
+  epRank: number;
+  /** The experts whose weights this rank holds (global ids). */
+  experts: Slice;
+  /** The slice of each expert's intermediate dimension this rank holds. */
+  intermediate: Slice;
+  /** The slice of the shared expert's intermediate dimension (TP-wise), if any. */
+  sharedIntermediate: Slice | null;
+  /** Whether this rank adds the biases of the output projections (exactly one TP rank does). */
+  ownsOutputBias: boolean;
+}
+
+function sizeOption(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `parallel.${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/**
+ * The plan for a group of worldSize ranks: TP by default; only moeTpSize → TP; only moeEpSize → EP;
+ * both → hybrid. Checks, before any weight is read, that the sizes multiply to worldSize and divide
+ * the experts and the intermediate sizes.
+ */
+export function resolvePlan(worldSize: number, options: ParallelOptions, config: MoEConfig): ParallelPlan {
+  if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `the group size must be a positive integer, got ${worldSize}`);
+  }
+  const tp = sizeOption(options.moeTpSize, 'moeTpSize');
+  const ep = sizeOption(options.moeEpSize, 'moeEpSize');
+  const moeTpSize = tp ?? (ep === undefined ? worldSize : worldSize / ep);
+  const moeEpSize = ep ?? worldSize / moeTpSize;
+  if (!Number.isInteger(moeTpSize) || !Number.isInteger(moeEpSize) || moeTpSize * moeEpSize !== worldSize) {
+    throw new MoekitError('E_INVALID_ARGUMENT',
+      `moeTpSize (${tp ?? 'unset'}) × moeEpSize (${ep ?? 'unset'}) must equal the group size ${worldSize}`);
+  }
+  if (config.numExperts % moeEpSize !== 0) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `moeEpSize ${moeEpSize} does not divide the expert count ${config.numExperts}`);
+  }
+  if (config.intermediateSize % moeTpSize !== 0) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `moeTpSize ${moeTpSize} does not divide the intermediate size ${config.intermediateSize}`);
+  }
+  if (config.sharedExpert && config.sharedExpert.intermediateSize % worldSize !== 0) {
+    throw new MoekitError('E_INVALID_ARGUMENT',
+      `the group size ${worldSize} does not divide the shared expert's intermediate size ${config.sharedExpert.intermediateSize}`);
+  }
+  return { worldSize, moeTpSize, moeEpSize };
+}
+
+/**
+ * Rank `rank`'s part of the layer. Shared experts are sliced over the whole group (every rank
+ * computes all tokens on its slice), as TP-wise slicing of a dense MLP.
+ */
+export function shardForRank(plan: ParallelPlan, config: MoEConfig, rank: number): RankShard {
+  if (!Number.isSafeInteger(rank) || rank < 0 || rank >= plan.worldSize) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `rank ${rank} is outside the group of ${plan.worldSize}`);
+  }
+  const tpRank = rank % plan.moeTpSize;
+  const epRank = Math.floor(rank / plan.moeTpSize);
+  const expertsPerRank = config.numExperts / plan.moeEpSize;
+  const intermediatePerRank = config.intermediateSize / plan.moeTpSize;
+  const shared = config.sharedExpert;
+  const sharedPerRank = shared ? shared.intermediateSize / plan.worldSize : 0;
+  return {
+    rank,
+    tpRank,
+    epRank,
+    experts: { first: epRank * expertsPerRank, count: expertsPerRank },
+    intermediate: { first: tpRank * intermediatePerRank, count: intermediatePerRank },
+    sharedIntermediate: shared ? { first: rank * sharedPerRank, count: sharedPerRank } : null,
+    ownsOutputBias: tpRank === 0,
+  };
+}
+
+/** Every (moeTpSize, moeEpSize) factorization of n, TP-only first. */
+export function factorizations(n: number): ParallelPlan[] {
+  const plans: ParallelPlan[] = [];
+  for (let tp = n; tp >= 1; tp--) {
+    if (n % tp === 0) plans.push({ worldSize: n, moeTpSize: tp, moeEpSize: n / tp });
+  }
+  return plans;
+}
