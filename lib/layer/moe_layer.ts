@@ -9,6 +9,8 @@ import { permute } from '../ops/permute';
 import { route } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
 import { Tensor } from '../tensor';
+import type { RankShard } from '../parallel/plan';
+import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
 import type { HostTensor, MoEConfig, MoEWeights } from './config';
 import { validateMoEConfig } from './validate_config';
@@ -18,6 +20,11 @@ export interface MoELayerOptions {
   device?: Device;
   /** The compute dtype of weights and activations (accumulation is always float32). Default float32. */
   dtype?: FloatDType;
+  /**
+   * Keep only one rank's part of the layer (lib/parallel/plan.ts: shardForRank). forward() then
+   * returns this rank's partial output; the group's partial outputs sum to the full output.
+   */
+  shard?: RankShard;
 }
 
 export interface FromPretrainedOptions extends MoELayerOptions {
@@ -48,12 +55,14 @@ export interface MoEForwardResult {
   [Symbol.dispose](): void;
 }
 
-/** Weight shapes a config implies, for checking weights given by hand. */
-function expectedShapes(config: MoEConfig): Record<string, number[]> {
-  const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
+/** Weight shapes a config implies (for a shard: its experts and slices), for checking weights given by hand. */
+function expectedShapes(config: MoEConfig, shard: RankShard | null): Record<string, number[]> {
+  const { hiddenSize: H, numExperts: allExperts } = config;
+  const I = shard ? shard.intermediate.count : config.intermediateSize;
+  const E = shard ? shard.experts.count : allExperts;
   const width = isGated(config.activation) ? 2 * I : I;
-  const shapes: Record<string, number[]> = { router: [E, H], w13: [E, width, H], w2: [E, H, I] };
-  if (config.routerBias) shapes.routerBias = [E];
+  const shapes: Record<string, number[]> = { router: [allExperts, H], w13: [E, width, H], w2: [E, H, I] };
+  if (config.routerBias) shapes.routerBias = [allExperts];
   if (config.expertBias) {
     shapes.w13Bias = [E, width];
     shapes.w2Bias = [E, H];
@@ -76,27 +85,39 @@ export class MoELayer {
   readonly config: MoEConfig;
   readonly device: Device;
   readonly dtype: FloatDType;
+  /** This rank's part when the layer is sharded, else null. */
+  readonly shard: RankShard | null;
   #weights: MoEWeights<Tensor> | undefined;
 
-  private constructor(config: MoEConfig, weights: MoEWeights<Tensor>, device: Device, dtype: FloatDType) {
+  private constructor(config: MoEConfig, weights: MoEWeights<Tensor>, device: Device, dtype: FloatDType, shard: RankShard | null) {
     this.config = config;
     this.#weights = weights;
     this.device = device;
     this.dtype = dtype;
+    this.shard = shard;
   }
 
-  /** Loads layer `options.layer`'s MoE block from a Hugging Face checkpoint folder. */
+  /**
+   * Loads layer `options.layer`'s MoE block from a Hugging Face checkpoint folder (with
+   * options.shard, keeping that rank's part).
+   */
   static async fromPretrained(dir: string, options: FromPretrainedOptions): Promise<MoELayer> {
     const { config, weights } = await loadMoECheckpoint(dir, { layer: options.layer });
     return MoELayer.fromWeights(config, weights, options);
   }
 
-  /** A layer from host weights in moekit's canonical layout (see MoEWeights). */
+  /**
+   * A layer from host weights in moekit's canonical layout (see MoEWeights). With options.shard,
+   * `weights` are the full weights and the layer keeps that rank's part.
+   */
   static fromWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, options: MoELayerOptions = {}): MoELayer {
     validateMoEConfig(config);
     const device = parseDevice(options.device ?? 'cpu');
     const dtype = parseFloatDType(options.dtype ?? 'float32');
-    checkHostWeights(config, weights);
+    const shard = options.shard ?? null;
+    checkHostWeights(config, weights, null);
+    const kept = shard ? shardWeights(config, weights, shard) : weights;
+    checkHostWeights(config, kept, shard);
     const uploaded: Tensor[] = [];
     const upload = (host: HostTensor, as: FloatDType = dtype): Tensor => {
       const tensor = Tensor.fromArray(host.data, host.shape, { dtype: host.dtype, device });
@@ -113,7 +134,7 @@ export class MoELayer {
       }
     };
     try {
-      return new MoELayer(config, mapWeights(weights, upload), device, dtype);
+      return new MoELayer(config, mapWeights(kept, upload), device, dtype, shard);
     } catch (error) {
       for (const tensor of uploaded) tensor.dispose();
       throw error;
@@ -152,7 +173,7 @@ export class MoELayer {
         weights.shared = { w13: make([2 * S, H], H), w2: make([H, S], S) };
         if (config.sharedExpert.gated) weights.shared.gate = make([1, H], H);
       }
-      return new MoELayer(config, weights, device, dtype);
+      return new MoELayer(config, weights, device, dtype, null);
     } catch (error) {
       for (const tensor of made) tensor.dispose();
       throw error;
@@ -171,7 +192,7 @@ export class MoELayer {
         made.push(tensor);
         return tensor;
       });
-      return new MoELayer(this.config, moved, target, targetDType);
+      return new MoELayer(this.config, moved, target, targetDType, this.shard);
     } catch (error) {
       for (const tensor of made) tensor.dispose();
       throw error;
@@ -202,7 +223,8 @@ export class MoELayer {
       const { config } = this;
       const routed = route(logits, { ...config.routing, correctionBias: weights.correctionBias });
       try {
-        const sorted = permute(input, routed.topkIds, config.numExperts);
+        const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
+        const sorted = permute(input, routed.topkIds, config.numExperts, { localExperts });
         for (const tensor of Object.values(sorted)) keep(tensor);
         const hidden = keep(groupedGemm(sorted.permuted, weights.w13, sorted.expertOffsets, { bias: weights.w13Bias }));
         const activated = keep(this.#activate(hidden));
@@ -308,8 +330,8 @@ function forEachWeight<T>(weights: MoEWeights<T>, visit: (weight: T) => void): v
   mapWeights(weights, (weight) => visit(weight));
 }
 
-function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>): void {
-  const expected = expectedShapes(config);
+function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, shard: RankShard | null): void {
+  const expected = expectedShapes(config, shard);
   const named = weights as unknown as Record<string, HostTensor | undefined>;
   for (const [name, shape] of Object.entries(expected)) {
     const weight = named[name];
@@ -322,7 +344,7 @@ function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>): v
     throw new MoekitError('E_CHECKPOINT', `MoE weights: correctionBias must have shape [${config.numExperts}]`);
   }
   if (config.sharedExpert) {
-    const S = config.sharedExpert.intermediateSize;
+    const S = shard?.sharedIntermediate?.count ?? config.sharedExpert.intermediateSize;
     const H = config.hiddenSize;
     const shared = weights.shared;
     if (!shared) throw new MoekitError('E_CHECKPOINT', 'MoE weights: the config has a shared expert but shared weights are missing');

@@ -1,0 +1,63 @@
+// Sharding plans (TensorRT-LLM semantics) and sharded layers on the CPU: for every (moeTp, moeEp)
+// factorization of N = 1, 2, 4, 8 on the five fixture families, the ranks' partial outputs sum to
+// the unsharded layer's output, and each rank holds 1/N of the expert weights.
+import { describe, expect, it } from 'vitest';
+
+import { loadMoECheckpoint } from '../lib/checkpoint/load';
+import { MoELayer, Tensor } from '../lib/index';
+import { factorizations, resolvePlan, shardForRank } from '../lib/parallel/plan';
+import { swigluConfig } from './helpers/configs';
+import { FIXTURE_FAMILIES, fixtureDir, readExpectation, relativeError } from './helpers/fixtures';
+
+describe('resolvePlan', () => {
+  const config = swigluConfig({ hidden: 64, intermediate: 96, experts: 16, topK: 4 });
+
+  it('defaults to Tensor Parallel over the whole group', () => {
+    expect(resolvePlan(4, {}, config)).toEqual({ worldSize: 4, moeTpSize: 4, moeEpSize: 1 });
+  });
+
+  it('takes TP when only moeTpSize is given, EP when only moeEpSize, and both as a hybrid', () => {
+    expect(resolvePlan(4, { moeTpSize: 4 }, config)).toEqual({ worldSize: 4, moeTpSize: 4, moeEpSize: 1 });
+    expect(resolvePlan(4, { moeEpSize: 4 }, config)).toEqual({ worldSize: 4, moeTpSize: 1, moeEpSize: 4 });
+    expect(resolvePlan(4, { moeTpSize: 2, moeEpSize: 2 }, config)).toEqual({ worldSize: 4, moeTpSize: 2, moeEpSize: 2 });
+  });
+
+  it('rejects sizes that do not multiply to the group size or do not divide the layer', () => {
+    expect(() => resolvePlan(4, { moeTpSize: 2, moeEpSize: 4 }, config)).toThrow(/must equal the group size 4/);
+    expect(() => resolvePlan(4, { moeTpSize: 3 }, config)).toThrow(/must equal the group size 4/);
+    expect(() => resolvePlan(32, { moeEpSize: 32 }, config)).toThrow(/moeEpSize 32 does not divide the expert count 16/);
+    expect(() => resolvePlan(64, { moeTpSize: 64 }, config)).toThrow(/moeTpSize 64 does not divide the intermediate size 96/);
+    expect(() => resolvePlan(2, { moeTpSize: 0 }, config)).toThrow(/positive integer/);
+  });
+
+  it('numbers ranks as TensorRT-LLM does: tpRank = r mod moeTp, epRank = r div moeTp', () => {
+    const plan = resolvePlan(8, { moeTpSize: 2, moeEpSize: 4 }, config);
+    const shard = shardForRank(plan, config, 5);
+    expect(shard).toMatchObject({ tpRank: 1, epRank: 2, experts: { first: 8, count: 4 }, intermediate: { first: 48, count: 48 }, ownsOutputBias: false });
+  });
+});
+
+describe.each(FIXTURE_FAMILIES)('sharded %s layer on the CPU', (family) => {
+  it.each([1, 2, 4, 8])('every factorization of N = %i sums to the unsharded output', async (n) => {
+    const expected = await readExpectation(family);
+    const { config, weights } = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
+    using x = Tensor.fromArray(expected.input, [expected.tokens, expected.hidden]);
+    const totalExpertElements = weights.w13.data.length + weights.w2.data.length;
+    for (const factorization of factorizations(n)) {
+      const plan = resolvePlan(n, { moeTpSize: factorization.moeTpSize, moeEpSize: factorization.moeEpSize }, config);
+      const sum = new Float32Array(expected.output.length);
+      for (let rank = 0; rank < n; rank++) {
+        const shard = shardForRank(plan, config, rank);
+        using layer = MoELayer.fromWeights(config, weights, { shard });
+        using result = layer.forward(x);
+        const partial = (await result.output.toArray()) as Float32Array;
+        partial.forEach((value, i) => (sum[i]! += value));
+      }
+      const error = relativeError(sum, expected.output);
+      expect(error, `moeTp ${plan.moeTpSize} × moeEp ${plan.moeEpSize}`).toBeLessThanOrEqual(1e-5);
+      const shard = shardForRank(plan, config, 0);
+      const rankElements = shard.experts.count * 3 * config.hiddenSize * shard.intermediate.count;
+      expect(rankElements * n).toBe(totalExpertElements);
+    }
+  });
+});
