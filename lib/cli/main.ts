@@ -7,6 +7,7 @@
 import { UsageError } from './args';
 import { benchCommand } from './bench_command';
 import { infoCommand } from './info_command';
+import { launchCommand } from './launch_command';
 import { runCommand } from './run_command';
 
 interface Command {
@@ -19,6 +20,7 @@ const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['run', { summary: "run one layer's MoE block of a Hugging Face checkpoint on an input tensor", run: runCommand }],
   ['bench', { summary: "time MoE layer forwards with random weights in real models' shapes", run: benchCommand }],
   ['info', { summary: 'version, native addon, CUDA devices and NCCL', run: infoCommand }],
+  ['launch', { summary: 'start one process per GPU with torchrun-style rank variables', run: launchCommand }],
 ]);
 
 const USAGE = `usage: moekit <command> [options]
