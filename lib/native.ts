@@ -66,6 +66,17 @@ export interface NativeGraph {
   release(): void;
 }
 
+/** Whether NCCL could be loaded (dlopen of libnccl.so.2 or MOEKIT_NCCL_PATH). */
+export interface NcclInfo {
+  available: boolean;
+  /** The library file loaded. */
+  path: string;
+  /** Why it is not available. */
+  problem: string;
+  /** NCCL's version code, e.g. 22803 for 2.28.3. */
+  version: number;
+}
+
 export interface NativeAddon extends NativeOps {
   /** 'cuda' when the CUDA backend was compiled in (it may still find no GPU at run time). */
   readonly variant: 'cpu' | 'cuda';
@@ -81,6 +92,7 @@ export interface NativeAddon extends NativeOps {
   copy(dst: NativeStorage, src: NativeStorage, nbytes: number): void;
   /** Resolves once all work enqueued so far on the device is done; rejects with a failure it met. */
   synchronize(device: number): Promise<void>;
+  ncclInfo(): NcclInfo;
   /** Starts recording the CUDA device's work into a graph instead of running it. */
   beginCapture(device: number): void;
   /** Stops recording and returns the graph (on failure the capture is abandoned and this throws). */

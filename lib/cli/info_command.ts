@@ -1,14 +1,13 @@
 /** `moekit info`: the version, the native addon this process loaded, CUDA devices and NCCL. */
 import type { CudaDeviceInfo } from '../native';
-import { locateNccl, NCCL_LIBRARY } from '../parallel/nccl_probe';
-import { runtimeInfo } from '../runtime';
+import { runtimeInfo, type RuntimeInfo } from '../runtime';
 import { expectPositionals, parseCommandLine } from './args';
 
 const INFO_USAGE = `usage: moekit info
 
 Prints the moekit version, the native addon variant loaded (cpu or cuda) and its path, the CUDA
-devices it sees, and where ${NCCL_LIBRARY} is (MOEKIT_NCCL_PATH, LD_LIBRARY_PATH, the loader cache
-or the standard library folders).`;
+devices it sees, and whether NCCL loads: libnccl.so.2 as the dynamic loader finds it, or the file
+(or folder) MOEKIT_NCCL_PATH names.`;
 
 const GIB = 1024 ** 3;
 
@@ -17,11 +16,10 @@ function describeDevice(device: CudaDeviceInfo): string {
   return `  cuda:${device.index}  ${device.name}, ${memory}, compute capability ${device.computeCapability}, ${device.multiprocessors} SMs`;
 }
 
-function describeNccl(): string {
-  const found = locateNccl();
-  if (found !== undefined) return found;
-  const explicit = process.env.MOEKIT_NCCL_PATH;
-  return explicit ? `not found (MOEKIT_NCCL_PATH=${explicit} holds no ${NCCL_LIBRARY})` : 'not found';
+function describeNccl(nccl: RuntimeInfo['nccl']): string {
+  if (!nccl.available) return `not available (${nccl.problem})`;
+  const version = `${Math.floor(nccl.version / 10000)}.${Math.floor(nccl.version / 100) % 100}.${nccl.version % 100}`;
+  return `${version} (${nccl.path})`;
 }
 
 export async function infoCommand(args: readonly string[]): Promise<void> {
@@ -38,7 +36,7 @@ export async function infoCommand(args: readonly string[]): Promise<void> {
     `addon: ${info.variant} (${info.addonPath})`,
     devices.length === 0 ? 'cuda devices: none' : `cuda devices: ${devices.length}`,
     ...devices.map(describeDevice),
-    `nccl: ${describeNccl()}`,
+    `nccl: ${describeNccl(info.nccl)}`,
   ];
   console.log(lines.join('\n'));
 }

@@ -2,6 +2,7 @@
 // JavaScript-side interface).
 #include <napi.h>
 
+#include "collectives.h"
 #include "device_registry.h"
 #include "graphs.h"
 #include "js_errors.h"
@@ -47,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterTransfers(env, exports);
   RegisterOps(env, exports);
   RegisterGraphs(env, exports);
+  RegisterCollectives(env, exports);
   return exports;
 }
 
