@@ -33,7 +33,7 @@ class GraphHandle : public Napi::ObjectWrap<GraphHandle> {
     constructor = new Napi::FunctionReference(Napi::Persistent(ctor));
   }
 
-  static Napi::Object Wrap(Napi::Env env, std::unique_ptr<cuda::Graph> graph) {
+  static Napi::Object Wrap(std::unique_ptr<cuda::Graph> graph) {
     Napi::Object object = constructor->New({});
     Napi::ObjectWrap<GraphHandle>::Unwrap(object)->graph_ = std::move(graph);
     return object;
@@ -62,7 +62,7 @@ void BeginCapture(const Napi::CallbackInfo& info) {
 Napi::Value EndCapture(const Napi::CallbackInfo& info) {
   cuda::CudaDevice& device = cudaDeviceFor(info.Env(), info[0]);
   std::unique_ptr<cuda::Graph> graph = translateErrors(info.Env(), [&] { return device.endCapture(); });
-  return GraphHandle::Wrap(info.Env(), std::move(graph));
+  return GraphHandle::Wrap(std::move(graph));
 }
 
 #else
