@@ -77,6 +77,17 @@ export interface NcclInfo {
   version: number;
 }
 
+/** An NCCL communicator bound to one CUDA device. */
+export interface NativeCommunicator {
+  /** In-place sum over the group, enqueued on the device's stream. */
+  allReduce(device: number, args: { tensor: NativeTensor }): void;
+  /** '' while healthy, else the failure NCCL met asynchronously (a peer died, a network error). */
+  asyncError(): string;
+  /** Stops pending collectives (unblocking stalled kernels) and frees the communicator. */
+  abort(): void;
+  destroy(): void;
+}
+
 export interface NativeAddon extends NativeOps {
   /** 'cuda' when the CUDA backend was compiled in (it may still find no GPU at run time). */
   readonly variant: 'cpu' | 'cuda';
@@ -93,6 +104,9 @@ export interface NativeAddon extends NativeOps {
   /** Resolves once all work enqueued so far on the device is done; rejects with a failure it met. */
   synchronize(device: number): Promise<void>;
   ncclInfo(): NcclInfo;
+  ncclUniqueId(): Uint8Array;
+  /** Joins a group of worldSize ranks on CUDA device `device`; resolves once every rank has joined. */
+  ncclInit(device: number, id: Uint8Array, worldSize: number, rank: number): Promise<NativeCommunicator>;
   /** Starts recording the CUDA device's work into a graph instead of running it. */
   beginCapture(device: number): void;
   /** Stops recording and returns the graph (on failure the capture is abandoned and this throws). */

@@ -10,6 +10,8 @@ import { decodeHalf, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 import type { HostTensor, MoEConfig, MoEWeights } from '../layer/config';
 import { blockTensorNames, checkMoELayer, parseMoEConfig } from './families';
+import type { Slice } from '../parallel/plan';
+import { sliceExperts } from '../parallel/shard_weights';
 import { SafetensorsFile, type SafetensorsTensor } from './safetensors';
 
 export interface LoadedCheckpoint {
@@ -189,29 +191,36 @@ function transposeExperts(tensor: HostTensor, experts: number, rows: number, col
   return { dtype: tensor.dtype, shape: [experts, cols, rows], data };
 }
 
-async function readExperts(source: TensorSource, config: MoEConfig, layer: number): Promise<Pick<MoEWeights, 'w13' | 'w13Bias' | 'w2' | 'w2Bias'>> {
+/** Reads experts [experts.first, +count): per-expert tensors only for those; fused ones whole. */
+async function readExperts(source: TensorSource, config: MoEConfig, layer: number, experts: Slice): Promise<Pick<MoEWeights, 'w13' | 'w13Bias' | 'w2' | 'w2Bias'>> {
   const names = blockTensorNames(config.family as Exclude<MoEConfig['family'], 'custom'>, layer);
   const { numExperts: E, hiddenSize: H, intermediateSize: I } = config;
   if (names.fused) {
+    // All experts live in one tensor each: read them whole, keep the wanted experts.
     const gateUp = await source.read(names.fused.gateUp, [E, H, 2 * I]);
     const gateUpBias = await source.read(names.fused.gateUpBias, [E, 2 * I]);
     const down = await source.read(names.fused.down, [E, I, H]);
     const downBias = await source.read(names.fused.downBias, [E, H]);
+    const keep = (tensor: HostTensor): HostTensor => {
+      const [, rows, cols] = tensor.shape.length === 3 ? (tensor.shape as [number, number, number]) : [E, 1, tensor.shape[1]!];
+      const sliced = sliceExperts({ ...tensor, shape: [E, rows, cols] }, experts, { first: 0, count: rows }, { first: 0, count: cols });
+      return { ...sliced, shape: tensor.shape.length === 3 ? sliced.shape : [experts.count, cols] };
+    };
     return {
-      w13: deinterleaveGateUp(gateUp, E, H, I),
-      w13Bias: deinterleaveBias(gateUpBias, E, I),
-      w2: transposeExperts(down, E, I, H),
-      w2Bias: downBias,
+      w13: keep(deinterleaveGateUp(gateUp, E, H, I)),
+      w13Bias: keep(deinterleaveBias(gateUpBias, E, I)),
+      w2: keep(transposeExperts(down, E, I, H)),
+      w2Bias: keep(downBias),
     };
   }
   const expert = names.expert!;
   const gateUpParts: HostTensor[] = [];
   const downParts: HostTensor[] = [];
-  for (let e = 0; e < E; e++) {
+  for (let e = experts.first; e < experts.first + experts.count; e++) {
     gateUpParts.push(await source.read(expert.gate(e), [I, H]), await source.read(expert.up(e), [I, H]));
     downParts.push(await source.read(expert.down(e), [H, I]));
   }
-  return { w13: stack(gateUpParts, [E, 2 * I, H]), w2: stack(downParts, [E, H, I]) };
+  return { w13: stack(gateUpParts, [experts.count, 2 * I, H]), w2: stack(downParts, [experts.count, H, I]) };
 }
 
 async function readSharedExpert(source: TensorSource, config: MoEConfig, layer: number): Promise<MoEWeights['shared']> {
@@ -226,22 +235,34 @@ async function readSharedExpert(source: TensorSource, config: MoEConfig, layer: 
   return shared;
 }
 
-/** Reads layer `layer`'s MoE block from a Hugging Face checkpoint folder. */
-export async function loadMoECheckpoint(dir: string, options: { layer: number }): Promise<LoadedCheckpoint> {
+/** Reads and checks a checkpoint's config.json for layer `layer`'s MoE block, reading no weights. */
+export function readMoEConfig(dir: string, layer: number): MoEConfig {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     throw new MoekitError('E_NOT_FOUND', `checkpoint folder ${dir} does not exist`);
   }
   const configFile = path.join(dir, 'config.json');
   const raw = readJson(configFile, 'config.json');
   const config = parseMoEConfig(raw, configFile);
-  checkMoELayer(raw, config.family as Exclude<MoEConfig['family'], 'custom'>, options.layer, configFile);
+  checkMoELayer(raw, config.family as Exclude<MoEConfig['family'], 'custom'>, layer, configFile);
+  return config;
+}
+
+export interface LoadOptions {
+  layer: number;
+  /** Read only these experts (Expert Parallel); the returned w13/w2 hold just them. Default: all. */
+  experts?: Slice;
+}
+
+/** Reads layer `layer`'s MoE block from a Hugging Face checkpoint folder. */
+export async function loadMoECheckpoint(dir: string, options: LoadOptions): Promise<LoadedCheckpoint> {
+  const config = readMoEConfig(dir, options.layer);
   const names = blockTensorNames(config.family as Exclude<MoEConfig['family'], 'custom'>, options.layer);
   const source = await TensorSource.create(dir);
   try {
     const { numExperts: E, hiddenSize: H } = config;
     const weights: MoEWeights<HostTensor> = {
       router: await source.read(names.router, [E, H]),
-      ...(await readExperts(source, config, options.layer)),
+      ...(await readExperts(source, config, options.layer, options.experts ?? { first: 0, count: E })),
     };
     if (names.routerBias) weights.routerBias = await source.read(names.routerBias, [E]);
     if (names.correctionBias) weights.correctionBias = await source.read(names.correctionBias, [E]);

@@ -1,7 +1,7 @@
 import { parseDevice, type Device } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
-import { loadMoECheckpoint } from '../checkpoint/load';
+import { loadMoECheckpoint, readMoEConfig } from '../checkpoint/load';
 import { activation, isGated } from '../ops/activation';
 import { combine } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
@@ -9,7 +9,8 @@ import { permute } from '../ops/permute';
 import { route } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
 import { Tensor } from '../tensor';
-import type { RankShard } from '../parallel/plan';
+import { resolvePlan, shardForRank, type ParallelOptions, type RankShard } from '../parallel/plan';
+import type { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
 import type { HostTensor, MoEConfig, MoEWeights } from './config';
@@ -30,6 +31,14 @@ export interface MoELayerOptions {
 export interface FromPretrainedOptions extends MoELayerOptions {
   /** Which decoder layer's MoE block to load. */
   layer: number;
+  /**
+   * Shard the layer over a process group (one process per GPU): it runs on group.device, reads only
+   * this rank's experts from the checkpoint, and forward() sums the ranks' outputs with one NCCL
+   * all-reduce. Inputs are expected replicated across the group.
+   */
+  group?: ProcessGroup;
+  /** With `group`: TensorRT-LLM's moeTpSize / moeEpSize (default: Tensor Parallel over the group). */
+  parallel?: ParallelOptions;
 }
 
 export interface RandomLayerOptions extends MoELayerOptions {
@@ -87,14 +96,19 @@ export class MoELayer {
   readonly dtype: FloatDType;
   /** This rank's part when the layer is sharded, else null. */
   readonly shard: RankShard | null;
+  /** Bytes read from the checkpoint to build this layer (0 when not loaded from one). */
+  readonly checkpointBytesRead: number;
   #weights: MoEWeights<Tensor> | undefined;
+  readonly #group: ProcessGroup | undefined;
 
-  private constructor(config: MoEConfig, weights: MoEWeights<Tensor>, device: Device, dtype: FloatDType, shard: RankShard | null) {
+  private constructor(config: MoEConfig, weights: MoEWeights<Tensor>, device: Device, dtype: FloatDType, parts: LayerParts = {}) {
     this.config = config;
     this.#weights = weights;
     this.device = device;
     this.dtype = dtype;
-    this.shard = shard;
+    this.shard = parts.shard ?? null;
+    this.#group = parts.group;
+    this.checkpointBytesRead = parts.bytesRead ?? 0;
   }
 
   /**
@@ -102,8 +116,14 @@ export class MoELayer {
    * options.shard, keeping that rank's part).
    */
   static async fromPretrained(dir: string, options: FromPretrainedOptions): Promise<MoELayer> {
-    const { config, weights } = await loadMoECheckpoint(dir, { layer: options.layer });
-    return MoELayer.fromWeights(config, weights, options);
+    const config = readMoEConfig(dir, options.layer);
+    const { group } = options;
+    // The plan is checked against the config before any weight is read.
+    const shard = options.shard ?? (group ? shardForRank(resolvePlan(group.worldSize, options.parallel ?? {}, config), config, group.rank) : undefined);
+    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: options.layer, experts: shard?.experts });
+    // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
+    const local = shard ? shardWeights(config, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
+    return MoELayer.#upload(config, local, { ...options, device: group?.device ?? options.device }, { shard, group, bytesRead });
   }
 
   /**
@@ -112,12 +132,17 @@ export class MoELayer {
    */
   static fromWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, options: MoELayerOptions = {}): MoELayer {
     validateMoEConfig(config);
+    checkHostWeights(config, weights, null);
+    const shard = options.shard;
+    return MoELayer.#upload(config, shard ? shardWeights(config, weights, shard) : weights, options, { shard });
+  }
+
+  /** Uploads weights already cut to the layer's part (all of it, or one rank's shard). */
+  static #upload(config: MoEConfig, weights: MoEWeights<HostTensor>, options: MoELayerOptions, parts: LayerParts): MoELayer {
+    validateMoEConfig(config);
     const device = parseDevice(options.device ?? 'cpu');
     const dtype = parseFloatDType(options.dtype ?? 'float32');
-    const shard = options.shard ?? null;
-    checkHostWeights(config, weights, null);
-    const kept = shard ? shardWeights(config, weights, shard) : weights;
-    checkHostWeights(config, kept, shard);
+    checkHostWeights(config, weights, parts.shard ?? null);
     const uploaded: Tensor[] = [];
     const upload = (host: HostTensor, as: FloatDType = dtype): Tensor => {
       const tensor = Tensor.fromArray(host.data, host.shape, { dtype: host.dtype, device });
@@ -134,7 +159,7 @@ export class MoELayer {
       }
     };
     try {
-      return new MoELayer(config, mapWeights(kept, upload), device, dtype, shard);
+      return new MoELayer(config, mapWeights(weights, upload), device, dtype, parts);
     } catch (error) {
       for (const tensor of uploaded) tensor.dispose();
       throw error;
@@ -173,7 +198,7 @@ export class MoELayer {
         weights.shared = { w13: make([2 * S, H], H), w2: make([H, S], S) };
         if (config.sharedExpert.gated) weights.shared.gate = make([1, H], H);
       }
-      return new MoELayer(config, weights, device, dtype, null);
+      return new MoELayer(config, weights, device, dtype);
     } catch (error) {
       for (const tensor of made) tensor.dispose();
       throw error;
@@ -192,7 +217,7 @@ export class MoELayer {
         made.push(tensor);
         return tensor;
       });
-      return new MoELayer(this.config, moved, target, targetDType, this.shard);
+      return new MoELayer(this.config, moved, target, targetDType, { shard: this.shard ?? undefined, group: this.#group });
     } catch (error) {
       for (const tensor of made) tensor.dispose();
       throw error;
@@ -231,6 +256,8 @@ export class MoELayer {
         const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias }));
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
         const output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
+        // Each rank holds a partial sum; one all-reduce, queued like the rest, completes it.
+        this.#group?.allReduce(output);
         return resultOf({ output, ...routed });
       } catch (error) {
         for (const tensor of Object.values(routed)) tensor.dispose();
@@ -310,6 +337,13 @@ export class MoELayer {
     const gate = shared.gate ? keep(linear(x, shared.gate, { outDtype: 'float32' })) : undefined;
     return { shared: output, sharedGateLogits: gate };
   }
+}
+
+/** How a layer relates to a parallel group, if it does. */
+interface LayerParts {
+  shard?: RankShard;
+  group?: ProcessGroup;
+  bytesRead?: number;
 }
 
 function mapWeights<A, B>(weights: MoEWeights<A>, convert: (weight: A, as?: FloatDType) => B): MoEWeights<B> {

@@ -1,0 +1,998 @@
+// Standalone harness for the CUDA backend (no Node): every op in moekit::cuda:: against the CPU
+// reference backend (moekit::cpu::) on random inputs with awkward sizes, for float32, float16 and
+// bfloat16; then the CudaDevice itself (pool allocation, staged transfers, whenIdle, out of memory,
+// graph capture and replay); then timings of Mixtral-sized grouped GEMMs.
+//
+//   cuda_ops_test            everything
+//   cuda_ops_test --quick    small sizes only, no timings (for compute-sanitizer)
+//
+// Prints one line per check with max abs / max rel / norm-relative error, a summary of the worst
+// error per op and dtype, and exits 1 if any check failed.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/errors.h"
+#include "core/op_args.h"
+#include "core/random.h"
+#include "cpu/kernels.h"
+#include "cuda/check.h"
+#include "cuda/cuda_device.h"
+#include "cuda/kernels.h"
+
+using namespace moekit;
+
+namespace {
+
+bool gQuick = false;
+int gChecks = 0;
+int gFailures = 0;
+cudaStream_t gStream = nullptr;
+std::map<std::string, double> gWorstNormError;  // "op dtype" -> worst norm-relative error
+
+#define CUDA_OK(call) ::moekit::cuda::checkCuda((call), #call, __FILE__, __LINE__)
+
+const DType kFloatDTypes[] = {DType::Float32, DType::Float16, DType::BFloat16};
+
+// Norm-relative tolerance against the CPU, by the least precise dtype involved (float32
+// accumulation on both sides, so the gap is rounding of inputs/outputs and summation order).
+double toleranceFor(DType dtype) {
+  switch (dtype) {
+    case DType::Float16: return 2e-3;
+    case DType::BFloat16: return 1e-2;
+    default: return 1e-5;
+  }
+}
+
+DType leastPrecise(std::initializer_list<DType> dtypes) {
+  DType worst = DType::Float32;
+  for (DType dtype : dtypes) {
+    if (dtype == DType::BFloat16 || (dtype == DType::Float16 && worst == DType::Float32)) worst = dtype;
+  }
+  return worst;
+}
+
+// ---- Tensors: host bytes plus an optional device copy --------------------------------------------
+struct Tensor {
+  DType dtype = DType::Float32;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> host;
+  void* device = nullptr;
+
+  Tensor() = default;
+  Tensor(DType type, std::vector<int64_t> dims) : dtype(type), shape(std::move(dims)), host(nbytes(), 0) {}
+  Tensor(Tensor&& other) noexcept { *this = std::move(other); }
+  Tensor& operator=(Tensor&& other) noexcept {
+    std::swap(dtype, other.dtype);
+    std::swap(shape, other.shape);
+    std::swap(host, other.host);
+    std::swap(device, other.device);
+    return *this;
+  }
+  ~Tensor() {
+    if (device != nullptr) cudaFreeAsync(device, gStream);
+  }
+
+  int64_t numel() const {
+    int64_t count = 1;
+    for (int64_t extent : shape) count *= extent;
+    return count;
+  }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype); }
+
+  float get(int64_t i) const {
+    uint16_t half;
+    switch (dtype) {
+      case DType::Float16: std::memcpy(&half, host.data() + 2 * i, 2); return float16ToFloat(half);
+      case DType::BFloat16: std::memcpy(&half, host.data() + 2 * i, 2); return bfloat16ToFloat(half);
+      case DType::Int32: return static_cast<float>(reinterpret_cast<const int32_t*>(host.data())[i]);
+      default: return reinterpret_cast<const float*>(host.data())[i];
+    }
+  }
+  void set(int64_t i, float value) {
+    uint16_t half;
+    switch (dtype) {
+      case DType::Float16: half = floatToFloat16(value); std::memcpy(host.data() + 2 * i, &half, 2); return;
+      case DType::BFloat16: half = floatToBfloat16(value); std::memcpy(host.data() + 2 * i, &half, 2); return;
+      case DType::Int32: reinterpret_cast<int32_t*>(host.data())[i] = static_cast<int32_t>(value); return;
+      default: reinterpret_cast<float*>(host.data())[i] = value; return;
+    }
+  }
+  int32_t* ints() { return reinterpret_cast<int32_t*>(host.data()); }
+
+  TensorView hostView() { return TensorView{host.data(), dtype, shape}; }
+  TensorView deviceView() {
+    toDevice();
+    return TensorView{device, dtype, shape};
+  }
+  // Allocates (once) and copies the host bytes to the device.
+  void toDevice() {
+    if (device == nullptr) CUDA_OK(cudaMallocAsync(&device, std::max<size_t>(nbytes(), 1), gStream));
+    if (nbytes() > 0) CUDA_OK(cudaMemcpyAsync(device, host.data(), nbytes(), cudaMemcpyHostToDevice, gStream));
+  }
+  // The device bytes (waits for the stream).
+  Tensor fromDevice() const {
+    Tensor copy(dtype, shape);
+    if (nbytes() > 0) CUDA_OK(cudaMemcpyAsync(copy.host.data(), device, nbytes(), cudaMemcpyDeviceToHost, gStream));
+    CUDA_OK(cudaStreamSynchronize(gStream));
+    return copy;
+  }
+  Tensor clone() const {
+    Tensor copy(dtype, shape);
+    copy.host = host;
+    return copy;
+  }
+};
+
+Tensor randomTensor(DType dtype, std::vector<int64_t> shape, uint64_t seed, float scale) {
+  Tensor tensor(dtype, std::move(shape));
+  for (int64_t i = 0; i < tensor.numel(); ++i) tensor.set(i, scale * (2.0f * uniformHash(seed, i) - 1.0f));
+  return tensor;
+}
+
+// Every byte set to the same pattern: outputs start equal on both sides, so rows an op must leave
+// untouched are checked too.
+Tensor sentinelTensor(DType dtype, std::vector<int64_t> shape) {
+  Tensor tensor(dtype, std::move(shape));
+  std::fill(tensor.host.begin(), tensor.host.end(), uint8_t{0x3c});
+  return tensor;
+}
+
+uint32_t randomBelow(uint64_t seed, uint64_t index, uint32_t bound) {
+  return static_cast<uint32_t>(mixHash(seed, index) % bound);
+}
+
+// ---- Checks ------------------------------------------------------------------------------------
+struct ErrorStats {
+  double maxAbs = 0;
+  double maxRel = 0;   // over elements with |expected| above 1e-3 of the largest
+  double normRel = 0;  // ||gpu - cpu|| / ||cpu||
+  bool finite = true;
+};
+
+ErrorStats compare(const Tensor& gpu, const Tensor& cpu) {
+  ErrorStats stats;
+  double difference = 0, norm = 0, largest = 0;
+  for (int64_t i = 0; i < cpu.numel(); ++i) largest = std::max(largest, std::fabs(static_cast<double>(cpu.get(i))));
+  for (int64_t i = 0; i < cpu.numel(); ++i) {
+    const double expected = cpu.get(i), actual = gpu.get(i);
+    if (!std::isfinite(actual) && std::isfinite(expected)) stats.finite = false;
+    const double error = std::fabs(actual - expected);
+    stats.maxAbs = std::max(stats.maxAbs, error);
+    if (std::fabs(expected) > 1e-3 * largest && expected != 0) stats.maxRel = std::max(stats.maxRel, error / std::fabs(expected));
+    difference += error * error;
+    norm += expected * expected;
+  }
+  stats.normRel = norm > 0 ? std::sqrt(difference / norm) : std::sqrt(difference);
+  return stats;
+}
+
+void record(bool passed, const std::string& line) {
+  ++gChecks;
+  if (!passed) ++gFailures;
+  std::printf("%s  %s\n", passed ? "PASS" : "FAIL", line.c_str());
+  std::fflush(stdout);
+}
+
+void expectClose(const std::string& op, DType dtype, const std::string& what, const Tensor& gpu, const Tensor& cpu,
+                 double tolerance) {
+  const ErrorStats stats = compare(gpu, cpu);
+  const std::string key = op + " " + dtypeName(dtype);
+  gWorstNormError[key] = std::max(gWorstNormError[key], stats.normRel);
+  char line[512];
+  std::snprintf(line, sizeof(line), "%-14s %-8s %-60s maxAbs %.3e maxRel %.3e normRel %.3e (tol %.0e)", op.c_str(),
+                dtypeName(dtype), what.c_str(), stats.maxAbs, stats.maxRel, stats.normRel, tolerance);
+  record(stats.finite && stats.normRel <= tolerance, line);
+}
+
+void expectSameBytes(const std::string& op, DType dtype, const std::string& what, const Tensor& gpu, const Tensor& cpu) {
+  int64_t firstDifference = -1;
+  const size_t elementBytes = dtypeSize(cpu.dtype);
+  for (size_t i = 0; i < cpu.host.size(); ++i) {
+    if (gpu.host[i] != cpu.host[i]) {
+      firstDifference = static_cast<int64_t>(i / elementBytes);
+      break;
+    }
+  }
+  const std::string key = op + " " + dtypeName(dtype);
+  gWorstNormError.emplace(key, 0.0);
+  if (firstDifference >= 0) gWorstNormError[key] = INFINITY;
+  char line[512];
+  if (firstDifference < 0) {
+    std::snprintf(line, sizeof(line), "%-14s %-8s %-60s identical", op.c_str(), dtypeName(dtype), what.c_str());
+  } else {
+    std::snprintf(line, sizeof(line), "%-14s %-8s %-60s differs first at element %lld: gpu %g cpu %g", op.c_str(),
+                  dtypeName(dtype), what.c_str(), static_cast<long long>(firstDifference), gpu.get(firstDifference),
+                  cpu.get(firstDifference));
+  }
+  record(firstDifference < 0, line);
+}
+
+std::string describe(const char* format, ...) __attribute__((format(printf, 1, 2)));
+std::string describe(const char* format, ...) {
+  char buffer[256];
+  va_list arguments;
+  va_start(arguments, format);
+  std::vsnprintf(buffer, sizeof(buffer), format, arguments);
+  va_end(arguments);
+  return buffer;
+}
+
+// ---- Routing -----------------------------------------------------------------------------------
+struct RoutingCase {
+  int64_t tokens;
+  int32_t experts;
+  int32_t topK;
+  RoutingMethod method;
+  bool renormalize;
+  int32_t numGroups;
+  int32_t topkGroups;
+  float scaling;
+  bool bias;
+  bool ties;  // logits rounded to halves: many exact ties
+};
+
+const char* methodName(RoutingMethod method) {
+  switch (method) {
+    case RoutingMethod::SoftmaxTopK: return "softmax_topk";
+    case RoutingMethod::TopKSoftmax: return "topk_softmax";
+    default: return "sigmoid_group_topk";
+  }
+}
+
+void testRouting(DType dtype, const RoutingCase& c) {
+  Tensor logits = randomTensor(dtype, {c.tokens, c.experts}, 7 + c.tokens, 4.0f);
+  if (c.ties) {
+    for (int64_t i = 0; i < logits.numel(); ++i) logits.set(i, std::round(logits.get(i) * 2.0f) / 2.0f);
+  }
+  Tensor bias = randomTensor(DType::Float32, {c.experts}, 8, 0.5f);
+  Tensor ids[2] = {Tensor(DType::Int32, {c.tokens, c.topK}), Tensor(DType::Int32, {c.tokens, c.topK})};
+  Tensor weights[2] = {Tensor(DType::Float32, {c.tokens, c.topK}), Tensor(DType::Float32, {c.tokens, c.topK})};
+  Tensor counts[2] = {Tensor(DType::Int32, {c.experts}), Tensor(DType::Int32, {c.experts})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    RoutingArgs args;
+    args.logits = gpu ? logits.deviceView() : logits.hostView();
+    if (c.bias) args.correctionBias = gpu ? bias.deviceView() : bias.hostView();
+    args.topkIds = gpu ? ids[side].deviceView() : ids[side].hostView();
+    args.topkWeights = gpu ? weights[side].deviceView() : weights[side].hostView();
+    args.expertCounts = gpu ? counts[side].deviceView() : counts[side].hostView();
+    args.method = c.method;
+    args.topK = c.topK;
+    args.renormalize = c.renormalize;
+    args.numGroups = c.numGroups;
+    args.topkGroups = c.topkGroups;
+    args.scalingFactor = c.scaling;
+    if (gpu) {
+      cuda::routing(args, gStream);
+    } else {
+      cpu::routing(args);
+    }
+  }
+  const std::string what = describe("%s T=%lld E=%d K=%d G=%d/%d%s%s", methodName(c.method), static_cast<long long>(c.tokens),
+                                    c.experts, c.topK, c.numGroups, c.topkGroups, c.bias ? " bias" : "", c.ties ? " ties" : "");
+  expectSameBytes("routing.ids", dtype, what, ids[1].fromDevice(), ids[0]);
+  expectSameBytes("routing.counts", dtype, what, counts[1].fromDevice(), counts[0]);
+  expectClose("routing.weights", dtype, what, weights[1].fromDevice(), weights[0], 1e-6);
+}
+
+// ---- Permute -----------------------------------------------------------------------------------
+enum class IdPattern {
+  Distinct,     // K distinct experts per token, one expert never chosen
+  SameExpert,   // every slot of a token picks the same expert
+};
+
+Tensor makeIds(int64_t tokens, int32_t topK, int32_t experts, IdPattern pattern, uint64_t seed) {
+  Tensor ids(DType::Int32, {tokens, topK});
+  const int32_t unused = experts > topK ? experts / 2 : -1;
+  std::vector<int32_t> choices;
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (pattern == IdPattern::SameExpert) {
+      for (int32_t j = 0; j < topK; ++j) ids.ints()[t * topK + j] = static_cast<int32_t>(t % experts);
+      continue;
+    }
+    choices.clear();
+    for (int32_t e = 0; e < experts; ++e) {
+      if (e != unused) choices.push_back(e);
+    }
+    for (int32_t j = 0; j < topK; ++j) {  // partial Fisher-Yates
+      const uint32_t pick = j + randomBelow(seed, t * topK + j, static_cast<uint32_t>(choices.size() - j));
+      std::swap(choices[j], choices[pick]);
+      ids.ints()[t * topK + j] = choices[j];
+    }
+  }
+  return ids;
+}
+
+struct PermuteCase {
+  int64_t tokens;
+  int64_t hidden;
+  int32_t totalExperts;
+  int32_t topK;
+  IdPattern pattern;
+  int32_t firstExpert;  // expert parallel: local experts [first, first + local)
+  int32_t localExperts;
+};
+
+void testPermute(DType dtype, const PermuteCase& c) {
+  const int64_t pairs = c.tokens * c.topK;
+  Tensor input = randomTensor(dtype, {c.tokens, c.hidden}, 4, 1.0f);
+  Tensor ids = makeIds(c.tokens, c.topK, c.totalExperts, c.pattern, 11);
+  Tensor permuted[2] = {sentinelTensor(dtype, {pairs, c.hidden}), sentinelTensor(dtype, {pairs, c.hidden})};
+  Tensor offsets[2] = {Tensor(DType::Int32, {c.localExperts + 1}), Tensor(DType::Int32, {c.localExperts + 1})};
+  Tensor toPermuted[2] = {Tensor(DType::Int32, {c.tokens, c.topK}), Tensor(DType::Int32, {c.tokens, c.topK})};
+  Tensor toSource[2] = {sentinelTensor(DType::Int32, {pairs}), sentinelTensor(DType::Int32, {pairs})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    PermuteArgs args;
+    args.input = gpu ? input.deviceView() : input.hostView();
+    args.topkIds = gpu ? ids.deviceView() : ids.hostView();
+    args.permuted = gpu ? permuted[side].deviceView() : permuted[side].hostView();
+    args.expertOffsets = gpu ? offsets[side].deviceView() : offsets[side].hostView();
+    args.sourceToPermuted = gpu ? toPermuted[side].deviceView() : toPermuted[side].hostView();
+    args.permutedToSource = gpu ? toSource[side].deviceView() : toSource[side].hostView();
+    args.numExperts = c.localExperts;
+    args.firstExpert = c.firstExpert;
+    args.totalExperts = c.totalExperts;
+    if (gpu) {
+      cuda::permute(args, gStream);
+    } else {
+      cpu::permute(args);
+    }
+  }
+  const std::string what =
+      describe("T=%lld H=%lld E=%d K=%d%s local [%d, %d)", static_cast<long long>(c.tokens), static_cast<long long>(c.hidden),
+               c.totalExperts, c.topK, c.pattern == IdPattern::SameExpert ? " same-expert" : "", c.firstExpert,
+               c.firstExpert + c.localExperts);
+  expectSameBytes("permute.offsets", dtype, what, offsets[1].fromDevice(), offsets[0]);
+  expectSameBytes("permute.srcToPerm", dtype, what, toPermuted[1].fromDevice(), toPermuted[0]);
+  expectSameBytes("permute.permToSrc", dtype, what, toSource[1].fromDevice(), toSource[0]);
+  expectSameBytes("permute.rows", dtype, what, permuted[1].fromDevice(), permuted[0]);
+}
+
+// ---- Grouped GEMM and linear ---------------------------------------------------------------------
+// Offsets splitting rows [lead, rows - tail) among experts at random, expert 1 left empty.
+Tensor makeOffsets(int64_t rows, int32_t experts, int64_t lead, int64_t tail, uint64_t seed) {
+  Tensor offsets(DType::Int32, {experts + 1});
+  std::vector<double> shares(experts);
+  for (int32_t e = 0; e < experts; ++e) shares[e] = (e == 1 && experts > 2) ? 0.0 : 0.2 + uniformHash(seed, e);
+  const double total = std::accumulate(shares.begin(), shares.end(), 0.0);
+  const int64_t usable = rows - lead - tail;
+  double running = 0;
+  offsets.ints()[0] = static_cast<int32_t>(lead);
+  for (int32_t e = 0; e < experts; ++e) {
+    running += shares[e];
+    offsets.ints()[e + 1] = static_cast<int32_t>(lead + (e + 1 == experts ? usable : static_cast<int64_t>(usable * running / total)));
+  }
+  return offsets;
+}
+
+struct GemmCase {
+  int64_t rows, depth, cols;
+  int32_t experts;  // 0: linear
+  bool bias;
+  int64_t lead, tail;  // grouped: rows before offsets[0] and after offsets[E] (left untouched)
+};
+
+void testGemm(DType inputType, DType weightType, DType outputType, const GemmCase& c) {
+  const bool grouped = c.experts > 0;
+  Tensor input = randomTensor(inputType, {c.rows, c.depth}, 21, 1.0f);
+  Tensor weights = grouped ? randomTensor(weightType, {c.experts, c.cols, c.depth}, 22, 0.1f)
+                           : randomTensor(weightType, {c.cols, c.depth}, 22, 0.1f);
+  Tensor bias = grouped ? randomTensor(weightType, {c.experts, c.cols}, 23, 1.0f) : randomTensor(weightType, {c.cols}, 23, 1.0f);
+  Tensor offsets = grouped ? makeOffsets(c.rows, c.experts, c.lead, c.tail, 24) : Tensor();
+  Tensor output[2] = {sentinelTensor(outputType, {c.rows, c.cols}), sentinelTensor(outputType, {c.rows, c.cols})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    const auto view = [&](Tensor& t) { return gpu ? t.deviceView() : t.hostView(); };
+    if (grouped) {
+      GroupedGemmArgs args;
+      args.input = view(input);
+      args.weights = view(weights);
+      if (c.bias) args.bias = view(bias);
+      args.expertOffsets = view(offsets);
+      args.output = view(output[side]);
+      if (gpu) {
+        cuda::groupedGemm(args, gStream);
+      } else {
+        cpu::groupedGemm(args);
+      }
+    } else {
+      LinearArgs args;
+      args.input = view(input);
+      args.weight = view(weights);
+      if (c.bias) args.bias = view(bias);
+      args.output = view(output[side]);
+      if (gpu) {
+        cuda::linear(args, gStream);
+      } else {
+        cpu::linear(args);
+      }
+    }
+  }
+  const DType worst = leastPrecise({inputType, weightType, outputType});
+  const std::string what = describe("%s M=%lld K=%lld N=%lld E=%d%s in %s w %s out %s", grouped ? "grouped" : "linear",
+                                    static_cast<long long>(c.rows), static_cast<long long>(c.depth),
+                                    static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "", dtypeName(inputType),
+                                    dtypeName(weightType), dtypeName(outputType));
+  expectClose(grouped ? "groupedGemm" : "linear", inputType, what, output[1].fromDevice(), output[0], toleranceFor(worst));
+}
+
+// ---- Activation --------------------------------------------------------------------------------
+const char* activationName(ActivationKind kind) {
+  const char* names[] = {"swiglu", "geglu", "gptoss_swiglu", "silu", "gelu", "relu"};
+  return names[static_cast<int>(kind)];
+}
+
+void testActivation(DType inputType, DType outputType, ActivationKind kind, GateLayout layout, int64_t rows, int64_t width) {
+  const bool gated = kind == ActivationKind::SwiGLU || kind == ActivationKind::GeGLU || kind == ActivationKind::GptOssSwiGLU;
+  Tensor input = randomTensor(inputType, {rows, gated ? 2 * width : width}, 31, 8.0f);  // beyond the gpt-oss limit too
+  Tensor output[2] = {Tensor(outputType, {rows, width}), Tensor(outputType, {rows, width})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    ActivationArgs args;
+    args.input = gpu ? input.deviceView() : input.hostView();
+    args.output = gpu ? output[side].deviceView() : output[side].hostView();
+    args.kind = kind;
+    args.layout = layout;
+    if (gpu) {
+      cuda::activation(args, gStream);
+    } else {
+      cpu::activation(args);
+    }
+  }
+  const std::string what = describe("%s %s %lldx%lld out %s", activationName(kind),
+                                    layout == GateLayout::Interleaved ? "interleaved" : "halves", static_cast<long long>(rows),
+                                    static_cast<long long>(width), dtypeName(outputType));
+  // float32 out: libm differences only (expf/tanhf/erff against std::); else one output rounding.
+  const double tolerance = outputType == DType::Float32 ? 1e-6 : toleranceFor(outputType);
+  expectClose("activation", inputType, what, output[1].fromDevice(), output[0], tolerance);
+}
+
+// ---- Combine -----------------------------------------------------------------------------------
+void testCombine(DType dtype, DType outputType, int64_t tokens, int64_t hidden, int32_t topK, bool shared, bool gate,
+                 bool dropSome) {
+  const int64_t pairs = tokens * topK;
+  Tensor expertOutput = randomTensor(dtype, {pairs, hidden}, 41, 1.0f);
+  Tensor weights = randomTensor(DType::Float32, {tokens, topK}, 42, 1.0f);
+  Tensor toPermuted(DType::Int32, {tokens, topK});
+  std::vector<int32_t> rows(pairs);
+  std::iota(rows.begin(), rows.end(), 0);
+  for (int64_t i = pairs - 1; i > 0; --i) std::swap(rows[i], rows[randomBelow(43, i, static_cast<uint32_t>(i + 1))]);
+  for (int64_t i = 0; i < pairs; ++i) toPermuted.ints()[i] = (dropSome && i % 3 == 1) ? -1 : rows[i];
+  Tensor sharedRows = randomTensor(dtype, {tokens, hidden}, 44, 1.0f);
+  Tensor gateLogits = randomTensor(DType::Float32, {tokens, 1}, 45, 3.0f);
+  Tensor output[2] = {Tensor(outputType, {tokens, hidden}), Tensor(outputType, {tokens, hidden})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    const auto view = [&](Tensor& t) { return gpu ? t.deviceView() : t.hostView(); };
+    CombineArgs args;
+    args.expertOutput = view(expertOutput);
+    args.topkWeights = view(weights);
+    args.sourceToPermuted = view(toPermuted);
+    if (shared) args.shared = view(sharedRows);
+    if (shared && gate) args.sharedGateLogits = view(gateLogits);
+    args.output = view(output[side]);
+    if (gpu) {
+      cuda::combine(args, gStream);
+    } else {
+      cpu::combine(args);
+    }
+  }
+  const std::string what = describe("T=%lld H=%lld K=%d%s%s%s out %s", static_cast<long long>(tokens), static_cast<long long>(hidden),
+                                    topK, shared ? " shared" : "", gate ? "+gate" : "", dropSome ? " dropped" : "",
+                                    dtypeName(outputType));
+  const double tolerance = outputType == DType::Float32 ? 1e-6 : toleranceFor(outputType);
+  expectClose("combine", dtype, what, output[1].fromDevice(), output[0], tolerance);
+}
+
+// ---- cast and fillRandom -------------------------------------------------------------------------
+void testCast(DType inputType, DType outputType, int64_t count) {
+  Tensor input = inputType == DType::Int32 ? Tensor(DType::Int32, {count}) : randomTensor(inputType, {count}, 51, 70000.0f);
+  if (inputType == DType::Int32) {
+    for (int64_t i = 0; i < count; ++i) input.ints()[i] = static_cast<int32_t>(mixHash(52, i));
+  } else {
+    // Small magnitudes too (float16 subnormals and underflow).
+    for (int64_t i = 0; i < count; i += 3) input.set(i, input.get(i) * 1e-9f);
+  }
+  Tensor output[2] = {Tensor(outputType, {count}), Tensor(outputType, {count})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    CastArgs args;
+    args.input = gpu ? input.deviceView() : input.hostView();
+    args.output = gpu ? output[side].deviceView() : output[side].hostView();
+    if (gpu) {
+      cuda::cast(args, gStream);
+    } else {
+      cpu::cast(args);
+    }
+  }
+  expectSameBytes("cast", inputType, describe("%lld -> %s", static_cast<long long>(count), dtypeName(outputType)),
+                  output[1].fromDevice(), output[0]);
+}
+
+void testFillRandom(DType dtype, int64_t count) {
+  Tensor output[2] = {Tensor(dtype, {count}), Tensor(dtype, {count})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    FillRandomArgs args;
+    args.output = gpu ? output[side].deviceView() : output[side].hostView();
+    args.seed = 42;
+    args.scale = 0.37f;
+    if (gpu) {
+      cuda::fillRandom(args, gStream);
+    } else {
+      cpu::fillRandom(args);
+    }
+  }
+  expectSameBytes("fillRandom", dtype, describe("%lld values", static_cast<long long>(count)), output[1].fromDevice(), output[0]);
+}
+
+// ---- The CudaDevice ------------------------------------------------------------------------------
+// A small MoE forward through the Device interface; temporaries come from device.allocate and go
+// back with device.release, as the binding does. Writes `output` [T, H] float32.
+struct ForwardWeights {
+  void* w13;  // [E, 2I, H] bf16
+  void* w2;   // [E, H, I] bf16
+  int64_t experts, hidden, inter;
+  int32_t topK;
+};
+
+void forwardThroughDevice(Device& device, const ForwardWeights& w, void* x, void* logits, int64_t tokens, void* output) {
+  const int64_t pairs = tokens * w.topK, E = w.experts, H = w.hidden, I = w.inter;
+  std::vector<void*> temporaries;
+  const auto temporary = [&](size_t nbytes) {
+    temporaries.push_back(device.allocate(nbytes));
+    return temporaries.back();
+  };
+  const auto view = [](void* data, DType dtype, std::vector<int64_t> shape) { return TensorView{data, dtype, std::move(shape)}; };
+  RoutingArgs routing;
+  routing.logits = view(logits, DType::Float32, {tokens, E});
+  routing.topkIds = view(temporary(pairs * 4), DType::Int32, {tokens, w.topK});
+  routing.topkWeights = view(temporary(pairs * 4), DType::Float32, {tokens, w.topK});
+  routing.expertCounts = view(temporary(E * 4), DType::Int32, {E});
+  routing.topK = w.topK;
+  routing.renormalize = true;
+  device.routing(routing);
+  PermuteArgs permute;
+  permute.input = view(x, DType::BFloat16, {tokens, H});
+  permute.topkIds = routing.topkIds;
+  permute.permuted = view(temporary(pairs * H * 2), DType::BFloat16, {pairs, H});
+  permute.expertOffsets = view(temporary((E + 1) * 4), DType::Int32, {E + 1});
+  permute.sourceToPermuted = view(temporary(pairs * 4), DType::Int32, {tokens, w.topK});
+  permute.permutedToSource = view(temporary(pairs * 4), DType::Int32, {pairs});
+  permute.numExperts = static_cast<int32_t>(E);
+  permute.totalExperts = static_cast<int32_t>(E);
+  device.permute(permute);
+  GroupedGemmArgs up;
+  up.input = permute.permuted;
+  up.weights = view(w.w13, DType::BFloat16, {E, 2 * I, H});
+  up.expertOffsets = permute.expertOffsets;
+  up.output = view(temporary(pairs * 2 * I * 2), DType::BFloat16, {pairs, 2 * I});
+  device.groupedGemm(up);
+  ActivationArgs act;
+  act.input = up.output;
+  act.output = view(temporary(pairs * I * 2), DType::BFloat16, {pairs, I});
+  device.activation(act);
+  GroupedGemmArgs down;
+  down.input = act.output;
+  down.weights = view(w.w2, DType::BFloat16, {E, H, I});
+  down.expertOffsets = permute.expertOffsets;
+  down.output = view(temporary(pairs * H * 2), DType::BFloat16, {pairs, H});
+  device.groupedGemm(down);
+  CombineArgs combine;
+  combine.expertOutput = down.output;
+  combine.topkWeights = routing.topkWeights;
+  combine.sourceToPermuted = permute.sourceToPermuted;
+  combine.output = view(temporary(tokens * H * 4), DType::Float32, {tokens, H});
+  device.combine(combine);
+  device.copy(output, combine.output.data, tokens * H * 4);
+  for (void* pointer : temporaries) device.release(pointer);
+}
+
+std::vector<uint8_t> downloadAll(Device& device, const void* source, size_t nbytes) {
+  std::vector<uint8_t> bytes(nbytes);
+  device.download(bytes.data(), source, nbytes);
+  device.waitIdle();
+  return bytes;
+}
+
+void testDevice() {
+  std::unique_ptr<Device> owned = cuda::makeDevice(0);
+  Device& device = *owned;
+
+  // Round trip through staging, odd size.
+  {
+    std::vector<uint8_t> bytes(1000003);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(mixHash(1, i));
+    void* a = device.allocate(bytes.size());
+    void* b = device.allocate(bytes.size());
+    device.upload(a, bytes.data(), bytes.size());
+    std::fill(bytes.begin(), bytes.end(), 0);  // upload() must have read it already
+    device.copy(b, a, 1000003);
+    std::vector<uint8_t> back = downloadAll(device, b, 1000003);
+    bool same = true;
+    for (size_t i = 0; i < back.size(); ++i) same = same && back[i] == static_cast<uint8_t>(mixHash(1, i));
+    record(same, "device         upload → copy → download of 1000003 bytes");
+    device.release(a);
+    device.release(b);
+  }
+
+  // Many small transfers and whenIdle callbacks, in order, with the data visible in each.
+  {
+    constexpr int kRounds = 200;
+    void* cell = device.allocate(sizeof(int32_t));
+    std::vector<int32_t> seen(kRounds, -1);
+    std::mutex mutex;
+    std::condition_variable done;
+    int fired = 0;
+    bool ordered = true;
+    for (int round = 0; round < kRounds; ++round) {
+      device.upload(cell, &round, sizeof(round));
+      device.download(&seen[round], cell, sizeof(int32_t));
+      device.whenIdle([&, round](const std::string& code, const std::string&) {
+        std::lock_guard<std::mutex> lock(mutex);
+        ordered = ordered && code.empty() && fired == round && seen[round] == round;
+        ++fired;
+        done.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mutex);
+    done.wait(lock, [&] { return fired == kRounds; });
+    record(ordered, "device         200 upload/download/whenIdle rounds: callbacks in order, downloads landed");
+    lock.unlock();
+    device.release(cell);
+  }
+
+  // A transfer larger than the staging budget (chunked, buffers recycled while it runs).
+  if (!gQuick) {
+    const size_t nbytes = size_t{600} << 20;
+    std::vector<uint8_t> bytes(nbytes);
+    for (size_t i = 0; i < nbytes; i += 4096) bytes[i] = static_cast<uint8_t>(i >> 12);
+    void* big = device.allocate(nbytes);
+    const auto start = std::chrono::steady_clock::now();
+    device.upload(big, bytes.data(), nbytes);
+    std::vector<uint8_t> back = downloadAll(device, big, nbytes);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    record(back == bytes, describe("device         600 MiB upload + download round trip (%.2f GB/s each way)", 2 * nbytes / seconds / 1e9));
+    device.release(big);
+  }
+
+  // Out of memory: E_OOM, then the device still works.
+  {
+    std::string code;
+    try {
+      device.allocate(size_t{4} << 40);
+    } catch (const NativeError& error) {
+      code = error.code();
+    }
+    int32_t value = 1234, back = 0;
+    void* small = device.allocate(sizeof(value));
+    device.upload(small, &value, sizeof(value));
+    device.download(&back, small, sizeof(back));
+    device.waitIdle();
+    device.release(small);
+    record(code == "E_OOM" && back == 1234, "device         4 TiB allocation throws E_OOM (got '" + code + "'), device usable after");
+  }
+
+  // Graph capture of a whole forward, replayed with new inputs.
+  {
+    auto& capturer = dynamic_cast<cuda::CudaDevice&>(device);
+    const int64_t tokens = gQuick ? 5 : 37, E = 8, H = 128, I = 72;
+    ForwardWeights w{nullptr, nullptr, E, H, I, 2};
+    const auto randomOnDevice = [&](DType dtype, int64_t count, uint64_t seed, float scale) {
+      void* data = device.allocate(count * dtypeSize(dtype));
+      FillRandomArgs fill;
+      fill.output = TensorView{data, dtype, {count}};
+      fill.seed = seed;
+      fill.scale = scale;
+      device.fillRandom(fill);
+      return data;
+    };
+    w.w13 = randomOnDevice(DType::BFloat16, E * 2 * I * H, 61, 0.1f);
+    w.w2 = randomOnDevice(DType::BFloat16, E * H * I, 62, 0.1f);
+    void* x = device.allocate(tokens * H * 2);
+    void* logits = device.allocate(tokens * E * 4);
+    void* captured = device.allocate(tokens * H * 4);
+    void* plain = device.allocate(tokens * H * 4);
+    void* releasedInCapture = device.allocate(256);
+
+    capturer.beginCapture();
+    std::string uploadCode;
+    try {
+      int32_t value = 0;
+      device.upload(x, &value, sizeof(value));
+    } catch (const NativeError& error) {
+      uploadCode = error.code();
+    }
+    forwardThroughDevice(device, w, x, logits, tokens, captured);
+    device.release(releasedInCapture);  // allocated before the capture: freed after it
+    std::unique_ptr<cuda::Graph> graph = capturer.endCapture();
+    record(uploadCode == "E_DEVICE", "capture        upload during capture refused with E_DEVICE (got '" + uploadCode + "')");
+
+    bool allSame = true;
+    for (int replay = 0; replay < 3; ++replay) {
+      Tensor hostX = randomTensor(DType::BFloat16, {tokens, H}, 70 + replay, 1.0f);
+      Tensor hostLogits = randomTensor(DType::Float32, {tokens, E}, 80 + replay, 3.0f);
+      device.upload(x, hostX.host.data(), hostX.nbytes());
+      device.upload(logits, hostLogits.host.data(), hostLogits.nbytes());
+      graph->launch();
+      forwardThroughDevice(device, w, x, logits, tokens, plain);
+      std::vector<uint8_t> fromGraph = downloadAll(device, captured, tokens * H * 4);
+      std::vector<uint8_t> fromPlain = downloadAll(device, plain, tokens * H * 4);
+      bool nonZero = false;
+      for (uint8_t byte : fromPlain) nonZero = nonZero || byte != 0;
+      allSame = allSame && fromGraph == fromPlain && nonZero;
+    }
+    record(allSame, "capture        3 replays with new inputs equal plain forwards bit for bit");
+    graph.reset();
+    for (void* pointer : {w.w13, w.w2, x, logits, captured, plain}) device.release(pointer);
+    device.waitIdle();
+  }
+}
+
+// ---- Timings -----------------------------------------------------------------------------------
+float timeMilliseconds(const std::function<void()>& work, int repeats) {
+  cudaEvent_t start, stop;
+  CUDA_OK(cudaEventCreate(&start));
+  CUDA_OK(cudaEventCreate(&stop));
+  work();  // warm-up
+  CUDA_OK(cudaEventRecord(start, gStream));
+  for (int i = 0; i < repeats; ++i) work();
+  CUDA_OK(cudaEventRecord(stop, gStream));
+  CUDA_OK(cudaEventSynchronize(stop));
+  float milliseconds = 0;
+  CUDA_OK(cudaEventElapsedTime(&milliseconds, start, stop));
+  CUDA_OK(cudaEventDestroy(start));
+  CUDA_OK(cudaEventDestroy(stop));
+  return milliseconds / repeats;
+}
+
+void* deviceRandom(DType dtype, int64_t count, uint64_t seed, float scale) {
+  void* data;
+  CUDA_OK(cudaMallocAsync(&data, count * dtypeSize(dtype), gStream));
+  FillRandomArgs fill;
+  fill.output = TensorView{data, dtype, {count}};
+  fill.seed = seed;
+  fill.scale = scale;
+  cuda::fillRandom(fill, gStream);
+  return data;
+}
+
+// Mixtral-8x7B expert GEMMs (H 4096, I 14336, 8 experts, top-2) for `tokens` tokens; a few output
+// rows are checked against float64 dot products on the host.
+void timeMixtral(DType dtype, int64_t tokens) {
+  const int64_t E = 8, H = 4096, I = 14336, rows = tokens * 2;
+  Tensor offsets = makeOffsets(rows, E, 0, 0, 90);
+  offsets.ints()[2] = offsets.ints()[1] + 1;  // no empty expert here; expert 1 gets one row
+  offsets.toDevice();
+  void* x = deviceRandom(dtype, rows * H, 91, 1.0f);
+  void* w13 = deviceRandom(dtype, E * 2 * I * H, 92, 0.02f);
+  void* w2 = deviceRandom(dtype, E * H * I, 93, 0.02f);
+  void* hidden;
+  void* y;
+  CUDA_OK(cudaMallocAsync(&hidden, rows * 2 * I * dtypeSize(dtype), gStream));
+  CUDA_OK(cudaMallocAsync(&y, rows * H * dtypeSize(dtype), gStream));
+  GroupedGemmArgs up;
+  up.input = TensorView{x, dtype, {rows, H}};
+  up.weights = TensorView{w13, dtype, {E, 2 * I, H}};
+  up.expertOffsets = TensorView{offsets.device, DType::Int32, {E + 1}};
+  up.output = TensorView{hidden, dtype, {rows, 2 * I}};
+  GroupedGemmArgs down;
+  down.input = TensorView{hidden, dtype, {rows, I}};  // the first I columns' worth of rows, reinterpreted
+  down.weights = TensorView{w2, dtype, {E, H, I}};
+  down.expertOffsets = up.expertOffsets;
+  down.output = TensorView{y, dtype, {rows, H}};
+  const int repeats = dtype == DType::Float32 ? 1 : 3;
+  const float upMs = timeMilliseconds([&] { cuda::groupedGemm(up, gStream); }, repeats);
+  const float downMs = timeMilliseconds([&] { cuda::groupedGemm(down, gStream); }, repeats);
+  const double upFlops = 2.0 * rows * 2 * I * H, downFlops = 2.0 * rows * H * I;
+  std::printf("TIME  groupedGemm %-8s Mixtral T=%lld (M=%lld): w13 %.2f ms (%.1f TFLOP/s), w2 %.2f ms (%.1f TFLOP/s), "
+              "expert GEMMs %.2f ms\n",
+              dtypeName(dtype), static_cast<long long>(tokens), static_cast<long long>(rows), upMs, upFlops / upMs / 1e9,
+              downMs, downFlops / downMs / 1e9, upMs + downMs);
+
+  // Spot check: rows 0 and rows - 1 of the w13 output (experts 0 and 7) in float64.
+  cuda::groupedGemm(up, gStream);
+  const size_t elementBytes = dtypeSize(dtype);
+  double worst = 0;
+  for (int64_t row : {int64_t{0}, rows - 1}) {
+    const int64_t expert = row == 0 ? 0 : E - 1;
+    Tensor inputRow(dtype, {H}), weightRows(dtype, {256, H}), outputRow(dtype, {256});
+    CUDA_OK(cudaMemcpyAsync(inputRow.host.data(), static_cast<uint8_t*>(x) + row * H * elementBytes, H * elementBytes,
+                            cudaMemcpyDeviceToHost, gStream));
+    CUDA_OK(cudaMemcpyAsync(weightRows.host.data(), static_cast<uint8_t*>(w13) + expert * 2 * I * H * elementBytes,
+                            256 * H * elementBytes, cudaMemcpyDeviceToHost, gStream));
+    CUDA_OK(cudaMemcpyAsync(outputRow.host.data(), static_cast<uint8_t*>(hidden) + row * 2 * I * elementBytes,
+                            256 * elementBytes, cudaMemcpyDeviceToHost, gStream));
+    CUDA_OK(cudaStreamSynchronize(gStream));
+    double difference = 0, norm = 0;
+    for (int64_t n = 0; n < 256; ++n) {
+      double sum = 0;
+      for (int64_t k = 0; k < H; ++k) sum += static_cast<double>(inputRow.get(k)) * weightRows.get(n * H + k);
+      difference += (outputRow.get(n) - sum) * (outputRow.get(n) - sum);
+      norm += sum * sum;
+    }
+    worst = std::max(worst, std::sqrt(difference / norm));
+  }
+  char line[256];
+  std::snprintf(line, sizeof(line), "%-14s %-8s %-60s normRel %.3e", "groupedGemm", dtypeName(dtype),
+                "Mixtral-sized w13 rows vs float64 host dot products", worst);
+  record(worst <= toleranceFor(dtype), line);
+  for (void* pointer : {x, w13, w2, hidden, y}) CUDA_OK(cudaFreeAsync(pointer, gStream));
+}
+
+// Routing + permute at 20000 tokens, 256 experts, top-8 (DeepSeek-V3-like).
+void timeRoutingAndPermute() {
+  const int64_t T = 20000, H = 7168;
+  const int32_t E = 256, K = 8;
+  Tensor logits = randomTensor(DType::Float32, {T, E}, 95, 3.0f);
+  Tensor bias = randomTensor(DType::Float32, {E}, 96, 0.5f);
+  Tensor ids(DType::Int32, {T, K}), weights(DType::Float32, {T, K}), counts(DType::Int32, {E});
+  RoutingArgs routing;
+  routing.logits = logits.deviceView();
+  routing.correctionBias = bias.deviceView();
+  routing.topkIds = ids.deviceView();
+  routing.topkWeights = weights.deviceView();
+  routing.expertCounts = counts.deviceView();
+  routing.method = RoutingMethod::SigmoidGroupTopK;
+  routing.topK = K;
+  routing.renormalize = true;
+  routing.numGroups = 8;
+  routing.topkGroups = 4;
+  routing.scalingFactor = 2.5f;
+  const float routingMs = timeMilliseconds([&] { cuda::routing(routing, gStream); }, 5);
+  void* x = deviceRandom(DType::BFloat16, T * H, 97, 1.0f);
+  Tensor offsets(DType::Int32, {E + 1}), toPermuted(DType::Int32, {T, K}), toSource(DType::Int32, {T * K});
+  void* permuted;
+  CUDA_OK(cudaMallocAsync(&permuted, T * K * H * 2, gStream));
+  PermuteArgs permute;
+  permute.input = TensorView{x, DType::BFloat16, {T, H}};
+  permute.topkIds = routing.topkIds;
+  permute.permuted = TensorView{permuted, DType::BFloat16, {T * K, H}};
+  permute.expertOffsets = offsets.deviceView();
+  permute.sourceToPermuted = toPermuted.deviceView();
+  permute.permutedToSource = toSource.deviceView();
+  permute.numExperts = E;
+  permute.totalExperts = E;
+  const float permuteMs = timeMilliseconds([&] { cuda::permute(permute, gStream); }, 5);
+  std::printf("TIME  routing sigmoid_group_topk T=%lld E=%d K=%d: %.3f ms; permute (H=%lld bf16): %.3f ms\n",
+              static_cast<long long>(T), E, K, routingMs, static_cast<long long>(H), permuteMs);
+  CUDA_OK(cudaFreeAsync(x, gStream));
+  CUDA_OK(cudaFreeAsync(permuted, gStream));
+}
+
+// ---- The suite ---------------------------------------------------------------------------------
+void runOpTests() {
+  const int64_t bigTokens = gQuick ? 300 : 20000;
+  for (DType dtype : kFloatDTypes) {
+    // Routing
+    const RoutingCase routingCases[] = {
+        {1, 8, 2, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        {257, 64, 8, RoutingMethod::SoftmaxTopK, false, 1, 1, 1.0f, false, false},
+        {bigTokens, 128, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        {257, 64, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, true},
+        {33, 32, 32, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        {257, 16, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, false},
+        {257, 60, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true},
+        {bigTokens, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false},
+        {257, 64, 6, RoutingMethod::SigmoidGroupTopK, false, 1, 1, 1.0f, true, false},
+        {257, 64, 4, RoutingMethod::SigmoidGroupTopK, true, 4, 2, 2.5f, true, true},
+        {5, 8, 8, RoutingMethod::SigmoidGroupTopK, true, 4, 1, 1.0f, false, false},  // K > eligible experts
+        {100, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+    };
+    for (const RoutingCase& c : routingCases) testRouting(dtype, c);
+
+    // Permute
+    const PermuteCase permuteCases[] = {
+        {1, 100, 8, 2, IdPattern::Distinct, 0, 8},
+        {257, 64, 16, 4, IdPattern::Distinct, 0, 16},
+        {bigTokens, 36, 256, 8, IdPattern::Distinct, 0, 256},
+        {300, 7, 5, 3, IdPattern::Distinct, 0, 5},
+        {100, 50, 6, 4, IdPattern::SameExpert, 0, 6},
+        {257, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel: pairs of other ranks dropped
+        {0, 64, 8, 2, IdPattern::Distinct, 0, 8},     // no tokens
+    };
+    for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
+
+    // Grouped GEMM and linear, output float32 and the input dtype.
+    const GemmCase gemmCases[] = {
+        {8, 100, 72, 8, false, 0, 0},     // 1 token × top-8 (decode)
+        {1028, 100, 72, 8, true, 3, 5},   // gate/up of H=100, I=36; untouched lead/tail rows
+        {1028, 36, 100, 8, false, 0, 0},  // down of I=36
+        {2056, 64, 511, 16, true, 0, 7},
+        {1000, 511, 257, 4, false, 0, 0},
+        {gQuick ? 600 : 40000, 128, 96, 64, false, 0, 0},
+        {1, 100, 36, 0, true, 0, 0},  // linear
+        {257, 64, 511, 0, false, 0, 0},
+        {bigTokens, 36, 100, 0, true, 0, 0},
+        {130, 0, 20, 0, true, 0, 0},  // K = 0: bias only
+    };
+    for (const GemmCase& c : gemmCases) {
+      testGemm(dtype, dtype, DType::Float32, c);
+      if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
+    }
+    if (!gQuick) testGemm(dtype, dtype, DType::Float32, GemmCase{2048, 4096, 512, 8, true, 0, 0});  // long K
+
+    // Activation
+    for (ActivationKind kind : {ActivationKind::SwiGLU, ActivationKind::GeGLU, ActivationKind::GptOssSwiGLU}) {
+      for (GateLayout layout : {GateLayout::Halves, GateLayout::Interleaved}) {
+        testActivation(dtype, DType::Float32, kind, layout, 33, 70);
+        testActivation(dtype, dtype, kind, layout, 257, 511);
+      }
+    }
+    for (ActivationKind kind : {ActivationKind::SiLU, ActivationKind::GELU, ActivationKind::ReLU}) {
+      testActivation(dtype, DType::Float32, kind, GateLayout::Halves, 33, 70);
+      testActivation(dtype, dtype, kind, GateLayout::Halves, 257, 36);
+    }
+
+    // Combine
+    testCombine(dtype, DType::Float32, 1, 100, 2, false, false, false);
+    testCombine(dtype, dtype, 257, 64, 4, true, false, false);
+    testCombine(dtype, DType::Float32, 257, 64, 4, true, true, true);
+    testCombine(dtype, DType::Float32, bigTokens, 36, 8, true, true, false);
+
+    // cast and fillRandom
+    for (DType target : kFloatDTypes) testCast(dtype, target, 1001);
+    testFillRandom(dtype, 1001);
+    testFillRandom(dtype, gQuick ? 4099 : (1 << 22) + 3);
+  }
+  // Mixed dtypes: float32 input with 16-bit weights and the reverse (SIMT path).
+  testGemm(DType::Float32, DType::BFloat16, DType::Float32, GemmCase{1028, 100, 72, 8, true, 2, 2});
+  testGemm(DType::BFloat16, DType::Float32, DType::BFloat16, GemmCase{257, 64, 511, 0, true, 0, 0});
+  testGemm(DType::Float16, DType::BFloat16, DType::Float32, GemmCase{300, 36, 100, 4, false, 0, 0});
+  testCast(DType::Int32, DType::Int32, 1001);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) gQuick = true;
+  }
+  const int devices = cuda::deviceCount();
+  std::printf("moekit CUDA harness: %d device(s)%s\n", devices, gQuick ? ", quick mode" : "");
+  if (devices == 0) {
+    std::printf("no CUDA device: only deviceCount() == 0 was checked\n");
+    return 0;
+  }
+  const cuda::DeviceInfo info = cuda::deviceInfo(0);
+  std::printf("cuda:0 %s, sm_%d%d, %d SMs, %.1f GiB\n", info.name.c_str(), info.major, info.minor, info.multiprocessors,
+              info.totalMemory / 1073741824.0);
+  try {
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
+    runOpTests();
+    testDevice();
+    if (!gQuick) {
+      timeRoutingAndPermute();
+      timeMixtral(DType::BFloat16, 8192);
+      timeMixtral(DType::BFloat16, 20000);
+      timeMixtral(DType::Float16, 20000);
+      timeMixtral(DType::Float32, 8192);
+    }
+    CUDA_OK(cudaStreamSynchronize(gStream));
+  } catch (const NativeError& error) {
+    std::printf("FAIL  aborted by %s: %s\n", error.code().c_str(), error.what());
+    return 1;
+  }
+
+  std::printf("\nworst norm-relative error per op and input dtype (inf: a bit-exact check failed):\n");
+  for (const auto& [key, error] : gWorstNormError) std::printf("  %-28s %.3e\n", key.c_str(), error);
+  std::printf("\n%d checks, %d failed: %s\n", gChecks, gFailures, gFailures == 0 ? "PASS" : "FAIL");
+  return gFailures == 0 ? 0 : 1;
+}

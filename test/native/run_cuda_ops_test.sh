@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the standalone CUDA harness (test/native/cuda_ops_test.cu + native/cuda + native/cpu) with
+# nvcc, the same -gencode targets as CMakeLists.txt, and runs it.
+#
+#   test/native/run_cuda_ops_test.sh              build, run the full harness
+#   test/native/run_cuda_ops_test.sh --sanitize   also run it (--quick) under compute-sanitizer
+#                                                 memcheck and racecheck
+#   test/native/run_cuda_ops_test.sh --build-only
+#
+# BUILD_DIR (default build/native-test) holds objects and the binary; LOG_DIR, if set, receives
+# one log per run. Exits non-zero if the build, any check or any sanitizer run fails.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BUILD_DIR=${BUILD_DIR:-build/native-test}
+NVCC=${NVCC:-nvcc}
+JOBS=${JOBS:-$(nproc)}
+SANITIZE=0
+BUILD_ONLY=0
+for argument in "$@"; do
+  case "$argument" in
+    --sanitize) SANITIZE=1 ;;
+    --build-only) BUILD_ONLY=1 ;;
+    *) echo "unknown option $argument" >&2; exit 2 ;;
+  esac
+done
+
+FLAGS=(-std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -Inative
+  -gencode=arch=compute_80,code=sm_80
+  -gencode=arch=compute_90a,code=sm_90a
+  -gencode=arch=compute_90,code=compute_90
+  -Xcompiler=-Wall,-Wextra,-pthread)
+
+mkdir -p "$BUILD_DIR/objects"
+SOURCES=(native/cuda/*.cu native/cuda/*.cc native/cpu/*.cc test/native/cuda_ops_test.cu)
+echo "compiling ${#SOURCES[@]} sources with $($NVCC --version | tail -1) ($JOBS jobs)"
+printf '%s\n' "${SOURCES[@]}" | xargs -P "$JOBS" -I{} bash -c \
+  'object="$0/objects/$(echo "$1" | tr / _).o"; exec "$2" "${@:3}" -c "$1" -o "$object"' \
+  "$BUILD_DIR" {} "$NVCC" "${FLAGS[@]}"
+OBJECTS=()
+for source in "${SOURCES[@]}"; do OBJECTS+=("$BUILD_DIR/objects/$(echo "$source" | tr / _).o"); done
+"$NVCC" "${FLAGS[@]}" "${OBJECTS[@]}" -o "$BUILD_DIR/cuda_ops_test" -lpthread
+echo "built $BUILD_DIR/cuda_ops_test"
+[ "$BUILD_ONLY" = 1 ] && exit 0
+
+# Runs a command, teeing its output into $LOG_DIR/<name>.log when LOG_DIR is set.
+run_logged() {
+  local name=$1
+  shift
+  if [ -n "${LOG_DIR:-}" ]; then
+    mkdir -p "$LOG_DIR"
+    "$@" 2>&1 | tee "$LOG_DIR/$name.log"
+    return "${PIPESTATUS[0]}"
+  fi
+  "$@"
+}
+
+status=0
+run_logged harness "$BUILD_DIR/cuda_ops_test" || status=1
+if [ "$SANITIZE" = 1 ]; then
+  SANITIZER=${SANITIZER:-compute-sanitizer}
+  run_logged memcheck "$SANITIZER" --tool memcheck --error-exitcode 3 \
+    "$BUILD_DIR/cuda_ops_test" --quick || status=1
+  run_logged racecheck "$SANITIZER" --tool racecheck --error-exitcode 3 \
+    "$BUILD_DIR/cuda_ops_test" --quick || status=1
+fi
+exit "$status"
