@@ -143,6 +143,7 @@ export class Tensor {
     // Convert on the source device, then move: conversion first keeps the bytes that travel small
     // when narrowing, and either order gives identical values.
     const converted = targetDType === this.dtype ? this : this.#castOnDevice(targetDType);
+    if (target === this.device && converted !== this) return converted;
     try {
       const moved = Tensor.empty(this.shape, { dtype: targetDType, device: target });
       moved.#enqueue(() => addon().copy(moved.#native(), converted.#native(), moved.nbytes));
