@@ -16,13 +16,13 @@ build() {
 }
 
 gpu_tests() {
-  npx vitest run test/gpu --reporter=verbose 2>&1 | tee "$out/gpu-tests.log" | grep -E "✓|×|skipped|Tests|relative error|FAIL" | tail -80
+  npx vitest run test/gpu --no-file-parallelism --reporter=verbose 2>&1 | tee "$out/gpu-tests.log" | grep -E "✓|×|skipped|Tests|relative error|FAIL" | tail -80
 }
 
 sanitize() {
   for tool in memcheck racecheck; do
     MOEKIT_SKIP_LARGE=1 compute-sanitizer --tool "$tool" --target-processes all --print-limit 20 \
-      node node_modules/vitest/vitest.mjs run test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/capture_and_memory.test.ts \
+      node node_modules/vitest/vitest.mjs run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/capture_and_memory.test.ts \
       > "$out/sanitizer-$tool.log" 2>&1
     echo "compute-sanitizer $tool: exit $?"
     grep -E "ERROR SUMMARY|Tests " "$out/sanitizer-$tool.log" | sort | uniq -c
