@@ -1,6 +1,8 @@
 // The CUDA devices, compiled only with the CUDA backend (MOEKIT_WITH_CUDA).
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <memory>
 #include <string>
 
@@ -20,6 +22,32 @@ struct DeviceInfo {
 // Number of usable CUDA devices; 0 (not an error) when there is no driver or no GPU.
 int deviceCount();
 DeviceInfo deviceInfo(int index);
+
+// A captured CUDA graph, instantiated and ready to replay on the stream it was captured from.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  // Enqueues one replay, ordered after the device's earlier work. Returns at once.
+  virtual void launch() = 0;
+};
+
+// What a CUDA device offers beyond moekit::Device: recording its work into a graph. The binding
+// reaches it with dynamic_cast from the Device it holds.
+class CudaDevice : public Device {
+ public:
+  // Starts recording: work enqueued on this device by the calling thread (ops, copy, allocate,
+  // release) is captured instead of run, until endCapture(). upload, download, whenIdle and
+  // waitIdle cannot be captured and throw E_DEVICE meanwhile. Memory allocated during the capture
+  // becomes part of the graph: each replay allocates it again, so it must also be released during
+  // the capture (and must not be used outside the graph).
+  virtual void beginCapture() = 0;
+  // Stops recording and instantiates the graph. Throws CudaError if the capture failed (it is
+  // abandoned then, and the device works normally again).
+  virtual std::unique_ptr<Graph> endCapture() = 0;
+  // The stream all of this device's work is ordered on (for work enqueued outside the ops, such
+  // as NCCL collectives).
+  virtual cudaStream_t stream() const = 0;
+};
 
 // A device with its own non-blocking stream and a stream-ordered memory pool
 // (cudaMallocAsync with a release threshold). Throws CudaError when the GPU cannot be used.

@@ -131,11 +131,6 @@ struct Tensor {
     CUDA_OK(cudaStreamSynchronize(gStream));
     return copy;
   }
-  Tensor clone() const {
-    Tensor copy(dtype, shape);
-    copy.host = host;
-    return copy;
-  }
 };
 
 Tensor randomTensor(DType dtype, std::vector<int64_t> shape, uint64_t seed, float scale) {

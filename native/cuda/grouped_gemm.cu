@@ -1,0 +1,507 @@
+// Grouped GEMM and linear on the GPU: C[rows, N] = A[rows, K] · B[N, K]ᵀ (+ bias), one B per expert.
+//
+// Both ops are one problem to the kernels: linear is a single group holding every row. The grid
+// has one block per (row tile, column tile); row tiles never straddle two experts. Because the
+// expert offsets live on the device (and the op must be capturable in a CUDA graph, so no host
+// read-back), the host sizes the grid for the worst case (ceil(rows / tileRows) + experts row
+// tiles) and each block's first warp finds its expert by scanning the device offsets; blocks past
+// the last real tile exit at once.
+//
+// Two kernels share that scheduler and epilogue:
+// - tensorCoreGemmKernel: bfloat16 × bfloat16 or float16 × float16, on tensor cores (WMMA
+//   16×16×16, float32 accumulation), 128×128×32 block tiles double-buffered in shared memory by
+//   cp.async. Rows of 16 bytes are copied asynchronously when K % 8 == 0 and the bases are
+//   16-byte aligned; other shapes fall back to element-wise copies into the same tiles.
+// - simtGemmKernel: every other dtype combination (float32, or mixed input/weight dtypes), with
+//   float32 FMAs: 128×128×8 block tiles, 8×8 results per thread, the next K slice prefetched into
+//   registers while the current one is multiplied. No TF32: float32 results match the CPU.
+// Each output element's K sum runs in a fixed order, so results are deterministic run to run.
+#include <mma.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "check.h"
+#include "float_access.cuh"
+#include "kernels.h"
+
+namespace moekit::cuda {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullWarp = 0xffffffffu;
+// gridDim.y (column tiles) is limited to 65535 blocks.
+constexpr int64_t kMaxColumnTiles = 65535;
+
+// ---- The problem -------------------------------------------------------------------------------
+struct GemmProblem {
+  const void* input;       // [rows, depth]
+  const void* weights;     // [groups, cols, depth]
+  const void* bias;        // [groups, cols] or nullptr
+  DType biasDType;
+  void* output;            // [rows, cols]
+  DType outputDType;
+  const int32_t* offsets;  // [groups + 1] on the device; nullptr: one group of every row (linear)
+  int32_t groups;
+  int64_t rows;
+  int64_t cols;
+  int64_t depth;
+};
+
+// ---- The tile scheduler ------------------------------------------------------------------------
+// A block's rows: [begin, end) of `group`, at most one tile high.
+struct RowTile {
+  int32_t group;
+  int64_t begin;
+  int64_t end;
+};
+
+// Clamped like the CPU backend, so a bad offsets tensor cannot reach outside A or C.
+__device__ void groupRows(const GemmProblem& p, int32_t group, int64_t* begin, int64_t* end) {
+  *begin = min(max(static_cast<int64_t>(p.offsets[group]), int64_t{0}), p.rows);
+  *end = min(max(static_cast<int64_t>(p.offsets[group + 1]), *begin), p.rows);
+}
+
+__device__ int64_t warpInclusiveSum(int64_t value, int lane) {
+  for (int offset = 1; offset < kWarpSize; offset *= 2) {
+    const int64_t neighbour = __shfl_up_sync(kFullWarp, value, offset);
+    if (lane >= offset) value += neighbour;
+  }
+  return value;
+}
+
+// Called by one whole warp: finds row tile `tileIndex` (experts in order, each cut into tiles of
+// tileRows). Returns false when there are fewer tiles. Thirty-two experts are examined per step:
+// each lane counts one expert's tiles and a warp prefix sum places them.
+__device__ bool findRowTile(const GemmProblem& p, int tileRows, int64_t tileIndex, int lane, RowTile* tile) {
+  if (p.offsets == nullptr) {
+    const int64_t begin = tileIndex * tileRows;
+    *tile = RowTile{0, begin, min(begin + tileRows, p.rows)};
+    return begin < p.rows;
+  }
+  int64_t tilesBefore = 0;
+  for (int32_t base = 0; base < p.groups; base += kWarpSize) {
+    const int32_t group = base + lane;
+    int64_t begin = 0, end = 0;
+    if (group < p.groups) groupRows(p, group, &begin, &end);
+    const int64_t tiles = (end - begin + tileRows - 1) / tileRows;
+    const int64_t inclusive = warpInclusiveSum(tiles, lane);
+    const int64_t first = tilesBefore + inclusive - tiles;
+    const unsigned owners = __ballot_sync(kFullWarp, tileIndex >= first && tileIndex < first + tiles);
+    if (owners != 0) {
+      const int owner = __ffs(owners) - 1;
+      const int64_t ownerBegin = __shfl_sync(kFullWarp, begin, owner);
+      const int64_t ownerEnd = __shfl_sync(kFullWarp, end, owner);
+      const int64_t ownerFirst = __shfl_sync(kFullWarp, first, owner);
+      const int64_t rowBegin = ownerBegin + (tileIndex - ownerFirst) * tileRows;
+      *tile = RowTile{base + owner, rowBegin, min(rowBegin + tileRows, ownerEnd)};
+      return true;
+    }
+    tilesBefore += __shfl_sync(kFullWarp, inclusive, kWarpSize - 1);
+  }
+  return false;
+}
+
+// The block's row tile (blockIdx.x), found by warp 0 and shared through shared memory. Contains
+// __syncthreads(): call from every thread.
+__device__ bool blockRowTile(const GemmProblem& p, int tileRows, RowTile* tile) {
+  __shared__ RowTile sharedTile;
+  __shared__ bool sharedFound;
+  if (threadIdx.x < kWarpSize) {
+    RowTile found;
+    const bool any = findRowTile(p, tileRows, blockIdx.x, threadIdx.x, &found);
+    if (threadIdx.x == 0) {
+      sharedTile = found;
+      sharedFound = any;
+    }
+  }
+  __syncthreads();
+  *tile = sharedTile;
+  return sharedFound;
+}
+
+// ---- The epilogue --------------------------------------------------------------------------------
+// C[row, col] = sum (+ bias[group, col]), in the output's dtype.
+__device__ void storeResult(const GemmProblem& p, int32_t group, int64_t row, int64_t col, float sum) {
+  if (p.bias != nullptr) sum += loadAsFloat(p.bias, p.biasDType, group * p.cols + col);
+  storeAsFloat(p.output, p.outputDType, row * p.cols + col, sum);
+}
+
+// ---- Asynchronous copies (sm_80+) -------------------------------------------------------------
+// 16 bytes global → shared, bypassing L1; with valid == false the 16 bytes are zero-filled and
+// nothing is read (src-size 0).
+__device__ void copyAsync16(void* sharedDestination, const void* globalSource, bool valid) {
+  const unsigned destination = static_cast<unsigned>(__cvta_generic_to_shared(sharedDestination));
+  const int sourceBytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(destination), "l"(globalSource), "r"(sourceBytes));
+}
+
+__device__ void commitAsyncCopies() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most `pending` committed groups are still in flight.
+template <int pending>
+__device__ void waitAsyncCopies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
+}
+
+// ---- Tensor-core kernel (16-bit inputs) -----------------------------------------------------------
+struct TensorCoreTile {
+  static constexpr int kRows = 128;  // rows of A (tokens) per block
+  static constexpr int kCols = 128;  // rows of B (output features) per block
+  static constexpr int kDepth = 32;  // K per pipeline stage
+  static constexpr int kStages = 2;
+  static constexpr int kWarpsAlongRows = 2;
+  static constexpr int kWarpsAlongCols = 4;
+  static constexpr int kThreads = kWarpSize * kWarpsAlongRows * kWarpsAlongCols;
+  static constexpr int kFragment = 16;  // WMMA m = n = k
+  static constexpr int kWarpRows = kRows / kWarpsAlongRows;
+  static constexpr int kWarpCols = kCols / kWarpsAlongCols;
+  static constexpr int kFragmentsAlongRows = kWarpRows / kFragment;
+  static constexpr int kFragmentsAlongCols = kWarpCols / kFragment;
+  // Shared-memory rows are kDepth + 8 elements (80 bytes): still 16-byte aligned for cp.async and
+  // a multiple of 8 for WMMA, while consecutive rows start in different banks.
+  static constexpr int kStride = kDepth + 8;
+  static constexpr int kElementsPerCopy = 8;  // 16 bytes of 16-bit values
+  static constexpr int kStageElements = (kRows + kCols) * kStride;
+  static constexpr int kEpilogueFloatsPerWarp = kFragment * kFragment;
+};
+
+// Loads a [tileRows, kDepth] slice of a K-contiguous matrix into shared memory (row stride
+// kStride), zero-filling rows at or past `validRows` and columns at or past `depth`.
+template <bool kVectorLoads, int tileRows, typename T>
+__device__ void loadTileSlice(T* shared, const T* global, int64_t validRows, int64_t depth, int64_t k0) {
+  using Tile = TensorCoreTile;
+  if constexpr (kVectorLoads) {
+    constexpr int kCopiesPerRow = Tile::kDepth / Tile::kElementsPerCopy;
+    for (int copy = threadIdx.x; copy < tileRows * kCopiesPerRow; copy += Tile::kThreads) {
+      const int row = copy / kCopiesPerRow;
+      const int column = (copy % kCopiesPerRow) * Tile::kElementsPerCopy;
+      const bool valid = row < validRows && k0 + column < depth;  // depth % 8 == 0: all or nothing
+      const T* source = valid ? global + row * depth + k0 + column : global;
+      copyAsync16(shared + row * Tile::kStride + column, source, valid);
+    }
+  } else {
+    // Any K: element by element through registers (bit copies; zero is all-zero bits).
+    const auto* source = reinterpret_cast<const uint16_t*>(global);
+    auto* destination = reinterpret_cast<uint16_t*>(shared);
+    for (int i = threadIdx.x; i < tileRows * Tile::kDepth; i += Tile::kThreads) {
+      const int row = i / Tile::kDepth;
+      const int column = i % Tile::kDepth;
+      const bool valid = row < validRows && k0 + column < depth;
+      destination[row * Tile::kStride + column] = valid ? source[row * depth + k0 + column] : uint16_t{0};
+    }
+  }
+}
+
+template <typename Element, bool kVectorLoads>
+__global__ void __launch_bounds__(TensorCoreTile::kThreads) tensorCoreGemmKernel(GemmProblem p) {
+  using Tile = TensorCoreTile;
+  using T = typename Element::Storage;
+  __shared__ __align__(128) T shared[Tile::kStages * Tile::kStageElements];
+  static_assert(sizeof(shared) >= sizeof(float) * Tile::kEpilogueFloatsPerWarp * (Tile::kThreads / kWarpSize),
+                "the epilogue reuses the pipeline's shared memory");
+
+  RowTile tile;
+  if (!blockRowTile(p, Tile::kRows, &tile)) return;
+  const int64_t colBegin = static_cast<int64_t>(blockIdx.y) * Tile::kCols;
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const int warpRow = (warp / Tile::kWarpsAlongCols) * Tile::kWarpRows;
+  const int warpCol = (warp % Tile::kWarpsAlongCols) * Tile::kWarpCols;
+
+  const T* a = static_cast<const T*>(p.input) + tile.begin * p.depth;
+  const T* b = static_cast<const T*>(p.weights) + (static_cast<int64_t>(tile.group) * p.cols + colBegin) * p.depth;
+  const int64_t validRows = tile.end - tile.begin;
+  const int64_t validCols = min(static_cast<int64_t>(Tile::kCols), p.cols - colBegin);
+  const auto stageA = [&](int stage) { return shared + stage * Tile::kStageElements; };
+  const auto stageB = [&](int stage) { return shared + stage * Tile::kStageElements + Tile::kRows * Tile::kStride; };
+  const auto loadStage = [&](int stage, int64_t k0) {
+    loadTileSlice<kVectorLoads, Tile::kRows>(stageA(stage), a, validRows, p.depth, k0);
+    loadTileSlice<kVectorLoads, Tile::kCols>(stageB(stage), b, validCols, p.depth, k0);
+    commitAsyncCopies();
+  };
+
+  wmma::fragment<wmma::accumulator, Tile::kFragment, Tile::kFragment, Tile::kFragment, float>
+      accumulators[Tile::kFragmentsAlongRows][Tile::kFragmentsAlongCols];
+#pragma unroll
+  for (auto& row : accumulators) {
+#pragma unroll
+    for (auto& fragment : row) wmma::fill_fragment(fragment, 0.0f);
+  }
+
+  const int64_t slices = (p.depth + Tile::kDepth - 1) / Tile::kDepth;
+  if (slices > 0) loadStage(0, 0);
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    const int stage = static_cast<int>(slice % Tile::kStages);
+    // Start the next slice's copy into the other buffer (freed by the __syncthreads() that ended
+    // the previous iteration), then wait only for this slice's copy.
+    if (slice + 1 < slices) {
+      loadStage((stage + 1) % Tile::kStages, (slice + 1) * Tile::kDepth);
+      waitAsyncCopies<1>();
+    } else {
+      waitAsyncCopies<0>();
+    }
+    __syncthreads();
+
+    const T* sharedA = stageA(stage);
+    const T* sharedB = stageB(stage);
+#pragma unroll
+    for (int k = 0; k < Tile::kDepth; k += Tile::kFragment) {
+      wmma::fragment<wmma::matrix_a, Tile::kFragment, Tile::kFragment, Tile::kFragment, T, wmma::row_major>
+          aFragments[Tile::kFragmentsAlongRows];
+      // B is stored [N][K], i.e. the K × N operand in column-major order.
+      wmma::fragment<wmma::matrix_b, Tile::kFragment, Tile::kFragment, Tile::kFragment, T, wmma::col_major>
+          bFragments[Tile::kFragmentsAlongCols];
+#pragma unroll
+      for (int i = 0; i < Tile::kFragmentsAlongRows; ++i) {
+        wmma::load_matrix_sync(aFragments[i], sharedA + (warpRow + i * Tile::kFragment) * Tile::kStride + k, Tile::kStride);
+      }
+#pragma unroll
+      for (int j = 0; j < Tile::kFragmentsAlongCols; ++j) {
+        wmma::load_matrix_sync(bFragments[j], sharedB + (warpCol + j * Tile::kFragment) * Tile::kStride + k, Tile::kStride);
+      }
+#pragma unroll
+      for (int i = 0; i < Tile::kFragmentsAlongRows; ++i) {
+#pragma unroll
+        for (int j = 0; j < Tile::kFragmentsAlongCols; ++j) {
+          wmma::mma_sync(accumulators[i][j], aFragments[i], bFragments[j], accumulators[i][j]);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before it is refilled
+  }
+
+  // Epilogue: each warp parks one 16×16 accumulator at a time in its own shared-memory patch and
+  // writes it out with bounds checks, bias and the output dtype.
+  float* patch = reinterpret_cast<float*>(shared) + warp * Tile::kEpilogueFloatsPerWarp;
+  constexpr int kColumnsPerLane = Tile::kFragment * Tile::kFragment / kWarpSize;  // 8
+  const int patchRow = lane / (Tile::kFragment / kColumnsPerLane);
+  const int patchCol = (lane % (Tile::kFragment / kColumnsPerLane)) * kColumnsPerLane;
+#pragma unroll
+  for (int i = 0; i < Tile::kFragmentsAlongRows; ++i) {
+#pragma unroll
+    for (int j = 0; j < Tile::kFragmentsAlongCols; ++j) {
+      wmma::store_matrix_sync(patch, accumulators[i][j], Tile::kFragment, wmma::mem_row_major);
+      __syncwarp();
+      const int64_t row = tile.begin + warpRow + i * Tile::kFragment + patchRow;
+      const int64_t colStart = colBegin + warpCol + j * Tile::kFragment + patchCol;
+      if (row < tile.end) {
+        for (int c = 0; c < kColumnsPerLane; ++c) {
+          if (colStart + c < p.cols) storeResult(p, tile.group, row, colStart + c, patch[patchRow * Tile::kFragment + patchCol + c]);
+        }
+      }
+      __syncwarp();  // the patch is overwritten by the next fragment
+    }
+  }
+}
+
+// ---- SIMT kernel (float32 and mixed dtypes) ------------------------------------------------------
+struct SimtTile {
+  static constexpr int kRows = 128;
+  static constexpr int kCols = 128;
+  static constexpr int kDepth = 8;
+  static constexpr int kThreads = 256;
+  static constexpr int kThreadsAlongCols = 16;  // threads form a 16 × 16 grid
+  // Each thread owns a 4×4 patch in each quadrant's half: rows {r, r + 64} × cols {c, c + 64}
+  // blocks of 4, read from shared memory as float4.
+  static constexpr int kVector = 4;
+  static constexpr int kHalf = 64;
+  static constexpr int kResultsPerThread = 2 * kVector;  // along rows and along cols
+  // Shared slices are stored transposed ([k][row]) so a thread's 4 rows are one float4; +4 floats
+  // per row keeps float4 alignment and puts the two halves of a load warp in different banks.
+  static constexpr int kStride = kRows + 4;
+  // Global → shared: each thread moves kLoadsPerThread consecutive K values of one row.
+  static constexpr int kLoadsPerThread = kRows * kDepth / kThreads;  // 4
+  static constexpr int kLoadersPerRow = kDepth / kLoadsPerThread;    // 2
+};
+static_assert(SimtTile::kRows == SimtTile::kCols, "one loader layout serves both operands");
+
+// Registers holding one thread's share of a [kRows, kDepth] slice in float32.
+struct SimtSlice {
+  float values[SimtTile::kLoadsPerThread];
+};
+
+template <typename Format>
+__device__ SimtSlice loadSimtSlice(const typename Format::Storage* global, int64_t validRows, int64_t depth, int64_t k0) {
+  using Tile = SimtTile;
+  const int row = threadIdx.x / Tile::kLoadersPerRow;
+  const int64_t k = k0 + (threadIdx.x % Tile::kLoadersPerRow) * Tile::kLoadsPerThread;
+  SimtSlice slice;
+  for (int i = 0; i < Tile::kLoadsPerThread; ++i) {
+    const bool valid = row < validRows && k + i < depth;
+    slice.values[i] = valid ? Format::load(global[row * depth + k + i]) : 0.0f;
+  }
+  return slice;
+}
+
+__device__ void storeSimtSlice(float* shared, const SimtSlice& slice) {
+  using Tile = SimtTile;
+  const int row = threadIdx.x / Tile::kLoadersPerRow;
+  const int k = (threadIdx.x % Tile::kLoadersPerRow) * Tile::kLoadsPerThread;
+  for (int i = 0; i < Tile::kLoadsPerThread; ++i) shared[(k + i) * Tile::kStride + row] = slice.values[i];
+}
+
+// The 8 rows (or columns) a thread owns, as offsets inside the tile.
+__device__ int simtOwned(int threadCoordinate, int i) {
+  using Tile = SimtTile;
+  return (i < Tile::kVector ? 0 : Tile::kHalf) + threadCoordinate * Tile::kVector + i % Tile::kVector;
+}
+
+__device__ void loadOwned(const float* sharedRow, int threadCoordinate, float (&values)[SimtTile::kResultsPerThread]) {
+  using Tile = SimtTile;
+  const float4 low = *reinterpret_cast<const float4*>(sharedRow + threadCoordinate * Tile::kVector);
+  const float4 high = *reinterpret_cast<const float4*>(sharedRow + Tile::kHalf + threadCoordinate * Tile::kVector);
+  values[0] = low.x, values[1] = low.y, values[2] = low.z, values[3] = low.w;
+  values[4] = high.x, values[5] = high.y, values[6] = high.z, values[7] = high.w;
+}
+
+template <typename InputFormat, typename WeightFormat>
+__global__ void __launch_bounds__(SimtTile::kThreads) simtGemmKernel(GemmProblem p) {
+  using Tile = SimtTile;
+  __shared__ __align__(16) float sharedA[2][Tile::kDepth * Tile::kStride];
+  __shared__ __align__(16) float sharedB[2][Tile::kDepth * Tile::kStride];
+
+  RowTile tile;
+  if (!blockRowTile(p, Tile::kRows, &tile)) return;
+  const int64_t colBegin = static_cast<int64_t>(blockIdx.y) * Tile::kCols;
+  const auto* a = static_cast<const typename InputFormat::Storage*>(p.input) + tile.begin * p.depth;
+  const auto* b = static_cast<const typename WeightFormat::Storage*>(p.weights) +
+                  (static_cast<int64_t>(tile.group) * p.cols + colBegin) * p.depth;
+  const int64_t validRows = tile.end - tile.begin;
+  const int64_t validCols = min(static_cast<int64_t>(Tile::kCols), p.cols - colBegin);
+  const int threadRow = threadIdx.x / Tile::kThreadsAlongCols;
+  const int threadCol = threadIdx.x % Tile::kThreadsAlongCols;
+
+  float sums[Tile::kResultsPerThread][Tile::kResultsPerThread] = {};
+  int stage = 0;
+  if (p.depth > 0) {
+    storeSimtSlice(sharedA[0], loadSimtSlice<InputFormat>(a, validRows, p.depth, 0));
+    storeSimtSlice(sharedB[0], loadSimtSlice<WeightFormat>(b, validCols, p.depth, 0));
+  }
+  __syncthreads();
+  for (int64_t k0 = 0; k0 < p.depth; k0 += Tile::kDepth) {
+    // Issue the next slice's global loads first; their latency hides behind this slice's FMAs.
+    const bool hasNext = k0 + Tile::kDepth < p.depth;
+    SimtSlice nextA, nextB;
+    if (hasNext) {
+      nextA = loadSimtSlice<InputFormat>(a, validRows, p.depth, k0 + Tile::kDepth);
+      nextB = loadSimtSlice<WeightFormat>(b, validCols, p.depth, k0 + Tile::kDepth);
+    }
+#pragma unroll
+    for (int k = 0; k < Tile::kDepth; ++k) {
+      float aValues[Tile::kResultsPerThread], bValues[Tile::kResultsPerThread];
+      loadOwned(sharedA[stage] + k * Tile::kStride, threadRow, aValues);
+      loadOwned(sharedB[stage] + k * Tile::kStride, threadCol, bValues);
+      for (int i = 0; i < Tile::kResultsPerThread; ++i) {
+        for (int j = 0; j < Tile::kResultsPerThread; ++j) sums[i][j] = fmaf(aValues[i], bValues[j], sums[i][j]);
+      }
+    }
+    if (hasNext) {
+      // The other buffer was last read before the previous __syncthreads(): safe to overwrite.
+      storeSimtSlice(sharedA[stage ^ 1], nextA);
+      storeSimtSlice(sharedB[stage ^ 1], nextB);
+    }
+    __syncthreads();
+    stage ^= 1;
+  }
+
+#pragma unroll
+  for (int i = 0; i < Tile::kResultsPerThread; ++i) {
+    const int64_t row = tile.begin + simtOwned(threadRow, i);
+    if (row >= tile.end) continue;
+#pragma unroll
+    for (int j = 0; j < Tile::kResultsPerThread; ++j) {
+      const int64_t col = colBegin + simtOwned(threadCol, j);
+      if (col < p.cols) storeResult(p, tile.group, row, col, sums[i][j]);
+    }
+  }
+}
+
+// ---- Launch: configuration and kernel choice in one place ------------------------------------------
+dim3 gemmGrid(const GemmProblem& p, int tileRows, int tileCols) {
+  // Worst case over any split of rows among groups: each group wastes at most one partial tile.
+  const int64_t rowTiles = (p.rows + tileRows - 1) / tileRows + (p.offsets != nullptr ? p.groups : 0);
+  const int64_t colTiles = (p.cols + tileCols - 1) / tileCols;
+  if (rowTiles > INT_MAX || colTiles > kMaxColumnTiles) {
+    throw NativeError("E_INVALID_ARGUMENT", "gemm: " + std::to_string(p.rows) + " x " + std::to_string(p.cols) +
+                                                " outputs exceed the CUDA grid limits");
+  }
+  return dim3(static_cast<unsigned>(rowTiles), static_cast<unsigned>(colTiles));
+}
+
+bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+
+void runGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStream_t stream) {
+  if (p.rows == 0 || p.cols == 0) return;
+  const bool tensorCores = inputDType == weightDType && (inputDType == DType::BFloat16 || inputDType == DType::Float16);
+  if (tensorCores) {
+    const dim3 grid = gemmGrid(p, TensorCoreTile::kRows, TensorCoreTile::kCols);
+    const bool vectorLoads = p.depth % TensorCoreTile::kElementsPerCopy == 0 && aligned16(p.input) && aligned16(p.weights);
+    const auto launch = [&](auto format) {
+      using Element = decltype(format);
+      if (vectorLoads) {
+        tensorCoreGemmKernel<Element, true><<<grid, TensorCoreTile::kThreads, 0, stream>>>(p);
+      } else {
+        tensorCoreGemmKernel<Element, false><<<grid, TensorCoreTile::kThreads, 0, stream>>>(p);
+      }
+      MOEKIT_CHECK_LAUNCH("tensorCoreGemmKernel");
+    };
+    if (inputDType == DType::BFloat16) launch(BF16{});
+    else launch(F16{});
+    return;
+  }
+  const dim3 grid = gemmGrid(p, SimtTile::kRows, SimtTile::kCols);
+  dispatchFloat(inputDType, "gemm input", [&](auto inputFormat) {
+    dispatchFloat(weightDType, "gemm weights", [&](auto weightFormat) {
+      simtGemmKernel<decltype(inputFormat), decltype(weightFormat)><<<grid, SimtTile::kThreads, 0, stream>>>(p);
+      MOEKIT_CHECK_LAUNCH("simtGemmKernel");
+    });
+  });
+}
+
+void checkFloat(DType dtype, const char* what) {
+  if (dtype == DType::Int32) throw NativeError("E_DTYPE", std::string(what) + ": expected a float dtype, got int32");
+}
+
+}  // namespace
+
+void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
+  checkFloat(args.output.dtype, "groupedGemm output");
+  if (args.bias.present()) checkFloat(args.bias.dtype, "groupedGemm bias");
+  const GemmProblem problem{args.input.data,
+                            args.weights.data,
+                            args.bias.present() ? args.bias.data : nullptr,
+                            args.bias.dtype,
+                            args.output.data,
+                            args.output.dtype,
+                            args.expertOffsets.as<int32_t>(),
+                            static_cast<int32_t>(args.weights.dim(0)),
+                            args.input.dim(0),
+                            args.weights.dim(1),
+                            args.weights.dim(2)};
+  if (problem.groups == 0) return;
+  runGemm(problem, args.input.dtype, args.weights.dtype, stream);
+}
+
+void linear(const LinearArgs& args, cudaStream_t stream) {
+  checkFloat(args.output.dtype, "linear output");
+  if (args.bias.present()) checkFloat(args.bias.dtype, "linear bias");
+  const GemmProblem problem{args.input.data,
+                            args.weight.data,
+                            args.bias.present() ? args.bias.data : nullptr,
+                            args.bias.dtype,
+                            args.output.data,
+                            args.output.dtype,
+                            nullptr,
+                            1,
+                            args.input.dim(0),
+                            args.weight.dim(0),
+                            args.input.dim(1)};
+  runGemm(problem, args.input.dtype, args.weight.dtype, stream);
+}
+
+}  // namespace moekit::cuda

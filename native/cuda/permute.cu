@@ -1,0 +1,218 @@
+// Permutation on the GPU: a stable counting sort of (token, slot) pairs by local expert, then a
+// gather.
+//
+//   1. countExperts:   histogram of local expert ids into expertOffsets[1..E] (integer atomics:
+//                      exact); pairs of other ranks' experts get sourceToPermuted = -1 (dropped).
+//   2. scanOffsets:    one block turns the counts into offsets, in place.
+//   3. rankAndScatter: one block per local expert walks every pair in flat order t*K + j, ranking
+//                      the pairs that chose it with a block-wide prefix sum, so rows within an
+//                      expert keep the flat order (stable) without any ordering-dependent atomics.
+//   4. gatherRows:     one warp per used row (below offsets[E], read on the device) copies its
+//                      token's input row; rows past it are left as they were.
+//
+// Expert ids outside [0, totalExperts) cannot raise an error from the device without a host round
+// trip (the op must stay capturable): they are dropped like remote experts' pairs, so every write
+// stays in bounds.
+#include <algorithm>
+#include <cstdint>
+
+#include "check.h"
+#include "kernels.h"
+
+namespace moekit::cuda {
+namespace {
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullWarp = 0xffffffffu;
+
+struct CountLaunch {
+  static constexpr int kThreads = 256;
+  static constexpr int64_t kMaxBlocks = 4096;
+};
+struct ScanLaunch {
+  static constexpr int kThreads = 1024;
+};
+struct RankLaunch {
+  static constexpr int kThreads = 256;
+  static constexpr int kPairsPerThread = 4;
+  static constexpr int kPairsPerChunk = kThreads * kPairsPerThread;
+};
+struct GatherLaunch {
+  static constexpr int kRowsPerBlock = 8;  // one warp per row
+  static constexpr int kThreads = kRowsPerBlock * kWarpSize;
+};
+
+constexpr int32_t kDropped = -1;
+
+// Which experts are local: global ids [first, first + count).
+struct LocalExperts {
+  int32_t first;
+  int32_t count;
+
+  // The local index of global expert `id`, or kDropped.
+  __device__ int32_t localIndex(int32_t id) const {
+    const int32_t local = id - first;  // ids and ranges are int32: no overflow past them below
+    return id >= first && local < count ? local : kDropped;
+  }
+};
+
+// Inclusive prefix sum over the block (blockDim.x a multiple of 32, at most 1024). `warpTotals`
+// holds 32 ints of shared memory. Returns this thread's inclusive sum; *blockTotal gets the sum of
+// all threads. Contains __syncthreads(): every thread of the block must call it.
+__device__ int blockInclusiveScan(int value, int* warpTotals, int* blockTotal) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int warps = blockDim.x / kWarpSize;
+  for (int offset = 1; offset < kWarpSize; offset *= 2) {
+    const int neighbour = __shfl_up_sync(kFullWarp, value, offset);
+    if (lane >= offset) value += neighbour;
+  }
+  if (lane == kWarpSize - 1) warpTotals[warp] = value;
+  __syncthreads();
+  if (warp == 0) {
+    int total = lane < warps ? warpTotals[lane] : 0;
+    for (int offset = 1; offset < kWarpSize; offset *= 2) {
+      const int neighbour = __shfl_up_sync(kFullWarp, total, offset);
+      if (lane >= offset) total += neighbour;
+    }
+    warpTotals[lane] = total;  // now inclusive over warps
+  }
+  __syncthreads();
+  const int result = value + (warp > 0 ? warpTotals[warp - 1] : 0);
+  *blockTotal = warpTotals[warps - 1];
+  __syncthreads();  // warpTotals may be reused by the caller's next scan
+  return result;
+}
+
+// offsets[e + 1] += number of pairs of local expert e (offsets zeroed beforehand); dropped pairs
+// are marked in sourceToPermuted.
+__global__ void countExpertsKernel(const int32_t* ids, int64_t pairs, LocalExperts experts, int32_t* offsets,
+                                   int32_t* sourceToPermuted) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < pairs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int32_t local = experts.localIndex(ids[i]);
+    if (local == kDropped) {
+      sourceToPermuted[i] = kDropped;
+    } else {
+      atomicAdd(offsets + local + 1, 1);
+    }
+  }
+}
+
+// In place: offsets[1..E] hold counts; afterwards offsets[e] = sum of counts below e.
+__global__ void scanOffsetsKernel(int32_t* offsets, int32_t experts) {
+  __shared__ int warpTotals[kWarpSize];
+  int carry = 0;
+  for (int32_t begin = 1; begin <= experts; begin += blockDim.x) {
+    const int32_t e = begin + threadIdx.x;
+    const int count = e <= experts ? offsets[e] : 0;
+    int chunkTotal;
+    const int inclusive = blockInclusiveScan(count, warpTotals, &chunkTotal);
+    if (e <= experts) offsets[e] = carry + inclusive;
+    carry += chunkTotal;
+  }
+  if (threadIdx.x == 0) offsets[0] = 0;
+}
+
+// Block e ranks the pairs of local expert e in flat order and writes both maps. Each thread owns
+// kPairsPerThread consecutive pairs of a chunk, so a prefix sum over threads preserves the order.
+__global__ void rankAndScatterKernel(const int32_t* ids, int64_t pairs, LocalExperts experts, const int32_t* offsets,
+                                     int32_t* sourceToPermuted, int32_t* permutedToSource) {
+  __shared__ int warpTotals[kWarpSize];
+  const int32_t expert = blockIdx.x;
+  int64_t nextRow = offsets[expert];
+  for (int64_t chunk = 0; chunk < pairs; chunk += RankLaunch::kPairsPerChunk) {
+    const int64_t first = chunk + static_cast<int64_t>(threadIdx.x) * RankLaunch::kPairsPerThread;
+    bool mine[RankLaunch::kPairsPerThread];
+    int count = 0;
+    for (int i = 0; i < RankLaunch::kPairsPerThread; ++i) {
+      const int64_t pair = first + i;
+      mine[i] = false;
+      if (pair < pairs) mine[i] = experts.localIndex(ids[pair]) == expert;
+      count += mine[i];
+    }
+    // Most chunks hold none of a given expert's pairs when E is large: skip their scan.
+    if (__syncthreads_or(count) == 0) continue;
+    int chunkTotal;
+    const int inclusive = blockInclusiveScan(count, warpTotals, &chunkTotal);
+    int64_t row = nextRow + inclusive - count;
+    for (int i = 0; i < RankLaunch::kPairsPerThread; ++i) {
+      if (!mine[i]) continue;
+      sourceToPermuted[first + i] = static_cast<int32_t>(row);
+      permutedToSource[row] = static_cast<int32_t>(first + i);
+      ++row;
+    }
+    nextRow += chunkTotal;
+  }
+}
+
+// permuted[row] = input[permutedToSource[row] / topK] for the used rows [0, *usedRows), copied in
+// units of `Unit` bytes.
+template <typename Unit>
+__global__ void gatherRowsKernel(const Unit* input, const int32_t* permutedToSource, const int32_t* usedRows,
+                                 int64_t topK, int64_t unitsPerRow, Unit* permuted) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * GatherLaunch::kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= *usedRows) return;
+  const int64_t token = permutedToSource[row] / topK;
+  const Unit* source = input + token * unitsPerRow;
+  Unit* destination = permuted + row * unitsPerRow;
+  for (int64_t i = lane; i < unitsPerRow; i += kWarpSize) destination[i] = source[i];
+}
+
+// The widest copy unit that divides the row size and both base addresses.
+template <typename Body>
+void dispatchCopyUnit(size_t rowBytes, const void* source, void* destination, Body&& body) {
+  const auto fits = [&](size_t unit) {
+    return rowBytes % unit == 0 && reinterpret_cast<uintptr_t>(source) % unit == 0 &&
+           reinterpret_cast<uintptr_t>(destination) % unit == 0;
+  };
+  if (fits(16)) return body(uint4{});
+  if (fits(8)) return body(uint2{});
+  if (fits(4)) return body(uint32_t{});
+  body(uint16_t{});  // every dtype is a whole number of 2-byte units
+}
+
+}  // namespace
+
+void permute(const PermuteArgs& args, cudaStream_t stream) {
+  const int64_t tokens = args.input.dim(0);
+  const int64_t topK = args.topkIds.dim(1);
+  const int64_t pairs = tokens * topK;
+  const int32_t experts = args.numExperts;
+  const LocalExperts local{args.firstExpert, args.numExperts};
+  const int32_t* ids = args.topkIds.as<int32_t>();
+  auto* offsets = args.expertOffsets.as<int32_t>();
+  auto* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
+  auto* permutedToSource = args.permutedToSource.as<int32_t>();
+
+  MOEKIT_CUDA_CHECK(cudaMemsetAsync(offsets, 0, sizeof(int32_t) * (experts + 1), stream));
+  if (pairs > 0) {
+    const auto countBlocks = static_cast<unsigned>(
+        std::min<int64_t>((pairs + CountLaunch::kThreads - 1) / CountLaunch::kThreads, CountLaunch::kMaxBlocks));
+    countExpertsKernel<<<countBlocks, CountLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets, sourceToPermuted);
+    MOEKIT_CHECK_LAUNCH("countExpertsKernel");
+  }
+  scanOffsetsKernel<<<1, ScanLaunch::kThreads, 0, stream>>>(offsets, experts);
+  MOEKIT_CHECK_LAUNCH("scanOffsetsKernel");
+  if (pairs == 0 || experts == 0) return;
+
+  // One block per local expert.
+  rankAndScatterKernel<<<experts, RankLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets, sourceToPermuted,
+                                                                     permutedToSource);
+  MOEKIT_CHECK_LAUNCH("rankAndScatterKernel");
+
+  const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
+  if (rowBytes == 0) return;
+  // Sized for every pair being local; blocks past offsets[E] return at once.
+  const auto gatherBlocks = static_cast<unsigned>((pairs + GatherLaunch::kRowsPerBlock - 1) / GatherLaunch::kRowsPerBlock);
+  dispatchCopyUnit(rowBytes, args.input.data, args.permuted.data, [&](auto unit) {
+    using Unit = decltype(unit);
+    gatherRowsKernel<Unit><<<gatherBlocks, GatherLaunch::kThreads, 0, stream>>>(
+        static_cast<const Unit*>(args.input.data), permutedToSource, offsets + experts, topK,
+        static_cast<int64_t>(rowBytes / sizeof(Unit)), static_cast<Unit*>(args.permuted.data));
+    MOEKIT_CHECK_LAUNCH("gatherRowsKernel");
+  });
+}
+
+}  // namespace moekit::cuda

@@ -1,0 +1,290 @@
+// Routing on the GPU: one warp per token row, one fused kernel for every method.
+//
+// A warp copies its row of logits into shared memory, turns them into scores (softmax, raw logits
+// or sigmoid), applies the correction bias and the group limit, then takes the top-k by k rounds
+// of warp argmax in which the lower expert id wins ties, exactly like the CPU backend's stable
+// selection. Lane 0 then writes the k weights in slot order, so their sums are added in the same
+// order as on the CPU, and counts each chosen expert with an integer atomic (an exact, and so
+// deterministic, count that needs no host round trip).
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "check.h"
+#include "float_access.cuh"
+#include "kernels.h"
+
+namespace moekit::cuda {
+namespace {
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullWarp = 0xffffffffu;
+constexpr int kMaxWarpsPerBlock = 8;
+// Per-block shared memory we allow ourselves without opting in to the larger carve-out.
+constexpr size_t kSharedBudgetBytes = 48 * 1024;
+// DeepSeek-V3 scores a group by the sum of its best two experts.
+constexpr int kExpertsPerGroupScore = 2;
+// Added to the weight sum before renormalizing sigmoid scores (as DeepSeek-V3 does).
+constexpr float kRenormalizeEpsilon = 1e-20f;
+
+struct RoutingParams {
+  const void* logits;           // [tokens, experts]
+  const float* correctionBias;  // [experts] or nullptr
+  int32_t* topkIds;             // [tokens, topK]
+  float* topkWeights;           // [tokens, topK]
+  int32_t* expertCounts;        // [experts], zeroed before the kernel
+  int64_t tokens;
+  int32_t experts;
+  int32_t topK;
+  int32_t numGroups;
+  int32_t topkGroups;
+  RoutingMethod method;
+  bool renormalize;
+  float scalingFactor;
+};
+
+// One warp's slice of shared memory: a row's scores and the values top-k ranks them by.
+struct WarpScratch {
+  float* scores;       // [experts]: probabilities, logits or sigmoid scores (the weights' source)
+  float* ranked;       // [experts]: what top-k picks from; chosen entries become -inf
+  float* groupScores;  // [numGroups]
+  int32_t* groupChosen;  // [numGroups]: 1 for the groups that stay eligible
+  int32_t* chosen;       // [topK]: the chosen expert ids, best first
+
+  __host__ __device__ static size_t bytes(int experts, int groups, int topK) {
+    return sizeof(float) * (2 * static_cast<size_t>(experts) + groups) + sizeof(int32_t) * (groups + topK);
+  }
+
+  __device__ static WarpScratch at(unsigned char* base, int warp, int experts, int groups, int topK) {
+    auto* start = reinterpret_cast<float*>(base + bytes(experts, groups, topK) * warp);
+    WarpScratch scratch;
+    scratch.scores = start;
+    scratch.ranked = start + experts;
+    scratch.groupScores = start + 2 * experts;
+    scratch.groupChosen = reinterpret_cast<int32_t*>(start + 2 * experts + groups);
+    scratch.chosen = scratch.groupChosen + groups;
+    return scratch;
+  }
+};
+
+__device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ float warpMax(float value) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) value = fmaxf(value, __shfl_xor_sync(kFullWarp, value, offset));
+  return value;
+}
+
+__device__ float warpSum(float value) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) value += __shfl_xor_sync(kFullWarp, value, offset);
+  return value;
+}
+
+// A value and where it came from; the larger value wins, then the lower index.
+struct Candidate {
+  float value;
+  int index;
+};
+
+__device__ Candidate better(Candidate a, Candidate b) {
+  return (b.value > a.value || (b.value == a.value && b.index < a.index)) ? b : a;
+}
+
+// The first index of the largest of values[0, count), on every lane. Matches a sequential scan
+// that keeps the first maximum (so an all -inf row yields index 0, as on the CPU).
+__device__ int warpArgmax(const float* values, int count, int lane) {
+  Candidate best{-INFINITY, INT_MAX};
+  for (int i = lane; i < count; i += kWarpSize) best = better(best, Candidate{values[i], i});
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+    const Candidate other{__shfl_xor_sync(kFullWarp, best.value, offset), __shfl_xor_sync(kFullWarp, best.index, offset)};
+    best = better(best, other);
+  }
+  return best.index < count ? best.index : 0;  // NaN rows compare false everywhere: fall back to 0
+}
+
+// k rounds of argmax over values[0, count); chosen entries are overwritten with -inf.
+__device__ void takeTopK(float* values, int count, int k, int32_t* chosen, int lane) {
+  for (int slot = 0; slot < k; ++slot) {
+    const int best = warpArgmax(values, count, lane);
+    __syncwarp();  // every lane has read `values` before lane 0 changes it
+    if (lane == 0) {
+      chosen[slot] = best;
+      values[best] = -INFINITY;
+    }
+    __syncwarp();
+  }
+}
+
+// softmax(logits) into scores, and the same probabilities into ranked.
+__device__ void softmaxScores(const WarpScratch& row, int experts, int lane) {
+  float maximum = -INFINITY;
+  for (int e = lane; e < experts; e += kWarpSize) maximum = fmaxf(maximum, row.scores[e]);
+  maximum = warpMax(maximum);
+  float sum = 0.0f;
+  for (int e = lane; e < experts; e += kWarpSize) {
+    const float exponential = expf(row.scores[e] - maximum);
+    row.scores[e] = exponential;
+    sum += exponential;
+  }
+  sum = warpSum(sum);
+  for (int e = lane; e < experts; e += kWarpSize) {
+    row.scores[e] /= sum;
+    row.ranked[e] = row.scores[e];
+  }
+}
+
+// DeepSeek-V3 group limit: only the topkGroups groups with the best top-2 sums stay eligible.
+__device__ void limitGroups(const RoutingParams& p, const WarpScratch& row, int lane) {
+  const int groupSize = p.experts / p.numGroups;
+  for (int g = lane; g < p.numGroups; g += kWarpSize) {
+    float first = -INFINITY, second = -INFINITY;
+    for (int e = g * groupSize; e < (g + 1) * groupSize; ++e) {
+      const float value = row.ranked[e];
+      if (value > first) {
+        second = first;
+        first = value;
+      } else if (value > second) {
+        second = value;
+      }
+    }
+    row.groupScores[g] = groupSize >= kExpertsPerGroupScore ? first + second : first;
+    row.groupChosen[g] = 0;
+  }
+  __syncwarp();
+  for (int round = 0; round < p.topkGroups; ++round) {
+    const int best = warpArgmax(row.groupScores, p.numGroups, lane);
+    __syncwarp();
+    if (lane == 0) {
+      row.groupChosen[best] = 1;
+      row.groupScores[best] = -INFINITY;
+    }
+    __syncwarp();
+  }
+  for (int e = lane; e < p.experts; e += kWarpSize) {
+    if (!row.groupChosen[e / groupSize]) row.ranked[e] = -INFINITY;
+  }
+  __syncwarp();
+}
+
+// Lane 0: the k weights in slot order (sums added as the CPU adds them), scaled and stored, and
+// the expert counts.
+__device__ void writeWeights(const RoutingParams& p, const WarpScratch& row, int64_t token) {
+  int32_t* ids = p.topkIds + token * p.topK;
+  float* weights = p.topkWeights + token * p.topK;
+  const int32_t* chosen = row.chosen;
+  if (p.method == RoutingMethod::TopKSoftmax) {
+    // softmax over the k chosen logits
+    const float maximum = row.scores[chosen[0]];
+    float sum = 0.0f;
+    for (int j = 0; j < p.topK; ++j) sum += expf(row.scores[chosen[j]] - maximum);
+    for (int j = 0; j < p.topK; ++j) weights[j] = expf(row.scores[chosen[j]] - maximum) / sum * p.scalingFactor;
+  } else {
+    float sum = 0.0f;
+    for (int j = 0; j < p.topK; ++j) sum += row.scores[chosen[j]];
+    const bool sigmoidScores = p.method == RoutingMethod::SigmoidGroupTopK;
+    const float divisor = sigmoidScores ? sum + kRenormalizeEpsilon : sum;
+    for (int j = 0; j < p.topK; ++j) {
+      float weight = row.scores[chosen[j]];
+      if (p.renormalize) weight /= divisor;
+      weights[j] = weight * p.scalingFactor;
+    }
+  }
+  for (int j = 0; j < p.topK; ++j) {
+    ids[j] = chosen[j];
+    atomicAdd(p.expertCounts + chosen[j], 1);
+  }
+}
+
+template <typename Logit>
+__global__ void routingKernel(RoutingParams p) {
+  extern __shared__ __align__(16) unsigned char sharedBytes[];
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int warpsPerBlock = blockDim.x / kWarpSize;
+  const WarpScratch row = WarpScratch::at(sharedBytes, warp, p.experts, p.numGroups, p.topK);
+  const auto* logits = static_cast<const typename Logit::Storage*>(p.logits);
+
+  for (int64_t token = static_cast<int64_t>(blockIdx.x) * warpsPerBlock + warp; token < p.tokens;
+       token += static_cast<int64_t>(gridDim.x) * warpsPerBlock) {
+    const auto* logitRow = logits + token * p.experts;
+    for (int e = lane; e < p.experts; e += kWarpSize) {
+      const float logit = Logit::load(logitRow[e]);
+      switch (p.method) {
+        case RoutingMethod::SoftmaxTopK:
+          row.scores[e] = logit;  // softmaxScores() finishes the job
+          break;
+        case RoutingMethod::TopKSoftmax:
+          row.scores[e] = logit;
+          row.ranked[e] = logit;
+          break;
+        case RoutingMethod::SigmoidGroupTopK: {
+          const float score = sigmoid(logit);
+          row.scores[e] = score;
+          row.ranked[e] = score + (p.correctionBias ? p.correctionBias[e] : 0.0f);
+          break;
+        }
+      }
+    }
+    __syncwarp();
+    if (p.method == RoutingMethod::SoftmaxTopK) softmaxScores(row, p.experts, lane);
+    __syncwarp();
+    if (p.method == RoutingMethod::SigmoidGroupTopK && p.numGroups > 1) limitGroups(p, row, lane);
+
+    takeTopK(row.ranked, p.experts, p.topK, row.chosen, lane);
+    if (lane == 0) writeWeights(p, row, token);
+    __syncwarp();  // the next row reuses this warp's scratch
+  }
+}
+
+// ---- Launch configuration: all of it here ----
+struct RoutingLaunch {
+  int warpsPerBlock;
+  size_t sharedBytes;
+  unsigned blocks;
+};
+
+RoutingLaunch routingLaunch(const RoutingParams& p) {
+  constexpr int64_t kMaxBlocks = 1 << 20;  // rows beyond this are walked by the grid-stride loop
+  const size_t perWarp = WarpScratch::bytes(p.experts, p.numGroups, p.topK);
+  if (perWarp > kSharedBudgetBytes) {
+    throw NativeError("E_INVALID_ARGUMENT", "routing: " + std::to_string(p.experts) +
+                                                " experts need more shared memory than one warp may use on the GPU");
+  }
+  RoutingLaunch launch;
+  launch.warpsPerBlock = static_cast<int>(std::min<size_t>(kMaxWarpsPerBlock, kSharedBudgetBytes / perWarp));
+  launch.sharedBytes = perWarp * launch.warpsPerBlock;
+  launch.blocks = static_cast<unsigned>(std::min<int64_t>((p.tokens + launch.warpsPerBlock - 1) / launch.warpsPerBlock, kMaxBlocks));
+  return launch;
+}
+
+}  // namespace
+
+void routing(const RoutingArgs& args, cudaStream_t stream) {
+  const int64_t tokens = args.logits.dim(0);
+  const int32_t experts = static_cast<int32_t>(args.logits.dim(1));
+  MOEKIT_CUDA_CHECK(cudaMemsetAsync(args.expertCounts.data, 0, sizeof(int32_t) * experts, stream));
+  if (tokens == 0) return;
+
+  const bool useBias = args.method == RoutingMethod::SigmoidGroupTopK && args.correctionBias.present();
+  // The group limit belongs to SigmoidGroupTopK only; other methods see a single group.
+  RoutingParams params{args.logits.data,
+                       useBias ? args.correctionBias.as<float>() : nullptr,
+                       args.topkIds.as<int32_t>(),
+                       args.topkWeights.as<float>(),
+                       args.expertCounts.as<int32_t>(),
+                       tokens,
+                       experts,
+                       args.topK,
+                       args.method == RoutingMethod::SigmoidGroupTopK ? args.numGroups : 1,
+                       args.topkGroups,
+                       args.method,
+                       args.renormalize,
+                       args.scalingFactor};
+  const RoutingLaunch launch = routingLaunch(params);
+  dispatchFloat(args.logits.dtype, "routing logits", [&](auto format) {
+    using Logit = decltype(format);
+    routingKernel<Logit><<<launch.blocks, launch.warpsPerBlock * kWarpSize, launch.sharedBytes, stream>>>(params);
+    MOEKIT_CHECK_LAUNCH("routingKernel");
+  });
+}
+
+}  // namespace moekit::cuda
