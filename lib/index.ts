@@ -34,4 +34,6 @@ export type {
 export { MODEL_FAMILIES } from './layer/config';
 export { runtimeInfo, type RuntimeInfo } from './runtime';
 export { synchronize } from './sync';
+export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';
+export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';
