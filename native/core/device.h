@@ -44,7 +44,8 @@ class Device {
   // ---- Ordering ----
   virtual void whenIdle(IdleCallback done) = 0;
   // Blocks the calling thread until earlier work has finished; throws the first failure it met.
-  virtual void waitIdle() = 0;
+  // (Built on whenIdle, the same for every device.)
+  void waitIdle();
 
   // ---- Ops (semantics in op_args.h) ----
   virtual void routing(const RoutingArgs& args) = 0;

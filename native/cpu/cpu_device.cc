@@ -132,23 +132,6 @@ class CpuDevice final : public Device {
     });
   }
 
-  void waitIdle() override {
-    std::mutex mutex;
-    std::condition_variable finished;
-    bool idle = false;
-    std::string code, message;
-    whenIdle([&](const std::string& failureCode, const std::string& failureMessage) {
-      std::lock_guard<std::mutex> lock(mutex);
-      code = failureCode;
-      message = failureMessage;
-      idle = true;
-      finished.notify_all();
-    });
-    std::unique_lock<std::mutex> lock(mutex);
-    finished.wait(lock, [&] { return idle; });
-    if (!code.empty()) throw NativeError(code, message);
-  }
-
   // Each op copies its arguments into the task: the views stay valid because memory is only
   // freed by release(), which is queued behind the op.
   void routing(const RoutingArgs& args) override { queue_.push([args] { cpu::routing(args); }); }

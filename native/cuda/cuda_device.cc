@@ -479,23 +479,6 @@ class CudaDeviceImpl final : public CudaDevice {
     waiter_.push(marker, sequence, std::move(done));
   }
 
-  void waitIdle() override {
-    std::mutex mutex;
-    std::condition_variable finished;
-    bool idle = false;
-    std::string code, message;
-    whenIdle([&](const std::string& failureCode, const std::string& failureMessage) {
-      std::lock_guard<std::mutex> lock(mutex);
-      code = failureCode;
-      message = failureMessage;
-      idle = true;
-      finished.notify_all();
-    });
-    std::unique_lock<std::mutex> lock(mutex);
-    finished.wait(lock, [&] { return idle; });
-    if (!code.empty()) throw CudaError(code, message);
-  }
-
   // ---- Ops ----
   void routing(const RoutingArgs& args) override {
     useDevice(index_);

@@ -32,7 +32,7 @@ FLAGS=(-std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -Inative
   -Xcompiler=-Wall,-Wextra,-pthread)
 
 mkdir -p "$BUILD_DIR/objects"
-SOURCES=(native/cuda/*.cu native/cuda/*.cc native/cpu/*.cc test/native/cuda_ops_test.cu)
+SOURCES=(native/core/*.cc native/cuda/*.cu native/cuda/*.cc native/cpu/*.cc test/native/cuda_ops_test.cu)
 echo "compiling ${#SOURCES[@]} sources with $($NVCC --version | tail -1) ($JOBS jobs)"
 printf '%s\n' "${SOURCES[@]}" | xargs -P "$JOBS" -I{} bash -c \
   'object="$0/objects/$(echo "$1" | tr / _).o"; exec "$2" "${@:3}" -c "$1" -o "$object"' \
