@@ -34,6 +34,7 @@ export type {
 export { MODEL_FAMILIES } from './layer/config';
 export { runtimeInfo, type RuntimeInfo } from './runtime';
 export { synchronize } from './sync';
+export { CudaStream, currentStream, useStream } from './streams';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';
 export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';

@@ -107,6 +107,12 @@ export interface NativeAddon extends NativeOps {
   ncclUniqueId(): Uint8Array;
   /** Joins a group of worldSize ranks on CUDA device `device`; resolves once every rank has joined. */
   ncclInit(device: number, id: Uint8Array, worldSize: number, rank: number): Promise<NativeCommunicator>;
+  /** A new non-blocking CUDA stream on the device (its handle). */
+  createStream(device: number): bigint;
+  destroyStream(device: number, stream: bigint): void;
+  /** Moves the device's work onto `stream` (null: its own), ordered after earlier work. */
+  setStream(device: number, stream: bigint | null): void;
+  currentStream(device: number): bigint;
   /** Starts recording the CUDA device's work into a graph instead of running it. */
   beginCapture(device: number): void;
   /** Stops recording and returns the graph (on failure the capture is abandoned and this throws). */

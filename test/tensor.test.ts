@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { decodeHalf, encodeHalf, linear, MoekitError, Tensor } from '../lib/index';
+import { CudaStream, decodeHalf, encodeHalf, linear, MoekitError, Tensor, useStream } from '../lib/index';
 
 function expectMoekitError(fn: () => unknown, code: string, pattern?: RegExp): void {
   try {
@@ -92,6 +92,11 @@ describe('Tensor validation', () => {
 
   it('rejects a CUDA device that this machine does not have', () => {
     expectMoekitError(() => Tensor.empty([2], { device: 'cuda:99' }), 'E_DEVICE', /cuda:99/);
+  });
+
+  it('user streams need a CUDA device', () => {
+    expectMoekitError(() => useStream('cpu', null), 'E_DEVICE', /needs a CUDA device, got cpu/);
+    expectMoekitError(() => new CudaStream('cuda:99'), 'E_DEVICE', /cuda:99 does not exist|CPU-only/);
   });
 });
 

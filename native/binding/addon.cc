@@ -8,6 +8,7 @@
 #include "js_errors.h"
 #include "ops.h"
 #include "storage.h"
+#include "streams.h"
 #include "transfers.h"
 #if MOEKIT_WITH_CUDA
 #include "cuda/cuda_device.h"
@@ -49,6 +50,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterOps(env, exports);
   RegisterGraphs(env, exports);
   RegisterCollectives(env, exports);
+  RegisterStreams(env, exports);
   return exports;
 }
 

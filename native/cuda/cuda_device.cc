@@ -317,8 +317,10 @@ class IdleWaiter {
 // ---- Graphs ------------------------------------------------------------------------------------
 class CudaGraph final : public Graph {
  public:
-  CudaGraph(int device, cudaStream_t stream, cudaGraphExec_t executable)
-      : device_(device), stream_(stream), executable_(executable) {}
+  // Replays go to the owner's current stream, so they stay ordered with its other work even after
+  // setStream().
+  CudaGraph(int device, const CudaDevice& owner, cudaGraphExec_t executable)
+      : device_(device), owner_(owner), executable_(executable) {}
 
   // An executable graph still in flight is freed by CUDA once it completes.
   ~CudaGraph() override {
@@ -328,12 +330,12 @@ class CudaGraph final : public Graph {
 
   void launch() override {
     useDevice(device_);
-    MOEKIT_CUDA_CHECK(cudaGraphLaunch(executable_, stream_));
+    MOEKIT_CUDA_CHECK(cudaGraphLaunch(executable_, owner_.stream()));
   }
 
  private:
   const int device_;
-  const cudaStream_t stream_;
+  const CudaDevice& owner_;  // devices live as long as the process
   const cudaGraphExec_t executable_;
 };
 
@@ -401,6 +403,21 @@ class CudaDeviceImpl final : public CudaDevice {
 
   int index() const override { return index_; }
   cudaStream_t stream() const override { return stream_; }
+
+  void setStream(cudaStream_t next) override {
+    if (capturing_) throw NativeError("E_DEVICE", deviceName(index_) + ": cannot change streams while capturing a graph");
+    useDevice(index_);
+    if (next == nullptr) next = ownedStream_.get();
+    if (next == stream_) return;
+    // The new stream waits for everything enqueued so far; the event can go at once (CUDA frees
+    // it once the wait is resolved).
+    cudaEvent_t handOver;
+    MOEKIT_CUDA_CHECK(cudaEventCreateWithFlags(&handOver, cudaEventDisableTiming));
+    MOEKIT_CUDA_CHECK(cudaEventRecord(handOver, stream_));
+    MOEKIT_CUDA_CHECK(cudaStreamWaitEvent(next, handOver, 0));
+    MOEKIT_CUDA_CHECK(cudaEventDestroy(handOver));
+    stream_ = next;
+  }
 
   // ---- Memory ----
   void* allocate(size_t nbytes) override {
@@ -539,7 +556,7 @@ class CudaDeviceImpl final : public CudaDevice {
     const cudaError_t instantiated = cudaGraphInstantiate(&executable, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch);
     ignoreFailure(cudaGraphDestroy(graph));  // the executable graph does not need it
     MOEKIT_CUDA_CHECK(instantiated);
-    return std::make_unique<CudaGraph>(index_, stream_, executable);
+    return std::make_unique<CudaGraph>(index_, *this, executable);
   }
 
  private:
@@ -562,7 +579,8 @@ class CudaDeviceImpl final : public CudaDevice {
 
   const int index_;
   OwnedStream ownedStream_;
-  const cudaStream_t stream_;
+  // The stream work goes to: the device's own, or a user's (setStream). Only the JS thread reads it.
+  cudaStream_t stream_;
   const cudaMemPool_t pool_;
   EventPool events_;
   StagingArea staging_;

@@ -47,6 +47,10 @@ class CudaDevice : public Device {
   // The stream all of this device's work is ordered on (for work enqueued outside the ops, such
   // as NCCL collectives).
   virtual cudaStream_t stream() const = 0;
+  // Moves the device's work onto `stream` (a user's stream; nullptr = the device's own), after
+  // making it wait for everything already enqueued, so ordering is kept across the switch.
+  // The caller keeps `stream` alive while the device uses it. Not allowed while capturing.
+  virtual void setStream(cudaStream_t stream) = 0;
 };
 
 // A device with its own non-blocking stream and a stream-ordered memory pool

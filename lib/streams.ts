@@ -1,0 +1,58 @@
+/**
+ * User streams. Each CUDA device runs its work in order on one stream, its own by default.
+ * `useStream(device, stream)` moves that work onto another stream — one made here, or a handle
+ * from another CUDA library as a bigint — so moekit's ops interleave with the caller's own GPU work
+ * in stream order. Work enqueued before the switch still completes first.
+ */
+import { deviceIndex, parseDevice, type Device } from './device';
+import { fromNativeError, MoekitError } from './errors';
+import { addon } from './native';
+
+function cudaIndex(device: Device, what: string): number {
+  const index = deviceIndex(parseDevice(device));
+  if (index < 0) throw new MoekitError('E_DEVICE', `${what} needs a CUDA device, got ${device}`);
+  return index;
+}
+
+function native<T>(call: () => T): T {
+  try {
+    return call();
+  } catch (error) {
+    throw fromNativeError(error);
+  }
+}
+
+/** A CUDA stream created by moekit. Dispose it once no device uses it any more. */
+export class CudaStream {
+  readonly device: Device;
+  /** The cudaStream_t, for other CUDA libraries. */
+  readonly handle: bigint;
+  #disposed = false;
+
+  constructor(device: Device) {
+    this.device = parseDevice(device);
+    this.handle = native(() => addon().createStream(cudaIndex(this.device, 'CudaStream')));
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    native(() => addon().destroyStream(cudaIndex(this.device, 'CudaStream'), this.handle));
+    this.#disposed = true;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** Moves `device`'s work onto `stream` (a CudaStream or a raw handle); `null` restores its own stream. */
+export function useStream(device: Device, stream: CudaStream | bigint | null): void {
+  const handle = stream instanceof CudaStream ? stream.handle : stream;
+  if (handle !== null && typeof handle !== 'bigint') throw new MoekitError('E_INVALID_ARGUMENT', 'useStream: stream must be a CudaStream, a bigint handle or null');
+  native(() => addon().setStream(cudaIndex(device, 'useStream'), handle));
+}
+
+/** The handle of the stream `device`'s work currently goes to. */
+export function currentStream(device: Device): bigint {
+  return native(() => addon().currentStream(cudaIndex(device, 'currentStream')));
+}
