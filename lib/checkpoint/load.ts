@@ -1,277 +1,395 @@
 /**
  * Loading one MoE block from a Hugging Face checkpoint folder: config.json, then the block's
  * tensors from model.safetensors or the shards named by model.safetensors.index.json, assembled
- * into moekit's canonical layout (lib/layer/config.ts, MoEWeights). Only the block's bytes are read.
+ * into moekit's canonical layout (lib/layer/config.ts, MoEWeights). Only the block's bytes are
+ * read, and only once every one of its tensors has been found and shape-checked.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { decodeHalf, type FloatDType } from '../dtype';
+import { allocateHostArray, decodeHalf, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 import type { HostTensor, MoEConfig, MoEWeights } from '../layer/config';
-import { blockTensorNames, checkMoELayer, parseMoEConfig } from './families';
 import type { Slice } from '../parallel/plan';
-import { sliceExperts } from '../parallel/shard_weights';
-import { SafetensorsFile, type SafetensorsTensor } from './safetensors';
+import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';
+import { SafetensorsFile, type SafetensorsDType } from './safetensors';
+
+const INDEX_FILE = 'model.safetensors.index.json';
+const SINGLE_FILE = 'model.safetensors';
+
+export interface LoadOptions {
+  layer: number;
+  /** Read only these experts (Expert Parallel); w13, w2 and their biases hold just them. Default: all. */
+  experts?: Slice;
+}
 
 export interface LoadedCheckpoint {
-  config: MoEConfig;
+  config: CheckpointMoEConfig;
   weights: MoEWeights<HostTensor>;
-  /** Bytes read from safetensors files (headers included). */
+  /** Bytes read from safetensors files, headers included. */
   bytesRead: number;
   /** The safetensors files that were opened. */
   files: string[];
 }
 
-const SAFETENSORS_DTYPES: Readonly<Record<string, FloatDType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+const WEIGHT_DTYPES: Partial<Record<SafetensorsDType, FloatDType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
-function readJson(file: string, what: string): Record<string, unknown> {
+/** A JSON object from `file`; E_NOT_FOUND when it cannot be read, `malformedCode` when it is not a JSON object. */
+function readJsonObject(file: string, malformedCode: 'E_CONFIG' | 'E_CHECKPOINT'): Record<string, unknown> {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (error) {
-    throw new MoekitError('E_NOT_FOUND', `${file}: cannot read ${what} (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
+    throw new MoekitError('E_NOT_FOUND', `${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
   }
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(text);
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
-    return parsed as Record<string, unknown>;
-  } catch {
-    throw new MoekitError('E_CONFIG', `${file}: ${what} is not a JSON object`);
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new MoekitError(malformedCode, `${file}: not valid JSON (${(error as Error).message})`, { cause: error });
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new MoekitError(malformedCode, `${file}: not a JSON object`);
+  return parsed as Record<string, unknown>;
 }
 
-/** Finds each tensor's file, opens files on first use, and reads tensors with shape checks. */
-class TensorSource {
+function formatShape(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/** A weight found in the checkpoint, its shape and dtype checked, its bytes not read yet. */
+interface LocatedTensor {
+  name: string;
+  file: SafetensorsFile;
+  dtype: FloatDType;
+  shape: number[];
+}
+
+/** Which file holds each tensor: the index's weight_map, or the single model.safetensors. */
+type ShardLookup = (name: string) => string | undefined;
+
+/** Shard names are plain file names inside the folder; anything else would read files outside it. */
+function shardLookupFromIndex(indexFile: string): ShardLookup {
+  const weightMap = readJsonObject(indexFile, 'E_CHECKPOINT').weight_map;
+  if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
+    throw new MoekitError('E_CHECKPOINT', `${indexFile}: weight_map is missing or not an object`);
+  }
+  const shardOf = weightMap as Record<string, unknown>;
+  return (name) => {
+    if (!Object.hasOwn(shardOf, name)) return undefined;
+    const shard = shardOf[name];
+    if (typeof shard !== 'string' || shard === '' || path.basename(shard) !== shard) {
+      throw new MoekitError('E_CHECKPOINT', `${indexFile}: weight_map places ${name} in ${JSON.stringify(shard)}, which is not a file name in the folder`);
+    }
+    return shard;
+  };
+}
+
+/** The checkpoint's safetensors files, opened on first use; reads tensors by name with checks. */
+class CheckpointFiles {
   readonly #dir: string;
-  readonly #fileOf: (name: string) => string | undefined;
-  readonly #open = new Map<string, Promise<SafetensorsFile>>();
+  readonly #shardOf: ShardLookup;
+  readonly #opening = new Map<string, Promise<SafetensorsFile>>();
+  readonly #opened: SafetensorsFile[] = [];
 
-  private constructor(dir: string, fileOf: (name: string) => string | undefined) {
+  private constructor(dir: string, shardOf: ShardLookup) {
     this.#dir = dir;
-    this.#fileOf = fileOf;
+    this.#shardOf = shardOf;
   }
 
-  static async create(dir: string): Promise<TensorSource> {
-    const indexFile = path.join(dir, 'model.safetensors.index.json');
-    if (fs.existsSync(indexFile)) {
-      const index = readJson(indexFile, 'the shard index');
-      const weightMap = index.weight_map;
-      if (typeof weightMap !== 'object' || weightMap === null) {
-        throw new MoekitError('E_CHECKPOINT', `${indexFile}: weight_map is missing`);
-      }
-      const map = weightMap as Record<string, unknown>;
-      return new TensorSource(dir, (name) => (typeof map[name] === 'string' ? (map[name] as string) : undefined));
-    }
-    const single = path.join(dir, 'model.safetensors');
-    if (!fs.existsSync(single)) {
-      throw new MoekitError('E_NOT_FOUND', `${dir}: no model.safetensors or model.safetensors.index.json`);
-    }
-    const file = await SafetensorsFile.open(single);
-    const source = new TensorSource(dir, (name) => (file.has(name) ? 'model.safetensors' : undefined));
-    source.#open.set('model.safetensors', Promise.resolve(file));
-    return source;
+  static async open(dir: string): Promise<CheckpointFiles> {
+    const indexFile = path.join(dir, INDEX_FILE);
+    if (fs.existsSync(indexFile)) return new CheckpointFiles(dir, shardLookupFromIndex(indexFile));
+    const singleFile = path.join(dir, SINGLE_FILE);
+    if (!fs.existsSync(singleFile)) throw new MoekitError('E_NOT_FOUND', `${dir}: no ${SINGLE_FILE} or ${INDEX_FILE}`);
+    const single = await SafetensorsFile.open(singleFile);
+    const files = new CheckpointFiles(dir, (name) => (single.has(name) ? SINGLE_FILE : undefined));
+    files.#opening.set(SINGLE_FILE, Promise.resolve(single));
+    files.#opened.push(single);
+    return files;
   }
 
-  has(name: string): boolean {
-    return this.#fileOf(name) !== undefined;
-  }
-
-  /** Reads a float tensor of the expected shape; E_CHECKPOINT names a missing or misshapen one. */
-  async read(name: string, shape: readonly number[]): Promise<HostTensor> {
-    const fileName = this.#fileOf(name);
-    if (fileName === undefined) {
-      const hint = this.has(`${name}_blocks`) ? ' (this checkpoint stores it MXFP4-quantized, which moekit does not read)' : '';
-      throw new MoekitError('E_CHECKPOINT', `${this.#dir}: missing tensor ${name}${hint}`);
-    }
-    const file = await this.#file(fileName);
-    if (!file.has(name)) throw new MoekitError('E_CHECKPOINT', `${file.path}: missing tensor ${name} (the index places it in this shard)`);
+  /** Finds `name` and checks it has `shape` and a float dtype; E_CHECKPOINT names what is wrong. */
+  async locate(name: string, shape: readonly number[]): Promise<LocatedTensor> {
+    const shard = this.#shardOf(name);
+    if (shard === undefined) throw new MoekitError('E_CHECKPOINT', `${this.#dir}: missing tensor ${name}${this.#missingHint(name)}`);
+    const file = await this.#file(shard);
+    if (!file.has(name)) throw new MoekitError('E_CHECKPOINT', `${file.path}: missing tensor ${name} (${INDEX_FILE} places it in this shard)`);
     const info = file.info(name);
     if (info.shape.length !== shape.length || info.shape.some((extent, axis) => extent !== shape[axis])) {
-      throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} has shape [${info.shape.join(', ')}], expected [${shape.join(', ')}]`);
+      throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} has shape ${formatShape(info.shape)}, expected ${formatShape(shape)}`);
     }
-    const dtype = SAFETENSORS_DTYPES[info.dtype];
+    const dtype = WEIGHT_DTYPES[info.dtype];
     if (dtype === undefined) throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} is ${info.dtype}; weights must be F32, F16 or BF16`);
-    const tensor: SafetensorsTensor = await file.read(name);
-    return { dtype, shape: tensor.shape, data: tensor.data as Float32Array | Uint16Array };
+    return { name, file, dtype, shape: info.shape };
   }
 
-  async close(): Promise<{ bytesRead: number; files: string[] }> {
-    let bytesRead = 0;
-    const files: string[] = [];
-    for (const opening of this.#open.values()) {
-      const file = await opening.catch(() => undefined);
-      if (!file) continue;
-      bytesRead += file.bytesRead;
-      files.push(file.path);
-      await file.close();
-    }
-    return { bytesRead, files };
+  /** Reads a located tensor whole, or only `rows` along its first axis. */
+  async read(tensor: LocatedTensor, rows?: Slice): Promise<HostTensor> {
+    const { file, name } = tensor;
+    const read = rows ? await file.readRows(name, rows.first, rows.count) : await file.read(name);
+    // locate() admitted only F32, F16 and BF16, whose data are Float32Array or Uint16Array.
+    return { dtype: tensor.dtype, shape: read.shape, data: read.data as Float32Array | Uint16Array };
   }
 
-  #file(fileName: string): Promise<SafetensorsFile> {
-    let opening = this.#open.get(fileName);
+  /** Bytes read so far and the files opened, for the caller's accounting. */
+  usage(): { bytesRead: number; files: string[] } {
+    return {
+      bytesRead: this.#opened.reduce((total, file) => total + file.bytesRead, 0),
+      files: this.#opened.map((file) => file.path),
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.#opening.values());
+    await Promise.all(this.#opened.map((file) => file.close()));
+  }
+
+  /** gpt-oss as released stores its experts MXFP4-quantized, under other names. */
+  #missingHint(name: string): string {
+    return this.#shardOf(`${name}_blocks`) === undefined ? '' : ' (this checkpoint stores it MXFP4-quantized, which moekit does not read)';
+  }
+
+  #file(shard: string): Promise<SafetensorsFile> {
+    let opening = this.#opening.get(shard);
     if (!opening) {
-      const file = path.join(this.#dir, fileName);
-      opening = fs.existsSync(file)
-        ? SafetensorsFile.open(file)
-        : Promise.reject(new MoekitError('E_NOT_FOUND', `${file}: shard listed in model.safetensors.index.json is missing`));
-      opening.catch(() => undefined); // reported to the reader that awaits it
-      this.#open.set(fileName, opening);
+      opening = this.#openShard(path.join(this.#dir, shard));
+      this.#opening.set(shard, opening);
     }
     return opening;
   }
-}
 
-/** One dtype for parts of one logical weight: theirs if they agree, else float32. */
-function commonDType(parts: readonly HostTensor[]): FloatDType {
-  const first = parts[0]!.dtype;
-  return parts.every((part) => part.dtype === first) ? first : 'float32';
-}
-
-function asDType(tensor: HostTensor, dtype: FloatDType): Float32Array | Uint16Array {
-  if (tensor.dtype === dtype) return tensor.data;
-  if (dtype !== 'float32') throw new MoekitError('E_NATIVE', 'only conversion to float32 is needed here');
-  return tensor.dtype === 'float32' ? tensor.data : decodeHalf(tensor.data as Uint16Array, tensor.dtype);
-}
-
-function allocate(dtype: FloatDType, length: number): Float32Array | Uint16Array {
-  return dtype === 'float32' ? new Float32Array(length) : new Uint16Array(length);
-}
-
-/** Concatenates tensors' elements in order into one tensor of `shape`. */
-function stack(parts: readonly HostTensor[], shape: number[]): HostTensor {
-  const dtype = commonDType(parts);
-  const data = allocate(dtype, shape.reduce((total, extent) => total * extent, 1));
-  let offset = 0;
-  for (const part of parts) {
-    const values = asDType(part, dtype);
-    data.set(values, offset);
-    offset += values.length;
+  async #openShard(file: string): Promise<SafetensorsFile> {
+    if (!fs.existsSync(file)) throw new MoekitError('E_NOT_FOUND', `${file}: shard listed in ${INDEX_FILE} is missing`);
+    const opened = await SafetensorsFile.open(file);
+    this.#opened.push(opened);
+    return opened;
   }
-  return { dtype, shape, data };
 }
 
-/** gpt-oss stores gate/up interleaved along the last axis of [E, H, 2I]; moekit wants [E, 2I, H] halves. */
-function deinterleaveGateUp(gateUp: HostTensor, experts: number, hidden: number, inter: number): HostTensor {
-  const source = gateUp.data;
-  const data = allocate(gateUp.dtype, experts * 2 * inter * hidden);
-  for (let e = 0; e < experts; e++) {
-    for (let h = 0; h < hidden; h++) {
-      const row = (e * hidden + h) * 2 * inter;
-      for (let i = 0; i < inter; i++) {
-        data[(e * 2 * inter + i) * hidden + h] = source[row + 2 * i]!;
-        data[(e * 2 * inter + inter + i) * hidden + h] = source[row + 2 * i + 1]!;
-      }
-    }
-  }
-  return { dtype: gateUp.dtype, shape: [experts, 2 * inter, hidden], data };
+/** Every tensor of one MoE block, found and checked, none read yet. */
+interface LocatedBlock {
+  router: LocatedTensor;
+  routerBias?: LocatedTensor;
+  correctionBias?: LocatedTensor;
+  experts: LocatedExperts;
+  shared?: LocatedSharedExpert;
 }
 
-function deinterleaveBias(bias: HostTensor, experts: number, inter: number): HostTensor {
-  const data = allocate(bias.dtype, experts * 2 * inter);
-  for (let e = 0; e < experts; e++) {
-    for (let i = 0; i < inter; i++) {
-      data[e * 2 * inter + i] = bias.data[e * 2 * inter + 2 * i]!;
-      data[e * 2 * inter + inter + i] = bias.data[e * 2 * inter + 2 * i + 1]!;
-    }
-  }
-  return { dtype: bias.dtype, shape: [experts, 2 * inter], data };
+type LocatedExperts =
+  /** Each expert's gate then up ([I, H] each), and each expert's down [H, I]. */
+  | { layout: 'per_expert'; gateUp: LocatedTensor[]; down: LocatedTensor[] }
+  /** gpt-oss's fused tensors, all experts in each (see ExpertTensorNames). */
+  | { layout: 'fused_interleaved'; gateUp: LocatedTensor; gateUpBias: LocatedTensor; down: LocatedTensor; downBias: LocatedTensor };
+
+interface LocatedSharedExpert {
+  gateUp: LocatedTensor[];
+  down: LocatedTensor;
+  gate?: LocatedTensor;
 }
 
-/** [E, rows, cols] → [E, cols, rows] */
-function transposeExperts(tensor: HostTensor, experts: number, rows: number, cols: number): HostTensor {
-  const data = allocate(tensor.dtype, experts * rows * cols);
-  for (let e = 0; e < experts; e++) {
-    const base = e * rows * cols;
-    for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) data[base + c * rows + r] = tensor.data[base + r * cols + c]!;
-    }
-  }
-  return { dtype: tensor.dtype, shape: [experts, cols, rows], data };
+function expertIds(experts: Slice): number[] {
+  return Array.from({ length: experts.count }, (_, index) => experts.first + index);
 }
 
-/** Reads experts [experts.first, +count): per-expert tensors only for those; fused ones whole. */
-async function readExperts(source: TensorSource, config: MoEConfig, layer: number, experts: Slice): Promise<Pick<MoEWeights, 'w13' | 'w13Bias' | 'w2' | 'w2Bias'>> {
-  const names = blockTensorNames(config.family as Exclude<MoEConfig['family'], 'custom'>, layer);
+async function locateExperts(files: CheckpointFiles, names: ExpertTensorNames, config: MoEConfig, experts: Slice): Promise<LocatedExperts> {
   const { numExperts: E, hiddenSize: H, intermediateSize: I } = config;
-  if (names.fused) {
-    // All experts live in one tensor each: read them whole, keep the wanted experts.
-    const gateUp = await source.read(names.fused.gateUp, [E, H, 2 * I]);
-    const gateUpBias = await source.read(names.fused.gateUpBias, [E, 2 * I]);
-    const down = await source.read(names.fused.down, [E, I, H]);
-    const downBias = await source.read(names.fused.downBias, [E, H]);
-    const keep = (tensor: HostTensor): HostTensor => {
-      const [, rows, cols] = tensor.shape.length === 3 ? (tensor.shape as [number, number, number]) : [E, 1, tensor.shape[1]!];
-      const sliced = sliceExperts({ ...tensor, shape: [E, rows, cols] }, experts, { first: 0, count: rows }, { first: 0, count: cols });
-      return { ...sliced, shape: tensor.shape.length === 3 ? sliced.shape : [experts.count, cols] };
-    };
+  if (names.layout === 'fused_interleaved') {
     return {
-      w13: keep(deinterleaveGateUp(gateUp, E, H, I)),
-      w13Bias: keep(deinterleaveBias(gateUpBias, E, I)),
-      w2: keep(transposeExperts(down, E, I, H)),
-      w2Bias: keep(downBias),
+      layout: names.layout,
+      gateUp: await files.locate(names.gateUp, [E, H, 2 * I]),
+      gateUpBias: await files.locate(names.gateUpBias, [E, 2 * I]),
+      down: await files.locate(names.down, [E, I, H]),
+      downBias: await files.locate(names.downBias, [E, H]),
     };
   }
-  const expert = names.expert!;
-  const gateUpParts: HostTensor[] = [];
-  const downParts: HostTensor[] = [];
-  for (let e = experts.first; e < experts.first + experts.count; e++) {
-    gateUpParts.push(await source.read(expert.gate(e), [I, H]), await source.read(expert.up(e), [I, H]));
-    downParts.push(await source.read(expert.down(e), [H, I]));
+  const gateUp: LocatedTensor[] = [];
+  const down: LocatedTensor[] = [];
+  for (const expert of expertIds(experts)) {
+    gateUp.push(await files.locate(names.gate(expert), [I, H]), await files.locate(names.up(expert), [I, H]));
+    down.push(await files.locate(names.down(expert), [H, I]));
   }
-  return { w13: stack(gateUpParts, [experts.count, 2 * I, H]), w2: stack(downParts, [experts.count, H, I]) };
+  return { layout: names.layout, gateUp, down };
 }
 
-async function readSharedExpert(source: TensorSource, config: MoEConfig, layer: number): Promise<MoEWeights['shared']> {
-  if (!config.sharedExpert) return undefined;
-  const names = blockTensorNames(config.family as Exclude<MoEConfig['family'], 'custom'>, layer).shared!;
+async function locateSharedExpert(files: CheckpointFiles, names: BlockTensorNames['shared'], config: MoEConfig): Promise<LocatedSharedExpert | undefined> {
+  if (!config.sharedExpert || !names) return undefined;
   const { hiddenSize: H } = config;
-  const S = config.sharedExpert.intermediateSize;
-  const gate = await source.read(names.gate, [S, H]);
-  const up = await source.read(names.up, [S, H]);
-  const shared: NonNullable<MoEWeights['shared']> = { w13: stack([gate, up], [2 * S, H]), w2: await source.read(names.down, [H, S]) };
-  if (config.sharedExpert.gated && names.sharedGate) shared.gate = await source.read(names.sharedGate, [1, H]);
+  const { intermediateSize: S, gated } = config.sharedExpert;
+  const shared: LocatedSharedExpert = {
+    gateUp: [await files.locate(names.gate, [S, H]), await files.locate(names.up, [S, H])],
+    down: await files.locate(names.down, [H, S]),
+  };
+  if (gated && names.sharedGate) shared.gate = await files.locate(names.sharedGate, [1, H]);
   return shared;
 }
 
+/** Finds and checks every tensor of the block first, so a broken checkpoint fails before gigabytes are read. */
+async function locateBlock(files: CheckpointFiles, config: CheckpointMoEConfig, layer: number, experts: Slice): Promise<LocatedBlock> {
+  const names = blockTensorNames(config.family, layer);
+  const { numExperts: E, hiddenSize: H } = config;
+  const block: LocatedBlock = {
+    router: await files.locate(names.router, [E, H]),
+    experts: await locateExperts(files, names.experts, config, experts),
+  };
+  if (names.routerBias) block.routerBias = await files.locate(names.routerBias, [E]);
+  if (names.correctionBias) block.correctionBias = await files.locate(names.correctionBias, [E]);
+  const shared = await locateSharedExpert(files, names.shared, config);
+  if (shared) block.shared = shared;
+  return block;
+}
+
+function allocateHostTensor(dtype: FloatDType, shape: number[]): HostTensor {
+  return { dtype, shape, data: allocateHostArray(dtype, shape.reduce((total, extent) => total * extent, 1)) };
+}
+
+function asFloat32(tensor: HostTensor): Float32Array {
+  return tensor.dtype === 'float32' ? (tensor.data as Float32Array) : decodeHalf(tensor.data as Uint16Array, tensor.dtype);
+}
+
+/** The values of `tensor` as `dtype`: its own, or float32 where the parts of a weight disagree. */
+function valuesAs(tensor: HostTensor, dtype: FloatDType): Float32Array | Uint16Array {
+  return tensor.dtype === dtype ? tensor.data : asFloat32(tensor);
+}
+
+/** One dtype for the parts of one logical weight: theirs when they agree, else float32. */
+function commonDType(parts: readonly LocatedTensor[]): FloatDType {
+  const first = parts[0]?.dtype ?? 'float32';
+  return parts.every((part) => part.dtype === first) ? first : 'float32';
+}
+
+/**
+ * Concatenates the parts' elements, in order, into one tensor of `shape`. Parts are read one at a
+ * time, so memory peaks at the result plus one part.
+ */
+async function concatenate(files: CheckpointFiles, parts: readonly LocatedTensor[], shape: number[]): Promise<HostTensor> {
+  const result = allocateHostTensor(commonDType(parts), shape);
+  let offset = 0;
+  for (const part of parts) {
+    const values = valuesAs(await files.read(part), result.dtype);
+    result.data.set(values, offset);
+    offset += values.length;
+  }
+  return result;
+}
+
+type Elements = Float32Array | Uint16Array;
+
+/**
+ * One gpt-oss expert's gate_up_proj [H, 2I] (x · W, gate and up in even and odd columns) written
+ * as Linear rows [2I, H] at `offset`: gate rows 0..I-1, then up rows I..2I-1.
+ */
+function writeGateUpAsHalves(source: Elements, target: Elements, offset: number, hidden: number, inter: number): void {
+  for (let h = 0; h < hidden; h++) {
+    for (let i = 0; i < inter; i++) {
+      target[offset + i * hidden + h] = source[h * 2 * inter + 2 * i]!;
+      target[offset + (inter + i) * hidden + h] = source[h * 2 * inter + 2 * i + 1]!;
+    }
+  }
+}
+
+/** [rows, cols] written transposed, as [cols, rows], at `offset`. */
+function writeTransposed(source: Elements, target: Elements, offset: number, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) target[offset + c * rows + r] = source[r * cols + c]!;
+  }
+}
+
+/** Each row [g0, u0, g1, u1, …] of an [n, 2I] bias as [g0, g1, …, u0, u1, …]. */
+function deinterleaveRows(bias: HostTensor): HostTensor {
+  const [rows, width] = bias.shape as [number, number];
+  const inter = width / 2;
+  const result = allocateHostTensor(bias.dtype, [rows, width]);
+  for (let row = 0; row < rows; row++) {
+    for (let i = 0; i < inter; i++) {
+      result.data[row * width + i] = bias.data[row * width + 2 * i]!;
+      result.data[row * width + inter + i] = bias.data[row * width + 2 * i + 1]!;
+    }
+  }
+  return result;
+}
+
+type ExpertWeights = Pick<MoEWeights<HostTensor>, 'w13' | 'w13Bias' | 'w2' | 'w2Bias'>;
+
+/**
+ * gpt-oss keeps all experts in one tensor per projection: reads only the wanted experts' rows, one
+ * expert at a time (memory peaks at the result plus one expert), into the canonical layout.
+ */
+async function readFusedExperts(
+  files: CheckpointFiles,
+  located: Extract<LocatedExperts, { layout: 'fused_interleaved' }>,
+  config: MoEConfig,
+  experts: Slice,
+): Promise<ExpertWeights> {
+  const { hiddenSize: H, intermediateSize: I } = config;
+  const w13 = allocateHostTensor(located.gateUp.dtype, [experts.count, 2 * I, H]);
+  const w2 = allocateHostTensor(located.down.dtype, [experts.count, H, I]);
+  for (const [index, expert] of expertIds(experts).entries()) {
+    const one = { first: expert, count: 1 };
+    writeGateUpAsHalves((await files.read(located.gateUp, one)).data, w13.data, index * 2 * I * H, H, I);
+    writeTransposed((await files.read(located.down, one)).data, w2.data, index * H * I, I, H);
+  }
+  return { w13, w13Bias: deinterleaveRows(await files.read(located.gateUpBias, experts)), w2, w2Bias: await files.read(located.downBias, experts) };
+}
+
+/** w13 [n, 2I, H] (per expert: gate rows, then up rows) and w2 [n, H, I] for the n experts asked for. */
+async function readExperts(files: CheckpointFiles, located: LocatedExperts, config: MoEConfig, experts: Slice): Promise<ExpertWeights> {
+  if (located.layout === 'fused_interleaved') return readFusedExperts(files, located, config, experts);
+  const { hiddenSize: H, intermediateSize: I } = config;
+  return { w13: await concatenate(files, located.gateUp, [experts.count, 2 * I, H]), w2: await concatenate(files, located.down, [experts.count, H, I]) };
+}
+
+/** The shared expert as w13 [2Is, H] (gate rows then up rows), w2 [H, Is] and, when gated, gate [1, H]. */
+async function readSharedExpert(files: CheckpointFiles, located: LocatedSharedExpert): Promise<NonNullable<MoEWeights['shared']>> {
+  const [H, S] = located.down.shape as [number, number];
+  const shared: NonNullable<MoEWeights['shared']> = {
+    w13: await concatenate(files, located.gateUp, [2 * S, H]),
+    w2: await files.read(located.down),
+  };
+  if (located.gate) shared.gate = await files.read(located.gate);
+  return shared;
+}
+
+async function readBlock(files: CheckpointFiles, block: LocatedBlock, config: MoEConfig, experts: Slice): Promise<MoEWeights<HostTensor>> {
+  const weights: MoEWeights<HostTensor> = {
+    router: await files.read(block.router),
+    ...(await readExperts(files, block.experts, config, experts)),
+  };
+  if (block.routerBias) weights.routerBias = await files.read(block.routerBias);
+  if (block.correctionBias) weights.correctionBias = await files.read(block.correctionBias);
+  if (block.shared) weights.shared = await readSharedExpert(files, block.shared);
+  return weights;
+}
+
+function checkExpertSlice(experts: Slice, numExperts: number): void {
+  const { first, count } = experts;
+  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 1 || first + count > numExperts) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `experts [${first}, ${first + count}) is not a non-empty range of the checkpoint's ${numExperts} experts`);
+  }
+}
+
 /** Reads and checks a checkpoint's config.json for layer `layer`'s MoE block, reading no weights. */
-export function readMoEConfig(dir: string, layer: number): MoEConfig {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+export function readMoEConfig(dir: string, layer: number): CheckpointMoEConfig {
+  if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
     throw new MoekitError('E_NOT_FOUND', `checkpoint folder ${dir} does not exist`);
   }
   const configFile = path.join(dir, 'config.json');
-  const raw = readJson(configFile, 'config.json');
+  const raw = readJsonObject(configFile, 'E_CONFIG');
   const config = parseMoEConfig(raw, configFile);
-  checkMoELayer(raw, config.family as Exclude<MoEConfig['family'], 'custom'>, layer, configFile);
+  checkMoELayer(raw, config.family, layer, configFile);
   return config;
 }
 
-export interface LoadOptions {
-  layer: number;
-  /** Read only these experts (Expert Parallel); the returned w13/w2 hold just them. Default: all. */
-  experts?: Slice;
-}
-
-/** Reads layer `layer`'s MoE block from a Hugging Face checkpoint folder. */
+/** Reads layer `options.layer`'s MoE block from a Hugging Face checkpoint folder. */
 export async function loadMoECheckpoint(dir: string, options: LoadOptions): Promise<LoadedCheckpoint> {
   const config = readMoEConfig(dir, options.layer);
-  const names = blockTensorNames(config.family as Exclude<MoEConfig['family'], 'custom'>, options.layer);
-  const source = await TensorSource.create(dir);
+  const experts = options.experts ?? { first: 0, count: config.numExperts };
+  checkExpertSlice(experts, config.numExperts);
+  const files = await CheckpointFiles.open(dir);
   try {
-    const { numExperts: E, hiddenSize: H } = config;
-    const weights: MoEWeights<HostTensor> = {
-      router: await source.read(names.router, [E, H]),
-      ...(await readExperts(source, config, options.layer, options.experts ?? { first: 0, count: E })),
-    };
-    if (names.routerBias) weights.routerBias = await source.read(names.routerBias, [E]);
-    if (names.correctionBias) weights.correctionBias = await source.read(names.correctionBias, [E]);
-    const shared = await readSharedExpert(source, config, options.layer);
-    if (shared) weights.shared = shared;
-    const { bytesRead, files } = await source.close();
-    return { config, weights, bytesRead, files };
-  } catch (error) {
-    await source.close();
-    throw error;
+    const block = await locateBlock(files, config, options.layer, experts);
+    const weights = await readBlock(files, block, config, experts);
+    return { config, weights, ...files.usage() };
+  } finally {
+    await files.close();
   }
 }

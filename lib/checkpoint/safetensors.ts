@@ -1,217 +1,324 @@
 /**
  * The safetensors format: an 8-byte little-endian header length, a JSON header mapping tensor
- * names to {dtype, shape, data_offsets}, then the raw bytes. The reader validates the whole header
- * before reading anything else, and reads only the bytes of the tensors asked for.
+ * names to {dtype, shape, data_offsets}, then the data section. The reader validates the whole
+ * header when a file is opened and afterwards reads only the bytes of the tensors asked for, so
+ * loading one layer of a sharded checkpoint touches nothing else.
+ *
+ * Typed arrays are viewed in the machine's byte order; every platform moekit builds for is
+ * little-endian, as the format is.
  */
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { MoekitError } from '../errors';
 
-/** Dtypes moekit reads. Others in a header are tolerated until someone asks for that tensor. */
-export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
+/** Bits per element of every dtype the format defines (some pack several elements per byte). */
+const ELEMENT_BITS = {
+  BOOL: 8, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8, F4: 4, F6_E2M3: 6, F6_E3M2: 6,
+  I16: 16, U16: 16, F16: 16, BF16: 16, I32: 32, U32: 32, F32: 32, F64: 64, I64: 64, U64: 64,
+} as const;
 
-const DTYPE_BYTES: Readonly<Record<string, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1, U16: 2, U32: 4, U64: 8,
-};
-const READABLE_DTYPES: readonly string[] = ['F32', 'F16', 'BF16', 'I32', 'I64'];
+/** A dtype a safetensors header may declare. */
+export type SafetensorsDType = keyof typeof ELEMENT_BITS;
+/** The dtypes moekit reads; a file may hold others, and reading one of those tensors fails. */
+export type ReadableDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
+
+const READABLE_DTYPES: readonly SafetensorsDType[] = ['F32', 'F16', 'BF16', 'I32', 'I64'];
 
 /** A header larger than this is not a real checkpoint's (real ones are a few MB at most). */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const HEADER_LENGTH_BYTES = 8;
+/** Node reads at most 2 GiB per call; larger tensors are read in pieces of this size. */
+const MAX_READ_BYTES = 1024 * 1024 * 1024;
 
 export interface TensorInfo {
   dtype: SafetensorsDType;
   shape: number[];
-  /** Byte range within the data section. */
+  byteLength: number;
+}
+
+/** F32 → Float32Array, F16/BF16 → their raw 16-bit patterns, I32 → Int32Array, I64 → BigInt64Array. */
+export type SafetensorsTensor =
+  | { dtype: 'F32'; shape: number[]; data: Float32Array }
+  | { dtype: 'F16' | 'BF16'; shape: number[]; data: Uint16Array }
+  | { dtype: 'I32'; shape: number[]; data: Int32Array }
+  | { dtype: 'I64'; shape: number[]; data: BigInt64Array };
+
+/** Where a tensor's bytes lie within the data section: [begin, end). */
+interface HeaderEntry {
+  dtype: SafetensorsDType;
+  shape: number[];
   begin: number;
   end: number;
 }
 
-/** F32 → Float32Array, F16/BF16 → raw bits in Uint16Array, I32 → Int32Array, I64 → BigInt64Array. */
-export type SafetensorsData = Float32Array | Uint16Array | Int32Array | BigInt64Array;
-
-export interface SafetensorsTensor {
-  dtype: SafetensorsDType;
-  shape: number[];
-  data: SafetensorsData;
-}
-
-function fail(file: string, message: string): never {
+function malformed(file: string, message: string): never {
   throw new MoekitError('E_SAFETENSORS', `${file}: ${message}`);
 }
 
-function product(shape: readonly number[]): number {
+function elementCount(shape: readonly number[]): number {
   return shape.reduce((total, extent) => total * extent, 1);
 }
 
-function parseEntry(file: string, name: string, raw: unknown, dataBytes: number): TensorInfo {
-  if (typeof raw !== 'object' || raw === null) fail(file, `tensor ${name}: header entry is not an object`);
-  const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(file, `tensor ${name}: unknown dtype ${JSON.stringify(dtype)}`);
-  if (!Array.isArray(shape) || !shape.every((extent) => Number.isSafeInteger(extent) && extent >= 0)) {
-    fail(file, `tensor ${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
-  }
-  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((offset) => Number.isSafeInteger(offset) && offset >= 0)) {
-    fail(file, `tensor ${name}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
-  }
-  const [begin, end] = offsets as [number, number];
-  if (begin > end || end > dataBytes) {
-    fail(file, `tensor ${name}: data_offsets [${begin}, ${end}] run past the end of the data (${dataBytes} bytes; is the file truncated?)`);
-  }
-  const expected = product(shape as number[]) * DTYPE_BYTES[dtype]!;
-  if (end - begin !== expected) {
-    fail(file, `tensor ${name}: shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${expected} bytes but data_offsets hold ${end - begin}`);
-  }
-  return { dtype: dtype as SafetensorsDType, shape: shape as number[], begin, end };
+function isDTypeName(value: unknown): value is SafetensorsDType {
+  return typeof value === 'string' && Object.hasOwn(ELEMENT_BITS, value);
 }
 
-/** An open safetensors file. Close it when done. */
+function isShape(value: unknown): value is number[] {
+  return Array.isArray(value) && value.every((extent) => Number.isSafeInteger(extent) && extent >= 0);
+}
+
+function isOffsetPair(value: unknown): value is [number, number] {
+  return Array.isArray(value) && value.length === 2 && value.every((offset) => Number.isSafeInteger(offset) && offset >= 0);
+}
+
+/** Checks one header entry against the format and against the data section's size. */
+function parseEntry(file: string, name: string, raw: unknown, dataBytes: number): HeaderEntry {
+  const where = `tensor ${name}`;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) malformed(file, `${where}: header entry is not an object`);
+  const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
+  if (!isDTypeName(dtype)) malformed(file, `${where}: unknown dtype ${JSON.stringify(dtype)}`);
+  if (!isShape(shape)) malformed(file, `${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+  if (!isOffsetPair(offsets)) malformed(file, `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+  const [begin, end] = offsets;
+  if (begin > end) malformed(file, `${where}: data_offsets [${begin}, ${end}] end before they begin`);
+  if (end > dataBytes) {
+    malformed(file, `${where}: data_offsets [${begin}, ${end}] run past the end of the data (${dataBytes} bytes; is the file truncated?)`);
+  }
+  const bits = elementCount(shape) * ELEMENT_BITS[dtype];
+  if (bits !== (end - begin) * 8) {
+    malformed(file, `${where}: shape [${shape.join(', ')}] of ${dtype} needs ${bits / 8} bytes but data_offsets hold ${end - begin}`);
+  }
+  return { dtype, shape, begin, end };
+}
+
+function parseHeader(file: string, json: string, dataBytes: number): Map<string, HeaderEntry> {
+  let header: unknown;
+  try {
+    header = JSON.parse(json);
+  } catch {
+    malformed(file, 'header is not valid JSON');
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) malformed(file, 'header is not a JSON object');
+  const entries = new Map<string, HeaderEntry>();
+  for (const [name, raw] of Object.entries(header)) {
+    // Free-form string metadata (format version, framework), nothing moekit needs.
+    if (name === '__metadata__') continue;
+    entries.set(name, parseEntry(file, name, raw, dataBytes));
+  }
+  return entries;
+}
+
+/** Reads `target.length` bytes from `position` (in pieces, as Node caps one read); returns how many there were. */
+async function readFully(handle: fs.promises.FileHandle, target: Uint8Array, position: number): Promise<number> {
+  let done = 0;
+  while (done < target.length) {
+    const { bytesRead } = await handle.read(target, done, Math.min(target.length - done, MAX_READ_BYTES), position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+async function openForReading(file: string): Promise<fs.promises.FileHandle> {
+  try {
+    return await fs.promises.open(file, 'r');
+  } catch (error) {
+    throw new MoekitError('E_NOT_FOUND', `${file}: cannot open (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
+  }
+}
+
+/** Reads and checks the 8-byte header length against the format's and moekit's bounds. */
+async function readHeaderLength(file: string, handle: fs.promises.FileHandle, fileBytes: number): Promise<number> {
+  const prefix = Buffer.alloc(HEADER_LENGTH_BYTES);
+  if ((await readFully(handle, prefix, 0)) < HEADER_LENGTH_BYTES) {
+    malformed(file, `file is ${fileBytes} bytes, too short for a safetensors header`);
+  }
+  const length = prefix.readBigUInt64LE(0);
+  if (length === 0n || length > BigInt(Math.min(MAX_HEADER_BYTES, fileBytes - HEADER_LENGTH_BYTES))) {
+    malformed(file, `absurd header length ${length} (file size ${fileBytes} bytes)`);
+  }
+  return Number(length);
+}
+
+function typedView(dtype: ReadableDType, shape: number[], bytes: ArrayBuffer): SafetensorsTensor {
+  switch (dtype) {
+    case 'F32': return { dtype, shape, data: new Float32Array(bytes) };
+    case 'F16':
+    case 'BF16': return { dtype, shape, data: new Uint16Array(bytes) };
+    case 'I32': return { dtype, shape, data: new Int32Array(bytes) };
+    case 'I64': return { dtype, shape, data: new BigInt64Array(bytes) };
+  }
+}
+
+/** An open safetensors file whose header has been checked. Close it when done. */
 export class SafetensorsFile {
   readonly path: string;
-  /** Bytes read from disk so far, header included. */
-  bytesRead = 0;
   readonly #handle: fs.promises.FileHandle;
-  readonly #tensors: Map<string, TensorInfo>;
+  readonly #entries: Map<string, HeaderEntry>;
   readonly #dataStart: number;
+  #bytesRead: number;
 
-  private constructor(file: string, handle: fs.promises.FileHandle, tensors: Map<string, TensorInfo>, dataStart: number, headerBytes: number) {
+  private constructor(file: string, handle: fs.promises.FileHandle, entries: Map<string, HeaderEntry>, dataStart: number) {
     this.path = file;
     this.#handle = handle;
-    this.#tensors = tensors;
+    this.#entries = entries;
     this.#dataStart = dataStart;
-    this.bytesRead = headerBytes;
+    this.#bytesRead = dataStart;
   }
 
-  /** Opens and validates a file's header. Throws E_NOT_FOUND or E_SAFETENSORS naming the file. */
+  /** Opens a file and validates its header. Throws E_NOT_FOUND or E_SAFETENSORS naming the file. */
   static async open(file: string): Promise<SafetensorsFile> {
-    let handle: fs.promises.FileHandle;
-    try {
-      handle = await fs.promises.open(file, 'r');
-    } catch (error) {
-      throw new MoekitError('E_NOT_FOUND', `${file}: cannot open (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
-    }
+    const handle = await openForReading(file);
     try {
       const stats = await handle.stat();
-      if (!stats.isFile()) fail(file, 'not a file');
-      const { size } = stats;
-      if (size < HEADER_LENGTH_BYTES) fail(file, `file is ${size} bytes, too short for a safetensors header`);
-      const lengthBytes = Buffer.alloc(HEADER_LENGTH_BYTES);
-      await handle.read(lengthBytes, 0, HEADER_LENGTH_BYTES, 0);
-      const headerLength = lengthBytes.readBigUInt64LE(0);
-      if (headerLength === 0n || headerLength > BigInt(Math.min(MAX_HEADER_BYTES, size - HEADER_LENGTH_BYTES))) {
-        fail(file, `absurd header length ${headerLength} (file size ${size} bytes)`);
-      }
-      const headerBytes = Number(headerLength);
-      const headerBuffer = Buffer.alloc(headerBytes);
-      await handle.read(headerBuffer, 0, headerBytes, HEADER_LENGTH_BYTES);
-      let header: unknown;
-      try {
-        header = JSON.parse(headerBuffer.toString('utf8'));
-      } catch {
-        fail(file, 'header is not valid JSON');
-      }
-      if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(file, 'header is not a JSON object');
-      const dataStart = HEADER_LENGTH_BYTES + headerBytes;
-      const tensors = new Map<string, TensorInfo>();
-      for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
-        if (name === '__metadata__') continue;
-        tensors.set(name, parseEntry(file, name, entry, size - dataStart));
-      }
-      return new SafetensorsFile(file, handle, tensors, dataStart, dataStart);
+      if (!stats.isFile()) malformed(file, 'not a regular file');
+      const headerLength = await readHeaderLength(file, handle, stats.size);
+      const json = Buffer.alloc(headerLength);
+      await readFully(handle, json, HEADER_LENGTH_BYTES);
+      const dataStart = HEADER_LENGTH_BYTES + headerLength;
+      const entries = parseHeader(file, json.toString('utf8'), stats.size - dataStart);
+      return new SafetensorsFile(file, handle, entries, dataStart);
     } catch (error) {
       await handle.close();
       throw error;
     }
   }
 
+  /** Bytes read from disk so far, header included. */
+  get bytesRead(): number {
+    return this.#bytesRead;
+  }
+
   names(): string[] {
-    return [...this.#tensors.keys()];
+    return [...this.#entries.keys()];
   }
 
   has(name: string): boolean {
-    return this.#tensors.has(name);
+    return this.#entries.has(name);
   }
 
   info(name: string): TensorInfo {
-    const info = this.#tensors.get(name);
-    if (!info) throw new MoekitError('E_CHECKPOINT', `${this.path}: no tensor named ${name}`);
-    return info;
+    const { dtype, shape, begin, end } = this.#entry(name);
+    return { dtype, shape: [...shape], byteLength: end - begin };
   }
 
-  /** Reads one tensor's bytes (and only those). */
+  /** Reads one tensor's bytes, and only those. */
   async read(name: string): Promise<SafetensorsTensor> {
-    const info = this.info(name);
-    if (!READABLE_DTYPES.includes(info.dtype)) {
-      throw new MoekitError('E_SAFETENSORS', `${this.path}: tensor ${name} has dtype ${info.dtype}, which moekit does not read (${READABLE_DTYPES.join(', ')})`);
+    const entry = this.#entry(name);
+    return this.#readRange(name, this.#readableDType(name, entry), entry.begin, entry.shape);
+  }
+
+  /** Reads rows [first, first + count) along the first axis, e.g. some experts of a fused [E, …] tensor. */
+  async readRows(name: string, first: number, count: number): Promise<SafetensorsTensor> {
+    const entry = this.#entry(name);
+    const dtype = this.#readableDType(name, entry);
+    const [rows, ...rowShape] = entry.shape;
+    if (rows === undefined || !Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0 || first + count > rows) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `${this.path}: tensor ${name} of shape [${entry.shape.join(', ')}] has no rows [${first}, ${first + count})`);
     }
-    const length = info.end - info.begin;
-    const bytes = new ArrayBuffer(length);
-    const { bytesRead } = await this.#handle.read(new Uint8Array(bytes), 0, length, this.#dataStart + info.begin);
-    this.bytesRead += bytesRead;
-    if (bytesRead !== length) fail(this.path, `tensor ${name}: file ended after ${bytesRead} of ${length} bytes`);
-    return { dtype: info.dtype, shape: [...info.shape], data: typedView(info.dtype, bytes) };
+    const rowBytes = (elementCount(rowShape) * ELEMENT_BITS[dtype]) / 8;
+    return this.#readRange(name, dtype, entry.begin + first * rowBytes, [count, ...rowShape]);
   }
 
   async close(): Promise<void> {
     await this.#handle.close();
   }
-}
 
-function typedView(dtype: SafetensorsDType, bytes: ArrayBuffer): SafetensorsData {
-  switch (dtype) {
-    case 'F32': return new Float32Array(bytes);
-    case 'F16':
-    case 'BF16': return new Uint16Array(bytes);
-    case 'I32': return new Int32Array(bytes);
-    case 'I64': return new BigInt64Array(bytes);
+  #entry(name: string): HeaderEntry {
+    const entry = this.#entries.get(name);
+    if (!entry) throw new MoekitError('E_NOT_FOUND', `${this.path}: no tensor named ${name}`);
+    return entry;
+  }
+
+  #readableDType(name: string, entry: HeaderEntry): ReadableDType {
+    const { dtype } = entry;
+    if (!(READABLE_DTYPES as readonly string[]).includes(dtype)) {
+      throw new MoekitError('E_DTYPE', `${this.path}: tensor ${name} is ${dtype}, which moekit does not read (it reads ${READABLE_DTYPES.join(', ')})`);
+    }
+    return dtype as ReadableDType;
+  }
+
+  /** Reads the elements of `shape` starting at byte `begin` of the data section. */
+  async #readRange(name: string, dtype: ReadableDType, begin: number, shape: number[]): Promise<SafetensorsTensor> {
+    const byteLength = (elementCount(shape) * ELEMENT_BITS[dtype]) / 8;
+    const bytes = new ArrayBuffer(byteLength);
+    const bytesRead = await readFully(this.#handle, new Uint8Array(bytes), this.#dataStart + begin);
+    this.#bytesRead += bytesRead;
+    // The header was checked against the file's size at open; a shorter read means it shrank since.
+    if (bytesRead !== byteLength) malformed(this.path, `tensor ${name}: file ended after ${bytesRead} of ${byteLength} bytes`);
+    return typedView(dtype, shape, bytes);
   }
 }
 
-export interface TensorToWrite {
-  dtype: 'F32' | 'F16' | 'BF16' | 'I32';
-  shape: number[];
-  data: Float32Array | Uint16Array | Int32Array;
+/** What to write: F32 as Float32Array, F16/BF16 as their raw 16-bit patterns, I32 as Int32Array. */
+export type TensorToWrite =
+  | { dtype: 'F32'; shape: number[]; data: Float32Array }
+  | { dtype: 'F16' | 'BF16'; shape: number[]; data: Uint16Array }
+  | { dtype: 'I32'; shape: number[]; data: Int32Array };
+
+export type WritableDType = TensorToWrite['dtype'];
+
+const WRITE_ARRAYS: Readonly<Record<WritableDType, Float32ArrayConstructor | Uint16ArrayConstructor | Int32ArrayConstructor>> = {
+  F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I32: Int32Array,
+};
+
+/** The types say all this to TypeScript callers; JavaScript callers learn it here, before any file is touched. */
+function checkTensorToWrite(file: string, name: string, tensor: TensorToWrite): void {
+  const invalid = (message: string): never => {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${file}: tensor ${JSON.stringify(name)}: ${message}`);
+  };
+  const { dtype, shape, data } = tensor;
+  if (name === '' || name === '__metadata__') invalid('is not a usable tensor name');
+  if (!Object.hasOwn(WRITE_ARRAYS, dtype)) invalid(`dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(WRITE_ARRAYS).join(', ')}`);
+  if (!isShape(shape)) invalid(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+  const arrayType = WRITE_ARRAYS[dtype];
+  if (!(data instanceof arrayType)) invalid(`${dtype} data must be a ${arrayType.name}`);
+  if (data.length !== elementCount(shape)) invalid(`has ${data.length} elements but shape [${shape.join(', ')}] holds ${elementCount(shape)}`);
+}
+
+/** The 8-byte length and the JSON header, padded with spaces so the data starts 8-byte aligned. */
+function encodeHeader(tensors: Record<string, TensorToWrite>): Buffer {
+  // A Map, so that no tensor name (not even "__proto__") is taken for an object property.
+  const header = new Map<string, unknown>();
+  let offset = 0;
+  for (const [name, { dtype, shape, data }] of Object.entries(tensors)) {
+    header.set(name, { dtype, shape, data_offsets: [offset, offset + data.byteLength] });
+    offset += data.byteLength;
+  }
+  const json = Buffer.from(JSON.stringify(Object.fromEntries(header)), 'utf8');
+  const padded = Buffer.alloc(HEADER_LENGTH_BYTES + Math.ceil(json.length / 8) * 8, ' ');
+  padded.writeBigUInt64LE(BigInt(padded.length - HEADER_LENGTH_BYTES), 0);
+  json.copy(padded, HEADER_LENGTH_BYTES);
+  return padded;
+}
+
+function* fileChunks(header: Buffer, tensors: Record<string, TensorToWrite>): Generator<Uint8Array> {
+  yield header;
+  for (const { data } of Object.values(tensors)) yield new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /**
- * Writes a safetensors file atomically: into a temporary file beside it, renamed over the target
- * only once complete, so a failure never leaves a partial file behind.
+ * Writes a safetensors file atomically: into a temporary file beside it (same file system, so the
+ * rename is atomic), flushed and renamed over the target only once complete. A failure at any
+ * point leaves neither a partial target nor the temporary file behind.
  */
 export async function writeSafetensors(file: string, tensors: Record<string, TensorToWrite>): Promise<void> {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, tensor] of Object.entries(tensors)) {
-    const bytes = tensor.data.byteLength;
-    const expected = product(tensor.shape) * DTYPE_BYTES[tensor.dtype]!;
-    if (bytes !== expected) {
-      throw new MoekitError('E_INVALID_ARGUMENT', `${file}: tensor ${name} has ${bytes} bytes of data but shape [${tensor.shape.join(', ')}] of ${tensor.dtype} needs ${expected}`);
-    }
-    header[name] = { dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  // The data section starts 8-byte aligned: pad the JSON with spaces.
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const headerBytes = Buffer.from(json, 'utf8');
-  const length = Buffer.alloc(HEADER_LENGTH_BYTES);
-  length.writeBigUInt64LE(BigInt(headerBytes.length));
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  for (const [name, tensor] of Object.entries(tensors)) checkTensorToWrite(file, name, tensor);
+  const header = encodeHeader(tensors);
+  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    const handle = await fs.promises.open(temporary, 'w');
+    const handle = await fs.promises.open(temporary, 'wx');
     try {
-      await handle.write(length);
-      await handle.write(headerBytes);
-      for (const tensor of Object.values(tensors)) {
-        await handle.write(new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength));
-      }
+      await fs.promises.writeFile(handle, fileChunks(header, tensors));
+      await handle.sync();
     } finally {
       await handle.close();
     }
     await fs.promises.rename(temporary, file);
   } catch (error) {
     await fs.promises.rm(temporary, { force: true });
-    if (error instanceof MoekitError) throw error;
     throw new MoekitError('E_NOT_FOUND', `${file}: cannot write (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
   }
 }
