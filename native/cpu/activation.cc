@@ -74,7 +74,8 @@ void activation(const ActivationArgs& args) {
     dispatchFloat(args.output.dtype, "activation output", [&](auto out) {
       using In = decltype(in);
       using Out = decltype(out);
-      parallelFor(0, args.input.dim(0), kRowsPerChunk, [&](int64_t begin, int64_t end) { activateRows<In, Out>(args, begin, end); });
+      parallelFor(0, args.input.dim(0), kRowsPerChunk,
+                  [&](int64_t begin, int64_t end) { activateRows<In, Out>(args, begin, end); });
     });
   });
 }

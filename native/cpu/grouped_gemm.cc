@@ -1,11 +1,23 @@
-// Grouped GEMM and linear on the CPU: C[rows, N] = A[rows, K] · B[N, K]ᵀ (+ bias), per expert.
+// Grouped GEMM and linear on the CPU: C[rows, N] = A[rows, K] · B[N, K]ᵀ (+ bias), one B per expert.
 //
-// Work is cut into tiles of kTileRows × kTileCols outputs, spread over the thread pool. Inside a
-// tile the K dimension is walked in chunks of kChunkK so the A and B slices stay in cache; 16-bit
-// inputs are converted to float32 one chunk at a time. The innermost kernel computes four dot
-// products at once in kLanes independent partial sums, a shape compilers vectorize without
-// reassociating floating point (so results do not depend on the compiler's flags).
+// The output is cut into tiles of at most kTileRows × kTileCols that never cross an expert, and
+// the tiles are spread over the thread pool. An expert's tiles take one of two paths, chosen by
+// how many rows the expert has:
+// - Panel path (kPanelPathMinRows rows or more: each weight serves many rows). A tile walks the
+//   depth in chunks of kDepthChunk, converts each chunk of B once into float32 panels stored
+//   depth-major ([k][kPanelCols], so the weights of consecutive outputs share a vector register)
+//   and runs an outer-product micro-kernel over each kPanelRows × kPanelCols block of float32
+//   sums. Each sum is taken in depth order 0..K-1.
+// - Dot path (fewer rows, as when decoding: each weight serves a row or two, so the time is that
+//   of reading the weights, and packing them would only add to it). A micro-kernel takes dot
+//   products of up to kDotRows rows of A with kDotCols rows of B read in place, over the whole
+//   depth, in vector lanes (lane l sums the depths l, l + lanes, ...) added up at the end.
+// Every output is summed by one tile in a fixed order: on a given machine, results are
+// deterministic and independent of the number of threads; they depend on the batch only through
+// the path an expert takes.
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "float_access.h"
@@ -15,140 +27,327 @@
 namespace moekit::cpu {
 namespace {
 
-constexpr int64_t kTileRows = 32;
-constexpr int64_t kTileCols = 64;
-constexpr int64_t kChunkK = 256;
-constexpr int kLanes = 8;
-constexpr int kColsPerKernel = 4;
+// Panel micro-kernel block: kPanelRows × kPanelCols float32 sums in registers (8 AVX registers).
+constexpr int kPanelRows = 4;
+constexpr int kPanelCols = 16;
+// Dot micro-kernel block: kDotRows × kDotCols dot products in registers (8 AVX registers).
+constexpr int kDotRows = 4;
+constexpr int kDotCols = 2;
+// Experts with fewer rows than this take the dot path: where the two paths cross over for
+// Mixtral-sized experts (H 2048, I 7168, float32) on a 2-core AVX2 machine.
+constexpr int64_t kPanelPathMinRows = 16;
+// A tile's packed B chunk (kTileCols × kDepthChunk floats, 128 KiB) stays in L2 while its rows
+// stream past; one panel of it (16 KiB) stays in L1 during a micro-kernel.
+constexpr int64_t kTileRows = 64;
+constexpr int64_t kTileCols = 128;
+constexpr int64_t kDepthChunk = 256;
+// Weights are packed one cache line of each column at a time.
+constexpr int64_t kCacheLineBytes = 64;
+static_assert(kTileRows % kPanelRows == 0 && kTileCols % kPanelCols == 0, "tiles hold whole micro-kernel blocks");
 
-// Vectorized builds for AVX2 + FMA machines next to the baseline, chosen at load time.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MOEKIT_CPU_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define MOEKIT_CPU_MULTIVERSION
-#endif
+int64_t roundUp(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-// sums[c] += a · b[c] over `depth` elements, for the four rows b[0..3].
-MOEKIT_CPU_MULTIVERSION
-void dotFour(const float* __restrict a, const float* const* b, int64_t depth, float* __restrict sums) {
-  const float* __restrict b0 = b[0];
-  const float* __restrict b1 = b[1];
-  const float* __restrict b2 = b[2];
-  const float* __restrict b3 = b[3];
-  float acc0[kLanes] = {}, acc1[kLanes] = {}, acc2[kLanes] = {}, acc3[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= depth; i += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) {
-      const float value = a[i + lane];
-      acc0[lane] += value * b0[i + lane];
-      acc1[lane] += value * b1[i + lane];
-      acc2[lane] += value * b2[i + lane];
-      acc3[lane] += value * b3[i + lane];
+// ---- Micro-kernel ---------------------------------------------------------------------------
+
+// float32 vectors of `Bytes` bytes (GCC/Clang vector extension), sized to the registers of the
+// instruction set each kernel build targets.
+template <int Bytes>
+struct FloatVector {
+  typedef float Type __attribute__((vector_size(Bytes)));
+  static constexpr int kLanes = Bytes / sizeof(float);
+};
+
+// The kernel bodies are always inlined, so that each build of a kernel below compiles them for
+// its own instruction set. Vectors move through memcpy: unaligned loads and stores without
+// aliasing concerns.
+#define MOEKIT_KERNEL_BODY inline __attribute__((always_inline))
+
+// sums[i][j] += Σ_k a[i·aStride + k] · panel[k·kPanelCols + j] for i < Rows, j < kPanelCols.
+// Each register of the block is its own chain in k: vectorized without reassociating any sum.
+template <int Rows, int VectorBytes>
+MOEKIT_KERNEL_BODY void panelKernelBody(const float* __restrict a, int64_t aStride, const float* __restrict panel,
+                                        int64_t depth, float* __restrict sums, int64_t sumsStride) {
+  using V = typename FloatVector<VectorBytes>::Type;
+  constexpr int kLanes = FloatVector<VectorBytes>::kLanes;
+  constexpr int kColumnVectors = kPanelCols / kLanes;
+  V block[Rows][kColumnVectors];
+  for (int i = 0; i < Rows; ++i) {
+    for (int v = 0; v < kColumnVectors; ++v) {
+      std::memcpy(&block[i][v], sums + i * sumsStride + v * kLanes, sizeof(V));
     }
   }
-  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-  for (int lane = 0; lane < kLanes; ++lane) {
-    s0 += acc0[lane];
-    s1 += acc1[lane];
-    s2 += acc2[lane];
-    s3 += acc3[lane];
+  for (int64_t k = 0; k < depth; ++k) {
+    V b[kColumnVectors];
+    for (int v = 0; v < kColumnVectors; ++v) std::memcpy(&b[v], panel + k * kPanelCols + v * kLanes, sizeof(V));
+    for (int i = 0; i < Rows; ++i) {
+      const float value = a[i * aStride + k];
+      for (int v = 0; v < kColumnVectors; ++v) block[i][v] += value * b[v];
+    }
   }
-  for (; i < depth; ++i) {
-    s0 += a[i] * b0[i];
-    s1 += a[i] * b1[i];
-    s2 += a[i] * b2[i];
-    s3 += a[i] * b3[i];
+  for (int i = 0; i < Rows; ++i) {
+    for (int v = 0; v < kColumnVectors; ++v) {
+      std::memcpy(sums + i * sumsStride + v * kLanes, &block[i][v], sizeof(V));
+    }
   }
-  sums[0] += s0;
-  sums[1] += s1;
-  sums[2] += s2;
-  sums[3] += s3;
 }
+
+// dots[i·kDotCols + j] = Σ_k a[i·aStride + k] · b[j·bStride + k] for i < Rows, j < kDotCols:
+// lane l of a register sums the depths k ≡ l (mod lanes); the lanes are then added in order, and
+// the last depth % lanes products after them.
+template <int Rows, int VectorBytes>
+MOEKIT_KERNEL_BODY void dotKernelBody(const float* __restrict a, int64_t aStride, const float* __restrict b,
+                                      int64_t bStride, int64_t depth, float* __restrict dots) {
+  using V = typename FloatVector<VectorBytes>::Type;
+  constexpr int kLanes = FloatVector<VectorBytes>::kLanes;
+  V sums[Rows][kDotCols];
+  for (int i = 0; i < Rows; ++i) {
+    for (int j = 0; j < kDotCols; ++j) sums[i][j] = V{};
+  }
+  const int64_t vectorDepth = depth / kLanes * kLanes;
+  for (int64_t k = 0; k < vectorDepth; k += kLanes) {
+    V weights[kDotCols];
+    for (int j = 0; j < kDotCols; ++j) std::memcpy(&weights[j], b + j * bStride + k, sizeof(V));
+    for (int i = 0; i < Rows; ++i) {
+      V inputs;
+      std::memcpy(&inputs, a + i * aStride + k, sizeof(V));
+      for (int j = 0; j < kDotCols; ++j) sums[i][j] += inputs * weights[j];
+    }
+  }
+  for (int i = 0; i < Rows; ++i) {
+    for (int j = 0; j < kDotCols; ++j) {
+      float lanes[kLanes];
+      std::memcpy(lanes, &sums[i][j], sizeof(V));
+      float total = 0.0f;
+      for (int l = 0; l < kLanes; ++l) total += lanes[l];
+      for (int64_t k = vectorDepth; k < depth; ++k) total += a[i * aStride + k] * b[j * bStride + k];
+      dots[i * kDotCols + j] = total;
+    }
+  }
+}
+
+using PanelKernel = void (*)(const float* a, int64_t aStride, const float* panel, int64_t depth, float* sums,
+                             int64_t sumsStride);
+using DotKernel = void (*)(const float* a, int64_t aStride, const float* b, int64_t bStride, int64_t depth, float* dots);
+
+// One build of the micro-kernels, each indexed by its row count - 1 (a block at the end of a
+// tile may hold fewer rows).
+struct MicroKernels {
+  PanelKernel panel[kPanelRows];
+  DotKernel dot[kDotRows];
+  PanelKernel panelForRows(int64_t rows) const { return panel[rows - 1]; }
+  DotKernel dotForRows(int64_t rows) const { return dot[rows - 1]; }
+};
+
+// 16-byte vectors: SSE2 on any x86-64, NEON on arm64.
+constexpr int kPortableVectorBytes = 16;
+
+template <int Rows>
+void portablePanelKernel(const float* a, int64_t aStride, const float* panel, int64_t depth, float* sums,
+                         int64_t sumsStride) {
+  panelKernelBody<Rows, kPortableVectorBytes>(a, aStride, panel, depth, sums, sumsStride);
+}
+
+template <int Rows>
+void portableDotKernel(const float* a, int64_t aStride, const float* b, int64_t bStride, int64_t depth, float* dots) {
+  dotKernelBody<Rows, kPortableVectorBytes>(a, aStride, b, bStride, depth, dots);
+}
+
+constexpr MicroKernels kPortableKernels{
+    {portablePanelKernel<1>, portablePanelKernel<2>, portablePanelKernel<3>, portablePanelKernel<4>},
+    {portableDotKernel<1>, portableDotKernel<2>, portableDotKernel<3>, portableDotKernel<4>}};
+
+// On x86-64, a second build for AVX2 + FMA machines, chosen at run time, so the addon itself
+// stays portable (no -march flags).
+#if defined(__x86_64__)
+constexpr int kAvx2VectorBytes = 32;
+#define MOEKIT_AVX2 __attribute__((target("avx2,fma")))
+
+template <int Rows>
+MOEKIT_AVX2 void avx2PanelKernel(const float* a, int64_t aStride, const float* panel, int64_t depth, float* sums,
+                                 int64_t sumsStride) {
+  panelKernelBody<Rows, kAvx2VectorBytes>(a, aStride, panel, depth, sums, sumsStride);
+}
+
+template <int Rows>
+MOEKIT_AVX2 void avx2DotKernel(const float* a, int64_t aStride, const float* b, int64_t bStride, int64_t depth,
+                               float* dots) {
+  dotKernelBody<Rows, kAvx2VectorBytes>(a, aStride, b, bStride, depth, dots);
+}
+
+constexpr MicroKernels kAvx2Kernels{{avx2PanelKernel<1>, avx2PanelKernel<2>, avx2PanelKernel<3>, avx2PanelKernel<4>},
+                                    {avx2DotKernel<1>, avx2DotKernel<2>, avx2DotKernel<3>, avx2DotKernel<4>}};
+
+const MicroKernels& microKernels() {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2 ? kAvx2Kernels : kPortableKernels;
+}
+#else
+const MicroKernels& microKernels() { return kPortableKernels; }
+#endif
+
+// ---- Tiles ----------------------------------------------------------------------------------
 
 // One matrix product: rows of A against one weight matrix B.
 struct GemmOperands {
-  const void* a;   // [rows, depth], row `firstRow` onwards
-  const void* b;   // [cols, depth]
-  const void* bias;  // [cols] or nullptr
-  void* c;         // [rows, cols]
+  const void* a;      // [rows, depth]
+  const void* b;      // [cols, depth]
+  const float* bias;  // [cols] float32, or nullptr
+  void* c;            // [rows, cols]
   int64_t depth;
   int64_t cols;
 };
 
+enum class TilePath { Panels, DotProducts };
+
 struct Tile {
   GemmOperands operands;
+  TilePath path;
   int64_t rowBegin, rowEnd;  // absolute rows of A and C
   int64_t colBegin, colEnd;
 };
 
-// Float32 views of a [count, depth] slice's chunk [k, k + width): points into the data for
-// float32, converts into `buffer` otherwise.
+// Per-thread working memory, kept between tiles so it is allocated once per thread.
+struct TileBuffers {
+  std::vector<float> panels;  // panel path: packed B chunk, [paddedCols / kPanelCols][width][kPanelCols]
+  std::vector<float> aRows;   // A's rows (chunk) as float32 (16-bit A only)
+  std::vector<float> bRows;   // dot path: kDotCols rows of B as float32 (16-bit B, or a short last group)
+  std::vector<float> sums;    // [rows][sumsStride]
+};
+
+// Rows of float32 values, `stride` floats apart.
+struct FloatRows {
+  const float* data;
+  int64_t stride;
+};
+
+// Rows [first, first + count) of a [*, depth] matrix, depth chunk [k, k + width), as float32:
+// float32 is read in place, 16-bit formats are converted into `buffer`.
 template <typename Format>
-const float* chunkAsFloat(const void* data, int64_t first, int64_t count, int64_t depth, int64_t k, int64_t width,
-                          std::vector<float>& buffer) {
-  const auto* base = static_cast<const typename Format::Storage*>(data);
+FloatRows rowsAsFloat(const void* matrix, int64_t depth, int64_t first, int64_t count, int64_t k, int64_t width,
+                      std::vector<float>& buffer) {
+  const auto* rows = static_cast<const typename Format::Storage*>(matrix) + first * depth + k;
   if constexpr (std::is_same_v<Format, F32>) {
-    (void)buffer;
-    (void)width;
     (void)count;
-    return base + first * depth + k;  // rows keep stride `depth`
+    (void)width;
+    (void)buffer;
+    return {rows, depth};
   } else {
     buffer.resize(static_cast<size_t>(count * width));
-    for (int64_t r = 0; r < count; ++r) toFloat<Format>(base + (first + r) * depth + k, width, buffer.data() + r * width);
-    return buffer.data();
+    for (int64_t r = 0; r < count; ++r) toFloat<Format>(rows + r * depth, width, buffer.data() + r * width);
+    return {buffer.data(), width};
+  }
+}
+
+// Packs columns [colBegin, colBegin + cols) of B's depth chunk [k, k + width) as float32 panels;
+// the columns past `cols` in the last panel are zero. A panel is filled one cache line of each
+// column at a time: reading all of a panel's columns side by side instead would keep kPanelCols
+// lines in flight that often map to the same L1 set (weight rows are usually a power of two apart).
+template <typename Format>
+void packPanels(const GemmOperands& op, int64_t colBegin, int64_t cols, int64_t k, int64_t width,
+                std::vector<float>& panels) {
+  using Storage = typename Format::Storage;
+  constexpr int64_t kDepthsPerLine = kCacheLineBytes / sizeof(Storage);
+  const auto* b = static_cast<const Storage*>(op.b) + colBegin * op.depth + k;
+  panels.resize(static_cast<size_t>(roundUp(cols, kPanelCols) * width));
+  for (int64_t panelBegin = 0; panelBegin < cols; panelBegin += kPanelCols) {
+    const int64_t panelCols = std::min<int64_t>(kPanelCols, cols - panelBegin);
+    float* panel = panels.data() + panelBegin * width;
+    const auto* columns = b + panelBegin * op.depth;
+    for (int64_t blockBegin = 0; blockBegin < width; blockBegin += kDepthsPerLine) {
+      const int64_t blockEnd = std::min(width, blockBegin + kDepthsPerLine);
+      for (int64_t c = 0; c < panelCols; ++c) {
+        const auto* column = columns + c * op.depth;
+        for (int64_t i = blockBegin; i < blockEnd; ++i) panel[i * kPanelCols + c] = Format::load(column[i]);
+      }
+      for (int64_t c = panelCols; c < kPanelCols; ++c) {
+        for (int64_t i = blockBegin; i < blockEnd; ++i) panel[i * kPanelCols + c] = 0.0f;
+      }
+    }
+  }
+}
+
+// Writes a tile's sums (row stride sumsStride) plus the bias to C, in C's dtype.
+template <typename C>
+void storeTile(const Tile& tile, const float* sums, int64_t sumsStride) {
+  const GemmOperands& op = tile.operands;
+  auto* out = static_cast<typename C::Storage*>(op.c);
+  for (int64_t r = 0; r < tile.rowEnd - tile.rowBegin; ++r) {
+    for (int64_t c = 0; c < tile.colEnd - tile.colBegin; ++c) {
+      const float bias = op.bias ? op.bias[tile.colBegin + c] : 0.0f;
+      out[(tile.rowBegin + r) * op.cols + tile.colBegin + c] = C::store(sums[r * sumsStride + c] + bias);
+    }
   }
 }
 
 template <typename A, typename B, typename C>
-void runTile(const Tile& tile) {
+void runPanelTile(const Tile& tile, const MicroKernels& kernels, TileBuffers& buffers) {
   const GemmOperands& op = tile.operands;
   const int64_t rows = tile.rowEnd - tile.rowBegin;
   const int64_t cols = tile.colEnd - tile.colBegin;
-  thread_local std::vector<float> aBuffer, bBuffer, sums;
-  sums.assign(static_cast<size_t>(rows * cols), 0.0f);
-  // Column groups of four; a short last group repeats its last column and drops the extra sums.
-  for (int64_t k = 0; k < op.depth; k += kChunkK) {
-    const int64_t width = std::min(kChunkK, op.depth - k);
-    const float* aChunk = chunkAsFloat<A>(op.a, tile.rowBegin, rows, op.depth, k, width, aBuffer);
-    const float* bChunk = chunkAsFloat<B>(op.b, tile.colBegin, cols, op.depth, k, width, bBuffer);
-    const int64_t aStride = std::is_same_v<A, F32> ? op.depth : width;
-    const int64_t bStride = std::is_same_v<B, F32> ? op.depth : width;
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; c += kColsPerKernel) {
-        const float* bRows[kColsPerKernel];
-        for (int i = 0; i < kColsPerKernel; ++i) bRows[i] = bChunk + std::min(c + i, cols - 1) * bStride;
-        float partial[kColsPerKernel] = {};
-        dotFour(aChunk + r * aStride, bRows, width, partial);
-        for (int i = 0; i < kColsPerKernel && c + i < cols; ++i) sums[r * cols + c + i] += partial[i];
+  const int64_t paddedCols = roundUp(cols, kPanelCols);
+  buffers.sums.assign(static_cast<size_t>(rows * paddedCols), 0.0f);
+  for (int64_t k = 0; k < op.depth; k += kDepthChunk) {
+    const int64_t width = std::min(kDepthChunk, op.depth - k);
+    packPanels<B>(op, tile.colBegin, cols, k, width, buffers.panels);
+    const FloatRows a = rowsAsFloat<A>(op.a, op.depth, tile.rowBegin, rows, k, width, buffers.aRows);
+    for (int64_t panel = 0; panel < paddedCols / kPanelCols; ++panel) {
+      const float* panelData = buffers.panels.data() + panel * width * kPanelCols;
+      for (int64_t r = 0; r < rows; r += kPanelRows) {
+        const PanelKernel kernel = kernels.panelForRows(std::min<int64_t>(kPanelRows, rows - r));
+        kernel(a.data + r * a.stride, a.stride, panelData, width, buffers.sums.data() + r * paddedCols + panel * kPanelCols,
+               paddedCols);
       }
     }
   }
-  const auto* bias = static_cast<const typename B::Storage*>(op.bias);
-  auto* out = static_cast<typename C::Storage*>(op.c);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const float withBias = sums[r * cols + c] + (bias ? B::load(bias[tile.colBegin + c]) : 0.0f);
-      out[(tile.rowBegin + r) * op.cols + tile.colBegin + c] = C::store(withBias);
-    }
-  }
+  storeTile<C>(tile, buffers.sums.data(), paddedCols);
 }
 
+// Columns [first, first + count) of B as kDotCols float32 rows: a short last group is padded with
+// zero rows, whose dot products are dropped.
+template <typename Format>
+FloatRows dotGroupColumns(const GemmOperands& op, int64_t first, int64_t count, std::vector<float>& buffer) {
+  if (count == kDotCols) return rowsAsFloat<Format>(op.b, op.depth, first, count, 0, op.depth, buffer);
+  buffer.assign(static_cast<size_t>(kDotCols * op.depth), 0.0f);
+  const auto* columns = static_cast<const typename Format::Storage*>(op.b) + first * op.depth;
+  for (int64_t c = 0; c < count; ++c) toFloat<Format>(columns + c * op.depth, op.depth, buffer.data() + c * op.depth);
+  return {buffer.data(), op.depth};
+}
+
+template <typename A, typename B, typename C>
+void runDotTile(const Tile& tile, const MicroKernels& kernels, TileBuffers& buffers) {
+  const GemmOperands& op = tile.operands;
+  const int64_t rows = tile.rowEnd - tile.rowBegin;
+  const int64_t cols = tile.colEnd - tile.colBegin;
+  buffers.sums.resize(static_cast<size_t>(rows * cols));
+  const FloatRows a = rowsAsFloat<A>(op.a, op.depth, tile.rowBegin, rows, 0, op.depth, buffers.aRows);
+  for (int64_t c = 0; c < cols; c += kDotCols) {
+    const int64_t groupCols = std::min<int64_t>(kDotCols, cols - c);
+    const FloatRows b = dotGroupColumns<B>(op, tile.colBegin + c, groupCols, buffers.bRows);
+    for (int64_t r = 0; r < rows; r += kDotRows) {
+      const int64_t blockRows = std::min<int64_t>(kDotRows, rows - r);
+      float dots[kDotRows * kDotCols];
+      kernels.dotForRows(blockRows)(a.data + r * a.stride, a.stride, b.data, b.stride, op.depth, dots);
+      for (int64_t i = 0; i < blockRows; ++i) {
+        for (int64_t j = 0; j < groupCols; ++j) buffers.sums[(r + i) * cols + c + j] = dots[i * kDotCols + j];
+      }
+    }
+  }
+  storeTile<C>(tile, buffers.sums.data(), cols);
+}
+
+// Tiles for rows [rowBegin, rowEnd) of one matrix product, all on the path their row count calls for.
 void addTiles(const GemmOperands& operands, int64_t rowBegin, int64_t rowEnd, std::vector<Tile>& tiles) {
+  const TilePath path = rowEnd - rowBegin >= kPanelPathMinRows ? TilePath::Panels : TilePath::DotProducts;
   for (int64_t row = rowBegin; row < rowEnd; row += kTileRows) {
     for (int64_t col = 0; col < operands.cols; col += kTileCols) {
-      tiles.push_back({operands, row, std::min(row + kTileRows, rowEnd), col, std::min(col + kTileCols, operands.cols)});
+      tiles.push_back(
+          {operands, path, row, std::min(row + kTileRows, rowEnd), col, std::min(col + kTileCols, operands.cols)});
     }
-  }
-}
-
-// Biases share the weights' dtype in this backend; convert one that does not.
-void checkBiasDType(const TensorView& bias, DType weights, const char* op) {
-  if (bias.present() && bias.dtype != weights) {
-    throw NativeError("E_DTYPE", std::string(op) + ": bias must have the weights' dtype (" + dtypeName(weights) + ")");
   }
 }
 
 void runTiles(const std::vector<Tile>& tiles, DType a, DType b, DType c) {
+  const MicroKernels& kernels = microKernels();
   dispatchFloat(a, "gemm input", [&](auto aFormat) {
     dispatchFloat(b, "gemm weights", [&](auto bFormat) {
       dispatchFloat(c, "gemm output", [&](auto cFormat) {
@@ -156,43 +355,60 @@ void runTiles(const std::vector<Tile>& tiles, DType a, DType b, DType c) {
         using B = decltype(bFormat);
         using C = decltype(cFormat);
         parallelFor(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t begin, int64_t end) {
-          for (int64_t i = begin; i < end; ++i) runTile<A, B, C>(tiles[static_cast<size_t>(i)]);
+          thread_local TileBuffers buffers;
+          for (int64_t i = begin; i < end; ++i) {
+            const Tile& tile = tiles[static_cast<size_t>(i)];
+            if (tile.path == TilePath::Panels) {
+              runPanelTile<A, B, C>(tile, kernels, buffers);
+            } else {
+              runDotTile<A, B, C>(tile, kernels, buffers);
+            }
+          }
         });
       });
     });
   });
 }
 
+// The bias, in whatever float dtype it came, as float32 (it is small: one row per expert).
+std::vector<float> biasAsFloat(const TensorView& bias) {
+  std::vector<float> values;
+  if (!bias.present()) return values;
+  values.resize(static_cast<size_t>(bias.numel()));
+  dispatchFloat(bias.dtype, "gemm bias", [&](auto format) {
+    using Format = decltype(format);
+    toFloat<Format>(bias.as<typename Format::Storage>(), bias.numel(), values.data());
+  });
+  return values;
+}
+
 }  // namespace
 
 void groupedGemm(const GroupedGemmArgs& args) {
-  checkBiasDType(args.bias, args.weights.dtype, "groupedGemm");
   const int64_t experts = args.weights.dim(0);
   const int64_t cols = args.weights.dim(1);
   const int64_t depth = args.weights.dim(2);
   const int64_t rows = args.input.dim(0);
   const int32_t* offsets = args.expertOffsets.as<int32_t>();
   const size_t weightBytes = static_cast<size_t>(cols * depth) * dtypeSize(args.weights.dtype);
-  const size_t biasBytes = static_cast<size_t>(cols) * dtypeSize(args.weights.dtype);
+  const std::vector<float> bias = biasAsFloat(args.bias);
   std::vector<Tile> tiles;
   for (int64_t e = 0; e < experts; ++e) {
-    // Offsets come from the device: clamp them so a bad offsets tensor cannot reach outside A or C.
+    // Offsets may come from users: clamp them so a bad offsets tensor cannot reach outside A or C.
     const int64_t begin = std::clamp<int64_t>(offsets[e], 0, rows);
     const int64_t end = std::clamp<int64_t>(offsets[e + 1], begin, rows);
     if (begin == end) continue;
-    GemmOperands operands{args.input.data,
-                          static_cast<const uint8_t*>(args.weights.data) + e * weightBytes,
-                          args.bias.present() ? static_cast<const uint8_t*>(args.bias.data) + e * biasBytes : nullptr,
-                          args.output.data, depth, cols};
+    const GemmOperands operands{args.input.data, static_cast<const uint8_t*>(args.weights.data) + e * weightBytes,
+                                bias.empty() ? nullptr : bias.data() + e * cols, args.output.data, depth, cols};
     addTiles(operands, begin, end, tiles);
   }
   runTiles(tiles, args.input.dtype, args.weights.dtype, args.output.dtype);
 }
 
 void linear(const LinearArgs& args) {
-  checkBiasDType(args.bias, args.weight.dtype, "linear");
-  GemmOperands operands{args.input.data, args.weight.data, args.bias.present() ? args.bias.data : nullptr,
-                        args.output.data, args.input.dim(1), args.weight.dim(0)};
+  const std::vector<float> bias = biasAsFloat(args.bias);
+  const GemmOperands operands{args.input.data, args.weight.data, bias.empty() ? nullptr : bias.data(),
+                              args.output.data, args.input.dim(1), args.weight.dim(0)};
   std::vector<Tile> tiles;
   addTiles(operands, 0, args.input.dim(0), tiles);
   runTiles(tiles, args.input.dtype, args.weight.dtype, args.output.dtype);

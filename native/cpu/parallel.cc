@@ -1,7 +1,6 @@
 #include "parallel.h"
 
 #include <algorithm>
-#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -13,6 +12,10 @@ namespace {
 
 // Chunks per thread: more than one evens out uneven work (experts with different row counts).
 constexpr int64_t kChunksPerThread = 4;
+
+// Set while this thread runs a chunk: a parallelFor called from inside one runs inline, since
+// the pool is busy with the outer loop (waiting for it would deadlock).
+thread_local bool runningChunk = false;
 
 class ThreadPool {
  public:
@@ -56,27 +59,38 @@ class ThreadPool {
     }
   }
 
-  // Takes chunks until none are left.
+  // Takes chunks until none are left. After a failure the remaining chunks are skipped: the
+  // caller gets the first exception and the loop's result is discarded anyway.
   void work() {
     for (;;) {
       const std::function<void(int64_t)>* job;
       int64_t index;
+      bool failed;
       {
         std::lock_guard<std::mutex> lock(mutex_);
         if (job_ == nullptr || nextChunk_ >= jobChunks_) return;
         job = job_;
         index = nextChunk_++;
+        failed = failure_ != nullptr;
       }
       std::exception_ptr failure;
-      try {
-        (*job)(index);
-      } catch (...) {
-        failure = std::current_exception();
-      }
+      if (!failed) failure = runChunk(*job, index);
       std::lock_guard<std::mutex> lock(mutex_);
       if (failure && !failure_) failure_ = failure;
       if (--unfinished_ == 0) done_.notify_all();
     }
+  }
+
+  static std::exception_ptr runChunk(const std::function<void(int64_t)>& job, int64_t index) {
+    runningChunk = true;
+    std::exception_ptr failure;
+    try {
+      job(index);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    runningChunk = false;
+    return failure;
   }
 
   std::mutex runMutex_;
@@ -103,6 +117,10 @@ ThreadPool& pool() {
 void parallelFor(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
   const int64_t count = end - begin;
   if (count <= 0) return;
+  if (runningChunk) {
+    body(begin, end);
+    return;
+  }
   ThreadPool& threads = pool();
   const int64_t maxChunks = std::max<int64_t>(1, count / std::max<int64_t>(1, grain));
   const int64_t chunks = std::min(maxChunks, threads.threads() * kChunksPerThread);

@@ -34,17 +34,24 @@ void takeTopK(float* values, int64_t count, int k, int32_t* chosen) {
   }
 }
 
+// Per-chunk working memory, sized once so that rows allocate nothing.
 struct RowScratch {
-  std::vector<float> logits;
-  std::vector<float> work;
-  std::vector<float> groupScores;
-  std::vector<int32_t> groups;
+  std::vector<float> logits;         // [experts] the row as float32
+  std::vector<float> probabilities;  // [experts] softmax of the row
+  std::vector<float> ranked;         // [experts] what top-k picks from; chosen entries become -inf
+  std::vector<float> groupScores;    // [numGroups]
+  std::vector<int32_t> groups;       // [numGroups] chosen groups, best first
+  std::vector<char> eligible;        // [numGroups] 1 for the chosen groups
+
+  RowScratch(int64_t experts, int32_t numGroups)
+      : logits(experts), probabilities(experts), ranked(experts), groupScores(numGroups), groups(numGroups),
+        eligible(numGroups) {}
 };
 
 // softmax over all experts, then top-k of the probabilities.
 void softmaxTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, float* weights) {
   const int64_t experts = args.logits.dim(1);
-  std::vector<float>& probabilities = scratch.work;
+  std::vector<float>& probabilities = scratch.probabilities;
   const float maximum = *std::max_element(scratch.logits.begin(), scratch.logits.end());
   float sum = 0.0f;
   for (int64_t e = 0; e < experts; ++e) {
@@ -52,8 +59,8 @@ void softmaxTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, flo
     sum += probabilities[e];
   }
   for (int64_t e = 0; e < experts; ++e) probabilities[e] /= sum;
-  std::vector<float> ranked(probabilities.begin(), probabilities.end());
-  takeTopK(ranked.data(), experts, args.topK, ids);
+  std::copy(probabilities.begin(), probabilities.end(), scratch.ranked.begin());
+  takeTopK(scratch.ranked.data(), experts, args.topK, ids);
   float chosenSum = 0.0f;
   for (int j = 0; j < args.topK; ++j) {
     weights[j] = probabilities[ids[j]];
@@ -67,8 +74,8 @@ void softmaxTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, flo
 // top-k of the logits, then softmax over those k.
 void topKSoftmax(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, float* weights) {
   const int64_t experts = args.logits.dim(1);
-  std::copy(scratch.logits.begin(), scratch.logits.end(), scratch.work.begin());
-  takeTopK(scratch.work.data(), experts, args.topK, ids);
+  std::copy(scratch.logits.begin(), scratch.logits.end(), scratch.ranked.begin());
+  takeTopK(scratch.ranked.data(), experts, args.topK, ids);
   const float maximum = scratch.logits[ids[0]];
   float sum = 0.0f;
   for (int j = 0; j < args.topK; ++j) {
@@ -78,32 +85,47 @@ void topKSoftmax(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, flo
   for (int j = 0; j < args.topK; ++j) weights[j] /= sum;
 }
 
-// DeepSeek-V3: sigmoid scores; choice = scores + bias; group-limited top-k on choice; weights
-// from the unbiased scores. Experts outside the chosen groups are ineligible (-inf).
-void sigmoidGroupTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, float* weights) {
-  const int64_t experts = args.logits.dim(1);
-  const int64_t groupSize = experts / args.numGroups;
-  const float* bias = args.correctionBias.present() ? args.correctionBias.as<float>() : nullptr;
-  std::vector<float>& choice = scratch.work;
-  for (int64_t e = 0; e < experts; ++e) choice[e] = sigmoid(scratch.logits[e]) + (bias ? bias[e] : 0.0f);
-
-  if (args.numGroups > 1) {
-    for (int g = 0; g < args.numGroups; ++g) {
-      std::vector<float> members(choice.begin() + g * groupSize, choice.begin() + (g + 1) * groupSize);
-      const int best = static_cast<int>(std::min<int64_t>(kExpertsPerGroupScore, groupSize));
-      std::partial_sort(members.begin(), members.begin() + best, members.end(), std::greater<float>());
-      float score = 0.0f;
-      for (int i = 0; i < best; ++i) score += members[i];
-      scratch.groupScores[g] = score;
-    }
-    takeTopK(scratch.groupScores.data(), args.numGroups, args.topkGroups, scratch.groups.data());
-    std::vector<bool> eligible(args.numGroups, false);
-    for (int i = 0; i < args.topkGroups; ++i) eligible[scratch.groups[i]] = true;
-    for (int64_t e = 0; e < experts; ++e) {
-      if (!eligible[e / groupSize]) choice[e] = kNegativeInfinity;
+// The sum of the kExpertsPerGroupScore largest of values[0, count), largest first.
+float groupScore(const float* values, int64_t count) {
+  float largest[kExpertsPerGroupScore];
+  std::fill(largest, largest + kExpertsPerGroupScore, kNegativeInfinity);
+  for (int64_t i = 0; i < count; ++i) {
+    // Insert values[i] into the descending list `largest`, dropping its smallest entry.
+    float value = values[i];
+    for (int slot = 0; slot < kExpertsPerGroupScore; ++slot) {
+      if (value > largest[slot]) std::swap(value, largest[slot]);
     }
   }
-  takeTopK(choice.data(), experts, args.topK, ids);
+  const int summed = static_cast<int>(std::min<int64_t>(kExpertsPerGroupScore, count));
+  float score = 0.0f;
+  for (int slot = 0; slot < summed; ++slot) score += largest[slot];
+  return score;
+}
+
+// Only the topkGroups groups with the best scores stay eligible: the others' experts become -inf
+// in `choice`, so they are never taken. (DeepSeek-V3's reference code zeroes them instead; the two
+// agree whenever the top-k eligible choices are all above zero, i.e. unless a negative correction
+// bias pushes a choice below zero or topK exceeds the eligible experts.)
+void limitGroups(const RoutingArgs& args, RowScratch& scratch, float* choice) {
+  const int64_t groupSize = args.logits.dim(1) / args.numGroups;
+  for (int g = 0; g < args.numGroups; ++g) scratch.groupScores[g] = groupScore(choice + g * groupSize, groupSize);
+  takeTopK(scratch.groupScores.data(), args.numGroups, args.topkGroups, scratch.groups.data());
+  std::fill(scratch.eligible.begin(), scratch.eligible.end(), 0);
+  for (int i = 0; i < args.topkGroups; ++i) scratch.eligible[scratch.groups[i]] = 1;
+  for (int64_t e = 0; e < args.logits.dim(1); ++e) {
+    if (!scratch.eligible[e / groupSize]) choice[e] = kNegativeInfinity;
+  }
+}
+
+// DeepSeek-V3: sigmoid scores; choice = scores + bias; group-limited top-k on choice; weights
+// from the unbiased scores.
+void sigmoidGroupTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, float* weights) {
+  const int64_t experts = args.logits.dim(1);
+  const float* bias = args.correctionBias.present() ? args.correctionBias.as<float>() : nullptr;
+  float* choice = scratch.ranked.data();
+  for (int64_t e = 0; e < experts; ++e) choice[e] = sigmoid(scratch.logits[e]) + (bias ? bias[e] : 0.0f);
+  if (args.numGroups > 1) limitGroups(args, scratch, choice);
+  takeTopK(choice, experts, args.topK, ids);
   float sum = 0.0f;
   for (int j = 0; j < args.topK; ++j) {
     weights[j] = sigmoid(scratch.logits[ids[j]]);
@@ -118,11 +140,7 @@ template <typename Format>
 void routeRows(const RoutingArgs& args, int64_t begin, int64_t end) {
   const int64_t experts = args.logits.dim(1);
   const auto* logits = args.logits.as<typename Format::Storage>();
-  RowScratch scratch;
-  scratch.logits.resize(experts);
-  scratch.work.resize(experts);
-  scratch.groupScores.resize(args.numGroups);
-  scratch.groups.resize(args.numGroups);
+  RowScratch scratch(experts, args.numGroups);
   for (int64_t t = begin; t < end; ++t) {
     toFloat<Format>(logits + t * experts, experts, scratch.logits.data());
     int32_t* ids = args.topkIds.as<int32_t>() + t * args.topK;
