@@ -45,6 +45,7 @@ export interface NativeOps {
   }): void;
   groupedGemm(device: number, args: {
     input: NativeTensor; weights: NativeTensor; bias?: NativeTensor; expertOffsets: NativeTensor; output: NativeTensor;
+    activation?: number; layout?: number; alpha?: number; limit?: number; maxRowsPerExpert?: number;
   }): void;
   linear(device: number, args: { input: NativeTensor; weight: NativeTensor; bias?: NativeTensor; output: NativeTensor }): void;
   activation(device: number, args: {

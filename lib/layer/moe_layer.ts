@@ -13,7 +13,7 @@ import { resolvePlan, shardForRank, type ParallelOptions, type RankShard } from 
 import type { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
-import type { HostTensor, MoEConfig, MoEWeights } from './config';
+import type { ActivationKind, HostTensor, MoEConfig, MoEWeights } from './config';
 import { validateMoEConfig } from './validate_config';
 
 export interface MoELayerOptions {
@@ -251,9 +251,17 @@ export class MoELayer {
         const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
         const sorted = permute(input, routed.topkIds, config.numExperts, { localExperts });
         for (const tensor of Object.values(sorted)) keep(tensor);
-        const hidden = keep(groupedGemm(sorted.permuted, weights.w13, sorted.expertOffsets, { bias: weights.w13Bias }));
-        const activated = keep(this.#activate(hidden));
-        const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias }));
+        // A token visits an expert at most once, so no expert has more rows than there are tokens:
+        // small batches take the decode kernels. The activation runs in the first GEMM's epilogue.
+        const maxRowsPerExpert = input.shape[0]!;
+        const activated = keep(
+          groupedGemm(sorted.permuted, weights.w13, sorted.expertOffsets, {
+            bias: weights.w13Bias,
+            activation: this.#activationOptions(),
+            maxRowsPerExpert,
+          }),
+        );
+        const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias, maxRowsPerExpert }));
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
         const output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
         // Each rank holds a partial sum; one all-reduce, queued like the rest, completes it.
@@ -325,9 +333,14 @@ export class MoELayer {
     if (logits.device !== this.device) throw new MoekitError('E_DEVICE', `${op}: routerLogits is on ${logits.device} but the layer is on ${this.device}`);
   }
 
-  #activate(hidden: Tensor): Tensor {
+  #activationOptions(): { kind: ActivationKind; alpha: number; limit: number } {
     const { activation: kind, activationAlpha: alpha, activationLimit: limit } = this.config;
-    return activation(hidden, kind, { alpha, limit });
+    return { kind, alpha, limit };
+  }
+
+  #activate(hidden: Tensor): Tensor {
+    const { kind, ...parameters } = this.#activationOptions();
+    return activation(hidden, kind, parameters);
   }
 
   #sharedExpert(x: Tensor, shared: NonNullable<MoEWeights<Tensor>['shared']>, keep: (tensor: Tensor) => Tensor) {

@@ -20,19 +20,44 @@ const ACTIVATION_CODES: Readonly<Record<ActivationKind, number>> = {
 export type GateLayout = 'halves' | 'interleaved';
 const GATE_LAYOUT_CODES: Readonly<Record<GateLayout, number>> = { halves: 0, interleaved: 1 };
 
-export interface ActivationOptions {
+/** How an activation is applied: its layout and gpt-oss parameters. */
+export interface ActivationParameters {
   /** Gated kinds: 'halves' (gate = columns [0, I), up = [I, 2I); default) or 'interleaved' (gate = even, up = odd). */
   layout?: GateLayout;
   /** gptoss_swiglu: sigmoid slope, default 1.702. */
   alpha?: number;
   /** gptoss_swiglu: clamp limit, default 7. */
   limit?: number;
+}
+
+export interface ActivationOptions extends ActivationParameters {
   /** Output dtype, default the input's. */
   outDtype?: FloatDType;
 }
 
 export function isGated(kind: ActivationKind): boolean {
   return GATED_ACTIVATIONS.includes(kind);
+}
+
+/** An activation checked and turned into the native codes (native/core/op_args.h). */
+export interface NativeActivation {
+  kind: number;
+  layout: number;
+  alpha: number;
+  limit: number;
+  gated: boolean;
+}
+
+/** Validates an activation kind and its parameters for `op`. */
+export function nativeActivation(op: string, kind: ActivationKind, options: ActivationParameters = {}): NativeActivation {
+  if (!(kind in ACTIVATION_CODES)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown activation ${JSON.stringify(kind)} (expected ${Object.keys(ACTIVATION_CODES).join(', ')})`);
+  }
+  const layout = options.layout ?? 'halves';
+  if (!(layout in GATE_LAYOUT_CODES)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown layout ${JSON.stringify(layout)}`);
+  const alpha = requireFinite(options.alpha ?? 1.702, op, 'alpha');
+  const limit = requireFinite(options.limit ?? 7, op, 'limit');
+  return { kind: ACTIVATION_CODES[kind], layout: GATE_LAYOUT_CODES[layout], alpha, limit, gated: isGated(kind) };
 }
 
 /**
@@ -43,28 +68,21 @@ export function activation(input: Tensor, kind: ActivationKind, options: Activat
   const op = 'activation';
   requireTensor(input, op, 'input');
   requireFloat(input, op, 'input');
-  if (!(kind in ACTIVATION_CODES)) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown kind ${JSON.stringify(kind)} (expected ${Object.keys(ACTIVATION_CODES).join(', ')})`);
-  }
-  const layout = options.layout ?? 'halves';
-  if (!(layout in GATE_LAYOUT_CODES)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown layout ${JSON.stringify(layout)}`);
-  const alpha = requireFinite(options.alpha ?? 1.702, op, 'alpha');
-  const limit = requireFinite(options.limit ?? 7, op, 'limit');
+  const act = nativeActivation(op, kind, options);
   const [rows, width] = requireShape(input, op, 'input', [null, null]) as [number, number];
-  const gated = isGated(kind);
-  if (gated && width % 2 !== 0) throw new MoekitError('E_SHAPE', `${op}: a gated activation needs an even input width, got ${width}`);
+  if (act.gated && width % 2 !== 0) throw new MoekitError('E_SHAPE', `${op}: a gated activation needs an even input width, got ${width}`);
   const dtype = options.outDtype ?? (input.dtype as FloatDType);
   requireFloatDType(op, dtype);
   return withOutputs(
-    () => ({ output: Tensor.empty([rows, gated ? width / 2 : width], { dtype, device: input.device }) }),
+    () => ({ output: Tensor.empty([rows, act.gated ? width / 2 : width], { dtype, device: input.device }) }),
     (out) =>
       addon().activation(deviceIndex(input.device), {
         input: input.toNative(),
         output: out.output.toNative(),
-        kind: ACTIVATION_CODES[kind],
-        layout: GATE_LAYOUT_CODES[layout],
-        alpha,
-        limit,
+        kind: act.kind,
+        layout: act.layout,
+        alpha: act.alpha,
+        limit: act.limit,
       }),
   ).output;
 }

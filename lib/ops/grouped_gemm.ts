@@ -1,7 +1,9 @@
 import { deviceIndex } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
+import type { ActivationKind } from '../layer/config';
 import { addon } from '../native';
+import { nativeActivation, type ActivationParameters } from './activation';
 import { Tensor } from '../tensor';
 import { requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -10,6 +12,21 @@ export interface GemmOptions {
   bias?: Tensor;
   /** float32, or the input's dtype (the default). Accumulation is float32 either way. */
   outDtype?: FloatDType;
+}
+
+export interface GroupedGemmOptions extends GemmOptions {
+  /**
+   * An activation applied to the float32 products (after the bias) before anything is rounded;
+   * only its result is written, [M, N/2] for gated kinds. The CUDA backend fuses it into the
+   * GEMM where it can, which saves writing and re-reading the [M, N] products.
+   */
+  activation?: { kind: ActivationKind } & ActivationParameters;
+  /**
+   * An upper bound on the rows of any one expert, when the caller knows one (a layer passes its
+   * token count: a token visits an expert at most once). It only picks the kernel (small bounds
+   * take the decode kernel); results never depend on it.
+   */
+  maxRowsPerExpert?: number;
 }
 
 function outputDType(op: string, input: Tensor, requested: FloatDType | undefined): FloatDType {
@@ -26,7 +43,7 @@ function outputDType(op: string, input: Tensor, requested: FloatDType | undefine
  * input [M, K]; weights [E, N, K] (PyTorch Linear layout); expertOffsets [E+1] int32, read on the
  * device. Rows outside [offsets[0], offsets[E]) are left as they were.
  */
-export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tensor, options: GemmOptions = {}): Tensor {
+export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tensor, options: GroupedGemmOptions = {}): Tensor {
   const op = 'groupedGemm';
   requireTensor(input, op, 'input');
   requireTensor(weights, op, 'weights');
@@ -46,8 +63,17 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
   }
   const device = requireSameDevice(op, { input, weights, expertOffsets, bias });
   const dtype = outputDType(op, input, options.outDtype);
+  const act = options.activation === undefined ? undefined : nativeActivation(op, options.activation.kind, options.activation);
+  if (act?.gated && outFeatures % 2 !== 0) {
+    throw new MoekitError('E_SHAPE', `${op}: a gated activation needs an even number of weight rows, got ${outFeatures}`);
+  }
+  const maxRowsPerExpert = options.maxRowsPerExpert;
+  if (maxRowsPerExpert !== undefined && !(Number.isSafeInteger(maxRowsPerExpert) && maxRowsPerExpert >= 1 && maxRowsPerExpert <= 2 ** 31 - 1)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: maxRowsPerExpert must be a positive 32-bit integer, got ${maxRowsPerExpert}`);
+  }
+  const outWidth = act?.gated ? outFeatures / 2 : outFeatures;
   return withOutputs(
-    () => ({ output: Tensor.empty([rows, outFeatures], { dtype, device }) }),
+    () => ({ output: Tensor.empty([rows, outWidth], { dtype, device }) }),
     (out) =>
       addon().groupedGemm(deviceIndex(device), {
         input: input.toNative(),
@@ -55,6 +81,8 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
         bias: bias?.toNative(),
         expertOffsets: expertOffsets.toNative(),
         output: out.output.toNative(),
+        ...(act && { activation: act.kind, layout: act.layout, alpha: act.alpha, limit: act.limit }),
+        ...(maxRowsPerExpert !== undefined && { maxRowsPerExpert }),
       }),
   ).output;
 }

@@ -1,5 +1,5 @@
-export { activation, isGated, type ActivationOptions, type GateLayout } from './activation';
+export { activation, isGated, type ActivationOptions, type ActivationParameters, type GateLayout } from './activation';
 export { combine, type CombineOptions } from './combine';
-export { groupedGemm, linear, type GemmOptions } from './grouped_gemm';
+export { groupedGemm, linear, type GemmOptions, type GroupedGemmOptions } from './grouped_gemm';
 export { permute, type PermuteOptions, type PermuteResult } from './permute';
 export { route, type RoutingOptions, type RoutingResult } from './routing';

@@ -91,7 +91,21 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   const int64_t rows = args.input.dim(0), experts = args.weights.dim(0), outFeatures = args.weights.dim(1);
   in.expectShape(args.expertOffsets, "expertOffsets", {experts + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
-  in.expectShape(args.output, "output", {rows, outFeatures});
+  // activation: an ActivationKind, or absent for none (then layout, alpha and limit are unread).
+  const int32_t activationKind = in.optionalInt32("activation", -1);
+  if (activationKind >= 0) {
+    args.activation.enabled = true;
+    args.activation.kind = static_cast<ActivationKind>(activationKind);
+    args.activation.layout = static_cast<GateLayout>(in.int32("layout"));
+    args.activation.alpha = static_cast<float>(in.number("alpha"));
+    args.activation.limit = static_cast<float>(in.number("limit"));
+    in.expect(args.activation.kind <= ActivationKind::ReLU, "unknown activation kind");
+    in.expect(args.activation.layout == GateLayout::Halves || args.activation.layout == GateLayout::Interleaved, "unknown gate layout");
+    in.expect(!isGated(args.activation.kind) || outFeatures % 2 == 0, "a gated activation needs an even number of weight rows");
+  }
+  args.maxRowsPerExpert = in.optionalInt32("maxRowsPerExpert", 0);
+  const int64_t outWidth = args.activation.enabled && isGated(args.activation.kind) ? outFeatures / 2 : outFeatures;
+  in.expectShape(args.output, "output", {rows, outWidth});
   in.expect(args.output.dtype == DType::Float32 || args.output.dtype == args.input.dtype, "output must be float32 or the input dtype");
   if (args.bias.present()) {
     in.expectFloat(args.bias, "bias");
@@ -119,10 +133,6 @@ void Linear(const Napi::CallbackInfo& info) {
     in.expectShape(args.bias, "bias", {args.weight.dim(0)});
   }
   translateErrors(info.Env(), [&] { deviceFor(in.device()).linear(args); });
-}
-
-bool isGated(ActivationKind kind) {
-  return kind == ActivationKind::SwiGLU || kind == ActivationKind::GeGLU || kind == ActivationKind::GptOssSwiGLU;
 }
 
 void Activation(const Napi::CallbackInfo& info) {

@@ -84,29 +84,7 @@ struct PermuteArgs {
   int32_t totalExperts = 0;     // all experts; ids outside [0, totalExperts) are an error
 };
 
-// ---- 3. Grouped GEMM -----------------------------------------------------------------------
-// For each expert e and each row r in [offsets[e], offsets[e+1]):
-//   output[r, n] = sum_k input[r, k] * weights[e, n, k]  (+ bias[e, n])
-// Weights use PyTorch's Linear layout (out_features x in_features), one matrix per expert.
-// expertOffsets lives on the op's device (never read by the host on the CUDA backend).
-// Rows outside [offsets[0], offsets[E]) are left untouched.
-struct GroupedGemmArgs {
-  TensorView input;          // [M, K] float
-  TensorView weights;        // [E, N, K] float
-  TensorView bias;           // optional [E, N] float
-  TensorView expertOffsets;  // [E+1] int32, non-decreasing, offsets[E] <= M
-  TensorView output;         // out [M, N], float32 or the dtype of input
-};
-
-// Dense projection: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]).
-struct LinearArgs {
-  TensorView input;   // [M, K] float
-  TensorView weight;  // [N, K] float
-  TensorView bias;    // optional [N] float
-  TensorView output;  // out [M, N], float32 or the dtype of input
-};
-
-// ---- 4. Activation -------------------------------------------------------------------------
+// ---- Activation kinds (used by 3 and 4) ----------------------------------------------------
 // Numeric values shared with lib/ops/activation.ts.
 enum class ActivationKind : int32_t {
   SwiGLU = 0,        // silu(gate) * up
@@ -121,6 +99,51 @@ enum class ActivationKind : int32_t {
 enum class GateLayout : int32_t {
   Halves = 0,       // columns [0, I) are gate, [I, 2I) are up (vLLM's w13)
   Interleaved = 1,  // column 2i is gate i, column 2i+1 is up i (gpt-oss)
+};
+
+// Gated kinds read two columns (gate, up) per output column.
+constexpr bool isGated(ActivationKind kind) {
+  return kind == ActivationKind::SwiGLU || kind == ActivationKind::GeGLU || kind == ActivationKind::GptOssSwiGLU;
+}
+
+// ---- 3. Grouped GEMM -----------------------------------------------------------------------
+// For each expert e and each row r in [offsets[e], offsets[e+1]):
+//   output[r, n] = sum_k input[r, k] * weights[e, n, k]  (+ bias[e, n])
+// Weights use PyTorch's Linear layout (out_features x in_features), one matrix per expert.
+// expertOffsets lives on the op's device (never read by the host on the CUDA backend).
+// Rows outside [offsets[0], offsets[E]) are left untouched.
+//
+// With `activation.enabled`, the activation runs on the float32 products (after the bias) before
+// anything is rounded, and only its result is written: output is [M, N/2] for gated kinds (gate
+// and up columns picked by `activation.layout` within the N products) and [M, N] otherwise. The
+// CUDA backend fuses it into the GEMM's epilogue where it can.
+struct GemmActivation {
+  bool enabled = false;
+  ActivationKind kind = ActivationKind::SwiGLU;
+  GateLayout layout = GateLayout::Halves;
+  float alpha = 1.702f;  // GptOssSwiGLU only
+  float limit = 7.0f;    // GptOssSwiGLU only
+};
+
+struct GroupedGemmArgs {
+  TensorView input;          // [M, K] float
+  TensorView weights;        // [E, N, K] float
+  TensorView bias;           // optional [E, N] float
+  TensorView expertOffsets;  // [E+1] int32, non-decreasing, offsets[E] <= M
+  TensorView output;         // out [M, N] (or [M, N/2] gated), float32 or the dtype of input
+  GemmActivation activation;
+  // A bound on rows per expert when the caller knows one (0: unknown). The layer passes its token
+  // count (a token visits an expert at most once). It only picks a kernel: results never depend
+  // on it, and rows beyond it are still computed.
+  int64_t maxRowsPerExpert = 0;
+};
+
+// Dense projection: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]).
+struct LinearArgs {
+  TensorView input;   // [M, K] float
+  TensorView weight;  // [N, K] float
+  TensorView bias;    // optional [N] float
+  TensorView output;  // out [M, N], float32 or the dtype of input
 };
 
 struct ActivationArgs {

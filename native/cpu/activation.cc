@@ -41,10 +41,6 @@ float plain(ActivationKind kind, float x) {
   }
 }
 
-bool isGated(ActivationKind kind) {
-  return kind == ActivationKind::SwiGLU || kind == ActivationKind::GeGLU || kind == ActivationKind::GptOssSwiGLU;
-}
-
 template <typename In, typename Out>
 void activateRows(const ActivationArgs& args, int64_t begin, int64_t end) {
   const int64_t width = args.output.dim(1);

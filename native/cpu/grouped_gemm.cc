@@ -382,9 +382,41 @@ std::vector<float> biasAsFloat(const TensorView& bias) {
   return values;
 }
 
+// With an activation: the products go to a float32 scratch matrix, then the activation turns the
+// rows the experts own into the output (rows outside [offsets[0], offsets[E]) stay untouched).
+void groupedGemmThenActivate(const GroupedGemmArgs& args) {
+  const int64_t rows = args.input.dim(0);
+  const int64_t cols = args.weights.dim(1);
+  const int64_t experts = args.weights.dim(0);
+  std::vector<float> products(static_cast<size_t>(rows * cols));
+  GroupedGemmArgs gemm = args;
+  gemm.activation.enabled = false;
+  gemm.output = TensorView{products.data(), DType::Float32, {rows, cols}};
+  groupedGemm(gemm);
+
+  const int32_t* offsets = args.expertOffsets.as<int32_t>();
+  const int64_t begin = std::clamp<int64_t>(offsets[0], 0, rows);
+  const int64_t end = std::clamp<int64_t>(offsets[experts], begin, rows);
+  if (begin == end) return;
+  const int64_t outCols = args.output.dim(1);
+  ActivationArgs act;
+  act.input = TensorView{products.data() + begin * cols, DType::Float32, {end - begin, cols}};
+  act.output = TensorView{static_cast<uint8_t*>(args.output.data) + begin * outCols * dtypeSize(args.output.dtype),
+                          args.output.dtype, {end - begin, outCols}};
+  act.kind = args.activation.kind;
+  act.layout = args.activation.layout;
+  act.alpha = args.activation.alpha;
+  act.limit = args.activation.limit;
+  activation(act);
+}
+
 }  // namespace
 
 void groupedGemm(const GroupedGemmArgs& args) {
+  if (args.activation.enabled) {
+    groupedGemmThenActivate(args);
+    return;
+  }
   const int64_t experts = args.weights.dim(0);
   const int64_t cols = args.weights.dim(1);
   const int64_t depth = args.weights.dim(2);

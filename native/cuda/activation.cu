@@ -2,16 +2,13 @@
 // accurate libm functions (expf, tanhf, erff), so results track the CPU backend's std:: versions.
 #include <algorithm>
 
+#include "activation_math.cuh"
 #include "check.h"
 #include "float_access.cuh"
 #include "kernels.h"
 
 namespace moekit::cuda {
 namespace {
-
-constexpr float kSqrtTwoOverPi = 0.7978845608028654f;
-constexpr float kGeluTanhCubic = 0.044715f;
-constexpr float kInverseSqrtTwo = 0.7071067811865476f;
 
 struct ElementwiseLaunch {
   static constexpr int kThreads = 256;
@@ -32,38 +29,10 @@ struct ActivationParams {
   GateLayout layout;
   float alpha;
   float limit;
+  // Optional (fused-GEMM fallback): only rows in [rowOffsets[0], rowOffsets[groups]) are written.
+  const int32_t* rowOffsets;
+  int32_t groups;
 };
-
-__device__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-__device__ float silu(float x) { return x * sigmoid(x); }
-__device__ float geluTanh(float x) { return 0.5f * x * (1.0f + tanhf(kSqrtTwoOverPi * (x + kGeluTanhCubic * x * x * x))); }
-__device__ float geluErf(float x) { return 0.5f * x * (1.0f + erff(x * kInverseSqrtTwo)); }
-
-__host__ __device__ bool isGated(ActivationKind kind) {
-  return kind == ActivationKind::SwiGLU || kind == ActivationKind::GeGLU || kind == ActivationKind::GptOssSwiGLU;
-}
-
-__device__ float gated(const ActivationParams& p, float gate, float up) {
-  switch (p.kind) {
-    case ActivationKind::SwiGLU: return silu(gate) * up;
-    case ActivationKind::GeGLU: return geluTanh(gate) * up;
-    case ActivationKind::GptOssSwiGLU: {
-      const float g = fminf(gate, p.limit);
-      const float u = fminf(fmaxf(up, -p.limit), p.limit);
-      return (u + 1.0f) * g * sigmoid(p.alpha * g);
-    }
-    default: return 0.0f;  // not gated: never called
-  }
-}
-
-__device__ float plain(ActivationKind kind, float x) {
-  switch (kind) {
-    case ActivationKind::SiLU: return silu(x);
-    case ActivationKind::GELU: return geluErf(x);
-    case ActivationKind::ReLU: return fmaxf(x, 0.0f);
-    default: return 0.0f;  // gated: never called
-  }
-}
 
 template <typename In, typename Out>
 __global__ void activationKernel(ActivationParams p) {
@@ -72,18 +41,21 @@ __global__ void activationKernel(ActivationParams p) {
   const bool gatedKind = isGated(p.kind);
   const bool interleaved = p.layout == GateLayout::Interleaved;
   const int64_t count = p.rows * p.width;
+  const int64_t firstRow = p.rowOffsets == nullptr ? 0 : p.rowOffsets[0];
+  const int64_t lastRow = p.rowOffsets == nullptr ? p.rows : p.rowOffsets[p.groups];
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = i / p.width;
     const int64_t column = i % p.width;
+    if (row < firstRow || row >= lastRow) continue;
     const auto* in = input + row * p.inputWidth;
     float result;
     if (!gatedKind) {
-      result = plain(p.kind, In::load(in[column]));
+      result = activatePlain(p.kind, In::load(in[column]));
     } else {
       const float gate = In::load(interleaved ? in[2 * column] : in[column]);
       const float up = In::load(interleaved ? in[2 * column + 1] : in[p.width + column]);
-      result = gated(p, gate, up);
+      result = activateGated(p.kind, gate, up, p.alpha, p.limit);
     }
     output[i] = Out::store(result);
   }
@@ -91,9 +63,10 @@ __global__ void activationKernel(ActivationParams p) {
 
 }  // namespace
 
-void activation(const ActivationArgs& args, cudaStream_t stream) {
-  const ActivationParams params{args.input.data, args.output.data, args.output.dim(0), args.output.dim(1),
-                                args.input.dim(1), args.kind, args.layout, args.alpha, args.limit};
+void activationInRows(const ActivationArgs& args, const int32_t* rowOffsets, int32_t groups, cudaStream_t stream) {
+  const ActivationParams params{args.input.data,  args.output.data, args.output.dim(0), args.output.dim(1),
+                                args.input.dim(1), args.kind,       args.layout,        args.alpha,
+                                args.limit,        rowOffsets,      groups};
   const int64_t count = params.rows * params.width;
   if (count == 0) return;
   dispatchFloat(args.input.dtype, "activation input", [&](auto in) {
@@ -104,5 +77,7 @@ void activation(const ActivationArgs& args, cudaStream_t stream) {
     });
   });
 }
+
+void activation(const ActivationArgs& args, cudaStream_t stream) { activationInRows(args, nullptr, 0, stream); }
 
 }  // namespace moekit::cuda

@@ -19,12 +19,15 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "check.h"
 #include "float_access.cuh"
+#include "grouped_gemm_paths.h"
 #include "kernels.h"
 
 namespace moekit::cuda {
@@ -467,24 +470,105 @@ void checkFloat(DType dtype, const char* what) {
   if (dtype == DType::Int32) throw NativeError("E_DTYPE", std::string(what) + ": expected a float dtype, got int32");
 }
 
+// ---- Which kernel family takes a call ----------------------------------------------------------
+enum class GemmFamily { Auto, Sm90, SmallM, Mma };
+
+// MOEKIT_GEMM, read once: forcing a family lets the tests run every path on one GPU.
+GemmFamily forcedFamily() {
+  static const GemmFamily family = [] {
+    const char* value = std::getenv("MOEKIT_GEMM");
+    const std::string name = value == nullptr ? "auto" : value;
+    if (name == "sm90") return GemmFamily::Sm90;
+    if (name == "small_m") return GemmFamily::SmallM;
+    if (name == "mma") return GemmFamily::Mma;
+    return GemmFamily::Auto;
+  }();
+  return family;
+}
+
+GemmFamily pickFamily(const GroupedGemmArgs& args) {
+  const GemmFamily forced = forcedFamily();
+  if (forced == GemmFamily::Mma) return GemmFamily::Mma;
+  const bool fewRows = args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= small_m::kAutoMaxRowsPerExpert;
+  const bool preferSmall = forced == GemmFamily::SmallM || (forced == GemmFamily::Auto && fewRows);
+  if (preferSmall && small_m::supports(args)) return GemmFamily::SmallM;
+  if (sm90::supports(args)) return GemmFamily::Sm90;
+  if (small_m::supports(args) && fewRows) return GemmFamily::SmallM;
+  return GemmFamily::Mma;
+}
+
+GemmProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputDType) {
+  return GemmProblem{args.input.data,
+                     args.weights.data,
+                     args.bias.present() ? args.bias.data : nullptr,
+                     args.bias.dtype,
+                     output,
+                     outputDType,
+                     args.expertOffsets.as<int32_t>(),
+                     static_cast<int32_t>(args.weights.dim(0)),
+                     args.input.dim(0),
+                     args.weights.dim(1),
+                     args.weights.dim(2)};
+}
+
+// The mma family has no fused epilogue: with an activation, the products go to a float32
+// scratch buffer (stream-ordered allocation, so this stays capturable) and the activation kernel
+// reads them, which is the contract's "activation on the float32 products".
+void mmaGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
+  if (!args.activation.enabled) {
+    runGemm(problemOf(args, args.output.data, args.output.dtype), args.input.dtype, args.weights.dtype, stream);
+    return;
+  }
+  const int64_t rows = args.input.dim(0);
+  const int64_t cols = args.weights.dim(1);
+  void* scratch = nullptr;
+  MOEKIT_CUDA_CHECK(cudaMallocAsync(&scratch, static_cast<size_t>(std::max<int64_t>(rows * cols, 1)) * sizeof(float), stream));
+  try {
+    runGemm(problemOf(args, scratch, DType::Float32), args.input.dtype, args.weights.dtype, stream);
+    ActivationArgs act;
+    act.input = TensorView{scratch, DType::Float32, {rows, cols}};
+    act.output = args.output;
+    act.kind = args.activation.kind;
+    act.layout = args.activation.layout;
+    act.alpha = args.activation.alpha;
+    act.limit = args.activation.limit;
+    activationInRows(act, args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), stream);
+  } catch (...) {
+    (void)cudaFreeAsync(scratch, stream);
+    throw;
+  }
+  MOEKIT_CUDA_CHECK(cudaFreeAsync(scratch, stream));
+}
+
 }  // namespace
+
+int computeCapability() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cached[kMaxDevices] = {};
+  int device = 0;
+  MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
+  if (device >= kMaxDevices) device = kMaxDevices - 1;
+  int value = cached[device].load(std::memory_order_relaxed);
+  if (value == 0) {
+    int major = 0;
+    int minor = 0;
+    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    value = major * 10 + minor;
+    cached[device].store(value, std::memory_order_relaxed);
+  }
+  return value;
+}
 
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "groupedGemm output");
   if (args.bias.present()) checkFloat(args.bias.dtype, "groupedGemm bias");
-  const GemmProblem problem{args.input.data,
-                            args.weights.data,
-                            args.bias.present() ? args.bias.data : nullptr,
-                            args.bias.dtype,
-                            args.output.data,
-                            args.output.dtype,
-                            args.expertOffsets.as<int32_t>(),
-                            static_cast<int32_t>(args.weights.dim(0)),
-                            args.input.dim(0),
-                            args.weights.dim(1),
-                            args.weights.dim(2)};
-  if (problem.groups == 0) return;
-  runGemm(problem, args.input.dtype, args.weights.dtype, stream);
+  if (args.weights.dim(0) == 0 || args.input.dim(0) == 0 || args.output.dim(1) == 0) return;
+  switch (pickFamily(args)) {
+    case GemmFamily::Sm90: sm90::groupedGemm(args, stream); return;
+    case GemmFamily::SmallM: small_m::groupedGemm(args, stream); return;
+    default: mmaGroupedGemm(args, stream); return;
+  }
 }
 
 void linear(const LinearArgs& args, cudaStream_t stream) {

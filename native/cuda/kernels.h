@@ -14,6 +14,9 @@ void permute(const PermuteArgs& args, cudaStream_t stream);
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 void linear(const LinearArgs& args, cudaStream_t stream);
 void activation(const ActivationArgs& args, cudaStream_t stream);
+// activation() over only the rows [rowOffsets[0], rowOffsets[groups]) (device offsets): the
+// grouped GEMM's unfused activation, which must leave rows no expert owns untouched.
+void activationInRows(const ActivationArgs& args, const int32_t* rowOffsets, int32_t groups, cudaStream_t stream);
 void combine(const CombineArgs& args, cudaStream_t stream);
 void cast(const CastArgs& args, cudaStream_t stream);
 void fillRandom(const FillRandomArgs& args, cudaStream_t stream);

@@ -376,11 +376,19 @@ Tensor makeOffsets(int64_t rows, int32_t experts, int64_t lead, int64_t tail, ui
   return offsets;
 }
 
+const char* activationName(ActivationKind kind) {
+  const char* names[] = {"swiglu", "geglu", "gptoss_swiglu", "silu", "gelu", "relu"};
+  return names[static_cast<int>(kind)];
+}
+
 struct GemmCase {
   int64_t rows, depth, cols;
   int32_t experts;  // 0: linear
   bool bias;
   int64_t lead, tail;  // grouped: rows before offsets[0] and after offsets[E] (left untouched)
+  int activation = -1;  // grouped: an ActivationKind fused after the product, or -1 for none
+  GateLayout layout = GateLayout::Halves;
+  int64_t maxRowsPerExpert = 0;  // grouped: the kernel-picking hint (0: none)
 };
 
 void testGemm(DType inputType, DType weightType, DType outputType, const GemmCase& c) {
@@ -390,7 +398,10 @@ void testGemm(DType inputType, DType weightType, DType outputType, const GemmCas
                            : randomTensor(weightType, {c.cols, c.depth}, 22, 0.1f);
   Tensor bias = grouped ? randomTensor(weightType, {c.experts, c.cols}, 23, 1.0f) : randomTensor(weightType, {c.cols}, 23, 1.0f);
   Tensor offsets = grouped ? makeOffsets(c.rows, c.experts, c.lead, c.tail, 24) : Tensor();
-  Tensor output[2] = {sentinelTensor(outputType, {c.rows, c.cols}), sentinelTensor(outputType, {c.rows, c.cols})};
+  const bool activated = grouped && c.activation >= 0;
+  const auto kind = static_cast<ActivationKind>(c.activation);
+  const int64_t outCols = activated && isGated(kind) ? c.cols / 2 : c.cols;
+  Tensor output[2] = {sentinelTensor(outputType, {c.rows, outCols}), sentinelTensor(outputType, {c.rows, outCols})};
   for (int side = 0; side < 2; ++side) {
     const bool gpu = side == 1;
     const auto view = [&](Tensor& t) { return gpu ? t.deviceView() : t.hostView(); };
@@ -401,6 +412,12 @@ void testGemm(DType inputType, DType weightType, DType outputType, const GemmCas
       if (c.bias) args.bias = view(bias);
       args.expertOffsets = view(offsets);
       args.output = view(output[side]);
+      args.maxRowsPerExpert = c.maxRowsPerExpert;
+      if (activated) {
+        args.activation.enabled = true;
+        args.activation.kind = kind;
+        args.activation.layout = c.layout;
+      }
       if (gpu) {
         cuda::groupedGemm(args, gStream);
       } else {
@@ -420,18 +437,16 @@ void testGemm(DType inputType, DType weightType, DType outputType, const GemmCas
     }
   }
   const DType worst = leastPrecise({inputType, weightType, outputType});
-  const std::string what = describe("%s M=%lld K=%lld N=%lld E=%d%s in %s w %s out %s", grouped ? "grouped" : "linear",
+  const std::string act = activated ? describe(" +%s%s", activationName(kind), c.layout == GateLayout::Interleaved ? "(interleaved)" : "") : "";
+  const std::string hint = c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)) : "";
+  const std::string what = describe("%s M=%lld K=%lld N=%lld E=%d%s%s%s in %s w %s out %s", grouped ? "grouped" : "linear",
                                     static_cast<long long>(c.rows), static_cast<long long>(c.depth),
-                                    static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "", dtypeName(inputType),
-                                    dtypeName(weightType), dtypeName(outputType));
+                                    static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "", act.c_str(),
+                                    hint.c_str(), dtypeName(inputType), dtypeName(weightType), dtypeName(outputType));
   expectClose(grouped ? "groupedGemm" : "linear", inputType, what, output[1].fromDevice(), output[0], toleranceFor(worst));
 }
 
 // ---- Activation --------------------------------------------------------------------------------
-const char* activationName(ActivationKind kind) {
-  const char* names[] = {"swiglu", "geglu", "gptoss_swiglu", "silu", "gelu", "relu"};
-  return names[static_cast<int>(kind)];
-}
 
 void testActivation(DType inputType, DType outputType, ActivationKind kind, GateLayout layout, int64_t rows, int64_t width) {
   const bool gated = kind == ActivationKind::SwiGLU || kind == ActivationKind::GeGLU || kind == ActivationKind::GptOssSwiGLU;
@@ -922,6 +937,29 @@ void runOpTests() {
       if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
     }
     if (!gQuick) testGemm(dtype, dtype, DType::Float32, GemmCase{2048, 4096, 512, 8, true, 0, 0});  // long K
+
+    // Shapes the Hopper and decode kernels take (K a multiple of 64, N of 128), fused activations,
+    // experts with no rows, untouched lead/tail rows, and the decode hint.
+    const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
+    const GemmCase fastPathCases[] = {
+        {3000, 256, 384, 8, false, 0, 0},
+        {3000, 256, 384, 8, true, 5, 9, swiglu},
+        {3000, 256, 384, 8, false, 0, 0, static_cast<int>(ActivationKind::GptOssSwiGLU), GateLayout::Interleaved},
+        {3000, 256, 384, 8, false, 0, 0, static_cast<int>(ActivationKind::GeGLU)},
+        {3000, 256, 384, 8, false, 0, 0, static_cast<int>(ActivationKind::SiLU)},
+        {gQuick ? 1000 : 9000, 1024, 512, 64, false, 3, 0, swiglu},  // many experts, some empty
+        {1100, 192, 256, 128, false, 0, 0},
+        {8, 512, 768, 8, false, 0, 0, swiglu, GateLayout::Halves, 1},  // decode: 1 token, top-8
+        {8, 512, 512, 8, true, 0, 0, -1, GateLayout::Halves, 1},
+        {64, 512, 768, 8, false, 0, 2, swiglu, GateLayout::Halves, 16},  // 16 tokens
+        {16, 1024, 256, 8, false, 0, 0, -1, GateLayout::Halves, 2},  // the hint is only a hint: rows exceed it
+        {300, 512, 256, 4, false, 0, 0, swiglu, GateLayout::Halves, 300},
+        {200, 100, 72, 4, false, 0, 0, swiglu},  // shapes no fast path takes fall back
+    };
+    for (const GemmCase& c : fastPathCases) {
+      testGemm(dtype, dtype, DType::Float32, c);
+      if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
+    }
 
     // Activation
     for (ActivationKind kind : {ActivationKind::SwiGLU, ActivationKind::GeGLU, ActivationKind::GptOssSwiGLU}) {

@@ -1,0 +1,37 @@
+// The grouped GEMM's kernel families. groupedGemm() (grouped_gemm.cu) picks one per call:
+//   sm90     TMA + wgmma, warp-specialized, persistent over the device-side expert offsets
+//            (Hopper, bfloat16/float16): prefill and mid-sized batches.  grouped_gemm_sm90.cu
+//   smallM   weight streaming for a few rows per expert (decode), sm_80 and up.
+//                                                                       grouped_gemm_small_m.cu
+//   mma      mma.sync tiles (bfloat16/float16, sm_80 and up) or SIMT float32: any shape, the
+//            fallback and the A100-class path.                          grouped_gemm.cu
+// MOEKIT_GEMM=auto|sm90|small_m|mma forces a family (the tests run the sm_80 path on an H100 so);
+// a forced family that cannot take a call falls back to the next one as in auto.
+//
+// Every family honours the whole GroupedGemmArgs contract (native/core/op_args.h), including the
+// optional activation, which sm90 and smallM fuse into their epilogue.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "../core/op_args.h"
+
+namespace moekit::cuda {
+
+// The device's compute capability as major * 10 + minor (cached per device).
+int computeCapability();
+
+namespace sm90 {
+// Whether this path handles the call (dtypes, alignment, shapes, the current GPU).
+bool supports(const GroupedGemmArgs& args);
+void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+}  // namespace sm90
+
+namespace small_m {
+// Rows per expert up to which auto picks this path over sm90 (args.maxRowsPerExpert).
+constexpr int64_t kAutoMaxRowsPerExpert = 16;
+bool supports(const GroupedGemmArgs& args);
+void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+}  // namespace small_m
+
+}  // namespace moekit::cuda
