@@ -85,6 +85,33 @@ describe.each([1, 257])('ops with %i token(s)', (tokens) => {
     }
   });
 
+  it.each<[Kind, 'halves' | 'interleaved']>([['swiglu', 'halves'], ['gptoss_swiglu', 'interleaved'], ['gelu', 'halves']])(
+    'grouped GEMM with a fused %s (%s) equals the GEMM then the activation on the rows experts own',
+    async (kind, layout) => {
+      const { permuted, offsets } = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
+      const rows = tokens * TOP_K;
+      const lead = 2; // rows before offsets[0] and after offsets[E], which the op must leave alone
+      const paddedRows = rows + 2 * lead;
+      const input = new Float32Array(paddedRows * HIDDEN);
+      input.set(permuted, lead * HIDDEN);
+      const shifted = offsets.map((offset) => offset + lead);
+      const weights = randomArray(EXPERTS * 2 * INTERMEDIATE * HIDDEN, 14, 0.3);
+      const bias = randomArray(EXPERTS * 2 * INTERMEDIATE, 15);
+      using rowTensor = Tensor.fromArray(input, [paddedRows, HIDDEN]);
+      using w = Tensor.fromArray(weights, [EXPERTS, 2 * INTERMEDIATE, HIDDEN]);
+      using b = Tensor.fromArray(bias, [EXPERTS, 2 * INTERMEDIATE]);
+      using offsetTensor = Tensor.fromArray(shifted, [EXPERTS + 1]);
+      using out = groupedGemm(rowTensor, w, offsetTensor, { bias: b, activation: { kind, layout }, maxRowsPerExpert: tokens });
+      const products = referenceGroupedGemm(input, paddedRows, HIDDEN, weights, 2 * INTERMEDIATE, shifted, bias);
+      const expected = referenceActivation(products, paddedRows, 2 * INTERMEDIATE, kind, layout);
+      const width = expected.length / paddedRows;
+      expect(out.shape).toEqual([paddedRows, width]);
+      const actual = (await out.toArray()) as Float32Array;
+      const owned = (array: Float32Array): Float32Array => array.subarray(lead * width, (lead + rows) * width);
+      expect(relativeError(owned(actual), owned(expected))).toBeLessThan(1e-6);
+    },
+  );
+
   it('grouped GEMM in bfloat16 stays within bfloat16 rounding of the float32 reference', async () => {
     const { permuted, offsets } = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
     const weights = randomArray(EXPERTS * INTERMEDIATE * HIDDEN, 6, 0.1);
@@ -190,6 +217,11 @@ describe('op argument checks', () => {
     using w = Tensor.random([4, 6, 11]);
     using offsets = Tensor.fromArray(new Int32Array(5), [5]);
     expect(() => groupedGemm(x, w, offsets)).toThrow(/weights must have shape \[\*, \*, 10\], got \[4, 6, 11\]/);
+    using oddRows = Tensor.random([4, 5, 10]);
+    expect(() => groupedGemm(x, oddRows, offsets, { activation: { kind: 'swiglu' } })).toThrow(/gated activation needs an even number of weight rows, got 5/);
+    using w10 = Tensor.random([4, 6, 10]);
+    expect(() => groupedGemm(x, w10, offsets, { activation: { kind: 'tanh' as never } })).toThrow(/unknown activation "tanh"/);
+    expect(code(() => groupedGemm(x, w10, offsets, { maxRowsPerExpert: 0 }))).toBe('E_INVALID_ARGUMENT');
     expect(code(() => activation(Tensor.random([2, 7]), 'swiglu'))).toBe('E_SHAPE');
     expect(code(() => combine(x, Tensor.random([3, 2]), ids))).toBe('E_SHAPE');
   });
