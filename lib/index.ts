@@ -17,6 +17,7 @@ export {
   MoELayer,
   type ForwardOptions,
   type FromPretrainedOptions,
+  type ParallelLayerOptions,
   type MoEForwardResult,
   type MoELayerOptions,
   type RandomLayerOptions,

@@ -46,15 +46,20 @@ describe.each(FIXTURE_FAMILIES)('sharded %s layer on the CPU', (family) => {
     for (const factorization of factorizations(n)) {
       const plan = resolvePlan(n, { moeTpSize: factorization.moeTpSize, moeEpSize: factorization.moeEpSize }, config);
       const sum = new Float32Array(expected.output.length);
+      let expertBytes = 0;
       for (let rank = 0; rank < n; rank++) {
         const shard = shardForRank(plan, config, rank);
         using layer = MoELayer.fromWeights(config, weights, { shard });
         using result = layer.forward(x);
         const partial = (await result.output.toArray()) as Float32Array;
         partial.forEach((value, i) => (sum[i]! += value));
+        expertBytes += layer.weightBytes().experts;
       }
       const error = relativeError(sum, expected.output);
       expect(error, `moeTp ${plan.moeTpSize} × moeEp ${plan.moeEpSize}`).toBeLessThanOrEqual(1e-5);
+      // The ranks' expert matrices, as held in tensors, partition the whole: nothing is duplicated.
+      using whole = MoELayer.fromWeights(config, weights);
+      expect(expertBytes).toBe(whole.weightBytes().experts);
       const shard = shardForRank(plan, config, 0);
       const rankElements = shard.experts.count * 3 * config.hiddenSize * shard.intermediate.count;
       expect(rankElements * n).toBe(totalExpertElements);

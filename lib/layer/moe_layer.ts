@@ -28,17 +28,20 @@ export interface MoELayerOptions {
   shard?: RankShard;
 }
 
-export interface FromPretrainedOptions extends MoELayerOptions {
-  /** Which decoder layer's MoE block to load. */
-  layer: number;
+export interface ParallelLayerOptions extends MoELayerOptions {
   /**
-   * Shard the layer over a process group (one process per GPU): it runs on group.device, reads only
-   * this rank's experts from the checkpoint, and forward() sums the ranks' outputs with one NCCL
-   * all-reduce. Inputs are expected replicated across the group.
+   * Shard the layer over a process group (one process per GPU): it runs on group.device, keeps (and
+   * from a checkpoint, reads) only this rank's part, and forward() sums the ranks' outputs with one
+   * NCCL all-reduce. Inputs are expected replicated across the group.
    */
   group?: ProcessGroup;
   /** With `group`: TensorRT-LLM's moeTpSize / moeEpSize (default: Tensor Parallel over the group). */
   parallel?: ParallelOptions;
+}
+
+export interface FromPretrainedOptions extends ParallelLayerOptions {
+  /** Which decoder layer's MoE block to load. */
+  layer: number;
 }
 
 export interface RandomLayerOptions extends MoELayerOptions {
@@ -119,7 +122,7 @@ export class MoELayer {
     const config = readMoEConfig(dir, options.layer);
     const { group } = options;
     // The plan is checked against the config before any weight is read.
-    const shard = options.shard ?? (group ? shardForRank(resolvePlan(group.worldSize, options.parallel ?? {}, config), config, group.rank) : undefined);
+    const shard = MoELayer.#shardFor(config, options);
     const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: options.layer, experts: shard?.experts });
     // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
     const local = shard ? shardWeights(config, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
@@ -127,14 +130,23 @@ export class MoELayer {
   }
 
   /**
-   * A layer from host weights in moekit's canonical layout (see MoEWeights). With options.shard,
-   * `weights` are the full weights and the layer keeps that rank's part.
+   * A layer from host weights in moekit's canonical layout (see MoEWeights). With options.shard or
+   * options.group, `weights` are the full weights and the layer keeps this rank's part.
    */
-  static fromWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, options: MoELayerOptions = {}): MoELayer {
+  static fromWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, options: ParallelLayerOptions = {}): MoELayer {
     validateMoEConfig(config);
     checkHostWeights(config, weights, null);
-    const shard = options.shard;
-    return MoELayer.#upload(config, shard ? shardWeights(config, weights, shard) : weights, options, { shard });
+    const { group } = options;
+    const shard = MoELayer.#shardFor(config, options);
+    const device = group?.device ?? options.device;
+    return MoELayer.#upload(config, shard ? shardWeights(config, weights, shard) : weights, { ...options, device }, { shard, group });
+  }
+
+  /** This rank's part: options.shard, or the group's plan for its rank (checked against config). */
+  static #shardFor(config: MoEConfig, options: ParallelLayerOptions): RankShard | undefined {
+    const { group } = options;
+    if (options.shard !== undefined || group === undefined) return options.shard;
+    return shardForRank(resolvePlan(group.worldSize, options.parallel ?? {}, config), config, group.rank);
   }
 
   /** Uploads weights already cut to the layer's part (all of it, or one rank's shard). */
@@ -296,6 +308,20 @@ export class MoELayer {
       input.dispose();
       throw error;
     }
+  }
+
+  /**
+   * Bytes of weights this layer holds on its device: `experts` counts the routed experts' matrices
+   * (for a shard, only its part: 1/N of the whole under any plan of N ranks), `total` everything
+   * (expert biases, which TP ranks keep whole, the router and the shared expert too).
+   */
+  weightBytes(): { experts: number; total: number } {
+    const weights = this.#live();
+    let total = 0;
+    forEachWeight(weights, (tensor) => {
+      total += tensor.nbytes;
+    });
+    return { experts: weights.w13.nbytes + weights.w2.nbytes, total };
   }
 
   /** Frees the weights. The layer cannot run afterwards. */

@@ -45,6 +45,9 @@ export class ProcessGroup {
   readonly timeoutMs: number;
   #communicator: NativeCommunicator | undefined;
   #failure: MoekitError | undefined;
+  /** A watchdog runs over the queued collectives; `#rewatch`: more were queued since it began. */
+  #watching = false;
+  #rewatch = false;
 
   private constructor(env: LaunchEnvironment, communicator: NativeCommunicator, timeoutMs: number) {
     this.rank = env.rank;
@@ -83,6 +86,7 @@ export class ProcessGroup {
     } catch (error) {
       throw fromNativeError(error);
     }
+    this.#watchCollectives();
   }
 
   /**
@@ -114,6 +118,26 @@ export class ProcessGroup {
   destroy(): void {
     this.#communicator?.destroy();
     this.#communicator = undefined;
+  }
+
+  /**
+   * Watches every queued collective until it completes, whether or not the caller ever awaits
+   * synchronize(): a stalled or failed collective is aborted (which releases the device work, so
+   * awaiting an output never hangs) and the failure sticks: every later call on the group throws it.
+   */
+  #watchCollectives(): void {
+    if (this.#watching) {
+      this.#rewatch = true;
+      return;
+    }
+    this.#watching = true;
+    this.#rewatch = false;
+    this.synchronize()
+      .catch(() => {}) // kept in #failure and thrown by the next call
+      .finally(() => {
+        this.#watching = false;
+        if (this.#rewatch && this.#communicator !== undefined) this.#watchCollectives();
+      });
   }
 
   #live(): NativeCommunicator {
