@@ -49,8 +49,16 @@ std::string libraryPath() {
   return explicitPath;
 }
 
+// NCCL 2.22+ connects peers lazily, inside the first collective that needs them; that host call
+// then blocks (the JS thread included) until every peer arrives, so a stalled peer would freeze the
+// event loop and the watchdog with it. Connecting everything in ncclCommInitRank (off the JS
+// thread, under init()'s timeout) keeps later collective calls non-blocking. A value the user set
+// is kept. Set before NCCL reads its environment, which it does on first use.
+void connectPeersAtInit() { setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0); }
+
 Api load() {
   Api api;
+  connectPeersAtInit();
   const std::string path = libraryPath();
   api.handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (api.handle == nullptr) {

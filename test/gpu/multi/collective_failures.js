@@ -3,7 +3,8 @@
 // environment, no launcher, so that a rank can leave without the launcher stopping the others) for
 // each scenario, and checks what every rank reports:
 //   rank-dies    rank 1 exits right after the communicator is made; rank 0's forward all-reduce
-//                has no peer. Rank 0 awaits its output without calling synchronize(): the
+//                has no peer. Either the forward itself throws E_NCCL (NCCL saw the peer's socket
+//                close), or rank 0 awaits its output without calling synchronize(): then the
 //                group's own watchdog must abort the communicator, the await must return, and the
 //                next call on the group must throw E_NCCL.
 //   rank-stalls  rank 1 sleeps past the timeout before its forward; rank 0's synchronize() must
@@ -36,7 +37,13 @@ async function rank() {
     await new Promise((resolve) => setTimeout(resolve, 3 * TIMEOUT_MS));
   }
   const started = Date.now();
-  const result = layer.forward(x);
+  let result;
+  try {
+    result = layer.forward(x);
+  } catch (error) {
+    say(`REJECTED ${error.code} from forward after ${Date.now() - started} ms: ${error.message}`);
+    process.exit(0);
+  }
   if (scenario === 'rank-dies') {
     // No synchronize(): only the watchdog that allReduce started can release this await.
     try {
@@ -48,7 +55,7 @@ async function rank() {
   }
   try {
     await group.synchronize();
-    say('NO ERROR');
+    say(`NO ERROR after ${Date.now() - started} ms`);
   } catch (error) {
     say(`REJECTED ${error.code} after ${Date.now() - started} ms: ${error.message}`);
   }
@@ -100,8 +107,9 @@ async function parent() {
   const dies = await runScenario('rank-dies');
   process.stdout.write(dies.map((r) => r.output).join(''));
   expect(dies.every((r) => r.finished), 'rank-dies: every rank finished (no hang)');
-  expect(/rank 0: output await (returned|rejected)/.test(dies[0].output), 'rank-dies: rank 0\'s output await came back without synchronize()');
-  expect(/rank 0: REJECTED E_NCCL/.test(dies[0].output), 'rank-dies: rank 0\'s next group call threw E_NCCL');
+  const thrownByForward = /rank 0: REJECTED E_NCCL from forward/.test(dies[0].output);
+  expect(thrownByForward || /rank 0: output await (returned|rejected)/.test(dies[0].output), 'rank-dies: rank 0\'s forward threw, or its output await came back without synchronize()');
+  expect(/rank 0: REJECTED E_NCCL/.test(dies[0].output), 'rank-dies: rank 0 got E_NCCL');
 
   const stalls = await runScenario('rank-stalls');
   process.stdout.write(stalls.map((r) => r.output).join(''));
