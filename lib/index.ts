@@ -14,8 +14,11 @@ export type { Device } from './device';
 export { MoekitError, type MoekitErrorCode } from './errors';
 export * from './ops/index';
 export {
+  FORWARD_STAGES,
   MoELayer,
   type ForwardOptions,
+  type ForwardProfiler,
+  type ForwardStage,
   type FromPretrainedOptions,
   type ParallelLayerOptions,
   type MoEForwardResult,

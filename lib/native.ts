@@ -78,6 +78,23 @@ export interface NcclInfo {
   version: number;
 }
 
+/** A point in a device's work order (recordEvent): a CUDA timing event, or on the CPU the host time the worker reached it. */
+export interface NativeEvent {
+  /** Frees the event now rather than at garbage collection. Idempotent. */
+  release(): void;
+}
+
+/** Whether cuBLAS could be loaded (dlopen of libcublas.so.13 or .12, or MOEKIT_CUBLAS_PATH). */
+export interface CublasInfo {
+  available: boolean;
+  /** The library file loaded. */
+  path: string;
+  /** Why it is not available. */
+  problem: string;
+  /** cuBLAS's version code, e.g. 130100 for 13.1.0. */
+  version: number;
+}
+
 /** An NCCL communicator bound to one CUDA device. */
 export interface NativeCommunicator {
   /** In-place sum over the group, enqueued on the device's stream. */
@@ -118,6 +135,16 @@ export interface NativeAddon extends NativeOps {
   beginCapture(device: number): void;
   /** Stops recording and returns the graph (on failure the capture is abandoned and this throws). */
   endCapture(device: number): NativeGraph;
+  /** An event at this point of the device's work order. */
+  recordEvent(device: number): NativeEvent;
+  /**
+   * Milliseconds from events[0] to each event (the first is 0), once the device has run past them
+   * all (settled off the JS thread, as synchronize is); rejects with a failure the device met.
+   */
+  elapsedTimes(events: NativeEvent[]): Promise<number[]>;
+  cublasInfo(): CublasInfo;
+  /** Enqueues c[m, n] = a[m, k] · b[n, k]ᵀ with cuBLAS (one float dtype; CUDA devices only). */
+  cublasGemm(device: number, args: { a: NativeTensor; b: NativeTensor; c: NativeTensor }): void;
 }
 
 export interface LoadedAddon {

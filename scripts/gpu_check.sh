@@ -32,8 +32,12 @@ sanitize() {
 }
 
 bench() {
+  # moekit (ceilings measured in its own run, per-stage CUDA-event times), then PyTorch on the same
+  # GPU, then one Markdown table of the two side by side (moekit ms, torch._grouped_mm ms, speed-up,
+  # floor, moekit/floor, TFLOP/s, stage ms), ready for bench/NOTES.md.
   node dist/cli/main.js bench --device cuda:0 --json "$out/bench-moekit.json" 2>&1 | tee "$out/bench-moekit.log"
   python3 bench/torch_baseline.py --json "$out/bench-torch.json" 2>&1 | tee "$out/bench-torch.log"
+  node dist/cli/main.js bench --from "$out/bench-moekit.json" --compare "$out/bench-torch.json" 2>&1 | tee "$out/bench-compare.md"
 }
 
 for step in "${steps[@]}"; do

@@ -295,6 +295,12 @@ describe('moekit usage errors: exit code 2 and one line on stderr', () => {
     [['bench', '--preset', 'gpt-5'], /unknown preset "gpt-5" \(presets: mixtral-8x7b, .*qwen3-30b-a3b-mini/],
     [['bench', '--tokens', '1,x'], /--tokens must be an integer >= 1, got "x"/],
     [['bench', '--runs', '0'], /--runs must be an integer >= 1, got "0"/],
+    [['bench', '--from', 'moekit.json'], /--from needs --compare/],
+    [['bench', '--moe-tp', '2'], /--moe-tp and --moe-ep need --parallel/],
+    [['bench', '--parallel', '--moe-ep', 'x'], /--moe-ep must be an integer >= 1, got "x"/],
+    [['bench', '--parallel', '--device', 'cpu'], /--parallel runs on CUDA devices/],
+    [['bench', '--parallel', '--compare', 'torch.json'], /--compare does not go with --parallel/],
+    [['bench', '--parallel=yes'], /--parallel/],
     [['info', '--verbose'], /Unknown option '--verbose'/],
     [['info', 'extra'], /unexpected argument "extra"/],
   ])('%j', (args, message) => {
@@ -337,29 +343,70 @@ describe('moekit info', () => {
 });
 
 describe('moekit bench', () => {
-  it('prints a table and writes the JSON rows', () => {
+  it('prints both ceilings, then a row per point with its floor and stages, and writes the JSON rows', () => {
     const json = path.join(scratchDir(), 'bench.json');
     const result = moekit(['bench', '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1', '--warmup', '1', '--runs', '2', '--json', json]);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    const [header, row, ...rest] = result.stdout.trimEnd().split('\n');
-    expect(header).toMatch(/^preset .*tokens .*ms\/forward .*tokens\/s .*TFLOP\/s .*weights GB\/s$/);
-    expect(row).toMatch(/^qwen3-30b-a3b-mini +cpu +float32 +128 +8 +1024 +384 +1 /);
+    const lines = result.stdout.trimEnd().split('\n');
+    const preamble = lines.filter((line) => line.startsWith('#'));
+    expect(preamble[0]).toMatch(/^# cpu \(.+\), float32$/);
+    expect(preamble[1]).toMatch(/^# matmul ceiling [\d.]+ TFLOP\/s: moekit linear float32 1024×1024×1024 \(the CPU has no vendor GEMM here\)$/);
+    expect(preamble[2]).toMatch(/^# copy ceiling \d+ GB\/s: 256 MiB copy in host memory, bytes read \+ written$/);
+    expect(preamble).toContain('# qwen3-30b-a3b-mini: E 128, top-8, H 1024, I 384');
+    const [header, row, ...rest] = lines.filter((line) => !line.startsWith('#'));
+    expect(header).toMatch(/^preset +tokens +ms\/forward +p10-p90 +floor ms +x floor +TFLOP\/s +weights GB\/s +experts +router +routing +permute +expert_up +expert_down +shared +combine$/);
+    // One token picks its 8 experts; no shared expert.
+    expect(row).toMatch(/^qwen3-30b-a3b-mini +1 +[\d.]+ +[\d.]+-[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +8\/8( +[\d.]+){5} +- +[\d.]+$/);
     expect(rest).toEqual([]);
     const rows = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, unknown>[];
     expect(rows).toHaveLength(1);
     const measured = rows[0]!;
     expect(Object.keys(measured).sort()).toEqual(
-      ['preset', 'device', 'dtype', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'msPerForward', 'tokensPerSecond', 'tflops', 'weightGBps'].sort(),
+      ['preset', 'device', 'deviceName', 'dtype', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'msPerForward', 'p10Ms', 'p90Ms',
+        'hostMsPerForward', 'stageMs', 'tokensPerSecond', 'tflops', 'weightGBps', 'touchedExperts', 'floorMs', 'floorComputeMs',
+        'floorWeightsMs', 'ceilings'].sort(),
     );
     expect(measured).toMatchObject({ preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384 });
+    expect(Object.keys(measured.stageMs as object)).toEqual(['router', 'routing', 'permute', 'expert_up', 'expert_down', 'combine']);
+    expect(measured.touchedExperts).toEqual({ expected: expect.closeTo(8, 9), measured: 8 });
     const seconds = (measured.msPerForward as number) / 1e3;
     expect(seconds).toBeGreaterThan(0);
+    expect(measured.p10Ms as number).toBeLessThanOrEqual(measured.msPerForward as number);
+    expect(measured.p90Ms as number).toBeGreaterThanOrEqual(measured.msPerForward as number);
     expect(measured.tokensPerSecond as number).toBeCloseTo(1 / seconds, 6);
     // 2·T·K·3·H·I for the routed experts + 2·T·H·E for the router, over the median time.
     const flops = 2 * 8 * 3 * 1024 * 384 + 2 * 1024 * 128;
     expect(measured.tflops as number).toBeCloseTo(flops / seconds / 1e12, 9);
     // One token reads its 8 experts' three H×I float32 matrices.
-    expect(measured.weightGBps as number).toBeCloseTo((8 * 3 * 1024 * 384 * 4) / seconds / 1e9, 6);
+    const weightBytes = 8 * 3 * 1024 * 384 * 4;
+    expect(measured.weightGBps as number).toBeCloseTo(weightBytes / seconds / 1e9, 6);
+    // The floor: the slower of the FLOPs at the matmul ceiling and the weights at the copy ceiling.
+    const ceilings = measured.ceilings as { matmulTflops: number; copyGBps: number };
+    expect(measured.floorComputeMs as number).toBeCloseTo((flops / (ceilings.matmulTflops * 1e12)) * 1e3, 9);
+    expect(measured.floorWeightsMs as number).toBeCloseTo((weightBytes / (ceilings.copyGBps * 1e9)) * 1e3, 9);
+    expect(measured.floorMs).toBe(Math.max(measured.floorComputeMs as number, measured.floorWeightsMs as number));
+  });
+
+  it('--from with --compare joins earlier rows with bench/torch_baseline.py\'s, as a Markdown table', () => {
+    const dir = scratchDir();
+    const moekitJson = path.join(dir, 'moekit.json');
+    const torchJson = path.join(dir, 'torch.json');
+    fs.writeFileSync(moekitJson, JSON.stringify([{ preset: 'mixtral-8x7b', tokens: 16, msPerForward: 2, tflops: 6.1, floorMs: 1, stageMs: { expert_up: 1.2 } }]));
+    const torchRow = { preset: 'mixtral-8x7b', tokens: 16, ms: 1.5, floor_ms: 0.958, tflops: 6.6, matmul_ceiling_tflops: 751, copy_ceiling_tbps: 2.91, gpu: 'NVIDIA H100 80GB HBM3' };
+    fs.writeFileSync(torchJson, JSON.stringify([{ ...torchRow, pipeline: 'grouped_mm' }, { ...torchRow, pipeline: 'hf_loop', ms: 2.7 }]));
+    const result = moekit(['bench', '--from', moekitJson, '--compare', torchJson]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const table = result.stdout.split('\n').filter((line) => line.startsWith('|'));
+    expect(table[0]).toMatch(/^\| preset \| tokens \| moekit ms \| torch _grouped_mm ms \| speed-up \| floor ms \| moekit \/ floor \| TFLOP\/s \| router ms/);
+    expect(table[2]).toBe('| mixtral-8x7b | 16 | 2.000 | 1.500 | 0.75× | 1.000 | 2.0× | 6.1 | — | — | — | 1.200 | — | — | — |');
+    expect(table).toHaveLength(3);
+  });
+
+  it('--compare with a file that is not the baseline\'s fails before running, naming it', () => {
+    const bad = path.join(scratchDir(), 'bad.json');
+    fs.writeFileSync(bad, '{"not": "rows"}');
+    expectOneLineError(moekit(['bench', '--compare', bad]), 1, /bad\.json: expected a JSON array of bench\/torch_baseline\.py rows/);
   });
 });

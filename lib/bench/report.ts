@@ -1,114 +1,181 @@
 /** Benchmark results: one row per (preset, tokens), the printed table and the JSON file. */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 
-import type { Device } from '../device';
-import { DTYPE_BYTES, type FloatDType } from '../dtype';
+import { deviceIndex, type Device } from '../device';
+import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
-import type { MoEConfig } from '../layer/config';
+import { FORWARD_STAGES, type ForwardStage } from '../layer/moe_layer';
+import { addon } from '../native';
 import type { BenchPreset } from './presets';
+import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from './roofline';
+import type { ForwardTiming } from './timing';
+
+/** Where a run took place: the same for every row of it. */
+export interface BenchContext {
+  device: Device;
+  /** The GPU's name, or the CPU's model. */
+  deviceName: string;
+  dtype: FloatDType;
+  ceilings: Ceilings;
+}
 
 export interface BenchRow {
   preset: string;
   device: Device;
+  deviceName: string;
   dtype: FloatDType;
   tokens: number;
   experts: number;
   topK: number;
   hidden: number;
   intermediate: number;
+  /** Device time per forward (CUDA events; worker-thread timestamps on the CPU): median, p10, p90. */
   msPerForward: number;
+  p10Ms: number;
+  p90Ms: number;
+  /** Host time from enqueue to results ready, median. */
+  hostMsPerForward: number;
+  /** Each stage's median device time (lib/layer/moe_layer.ts: ForwardStage). */
+  stageMs: Partial<Record<ForwardStage, number>>;
   tokensPerSecond: number;
   tflops: number;
-  /** Expert weights streamed per second (GB/s): what bounds small-batch forwards. */
+  /** Expected active-expert weight bytes per second (GB/s): what bounds small-batch forwards. */
   weightGBps: number;
+  /** Experts at least one token was routed to: uniform routing's expectation, and the mean over the rotated inputs. */
+  touchedExperts: { expected: number; measured: number };
+  /** max(floorComputeMs, floorWeightsMs): see roofline.ts. */
+  floorMs: number;
+  floorComputeMs: number;
+  floorWeightsMs: number;
+  ceilings: Ceilings;
 }
 
-/**
- * Floating-point operations of one forward of `tokens` tokens: each token's K routed experts
- * (three H×I projections, 2 FLOPs per multiply-add), the shared expert if any, and the router.
- */
-export function forwardFlops(config: MoEConfig, tokens: number): number {
-  const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
-  const routed = 2 * tokens * config.routing.topK * 3 * H * I;
-  const shared = config.sharedExpert === null ? 0 : 2 * tokens * 3 * H * config.sharedExpert.intermediateSize;
-  const router = 2 * tokens * H * E;
-  return routed + shared + router;
+/** The GPU's name, or the CPU's model. */
+export function deviceName(device: Device): string {
+  return device === 'cpu' ? (os.cpus()[0]?.model.trim() ?? 'cpu') : addon().cudaDeviceInfo(deviceIndex(device)).name;
 }
 
-/**
- * Expected bytes of expert weights one forward reads: each expert that some token picks, once
- * (with uniform routing, E·(1 − (1 − K/E)^T) of them), plus the shared expert. The same estimate
- * as bench/torch_baseline.py's, so the two compare.
- */
-export function activeWeightBytes(config: MoEConfig, tokens: number, dtype: FloatDType): number {
-  const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
-  const activeExperts = E * (1 - (1 - config.routing.topK / E) ** tokens);
-  const shared = config.sharedExpert === null ? 0 : 3 * H * config.sharedExpert.intermediateSize;
-  return (activeExperts * 3 * H * I + shared) * DTYPE_BYTES[dtype];
+/** Experts with at least one token, averaged over forwards. */
+export function measuredTouchedExperts(expertCounts: readonly Int32Array[]): number {
+  if (expertCounts.length === 0) return Number.NaN;
+  const touched = expertCounts.map((counts) => counts.filter((count) => count > 0).length);
+  return touched.reduce((sum, count) => sum + count, 0) / touched.length;
 }
 
-export function benchRow(preset: BenchPreset, device: Device, dtype: FloatDType, tokens: number, msPerForward: number): BenchRow {
+export function benchRow(preset: BenchPreset, context: BenchContext, tokens: number, timing: ForwardTiming): BenchRow {
   const { config } = preset;
-  const seconds = msPerForward / 1e3;
+  const seconds = timing.ms / 1e3;
+  const floor = forwardFloor(config, tokens, context.dtype, context.ceilings);
   return {
     preset: preset.name,
-    device,
-    dtype,
+    device: context.device,
+    deviceName: context.deviceName,
+    dtype: context.dtype,
     tokens,
     experts: config.numExperts,
     topK: config.routing.topK,
     hidden: config.hiddenSize,
     intermediate: config.intermediateSize,
-    msPerForward,
+    msPerForward: timing.ms,
+    p10Ms: timing.p10Ms,
+    p90Ms: timing.p90Ms,
+    hostMsPerForward: timing.hostMs,
+    stageMs: timing.stageMs,
     tokensPerSecond: tokens / seconds,
     tflops: forwardFlops(config, tokens) / seconds / 1e12,
-    weightGBps: activeWeightBytes(config, tokens, dtype) / seconds / 1e9,
+    weightGBps: activeWeightBytes(config, tokens, context.dtype) / seconds / 1e9,
+    touchedExperts: { expected: expectedTouchedExperts(config, tokens), measured: measuredTouchedExperts(timing.expertCounts) },
+    floorMs: floor.ms,
+    floorComputeMs: floor.computeMs,
+    floorWeightsMs: floor.weightsMs,
+    ceilings: context.ceilings,
   };
 }
 
-interface Column {
+export interface Column<Row> {
   title: string;
   width: number;
   /** Text columns are left-aligned, numbers right-aligned. */
   text?: boolean;
-  cell(row: BenchRow): string;
+  cell(row: Row): string;
 }
 
-const COLUMNS: readonly Column[] = [
+/** Milliseconds with three decimals; '-' for a stage the forward does not have. */
+export function formatMs(ms: number | undefined): string {
+  return ms === undefined ? '-' : ms.toFixed(3);
+}
+
+/** One column per stage a single-process forward can have (all_reduce needs a group). */
+export function stageColumns<Row extends { stageMs: Partial<Record<ForwardStage, number>> }>(stages: readonly ForwardStage[]): Column<Row>[] {
+  return stages.map((stage) => ({ title: stage, width: Math.max(stage.length, 8), cell: (row: Row) => formatMs(row.stageMs[stage]) }));
+}
+
+const COLUMNS: readonly Column<BenchRow>[] = [
   { title: 'preset', width: 20, text: true, cell: (row) => row.preset },
-  { title: 'device', width: 7, text: true, cell: (row) => row.device },
-  { title: 'dtype', width: 8, text: true, cell: (row) => row.dtype },
-  { title: 'E', width: 4, cell: (row) => String(row.experts) },
-  { title: 'K', width: 2, cell: (row) => String(row.topK) },
-  { title: 'H', width: 5, cell: (row) => String(row.hidden) },
-  { title: 'I', width: 6, cell: (row) => String(row.intermediate) },
   { title: 'tokens', width: 6, cell: (row) => String(row.tokens) },
-  { title: 'ms/forward', width: 11, cell: (row) => row.msPerForward.toFixed(3) },
-  { title: 'tokens/s', width: 10, cell: (row) => row.tokensPerSecond.toFixed(0) },
-  { title: 'TFLOP/s', width: 8, cell: (row) => row.tflops.toFixed(4) },
+  { title: 'ms/forward', width: 10, cell: (row) => formatMs(row.msPerForward) },
+  { title: 'p10-p90', width: 15, cell: (row) => `${row.p10Ms.toFixed(3)}-${row.p90Ms.toFixed(3)}` },
+  { title: 'floor ms', width: 9, cell: (row) => formatMs(row.floorMs) },
+  { title: 'x floor', width: 7, cell: (row) => (row.msPerForward / row.floorMs).toFixed(1) },
+  { title: 'TFLOP/s', width: 8, cell: (row) => row.tflops.toFixed(2) },
   { title: 'weights GB/s', width: 12, cell: (row) => row.weightGBps.toFixed(1) },
+  { title: 'experts', width: 11, cell: (row) => `${row.touchedExperts.measured.toFixed(0)}/${row.touchedExperts.expected.toFixed(0)}` },
+  ...stageColumns<BenchRow>(FORWARD_STAGES.filter((stage) => stage !== 'all_reduce')),
 ];
 
-function formatLine(cells: readonly string[]): string {
-  return COLUMNS.map((column, index) => {
-    const cell = cells[index] ?? '';
-    return column.text ? cell.padEnd(column.width) : cell.padStart(column.width);
-  }).join('  ').trimEnd();
+export function formatLine<Row>(columns: readonly Column<Row>[], cells: readonly string[]): string {
+  return columns
+    .map((column, index) => {
+      const cell = cells[index] ?? '';
+      return column.text ? cell.padEnd(column.width) : cell.padStart(column.width);
+    })
+    .join('  ')
+    .trimEnd();
 }
 
-/** The table's header; rows follow one by one as they are measured. */
+/** What the run measured before any forward: the device and both ceilings, as '#' lines. */
+export function formatPreamble(context: BenchContext): string[] {
+  const { ceilings } = context;
+  return [
+    `# ${context.device} (${context.deviceName}), ${context.dtype}`,
+    `# matmul ceiling ${ceilings.matmulTflops.toFixed(1)} TFLOP/s: ${ceilings.matmulSource}`,
+    `# copy ceiling ${ceilings.copyGBps.toFixed(0)} GB/s: ${ceilings.copySource}`,
+    '# floor = max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling); experts: touched (measured/expected);',
+    '# ms/forward, p10-p90 and the stage columns are device time (median of the runs)',
+  ];
+}
+
+/** The table's column titles; rows follow one by one as they are measured. */
 export function formatHeader(): string {
-  return formatLine(COLUMNS.map((column) => column.title));
+  return formatLine(COLUMNS, COLUMNS.map((column) => column.title));
 }
 
 export function formatRow(row: BenchRow): string {
-  return formatLine(COLUMNS.map((column) => column.cell(row)));
+  return formatLine(COLUMNS, COLUMNS.map((column) => column.cell(row)));
 }
 
-export function writeJsonReport(file: string, rows: readonly BenchRow[]): void {
+export function writeJsonReport(file: string, rows: readonly object[]): void {
   try {
     fs.writeFileSync(file, `${JSON.stringify(rows, null, 2)}\n`);
   } catch (error) {
     throw new MoekitError('E_NOT_FOUND', `${file}: cannot write (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
   }
+}
+
+/** The rows of a JSON file, each checked to have `keys`; `what` names the file's kind in errors. */
+export function readJsonRows<Row>(file: string, keys: readonly string[], what: string): Row[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new MoekitError('E_NOT_FOUND', `${file}: cannot read ${what} (${reason})`, { cause: error });
+  }
+  if (!Array.isArray(parsed)) throw new MoekitError('E_INVALID_ARGUMENT', `${file}: expected a JSON array of ${what} rows`);
+  parsed.forEach((row: unknown, index) => {
+    const missing = keys.filter((key) => typeof row !== 'object' || row === null || !(key in row));
+    if (missing.length > 0) throw new MoekitError('E_INVALID_ARGUMENT', `${file}: row ${index} is not a ${what} row (no ${missing.join(', ')})`);
+  });
+  return parsed as Row[];
 }

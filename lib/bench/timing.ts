@@ -1,7 +1,11 @@
-/** Timing a layer forward: warm-up runs, then the median wall time of timed runs. */
-import type { MoELayer } from '../layer/moe_layer';
+/**
+ * Timing a layer forward: warm-up runs, then timed runs over rotated inputs, each timed on the
+ * device (events at the start and after each stage, lib/bench/events.ts) and on the host.
+ */
+import type { ForwardStage, MoELayer } from '../layer/moe_layer';
 import { synchronize } from '../sync';
 import { Tensor } from '../tensor';
+import { StageTimer } from './events';
 
 export interface TimingOptions {
   /** Untimed runs first: they pay for first-touch page faults, allocator growth and lazy init. */
@@ -9,36 +13,76 @@ export interface TimingOptions {
   runs: number;
 }
 
+export interface ForwardTiming {
+  /** Device time of one forward, median over the runs, and the 10th and 90th percentiles. */
+  ms: number;
+  p10Ms: number;
+  p90Ms: number;
+  /** Host time from the first enqueue to the results being ready, median: adds launch overhead. */
+  hostMs: number;
+  /** Each stage's median device time (the stages this layer's forward has). */
+  stageMs: Partial<Record<ForwardStage, number>>;
+  /** Tokens routed to each expert ([E]) in one forward of each rotated input. */
+  expertCounts: Int32Array[];
+}
+
 /**
  * Distinct inputs cycled through the runs, so that each run routes tokens to other experts and
  * caches hold no weights a repeated input would find there again.
  */
-const INPUT_ROTATION = 4;
+export const INPUT_ROTATION = 4;
 
-export function median(values: readonly number[]): number {
+/** The q-quantile (0 ≤ q ≤ 1) of `values`, interpolating between neighbours. */
+export function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  const position = (sorted.length - 1) * q;
+  const below = Math.floor(position);
+  const above = Math.min(below + 1, sorted.length - 1);
+  return sorted[below]! + (sorted[above]! - sorted[below]!) * (position - below);
 }
 
-/** Median milliseconds of one forward of `tokens` tokens, each run awaited to completion. */
-export async function timeForward(layer: MoELayer, tokens: number, options: TimingOptions): Promise<number> {
+export function median(values: readonly number[]): number {
+  return quantile(values, 0.5);
+}
+
+/** Runs of `tokens` tokens, each awaited before the next; what ForwardTiming describes. */
+export async function timeForward(layer: MoELayer, tokens: number, options: TimingOptions): Promise<ForwardTiming> {
   const { device, dtype } = layer;
   const inputs = Array.from({ length: INPUT_ROTATION }, (_, index) =>
     Tensor.random([tokens, layer.config.hiddenSize], { dtype, device, seed: 1000 + index }));
   try {
-    const timedRun = async (run: number): Promise<number> => {
-      const start = process.hrtime.bigint();
-      using result = layer.forward(inputs[run % INPUT_ROTATION]!);
-      await synchronize(device);
-      return Number(process.hrtime.bigint() - start) / 1e6;
-    };
     // Weight and input generation are queued work too; they must not land in the first run.
     await synchronize(device);
-    for (let run = 0; run < options.warmup; run++) await timedRun(run);
-    const milliseconds: number[] = [];
-    for (let run = 0; run < options.runs; run++) milliseconds.push(await timedRun(run));
-    return median(milliseconds);
+    const deviceMs: number[] = [];
+    const hostMs: number[] = [];
+    const stageRuns = new Map<ForwardStage, number[]>();
+    const expertCounts: Int32Array[] = [];
+    for (let run = 0; run < options.warmup + options.runs; run++) {
+      const input = inputs[run % INPUT_ROTATION]!;
+      const start = process.hrtime.bigint();
+      const timer = new StageTimer(device);
+      using result = layer.forward(input, { profiler: timer });
+      const { totalMs, stages } = await timer.times();
+      const host = Number(process.hrtime.bigint() - start) / 1e6;
+      const timed = run - options.warmup;
+      if (timed < 0) continue;
+      deviceMs.push(totalMs);
+      hostMs.push(host);
+      for (const [stage, ms] of Object.entries(stages) as [ForwardStage, number][]) {
+        if (!stageRuns.has(stage)) stageRuns.set(stage, []);
+        stageRuns.get(stage)!.push(ms);
+      }
+      // Read after the clock stopped: a small download per rotated input.
+      if (timed < INPUT_ROTATION) expertCounts.push((await result.expertCounts.toArray()) as Int32Array);
+    }
+    return {
+      ms: median(deviceMs),
+      p10Ms: quantile(deviceMs, 0.1),
+      p90Ms: quantile(deviceMs, 0.9),
+      hostMs: median(hostMs),
+      stageMs: Object.fromEntries([...stageRuns].map(([stage, runs]) => [stage, median(runs)])),
+      expertCounts,
+    };
   } finally {
     for (const input of inputs) input.dispose();
   }

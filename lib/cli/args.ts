@@ -12,24 +12,32 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-export interface CommandLine<Name extends string> {
+export interface CommandLine<Name extends string, Flag extends string = never> {
   /** The string options given, by name (without the leading --). */
   options: Partial<Record<Name, string>>;
+  /** The flags given (options without a value). */
+  flags: ReadonlySet<Flag>;
   positionals: string[];
   help: boolean;
 }
 
 /**
- * Parses `args` strictly: each name in `optionNames` is a `--name value` option, `--help`/`-h` is
- * recognized everywhere, and anything else is a usage error.
+ * Parses `args` strictly: each name in `optionNames` is a `--name value` option, each in
+ * `flagNames` a `--name` flag, `--help`/`-h` is recognized everywhere, and anything else is a
+ * usage error.
  */
-export function parseCommandLine<Name extends string>(args: readonly string[], optionNames: readonly Name[]): CommandLine<Name> {
+export function parseCommandLine<Name extends string, Flag extends string = never>(
+  args: readonly string[],
+  optionNames: readonly Name[],
+  flagNames: readonly Flag[] = [],
+): CommandLine<Name, Flag> {
   const stringOptions = Object.fromEntries(optionNames.map((name) => [name, { type: 'string' as const }]));
+  const flagOptions = Object.fromEntries(flagNames.map((name) => [name, { type: 'boolean' as const }]));
   let parsed;
   try {
     parsed = parseArgs({
       args: [...args],
-      options: { ...stringOptions, help: { type: 'boolean', short: 'h' } },
+      options: { ...stringOptions, ...flagOptions, help: { type: 'boolean', short: 'h' } },
       allowPositionals: true,
       strict: true,
     });
@@ -37,9 +45,11 @@ export function parseCommandLine<Name extends string>(args: readonly string[], o
     if (isParseArgsError(error)) throw new UsageError(withoutPositionalHint(error.message));
     throw error;
   }
-  const { help, ...options } = parsed.values;
-  // parseArgs types the values of options built at run time loosely; all but --help are strings.
-  return { options: options as Partial<Record<Name, string>>, positionals: parsed.positionals, help: help === true };
+  const { help, ...values } = parsed.values as Record<string, string | boolean | undefined>;
+  const flags = new Set(flagNames.filter((name) => values[name] === true));
+  for (const name of flagNames) delete values[name];
+  // parseArgs types the values of options built at run time loosely; what remains are strings.
+  return { options: values as Partial<Record<Name, string>>, flags, positionals: parsed.positionals, help: help === true };
 }
 
 function isParseArgsError(error: unknown): error is Error {

@@ -1,10 +1,14 @@
 /** `moekit bench`: MoE layer forwards with random weights in real models' shapes, timed. */
+import { measureCeilings } from '../bench/ceilings';
+import { compareRows, formatComparison, formatComparisonPreamble, readBenchRows, readTorchRows, type ComparedBenchRow } from '../bench/compare';
+import { runParallelBench } from '../bench/parallel_run';
 import { ALL_PRESETS, findPreset, FULL_PRESETS, MINI_PRESETS, type BenchPreset } from '../bench/presets';
-import { benchRow, formatHeader, formatRow, writeJsonReport, type BenchRow } from '../bench/report';
+import { benchRow, deviceName, formatHeader, formatPreamble, formatRow, writeJsonReport, type BenchContext, type BenchRow } from '../bench/report';
 import { timeForward, type TimingOptions } from '../bench/timing';
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoELayer } from '../layer/moe_layer';
+import type { ParallelOptions } from '../parallel/plan';
 import {
   deviceOption, dtypeOption, expectPositionals, integerListOption, integerOption, listOption, parseCommandLine, UsageError,
   type CommandLine,
@@ -19,31 +23,59 @@ interface BenchDefaults extends TimingOptions {
 // A GPU forward takes microseconds to milliseconds and varies more from run to run: more runs.
 const CPU_DEFAULTS: BenchDefaults = { presets: MINI_PRESETS, tokens: [1, 16, 128], dtype: 'float32', warmup: 1, runs: 5 };
 const CUDA_DEFAULTS: BenchDefaults = { presets: FULL_PRESETS, tokens: [1, 16, 128, 1024, 4096, 16384], dtype: 'bfloat16', warmup: 3, runs: 20 };
+// Each rank cuts its shard from the full weights on the host, which DeepSeek-V3's do not fit.
+const PARALLEL_DEFAULTS: BenchDefaults = { ...CUDA_DEFAULTS, presets: FULL_PRESETS.filter((preset) => preset.name !== 'deepseek-v3') };
 
 const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
 
 const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--tokens LIST] [--device cpu|cuda:N]
                    [--dtype float32|bfloat16|float16] [--json FILE] [--warmup N] [--runs N]
+                   [--compare TORCH_JSON [--from MOEKIT_JSON]]
+       moekit launch --nproc N moekit bench --parallel [--moe-tp N] [--moe-ep M] [options above]
 
-Times MoE layer forwards with random weights in the shapes of real models and prints the median
-time per forward, tokens/s, TFLOP/s (routed experts + shared expert + router) and the expert
-weights streamed per second (GB/s; what bounds forwards of few tokens).
+Times MoE layer forwards with random weights in the shapes of real models. Before the forwards it
+measures the device's two ceilings in the same run: a dense matmul (cuBLAS where it loads, else
+moekit's own linear, labelled) and a device-to-device copy. Each row gives the median device time
+per forward (CUDA events; worker-thread timestamps on the CPU) with p10-p90, the floor
+max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling) and the time over it,
+TFLOP/s, the expert weights streamed per second, the experts touched, and each stage's time.
 
-  --preset   ${names(ALL_PRESETS)}
-             (default on the CPU: ${names(MINI_PRESETS)};
-              on CUDA: ${names(FULL_PRESETS)})
-  --tokens   comma-separated token counts (default ${CPU_DEFAULTS.tokens.join(',')} on the CPU, ${CUDA_DEFAULTS.tokens.join(',')} on CUDA)
-  --device   cpu or cuda:N (default cpu)
-  --dtype    compute dtype (default ${CPU_DEFAULTS.dtype} on the CPU, ${CUDA_DEFAULTS.dtype} on CUDA)
-  --json     also write the rows to FILE as a JSON array
-  --warmup   untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
-  --runs     timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)`;
+  --preset    ${names(ALL_PRESETS)}
+              (default on the CPU: ${names(MINI_PRESETS)};
+               on CUDA: ${names(FULL_PRESETS)})
+  --tokens    comma-separated token counts (default ${CPU_DEFAULTS.tokens.join(',')} on the CPU, ${CUDA_DEFAULTS.tokens.join(',')} on CUDA)
+  --device    cpu or cuda:N (default cpu)
+  --dtype     compute dtype (default ${CPU_DEFAULTS.dtype} on the CPU, ${CUDA_DEFAULTS.dtype} on CUDA)
+  --json      also write the rows to FILE as a JSON array
+  --warmup    untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
+  --runs      timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)
+  --compare   then print a Markdown table of moekit next to torch._grouped_mm from the JSON of
+              bench/torch_baseline.py (same presets and token counts)
+  --from      with --compare: take moekit's rows from an earlier --json file instead of running
+  --parallel  in each process of 'moekit launch': shard the layer over the group and time the
+              forward with its all-reduce; rank 0 prints the all-reduce's share of the forward
+              and the expert-load imbalance (max/mean of routed pairs over ranks). Without
+              --moe-tp/--moe-ep, every tp×ep factorization of the group the layer allows.
+              Default presets: ${names(PARALLEL_DEFAULTS.presets)}
+  --moe-tp    with --parallel: Tensor Parallel size (TensorRT-LLM's moeTpSize)
+  --moe-ep    with --parallel: Expert Parallel size (moeEpSize)
 
-const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'json', 'warmup', 'runs'] as const;
+cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
+
+const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'json', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
+const BENCH_FLAG_NAMES = ['parallel'] as const;
+
+type BenchCommandLine = CommandLine<(typeof BENCH_OPTION_NAMES)[number], (typeof BENCH_FLAG_NAMES)[number]>;
 
 interface BenchPlan extends BenchDefaults {
   device: Device;
   json: string | undefined;
+  /** bench/torch_baseline.py's JSON to compare with. */
+  compare: string | undefined;
+  /** Earlier moekit rows to compare instead of running. */
+  from: string | undefined;
+  /** Set for --parallel. */
+  parallel: ParallelOptions | undefined;
 }
 
 function presetsOption(value: string | undefined, fallback: readonly BenchPreset[]): readonly BenchPreset[] {
@@ -55,10 +87,33 @@ function presetsOption(value: string | undefined, fallback: readonly BenchPreset
   });
 }
 
-function benchPlan({ options, positionals }: CommandLine<(typeof BENCH_OPTION_NAMES)[number]>): BenchPlan {
+function parallelOption({ options, flags }: BenchCommandLine): ParallelOptions | undefined {
+  const sizes: ParallelOptions = {
+    moeTpSize: options['moe-tp'] === undefined ? undefined : integerOption(options['moe-tp'], 'moe-tp', 1),
+    moeEpSize: options['moe-ep'] === undefined ? undefined : integerOption(options['moe-ep'], 'moe-ep', 1),
+  };
+  if (!flags.has('parallel')) {
+    if (sizes.moeTpSize !== undefined || sizes.moeEpSize !== undefined) throw new UsageError('--moe-tp and --moe-ep need --parallel');
+    return undefined;
+  }
+  for (const name of ['compare', 'from'] as const) {
+    if (options[name] !== undefined) throw new UsageError(`--${name} does not go with --parallel`);
+  }
+  // Each rank runs on its group's GPU (cuda:LOCAL_RANK); --device may only say CUDA.
+  if (options.device !== undefined && deviceOption(options.device, 'cpu') === 'cpu') {
+    throw new UsageError('--parallel runs on CUDA devices (one per rank, over NCCL), not on the CPU');
+  }
+  return sizes;
+}
+
+function benchPlan(commandLine: BenchCommandLine): BenchPlan {
+  const { options, positionals } = commandLine;
   expectPositionals(positionals, []);
-  const device = deviceOption(options.device, 'cpu');
-  const defaults = device === 'cpu' ? CPU_DEFAULTS : CUDA_DEFAULTS;
+  const parallel = parallelOption(commandLine);
+  if (options.from !== undefined && options.compare === undefined) throw new UsageError('--from needs --compare');
+  // Under --parallel the device is the group's; 'cuda:0' only picks the CUDA defaults.
+  const device = parallel ? 'cuda:0' : deviceOption(options.device, 'cpu');
+  const defaults = parallel ? PARALLEL_DEFAULTS : device === 'cpu' ? CPU_DEFAULTS : CUDA_DEFAULTS;
   return {
     device,
     presets: presetsOption(options.preset, defaults.presets),
@@ -67,31 +122,61 @@ function benchPlan({ options, positionals }: CommandLine<(typeof BENCH_OPTION_NA
     warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
     runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
     json: options.json,
+    compare: options.compare,
+    from: options.from,
+    parallel,
   };
 }
 
 /** Prints each row as soon as it is measured: a full run takes a while. */
-async function benchPreset(preset: BenchPreset, plan: BenchPlan): Promise<BenchRow[]> {
+async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchContext): Promise<BenchRow[]> {
+  console.log(`# ${preset.name}: E ${preset.config.numExperts}, top-${preset.config.routing.topK}, H ${preset.config.hiddenSize}, I ${preset.config.intermediateSize}` +
+    (preset.config.sharedExpert ? `, shared I ${preset.config.sharedExpert.intermediateSize}` : ''));
   using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype });
   const rows: BenchRow[] = [];
   for (const tokens of plan.tokens) {
-    const row = benchRow(preset, plan.device, plan.dtype, tokens, await timeForward(layer, tokens, plan));
+    const row = benchRow(preset, context, tokens, await timeForward(layer, tokens, plan));
     console.log(formatRow(row));
     rows.push(row);
   }
   return rows;
 }
 
+/** Ceilings first, then one layer at a time: the full-size presets' weights would not all fit in memory together. */
+async function runBench(plan: BenchPlan): Promise<BenchRow[]> {
+  const context: BenchContext = {
+    device: plan.device,
+    deviceName: deviceName(plan.device),
+    dtype: plan.dtype,
+    ceilings: await measureCeilings(plan.device, plan.dtype),
+  };
+  for (const line of formatPreamble(context)) console.log(line);
+  console.log(formatHeader());
+  const rows: BenchRow[] = [];
+  for (const preset of plan.presets) rows.push(...(await benchPreset(preset, plan, context)));
+  if (plan.json !== undefined) writeJsonReport(plan.json, rows);
+  return rows;
+}
+
+function printComparison(moekit: readonly ComparedBenchRow[], torchFile: string): void {
+  const torch = readTorchRows(torchFile);
+  console.log('');
+  for (const line of [...formatComparisonPreamble(moekit, torch), ...formatComparison(compareRows(moekit, torch))]) console.log(line);
+}
+
 export async function benchCommand(args: readonly string[]): Promise<void> {
-  const commandLine = parseCommandLine(args, BENCH_OPTION_NAMES);
+  const commandLine = parseCommandLine(args, BENCH_OPTION_NAMES, BENCH_FLAG_NAMES);
   if (commandLine.help) {
     console.log(BENCH_USAGE);
     return;
   }
   const plan = benchPlan(commandLine);
-  console.log(formatHeader());
-  const rows: BenchRow[] = [];
-  // One layer at a time: the full-size presets' weights would not all fit in memory together.
-  for (const preset of plan.presets) rows.push(...(await benchPreset(preset, plan)));
-  if (plan.json !== undefined) writeJsonReport(plan.json, rows);
+  if (plan.parallel !== undefined) {
+    await runParallelBench({ ...plan, sizes: plan.parallel });
+    return;
+  }
+  // The baseline is read first: a bad file fails before a long run rather than after it.
+  if (plan.compare !== undefined) readTorchRows(plan.compare);
+  const rows = plan.from !== undefined ? readBenchRows(plan.from) : await runBench(plan);
+  if (plan.compare !== undefined) printComparison(rows, plan.compare);
 }

@@ -48,9 +48,30 @@ export interface RandomLayerOptions extends MoELayerOptions {
   seed?: number;
 }
 
+/** The stages of a forward, in the order they are enqueued. */
+export const FORWARD_STAGES = ['router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine', 'all_reduce'] as const;
+
+/**
+ * router: the router projection; routing: top-k; permute: rows sorted by expert; expert_up: the
+ * first grouped GEMM with its fused activation; expert_down: the second; shared: the shared
+ * expert; combine: the weighted sum back in token order; all_reduce: the group's sum.
+ */
+export type ForwardStage = (typeof FORWARD_STAGES)[number];
+
+/**
+ * Told as each stage of a forward has been enqueued (the work itself runs later, in order, on the
+ * device). Stages a forward does not have are not reported: router when routerLogits are given,
+ * shared without a shared expert, all_reduce without a group. The benchmark records a device
+ * event at each mark (lib/bench/events.ts) to time the stages.
+ */
+export interface ForwardProfiler {
+  mark(stage: ForwardStage): void;
+}
+
 export interface ForwardOptions {
   /** [T, E] precomputed router logits (float32); skips the router projection. */
   routerLogits?: Tensor;
+  profiler?: ForwardProfiler;
 }
 
 /** The outputs of one forward. Dispose them (or `using`) when done. */
@@ -255,14 +276,21 @@ export class MoELayer {
       return tensor;
     };
     try {
+      const mark = (stage: ForwardStage): void => options.profiler?.mark(stage);
       if (options.routerLogits !== undefined) this.#checkRouterLogits(options.routerLogits, input.shape[0]!);
-      const logits = options.routerLogits ?? keep(this.routerLogits(input));
+      let logits = options.routerLogits;
+      if (logits === undefined) {
+        logits = keep(this.routerLogits(input));
+        mark('router');
+      }
       const { config } = this;
       const routed = route(logits, { ...config.routing, correctionBias: weights.correctionBias });
+      mark('routing');
       try {
         const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
         const sorted = permute(input, routed.topkIds, config.numExperts, { localExperts });
         for (const tensor of Object.values(sorted)) keep(tensor);
+        mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens:
         // small batches take the decode kernels. The activation runs in the first GEMM's epilogue.
         const maxRowsPerExpert = input.shape[0]!;
@@ -273,11 +301,18 @@ export class MoELayer {
             maxRowsPerExpert,
           }),
         );
+        mark('expert_up');
         const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias, maxRowsPerExpert }));
+        mark('expert_down');
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
+        if (shared) mark('shared');
         const output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
-        // Each rank holds a partial sum; one all-reduce, queued like the rest, completes it.
-        this.#group?.allReduce(output);
+        mark('combine');
+        if (this.#group) {
+          // Each rank holds a partial sum; one all-reduce, queued like the rest, completes it.
+          this.#group.allReduce(output);
+          mark('all_reduce');
+        }
         return resultOf({ output, ...routed });
       } catch (error) {
         for (const tensor of Object.values(routed)) tensor.dispose();

@@ -3,7 +3,9 @@
 #include <napi.h>
 
 #include "collectives.h"
+#include "cublas_gemm.h"
 #include "device_registry.h"
+#include "events.h"
 #include "graphs.h"
 #include "js_errors.h"
 #include "ops.h"
@@ -51,6 +53,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterGraphs(env, exports);
   RegisterCollectives(env, exports);
   RegisterStreams(env, exports);
+  RegisterEvents(env, exports);
+  RegisterCublasGemm(env, exports);
   return exports;
 }
 

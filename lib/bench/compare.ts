@@ -1,0 +1,110 @@
+/**
+ * moekit next to PyTorch: the rows of `moekit bench --json` joined with those of
+ * bench/torch_baseline.py --json on (preset, tokens), printed as a Markdown table (the form
+ * bench/NOTES.md keeps).
+ */
+import { FORWARD_STAGES } from '../layer/moe_layer';
+import { readJsonRows, type BenchRow } from './report';
+
+/** One row of bench/torch_baseline.py's JSON (its own key names). */
+export interface TorchRow {
+  preset: string;
+  /** 'grouped_mm' (torch._grouped_mm) or 'hf_loop' (a per-expert Python loop). */
+  pipeline: string;
+  tokens: number;
+  ms: number;
+  floor_ms: number;
+  tflops: number;
+  matmul_ceiling_tflops: number;
+  copy_ceiling_tbps: number;
+  gpu: string;
+}
+
+/** The moekit fields the comparison reads; older result files lack the rest (floor, stages). */
+export type ComparedBenchRow = Pick<BenchRow, 'preset' | 'tokens' | 'msPerForward' | 'tflops'> & Partial<BenchRow>;
+
+export interface ComparedRow {
+  preset: string;
+  tokens: number;
+  moekitMs: number;
+  /** torch._grouped_mm's time for the same point; undefined when the baseline lacks it. */
+  torchMs: number | undefined;
+  /** torchMs / moekitMs: above 1, moekit is faster. */
+  speedup: number | undefined;
+  /** moekit's own floor (its ceilings), else the baseline's. */
+  floorMs: number | undefined;
+  overFloor: number | undefined;
+  tflops: number;
+  stageMs: BenchRow['stageMs'];
+}
+
+const TORCH_KEYS = ['preset', 'pipeline', 'tokens', 'ms', 'floor_ms'] as const;
+const MOEKIT_KEYS = ['preset', 'tokens', 'msPerForward', 'tflops'] as const;
+
+export function readTorchRows(file: string): TorchRow[] {
+  return readJsonRows<TorchRow>(file, TORCH_KEYS, 'bench/torch_baseline.py');
+}
+
+export function readBenchRows(file: string): ComparedBenchRow[] {
+  return readJsonRows<ComparedBenchRow>(file, MOEKIT_KEYS, 'moekit bench');
+}
+
+export function compareRows(moekit: readonly ComparedBenchRow[], torch: readonly TorchRow[]): ComparedRow[] {
+  return moekit.map((row) => {
+    const baseline = torch.find((candidate) => candidate.pipeline === 'grouped_mm' && candidate.preset === row.preset && candidate.tokens === row.tokens);
+    const floorMs = row.floorMs ?? baseline?.floor_ms;
+    return {
+      preset: row.preset,
+      tokens: row.tokens,
+      moekitMs: row.msPerForward,
+      torchMs: baseline?.ms,
+      speedup: baseline === undefined ? undefined : baseline.ms / row.msPerForward,
+      floorMs,
+      overFloor: floorMs === undefined ? undefined : row.msPerForward / floorMs,
+      tflops: row.tflops,
+      stageMs: row.stageMs ?? {},
+    };
+  });
+}
+
+const STAGES = FORWARD_STAGES.filter((stage) => stage !== 'all_reduce');
+
+const fixed = (value: number | undefined, digits: number, suffix = ''): string => (value === undefined ? '—' : `${value.toFixed(digits)}${suffix}`);
+
+/** '# ' lines naming each side's GPU and ceilings (a join across different GPUs says so). */
+export function formatComparisonPreamble(moekit: readonly ComparedBenchRow[], torch: readonly TorchRow[]): string[] {
+  const ours = moekit[0];
+  const theirs = torch[0];
+  const lines: string[] = [];
+  if (ours?.ceilings) {
+    lines.push(`# moekit: ${ours.deviceName ?? ours.device ?? '?'}, matmul ${ours.ceilings.matmulTflops.toFixed(0)} TFLOP/s, copy ${(ours.ceilings.copyGBps / 1e3).toFixed(2)} TB/s`);
+  }
+  if (theirs) {
+    lines.push(`# torch:  ${theirs.gpu}, matmul ${theirs.matmul_ceiling_tflops.toFixed(0)} TFLOP/s, copy ${theirs.copy_ceiling_tbps.toFixed(2)} TB/s`);
+  }
+  if (ours?.deviceName !== undefined && theirs !== undefined && ours.deviceName !== theirs.gpu) {
+    lines.push(`# WARNING: different devices (${ours.deviceName} vs ${theirs.gpu}): the times do not compare`);
+  }
+  return lines;
+}
+
+/** The joined table in Markdown: times in ms, the speed-up over torch._grouped_mm, the floor. */
+export function formatComparison(rows: readonly ComparedRow[]): string[] {
+  const header = ['preset', 'tokens', 'moekit ms', 'torch _grouped_mm ms', 'speed-up', 'floor ms', 'moekit / floor', 'TFLOP/s', ...STAGES.map((stage) => `${stage} ms`)];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
+  for (const row of rows) {
+    const cells = [
+      row.preset,
+      String(row.tokens),
+      fixed(row.moekitMs, 3),
+      fixed(row.torchMs, 3),
+      fixed(row.speedup, 2, '×'),
+      fixed(row.floorMs, 3),
+      fixed(row.overFloor, 1, '×'),
+      fixed(row.tflops, 1),
+      ...STAGES.map((stage) => fixed(row.stageMs[stage], 3)),
+    ];
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
+  return lines;
+}

@@ -1,0 +1,149 @@
+#include "cublas_library.h"
+
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "../core/errors.h"
+#include "check.h"
+
+namespace moekit::cublas {
+namespace {
+
+// cuBLAS's C ABI (cublas_api.h, library_types.h), declared by hand: only what gemm() uses.
+using Status = int;
+constexpr Status kSuccess = 0;
+using Handle = struct cublasContext*;
+enum Operation : int { kNoTranspose = 0, kTranspose = 1 };
+enum DataType : int { kR32F = 0, kR16F = 2, kR16BF = 14 };  // cudaDataType_t
+constexpr int kComputeFloat32 = 68;                         // CUBLAS_COMPUTE_32F
+constexpr int kDefaultTensorOpAlgorithm = 99;               // CUBLAS_GEMM_DEFAULT_TENSOR_OP
+enum LibraryProperty : int { kMajorVersion = 0, kMinorVersion = 1, kPatchLevel = 2 };
+
+// Newest first: the CUDA 13 library, then CUDA 12's.
+const std::vector<std::string> kLibraryNames = {"libcublas.so.13", "libcublas.so.12"};
+
+struct Api {
+  void* handle = nullptr;
+  Availability availability;
+  Status (*create)(Handle*) = nullptr;
+  Status (*setStream)(Handle, cudaStream_t) = nullptr;
+  Status (*getProperty)(int, int*) = nullptr;
+  Status (*gemmEx)(Handle, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int,
+                   const void*, void*, int, int, int, int) = nullptr;
+};
+
+template <typename Function>
+bool resolve(void* handle, const char* name, Function& function) {
+  function = reinterpret_cast<Function>(dlsym(handle, name));
+  return function != nullptr;
+}
+
+// MOEKIT_CUBLAS_PATH (a file, or a folder holding one of kLibraryNames), else the loader's own
+// search for each name in turn.
+std::vector<std::string> candidatePaths() {
+  const char* explicitPath = std::getenv("MOEKIT_CUBLAS_PATH");
+  if (explicitPath == nullptr || *explicitPath == '\0') return kLibraryNames;
+  struct stat info {};
+  if (stat(explicitPath, &info) != 0 || !S_ISDIR(info.st_mode)) return {explicitPath};
+  std::vector<std::string> paths;
+  for (const std::string& name : kLibraryNames) paths.push_back(std::string(explicitPath) + "/" + name);
+  return paths;
+}
+
+Api load() {
+  Api api;
+  std::string failures;
+  for (const std::string& path : candidatePaths()) {
+    api.handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (api.handle != nullptr) {
+      api.availability.path = path;
+      break;
+    }
+    failures += (failures.empty() ? "" : "; ") + std::string(dlerror());
+  }
+  if (api.handle == nullptr) {
+    api.availability.problem = "cannot load cuBLAS (" + failures + "); set MOEKIT_CUBLAS_PATH";
+    return api;
+  }
+  const bool complete = resolve(api.handle, "cublasCreate_v2", api.create) &&
+                        resolve(api.handle, "cublasSetStream_v2", api.setStream) &&
+                        resolve(api.handle, "cublasGetProperty", api.getProperty) &&
+                        resolve(api.handle, "cublasGemmEx", api.gemmEx);
+  if (!complete) {
+    api.availability.problem = api.availability.path + " lacks a cuBLAS entry point moekit needs (cuBLAS 11 or newer)";
+    return api;
+  }
+  int major = 0, minor = 0, patch = 0;
+  api.getProperty(kMajorVersion, &major);
+  api.getProperty(kMinorVersion, &minor);
+  api.getProperty(kPatchLevel, &patch);
+  api.availability.version = major * 10000 + minor * 100 + patch;
+  api.availability.available = true;
+  return api;
+}
+
+const Api& api() {
+  static std::once_flag once;
+  static Api* loaded = nullptr;
+  std::call_once(once, [] { loaded = new Api(load()); });
+  return *loaded;
+}
+
+const Api& requireApi() {
+  const Api& library = api();
+  if (!library.availability.available) throw NativeError("E_CUDA", "cuBLAS is not available: " + library.availability.problem);
+  return library;
+}
+
+void check(Status status, const char* what) {
+  if (status != kSuccess) throw NativeError("E_CUDA", std::string(what) + " failed with cuBLAS status " + std::to_string(status));
+}
+
+DataType dataType(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return kR32F;
+    case DType::Float16: return kR16F;
+    case DType::BFloat16: return kR16BF;
+    case DType::Int32: break;
+  }
+  throw NativeError("E_DTYPE", "cuBLAS gemm: expected a float dtype");
+}
+
+// One handle per device, made on first use and kept for the life of the process (as devices are).
+Handle handleFor(int device) {
+  static std::mutex mutex;
+  static auto* handles = new std::map<int, Handle>();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = handles->find(device);
+  if (found != handles->end()) return found->second;
+  MOEKIT_CUDA_CHECK(cudaSetDevice(device));  // a handle belongs to the device current at creation
+  Handle handle = nullptr;
+  check(requireApi().create(&handle), "cublasCreate");
+  handles->emplace(device, handle);
+  return handle;
+}
+
+}  // namespace
+
+Availability probe() { return api().availability; }
+
+void gemm(int device, cudaStream_t stream, DType dtype, const void* a, const void* b, void* c, int m, int n, int k) {
+  const Api& library = requireApi();
+  Handle handle = handleFor(device);
+  MOEKIT_CUDA_CHECK(cudaSetDevice(device));
+  check(library.setStream(handle, stream), "cublasSetStream");
+  // cuBLAS is column-major: row-major C[m, n] is column-major Cᵀ [n, m] = B · Aᵀ, where row-major
+  // B[n, k] read column-major is Bᵀ (so transposed back) and row-major A[m, k] is Aᵀ as it stands.
+  const float alpha = 1.0f, beta = 0.0f;
+  const int type = dataType(dtype);
+  check(library.gemmEx(handle, kTranspose, kNoTranspose, n, m, k, &alpha, b, type, k, a, type, k, &beta, c, type, n,
+                       kComputeFloat32, kDefaultTensorOpAlgorithm),
+        "cublasGemmEx");
+}
+
+}  // namespace moekit::cublas
