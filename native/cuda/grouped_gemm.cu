@@ -489,7 +489,9 @@ GemmFamily forcedFamily() {
 GemmFamily pickFamily(const GroupedGemmArgs& args) {
   const GemmFamily forced = forcedFamily();
   if (forced == GemmFamily::Mma) return GemmFamily::Mma;
-  const bool fewRows = args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= small_m::kAutoMaxRowsPerExpert;
+  const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
+  const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= small_m::kAutoMaxRowsPerExpert) ||
+                       args.input.dim(0) <= small_m::kAutoMeanRowsPerExpert * experts;
   const bool preferSmall = forced == GemmFamily::SmallM || (forced == GemmFamily::Auto && fewRows);
   if (preferSmall && small_m::supports(args)) return GemmFamily::SmallM;
   if (sm90::supports(args)) return GemmFamily::Sm90;

@@ -28,8 +28,13 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 }  // namespace sm90
 
 namespace small_m {
-// Rows per expert up to which auto picks this path over sm90 (args.maxRowsPerExpert).
-constexpr int64_t kAutoMaxRowsPerExpert = 16;
+// Auto picks this path over sm90 when the caller's bound on rows per expert
+// (args.maxRowsPerExpert) is at most kAutoMaxRowsPerExpert, or when the mean rows per expert
+// (rows / E, known on the host) is at most kAutoMeanRowsPerExpert. One pass of the kernel takes
+// 32 rows per expert while reading each weight once at copy speed (bench/NOTES.md, v1); an expert
+// with more rows costs one more weight read per 32 rows, so the mean is kept well below that.
+constexpr int64_t kAutoMaxRowsPerExpert = 32;
+constexpr int64_t kAutoMeanRowsPerExpert = 16;
 bool supports(const GroupedGemmArgs& args);
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 }  // namespace small_m

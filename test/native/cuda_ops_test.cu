@@ -955,6 +955,10 @@ void runOpTests() {
         {16, 1024, 256, 8, false, 0, 0, -1, GateLayout::Halves, 2},  // the hint is only a hint: rows exceed it
         {300, 512, 256, 4, false, 0, 0, swiglu, GateLayout::Halves, 300},
         {200, 100, 72, 4, false, 0, 0, swiglu},  // shapes no fast path takes fall back
+        // K a multiple of 8 but not of 32 or 64: lanes of one vector load end on both sides of K.
+        {40, 72, 128, 8, true, 0, 3, -1, GateLayout::Halves, 4},
+        {24, 200, 96, 4, false, 2, 0, swiglu, GateLayout::Interleaved, 8},
+        {70, 136, 64, 2, false, 0, 0, -1, GateLayout::Halves, 64},  // one expert has over 32 rows: two passes
     };
     for (const GemmCase& c : fastPathCases) {
       testGemm(dtype, dtype, DType::Float32, c);

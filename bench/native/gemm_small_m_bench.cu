@@ -1,0 +1,309 @@
+// Times the decode grouped GEMM (native/cuda/grouped_gemm_small_m.cu) on the MoE shapes it is for,
+// against the library's own choice (cuda::groupedGemm under whatever MOEKIT_GEMM says), and prints
+// the bandwidth achieved on the weights the routing actually touches.
+//
+// Per model and token count: GEMM1 (K = H, N = 2I, SwiGLU fused, output [rows, I]) and GEMM2
+// (K = I, N = H), bf16 throughout. Each measurement is a CUDA graph of kVariants forwards with
+// different random routings (so different experts, and weights that L2 cannot hold from one to
+// the next), replayed kReplays times; the median replay over kVariants is the time per GEMM.
+//
+// Build (after test/native/run_cuda_ops_test.sh --build-only has built the library objects), as
+// one command:
+//   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Inative -gencode=arch=compute_90a,code=sm_90a
+//     bench/native/gemm_small_m_bench.cu $(ls build/native-test/objects/native_*.o | grep -v small_m)
+//     -o build/native-test/gemm_small_m_bench
+// This file includes grouped_gemm_small_m.cu itself (to time each configuration by name), so that
+// object is left out of the link.
+//
+//   gemm_small_m_bench [--with-library | --lib-only] [--quick] [--tokens 1,16,...]
+// The first path listed is the reference the others are compared with (largest difference over
+// the largest reference value, GEMM1/GEMM2 output).
+#include "../../native/cuda/grouped_gemm_small_m.cu"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/kernels.h"
+
+using namespace moekit;
+namespace sm = moekit::cuda::small_m;
+
+namespace {
+
+#define CUDA_OK(call) ::moekit::cuda::checkCuda((call), #call, __FILE__, __LINE__)
+
+constexpr int kVariants = 4;  // routings per graph
+constexpr int kReplays = 9;   // graph replays; the median is reported
+constexpr uint64_t kCopyBytes = 1ull << 30;
+
+struct Model {
+  const char* name;
+  int32_t experts;
+  int32_t topK;
+  int64_t hidden;
+  int64_t intermediate;
+};
+
+const Model kModels[] = {
+    {"mixtral-8x7b", 8, 2, 4096, 14336},
+    {"qwen3-30b-a3b", 128, 8, 2048, 768},
+    {"deepseek-v3", 256, 8, 7168, 2048},
+};
+
+struct DeviceBuffer {
+  void* data = nullptr;
+  explicit DeviceBuffer(size_t bytes) { CUDA_OK(cudaMalloc(&data, std::max<size_t>(bytes, 16))); }
+  ~DeviceBuffer() { (void)cudaFree(data); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+TensorView view(const DeviceBuffer& buffer, DType dtype, std::vector<int64_t> shape) {
+  return TensorView{buffer.data, dtype, std::move(shape)};
+}
+
+void fill(const TensorView& tensor, uint64_t seed, float scale, cudaStream_t stream) {
+  FillRandomArgs args;
+  args.output = tensor;
+  args.seed = seed;
+  args.scale = scale;
+  cuda::fillRandom(args, stream);
+}
+
+// One routing of `tokens` tokens: offsets of the expert-sorted rows and the experts it touches.
+struct Routing {
+  std::vector<int32_t> offsets;
+  int touched = 0;
+  int maxRows = 0;
+};
+
+Routing randomRouting(const Model& m, int tokens, std::mt19937& random) {
+  std::vector<int32_t> counts(m.experts, 0);
+  std::vector<int32_t> ids(m.experts);
+  for (int t = 0; t < tokens; ++t) {
+    for (int32_t e = 0; e < m.experts; ++e) ids[e] = e;
+    for (int j = 0; j < m.topK; ++j) {  // k distinct experts, uniformly
+      std::uniform_int_distribution<int32_t> pick(j, m.experts - 1);
+      std::swap(ids[j], ids[pick(random)]);
+      ++counts[ids[j]];
+    }
+  }
+  Routing r;
+  r.offsets.assign(m.experts + 1, 0);
+  for (int32_t e = 0; e < m.experts; ++e) {
+    r.offsets[e + 1] = r.offsets[e] + counts[e];
+    r.touched += counts[e] > 0;
+    r.maxRows = std::max(r.maxRows, counts[e]);
+  }
+  return r;
+}
+
+float medianOf(std::vector<float> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Median milliseconds of one replay of a graph holding `enqueue` captured once.
+float timeGraph(const std::function<void()>& enqueue, cudaStream_t stream) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  enqueue();
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  CUDA_OK(cudaEventCreate(&start));
+  CUDA_OK(cudaEventCreate(&stop));
+  CUDA_OK(cudaGraphLaunch(exec, stream));  // warm-up
+  std::vector<float> times;
+  for (int i = 0; i < kReplays; ++i) {
+    CUDA_OK(cudaEventRecord(start, stream));
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaEventRecord(stop, stream));
+    CUDA_OK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  CUDA_OK(cudaEventDestroy(start));
+  CUDA_OK(cudaEventDestroy(stop));
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+  return medianOf(times);
+}
+
+float copyBandwidth(cudaStream_t stream) {
+  DeviceBuffer a(kCopyBytes), b(kCopyBytes);
+  const float ms = timeGraph([&] { CUDA_OK(cudaMemcpyAsync(b.data, a.data, kCopyBytes, cudaMemcpyDeviceToDevice, stream)); }, stream);
+  return 2.0f * kCopyBytes / (ms * 1e-3f) / 1e9f;  // read + write, GB/s
+}
+
+using GemmFn = std::function<void(const GroupedGemmArgs&, cudaStream_t)>;
+
+struct Path {
+  const char* name;
+  GemmFn run;
+};
+
+// Largest |a - b| over max |b| of two bf16 tensors of `count` elements.
+double relativeDifference(const DeviceBuffer& a, const DeviceBuffer& b, size_t count) {
+  std::vector<uint16_t> ha(count), hb(count);
+  CUDA_OK(cudaMemcpy(ha.data(), a.data, count * 2, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(hb.data(), b.data, count * 2, cudaMemcpyDeviceToHost));
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const double x = bfloat16ToFloat(ha[i]), y = bfloat16ToFloat(hb[i]);
+    if (std::isnan(x) || std::isnan(y)) return INFINITY;
+    worst = std::max(worst, std::fabs(x - y));
+    scale = std::max(scale, std::fabs(y));
+  }
+  return worst / std::max(scale, 1e-30);
+}
+
+void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::vector<Path>& paths, cudaStream_t stream) {
+  const int64_t H = m.hidden, I = m.intermediate, E = m.experts;
+  DeviceBuffer w13(static_cast<size_t>(E * 2 * I * H) * 2), w2(static_cast<size_t>(E * H * I) * 2);
+  fill(view(w13, DType::BFloat16, {E * 2 * I * H}), 1, 0.05f, stream);
+  fill(view(w2, DType::BFloat16, {E * H * I}), 2, 0.05f, stream);
+  const double gemm1BytesPerExpert = 2.0 * I * H * 2, gemm2BytesPerExpert = 1.0 * H * I * 2;
+  std::mt19937 random(7);
+
+  for (int tokens : tokenCounts) {
+    const int64_t rows = int64_t{tokens} * m.topK;
+    std::vector<Routing> routings;
+    std::vector<std::unique_ptr<DeviceBuffer>> offsets, inputs, middles, outputs;
+    double touched = 0;
+    int maxRows = 0;
+    for (int v = 0; v < kVariants; ++v) {
+      routings.push_back(randomRouting(m, tokens, random));
+      touched += routings.back().touched / static_cast<double>(kVariants);
+      maxRows = std::max(maxRows, routings.back().maxRows);
+      offsets.push_back(std::make_unique<DeviceBuffer>((E + 1) * sizeof(int32_t)));
+      CUDA_OK(cudaMemcpy(offsets.back()->data, routings.back().offsets.data(), (E + 1) * sizeof(int32_t), cudaMemcpyHostToDevice));
+      inputs.push_back(std::make_unique<DeviceBuffer>(rows * H * 2));
+      fill(view(*inputs.back(), DType::BFloat16, {rows * H}), 100 + v, 1.0f, stream);
+      middles.push_back(std::make_unique<DeviceBuffer>(rows * I * 2));
+      outputs.push_back(std::make_unique<DeviceBuffer>(rows * H * 2));
+    }
+    const auto gemm1Args = [&](int v) {
+      GroupedGemmArgs a;
+      a.input = view(*inputs[v], DType::BFloat16, {rows, H});
+      a.weights = view(w13, DType::BFloat16, {E, 2 * I, H});
+      a.expertOffsets = view(*offsets[v], DType::Int32, {E + 1});
+      a.output = view(*middles[v], DType::BFloat16, {rows, I});
+      a.activation.enabled = true;
+      a.activation.kind = ActivationKind::SwiGLU;
+      a.maxRowsPerExpert = tokens;
+      return a;
+    };
+    const auto gemm2Args = [&](int v) {
+      GroupedGemmArgs a;
+      a.input = view(*middles[v], DType::BFloat16, {rows, I});
+      a.weights = view(w2, DType::BFloat16, {E, H, I});
+      a.expertOffsets = view(*offsets[v], DType::Int32, {E + 1});
+      a.output = view(*outputs[v], DType::BFloat16, {rows, H});
+      a.maxRowsPerExpert = tokens;
+      return a;
+    };
+
+    // Agreement with the first path (the library) on variant 0, both GEMMs.
+    std::vector<std::string> agreement;
+    std::unique_ptr<DeviceBuffer> refMiddle, refOut;
+    for (size_t i = 0; i < paths.size(); ++i) {
+      CUDA_OK(cudaMemsetAsync(middles[0]->data, 0xff, rows * I * 2, stream));  // NaN poison
+      CUDA_OK(cudaMemsetAsync(outputs[0]->data, 0xff, rows * H * 2, stream));
+      paths[i].run(gemm1Args(0), stream);
+      paths[i].run(gemm2Args(0), stream);
+      CUDA_OK(cudaStreamSynchronize(stream));
+      if (i == 0) {
+        refMiddle = std::make_unique<DeviceBuffer>(rows * I * 2);
+        refOut = std::make_unique<DeviceBuffer>(rows * H * 2);
+        CUDA_OK(cudaMemcpy(refMiddle->data, middles[0]->data, rows * I * 2, cudaMemcpyDeviceToDevice));
+        CUDA_OK(cudaMemcpy(refOut->data, outputs[0]->data, rows * H * 2, cudaMemcpyDeviceToDevice));
+      } else {
+        char text[96];
+        std::snprintf(text, sizeof(text), "%s %.1e/%.1e", paths[i].name, relativeDifference(*middles[0], *refMiddle, rows * I),
+                      relativeDifference(*outputs[0], *refOut, rows * H));
+        agreement.push_back(text);
+      }
+    }
+
+    std::printf("%-14s T=%-4d rows=%-5lld touched=%5.1f maxRows=%-4d", m.name, tokens, static_cast<long long>(rows), touched, maxRows);
+    for (const auto& a : agreement) std::printf("  [%s]", a.c_str());
+    std::printf("\n");
+    for (const Path& path : paths) {
+      const float ms1 = timeGraph([&] { for (int v = 0; v < kVariants; ++v) path.run(gemm1Args(v), stream); }, stream) / kVariants;
+      const float ms2 = timeGraph([&] { for (int v = 0; v < kVariants; ++v) path.run(gemm2Args(v), stream); }, stream) / kVariants;
+      const double gbs1 = touched * gemm1BytesPerExpert / (ms1 * 1e-3) / 1e9;
+      const double gbs2 = touched * gemm2BytesPerExpert / (ms2 * 1e-3) / 1e9;
+      // GEMM1 then GEMM2 of one forward after the other, as a layer runs them.
+      const float msPair = timeGraph([&] {
+        for (int v = 0; v < kVariants; ++v) {
+          path.run(gemm1Args(v), stream);
+          path.run(gemm2Args(v), stream);
+        }
+      }, stream) / kVariants;
+      const double gbsPair = touched * (gemm1BytesPerExpert + gemm2BytesPerExpert) / (msPair * 1e-3) / 1e9;
+      std::printf("    %-8s gemm1 %8.1f us %5.0f GB/s | gemm2 %8.1f us %5.0f GB/s | 1+2 %8.1f us %5.0f GB/s\n", path.name,
+                  ms1 * 1e3, gbs1, ms2 * 1e3, gbs2, msPair * 1e3, gbsPair);
+    }
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool libOnly = false, quick = false, withLibrary = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--lib-only") == 0) libOnly = withLibrary = true;
+    if (std::strcmp(argv[i], "--with-library") == 0) withLibrary = true;
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+  }
+  try {
+    CUDA_OK(cudaSetDevice(0));
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const char* forced = std::getenv("MOEKIT_GEMM");
+    std::printf("device copy: %.0f GB/s (read + write); library path: MOEKIT_GEMM=%s\n", copyBandwidth(stream),
+                forced ? forced : "auto");
+
+    std::vector<Path> paths;
+    if (withLibrary) paths.push_back({"library", [](const GroupedGemmArgs& a, cudaStream_t s) { cuda::groupedGemm(a, s); }});
+    paths.push_back({"decode", [](const GroupedGemmArgs& a, cudaStream_t s) { sm::groupedGemm(a, s); }});
+    if (!libOnly) {
+      paths.push_back({"warps2", [](const GroupedGemmArgs& a, cudaStream_t s) {
+                         sm::launchStream<sm::StreamConfig<2, 1, 2, 4>>(a, s);
+                       }});
+      paths.push_back({"warps4", [](const GroupedGemmArgs& a, cudaStream_t s) {
+                         sm::launchStream<sm::StreamConfig<4, 1, 2, 4>>(a, s);
+                       }});
+      paths.push_back({"warps8", [](const GroupedGemmArgs& a, cudaStream_t s) {
+                         sm::launchStream<sm::StreamConfig<8, 1, 2, 4>>(a, s);
+                       }});
+    }
+    std::vector<int> tokenCounts = quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16, 32, 64, 128};
+    for (int i = 1; i + 1 < argc; ++i) {
+      if (std::strcmp(argv[i], "--tokens") != 0) continue;
+      tokenCounts.clear();
+      for (const char* item = argv[i + 1]; *item != 0;) {
+        char* end = nullptr;
+        tokenCounts.push_back(static_cast<int>(std::strtol(item, &end, 10)));
+        item = *end == ',' ? end + 1 : end;
+      }
+    }
+    for (const Model& m : kModels) benchModel(m, tokenCounts, paths, stream);
+    CUDA_OK(cudaStreamDestroy(stream));
+  } catch (const NativeError& error) {
+    std::printf("FAIL %s: %s\n", error.code().c_str(), error.what());
+    return 1;
+  }
+  return 0;
+}
