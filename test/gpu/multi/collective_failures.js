@@ -9,7 +9,10 @@
 //                next call on the group must throw E_NCCL.
 //   rank-stalls  rank 1 sleeps past the timeout before its forward; rank 0's synchronize() must
 //                reject with E_NCCL; rank 1, arriving late to a group whose peer gave up, must
-//                reject too.
+//                reject too. Its first all-reduce may still complete (seen on 2 H200s: rank 0 had
+//                already delivered its half before it gave up, so rank 1 had all it needed), so
+//                the late rank runs up to LATE_ROUNDS forwards: with its peer gone, the next one
+//                stalls and the watchdog must turn it into E_NCCL.
 // Exits 1 if any expectation fails or a rank is still running after DEADLINE_MS.
 const { spawn } = require('node:child_process');
 const net = require('node:net');
@@ -17,6 +20,7 @@ const path = require('node:path');
 
 const TIMEOUT_MS = 5_000; // the group's collective timeout in the ranks
 const DEADLINE_MS = 90_000; // a rank still running after this has hung
+const LATE_ROUNDS = 2; // forwards the late rank runs before it must have seen E_NCCL
 const FIXTURE = path.resolve(__dirname, '../../../../shared/fixtures/hf-moe/mixtral');
 
 async function rank() {
@@ -36,6 +40,14 @@ async function rank() {
     say(`sleeping ${3 * TIMEOUT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, 3 * TIMEOUT_MS));
   }
+  const rounds = group.rank === 1 && scenario === 'rank-stalls' ? LATE_ROUNDS : 1;
+  for (let round = 1; round <= rounds; round++) await forwardRound(scenario, layer, x, group, say, round === rounds);
+  process.exit(0);
+}
+
+// One forward and a synchronize(); prints what happened and exits the process on an error (or,
+// when `last`, the caller exits after it).
+async function forwardRound(scenario, layer, x, group, say, last) {
   const started = Date.now();
   let result;
   try {
@@ -55,11 +67,12 @@ async function rank() {
   }
   try {
     await group.synchronize();
-    say(`NO ERROR after ${Date.now() - started} ms`);
+    say(`${last ? 'NO ERROR' : 'completed'} after ${Date.now() - started} ms`);
   } catch (error) {
     say(`REJECTED ${error.code} after ${Date.now() - started} ms: ${error.message}`);
+    process.exit(0);
   }
-  process.exit(0);
+  for (const tensor of Object.values(result)) tensor.dispose();
 }
 
 function freePort() {
