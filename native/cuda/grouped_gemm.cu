@@ -29,6 +29,7 @@
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
 #include "kernels.h"
+#include "skinny_linear.h"
 
 namespace moekit::cuda {
 namespace {
@@ -576,6 +577,10 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
 void linear(const LinearArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "linear output");
   if (args.bias.present()) checkFloat(args.bias.dtype, "linear bias");
+  if (skinny::supports(args)) {
+    skinny::linear(args, stream);
+    return;
+  }
   const GemmProblem problem{args.input.data,
                             args.weight.data,
                             args.bias.present() ? args.bias.data : nullptr,

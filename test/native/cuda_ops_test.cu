@@ -938,6 +938,20 @@ void runOpTests() {
     }
     if (!gQuick) testGemm(dtype, dtype, DType::Float32, GemmCase{2048, 4096, 512, 8, true, 0, 0});  // long K
 
+    // Linear with a few rows (the router at decode: the skinny kernel for bfloat16/float16):
+    // N not a multiple of its 4 columns, K not a multiple of a warp's 256, rows across row groups.
+    const GemmCase skinnyCases[] = {
+        {1, 4096, 8, 0, false, 0, 0},
+        {7, 2048, 128, 0, true, 0, 0},
+        {64, 7168, 256, 0, false, 0, 0},
+        {33, 200, 22, 0, true, 0, 0},
+        {16, 8, 3, 0, true, 0, 0},
+    };
+    for (const GemmCase& c : skinnyCases) {
+      testGemm(dtype, dtype, DType::Float32, c);
+      if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
+    }
+
     // Shapes the Hopper and decode kernels take (K a multiple of 64, N of 128), fused activations,
     // experts with no rows, untouched lead/tail rows, and the decode hint.
     const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
