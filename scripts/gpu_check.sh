@@ -2,13 +2,13 @@
 # The GPU machine's checklist, in one command (device time is scarce): build with CUDA, run the GPU
 # test suite, run it again under compute-sanitizer (memcheck, racecheck) without the real-sized
 # layers, and benchmark. Logs and JSON go to $OUT (or ./gpu-out).
-# Usage (on the GPU machine): source .device/prelude.sh && bash scripts/gpu_check.sh [build|test|sanitize|bench]...
+# Usage (on the GPU machine): source .device/prelude.sh && bash scripts/gpu_check.sh [build|test|families|sanitize|bench]...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(build test sanitize bench)
+[ ${#steps[@]} -eq 0 ] && steps=(build test families sanitize bench)
 
 build() {
   # The CUDA build of the addon (16 cores there), then the TypeScript.
@@ -17,6 +17,20 @@ build() {
 
 gpu_tests() {
   npx vitest run test/gpu --no-file-parallelism --reporter=verbose 2>&1 | tee "$out/gpu-tests.log" | grep -E "✓|×|skipped|Tests|relative error|FAIL" | tail -80
+}
+
+# Every grouped GEMM family forced in turn (MOEKIT_GEMM; a call the family cannot take falls back):
+# the native harness against the CPU backend, and the GPU op and fixture suites. mma is the sm_80
+# (A100-class) path, run here on the Hopper GPU.
+families() {
+  JOBS=$(nproc) bash test/native/run_cuda_ops_test.sh --build-only > "$out/harness-build.log" 2>&1 || { tail -20 "$out/harness-build.log"; return 1; }
+  for family in sm90 small_m mma; do
+    MOEKIT_GEMM=$family build/native-test/cuda_ops_test > "$out/harness-$family.log" 2>&1
+    echo "harness MOEKIT_GEMM=$family: exit $? ($(tail -1 "$out/harness-$family.log"))"
+    grep -E "^FAIL" "$out/harness-$family.log" | head -10
+    MOEKIT_GEMM=$family npx vitest run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts > "$out/gpu-tests-$family.log" 2>&1
+    echo "GPU ops and fixtures MOEKIT_GEMM=$family: exit $? ($(grep -E "Tests " "$out/gpu-tests-$family.log" | tail -1))"
+  done
 }
 
 sanitize() {
@@ -45,6 +59,7 @@ for step in "${steps[@]}"; do
   case "$step" in
     build) build ;;
     test) gpu_tests ;;
+    families) families ;;
     sanitize) sanitize ;;
     bench) bench ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
