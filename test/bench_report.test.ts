@@ -70,14 +70,14 @@ describe('bench rows', () => {
       '# copy ceiling 2913 GB/s: copy',
     ]);
     const titles = formatHeader().split(/\s{2,}/);
-    expect(titles).toEqual(['preset', 'tokens', 'ms/forward', 'p10-p90', 'floor ms', 'x floor', 'TFLOP/s', 'weights GB/s', 'experts',
+    expect(titles).toEqual(['preset', 'tokens', 'ms/forward', 'p10-p90', 'graph ms', 'floor ms', 'x floor', 'TFLOP/s', 'weights GB/s', 'experts',
       'router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine']);
     const cells = formatRow(benchRow(qwen, context, 128, timing)).split(/\s+/);
     const floor = forwardFloor(qwen.config, 128, 'bfloat16', H100).ms;
-    expect(cells.slice(0, 5)).toEqual(['qwen3-30b-a3b', '128', '2.000', '1.900-2.500', floor.toFixed(3)]);
-    expect(cells[5]).toBe((2 / floor).toFixed(1));
+    expect(cells.slice(0, 6)).toEqual(['qwen3-30b-a3b', '128', '2.000', '1.900-2.500', '-', floor.toFixed(3)]);
+    expect(cells[6]).toBe((2 / floor).toFixed(1));
     // Measured / expected experts, then the stages; no shared expert here.
-    expect(cells.slice(8)).toEqual([`95/${expectedTouchedExperts(qwen.config, 128).toFixed(0)}`, '0.100', '0.050', '0.050', '1.200', '0.500', '-', '0.100']);
+    expect(cells.slice(9)).toEqual([`95/${expectedTouchedExperts(qwen.config, 128).toFixed(0)}`, '0.100', '0.050', '0.050', '1.200', '0.500', '-', '0.100']);
   });
 
   it('quantiles interpolate and the touched-expert count averages over inputs', () => {
@@ -106,16 +106,27 @@ describe('comparison with bench/torch_baseline.py', () => {
     expect(rows[1]).toMatchObject({ torchMs: 0.75, speedup: 0.75, floorMs: 0.25, overFloor: 4, stageMs: {} });
 
     const table = formatComparison(rows);
-    expect(table[0]).toBe('| preset | tokens | moekit ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms |');
-    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
-    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | — | 0.010 | — | — | — | — | — |');
+    expect(table[0]).toBe('| preset | tokens | moekit ms | graph ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms |');
+    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | — | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | — | 0.010 | — | — | — | — | — |');
+  });
+
+  it('takes the speed-up and the floor ratio on a graph replay when it beats the eager forward', () => {
+    const moekit = [
+      { preset: 'qwen3-30b-a3b', tokens: 1, msPerForward: 0.25, graphMsPerForward: 0.05, tflops: 0.4, floorMs: 0.025 },
+      { preset: 'qwen3-30b-a3b', tokens: 16, msPerForward: 0.2, graphMsPerForward: 0.4, tflops: 1, floorMs: 0.1 },
+    ];
+    const rows = compareRows(moekit, [...torch, { ...torch[0]!, tokens: 16, ms: 0.8 }]);
+    expect(rows[0]).toMatchObject({ moekitMs: 0.25, graphMs: 0.05, bestMs: 0.05, speedup: 10, overFloor: 2 });
+    expect(rows[1]).toMatchObject({ bestMs: 0.2, speedup: 4, overFloor: 2 });
+    expect(formatComparison(rows)[2]).toMatch(/^\| qwen3-30b-a3b \| 1 \| 0\.250 \| 0\.050 \| 0\.500 \| 10\.00× \| 0\.025 \| 2\.0× \|/);
   });
 
   it('leaves a point the baseline lacks blank, and warns when the GPUs differ', () => {
     const moekit = [{ preset: 'mixtral-8x7b-mini', tokens: 1, msPerForward: 3, tflops: 0.1, deviceName: 'AMD EPYC', ceilings: H100 }];
     const [row] = compareRows(moekit, torch);
     expect(row).toMatchObject({ torchMs: undefined, speedup: undefined, floorMs: undefined });
-    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | 0.1 | — | — | — | — | — | — | — |');
+    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | — | 0.1 | — | — | — | — | — | — | — |');
     expect(formatComparisonPreamble(moekit, torch)).toEqual([
       '# moekit: AMD EPYC, matmul 751 TFLOP/s, copy 2.91 TB/s',
       '# torch:  NVIDIA H100 80GB HBM3, matmul 751 TFLOP/s, copy 2.91 TB/s',

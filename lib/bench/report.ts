@@ -36,6 +36,8 @@ export interface BenchRow {
   p90Ms: number;
   /** Host time from enqueue to results ready, median. */
   hostMsPerForward: number;
+  /** Device time of one CUDA-graph replay of the forward, median (decode-sized points only). */
+  graphMsPerForward?: number;
   /** Each stage's median device time (lib/layer/moe_layer.ts: ForwardStage). */
   stageMs: Partial<Record<ForwardStage, number>>;
   tokensPerSecond: number;
@@ -81,6 +83,7 @@ export function benchRow(preset: BenchPreset, context: BenchContext, tokens: num
     p10Ms: timing.p10Ms,
     p90Ms: timing.p90Ms,
     hostMsPerForward: timing.hostMs,
+    ...(timing.graphMs !== undefined && { graphMsPerForward: timing.graphMs }),
     stageMs: timing.stageMs,
     tokensPerSecond: tokens / seconds,
     tflops: forwardFlops(config, tokens) / seconds / 1e12,
@@ -116,6 +119,7 @@ const COLUMNS: readonly Column<BenchRow>[] = [
   { title: 'tokens', width: 6, cell: (row) => String(row.tokens) },
   { title: 'ms/forward', width: 10, cell: (row) => formatMs(row.msPerForward) },
   { title: 'p10-p90', width: 15, cell: (row) => `${row.p10Ms.toFixed(3)}-${row.p90Ms.toFixed(3)}` },
+  { title: 'graph ms', width: 8, cell: (row) => formatMs(row.graphMsPerForward) },
   { title: 'floor ms', width: 9, cell: (row) => formatMs(row.floorMs) },
   { title: 'x floor', width: 7, cell: (row) => (row.msPerForward / row.floorMs).toFixed(1) },
   { title: 'TFLOP/s', width: 8, cell: (row) => row.tflops.toFixed(2) },
@@ -142,7 +146,7 @@ export function formatPreamble(context: BenchContext): string[] {
     `# matmul ceiling ${ceilings.matmulTflops.toFixed(1)} TFLOP/s: ${ceilings.matmulSource}`,
     `# copy ceiling ${ceilings.copyGBps.toFixed(0)} GB/s: ${ceilings.copySource}`,
     '# floor = max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling); experts: touched (measured/expected);',
-    '# ms/forward, p10-p90 and the stage columns are device time (median of the runs)',
+    '# ms/forward, p10-p90 and the stage columns are device time (median of the runs); graph ms: one CUDA-graph replay of the forward',
   ];
 }
 

@@ -5,12 +5,17 @@
 import type { ForwardStage, MoELayer } from '../layer/moe_layer';
 import { synchronize } from '../sync';
 import { Tensor } from '../tensor';
-import { StageTimer } from './events';
+import { elapsedTimes, recordEvent, StageTimer } from './events';
 
 export interface TimingOptions {
   /** Untimed runs first: they pay for first-touch page faults, allocator growth and lazy init. */
   warmup: number;
   runs: number;
+  /**
+   * On a CUDA device, forwards of up to this many tokens are also timed as CUDA-graph replays
+   * (how a decode loop runs them: one launch, no per-kernel launch gaps). 0: never.
+   */
+  graphMaxTokens?: number;
 }
 
 export interface ForwardTiming {
@@ -24,6 +29,8 @@ export interface ForwardTiming {
   stageMs: Partial<Record<ForwardStage, number>>;
   /** Tokens routed to each expert ([E]) in one forward of each rotated input. */
   expertCounts: Int32Array[];
+  /** Device time of one CUDA-graph replay of the forward, median; absent when not measured. */
+  graphMs?: number;
 }
 
 /**
@@ -75,7 +82,11 @@ export async function timeForward(layer: MoELayer, tokens: number, options: Timi
       // Read after the clock stopped: a small download per rotated input.
       if (timed < INPUT_ROTATION) expertCounts.push((await result.expertCounts.toArray()) as Int32Array);
     }
+    const graphMs = tokens <= (options.graphMaxTokens ?? 0) && device.startsWith('cuda:')
+      ? await timeReplays(layer, tokens, inputs, options)
+      : undefined;
     return {
+      ...(graphMs !== undefined && { graphMs }),
       ms: median(deviceMs),
       p10Ms: quantile(deviceMs, 0.1),
       p90Ms: quantile(deviceMs, 0.9),
@@ -86,4 +97,22 @@ export async function timeForward(layer: MoELayer, tokens: number, options: Timi
   } finally {
     for (const input of inputs) input.dispose();
   }
+}
+
+/**
+ * Median device time of a captured forward's replay. The rotated input is copied into the graph's
+ * input before the start event, so only the replay itself is timed.
+ */
+async function timeReplays(layer: MoELayer, tokens: number, inputs: readonly Tensor[], options: TimingOptions): Promise<number> {
+  using captured = layer.capture(tokens);
+  const times: number[] = [];
+  for (let run = 0; run < options.warmup + options.runs; run++) {
+    captured.input.copyFrom(inputs[run % inputs.length]!);
+    const events = [recordEvent(layer.device)];
+    captured.replay();
+    events.push(recordEvent(layer.device));
+    const [, ms] = await elapsedTimes(events);
+    if (run >= options.warmup) times.push(ms!);
+  }
+  return median(times);
 }

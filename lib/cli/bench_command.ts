@@ -22,9 +22,15 @@ interface BenchDefaults extends TimingOptions {
 
 // A GPU forward takes microseconds to milliseconds and varies more from run to run: more runs.
 const CPU_DEFAULTS: BenchDefaults = { presets: MINI_PRESETS, tokens: [1, 16, 128], dtype: 'float32', warmup: 1, runs: 5 };
-const CUDA_DEFAULTS: BenchDefaults = { presets: FULL_PRESETS, tokens: [1, 16, 128, 1024, 4096, 16384], dtype: 'bfloat16', warmup: 3, runs: 20 };
-// Each rank cuts its shard from the full weights on the host, which DeepSeek-V3's do not fit.
-const PARALLEL_DEFAULTS: BenchDefaults = { ...CUDA_DEFAULTS, presets: FULL_PRESETS.filter((preset) => preset.name !== 'deepseek-v3') };
+// Decode-sized points are also timed as CUDA-graph replays, the way a decode loop runs them.
+const CUDA_DEFAULTS: BenchDefaults = {
+  presets: FULL_PRESETS, tokens: [1, 16, 128, 1024, 4096, 16384], dtype: 'bfloat16', warmup: 3, runs: 20, graphMaxTokens: 128,
+};
+// Each rank cuts its shard from the full weights on the host, which DeepSeek-V3's do not fit. The
+// all-reduce is not captured into graphs: eager forwards only.
+const PARALLEL_DEFAULTS: BenchDefaults = {
+  ...CUDA_DEFAULTS, presets: FULL_PRESETS.filter((preset) => preset.name !== 'deepseek-v3'), graphMaxTokens: 0,
+};
 
 const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
 
@@ -121,6 +127,7 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
     dtype: dtypeOption(options.dtype, defaults.dtype),
     warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
     runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
+    ...(defaults.graphMaxTokens !== undefined && { graphMaxTokens: defaults.graphMaxTokens }),
     json: options.json,
     compare: options.compare,
     from: options.from,

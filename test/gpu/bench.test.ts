@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import { measureCeilings } from '../../lib/bench/ceilings';
 import { elapsedTimes, recordEvent, StageTimer } from '../../lib/bench/events';
+import { timeForward } from '../../lib/bench/timing';
 import { MoELayer, Tensor, linear } from '../../lib/index';
 import { addon } from '../../lib/native';
 import { swigluConfig } from '../helpers/configs';
@@ -36,6 +37,18 @@ describe.skipIf(!HAS_GPU)('benchmark timing on a GPU', () => {
     expect(Object.values(stages).reduce((sum, ms) => sum + ms, 0)).toBeCloseTo(totalMs, 6);
     expect(totalMs).toBeGreaterThan(0);
     expect(result.output.shape).toEqual([256, 1024]);
+  });
+
+  it('times decode-sized forwards as graph replays too, and only those', async () => {
+    const config = swigluConfig({ hidden: 1024, intermediate: 512, experts: 16, topK: 2 });
+    using layer = MoELayer.random(config, { device: GPU, dtype: 'bfloat16', seed: 1 });
+    const options = { warmup: 1, runs: 3, graphMaxTokens: 4 };
+    const decode = await timeForward(layer, 4, options);
+    expect(decode.graphMs).toBeGreaterThan(0);
+    expect(Number.isFinite(decode.graphMs)).toBe(true);
+    expect(decode.ms).toBeGreaterThan(0);
+    const prefill = await timeForward(layer, 5, options);
+    expect(prefill.graphMs).toBeUndefined();
   });
 
   it('cuBLAS, where it loads, computes what linear computes', async (context) => {

@@ -1,4 +1,4 @@
-// `moekit run --device cuda:0` on the fixtures, and edge cases of routing on the GPU.
+// `moekit run` and `moekit bench` with --device cuda:0, and edge cases of routing on the GPU.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -38,5 +38,18 @@ describe.skipIf(!HAS_GPU)('routing edge cases on the GPU', () => {
     using gpu = gpuLayer.forward(xGpu);
     expect(Array.from(await gpu.expertCounts.toArray())).toEqual(new Array(8).fill(1));
     expect(relativeError((await gpu.output.toArray()) as Float32Array, (await cpu.output.toArray()) as Float32Array)).toBeLessThanOrEqual(1e-5);
+  });
+});
+
+describe.skipIf(!HAS_GPU)('moekit bench --device cuda:0', () => {
+  it('times decode-sized points as graph replays as well, larger ones eagerly only', () => {
+    const json = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-gpu-')), 'bench.json');
+    const args = [MAIN, 'bench', '--device', GPU, '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1,200', '--warmup', '1', '--runs', '2', '--json', json];
+    const result = spawnSync(process.execPath, args, { encoding: 'utf8' });
+    expect(result.status, result.stderr).toBe(0);
+    const rows = JSON.parse(fs.readFileSync(json, 'utf8')) as { tokens: number; graphMsPerForward?: number }[];
+    expect(rows.map((row) => row.tokens)).toEqual([1, 200]);
+    expect(rows[0]!.graphMsPerForward).toBeGreaterThan(0);
+    expect(rows[1]!.graphMsPerForward).toBeUndefined();
   });
 });
