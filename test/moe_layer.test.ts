@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { MoELayer, MoekitError, Tensor } from '../lib/index';
+import { MoELayer, MoekitError, Tensor, type MoEConfig } from '../lib/index';
 import { swigluConfig } from './helpers/configs';
 import { FIXTURE_FAMILIES, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
 
@@ -86,6 +86,12 @@ describe('MoELayer inputs and lifetime', () => {
   it('rejects configs with top-k above the expert count', () => {
     const bad = { ...tinyConfig, routing: { ...tinyConfig.routing, topK: 6 } };
     expect(() => MoELayer.random(bad)).toThrow(/topK \(6\) is larger than numExperts \(5\)/);
+  });
+
+  it('rejects a sharedExpert that is neither null nor an object with a typed error', () => {
+    const bad = { ...tinyConfig, sharedExpert: undefined } as unknown as MoEConfig;
+    expect(() => MoELayer.random(bad)).toThrow(MoekitError);
+    expect(() => MoELayer.random(bad)).toThrow(/sharedExpert must be null or \{ intermediateSize, gated \}, got undefined/);
   });
 
   it('cannot run after dispose()', () => {

@@ -221,7 +221,10 @@ export class MoELayer {
         w2: make([E, H, I], I),
       };
       if (config.routerBias) weights.routerBias = make([E], 1);
-      if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = make([E], 10, 'float32');
+      // Kept well below the spread of the sigmoid scores (~0.05 here): a larger bias would pick the
+      // same few experts for every token, and the benchmark would read a fraction of the weights
+      // a load-balanced model reads.
+      if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = make([E], 1e5, 'float32');
       if (config.expertBias) {
         weights.w13Bias = make([E, width], H);
         weights.w2Bias = make([E, H], I);

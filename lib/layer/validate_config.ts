@@ -38,6 +38,10 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
     throw new MoekitError('E_CONFIG', `MoE config: activation must be one of ${ACTIVATIONS.join(', ')}, got ${JSON.stringify(config.activation)}`);
   }
   if (config.sharedExpert !== null) {
+    // JavaScript callers can pass anything here; `undefined` is a common slip for "none".
+    if (typeof config.sharedExpert !== 'object') {
+      throw new MoekitError('E_CONFIG', `MoE config: sharedExpert must be null or { intermediateSize, gated }, got ${String(config.sharedExpert)}`);
+    }
     positiveInteger(config.sharedExpert.intermediateSize, 'sharedExpert.intermediateSize');
     if (!GATED_ACTIVATIONS.includes(config.activation)) {
       throw new MoekitError('E_CONFIG', 'MoE config: shared experts need a gated activation');
