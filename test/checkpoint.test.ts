@@ -13,27 +13,13 @@ import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/ch
 import { decodeHalf, encodeHalf } from '../lib/dtype';
 import { MoekitError, type MoekitErrorCode } from '../lib/errors';
 import type { ModelFamily, MoEConfig } from '../lib/layer/config';
-import { FIXTURE_FAMILIES, fixtureDir } from './helpers/fixtures';
+import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir } from './helpers/fixtures';
 
 const INDEX = 'model.safetensors.index.json';
 const SHARDS = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
 
 function scratchDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-checkpoint-'));
-}
-
-/** A writable copy of a fixture (the fixtures themselves are read-only). */
-function copyFixture(family: ModelFamily): string {
-  const target = path.join(scratchDir(), family);
-  fs.cpSync(fixtureDir(family), target, { recursive: true });
-  for (const file of fs.readdirSync(target)) fs.chmodSync(path.join(target, file), 0o644);
-  return target;
-}
-
-function editJson(file: string, edit: (json: Record<string, unknown>) => void): void {
-  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  edit(json);
-  fs.writeFileSync(file, JSON.stringify(json));
 }
 
 function weightMap(dir: string): Record<string, string> {

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsFile, writeSafetensors } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
 import type { ModelFamily } from '../lib/layer/config';
-import { FIXTURE_FAMILIES, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
+import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
 
 const MAIN = path.resolve(__dirname, '../dist/cli/main.js');
 const PACKAGE_VERSION = (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { version: string }).version;
@@ -81,19 +81,6 @@ describe('moekit run with half-precision input', () => {
 });
 
 // ---- Broken copies of the fixtures (the fixture folders themselves are read-only) ----
-
-function copyFixture(family: ModelFamily): string {
-  const target = path.join(scratchDir(), family);
-  fs.cpSync(fixtureDir(family), target, { recursive: true });
-  for (const file of fs.readdirSync(target)) fs.chmodSync(path.join(target, file), 0o644);
-  return target;
-}
-
-function editJson(file: string, edit: (json: Record<string, unknown>) => void): void {
-  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  edit(json);
-  fs.writeFileSync(file, JSON.stringify(json));
-}
 
 interface HeaderEntry {
   dtype?: string;

@@ -1,4 +1,6 @@
-/** Access to the shared Hugging Face fixtures (../shared/fixtures/hf-moe beside the repo). */
+/** Access to the shared Hugging Face fixtures (../shared/fixtures/hf-moe beside the repo), and writable copies of them. */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { SafetensorsFile } from '../../lib/checkpoint/safetensors';
@@ -66,4 +68,24 @@ export function idSets(ids: ArrayLike<number>, topK: number): number[][] {
     sets.push(Array.from({ length: topK }, (_, j) => ids[start + j]!).sort((a, b) => a - b));
   }
   return sets;
+}
+
+/** A fresh, empty temporary folder. */
+export function scratchDir(prefix = 'moekit-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A writable copy of a fixture (the fixtures themselves are read-only). */
+export function copyFixture(family: ModelFamily): string {
+  const target = path.join(scratchDir('moekit-fixture-'), family);
+  fs.cpSync(fixtureDir(family), target, { recursive: true });
+  for (const file of fs.readdirSync(target)) fs.chmodSync(path.join(target, file), 0o644);
+  return target;
+}
+
+/** Rewrites a JSON file through `edit`. */
+export function editJson(file: string, edit: (json: Record<string, unknown>) => void): void {
+  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  edit(json);
+  fs.writeFileSync(file, JSON.stringify(json));
 }
