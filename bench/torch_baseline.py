@@ -5,6 +5,8 @@ Two pipelines per point, bf16, random weights, softmax top-k routing (group-limi
 DeepSeek-V3, shared expert included):
   - `hf_loop`: a per-expert Python loop, as Hugging Face's MoE blocks run;
   - `grouped_mm`: route, sort by expert, two `torch._grouped_mm` calls around SwiGLU, index_add.
+and `gemms`: the grouped GEMMs alone (the two `torch._grouped_mm` calls and SwiGLU between them)
+on rows already sorted by expert, to set beside moekit's expert_up + expert_down stages.
 It also measures the two ceilings of the floor in the same run: the bf16 matmul rate (8192^3) and
 the device-to-device copy bandwidth (bytes read + written).
 
@@ -101,15 +103,22 @@ class Layer:
             out.index_add_(0, token, (y * weights[token, slot, None]).to(x.dtype))
         return out + self.shared_out(x)
 
-    def grouped_mm(self, x):
-        weights, ids = self.route(x)
+    def sort(self, ids):
         flat = ids.flatten()
         order = flat.argsort(stable=True)
         offsets = torch.bincount(flat, minlength=self.E).cumsum(0).to(torch.int32)
-        token = order // self.K
-        h = torch._grouped_mm(x[token], self.w13.transpose(1, 2), offs=offsets)
+        return order, offsets
+
+    def gemms(self, rows, offsets):
+        h = torch._grouped_mm(rows, self.w13.transpose(1, 2), offs=offsets)
         a = torch.nn.functional.silu(h[:, : self.I]) * h[:, self.I:]
-        y = torch._grouped_mm(a, self.w2.transpose(1, 2), offs=offsets)
+        return torch._grouped_mm(a, self.w2.transpose(1, 2), offs=offsets)
+
+    def grouped_mm(self, x):
+        weights, ids = self.route(x)
+        order, offsets = self.sort(ids)
+        token = order // self.K
+        y = self.gemms(x[token], offsets)
         out = torch.zeros_like(x, dtype=torch.float32)
         out.index_add_(0, token, y.float() * weights.flatten()[order, None])
         return out.to(x.dtype) + self.shared_out(x)
@@ -140,18 +149,28 @@ def main():
         for tokens in map(int, args.tokens.split(',')):
             inputs = [torch.randn(tokens, hidden, device='cuda', dtype=torch.bfloat16) for _ in range(ROTATIONS)]
             flops, weight_bytes, floor_ms = floors(layer, tokens, shared, matmul_tflops, copy_tbps)
-            for pipeline in ('grouped_mm', 'hf_loop'):
+            with torch.inference_mode():
+                sorted_inputs = []
+                for x in inputs:
+                    order, offsets = layer.sort(layer.route(x)[1])
+                    sorted_inputs.append((x[order // top_k], offsets))
+            for pipeline in ('grouped_mm', 'gemms', 'hf_loop'):
                 if pipeline == 'hf_loop' and tokens > args.skip_loop_above:
                     continue
                 with torch.inference_mode():
-                    ms = time_ms(getattr(layer, pipeline), inputs)
+                    if pipeline == 'gemms':
+                        ms = time_ms(lambda pair: layer.gemms(*pair), sorted_inputs)
+                    else:
+                        ms = time_ms(getattr(layer, pipeline), inputs)
+                # The gemms row's rate counts the routed experts' FLOPs alone (no router, no shared expert).
+                row_flops = 2 * tokens * top_k * 3 * hidden * inter if pipeline == 'gemms' else flops
                 row = dict(preset=name, pipeline=pipeline, tokens=tokens, ms=ms, floor_ms=floor_ms,
-                           tflops=flops / (ms * 1e-3) / 1e12, weight_gbps=weight_bytes / (ms * 1e-3) / 1e9,
+                           tflops=row_flops / (ms * 1e-3) / 1e12, weight_gbps=weight_bytes / (ms * 1e-3) / 1e9,
                            matmul_ceiling_tflops=matmul_tflops, copy_ceiling_tbps=copy_tbps, gpu=torch.cuda.get_device_name())
                 rows.append(row)
                 print(f'{name:14s} {pipeline:10s} T={tokens:6d} {ms:9.3f} ms  floor {floor_ms:8.3f} ms  '
                       f'{row["tflops"]:7.1f} TFLOP/s  {row["weight_gbps"]:8.1f} GB/s')
-            del inputs
+            del inputs, sorted_inputs
         del layer
         torch.cuda.empty_cache()
     if args.json:

@@ -106,9 +106,9 @@ describe('comparison with bench/torch_baseline.py', () => {
     expect(rows[1]).toMatchObject({ torchMs: 0.75, speedup: 0.75, floorMs: 0.25, overFloor: 4, stageMs: {} });
 
     const table = formatComparison(rows);
-    expect(table[0]).toBe('| preset | tokens | moekit ms | graph ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms |');
-    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
-    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | — | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | — | 0.010 | — | — | — | — | — |');
+    expect(table[0]).toBe('| preset | tokens | moekit ms | graph ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | GEMMs ms | torch GEMMs ms | GEMM speed-up | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms |');
+    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | — | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | — | — | — | — | 0.010 | — | — | — | — | — |');
   });
 
   it('takes the speed-up and the floor ratio on a graph replay when it beats the eager forward', () => {
@@ -122,11 +122,21 @@ describe('comparison with bench/torch_baseline.py', () => {
     expect(formatComparison(rows)[2]).toMatch(/^\| qwen3-30b-a3b \| 1 \| 0\.250 \| 0\.050 \| 0\.500 \| 10\.00× \| 0\.025 \| 2\.0× \|/);
   });
 
+  it('sets moekit\'s two GEMM stages beside torch\'s grouped GEMMs alone', () => {
+    const moekit = [{ preset: 'qwen3-30b-a3b', tokens: 1, msPerForward: 0.25, tflops: 0.4, stageMs: { expert_up: 0.03, expert_down: 0.01 } }];
+    const [row] = compareRows(moekit, [...torch, { ...torch[0]!, pipeline: 'gemms', ms: 0.1 }]);
+    expect(row!.gemmMs).toBeCloseTo(0.04, 12);
+    expect(row!.torchGemmMs).toBe(0.1);
+    expect(row!.gemmSpeedup).toBeCloseTo(2.5, 12);
+    expect(row!.torchMs).toBe(0.5);
+    expect(formatComparison([row!])[2]).toMatch(/\| 0\.4 \| 0\.040 \| 0\.100 \| 2\.50× \| — \| — \| — \| 0\.030 \| 0\.010 \|/);
+  });
+
   it('leaves a point the baseline lacks blank, and warns when the GPUs differ', () => {
     const moekit = [{ preset: 'mixtral-8x7b-mini', tokens: 1, msPerForward: 3, tflops: 0.1, deviceName: 'AMD EPYC', ceilings: H100 }];
     const [row] = compareRows(moekit, torch);
     expect(row).toMatchObject({ torchMs: undefined, speedup: undefined, floorMs: undefined });
-    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | — | 0.1 | — | — | — | — | — | — | — |');
+    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | — | 0.1 | — | — | — | — | — | — | — | — | — | — |');
     expect(formatComparisonPreamble(moekit, torch)).toEqual([
       '# moekit: AMD EPYC, matmul 751 TFLOP/s, copy 2.91 TB/s',
       '# torch:  NVIDIA H100 80GB HBM3, matmul 751 TFLOP/s, copy 2.91 TB/s',

@@ -9,7 +9,10 @@ import { readJsonRows, type BenchRow } from './report';
 /** One row of bench/torch_baseline.py's JSON (its own key names). */
 export interface TorchRow {
   preset: string;
-  /** 'grouped_mm' (torch._grouped_mm) or 'hf_loop' (a per-expert Python loop). */
+  /**
+   * 'grouped_mm' (the layer through torch._grouped_mm), 'gemms' (its two grouped GEMMs and SwiGLU
+   * alone, on rows already sorted) or 'hf_loop' (a per-expert Python loop).
+   */
   pipeline: string;
   tokens: number;
   ms: number;
@@ -39,6 +42,12 @@ export interface ComparedRow {
   floorMs: number | undefined;
   overFloor: number | undefined;
   tflops: number;
+  /** moekit's two grouped GEMMs (expert_up + expert_down stages, eager), where the row has stages. */
+  gemmMs: number | undefined;
+  /** torch._grouped_mm's two GEMMs and SwiGLU on the same shapes ('gemms' pipeline). */
+  torchGemmMs: number | undefined;
+  /** torchGemmMs / gemmMs. */
+  gemmSpeedup: number | undefined;
   stageMs: BenchRow['stageMs'];
 }
 
@@ -55,7 +64,13 @@ export function readBenchRows(file: string): ComparedBenchRow[] {
 
 export function compareRows(moekit: readonly ComparedBenchRow[], torch: readonly TorchRow[]): ComparedRow[] {
   return moekit.map((row) => {
-    const baseline = torch.find((candidate) => candidate.pipeline === 'grouped_mm' && candidate.preset === row.preset && candidate.tokens === row.tokens);
+    const find = (pipeline: string): TorchRow | undefined =>
+      torch.find((candidate) => candidate.pipeline === pipeline && candidate.preset === row.preset && candidate.tokens === row.tokens);
+    const baseline = find('grouped_mm');
+    const torchGemmMs = find('gemms')?.ms;
+    const up = row.stageMs?.expert_up;
+    const down = row.stageMs?.expert_down;
+    const gemmMs = up === undefined || down === undefined ? undefined : up + down;
     const floorMs = row.floorMs ?? baseline?.floor_ms;
     const graphMs = row.graphMsPerForward;
     const bestMs = Math.min(row.msPerForward, graphMs ?? Infinity);
@@ -70,6 +85,9 @@ export function compareRows(moekit: readonly ComparedBenchRow[], torch: readonly
       floorMs,
       overFloor: floorMs === undefined ? undefined : bestMs / floorMs,
       tflops: row.tflops,
+      gemmMs,
+      torchGemmMs,
+      gemmSpeedup: gemmMs === undefined || torchGemmMs === undefined ? undefined : torchGemmMs / gemmMs,
       stageMs: row.stageMs ?? {},
     };
   });
@@ -98,10 +116,11 @@ export function formatComparisonPreamble(moekit: readonly ComparedBenchRow[], to
 
 /**
  * The joined table in Markdown: times in ms, the speed-up over torch._grouped_mm and the ratio to
- * the floor, both on the better of the eager forward and its CUDA-graph replay.
+ * the floor, both on the better of the eager forward and its CUDA-graph replay; then the grouped
+ * GEMMs alone next to torch's.
  */
 export function formatComparison(rows: readonly ComparedRow[]): string[] {
-  const header = ['preset', 'tokens', 'moekit ms', 'graph ms', 'torch _grouped_mm ms', 'speed-up', 'floor ms', 'moekit / floor', 'TFLOP/s', ...STAGES.map((stage) => `${stage} ms`)];
+  const header = ['preset', 'tokens', 'moekit ms', 'graph ms', 'torch _grouped_mm ms', 'speed-up', 'floor ms', 'moekit / floor', 'TFLOP/s', 'GEMMs ms', 'torch GEMMs ms', 'GEMM speed-up', ...STAGES.map((stage) => `${stage} ms`)];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const row of rows) {
     const cells = [
@@ -114,6 +133,9 @@ export function formatComparison(rows: readonly ComparedRow[]): string[] {
       fixed(row.floorMs, 3),
       fixed(row.overFloor, 1, '×'),
       fixed(row.tflops, 1),
+      fixed(row.gemmMs, 3),
+      fixed(row.torchGemmMs, 3),
+      fixed(row.gemmSpeedup, 2, '×'),
       ...STAGES.map((stage) => fixed(row.stageMs[stage], 3)),
     ];
     lines.push(`| ${cells.join(' | ')} |`);
