@@ -10,6 +10,10 @@
 //   4. gatherRows:     one warp per used row (below offsets[E], read on the device) copies its
 //                      token's input row; rows past it are left as they were.
 //
+// Decode batches (at most FewPairs::kMaxPairs pairs and kMaxExperts local experts) do steps 1-3 in
+// one block instead (sortFewPairs): the four launches above cost more than the work at that size,
+// and in a CUDA-graph replay each node adds its own latency.
+//
 // Expert ids outside [0, totalExperts) cannot raise an error from the device without a host round
 // trip (the op must stay capturable): they are dropped like remote experts' pairs, so every write
 // stays in bounds.
@@ -146,6 +150,63 @@ __global__ void rankAndScatterKernel(const int32_t* ids, int64_t pairs, LocalExp
   }
 }
 
+struct FewPairs {
+  static constexpr int kMaxPairs = 1024;  // one thread per pair, one block
+  static constexpr int kMaxExperts = 1024;
+};
+
+// Steps 1-3 for a decode batch, in one block with one thread per pair: a shared-memory histogram,
+// a scan into offsets (all E + 1 written, so no memset is needed), then the ranks. A pair's rank
+// is the number of earlier pairs of its expert: within a warp from __match_any_sync, across warps
+// from a per-expert running row that the warps advance one after another, so the order stays the
+// flat pair order (stable) as in the general path.
+__global__ void __launch_bounds__(FewPairs::kMaxPairs)
+sortFewPairsKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int32_t* offsets, int32_t* sourceToPermuted,
+                   int32_t* permutedToSource) {
+  __shared__ int counts[FewPairs::kMaxExperts];
+  __shared__ int nextRow[FewPairs::kMaxExperts];
+  __shared__ int warpTotals[kWarpSize];
+  for (int e = threadIdx.x; e < experts.count; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+
+  const int pair = threadIdx.x;
+  const int32_t local = pair < pairs ? experts.localIndex(ids[pair]) : kDropped;
+  if (pair < pairs && local == kDropped) sourceToPermuted[pair] = kDropped;
+  if (local != kDropped) atomicAdd(counts + local, 1);
+  __syncthreads();
+
+  int carry = 0;
+  for (int begin = 0; begin < experts.count; begin += blockDim.x) {
+    const int e = begin + threadIdx.x;
+    const int count = e < experts.count ? counts[e] : 0;
+    int chunkTotal;
+    const int inclusive = blockInclusiveScan(count, warpTotals, &chunkTotal);
+    if (e < experts.count) {
+      offsets[e + 1] = carry + inclusive;
+      nextRow[e] = carry + inclusive - count;
+    }
+    carry += chunkTotal;
+  }
+  if (threadIdx.x == 0) offsets[0] = 0;
+  __syncthreads();
+
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const unsigned peers = __match_any_sync(kFullWarp, local);
+  const unsigned lowerLanes = (1u << lane) - 1u;
+  for (int turn = 0; turn < static_cast<int>(blockDim.x / kWarpSize); ++turn) {
+    if (turn == warp && local != kDropped) {
+      const int row = nextRow[local] + __popc(peers & lowerLanes);
+      sourceToPermuted[pair] = row;
+      permutedToSource[row] = pair;
+    }
+    __syncwarp();
+    // The lowest lane of each group of peers advances its expert past the group's rows.
+    if (turn == warp && local != kDropped && (peers & lowerLanes) == 0) nextRow[local] += __popc(peers);
+    __syncthreads();
+  }
+}
+
 // permuted[row] = input[permutedToSource[row] / topK] for the used rows [0, *usedRows), copied in
 // units of `Unit` bytes.
 template <typename Unit>
@@ -173,19 +234,10 @@ void dispatchCopyUnit(size_t rowBytes, const void* source, void* destination, Bo
   body(uint16_t{});  // every dtype is a whole number of 2-byte units
 }
 
-}  // namespace
-
-void permute(const PermuteArgs& args, cudaStream_t stream) {
-  const int64_t tokens = args.input.dim(0);
-  const int64_t topK = args.topkIds.dim(1);
-  const int64_t pairs = tokens * topK;
-  const int32_t experts = args.numExperts;
-  const LocalExperts local{args.firstExpert, args.numExperts};
-  const int32_t* ids = args.topkIds.as<int32_t>();
-  auto* offsets = args.expertOffsets.as<int32_t>();
-  auto* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
-  auto* permutedToSource = args.permutedToSource.as<int32_t>();
-
+// Steps 1-3 in general: any number of pairs and experts.
+void sortPairs(const int32_t* ids, int64_t pairs, LocalExperts local, int32_t* offsets, int32_t* sourceToPermuted,
+               int32_t* permutedToSource, cudaStream_t stream) {
+  const int32_t experts = local.count;
   MOEKIT_CUDA_CHECK(cudaMemsetAsync(offsets, 0, sizeof(int32_t) * (experts + 1), stream));
   if (pairs > 0) {
     const auto countBlocks = static_cast<unsigned>(
@@ -201,6 +253,30 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   rankAndScatterKernel<<<experts, RankLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets, sourceToPermuted,
                                                                      permutedToSource);
   MOEKIT_CHECK_LAUNCH("rankAndScatterKernel");
+}
+
+}  // namespace
+
+void permute(const PermuteArgs& args, cudaStream_t stream) {
+  const int64_t tokens = args.input.dim(0);
+  const int64_t topK = args.topkIds.dim(1);
+  const int64_t pairs = tokens * topK;
+  const int32_t experts = args.numExperts;
+  const LocalExperts local{args.firstExpert, args.numExperts};
+  const int32_t* ids = args.topkIds.as<int32_t>();
+  auto* offsets = args.expertOffsets.as<int32_t>();
+  auto* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
+  auto* permutedToSource = args.permutedToSource.as<int32_t>();
+
+  if (pairs > 0 && pairs <= FewPairs::kMaxPairs && experts <= FewPairs::kMaxExperts) {
+    const int threads = static_cast<int>((pairs + kWarpSize - 1) / kWarpSize) * kWarpSize;
+    sortFewPairsKernel<<<1, threads, 0, stream>>>(ids, static_cast<int32_t>(pairs), local, offsets, sourceToPermuted,
+                                                  permutedToSource);
+    MOEKIT_CHECK_LAUNCH("sortFewPairsKernel");
+  } else {
+    sortPairs(ids, pairs, local, offsets, sourceToPermuted, permutedToSource, stream);
+  }
+  if (pairs == 0 || experts == 0) return;
 
   const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
   if (rowBytes == 0) return;
