@@ -916,6 +916,12 @@ void runOpTests() {
         {100, 50, 6, 4, IdPattern::SameExpert, 0, 6},
         {257, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel: pairs of other ranks dropped
         {0, 64, 8, 2, IdPattern::Distinct, 0, 8},     // no tokens
+        // Decode batches take the one-block sort (up to 1024 pairs and 1024 local experts).
+        {16, 2048, 128, 8, IdPattern::Distinct, 0, 128},
+        {200, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel, one block
+        {256, 32, 1024, 4, IdPattern::Distinct, 0, 1024},
+        {256, 32, 1, 4, IdPattern::SameExpert, 0, 1},  // all 1024 pairs on one expert
+        {4, 32, 2048, 8, IdPattern::Distinct, 0, 2048},  // too many experts for the one-block sort
     };
     for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
 
