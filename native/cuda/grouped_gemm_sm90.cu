@@ -1,9 +1,72 @@
-// Placeholder until the sm90 kernels land: takes no call, so groupedGemm() uses the mma path.
+// Hopper grouped GEMM (TMA + wgmma, warp-specialized, persistent over the device-side expert
+// offsets, activation fused): which calls it takes, and which tile shape each gets. The kernel and
+// its design are in sm90/kernel.cuh; its instantiations in sm90/instances_*.cu.
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "float_access.cuh"
 #include "grouped_gemm_paths.h"
+#include "sm90/shapes.h"
 
 namespace moekit::cuda::sm90 {
+namespace {
 
-bool supports(const GroupedGemmArgs&) { return false; }
-void groupedGemm(const GroupedGemmArgs&, cudaStream_t) {}
+bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+
+// The wide tile reads less per product (384 operand rows per 128 × 256 outputs rather than 256
+// per 128 × 128) and wins wherever the tensor cores are the limit. With few rows per expert the
+// call is bound by reading the weights instead, and with short K a tile's epilogue is a large
+// share of its time: there the narrow tile (twice the tiles, half the epilogue each) was up to
+// 11% faster on an H100 (Qwen3-30B-A3B's down projection at 1024 tokens; bench/native/gemm_sm90_bench.cu).
+constexpr int64_t kNarrowMaxMeanRows = 64;  // rows per expert, on average
+constexpr int64_t kNarrowMaxDepth = 1024;
+
+template <class Shape>
+void launchElement(const GroupedGemmArgs& args, cudaStream_t stream) {
+  if (args.input.dtype == DType::BFloat16) {
+    launchShape<BF16, Shape>(args, stream);
+  } else {
+    launchShape<F16, Shape>(args, stream);
+  }
+}
+
+void launch(const GroupedGemmArgs& args, cudaStream_t stream) {
+  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
+  if (meanRows <= kNarrowMaxMeanRows && args.weights.dim(2) <= kNarrowMaxDepth) {
+    launchElement<NarrowTile>(args, stream);
+  } else {
+    launchElement<WideTile>(args, stream);
+  }
+}
+
+// Shape limits the kernel relies on (see supports()).
+constexpr int64_t kMinDepth = 64;        // one whole K slice: a TMA box no wider than the tensor
+constexpr int64_t kDepthMultiple = 8;    // TMA: row strides are multiples of 16 bytes
+constexpr int64_t kColumnMultiple = 16;  // pairs of columns in the epilogue, gated halves of 8
+constexpr int64_t kMaxCoordinate = INT_MAX;  // TMA coordinates and tile indices are int32
+
+}  // namespace
+
+bool supports(const GroupedGemmArgs& args) {
+  const DType dtype = args.input.dtype;
+  if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
+  if (args.weights.dtype != dtype) return false;
+  if (args.output.dtype != DType::Float32 && args.output.dtype != dtype) return false;
+  if (args.bias.present() && args.bias.dtype == DType::Int32) return false;
+  const int64_t rows = args.input.dim(0), experts = args.weights.dim(0);
+  const int64_t cols = args.weights.dim(1), depth = args.weights.dim(2);
+  if (experts < 1 || experts > kMaxExperts) return false;
+  if (depth < kMinDepth || depth % kDepthMultiple != 0 || cols < kColumnMultiple || cols % kColumnMultiple != 0) return false;
+  if (rows > kMaxCoordinate || experts * cols > kMaxCoordinate || depth > kMaxCoordinate) return false;
+  if (tileBound(args, WideTile::kBlockM, NarrowTile::kBlockN) > kMaxCoordinate) return false;
+  if (!aligned16(args.input.data) || !aligned16(args.weights.data) || !aligned16(args.output.data)) return false;
+  return computeCapability() == 90;
+}
+
+void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
+  if (args.input.dim(0) == 0) return;
+  launch(args, stream);
+}
 
 }  // namespace moekit::cuda::sm90

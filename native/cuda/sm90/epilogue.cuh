@@ -1,0 +1,165 @@
+// The consumer warpgroup's epilogue: its 64 × blockN float32 accumulators → (+ bias) → optional
+// activation → output dtype, stored straight from registers with plain global stores. Rows are
+// masked to the expert's range (a row tile may reach into the next expert, whose rows another
+// tile writes) and columns to the output width.
+//
+// A thread holds, per 8-column chunk j, columns 8j + 2q and 8j + 2q + 1 (q = lane % 4) of two
+// rows, r and r + 8 (wgmma.cuh). So:
+//   Plain        two adjacent outputs per chunk and row: one 2-element store;
+//   Halves       chunk j (gate) and chunk j + blockN / 16 (up) hold matching columns in the same
+//                thread: two outputs per chunk pair and row;
+//   Interleaved  the adjacent pair is (gate, up) of one output: one scalar store.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../activation_math.cuh"
+#include "../float_access.cuh"
+#include "arch.h"
+#include "problem.h"
+#include "scheduler.cuh"
+
+namespace moekit::cuda::sm90 {
+
+#if MOEKIT_SM90A_DEVICE
+
+namespace detail {
+constexpr int kConsumerRows = 64;  // rows of a tile one consumer warpgroup owns (wgmma's M)
+constexpr int kWarpRows = 16;      // rows of those one warp holds
+constexpr int kLaneGroup = 4;      // lanes that share a row
+constexpr int kChunkColumns = 8;   // accumulator columns per chunk
+constexpr int kChunkRegisters = 4;
+constexpr int kRowHalves = 2;      // a thread's rows r and r + 8
+constexpr int kSecondRowOffset = 8;
+
+// Stores two adjacent outputs (the column is even and the row stride even, so the pair is aligned).
+template <typename Out>
+__device__ __forceinline__ void storePair(Out* destination, float first, float second) {
+  if constexpr (std::is_same_v<Out, float>) {
+    *reinterpret_cast<float2*>(destination) = make_float2(first, second);
+  } else if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
+    *reinterpret_cast<__nv_bfloat162*>(destination) = __floats2bfloat162_rn(first, second);
+  } else {
+    *reinterpret_cast<__half2*>(destination) = __floats2half2_rn(first, second);
+  }
+}
+
+template <typename Out>
+__device__ __forceinline__ void storeOne(Out* destination, float value) {
+  if constexpr (std::is_same_v<Out, float>) {
+    *destination = value;
+  } else if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
+    *destination = __float2bfloat16_rn(value);
+  } else {
+    *destination = __float2half_rn(value);
+  }
+}
+
+__device__ __forceinline__ float biasAt(const Problem& p, int32_t expert, int32_t column) {
+  return p.bias == nullptr ? 0.0f : loadAsFloat(p.bias, p.biasDType, static_cast<int64_t>(expert) * p.cols + column);
+}
+
+template <bool activate, ActivationKind kind>
+__device__ __forceinline__ float finishPlain(float value) {
+  if constexpr (activate) {
+    return activatePlain(kind, value);
+  } else {
+    return value;
+  }
+}
+}  // namespace detail
+
+// `consumer` is the warpgroup's index among the consumers (which 64 rows of the tile it holds).
+// The activation is a template argument so that each element's activation is straight-line code
+// (storeTileActivated() picks the instantiation once per tile).
+template <Pairing pairing, int blockN, typename Out, bool activate, ActivationKind kind>
+__device__ void storeTile(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2]) {
+  using namespace detail;
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = (threadIdx.x / kWarpSize) % (kConsumerRows / kWarpRows);
+  const int quad = lane % kLaneGroup;
+  const int32_t firstRow = tile.rowStart + consumer * kConsumerRows + warp * kWarpRows + lane / kLaneGroup;
+  Out* output = static_cast<Out*>(p.output);
+  constexpr int kChunks = blockN / kChunkColumns;
+
+  if constexpr (pairing == Pairing::Plain) {
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) {
+      const int32_t column = tile.columnTile * blockN + j * kChunkColumns + 2 * quad;
+      if (column >= p.cols) continue;
+      const float bias0 = biasAt(p, tile.expert, column), bias1 = biasAt(p, tile.expert, column + 1);
+#pragma unroll
+      for (int h = 0; h < kRowHalves; ++h) {
+        const int32_t row = firstRow + h * kSecondRowOffset;
+        if (row >= tile.rowEnd) continue;
+        const float* pair = &acc[j * kChunkRegisters + 2 * h];
+        storePair(output + static_cast<int64_t>(row) * p.outputCols + column,
+                  finishPlain<activate, kind>(pair[0] + bias0), finishPlain<activate, kind>(pair[1] + bias1));
+      }
+    }
+  } else if constexpr (pairing == Pairing::Halves) {
+    constexpr int kHalfChunks = kChunks / 2;
+    const int32_t upOffset = p.cols / 2;
+#pragma unroll
+    for (int j = 0; j < kHalfChunks; ++j) {
+      const int32_t column = tile.columnTile * (blockN / 2) + j * kChunkColumns + 2 * quad;
+      if (column >= p.outputCols) continue;
+      const float gateBias0 = biasAt(p, tile.expert, column), gateBias1 = biasAt(p, tile.expert, column + 1);
+      const float upBias0 = biasAt(p, tile.expert, upOffset + column), upBias1 = biasAt(p, tile.expert, upOffset + column + 1);
+#pragma unroll
+      for (int h = 0; h < kRowHalves; ++h) {
+        const int32_t row = firstRow + h * kSecondRowOffset;
+        if (row >= tile.rowEnd) continue;
+        const float* gate = &acc[j * kChunkRegisters + 2 * h];
+        const float* up = &acc[(j + kHalfChunks) * kChunkRegisters + 2 * h];
+        storePair(output + static_cast<int64_t>(row) * p.outputCols + column,
+                  activateGated(kind, gate[0] + gateBias0, up[0] + upBias0, p.alpha, p.limit),
+                  activateGated(kind, gate[1] + gateBias1, up[1] + upBias1, p.alpha, p.limit));
+      }
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) {
+      const int32_t column = tile.columnTile * (blockN / 2) + j * (kChunkColumns / 2) + quad;
+      if (column >= p.outputCols) continue;
+      const float gateBias = biasAt(p, tile.expert, 2 * column), upBias = biasAt(p, tile.expert, 2 * column + 1);
+#pragma unroll
+      for (int h = 0; h < kRowHalves; ++h) {
+        const int32_t row = firstRow + h * kSecondRowOffset;
+        if (row >= tile.rowEnd) continue;
+        const float* pair = &acc[j * kChunkRegisters + 2 * h];
+        storeOne(output + static_cast<int64_t>(row) * p.outputCols + column,
+                 activateGated(kind, pair[0] + gateBias, pair[1] + upBias, p.alpha, p.limit));
+      }
+    }
+  }
+}
+
+template <Pairing pairing, int blockN, typename Out>
+__device__ void storeTileActivated(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2]) {
+  if constexpr (pairing == Pairing::Plain) {
+    if (!p.activate) {
+      storeTile<pairing, blockN, Out, false, ActivationKind::SiLU>(p, tile, consumer, acc);
+      return;
+    }
+    switch (p.kind) {
+      case ActivationKind::SiLU: storeTile<pairing, blockN, Out, true, ActivationKind::SiLU>(p, tile, consumer, acc); return;
+      case ActivationKind::GELU: storeTile<pairing, blockN, Out, true, ActivationKind::GELU>(p, tile, consumer, acc); return;
+      default: storeTile<pairing, blockN, Out, true, ActivationKind::ReLU>(p, tile, consumer, acc); return;
+    }
+  } else {
+    switch (p.kind) {
+      case ActivationKind::SwiGLU: storeTile<pairing, blockN, Out, true, ActivationKind::SwiGLU>(p, tile, consumer, acc); return;
+      case ActivationKind::GeGLU: storeTile<pairing, blockN, Out, true, ActivationKind::GeGLU>(p, tile, consumer, acc); return;
+      default: storeTile<pairing, blockN, Out, true, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc); return;
+    }
+  }
+}
+
+#endif  // MOEKIT_SM90A_DEVICE
+
+}  // namespace moekit::cuda::sm90

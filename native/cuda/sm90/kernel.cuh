@@ -1,0 +1,281 @@
+// The Hopper grouped GEMM's kernel: C[rows, N] = A[rows, K] · B_e[N, K]ᵀ per expert e (+ bias, + activation),
+// on the copy engine (TMA) and the warpgroup tensor-core instructions (wgmma), sm_90a only.
+//
+// Both operands are K-major (A = token rows, B = weight rows e·N + n, PyTorch's Linear layout),
+// which is wgmma's native "TN" form: TMA copies 64-wide K slices of each into 128-byte-swizzled
+// shared memory and wgmma reads them from there through matrix descriptors.
+//
+// One CTA per SM, three warpgroups:
+//   producer   (warpgroup 0, registers released down to kProducerRegisters): one thread walks the
+//              CTA's tiles and issues the TMA copies of every K slice into a ring of kStages
+//              stages, each guarded by a "full" mbarrier (bytes landed) and an "empty" one
+//              (consumers done reading);
+//   consumers  (warpgroups 1 and 2, registers raised to kConsumerRegisters): each owns 64 rows of
+//              the 128 × blockN tile, runs the wgmmas of every stage into float32 accumulators in
+//              registers, then the epilogue (sm90/epilogue.cuh) for its rows while the producer
+//              already fills the ring with the next tile's slices.
+// The grid is persistent over a tile list built on the device from the expert offsets
+// (sm90/scheduler.cuh), so the host never reads them and the launch is graph-capturable.
+//
+// Tails cost nothing in the main loop: TMA fills the parts of a box outside A or B with zeros (the
+// K tail, the last rows), and a row tile that reaches into the next expert's rows multiplies them
+// too but does not store them. Gated activations are fused: for GateLayout::Halves the producer
+// loads the gate rows and the matching up rows of the weights as the two halves of the B stage,
+// so one thread holds both products of an output (see the epilogue); for Interleaved, gate and up
+// are adjacent columns already.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "../check.h"
+#include "../float_access.cuh"
+#include "arch.h"
+#include "epilogue.cuh"
+#include "problem.h"
+#include "ptx.cuh"
+#include "scheduler.cuh"
+#include "shapes.h"
+#include "tensor_map.h"
+#include "wgmma.cuh"
+
+namespace moekit::cuda::sm90 {
+namespace {
+
+// ---- Device side --------------------------------------------------------------------------------------
+#if MOEKIT_SM90A_DEVICE
+
+constexpr int kWarpsPerWarpgroup = 4;
+// Register budget per thread after setmaxnreg: 128 · 40 + 256 · 232 fits the 64K register file.
+constexpr uint32_t kProducerRegisters = 40;
+constexpr uint32_t kConsumerRegisters = 232;
+
+template <class Shape>
+struct Ring {
+  uint8_t* stages;  // kStages × (A box, B box), 1024-byte aligned
+  uint64_t* full;   // stage s holds the bytes of its next K slice
+  uint64_t* empty;  // every consumer warp has finished reading stage s
+
+  __device__ uint8_t* a(int stage) const { return stages + stage * Shape::kStageBytes; }
+  __device__ uint8_t* b(int stage) const { return a(stage) + Shape::kABytes; }
+};
+
+// Walks the ring: stage index and the parity of the barrier phase expected there.
+template <class Shape>
+struct RingPosition {
+  int stage = 0;
+  uint32_t phase = 0;
+  __device__ void advance() {
+    if (++stage == Shape::kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+__device__ __forceinline__ int32_t depthSlices(const Problem& p, int blockK) { return (p.depth + blockK - 1) / blockK; }
+
+template <class Shape, Pairing pairing>
+__device__ void produce(const CUtensorMap* inputMap, const CUtensorMap* weightMap, const Problem& p,
+                        const TileScheduler<Shape::kBlockM>& scheduler, const Ring<Shape>& ring) {
+  prefetchTensorMap(inputMap);
+  prefetchTensorMap(weightMap);
+  const int32_t slices = depthSlices(p, Shape::kBlockK);
+  const int32_t tiles = scheduler.tileCount();
+  RingPosition<Shape> position;
+  for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
+    const Tile tile = scheduler.locate(index);
+    const int32_t expertRow = tile.expert * p.cols;
+    for (int32_t slice = 0; slice < slices; ++slice) {
+      const int32_t k = slice * Shape::kBlockK;
+      waitBarrier(&ring.empty[position.stage], position.phase ^ 1);
+      uint64_t* full = &ring.full[position.stage];
+      arriveExpectBytes(full, Shape::kStageBytes);
+      loadTile2d(ring.a(position.stage), inputMap, k, tile.rowStart, full);
+      if constexpr (pairing == Pairing::Halves) {
+        constexpr int kHalfRows = Shape::kBlockN / 2;
+        const int32_t gateRow = expertRow + tile.columnTile * kHalfRows;
+        loadTile2d(ring.b(position.stage), weightMap, k, gateRow, full);
+        loadTile2d(ring.b(position.stage) + Shape::kBBytes / 2, weightMap, k, gateRow + p.cols / 2, full);
+      } else {
+        loadTile2d(ring.b(position.stage), weightMap, k, expertRow + tile.columnTile * Shape::kBlockN, full);
+      }
+      position.advance();
+    }
+  }
+}
+
+// Tells the producer this warp is done with `stage` (the empty barrier counts consumer warps).
+__device__ __forceinline__ void releaseStage(uint64_t* empty, int stage) {
+  if (threadIdx.x % detail::kWarpSize == 0) arrive(&empty[stage]);
+}
+
+template <typename Element, class Shape, Pairing pairing>
+__device__ void consume(int consumer, const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler,
+                        const Ring<Shape>& ring) {
+  constexpr int kSteps = Shape::kBlockK / Shape::kStepK;
+  constexpr uint32_t kStepBytes = Shape::kStepK * Shape::kElementBytes;
+  const int32_t slices = depthSlices(p, Shape::kBlockK);
+  const int32_t tiles = scheduler.tileCount();
+  float acc[Shape::kAccumulators] = {};
+  RingPosition<Shape> position;
+  for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
+    const Tile tile = scheduler.locate(index);
+    int previousStage = 0;
+    for (int32_t slice = 0; slice < slices; ++slice) {
+      waitBarrier(&ring.full[position.stage], position.phase);
+      const uint64_t descA = matrixDescriptor(ring.a(position.stage) + consumer * Shape::kConsumerABytes);
+      const uint64_t descB = matrixDescriptor(ring.b(position.stage));
+      wgmmaFence();
+      fenceAccumulators(acc);
+#pragma unroll
+      for (int step = 0; step < kSteps; ++step) {
+        wgmmaAsync<Shape::kBlockN, Element>(acc, advanceDescriptor(descA, step * kStepBytes),
+                                            advanceDescriptor(descB, step * kStepBytes), slice > 0 || step > 0);
+      }
+      wgmmaCommitGroup();
+      // Keep this slice's wgmmas running while the previous slice's stage goes back to the producer.
+      if (slice > 0) {
+        wgmmaWaitGroup<1>();
+        releaseStage(ring.empty, previousStage);
+      }
+      previousStage = position.stage;
+      position.advance();
+    }
+    wgmmaWaitGroup<0>();
+    fenceAccumulators(acc);
+    releaseStage(ring.empty, previousStage);
+
+    if (p.outputDType == DType::Float32) {
+      storeTileActivated<pairing, Shape::kBlockN, float>(p, tile, consumer, acc);
+    } else {
+      storeTileActivated<pairing, Shape::kBlockN, typename Element::Storage>(p, tile, consumer, acc);
+    }
+  }
+}
+
+#endif  // MOEKIT_SM90A_DEVICE
+
+template <typename Element, class Shape, Pairing pairing>
+__global__ void __launch_bounds__(Shape::kThreads, 1)
+    groupedGemmKernel(const __grid_constant__ CUtensorMap inputMap, const __grid_constant__ CUtensorMap weightMap,
+                      const Problem p) {
+#if MOEKIT_SM90A_DEVICE
+  extern __shared__ uint8_t dynamicShared[];
+  __shared__ uint64_t fullBarriers[Shape::kStages];
+  __shared__ uint64_t emptyBarriers[Shape::kStages];
+  __shared__ ExpertTiles expertTiles;
+
+  const uintptr_t base = reinterpret_cast<uintptr_t>(dynamicShared);
+  const uintptr_t aligned = (base + kSwizzleAlignment - 1) / kSwizzleAlignment * kSwizzleAlignment;
+  const Ring<Shape> ring{reinterpret_cast<uint8_t*>(aligned), fullBarriers, emptyBarriers};
+
+  const int warp = threadIdx.x / detail::kWarpSize;
+  const int lane = threadIdx.x % detail::kWarpSize;
+  if (warp == 0) buildExpertTiles<Shape::kBlockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, lane);
+  if (warp == 1 && lane == 0) {
+    for (int stage = 0; stage < Shape::kStages; ++stage) {
+      initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
+      initBarrier(&emptyBarriers[stage], kConsumers * kWarpsPerWarpgroup);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const TileScheduler<Shape::kBlockM> scheduler(expertTiles, p.experts, p.columnTiles, p.bandRowTiles);
+  const int warpgroup = threadIdx.x / kWarpgroupThreads;
+  if (warpgroup == 0) {
+    releaseRegisters<kProducerRegisters>();
+    if (threadIdx.x == 0) produce<Shape, pairing>(&inputMap, &weightMap, p, scheduler, ring);
+  } else {
+    claimRegisters<kConsumerRegisters>();
+    consume<Element, Shape, pairing>(warpgroup - 1, p, scheduler, ring);
+  }
+#endif
+}
+
+// ---- Launch ------------------------------------------------------------------------------------------------
+constexpr int kMaxDevices = 64;  // per-device caches below
+
+int multiprocessorCount() {
+  static std::atomic<int> cached[kMaxDevices] = {};
+  int device = 0;
+  MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
+  if (device >= kMaxDevices) device = kMaxDevices - 1;
+  int count = cached[device].load(std::memory_order_relaxed);
+  if (count == 0) {
+    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    cached[device].store(count, std::memory_order_relaxed);
+  }
+  return count;
+}
+
+// Raises a kernel's dynamic shared-memory limit, once per device. Every instantiation of the
+// kernel has the same function type, so the caller keys the cache: one `done` per instantiation.
+template <typename Kernel>
+void allowSharedMemory(Kernel kernel, int bytes, std::atomic<bool> (&done)[kMaxDevices]) {
+  int device = 0;
+  MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
+  if (device >= kMaxDevices) device = kMaxDevices - 1;
+  if (done[device].load(std::memory_order_relaxed)) return;
+  MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done[device].store(true, std::memory_order_relaxed);
+}
+
+template <class Shape>
+Problem problemOf(const GroupedGemmArgs& args, Pairing pairing, int32_t bandRowTiles) {
+  const GemmActivation& act = args.activation;
+  Problem p{};
+  p.bias = args.bias.present() ? args.bias.data : nullptr;
+  p.biasDType = args.bias.dtype;
+  p.output = args.output.data;
+  p.outputDType = args.output.dtype;
+  p.offsets = args.expertOffsets.as<int32_t>();
+  p.experts = static_cast<int32_t>(args.weights.dim(0));
+  p.rows = static_cast<int32_t>(args.input.dim(0));
+  p.cols = static_cast<int32_t>(args.weights.dim(1));
+  p.depth = static_cast<int32_t>(args.weights.dim(2));
+  p.outputCols = pairing == Pairing::Plain ? p.cols : p.cols / 2;
+  p.columnTiles = static_cast<int32_t>(columnTilesOf(p.cols, Shape::kBlockN, pairing));
+  p.bandRowTiles = bandRowTiles;
+  p.activate = act.enabled;
+  p.kind = act.kind;
+  p.alpha = act.alpha;
+  p.limit = act.limit;
+  return p;
+}
+
+template <typename Element, class Shape, Pairing pairing>
+void launchGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles) {
+  const Problem p = problemOf<Shape>(args, pairing, bandRowTiles);
+  const DType dtype = args.input.dtype;
+  // A gated Halves tile reads its gate rows and its up rows as two boxes of half the tile.
+  const uint32_t weightBoxRows = pairing == Pairing::Halves ? Shape::kBlockN / 2 : Shape::kBlockN;
+  const CUtensorMap inputMap = operandTensorMap(args.input.data, dtype, p.rows, p.depth, Shape::kBlockM, Shape::kBlockK);
+  const CUtensorMap weightMap = operandTensorMap(args.weights.data, dtype, static_cast<int64_t>(p.experts) * p.cols,
+                                                 p.depth, weightBoxRows, Shape::kBlockK);
+  const auto kernel = groupedGemmKernel<Element, Shape, pairing>;
+  static std::atomic<bool> sharedMemoryAllowed[kMaxDevices] = {};
+  allowSharedMemory(kernel, Shape::kDynamicSharedBytes, sharedMemoryAllowed);
+  const int64_t blocks = std::max<int64_t>(
+      std::min<int64_t>(multiprocessorCount(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
+  kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, weightMap, p);
+  MOEKIT_CHECK_LAUNCH("sm90 groupedGemmKernel");
+}
+
+}  // namespace
+
+template <typename Element, class Shape>
+void launchShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles) {
+  switch (pairingOf(args)) {
+    case Pairing::Halves: launchGemm<Element, Shape, Pairing::Halves>(args, stream, bandRowTiles); return;
+    case Pairing::Interleaved: launchGemm<Element, Shape, Pairing::Interleaved>(args, stream, bandRowTiles); return;
+    default: launchGemm<Element, Shape, Pairing::Plain>(args, stream, bandRowTiles); return;
+  }
+}
+
+}  // namespace moekit::cuda::sm90

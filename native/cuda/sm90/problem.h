@@ -1,0 +1,38 @@
+// What the sm90 grouped GEMM kernel is told about one call (everything but the two tensor maps),
+// and how the weight rows of an N tile pair up with output columns.
+#pragma once
+
+#include <cstdint>
+
+#include "../../core/dtype.h"
+#include "../../core/op_args.h"
+
+namespace moekit::cuda::sm90 {
+
+// How the columns of an accumulator tile become output columns.
+enum class Pairing : int32_t {
+  Plain,        // column c is output column c (no activation, or a non-gated one)
+  Halves,       // the tile's two halves are gate and up columns of the same outputs
+  Interleaved,  // adjacent columns (2i, 2i + 1) are the gate and up of one output
+};
+
+struct Problem {
+  const void* bias;         // [experts, cols] or nullptr
+  DType biasDType;
+  void* output;             // [rows, outputCols], float32 or the operands' dtype
+  DType outputDType;
+  const int32_t* offsets;   // [experts + 1], device; nullptr: one expert owning every row (linear)
+  int32_t experts;
+  int32_t rows;             // M: rows of the input (and of the output)
+  int32_t cols;             // N: weight rows per expert
+  int32_t depth;            // K
+  int32_t outputCols;       // N, or N / 2 for gated activations
+  int32_t columnTiles;      // N tiles per row tile
+  int32_t bandRowTiles;     // row tiles swept together (sm90/scheduler.cuh)
+  bool activate;            // apply `kind` in the epilogue
+  ActivationKind kind;
+  float alpha;
+  float limit;
+};
+
+}  // namespace moekit::cuda::sm90

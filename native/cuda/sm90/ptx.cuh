@@ -1,0 +1,125 @@
+// Named wrappers for the Hopper PTX the sm90 grouped GEMM is made of, so the kernel reads as the
+// algorithm: mbarriers (the stage ring), bulk tensor copies (TMA), wgmma ordering, shared-memory
+// matrix descriptors and register reallocation between warpgroups.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "arch.h"
+
+namespace moekit::cuda::sm90 {
+
+#if MOEKIT_SM90A_DEVICE
+
+__device__ __forceinline__ uint32_t sharedAddress(const void* pointer) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+// ---- mbarriers -------------------------------------------------------------------------------------
+__device__ __forceinline__ void initBarrier(uint64_t* barrier, uint32_t arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(sharedAddress(barrier)), "r"(arrivals));
+}
+
+// Makes initialized barriers visible to the copy engine (the async proxy) before any TMA uses them.
+__device__ __forceinline__ void fenceBarrierInit() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+
+// One arrival that also announces `bytes` of TMA traffic the phase must wait for.
+__device__ __forceinline__ void arriveExpectBytes(uint64_t* barrier, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(sharedAddress(barrier)), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void arrive(uint64_t* barrier) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(sharedAddress(barrier)) : "memory");
+}
+
+// Blocks until the phase of parity `parity` has completed. A fresh barrier is in phase 0, so
+// waiting for parity 1 returns at once: that is how the producer's first pass over the ring
+// finds every stage free.
+__device__ __forceinline__ void waitBarrier(uint64_t* barrier, uint32_t parity) {
+  const uint32_t address = sharedAddress(barrier);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(address), "r"(parity)
+        : "memory");
+  } while (done == 0);
+}
+
+// ---- TMA -----------------------------------------------------------------------------------------------
+__device__ __forceinline__ void prefetchTensorMap(const CUtensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+
+// Copies the box at (inner, outer) = (k, row) of a 2-D tensor map into shared memory and counts
+// its bytes on `barrier`. Parts of the box outside the tensor arrive as zeros.
+__device__ __forceinline__ void loadTile2d(void* destination, const CUtensorMap* map, int32_t k, int32_t row,
+                                           uint64_t* barrier) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          sharedAddress(destination)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(k), "r"(row), "r"(sharedAddress(barrier))
+      : "memory");
+}
+
+// ---- wgmma ordering ------------------------------------------------------------------------------------
+// Orders this warpgroup's earlier register and shared-memory accesses before the wgmmas that follow.
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+// Closes the wgmmas issued since the last commit into one group.
+__device__ __forceinline__ void wgmmaCommitGroup() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// Waits until at most `pending` committed groups of this warpgroup are still running.
+template <int pending>
+__device__ __forceinline__ void wgmmaWaitGroup() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(pending) : "memory");
+}
+
+// Keeps the compiler from moving accesses to accumulator registers across a wgmma fence or wait:
+// wgmma writes them behind its back.
+template <int count>
+__device__ __forceinline__ void fenceAccumulators(float (&d)[count]) {
+#pragma unroll
+  for (int i = 0; i < count; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// ---- Shared-memory matrix descriptors ------------------------------------------------------------------
+// A K-major operand tile stored as TMA writes it with 128-byte swizzling: rows of 64 16-bit
+// elements (128 bytes), grouped in 8-row swizzle atoms of 1024 bytes, atoms back to back.
+constexpr uint32_t kSwizzleAtomBytes = 1024;
+constexpr uint64_t kDescriptorSwizzle128B = 1;  // layout type, bits 62-63
+constexpr int kDescriptorAddressShift = 4;      // addresses and offsets are stored in 16-byte units
+
+// Descriptor of the tile at `tile` (1024-byte aligned): the stride between 8-row atoms (SBO) is
+// one atom; the leading offset (LBO) is unused for swizzled K-major layouts but must be nonzero.
+__device__ __forceinline__ uint64_t matrixDescriptor(const void* tile) {
+  const uint64_t address = sharedAddress(tile);
+  return ((address & 0x3FFFF) >> kDescriptorAddressShift) | (uint64_t{1} << 16) |
+         (uint64_t{kSwizzleAtomBytes >> kDescriptorAddressShift} << 32) | (kDescriptorSwizzle128B << 62);
+}
+
+// The descriptor advanced by `bytes` along K inside the swizzled rows (the hardware applies the
+// swizzle to the final address, so stepping the start address by 32 bytes per k16 is right).
+__device__ __forceinline__ uint64_t advanceDescriptor(uint64_t descriptor, uint32_t bytes) {
+  return descriptor + (bytes >> kDescriptorAddressShift);
+}
+
+// ---- Register reallocation -------------------------------------------------------------------------------
+// The producer warpgroup gives registers back so the two consumer warpgroups can hold a 64 × 256
+// float32 accumulator tile each. Takes effect only under __launch_bounds__(threads, 1).
+template <uint32_t registers>
+__device__ __forceinline__ void releaseRegisters() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(registers));
+}
+template <uint32_t registers>
+__device__ __forceinline__ void claimRegisters() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(registers));
+}
+
+#endif  // MOEKIT_SM90A_DEVICE
+
+}  // namespace moekit::cuda::sm90

@@ -1,0 +1,79 @@
+// The sm90 grouped GEMM's tile shapes and the host-side arithmetic on them, shared by the
+// dispatcher (grouped_gemm_sm90.cu) and the kernel's instantiations (sm90/instances_*.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../../core/op_args.h"
+#include "problem.h"
+#include "scheduler.cuh"
+
+namespace moekit::cuda::sm90 {
+
+constexpr int kWarpgroupThreads = 128;
+constexpr int kConsumers = 2;
+// Shared memory a block may use on sm_90 (227 KB), and the alignment 128-byte swizzling needs.
+constexpr int kMaxSharedBytes = 227 * 1024;
+constexpr int kSwizzleAlignment = 1024;
+
+// ---- Tile shapes ---------------------------------------------------------------------------------------
+// blockN: columns of the accumulator tile (wgmma's N; 256 at most); stages: depth of the ring.
+template <int blockN, int stages>
+struct TileShape {
+  static constexpr int kBlockM = kConsumers * 64;  // wgmma's M (64) per consumer warpgroup
+  static constexpr int kBlockN = blockN;
+  static constexpr int kBlockK = 64;  // 16-bit elements in one 128-byte swizzled row
+  static constexpr int kStepK = 16;   // K per wgmma
+  static constexpr int kStages = stages;
+  static constexpr int kThreads = (1 + kConsumers) * kWarpgroupThreads;
+  static constexpr int kElementBytes = 2;
+  static constexpr int kRowBytes = kBlockK * kElementBytes;
+  static constexpr int kABytes = kBlockM * kRowBytes;
+  static constexpr int kBBytes = kBlockN * kRowBytes;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kConsumerABytes = kABytes / kConsumers;  // one consumer's 64 rows of A
+  static constexpr int kAccumulators = kBlockN / 2;              // per thread (wgmma.cuh)
+  static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+  static_assert(kRowBytes == 128, "one K slice is one 128-byte swizzle row");
+  static_assert(kBlockK % kStepK == 0, "whole wgmma steps per K slice");
+  static_assert(kConsumerABytes % kSwizzleAlignment == 0, "each consumer's rows start on a swizzle atom");
+  static_assert(kAccumulators * kWarpgroupThreads == 64 * kBlockN, "a warpgroup holds its 64 × blockN products");
+  static_assert(kStageBytes % kSwizzleAlignment == 0 && kBBytes / 2 % kSwizzleAlignment == 0,
+                "every operand box starts on a swizzle atom");
+  static_assert(kDynamicSharedBytes + static_cast<int>(sizeof(ExpertTiles)) + 2 * kStages * 8 <= kMaxSharedBytes,
+                "the ring, the expert table and the barriers fit in shared memory");
+};
+
+// The shapes groupedGemm() picks from.
+using WideTile = TileShape<256, 4>;
+using NarrowTile = TileShape<128, 6>;
+
+// ---- Host-side tile arithmetic ------------------------------------------------------------------------
+inline bool gatedPairs(const GroupedGemmArgs& args) { return args.activation.enabled && isGated(args.activation.kind); }
+
+inline Pairing pairingOf(const GroupedGemmArgs& args) {
+  if (!gatedPairs(args)) return Pairing::Plain;
+  return args.activation.layout == GateLayout::Interleaved ? Pairing::Interleaved : Pairing::Halves;
+}
+
+// Column tiles per row tile: a gated tile of blockN products yields blockN / 2 outputs.
+inline int64_t columnTilesOf(int64_t cols, int blockN, Pairing pairing) {
+  return pairing == Pairing::Plain ? (cols + blockN - 1) / blockN : (cols / 2 + blockN / 2 - 1) / (blockN / 2);
+}
+
+// More tiles than this could exist (whatever the offsets say): every row tile of every expert.
+inline int64_t tileBound(const GroupedGemmArgs& args, int blockM, int blockN) {
+  const int64_t rows = args.input.dim(0);
+  const int64_t experts = args.weights.dim(0);
+  return ((rows + blockM - 1) / blockM + experts) * columnTilesOf(args.weights.dim(1), blockN, pairingOf(args));
+}
+
+// Launches the kernel of one operand type (BF16 or F16, float_access.cuh) and tile shape on
+// `args`. Instantiated once per pair in sm90/instances_*.cu, so the four compile in parallel (each
+// holds every pairing and epilogue of its kernel, which takes the compiler a while).
+template <typename Element, class Shape>
+void launchShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles = kBandRowTiles);
+
+}  // namespace moekit::cuda::sm90

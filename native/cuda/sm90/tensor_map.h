@@ -1,0 +1,63 @@
+// Host side of the TMA loads: tensor maps describing the grouped GEMM's operands, encoded per
+// call (they hold the tensors' addresses and extents, and travel to the kernel by value as
+// __grid_constant__ parameters, so a captured graph keeps its own copies).
+//
+// cuTensorMapEncodeTiled is a driver function. The addon links cudart statically and not libcuda,
+// so it is looked up through the runtime's driver entry point (cuda.h and cudaTypedefs.h give
+// only its types). Encoding is pure host work: no synchronisation, no device memory.
+#pragma once
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "../../core/dtype.h"
+#include "../check.h"
+
+namespace moekit::cuda::sm90 {
+
+// The driver ABI version of cuTensorMapEncodeTiled asked for (the one introduced with CUDA 12.0).
+constexpr unsigned kTensorMapEncodeVersion = 12000;
+
+inline PFN_cuTensorMapEncodeTiled_v12000 tensorMapEncoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    MOEKIT_CUDA_CHECK(
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, kTensorMapEncodeVersion, cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess || function == nullptr) {
+      throw CudaError("E_CUDA", "sm90 grouped GEMM: the driver has no cuTensorMapEncodeTiled");
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
+  }();
+  return encoder;
+}
+
+// A row-major [rows, depth] matrix of 16-bit elements (depth contiguous), read in boxes of
+// boxRows × boxDepth elements into 128-byte-swizzled shared memory (boxDepth · 2 must be 128).
+// Boxes reaching past the matrix are filled with zeros, which is what makes K tails and the
+// last rows free of special cases in the kernel. The depth stride must be a multiple of 16 bytes.
+inline CUtensorMap operandTensorMap(const void* data, DType dtype, int64_t rows, int64_t depth, uint32_t boxRows,
+                                    uint32_t boxDepth) {
+  constexpr uint32_t kRank = 2;
+  const cuuint64_t extents[kRank] = {static_cast<cuuint64_t>(depth), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t rowStrideBytes[kRank - 1] = {static_cast<cuuint64_t>(depth) * dtypeSize(dtype)};
+  const cuuint32_t box[kRank] = {boxDepth, boxRows};
+  const cuuint32_t elementStrides[kRank] = {1, 1};
+  const CUtensorMapDataType type =
+      dtype == DType::BFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  CUtensorMap map;
+  const CUresult status = tensorMapEncoder()(&map, type, kRank, const_cast<void*>(data), extents, rowStrideBytes, box,
+                                             elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (status != CUDA_SUCCESS) {
+    throw CudaError("E_CUDA", "sm90 grouped GEMM: cuTensorMapEncodeTiled failed with CUresult " + std::to_string(status) +
+                                  " for a [" + std::to_string(rows) + ", " + std::to_string(depth) + "] operand");
+  }
+  return map;
+}
+
+}  // namespace moekit::cuda::sm90
