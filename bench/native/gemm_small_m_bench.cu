@@ -30,118 +30,22 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.cuh"
 #include "cuda/kernels.h"
 
 using namespace moekit;
 namespace sm = moekit::cuda::small_m;
+using namespace moekit::bench;
 
 namespace {
-
-#define CUDA_OK(call) ::moekit::cuda::checkCuda((call), #call, __FILE__, __LINE__)
 
 constexpr int kVariants = 4;  // routings per graph
 constexpr int kReplays = 9;   // graph replays; the median is reported
 constexpr uint64_t kCopyBytes = 1ull << 30;
 
-struct Model {
-  const char* name;
-  int32_t experts;
-  int32_t topK;
-  int64_t hidden;
-  int64_t intermediate;
-};
-
-const Model kModels[] = {
-    {"mixtral-8x7b", 8, 2, 4096, 14336},
-    {"qwen3-30b-a3b", 128, 8, 2048, 768},
-    {"deepseek-v3", 256, 8, 7168, 2048},
-};
-
-struct DeviceBuffer {
-  void* data = nullptr;
-  explicit DeviceBuffer(size_t bytes) { CUDA_OK(cudaMalloc(&data, std::max<size_t>(bytes, 16))); }
-  ~DeviceBuffer() { (void)cudaFree(data); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
-TensorView view(const DeviceBuffer& buffer, DType dtype, std::vector<int64_t> shape) {
-  return TensorView{buffer.data, dtype, std::move(shape)};
-}
-
-void fill(const TensorView& tensor, uint64_t seed, float scale, cudaStream_t stream) {
-  FillRandomArgs args;
-  args.output = tensor;
-  args.seed = seed;
-  args.scale = scale;
-  cuda::fillRandom(args, stream);
-}
-
-// One routing of `tokens` tokens: offsets of the expert-sorted rows and the experts it touches.
-struct Routing {
-  std::vector<int32_t> offsets;
-  int touched = 0;
-  int maxRows = 0;
-};
-
-Routing randomRouting(const Model& m, int tokens, std::mt19937& random) {
-  std::vector<int32_t> counts(m.experts, 0);
-  std::vector<int32_t> ids(m.experts);
-  for (int t = 0; t < tokens; ++t) {
-    for (int32_t e = 0; e < m.experts; ++e) ids[e] = e;
-    for (int j = 0; j < m.topK; ++j) {  // k distinct experts, uniformly
-      std::uniform_int_distribution<int32_t> pick(j, m.experts - 1);
-      std::swap(ids[j], ids[pick(random)]);
-      ++counts[ids[j]];
-    }
-  }
-  Routing r;
-  r.offsets.assign(m.experts + 1, 0);
-  for (int32_t e = 0; e < m.experts; ++e) {
-    r.offsets[e + 1] = r.offsets[e] + counts[e];
-    r.touched += counts[e] > 0;
-    r.maxRows = std::max(r.maxRows, counts[e]);
-  }
-  return r;
-}
-
-float medianOf(std::vector<float> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-// Median milliseconds of one replay of a graph holding `enqueue` captured once.
-float timeGraph(const std::function<void()>& enqueue, cudaStream_t stream) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  enqueue();
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CUDA_OK(cudaEventCreate(&start));
-  CUDA_OK(cudaEventCreate(&stop));
-  CUDA_OK(cudaGraphLaunch(exec, stream));  // warm-up
-  std::vector<float> times;
-  for (int i = 0; i < kReplays; ++i) {
-    CUDA_OK(cudaEventRecord(start, stream));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaEventRecord(stop, stream));
-    CUDA_OK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  CUDA_OK(cudaEventDestroy(start));
-  CUDA_OK(cudaEventDestroy(stop));
-  CUDA_OK(cudaGraphExecDestroy(exec));
-  CUDA_OK(cudaGraphDestroy(graph));
-  return medianOf(times);
-}
-
 float copyBandwidth(cudaStream_t stream) {
   DeviceBuffer a(kCopyBytes), b(kCopyBytes);
-  const float ms = timeGraph([&] { CUDA_OK(cudaMemcpyAsync(b.data, a.data, kCopyBytes, cudaMemcpyDeviceToDevice, stream)); }, stream);
+  const float ms = timeGraph([&] { CUDA_OK(cudaMemcpyAsync(b.data, a.data, kCopyBytes, cudaMemcpyDeviceToDevice, stream)); }, stream, kReplays);
   return 2.0f * kCopyBytes / (ms * 1e-3f) / 1e9f;  // read + write, GB/s
 }
 
@@ -239,8 +143,8 @@ void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::
     for (const auto& a : agreement) std::printf("  [%s]", a.c_str());
     std::printf("\n");
     for (const Path& path : paths) {
-      const float ms1 = timeGraph([&] { for (int v = 0; v < kVariants; ++v) path.run(gemm1Args(v), stream); }, stream) / kVariants;
-      const float ms2 = timeGraph([&] { for (int v = 0; v < kVariants; ++v) path.run(gemm2Args(v), stream); }, stream) / kVariants;
+      const float ms1 = timeGraph([&] { for (int v = 0; v < kVariants; ++v) path.run(gemm1Args(v), stream); }, stream, kReplays) / kVariants;
+      const float ms2 = timeGraph([&] { for (int v = 0; v < kVariants; ++v) path.run(gemm2Args(v), stream); }, stream, kReplays) / kVariants;
       const double gbs1 = touched * gemm1BytesPerExpert / (ms1 * 1e-3) / 1e9;
       const double gbs2 = touched * gemm2BytesPerExpert / (ms2 * 1e-3) / 1e9;
       // GEMM1 then GEMM2 of one forward after the other, as a layer runs them.
@@ -249,7 +153,7 @@ void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::
           path.run(gemm1Args(v), stream);
           path.run(gemm2Args(v), stream);
         }
-      }, stream) / kVariants;
+      }, stream, kReplays) / kVariants;
       const double gbsPair = touched * (gemm1BytesPerExpert + gemm2BytesPerExpert) / (msPair * 1e-3) / 1e9;
       std::printf("    %-8s gemm1 %8.1f us %5.0f GB/s | gemm2 %8.1f us %5.0f GB/s | 1+2 %8.1f us %5.0f GB/s\n", path.name,
                   ms1 * 1e3, gbs1, ms2 * 1e3, gbs2, msPair * 1e3, gbsPair);
