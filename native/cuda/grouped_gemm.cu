@@ -581,6 +581,22 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
     skinny::linear(args, stream);
     return;
   }
+  // A dense projection is a grouped GEMM of one expert owning every row (no offsets): the Hopper
+  // kernel takes it where it can (the shared expert and the router of large batches).
+  if (forcedFamily() != GemmFamily::Mma) {
+    const int64_t cols = args.weight.dim(0);
+    const int64_t depth = args.weight.dim(1);
+    GroupedGemmArgs grouped;
+    grouped.input = args.input;
+    grouped.weights = TensorView{args.weight.data, args.weight.dtype, {1, cols, depth}};
+    if (args.bias.present()) grouped.bias = TensorView{args.bias.data, args.bias.dtype, {1, cols}};
+    grouped.expertOffsets = TensorView{nullptr, DType::Int32, {2}};
+    grouped.output = args.output;
+    if (sm90::supports(grouped)) {
+      sm90::groupedGemm(grouped, stream);
+      return;
+    }
+  }
   const GemmProblem problem{args.input.data,
                             args.weight.data,
                             args.bias.present() ? args.bias.data : nullptr,

@@ -28,6 +28,7 @@ constexpr int kWarps = 8;              // warps per block, splitting K
 constexpr int kThreads = kWarps * kWarpSize;
 constexpr int kColumns = 4;            // weight rows (output columns) per block
 constexpr int kRowGroup = 8;           // input rows per block
+constexpr int64_t kMaxGridRows = 65535;  // gridDim.y: row groups
 constexpr int64_t kVectorSpan = int64_t{kWarpSize} * kElementsPerVector;  // K covered by one warp load
 
 struct SkinnyProblem {
@@ -129,6 +130,7 @@ bool supports(const LinearArgs& args) {
   // 16-byte vectors along K from 16-byte aligned rows.
   if (depth % kElementsPerVector != 0 || !aligned16(args.input.data) || !aligned16(args.weight.data)) return false;
   if (rows <= kAlwaysRows) return rows >= 1;
+  if (args.weight.dim(0) <= kNarrowCols) return (rows + kRowGroup - 1) / kRowGroup <= kMaxGridRows;
   return rows <= kMaxRows && static_cast<int64_t>(args.weight.nbytes()) <= kMaxCachedWeightBytes;
 }
 

@@ -1,5 +1,6 @@
 // Linear for a few rows (skinny_linear.cu): the router's projection at decode. linear()
-// (grouped_gemm.cu) takes this path for up to kMaxRows rows of bfloat16/float16.
+// (grouped_gemm.cu) takes this path for up to kMaxRows rows of bfloat16/float16, or any number
+// of rows when there are at most kNarrowCols outputs.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,6 +17,10 @@ namespace moekit::cuda::skinny {
 constexpr int64_t kAlwaysRows = 16;
 constexpr int64_t kMaxRows = 64;
 constexpr int64_t kMaxCachedWeightBytes = int64_t{16} << 20;
+// A projection to at most kNarrowCols outputs (Mixtral's router: 8) reads each input row
+// kNarrowCols / 4 times whatever the row count, and no tile kernel fills the GPU with so few
+// columns: this path takes any number of rows then, up to the grid's reach.
+constexpr int64_t kNarrowCols = 16;
 
 bool supports(const LinearArgs& args);
 void linear(const LinearArgs& args, cudaStream_t stream);

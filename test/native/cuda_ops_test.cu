@@ -952,6 +952,8 @@ void runOpTests() {
         {64, 7168, 256, 0, false, 0, 0},
         {33, 200, 22, 0, true, 0, 0},
         {16, 8, 3, 0, true, 0, 0},
+        {gQuick ? 1027 : 16387, 4096, 8, 0, true, 0, 0},  // narrow: any number of rows (Mixtral's router)
+        {300, 520, 12, 0, false, 0, 0},
     };
     for (const GemmCase& c : skinnyCases) {
       testGemm(dtype, dtype, DType::Float32, c);
