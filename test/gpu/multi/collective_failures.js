@@ -72,7 +72,7 @@ async function forwardRound(scenario, layer, x, group, say, last) {
     say(`REJECTED ${error.code} after ${Date.now() - started} ms: ${error.message}`);
     process.exit(0);
   }
-  for (const tensor of Object.values(result)) tensor.dispose();
+  result.dispose();
 }
 
 function freePort() {
