@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -112,5 +113,55 @@ float timeGraph(const std::function<void()>& enqueue, cudaStream_t stream, int r
   CUDA_OK(cudaGraphDestroy(graph));
   return medianOf(times);
 }
+
+// One model and token count, kVariants times over: a random routing per variant with its device
+// offsets, input, GEMM1 output (`middles`) and GEMM2 output, and the two GEMMs' arguments over
+// them (bf16; GEMM1 = K H, N 2I with SwiGLU fused; GEMM2 = K I, N H). w13 and w2 are the weights.
+struct GemmWorkload {
+  int64_t experts, hidden, intermediate, rows;
+  int tokens;
+  const DeviceBuffer& w13;
+  const DeviceBuffer& w2;
+  std::vector<Routing> routings;
+  std::vector<std::unique_ptr<DeviceBuffer>> offsets, inputs, middles, outputs;
+
+  GemmWorkload(const Model& m, int tokenCount, int variants, const DeviceBuffer& gateUp, const DeviceBuffer& down,
+               std::mt19937& random, cudaStream_t stream)
+      : experts(m.experts), hidden(m.hidden), intermediate(m.intermediate), rows(int64_t{tokenCount} * m.topK),
+        tokens(tokenCount), w13(gateUp), w2(down) {
+    for (int v = 0; v < variants; ++v) {
+      routings.push_back(randomRouting(m, tokens, random));
+      offsets.push_back(std::make_unique<DeviceBuffer>((experts + 1) * sizeof(int32_t)));
+      CUDA_OK(cudaMemcpy(offsets.back()->data, routings.back().offsets.data(), (experts + 1) * sizeof(int32_t),
+                         cudaMemcpyHostToDevice));
+      inputs.push_back(std::make_unique<DeviceBuffer>(rows * hidden * 2));
+      fill(view(*inputs.back(), DType::BFloat16, {rows * hidden}), 100 + v, 1.0f, stream);
+      middles.push_back(std::make_unique<DeviceBuffer>(rows * intermediate * 2));
+      outputs.push_back(std::make_unique<DeviceBuffer>(rows * hidden * 2));
+    }
+  }
+
+  GroupedGemmArgs gemm1(int v) const {
+    GroupedGemmArgs a;
+    a.input = view(*inputs[v], DType::BFloat16, {rows, hidden});
+    a.weights = view(w13, DType::BFloat16, {experts, 2 * intermediate, hidden});
+    a.expertOffsets = view(*offsets[v], DType::Int32, {experts + 1});
+    a.output = view(*middles[v], DType::BFloat16, {rows, intermediate});
+    a.activation.enabled = true;
+    a.activation.kind = ActivationKind::SwiGLU;
+    a.maxRowsPerExpert = tokens;
+    return a;
+  }
+
+  GroupedGemmArgs gemm2(int v) const {
+    GroupedGemmArgs a;
+    a.input = view(*middles[v], DType::BFloat16, {rows, intermediate});
+    a.weights = view(w2, DType::BFloat16, {experts, hidden, intermediate});
+    a.expertOffsets = view(*offsets[v], DType::Int32, {experts + 1});
+    a.output = view(*outputs[v], DType::BFloat16, {rows, hidden});
+    a.maxRowsPerExpert = tokens;
+    return a;
+  }
+};
 
 }  // namespace moekit::bench

@@ -81,41 +81,17 @@ void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::
 
   for (int tokens : tokenCounts) {
     const int64_t rows = int64_t{tokens} * m.topK;
-    std::vector<Routing> routings;
-    std::vector<std::unique_ptr<DeviceBuffer>> offsets, inputs, middles, outputs;
+    const GemmWorkload work(m, tokens, kVariants, w13, w2, random, stream);
     double touched = 0;
     int maxRows = 0;
-    for (int v = 0; v < kVariants; ++v) {
-      routings.push_back(randomRouting(m, tokens, random));
-      touched += routings.back().touched / static_cast<double>(kVariants);
-      maxRows = std::max(maxRows, routings.back().maxRows);
-      offsets.push_back(std::make_unique<DeviceBuffer>((E + 1) * sizeof(int32_t)));
-      CUDA_OK(cudaMemcpy(offsets.back()->data, routings.back().offsets.data(), (E + 1) * sizeof(int32_t), cudaMemcpyHostToDevice));
-      inputs.push_back(std::make_unique<DeviceBuffer>(rows * H * 2));
-      fill(view(*inputs.back(), DType::BFloat16, {rows * H}), 100 + v, 1.0f, stream);
-      middles.push_back(std::make_unique<DeviceBuffer>(rows * I * 2));
-      outputs.push_back(std::make_unique<DeviceBuffer>(rows * H * 2));
+    for (const Routing& routing : work.routings) {
+      touched += routing.touched / static_cast<double>(kVariants);
+      maxRows = std::max(maxRows, routing.maxRows);
     }
-    const auto gemm1Args = [&](int v) {
-      GroupedGemmArgs a;
-      a.input = view(*inputs[v], DType::BFloat16, {rows, H});
-      a.weights = view(w13, DType::BFloat16, {E, 2 * I, H});
-      a.expertOffsets = view(*offsets[v], DType::Int32, {E + 1});
-      a.output = view(*middles[v], DType::BFloat16, {rows, I});
-      a.activation.enabled = true;
-      a.activation.kind = ActivationKind::SwiGLU;
-      a.maxRowsPerExpert = tokens;
-      return a;
-    };
-    const auto gemm2Args = [&](int v) {
-      GroupedGemmArgs a;
-      a.input = view(*middles[v], DType::BFloat16, {rows, I});
-      a.weights = view(w2, DType::BFloat16, {E, H, I});
-      a.expertOffsets = view(*offsets[v], DType::Int32, {E + 1});
-      a.output = view(*outputs[v], DType::BFloat16, {rows, H});
-      a.maxRowsPerExpert = tokens;
-      return a;
-    };
+    const auto gemm1Args = [&](int v) { return work.gemm1(v); };
+    const auto gemm2Args = [&](int v) { return work.gemm2(v); };
+    auto& middles = work.middles;
+    auto& outputs = work.outputs;
 
     // Agreement with the first path (the library) on variant 0, both GEMMs.
     std::vector<std::string> agreement;
