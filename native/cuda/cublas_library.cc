@@ -1,14 +1,11 @@
 #include "cublas_library.h"
 
-#include <dlfcn.h>
-#include <sys/stat.h>
-
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <vector>
 
 #include "../core/errors.h"
+#include "../core/runtime_library.h"
 #include "check.h"
 
 namespace moekit::cublas {
@@ -24,7 +21,8 @@ constexpr int kComputeFloat32 = 68;                         // CUBLAS_COMPUTE_32
 constexpr int kDefaultTensorOpAlgorithm = 99;               // CUBLAS_GEMM_DEFAULT_TENSOR_OP
 enum LibraryProperty : int { kMajorVersion = 0, kMinorVersion = 1, kPatchLevel = 2 };
 
-// Newest first: the CUDA 13 library, then CUDA 12's.
+// Newest first: the CUDA 13 library, then CUDA 12's. MOEKIT_CUBLAS_PATH may name the file or its
+// folder instead.
 const std::vector<std::string> kLibraryNames = {"libcublas.so.13", "libcublas.so.12"};
 
 struct Api {
@@ -37,43 +35,18 @@ struct Api {
                    const void*, void*, int, int, int, int) = nullptr;
 };
 
-template <typename Function>
-bool resolve(void* handle, const char* name, Function& function) {
-  function = reinterpret_cast<Function>(dlsym(handle, name));
-  return function != nullptr;
-}
-
-// MOEKIT_CUBLAS_PATH (a file, or a folder holding one of kLibraryNames), else the loader's own
-// search for each name in turn.
-std::vector<std::string> candidatePaths() {
-  const char* explicitPath = std::getenv("MOEKIT_CUBLAS_PATH");
-  if (explicitPath == nullptr || *explicitPath == '\0') return kLibraryNames;
-  struct stat info {};
-  if (stat(explicitPath, &info) != 0 || !S_ISDIR(info.st_mode)) return {explicitPath};
-  std::vector<std::string> paths;
-  for (const std::string& name : kLibraryNames) paths.push_back(std::string(explicitPath) + "/" + name);
-  return paths;
-}
-
 Api load() {
   Api api;
   std::string failures;
-  for (const std::string& path : candidatePaths()) {
-    api.handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (api.handle != nullptr) {
-      api.availability.path = path;
-      break;
-    }
-    failures += (failures.empty() ? "" : "; ") + std::string(dlerror());
-  }
+  api.handle = openFirstLibrary(libraryCandidates("MOEKIT_CUBLAS_PATH", kLibraryNames), &api.availability.path, &failures);
   if (api.handle == nullptr) {
     api.availability.problem = "cannot load cuBLAS (" + failures + "); set MOEKIT_CUBLAS_PATH";
     return api;
   }
-  const bool complete = resolve(api.handle, "cublasCreate_v2", api.create) &&
-                        resolve(api.handle, "cublasSetStream_v2", api.setStream) &&
-                        resolve(api.handle, "cublasGetProperty", api.getProperty) &&
-                        resolve(api.handle, "cublasGemmEx", api.gemmEx);
+  const bool complete = resolveSymbol(api.handle, "cublasCreate_v2", api.create) &&
+                        resolveSymbol(api.handle, "cublasSetStream_v2", api.setStream) &&
+                        resolveSymbol(api.handle, "cublasGetProperty", api.getProperty) &&
+                        resolveSymbol(api.handle, "cublasGemmEx", api.gemmEx);
   if (!complete) {
     api.availability.problem = api.availability.path + " lacks a cuBLAS entry point moekit needs (cuBLAS 11 or newer)";
     return api;

@@ -10,16 +10,12 @@
 #include <string>
 
 #include "../core/dtype.h"
+#include "../core/runtime_library.h"
 
 namespace moekit::cublas {
 
-// Whether the library can be loaded, and from where (or why not).
-struct Availability {
-  bool available = false;
-  std::string path;     // the file loaded
-  std::string problem;  // why it is not available
-  int version = 0;      // e.g. 130100 for 13.1.0
-};
+// Whether cuBLAS can be loaded, and from where (or why not); version e.g. 130100 for 13.1.0.
+using Availability = LibraryAvailability;
 Availability probe();
 
 // Enqueues C[m, n] = A[m, k] · B[n, k]ᵀ on `stream` (row-major, moekit's `linear` layout), all

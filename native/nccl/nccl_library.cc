@@ -1,12 +1,12 @@
 #include "nccl_library.h"
 
-#include <dlfcn.h>
-#include <sys/stat.h>
-
 #include <cstdlib>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "../core/errors.h"
+#include "../core/runtime_library.h"
 
 namespace moekit::nccl {
 namespace {
@@ -33,22 +33,6 @@ struct Api {
   const char* (*getErrorString)(Result) = nullptr;
 };
 
-template <typename Function>
-bool resolve(void* handle, const char* name, Function& function) {
-  function = reinterpret_cast<Function>(dlsym(handle, name));
-  return function != nullptr;
-}
-
-// MOEKIT_NCCL_PATH may name the library file or the folder holding it; without it, the dynamic
-// loader's own search (LD_LIBRARY_PATH, its cache, the system folders) finds libnccl.so.2.
-std::string libraryPath() {
-  const char* explicitPath = std::getenv("MOEKIT_NCCL_PATH");
-  if (explicitPath == nullptr || *explicitPath == '\0') return kDefaultLibrary;
-  struct stat info {};
-  if (stat(explicitPath, &info) == 0 && S_ISDIR(info.st_mode)) return std::string(explicitPath) + "/" + kDefaultLibrary;
-  return explicitPath;
-}
-
 // NCCL 2.22+ connects peers lazily, inside the first collective that needs them; that host call
 // then blocks (the JS thread included) until every peer arrives, so a stalled peer would freeze the
 // event loop and the watchdog with it. Connecting everything in ncclCommInitRank (off the JS
@@ -59,27 +43,28 @@ void connectPeersAtInit() { setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0)
 Api load() {
   Api api;
   connectPeersAtInit();
-  const std::string path = libraryPath();
-  api.handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  // MOEKIT_NCCL_PATH may name the library file or the folder holding it.
+  const std::vector<std::string> candidates = libraryCandidates("MOEKIT_NCCL_PATH", {kDefaultLibrary});
+  std::string failures;
+  api.handle = openFirstLibrary(candidates, &api.availability.path, &failures);
   if (api.handle == nullptr) {
-    api.availability.problem = "cannot load " + path + " (" + dlerror() + "); install NCCL or set MOEKIT_NCCL_PATH";
+    api.availability.problem = "cannot load " + candidates.front() + " (" + failures + "); install NCCL or set MOEKIT_NCCL_PATH";
     return api;
   }
-  const bool complete = resolve(api.handle, "ncclGetVersion", api.getVersion) &&
-                        resolve(api.handle, "ncclGetUniqueId", api.getUniqueId) &&
-                        resolve(api.handle, "ncclCommInitRank", api.commInitRank) &&
-                        resolve(api.handle, "ncclAllReduce", api.allReduce) &&
-                        resolve(api.handle, "ncclCommGetAsyncError", api.commGetAsyncError) &&
-                        resolve(api.handle, "ncclCommAbort", api.commAbort) &&
-                        resolve(api.handle, "ncclCommDestroy", api.commDestroy) &&
-                        resolve(api.handle, "ncclGetErrorString", api.getErrorString);
+  const bool complete = resolveSymbol(api.handle, "ncclGetVersion", api.getVersion) &&
+                        resolveSymbol(api.handle, "ncclGetUniqueId", api.getUniqueId) &&
+                        resolveSymbol(api.handle, "ncclCommInitRank", api.commInitRank) &&
+                        resolveSymbol(api.handle, "ncclAllReduce", api.allReduce) &&
+                        resolveSymbol(api.handle, "ncclCommGetAsyncError", api.commGetAsyncError) &&
+                        resolveSymbol(api.handle, "ncclCommAbort", api.commAbort) &&
+                        resolveSymbol(api.handle, "ncclCommDestroy", api.commDestroy) &&
+                        resolveSymbol(api.handle, "ncclGetErrorString", api.getErrorString);
   if (!complete) {
-    api.availability.problem = path + " lacks an NCCL entry point moekit needs (NCCL 2.12 or newer is required)";
+    api.availability.problem = api.availability.path + " lacks an NCCL entry point moekit needs (NCCL 2.12 or newer is required)";
     return api;
   }
   api.getVersion(&api.availability.version);
   api.availability.available = true;
-  api.availability.path = path;
   return api;
 }
 

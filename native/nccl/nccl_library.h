@@ -8,6 +8,7 @@
 #include <string>
 
 #include "../core/dtype.h"
+#include "../core/runtime_library.h"
 
 namespace moekit::nccl {
 
@@ -21,13 +22,8 @@ struct UniqueId {
 using Comm = struct ncclComm*;
 using Stream = struct CUstream_st*;
 
-// Whether the library can be loaded, and from where (or why not).
-struct Availability {
-  bool available = false;
-  std::string path;     // the file loaded
-  std::string problem;  // why it is not available
-  int version = 0;      // e.g. 22803 for 2.28.3
-};
+// Whether NCCL can be loaded, and from where (or why not); version e.g. 22803 for 2.28.3.
+using Availability = LibraryAvailability;
 Availability probe();
 
 UniqueId makeUniqueId();
