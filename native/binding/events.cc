@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "device_registry.h"
+#include "idle_promise.h"
 #include "js_errors.h"
 #if MOEKIT_WITH_CUDA
 #include <cuda_runtime.h>
@@ -128,45 +129,6 @@ Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
   return EventHandle::Wrap(std::move(mark));
 }
 
-// What elapsedTimes carries from the device's thread back to the JS thread.
-struct ElapsedOutcome {
-  Napi::Promise::Deferred deferred;
-  std::vector<std::shared_ptr<Mark>> marks;  // kept alive until the promise settles
-  std::vector<double> milliseconds;
-  std::string errorCode;
-  std::string errorMessage;
-};
-
-void settleElapsed(Napi::Env env, Napi::Function, std::nullptr_t*, ElapsedOutcome* outcome) {
-  if (env != nullptr) {
-    if (outcome->errorCode.empty()) {
-      Napi::Array times = Napi::Array::New(env, outcome->milliseconds.size());
-      for (size_t i = 0; i < outcome->milliseconds.size(); ++i) times.Set(static_cast<uint32_t>(i), outcome->milliseconds[i]);
-      outcome->deferred.Resolve(times);
-    } else {
-      Napi::Error error = Napi::Error::New(env, outcome->errorMessage);
-      error.Set("code", Napi::String::New(env, outcome->errorCode));
-      outcome->deferred.Reject(error.Value());
-    }
-  }
-  delete outcome;
-}
-
-using SettleElapsed = Napi::TypedThreadSafeFunction<std::nullptr_t, ElapsedOutcome, settleElapsed>;
-
-// Fills outcome->milliseconds (each mark's time since the first) once the device is idle.
-void measure(ElapsedOutcome& outcome, const std::string& code, const std::string& message) {
-  outcome.errorCode = code;
-  outcome.errorMessage = message;
-  if (!code.empty()) return;
-  try {
-    for (const auto& mark : outcome.marks) outcome.milliseconds.push_back(mark->millisecondsSince(*outcome.marks.front()));
-  } catch (const NativeError& error) {
-    outcome.errorCode = error.code();
-    outcome.errorMessage = error.what();
-  }
-}
-
 // elapsedTimes([first, ...events]) → Promise<number[]>: milliseconds from the first event to each
 // (the first is 0), once the device has run past all of them. All events must be on one device.
 Napi::Value ElapsedTimes(const Napi::CallbackInfo& info) {
@@ -181,23 +143,16 @@ Napi::Value ElapsedTimes(const Napi::CallbackInfo& info) {
   for (const auto& mark : marks) {
     if (mark->device() != device) throwJsError(env, "E_DEVICE", "elapsedTimes: the events are on different devices");
   }
-  auto* outcome = new ElapsedOutcome{Napi::Promise::Deferred::New(env), std::move(marks), {}, "", ""};
-  Napi::Promise promise = outcome->deferred.Promise();
-  SettleElapsed settle = SettleElapsed::New(env, "moekit.elapsedTimes", 0, 1);
-  try {
-    translateErrors(env, [&] {
-      deviceFor(device).whenIdle([settle, outcome](const std::string& code, const std::string& message) mutable {
-        measure(*outcome, code, message);
-        settle.BlockingCall(outcome);
-        settle.Release();
-      });
-    });
-  } catch (...) {
-    settle.Release();
-    delete outcome;
-    throw;
-  }
-  return promise;
+  // The marks stay alive (captured) until the promise settles.
+  auto milliseconds = std::make_shared<std::vector<double>>();
+  const auto measure = [marks = std::move(marks), milliseconds] {
+    for (const auto& mark : marks) milliseconds->push_back(mark->millisecondsSince(*marks.front()));
+  };
+  return whenDeviceIdle(env, device, "moekit.elapsedTimes", measure, [milliseconds](Napi::Env jsEnv) {
+    Napi::Array times = Napi::Array::New(jsEnv, milliseconds->size());
+    for (size_t i = 0; i < milliseconds->size(); ++i) times.Set(static_cast<uint32_t>(i), (*milliseconds)[i]);
+    return Napi::Value(times);
+  });
 }
 
 }  // namespace

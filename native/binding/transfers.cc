@@ -3,33 +3,12 @@
 #include <vector>
 
 #include "device_registry.h"
+#include "idle_promise.h"
 #include "js_errors.h"
 #include "storage.h"
 
 namespace moekit::binding {
 namespace {
-
-// The outcome of a whenIdle(), carried from the device's thread back to the JS thread.
-struct SyncOutcome {
-  Napi::Promise::Deferred deferred;
-  std::string errorCode;
-  std::string errorMessage;
-};
-
-void settleOutcome(Napi::Env env, Napi::Function, std::nullptr_t*, SyncOutcome* outcome) {
-  if (env != nullptr) {
-    if (outcome->errorCode.empty()) {
-      outcome->deferred.Resolve(env.Undefined());
-    } else {
-      Napi::Error error = Napi::Error::New(env, outcome->errorMessage);
-      error.Set("code", Napi::String::New(env, outcome->errorCode));
-      outcome->deferred.Reject(error.Value());
-    }
-  }
-  delete outcome;
-}
-
-using SettleFunction = Napi::TypedThreadSafeFunction<std::nullptr_t, SyncOutcome, settleOutcome>;
 
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -111,24 +90,7 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) throwJsError(env, "E_INVALID_ARGUMENT", "synchronize: expected (device)");
   const int device = info[0].As<Napi::Number>().Int32Value();
-  auto* outcome = new SyncOutcome{Napi::Promise::Deferred::New(env), "", ""};
-  Napi::Promise promise = outcome->deferred.Promise();
-  SettleFunction settle = SettleFunction::New(env, "moekit.synchronize", 0, 1);
-  try {
-    translateErrors(env, [&] {
-      deviceFor(device).whenIdle([settle, outcome](const std::string& code, const std::string& message) mutable {
-        outcome->errorCode = code;
-        outcome->errorMessage = message;
-        settle.BlockingCall(outcome);
-        settle.Release();
-      });
-    });
-  } catch (...) {
-    settle.Release();
-    delete outcome;
-    throw;
-  }
-  return promise;
+  return whenDeviceIdle(env, device, "moekit.synchronize", nullptr, [](Napi::Env jsEnv) { return jsEnv.Undefined(); });
 }
 
 }  // namespace
