@@ -5,21 +5,13 @@
  * in stream order. Work enqueued before the switch still completes first.
  */
 import { deviceIndex, parseDevice, type Device } from './device';
-import { fromNativeError, MoekitError } from './errors';
+import { callNative, MoekitError } from './errors';
 import { addon } from './native';
 
 function cudaIndex(device: Device, what: string): number {
   const index = deviceIndex(parseDevice(device));
   if (index < 0) throw new MoekitError('E_DEVICE', `${what} needs a CUDA device, got ${device}`);
   return index;
-}
-
-function native<T>(call: () => T): T {
-  try {
-    return call();
-  } catch (error) {
-    throw fromNativeError(error);
-  }
 }
 
 /** A CUDA stream created by moekit. Dispose it once no device uses it any more. */
@@ -31,12 +23,12 @@ export class CudaStream {
 
   constructor(device: Device) {
     this.device = parseDevice(device);
-    this.handle = native(() => addon().createStream(cudaIndex(this.device, 'CudaStream')));
+    this.handle = callNative(() => addon().createStream(cudaIndex(this.device, 'CudaStream')));
   }
 
   dispose(): void {
     if (this.#disposed) return;
-    native(() => addon().destroyStream(cudaIndex(this.device, 'CudaStream'), this.handle));
+    callNative(() => addon().destroyStream(cudaIndex(this.device, 'CudaStream'), this.handle));
     this.#disposed = true;
   }
 
@@ -49,10 +41,10 @@ export class CudaStream {
 export function useStream(device: Device, stream: CudaStream | bigint | null): void {
   const handle = stream instanceof CudaStream ? stream.handle : stream;
   if (handle !== null && typeof handle !== 'bigint') throw new MoekitError('E_INVALID_ARGUMENT', 'useStream: stream must be a CudaStream, a bigint handle or null');
-  native(() => addon().setStream(cudaIndex(device, 'useStream'), handle));
+  callNative(() => addon().setStream(cudaIndex(device, 'useStream'), handle));
 }
 
 /** The handle of the stream `device`'s work currently goes to. */
 export function currentStream(device: Device): bigint {
-  return native(() => addon().currentStream(cudaIndex(device, 'currentStream')));
+  return callNative(() => addon().currentStream(cudaIndex(device, 'currentStream')));
 }

@@ -38,6 +38,13 @@ describe('events on the CPU', () => {
     expect(times).toHaveLength(3);
     for (const ms of times) expect(ms).toBeGreaterThan(0);
   });
+
+  it('timeOnDevice runs prepare before each call, warm-up included', async () => {
+    const order: string[] = [];
+    const times = await timeOnDevice('cpu', () => order.push('run'), { warmup: 1, runs: 2, prepare: (run) => order.push(`prepare ${run}`) });
+    expect(times).toHaveLength(2);
+    expect(order).toEqual(['prepare 0', 'run', 'prepare 1', 'run', 'prepare 2', 'run']);
+  });
 });
 
 describe('MoELayer.forward marks its stages', () => {

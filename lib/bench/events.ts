@@ -5,21 +5,13 @@
  * thread, so waiting never blocks the event loop.
  */
 import { deviceIndex, type Device } from '../device';
-import { fromNativeError } from '../errors';
+import { callNative, fromNativeError } from '../errors';
 import type { ForwardProfiler, ForwardStage } from '../layer/moe_layer';
 import { addon, type NativeEvent } from '../native';
 
-function native<T>(call: () => T): T {
-  try {
-    return call();
-  } catch (error) {
-    throw fromNativeError(error);
-  }
-}
-
 /** An event at this point of `device`'s work order (after everything enqueued so far). */
 export function recordEvent(device: Device): NativeEvent {
-  return native(() => addon().recordEvent(deviceIndex(device)));
+  return callNative(() => addon().recordEvent(deviceIndex(device)));
 }
 
 /**
@@ -74,11 +66,17 @@ export class StageTimer implements ForwardProfiler {
 
 /**
  * Milliseconds each of `runs` calls of `enqueue` takes on the device (after `warmup` untimed
- * ones), each awaited before the next.
+ * ones), each awaited before the next. `prepare(run)`, if given, is enqueued before each call
+ * and left out of its time (a copy of the run's input, say).
  */
-export async function timeOnDevice(device: Device, enqueue: () => void, options: { warmup: number; runs: number }): Promise<number[]> {
+export async function timeOnDevice(
+  device: Device,
+  enqueue: () => void,
+  options: { warmup: number; runs: number; prepare?: (run: number) => void },
+): Promise<number[]> {
   const times: number[] = [];
   for (let run = 0; run < options.warmup + options.runs; run++) {
+    options.prepare?.(run);
     const start = recordEvent(device);
     try {
       enqueue();

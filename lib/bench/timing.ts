@@ -5,7 +5,7 @@
 import type { ForwardStage, MoELayer } from '../layer/moe_layer';
 import { synchronize } from '../sync';
 import { Tensor } from '../tensor';
-import { elapsedTimes, recordEvent, StageTimer } from './events';
+import { StageTimer, timeOnDevice } from './events';
 
 export interface TimingOptions {
   /** Untimed runs first: they pay for first-touch page faults, allocator growth and lazy init. */
@@ -105,14 +105,6 @@ export async function timeForward(layer: MoELayer, tokens: number, options: Timi
  */
 async function timeReplays(layer: MoELayer, tokens: number, inputs: readonly Tensor[], options: TimingOptions): Promise<number> {
   using captured = layer.capture(tokens);
-  const times: number[] = [];
-  for (let run = 0; run < options.warmup + options.runs; run++) {
-    captured.input.copyFrom(inputs[run % inputs.length]!);
-    const events = [recordEvent(layer.device)];
-    captured.replay();
-    events.push(recordEvent(layer.device));
-    const [, ms] = await elapsedTimes(events);
-    if (run >= options.warmup) times.push(ms!);
-  }
-  return median(times);
+  const prepare = (run: number): void => captured.input.copyFrom(inputs[run % inputs.length]!);
+  return median(await timeOnDevice(layer.device, () => captured.replay(), { warmup: options.warmup, runs: options.runs, prepare }));
 }
