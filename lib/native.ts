@@ -67,32 +67,26 @@ export interface NativeGraph {
   release(): void;
 }
 
-/** Whether NCCL could be loaded (dlopen of libnccl.so.2 or MOEKIT_NCCL_PATH). */
-export interface NcclInfo {
+/** Whether a library loaded at run time (native/core/runtime_library) could be loaded. */
+export interface RuntimeLibraryInfo {
   available: boolean;
   /** The library file loaded. */
   path: string;
   /** Why it is not available. */
   problem: string;
-  /** NCCL's version code, e.g. 22803 for 2.28.3. */
+  /** The library's version code: NCCL's e.g. 22803 for 2.28.3, cuBLAS's 130100 for 13.1.0. */
   version: number;
 }
+
+/** NCCL: dlopen of libnccl.so.2, or the file or folder MOEKIT_NCCL_PATH names. */
+export type NcclInfo = RuntimeLibraryInfo;
+/** cuBLAS: dlopen of libcublas.so.13, then .12, or MOEKIT_CUBLAS_PATH. */
+export type CublasInfo = RuntimeLibraryInfo;
 
 /** A point in a device's work order (recordEvent): a CUDA timing event, or on the CPU the host time the worker reached it. */
 export interface NativeEvent {
   /** Frees the event now rather than at garbage collection. Idempotent. */
   release(): void;
-}
-
-/** Whether cuBLAS could be loaded (dlopen of libcublas.so.13 or .12, or MOEKIT_CUBLAS_PATH). */
-export interface CublasInfo {
-  available: boolean;
-  /** The library file loaded. */
-  path: string;
-  /** Why it is not available. */
-  problem: string;
-  /** cuBLAS's version code, e.g. 130100 for 13.1.0. */
-  version: number;
 }
 
 /** An NCCL communicator bound to one CUDA device. */
