@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import {
   benchPlans, formatParallelHeader, formatParallelRow, loadImbalance, parallelRow, planName, rankPairs, type ParallelPoint,
 } from '../lib/bench/parallel';
+import { randomHostWeights } from '../lib/bench/parallel_run';
 import { findPreset } from '../lib/bench/presets';
 import { forwardFlops } from '../lib/bench/roofline';
 import { MoELayer, resolvePlan, shardForRank, Tensor } from '../lib/index';
@@ -101,5 +102,19 @@ describe('bench --parallel rows', () => {
     const cells = formatParallelRow(parallelRow(point)).split(/\s+/);
     expect(cells.slice(0, 6)).toEqual(['mixtral-8x7b', 'tp1×ep2', '16', '2.500', '17.5%', '1.25']);
     expect(cells.slice(7)).toEqual(['0.100', '-', '-', '1.000', '-', '-', '-', '0.500']);
+  });
+});
+
+describe('bench --parallel weights', () => {
+  it('are the random layer\'s weights, brought to the host for each rank to shard', async () => {
+    const preset = findPreset('deepseek-v3-mini')!;
+    const host = await randomHostWeights(preset, 'float32', 'cpu');
+    expect(host.correctionBias?.dtype).toBe('float32');
+    using fromHost = MoELayer.fromWeights(preset.config, host);
+    using random = MoELayer.random(preset.config, { seed: 0 });
+    using x = Tensor.random([5, preset.config.hiddenSize], { seed: 3 });
+    using a = fromHost.forward(x);
+    using b = random.forward(x);
+    expect(Array.from(await a.output.toArray())).toEqual(Array.from(await b.output.toArray()));
   });
 });

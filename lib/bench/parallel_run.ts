@@ -3,10 +3,11 @@
  * same random weights and inputs (same seeds), keeps its shard for each plan, times the forward
  * (the all-reduce included) and gathers the ranks' times; rank 0 prints and writes the rows.
  */
+import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 import type { HostTensor, MoEWeights } from '../layer/config';
-import { MoELayer } from '../layer/moe_layer';
+import { forEachWeight, mapWeights, MoELayer, randomMoEWeights } from '../layer/moe_layer';
 import type { ParallelOptions } from '../parallel/plan';
 import { ProcessGroup } from '../parallel/process_group';
 import { Tensor } from '../tensor';
@@ -29,28 +30,33 @@ export interface ParallelBenchOptions extends TimingOptions {
 // A host typed array holds at most 2^32 elements; each rank cuts its shard from the full weights.
 const MAX_HOST_ELEMENTS = 2 ** 32;
 
-/** Random weights drawn on `group.device` and brought to the host: the same on every rank for a seed. */
-async function randomHostWeights(preset: BenchPreset, dtype: FloatDType, group: ProcessGroup): Promise<MoEWeights<HostTensor>> {
-  const { config } = preset;
-  let seed = 0;
-  const draw = async (shape: number[], fanIn: number, as: FloatDType = dtype): Promise<HostTensor> => {
-    const elements = shape.reduce((product, extent) => product * extent, 1);
-    if (elements >= MAX_HOST_ELEMENTS) {
+/**
+ * The layer's random weights (randomMoEWeights, the same on every rank for the same seeds), drawn
+ * on `device` and brought to the host, where each rank cuts its shard from them.
+ */
+export async function randomHostWeights(preset: BenchPreset, dtype: FloatDType, device: Device): Promise<MoEWeights<HostTensor>> {
+  const { hiddenSize: H, intermediateSize: I, numExperts: E } = preset.config;
+  for (const shape of [[E, 2 * I, H], [E, H, I]]) {
+    if (shape.reduce((product, extent) => product * extent, 1) >= MAX_HOST_ELEMENTS) {
       throw new MoekitError('E_INVALID_ARGUMENT',
         `bench --parallel: ${preset.name}'s [${shape.join(', ')}] weights exceed a host array (2^32 elements), and each rank cuts its shard from the full host weights; use a smaller preset`);
     }
-    using tensor = Tensor.random(shape, { dtype: as, device: group.device, seed: seed++, scale: 1 / Math.sqrt(fanIn) });
-    return { dtype: as, shape, data: (await tensor.toArray()) as Float32Array | Uint16Array };
-  };
-  const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
-  const weights: MoEWeights<HostTensor> = { router: await draw([E, H], H), w13: await draw([E, 2 * I, H], H), w2: await draw([E, H, I], I) };
-  if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = await draw([E], 10, 'float32');
-  if (config.sharedExpert) {
-    const S = config.sharedExpert.intermediateSize;
-    weights.shared = { w13: await draw([2 * S, H], H), w2: await draw([H, S], S) };
-    if (config.sharedExpert.gated) weights.shared.gate = await draw([1, H], H);
   }
-  return weights;
+  const drawn = randomMoEWeights(preset.config, { device, dtype, seed: 0 });
+  try {
+    const downloads: Promise<void>[] = [];
+    const host = mapWeights(drawn, (tensor): HostTensor => {
+      const copy: HostTensor = { dtype: tensor.dtype as FloatDType, shape: [...tensor.shape], data: new Float32Array(0) };
+      downloads.push(tensor.toArray().then((data) => {
+        copy.data = data as Float32Array | Uint16Array;
+      }));
+      return copy;
+    });
+    await Promise.all(downloads);
+    return host;
+  } finally {
+    forEachWeight(drawn, (tensor) => tensor.dispose());
+  }
 }
 
 /** Every rank's timing of one point, on every rank: one all-reduce of a [worldSize, 2] tensor. */
@@ -76,7 +82,7 @@ export async function runParallelBench(options: ParallelBenchOptions): Promise<P
     for (const preset of options.presets) {
       const { plans, skipped } = benchPlans(group.worldSize, options.sizes, preset.config);
       for (const reason of skipped) print(`# ${preset.name}: skipped ${reason}`);
-      const weights = await randomHostWeights(preset, options.dtype, group);
+      const weights = await randomHostWeights(preset, options.dtype, group.device);
       for (const plan of plans) {
         const parallel = { moeTpSize: plan.moeTpSize, moeEpSize: plan.moeEpSize };
         using layer = MoELayer.fromWeights(preset.config, weights, { group, parallel, dtype: options.dtype });

@@ -204,39 +204,11 @@ export class MoELayer {
     validateMoEConfig(config);
     const device = parseDevice(options.device ?? 'cpu');
     const dtype = parseFloatDType(options.dtype ?? 'float32');
-    let seed = options.seed ?? 0;
-    const made: Tensor[] = [];
-    // Scales ~1/sqrt(fan_in) keep activations of order one through the layer.
-    const make = (shape: number[], fanIn: number, as: FloatDType = dtype): Tensor => {
-      const tensor = Tensor.random(shape, { dtype: as, device, seed: seed++, scale: 1 / Math.sqrt(fanIn) });
-      made.push(tensor);
-      return tensor;
-    };
+    const weights = randomMoEWeights(config, { device, dtype, seed: options.seed ?? 0 });
     try {
-      const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
-      const width = isGated(config.activation) ? 2 * I : I;
-      const weights: MoEWeights<Tensor> = {
-        router: make([E, H], H),
-        w13: make([E, width, H], H),
-        w2: make([E, H, I], I),
-      };
-      if (config.routerBias) weights.routerBias = make([E], 1);
-      // Kept well below the spread of the sigmoid scores (~0.05 here): a larger bias would pick the
-      // same few experts for every token, and the benchmark would read a fraction of the weights
-      // a load-balanced model reads.
-      if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = make([E], 1e5, 'float32');
-      if (config.expertBias) {
-        weights.w13Bias = make([E, width], H);
-        weights.w2Bias = make([E, H], I);
-      }
-      if (config.sharedExpert) {
-        const S = config.sharedExpert.intermediateSize;
-        weights.shared = { w13: make([2 * S, H], H), w2: make([H, S], S) };
-        if (config.sharedExpert.gated) weights.shared.gate = make([1, H], H);
-      }
       return new MoELayer(config, weights, device, dtype);
     } catch (error) {
-      for (const tensor of made) tensor.dispose();
+      forEachWeight(weights, (tensor) => tensor.dispose());
       throw error;
     }
   }
@@ -423,7 +395,50 @@ interface LayerParts {
   bytesRead?: number;
 }
 
-function mapWeights<A, B>(weights: MoEWeights<A>, convert: (weight: A, as?: FloatDType) => B): MoEWeights<B> {
+/**
+ * Uniform random weights for `config` on `device` (what MoELayer.random holds, and what every rank
+ * of the parallel benchmark draws alike): seeds `seed`, `seed + 1`, ... in a fixed order, each
+ * tensor scaled by 1/sqrt(fan-in) so activations stay of order one through the layer.
+ */
+export function randomMoEWeights(config: MoEConfig, options: { device: Device; dtype: FloatDType; seed: number }): MoEWeights<Tensor> {
+  const { device, dtype } = options;
+  let seed = options.seed;
+  const made: Tensor[] = [];
+  const make = (shape: number[], fanIn: number, as: FloatDType = dtype): Tensor => {
+    const tensor = Tensor.random(shape, { dtype: as, device, seed: seed++, scale: 1 / Math.sqrt(fanIn) });
+    made.push(tensor);
+    return tensor;
+  };
+  try {
+    const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
+    const width = isGated(config.activation) ? 2 * I : I;
+    const weights: MoEWeights<Tensor> = {
+      router: make([E, H], H),
+      w13: make([E, width, H], H),
+      w2: make([E, H, I], I),
+    };
+    if (config.routerBias) weights.routerBias = make([E], 1);
+    // Kept well below the spread of the sigmoid scores (~0.05 here): a larger bias would pick the
+    // same few experts for every token, and the benchmark would read a fraction of the weights
+    // a load-balanced model reads.
+    if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = make([E], 1e5, 'float32');
+    if (config.expertBias) {
+      weights.w13Bias = make([E, width], H);
+      weights.w2Bias = make([E, H], I);
+    }
+    if (config.sharedExpert) {
+      const S = config.sharedExpert.intermediateSize;
+      weights.shared = { w13: make([2 * S, H], H), w2: make([H, S], S) };
+      if (config.sharedExpert.gated) weights.shared.gate = make([1, H], H);
+    }
+    return weights;
+  } catch (error) {
+    for (const tensor of made) tensor.dispose();
+    throw error;
+  }
+}
+
+export function mapWeights<A, B>(weights: MoEWeights<A>, convert: (weight: A, as?: FloatDType) => B): MoEWeights<B> {
   const mapped: MoEWeights<B> = { router: convert(weights.router), w13: convert(weights.w13), w2: convert(weights.w2) };
   if (weights.routerBias) mapped.routerBias = convert(weights.routerBias);
   // The routing kernel reads the correction bias in float32 whatever the compute dtype.
@@ -437,7 +452,7 @@ function mapWeights<A, B>(weights: MoEWeights<A>, convert: (weight: A, as?: Floa
   return mapped;
 }
 
-function forEachWeight<T>(weights: MoEWeights<T>, visit: (weight: T) => void): void {
+export function forEachWeight<T>(weights: MoEWeights<T>, visit: (weight: T) => void): void {
   mapWeights(weights, (weight) => visit(weight));
 }
 
