@@ -19,7 +19,6 @@
 #include <mma.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
@@ -29,6 +28,7 @@
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
 #include "kernels.h"
+#include "per_device.h"
 #include "skinny_linear.h"
 
 namespace moekit::cuda {
@@ -546,21 +546,14 @@ void mmaGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
 }  // namespace
 
 int computeCapability() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached[kMaxDevices] = {};
-  int device = 0;
-  MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= kMaxDevices) device = kMaxDevices - 1;
-  int value = cached[device].load(std::memory_order_relaxed);
-  if (value == 0) {
+  static PerDevice<int> cached;
+  return cached.get([](int device) {
     int major = 0;
     int minor = 0;
     MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    value = major * 10 + minor;
-    cached[device].store(value, std::memory_order_relaxed);
-  }
-  return value;
+    return major * 10 + minor;
+  });
 }
 
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {

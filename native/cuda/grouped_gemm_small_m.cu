@@ -24,7 +24,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -34,6 +33,7 @@
 #include "check.h"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
+#include "per_device.h"
 
 namespace moekit::cuda::small_m {
 namespace {
@@ -420,22 +420,15 @@ bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer
 // Resident blocks of one kernel instantiation on the current device, queried once per device.
 template <typename Element, class Config>
 int64_t residentBlocks() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int64_t> cached[kMaxDevices] = {};
-  int device = 0;
-  MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= kMaxDevices) device = kMaxDevices - 1;
-  int64_t value = cached[device].load(std::memory_order_relaxed);
-  if (value == 0) {
+  static PerDevice<int64_t> cached;
+  return cached.get([](int device) {
     int multiprocessors = 0;
     int perMultiprocessor = 0;
     MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
     MOEKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perMultiprocessor, streamGemmKernel<Element, Config>,
                                                                     Config::kThreads, 0));
-    value = static_cast<int64_t>(multiprocessors) * std::max(perMultiprocessor, 1);
-    cached[device].store(value, std::memory_order_relaxed);
-  }
-  return value;
+    return static_cast<int64_t>(multiprocessors) * std::max(perMultiprocessor, 1);
+  });
 }
 
 template <class Config>

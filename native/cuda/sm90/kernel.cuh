@@ -29,11 +29,11 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include "../check.h"
 #include "../float_access.cuh"
+#include "../per_device.h"
 #include "arch.h"
 #include "epilogue.cuh"
 #include "problem.h"
@@ -199,31 +199,23 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 }
 
 // ---- Launch ------------------------------------------------------------------------------------------------
-constexpr int kMaxDevices = 64;  // per-device caches below
-
 int multiprocessorCount() {
-  static std::atomic<int> cached[kMaxDevices] = {};
-  int device = 0;
-  MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= kMaxDevices) device = kMaxDevices - 1;
-  int count = cached[device].load(std::memory_order_relaxed);
-  if (count == 0) {
+  static PerDevice<int> cached;
+  return cached.get([](int device) {
+    int count = 0;
     MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    cached[device].store(count, std::memory_order_relaxed);
-  }
-  return count;
+    return count;
+  });
 }
 
 // Raises a kernel's dynamic shared-memory limit, once per device. Every instantiation of the
-// kernel has the same function type, so the caller keys the cache: one `done` per instantiation.
+// kernel has the same function type, so the caller keys the cache: one `raised` per instantiation.
 template <typename Kernel>
-void allowSharedMemory(Kernel kernel, int bytes, std::atomic<bool> (&done)[kMaxDevices]) {
-  int device = 0;
-  MOEKIT_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= kMaxDevices) device = kMaxDevices - 1;
-  if (done[device].load(std::memory_order_relaxed)) return;
-  MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  done[device].store(true, std::memory_order_relaxed);
+void allowSharedMemory(Kernel kernel, int bytes, PerDevice<bool>& raised) {
+  raised.get([&](int) {
+    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    return true;
+  });
 }
 
 template <class Shape>
@@ -259,7 +251,7 @@ void launchGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRo
   const CUtensorMap weightMap = operandTensorMap(args.weights.data, dtype, static_cast<int64_t>(p.experts) * p.cols,
                                                  p.depth, weightBoxRows, Shape::kBlockK);
   const auto kernel = groupedGemmKernel<Element, Shape, pairing>;
-  static std::atomic<bool> sharedMemoryAllowed[kMaxDevices] = {};
+  static PerDevice<bool> sharedMemoryAllowed;
   allowSharedMemory(kernel, Shape::kDynamicSharedBytes, sharedMemoryAllowed);
   const int64_t blocks = std::max<int64_t>(
       std::min<int64_t>(multiprocessorCount(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
