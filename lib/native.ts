@@ -109,11 +109,17 @@ export interface NativeAddon extends NativeOps {
   allocate(device: number, nbytes: number): NativeStorage;
   /** Copies host bytes into storage at byteOffset, ordered after work already enqueued. */
   upload(dst: NativeStorage, src: ArrayBufferView, byteOffset: number): void;
-  /** Enqueues a copy of storage's first dst.byteLength bytes into dst; complete once synchronize resolves. */
-  download(src: NativeStorage, dst: ArrayBufferView): void;
+  /**
+   * Copies storage's first dst.byteLength bytes into dst once earlier work is done. Rejects with
+   * the failure of the op that computed those bytes (or of an op it read from), or of the device.
+   */
+  download(src: NativeStorage, dst: ArrayBufferView): Promise<void>;
   /** Copies nbytes between storages of any devices, ordered after the work enqueued on both. */
   copy(dst: NativeStorage, src: NativeStorage, nbytes: number): void;
-  /** Resolves once all work enqueued so far on the device is done; rejects with a failure it met. */
+  /**
+   * Resolves once all work enqueued so far on the device is done; rejects only when the device
+   * itself failed (an op's own failure poisons its outputs instead: see download).
+   */
   synchronize(device: number): Promise<void>;
   ncclInfo(): NcclInfo;
   ncclUniqueId(): Uint8Array;

@@ -173,13 +173,15 @@ export class Tensor {
   /**
    * The values, once queued work on this tensor's device has finished: Float32Array (float32),
    * Int32Array (int32), or Uint16Array bit patterns (float16/bfloat16; see toFloat32Array).
+   * Rejects with the op's MoekitError when the op that computed these values failed while it ran
+   * (an index out of range, say), or computed them from a tensor whose op failed: such a tensor
+   * is poisoned, and no other tensor is affected.
    */
   async toArray(): Promise<HostArray> {
     const host = allocateHostArray(this.dtype, this.numel);
     const storage = this.#native();
     try {
-      addon().download(storage, host);
-      await addon().synchronize(deviceIndex(this.device));
+      await addon().download(storage, host);
     } catch (error) {
       throw fromNativeError(error);
     }

@@ -74,11 +74,10 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
     nccl::Comm comm = live(info.Env());
     OpArgs in(info, "allReduce");
     in.expect(in.device() == device_, "the tensor is not on the communicator's device");
-    TensorView tensor = in.tensor("tensor");
-    translateErrors(info.Env(), [&] {
-      auto& device = dynamic_cast<cuda::CudaDevice&>(deviceFor(device_));
+    TensorView tensor = in.inPlace("tensor");
+    in.enqueue([&](Device& device, uint64_t) {
       nccl::allReduceSum(comm, tensor.data, static_cast<size_t>(tensor.numel()), tensor.dtype,
-                         reinterpret_cast<nccl::Stream>(device.stream()));
+                         reinterpret_cast<nccl::Stream>(dynamic_cast<cuda::CudaDevice&>(device).stream()));
     });
   }
 

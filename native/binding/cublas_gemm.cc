@@ -35,7 +35,7 @@ Napi::Value CublasInfo(const Napi::CallbackInfo& info) {
 // cublasGemm(device, {a: [m, k], b: [n, k], c: [m, n]}): c = a · bᵀ, one float dtype throughout.
 void CublasGemm(const Napi::CallbackInfo& info) {
   OpArgs in(info, "cublasGemm");
-  const TensorView a = in.tensor("a"), b = in.tensor("b"), c = in.tensor("c");
+  const TensorView a = in.tensor("a"), b = in.tensor("b"), c = in.output("c");
   in.expect(in.device() >= 0, "cuBLAS needs a CUDA device");
   in.expectFloat(a, "a");
   in.expectShape(a, "a", {-1, -1});
@@ -47,10 +47,9 @@ void CublasGemm(const Napi::CallbackInfo& info) {
   in.expectDType(c, "c", a.dtype);
   in.expect(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX, "extents must fit in 32 bits");
 #if MOEKIT_WITH_CUDA
-  translateErrors(info.Env(), [&] {
-    auto& device = dynamic_cast<cuda::CudaDevice&>(deviceFor(in.device()));
-    cublas::gemm(in.device(), device.stream(), a.dtype, a.data, b.data, c.data, static_cast<int>(m), static_cast<int>(n),
-                 static_cast<int>(k));
+  in.enqueue([&](Device& device, uint64_t) {
+    cublas::gemm(in.device(), dynamic_cast<cuda::CudaDevice&>(device).stream(), a.dtype, a.data, b.data, c.data,
+                 static_cast<int>(m), static_cast<int>(n), static_cast<int>(k));
   });
 #endif
 }

@@ -2,6 +2,8 @@
 
 #include <map>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "core/errors.h"
 #include "cpu/cpu_device.h"
@@ -25,20 +27,33 @@ std::unique_ptr<Device> createDevice(int index) {
 #endif
 }
 
-}  // namespace
+// A device and the ledger of the ops enqueued on it, which hears of their failures.
+struct RegisteredDevice {
+  Device* device;
+  OpLedger* ledger;
+};
 
-Device& deviceFor(int index) {
+RegisteredDevice& registered(int index) {
   // Devices are deliberately never destroyed: tensors finalized during process teardown may still
   // release memory into them, and the OS reclaims everything at exit.
   static std::mutex mutex;
-  static auto* devices = new std::map<int, Device*>();
+  static auto* devices = new std::map<int, RegisteredDevice>();
   std::lock_guard<std::mutex> lock(mutex);
   auto found = devices->find(index);
-  if (found != devices->end()) return *found->second;
+  if (found != devices->end()) return found->second;
   Device* device = createDevice(index).release();
-  devices->emplace(index, device);
-  return *device;
+  auto* ledger = new OpLedger();
+  device->setFailureSink([ledger](uint64_t completedThrough, std::vector<OpFailure> failures) {
+    ledger->resolve(completedThrough, std::move(failures));
+  });
+  return devices->emplace(index, RegisteredDevice{device, ledger}).first->second;
 }
+
+}  // namespace
+
+Device& deviceFor(int index) { return *registered(index).device; }
+
+OpLedger& ledgerFor(int index) { return *registered(index).ledger; }
 
 int cudaDeviceCount() {
 #if MOEKIT_WITH_CUDA

@@ -5,11 +5,14 @@
 #include <string>
 
 #include "core/device.h"
+#include "op_ledger.h"
 
 namespace moekit::binding {
 
 // Throws NativeError("E_DEVICE") for an index that is not a usable device on this machine.
 Device& deviceFor(int index);
+// The ledger of the ops enqueued on that device (op_ledger.h); throws as deviceFor does.
+OpLedger& ledgerFor(int index);
 
 int cudaDeviceCount();
 bool cudaCompiledIn();

@@ -28,7 +28,7 @@ class Mark {
   static std::shared_ptr<Mark> record(int device) {
     std::shared_ptr<Mark> mark(new Mark(device));
     if (device < 0) {
-      deviceFor(device).whenIdle([mark](const std::string& code, const std::string& message) {
+      ledgerFor(device).whenIdle(deviceFor(device), [mark](const std::string& code, const std::string& message) {
         mark->reachedAt_ = Clock::now();
         // whenIdle hands over (and clears) a failure that earlier work recorded. The CPU device
         // runs this callback as one of its queued tasks, and a task that throws records its

@@ -33,9 +33,12 @@ class GraphHandle : public Napi::ObjectWrap<GraphHandle> {
     constructor = new Napi::FunctionReference(Napi::Persistent(ctor));
   }
 
-  static Napi::Object Wrap(std::unique_ptr<cuda::Graph> graph) {
+  static Napi::Object Wrap(std::unique_ptr<cuda::Graph> graph, int device, GraphHistory history) {
     Napi::Object object = constructor->New({});
-    Napi::ObjectWrap<GraphHandle>::Unwrap(object)->graph_ = std::move(graph);
+    GraphHandle* handle = Napi::ObjectWrap<GraphHandle>::Unwrap(object);
+    handle->graph_ = std::move(graph);
+    handle->device_ = device;
+    handle->history_ = std::move(history);
     return object;
   }
 
@@ -44,25 +47,42 @@ class GraphHandle : public Napi::ObjectWrap<GraphHandle> {
  private:
   void Launch(const Napi::CallbackInfo& info) {
     if (!graph_) throwJsError(info.Env(), "E_DISPOSED", "the captured graph was released");
-    translateErrors(info.Env(), [&] { graph_->launch(); });
+    translateErrors(info.Env(), [&] {
+      OpLedger& ledger = ledgerFor(device_);
+      auto lock = ledger.enqueueLock();
+      ledger.recordLaunch(history_);
+      graph_->launch();
+    });
   }
 
-  void Release(const Napi::CallbackInfo&) { graph_.reset(); }
+  void Release(const Napi::CallbackInfo&) {
+    graph_.reset();
+    history_ = GraphHistory{};
+  }
 
   std::unique_ptr<cuda::Graph> graph_;
+  int device_ = 0;
+  GraphHistory history_;  // what each replay reads and writes (op_ledger.h)
 };
 
 Napi::FunctionReference* GraphHandle::constructor = nullptr;
 
+// While capturing, the ledger collects what the graph's ops read and write instead of recording
+// them: they run only when the graph is replayed.
 void BeginCapture(const Napi::CallbackInfo& info) {
   cuda::CudaDevice& device = cudaDeviceFor(info.Env(), info[0]);
-  translateErrors(info.Env(), [&] { device.beginCapture(); });
+  translateErrors(info.Env(), [&] {
+    OpLedger& ledger = ledgerFor(device.index());
+    device.beginCapture();
+    ledger.beginCapture();
+  });
 }
 
 Napi::Value EndCapture(const Napi::CallbackInfo& info) {
   cuda::CudaDevice& device = cudaDeviceFor(info.Env(), info[0]);
+  GraphHistory history = translateErrors(info.Env(), [&] { return ledgerFor(device.index()).endCapture(); });
   std::unique_ptr<cuda::Graph> graph = translateErrors(info.Env(), [&] { return device.endCapture(); });
-  return GraphHandle::Wrap(std::move(graph));
+  return GraphHandle::Wrap(std::move(graph), device.index(), std::move(history));
 }
 
 #else

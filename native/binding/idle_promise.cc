@@ -56,7 +56,7 @@ Napi::Promise whenDeviceIdle(Napi::Env env, int device, const char* name, std::f
   SettleFunction carry = SettleFunction::New(env, name, 0, 1);
   try {
     translateErrors(env, [&] {
-      deviceFor(device).whenIdle([carry, outcome](const std::string& code, const std::string& message) mutable {
+      ledgerFor(device).whenIdle(deviceFor(device), [carry, outcome](const std::string& code, const std::string& message) mutable {
         finish(*outcome, code, message);
         carry.BlockingCall(outcome);
         carry.Release();

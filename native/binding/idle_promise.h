@@ -8,8 +8,9 @@
 
 namespace moekit::binding {
 
-// `onIdle` runs on the waiter thread once the device is idle, unless earlier work failed (then
-// the promise rejects with that failure); it may throw a NativeError to reject instead. `result`
+// `onIdle` runs on the waiter thread once the device is idle (and the op ledger has heard of the
+// failures of the ops before it), unless the device itself failed (then the promise rejects with
+// that failure); it may throw a NativeError to reject instead. `result`
 // runs on the JS thread and gives the value the promise resolves to. `name` labels the
 // thread-safe function that carries the outcome back (it shows in diagnostics).
 Napi::Promise whenDeviceIdle(Napi::Env env, int device, const char* name, std::function<void()> onIdle,

@@ -1,6 +1,5 @@
 #include "ops.h"
 
-#include "device_registry.h"
 #include "js_errors.h"
 #include "tensor_args.h"
 
@@ -12,9 +11,9 @@ void Routing(const Napi::CallbackInfo& info) {
   RoutingArgs args;
   args.logits = in.tensor("logits");
   args.correctionBias = in.optionalTensor("correctionBias");
-  args.topkIds = in.tensor("topkIds");
-  args.topkWeights = in.tensor("topkWeights");
-  args.expertCounts = in.tensor("expertCounts");
+  args.topkIds = in.output("topkIds");
+  args.topkWeights = in.output("topkWeights");
+  args.expertCounts = in.output("expertCounts");
   args.method = static_cast<RoutingMethod>(in.int32("method"));
   args.topK = in.int32("topK");
   args.renormalize = in.boolean("renormalize");
@@ -29,6 +28,11 @@ void Routing(const Napi::CallbackInfo& info) {
   in.expect(args.topK >= 1 && args.topK <= experts, "topK must be in [1, experts]");
   in.expect(args.numGroups >= 1 && experts % args.numGroups == 0, "numGroups must divide the expert count");
   in.expect(args.topkGroups >= 1 && args.topkGroups <= args.numGroups, "topkGroups must be in [1, numGroups]");
+  // The group limit leaves topkGroups groups eligible: asking for more experts than they hold
+  // would pick excluded or repeated experts.
+  in.expect(args.method != RoutingMethod::SigmoidGroupTopK ||
+                args.topK <= static_cast<int64_t>(args.topkGroups) * (experts / args.numGroups),
+            "topK must be at most topkGroups * experts / numGroups (the experts the group limit leaves eligible)");
   in.expectShape(args.topkIds, "topkIds", {tokens, args.topK});
   in.expectDType(args.topkIds, "topkIds", DType::Int32);
   in.expectShape(args.topkWeights, "topkWeights", {tokens, args.topK});
@@ -39,7 +43,10 @@ void Routing(const Napi::CallbackInfo& info) {
     in.expectShape(args.correctionBias, "correctionBias", {experts});
     in.expectDType(args.correctionBias, "correctionBias", DType::Float32);
   }
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).routing(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.routing(args);
+  });
 }
 
 void Permute(const Napi::CallbackInfo& info) {
@@ -47,10 +54,10 @@ void Permute(const Napi::CallbackInfo& info) {
   PermuteArgs args;
   args.input = in.tensor("input");
   args.topkIds = in.tensor("topkIds");
-  args.permuted = in.tensor("permuted");
-  args.expertOffsets = in.tensor("expertOffsets");
-  args.sourceToPermuted = in.tensor("sourceToPermuted");
-  args.permutedToSource = in.tensor("permutedToSource");
+  args.permuted = in.output("permuted");
+  args.expertOffsets = in.output("expertOffsets");
+  args.sourceToPermuted = in.output("sourceToPermuted");
+  args.permutedToSource = in.output("permutedToSource");
   args.numExperts = in.int32("numExperts");
   args.firstExpert = in.optionalInt32("firstExpert", 0);
   args.totalExperts = in.optionalInt32("totalExperts", args.numExperts);
@@ -72,7 +79,10 @@ void Permute(const Napi::CallbackInfo& info) {
   in.expectDType(args.sourceToPermuted, "sourceToPermuted", DType::Int32);
   in.expectShape(args.permutedToSource, "permutedToSource", {pairs});
   in.expectDType(args.permutedToSource, "permutedToSource", DType::Int32);
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).permute(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.permute(args);
+  }, false);
 }
 
 void GroupedGemm(const Napi::CallbackInfo& info) {
@@ -82,7 +92,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   args.weights = in.tensor("weights");
   args.bias = in.optionalTensor("bias");
   args.expertOffsets = in.tensor("expertOffsets");
-  args.output = in.tensor("output");
+  args.output = in.output("output");
 
   in.expectFloat(args.input, "input");
   in.expectFloat(args.weights, "weights");
@@ -111,7 +121,10 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
     in.expectFloat(args.bias, "bias");
     in.expectShape(args.bias, "bias", {experts, outFeatures});
   }
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).groupedGemm(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.groupedGemm(args);
+  }, false);
 }
 
 void Linear(const Napi::CallbackInfo& info) {
@@ -120,7 +133,7 @@ void Linear(const Napi::CallbackInfo& info) {
   args.input = in.tensor("input");
   args.weight = in.tensor("weight");
   args.bias = in.optionalTensor("bias");
-  args.output = in.tensor("output");
+  args.output = in.output("output");
 
   in.expectFloat(args.input, "input");
   in.expectFloat(args.weight, "weight");
@@ -132,14 +145,17 @@ void Linear(const Napi::CallbackInfo& info) {
     in.expectFloat(args.bias, "bias");
     in.expectShape(args.bias, "bias", {args.weight.dim(0)});
   }
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).linear(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.linear(args);
+  });
 }
 
 void Activation(const Napi::CallbackInfo& info) {
   OpArgs in(info, "activation");
   ActivationArgs args;
   args.input = in.tensor("input");
-  args.output = in.tensor("output");
+  args.output = in.output("output");
   args.kind = static_cast<ActivationKind>(in.int32("kind"));
   args.layout = static_cast<GateLayout>(in.int32("layout"));
   args.alpha = static_cast<float>(in.number("alpha"));
@@ -153,7 +169,10 @@ void Activation(const Napi::CallbackInfo& info) {
   const int64_t width = isGated(args.kind) ? args.input.dim(1) / 2 : args.input.dim(1);
   in.expect(!isGated(args.kind) || args.input.dim(1) % 2 == 0, "a gated input needs an even width");
   in.expectShape(args.output, "output", {args.input.dim(0), width});
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).activation(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.activation(args);
+  });
 }
 
 void Combine(const Napi::CallbackInfo& info) {
@@ -164,7 +183,7 @@ void Combine(const Napi::CallbackInfo& info) {
   args.sourceToPermuted = in.tensor("sourceToPermuted");
   args.shared = in.optionalTensor("shared");
   args.sharedGateLogits = in.optionalTensor("sharedGateLogits");
-  args.output = in.tensor("output");
+  args.output = in.output("output");
 
   in.expectFloat(args.expertOutput, "expertOutput");
   in.expectFloat(args.output, "output");
@@ -185,31 +204,40 @@ void Combine(const Napi::CallbackInfo& info) {
     in.expectShape(args.sharedGateLogits, "sharedGateLogits", {tokens, 1});
     in.expectDType(args.sharedGateLogits, "sharedGateLogits", DType::Float32);
   }
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).combine(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.combine(args);
+  });
 }
 
 void Cast(const Napi::CallbackInfo& info) {
   OpArgs in(info, "cast");
   CastArgs args;
   args.input = in.tensor("input");
-  args.output = in.tensor("output");
+  args.output = in.output("output");
   in.expect(args.input.numel() == args.output.numel(), "input and output sizes differ");
   const bool intCopy = args.input.dtype == DType::Int32 && args.output.dtype == DType::Int32;
   in.expect(intCopy || (args.input.dtype != DType::Int32 && args.output.dtype != DType::Int32),
             "cast converts between float dtypes only");
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).cast(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.cast(args);
+  });
 }
 
 void FillRandom(const Napi::CallbackInfo& info) {
   OpArgs in(info, "fillRandom");
   FillRandomArgs args;
-  args.output = in.tensor("output");
+  args.output = in.output("output");
   in.expectFloat(args.output, "output");
   const double seed = in.number("seed");
   in.expect(seed >= 0 && seed <= 9007199254740991.0, "seed must be a non-negative safe integer");
   args.seed = static_cast<uint64_t>(seed);
   args.scale = static_cast<float>(in.number("scale"));
-  translateErrors(info.Env(), [&] { deviceFor(in.device()).fillRandom(args); });
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.fillRandom(args);
+  });
 }
 
 }  // namespace

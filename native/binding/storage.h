@@ -5,6 +5,8 @@
 
 #include <napi.h>
 
+#include "op_ledger.h"
+
 namespace moekit::binding {
 
 class Storage : public Napi::ObjectWrap<Storage> {
@@ -22,6 +24,8 @@ class Storage : public Napi::ObjectWrap<Storage> {
   size_t nbytes() const { return nbytes_; }
   void* data() const { return data_; }
   bool released() const { return data_ == nullptr; }
+  // Which versions of these bytes the ops have written, and whether one failed (op_ledger.h).
+  const LineageRef& lineage() const { return lineage_; }
 
  private:
   Napi::Value DeviceGetter(const Napi::CallbackInfo& info);
@@ -33,6 +37,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   int device_ = -1;
   size_t nbytes_ = 0;
   void* data_ = nullptr;
+  LineageRef lineage_ = std::make_shared<Lineage>();
   Napi::Env env_;
 };
 

@@ -1,5 +1,6 @@
 #include "tensor_args.h"
 
+#include "device_registry.h"
 #include "js_errors.h"
 #include "storage.h"
 
@@ -18,13 +19,30 @@ void OpArgs::expect(bool condition, const std::string& message) const {
   if (!condition) throwJsError(env_, "E_INVALID_ARGUMENT", op_ + ": " + message);
 }
 
-TensorView OpArgs::optionalTensor(const char* key) const {
+TensorView OpArgs::optionalTensor(const char* key) {
   Napi::Value value = args_.Get(key);
   if (value.IsUndefined() || value.IsNull()) return {};
   return tensor(key);
 }
 
-TensorView OpArgs::tensor(const char* key) const {
+TensorView OpArgs::tensor(const char* key) { return view(key, &access_.reads, nullptr); }
+TensorView OpArgs::output(const char* key) { return view(key, nullptr, &access_.writes); }
+TensorView OpArgs::inPlace(const char* key) { return view(key, &access_.reads, &access_.writes); }
+
+void OpArgs::enqueue(const std::function<void(Device&, uint64_t ticket)>& enqueue, bool overwrites) {
+  access_.overwrites = overwrites;
+  translateErrors(env_, [&] {
+    Device& device = deviceFor(device_);
+    OpLedger& ledger = ledgerFor(device_);
+    {
+      auto lock = ledger.enqueueLock();
+      enqueue(device, ledger.record(access_));
+    }
+    ledger.retireIfLong(device);
+  });
+}
+
+TensorView OpArgs::view(const char* key, std::vector<LineageRef>* reads, std::vector<LineageRef>* writes) {
   Napi::Value value = args_.Get(key);
   expect(value.IsObject(), std::string(key) + " is missing");
   Napi::Object object = value.As<Napi::Object>();
@@ -46,6 +64,8 @@ TensorView OpArgs::tensor(const char* key) const {
   }
   expect(view.nbytes() <= storage.nbytes(), std::string(key) + " is larger than its storage");
   view.data = storage.data();
+  if (reads != nullptr) reads->push_back(storage.lineage());
+  if (writes != nullptr) writes->push_back(storage.lineage());
   return view;
 }
 

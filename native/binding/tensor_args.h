@@ -1,15 +1,19 @@
 // Reading op arguments from JavaScript. An op's argument object has one key per field of its C++
 // struct (native/core/op_args.h); tensors are {storage, dtype, shape}. The TypeScript layer has
 // already validated everything with friendly messages; the checks here only guarantee that no
-// call, however wrong, reads or writes outside the memory it was given.
+// call, however wrong, reads or writes outside the memory it was given. Reading a tensor also
+// notes whether the op reads or writes it, for the ledger that enqueue() records the op in.
 #pragma once
 
 #include <napi.h>
 
+#include <functional>
 #include <initializer_list>
 #include <string>
 
+#include "core/device.h"
 #include "core/op_args.h"
+#include "op_ledger.h"
 
 namespace moekit::binding {
 
@@ -19,10 +23,19 @@ class OpArgs {
 
   int device() const { return device_; }
 
-  // A required tensor on the op's device whose storage holds at least its shape's bytes.
-  TensorView tensor(const char* key) const;
+  // A required tensor the op reads, on the op's device, whose storage holds at least its shape's
+  // bytes.
+  TensorView tensor(const char* key);
   // An absent key (undefined/null) gives an empty view.
-  TensorView optionalTensor(const char* key) const;
+  TensorView optionalTensor(const char* key);
+  // A tensor the op writes (`output`), or reads and writes in place (`inPlace`).
+  TensorView output(const char* key);
+  TensorView inPlace(const char* key);
+
+  // Records the op in its device's ledger and runs `enqueue` with the op's ticket (to go in
+  // OpIdentity::ticket); native failures become JavaScript errors. `overwrites`: the op writes
+  // every byte of its outputs.
+  void enqueue(const std::function<void(Device&, uint64_t ticket)>& enqueue, bool overwrites = true);
 
   int32_t int32(const char* key) const;
   // An absent key gives `fallback`.
@@ -37,7 +50,10 @@ class OpArgs {
   void expect(bool condition, const std::string& message) const;
 
  private:
+  TensorView view(const char* key, std::vector<LineageRef>* reads, std::vector<LineageRef>* writes);
+
   Napi::Env env_;
+  OpAccess access_;
   std::string op_;
   int device_;
   Napi::Object args_;

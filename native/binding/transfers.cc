@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "core/errors.h"
 #include "device_registry.h"
 #include "idle_promise.h"
 #include "js_errors.h"
@@ -33,6 +34,20 @@ HostBytes hostBytes(Napi::Value value, const char* what) {
   return {base + array.ByteOffset(), array.ByteLength()};
 }
 
+// Records a write of `written` (reading `read`, if any) in the device's ledger, so failures of the
+// source's producer follow the bytes; runs `enqueue` in order with it.
+template <typename Enqueue>
+void enqueueTransfer(int device, const Storage* read, const Storage& written, bool overwrites, Enqueue&& enqueue) {
+  OpAccess access;
+  if (read != nullptr) access.reads.push_back(read->lineage());
+  access.writes.push_back(written.lineage());
+  access.overwrites = overwrites;
+  OpLedger& ledger = ledgerFor(device);
+  auto lock = ledger.enqueueLock();
+  ledger.record(access);
+  enqueue(deviceFor(device));
+}
+
 void Upload(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Storage& dst = Storage::FromValue(info[0], "upload");
@@ -43,21 +58,32 @@ void Upload(const Napi::CallbackInfo& info) {
     throwJsError(env, "E_INVALID_ARGUMENT", "upload: the data does not fit the tensor");
   }
   if (src.length == 0) return;
+  const bool whole = offset == 0 && src.length == dst.nbytes();
   translateErrors(env, [&] {
-    deviceFor(dst.device()).upload(static_cast<uint8_t*>(dst.data()) + static_cast<size_t>(offset), src.data, src.length);
+    enqueueTransfer(dst.device(), nullptr, dst, whole, [&](Device& device) {
+      device.upload(static_cast<uint8_t*>(dst.data()) + static_cast<size_t>(offset), src.data, src.length);
+    });
   });
 }
 
-// The destination typed array must be kept alive by the caller until synchronize() settles
-// (lib/tensor.ts holds it across the await).
-void Download(const Napi::CallbackInfo& info) {
+// download(src, dst) → Promise<void>: resolves once the bytes are in dst; rejects with the failure
+// of the op that produced them (a poisoned tensor), or of the device. The destination typed array
+// must be kept alive by the caller until the promise settles (lib/tensor.ts holds it across the
+// await).
+Napi::Value Download(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Storage& src = Storage::FromValue(info[0], "download");
   HostBytes dst = hostBytes(info[1], "download");
   if (src.released()) throwJsError(env, "E_DISPOSED", "download: the tensor was disposed");
   if (dst.length > src.nbytes()) throwJsError(env, "E_INVALID_ARGUMENT", "download: the destination is larger than the tensor");
-  if (dst.length == 0) return;
-  translateErrors(env, [&] { deviceFor(src.device()).download(dst.data, src.data(), dst.length); });
+  // The version read here, whatever later ops write: its failure is known once the device has
+  // reported idle past the download.
+  const VersionRef version = src.lineage()->current();
+  if (dst.length > 0) translateErrors(env, [&] { deviceFor(src.device()).download(dst.data, src.data(), dst.length); });
+  const auto failIfPoisoned = [version] {
+    if (FailureRef failure = Lineage::failureOf(version)) throw NativeError(failure->code, failure->message);
+  };
+  return whenDeviceIdle(env, src.device(), "moekit.download", failIfPoisoned, [](Napi::Env jsEnv) { return jsEnv.Undefined(); });
 }
 
 // Same device: a queued copy. Across devices the bytes pass through host memory, and the source
@@ -73,16 +99,18 @@ void Copy(const Napi::CallbackInfo& info) {
   }
   const size_t nbytes = static_cast<size_t>(nbytesValue);
   if (nbytes == 0) return;
+  const bool whole = nbytes == dst.nbytes();
   translateErrors(env, [&] {
     if (dst.device() == src.device()) {
-      deviceFor(dst.device()).copy(dst.data(), src.data(), nbytes);
+      enqueueTransfer(dst.device(), &src, dst, whole, [&](Device& device) { device.copy(dst.data(), src.data(), nbytes); });
       return;
     }
     std::vector<uint8_t> staging(nbytes);
     Device& source = deviceFor(src.device());
     source.download(staging.data(), src.data(), nbytes);
-    source.waitIdle();
-    deviceFor(dst.device()).upload(dst.data(), staging.data(), nbytes);
+    // Also settles the source's failures, so the copy inherits them below.
+    ledgerFor(src.device()).waitIdle(source);
+    enqueueTransfer(dst.device(), &src, dst, whole, [&](Device& device) { device.upload(dst.data(), staging.data(), nbytes); });
   });
 }
 

@@ -7,7 +7,7 @@
 
 namespace moekit {
 
-void Device::waitIdle() {
+void Device::waitIdle(uint64_t completedThrough) {
   std::mutex mutex;
   std::condition_variable finished;
   bool idle = false;
@@ -18,7 +18,7 @@ void Device::waitIdle() {
     message = failureMessage;
     idle = true;
     finished.notify_all();
-  });
+  }, completedThrough);
   std::unique_lock<std::mutex> lock(mutex);
   finished.wait(lock, [&] { return idle; });
   if (!code.empty()) throw NativeError(code, message);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "op_args.h"
 
@@ -15,7 +16,21 @@ namespace moekit {
 // Called once all work enqueued before whenIdle() has finished. `errorCode` is empty on success,
 // otherwise a MoekitError code ("E_CUDA", "E_NATIVE", ...) with `errorMessage`. It may run on any
 // thread; the binding marshals it back to JavaScript.
+// Failures of the device itself (a CUDA error that stops its stream), not of one op: an op's own
+// failure goes to the FailureSink instead.
 using IdleCallback = std::function<void(const std::string& errorCode, const std::string& errorMessage)>;
+
+// An op that failed while it ran (a fault, or on the CPU any exception), named by its ticket.
+struct OpFailure {
+  uint64_t ticket = 0;
+  std::string code;  // a MoekitError code
+  std::string message;
+};
+
+// Told, on the device's own thread, each time the device reaches an idle marker and before that
+// marker's IdleCallback runs: `failures` are the ops that failed since the last report (a ticket
+// of 0: an op whose ticket was lost), and `completedThrough` is what was passed to whenIdle().
+using FailureSink = std::function<void(uint64_t completedThrough, std::vector<OpFailure> failures)>;
 
 class Device {
  public:
@@ -23,6 +38,9 @@ class Device {
 
   // -1 for the CPU, N for cuda:N.
   virtual int index() const = 0;
+
+  // Where op failures go (see FailureSink). Set once, by whoever creates the device, before any op.
+  virtual void setFailureSink(FailureSink sink) = 0;
 
   // ---- Memory ----
   // Allocates nbytes (> 0) of device memory, usable by work enqueued after this call.
@@ -42,12 +60,15 @@ class Device {
   virtual void copy(void* dst, const void* src, size_t nbytes) = 0;
 
   // ---- Ordering ----
-  virtual void whenIdle(IdleCallback done) = 0;
-  // Blocks the calling thread until earlier work has finished; throws the first failure it met.
+  // `completedThrough` travels to the FailureSink: the caller's word that every op with a ticket
+  // up to it was enqueued before this call (0: no such word).
+  virtual void whenIdle(IdleCallback done, uint64_t completedThrough) = 0;
+  // Blocks the calling thread until earlier work has finished; throws a failure of the device.
   // (Built on whenIdle, the same for every device.)
-  void waitIdle();
+  void waitIdle(uint64_t completedThrough = 0);
 
   // ---- Ops (semantics in op_args.h) ----
+  // Each op's args.ticket is larger than that of every op enqueued on this device before it.
   virtual void routing(const RoutingArgs& args) = 0;
   virtual void permute(const PermuteArgs& args) = 0;
   virtual void groupedGemm(const GroupedGemmArgs& args) = 0;

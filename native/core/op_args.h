@@ -8,12 +8,26 @@
 // - The binding (native/binding) has already checked shapes and dtypes against the comments below,
 //   so a backend may assume them.
 // - Float inputs may be float32, float16 or bfloat16; arithmetic accumulates in float32.
+//
+// Faults (checks on data, not shapes). The binding can check shapes before an op is enqueued, but
+// not the values of index tensors, which may still be computed by earlier work. Every op that
+// reads memory through an index it was given (permute's topkIds, combine's sourceToPermuted,
+// groupedGemm's expertOffsets, and any gather to come) checks each index where it reads it:
+// - An out-of-range index is never dereferenced: the op skips (or clamps) that read, so no input
+//   can reach memory outside the op's tensors, fault the device, or poison the CUDA context.
+// - The op reports a fault (native/core/faults.h) under its OpIdentity::ticket: the CPU backend
+//   throws a NativeError("E_INVALID_ARGUMENT", describeFault(...)); a CUDA kernel writes the
+//   fault into its device's FaultRecord, read out when the device next reports idle.
+// - The binding (native/binding/op_ledger) then marks the failed op's outputs as poisoned: reading
+//   them rejects with the fault, as do the outputs of every later op that read a poisoned tensor.
+//   Tensors that the failed op did not write are unaffected.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "dtype.h"
+#include "faults.h"
 
 namespace moekit {
 
@@ -33,6 +47,13 @@ struct TensorView {
   template <typename T> T* as() const { return static_cast<T*>(data); }
 };
 
+// Every op's arguments begin with its identity: which enqueued op this is, so faults found while
+// it runs are reported against it (see "Faults" above).
+struct OpIdentity {
+  uint64_t ticket = 0;                 // set by the binding; 0: not tracked (native tests, benches)
+  FaultRecord* faultRecord = nullptr;  // CUDA: where kernels report faults (set by the device)
+};
+
 // ---- 1. Routing ----------------------------------------------------------------------------
 // Numeric values shared with lib/ops/routing.ts.
 enum class RoutingMethod : int32_t {
@@ -49,7 +70,7 @@ enum class RoutingMethod : int32_t {
   SigmoidGroupTopK = 2,
 };
 
-struct RoutingArgs {
+struct RoutingArgs : OpIdentity {
   TensorView logits;          // [T, E] float
   TensorView correctionBias;  // optional [E] float32 (SigmoidGroupTopK only)
   TensorView topkIds;         // out [T, K] int32, best first
@@ -59,7 +80,7 @@ struct RoutingArgs {
   int32_t topK = 1;
   bool renormalize = false;
   int32_t numGroups = 1;
-  int32_t topkGroups = 1;
+  int32_t topkGroups = 1;      // SigmoidGroupTopK: topK <= topkGroups * E / numGroups
   float scalingFactor = 1.0f;  // multiplies the final weights (every method)
 };
 // Ties: among equal values the lower expert id wins (a stable sort, as NumPy/PyTorch on CPU).
@@ -72,9 +93,9 @@ struct RoutingArgs {
 // other experts are dropped: no row, sourceToPermuted = -1. Local expert e (global id
 // firstExpert + e) owns rows [offsets[e], offsets[e+1]); rows from offsets[numExperts] on are
 // unused (left as they were). Without EP, firstExpert = 0 and numExperts = totalExperts.
-struct PermuteArgs {
+struct PermuteArgs : OpIdentity {
   TensorView input;             // [T, H] float
-  TensorView topkIds;           // [T, K] int32, each in [0, totalExperts)
+  TensorView topkIds;           // [T, K] int32, each in [0, totalExperts) (checked: ExpertIdOutOfRange)
   TensorView permuted;          // out [T*K, H], dtype of input
   TensorView expertOffsets;     // out [numExperts+1] int32
   TensorView sourceToPermuted;  // out [T, K] int32: row of pair (t, j) in `permuted`, or -1 (dropped)
@@ -125,11 +146,12 @@ struct GemmActivation {
   float limit = 7.0f;    // GptOssSwiGLU only
 };
 
-struct GroupedGemmArgs {
+struct GroupedGemmArgs : OpIdentity {
   TensorView input;          // [M, K] float
   TensorView weights;        // [E, N, K] float
   TensorView bias;           // optional [E, N] float
-  TensorView expertOffsets;  // [E+1] int32, non-decreasing, offsets[E] <= M
+  TensorView expertOffsets;  // [E+1] int32, non-decreasing, offsets[0] >= 0, offsets[E] <= M (checked:
+                             // ExpertOffsetOutOfRange; offending offsets are clamped into range)
   TensorView output;         // out [M, N] (or [M, N/2] gated), float32 or the dtype of input
   GemmActivation activation;
   // A bound on rows per expert when the caller knows one (0: unknown). The layer passes its token
@@ -139,14 +161,14 @@ struct GroupedGemmArgs {
 };
 
 // Dense projection: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]).
-struct LinearArgs {
+struct LinearArgs : OpIdentity {
   TensorView input;   // [M, K] float
   TensorView weight;  // [N, K] float
   TensorView bias;    // optional [N] float
   TensorView output;  // out [M, N], float32 or the dtype of input
 };
 
-struct ActivationArgs {
+struct ActivationArgs : OpIdentity {
   TensorView input;   // [M, 2I] for gated kinds, [M, I] otherwise; float
   TensorView output;  // out [M, I], float (any float dtype)
   ActivationKind kind = ActivationKind::SwiGLU;
@@ -161,10 +183,10 @@ struct ActivationArgs {
 //              + sharedScale(t) * shared[t, h]                                      (if shared present)
 // where sharedScale(t) = sigmoid(sharedGateLogits[t, 0]) if present, else 1.
 // Deterministic: a fixed summation order, no atomics.
-struct CombineArgs {
+struct CombineArgs : OpIdentity {
   TensorView expertOutput;      // [T*K, H] float, expert-sorted rows
   TensorView topkWeights;       // [T, K] float32
-  TensorView sourceToPermuted;  // [T, K] int32
+  TensorView sourceToPermuted;  // [T, K] int32, each in [-1, T*K) (checked: SourceRowOutOfRange)
   TensorView shared;            // optional [T, H] float
   TensorView sharedGateLogits;  // optional [T, 1] float32
   TensorView output;            // out [T, H] float (any float dtype)
@@ -172,7 +194,7 @@ struct CombineArgs {
 
 // ---- Utilities -----------------------------------------------------------------------------
 // Elementwise conversion between float dtypes (or int32 -> int32 copy).
-struct CastArgs {
+struct CastArgs : OpIdentity {
   TensorView input;   // any shape
   TensorView output;  // same numel
 };
@@ -180,7 +202,7 @@ struct CastArgs {
 // Fills output with uniform values in [-scale, scale) from a counter-based generator, so the same
 // seed gives the same values on every backend up to the output dtype's rounding:
 // value(i) = scale * (2 * u(seed, i) - 1), u from moekit::uniformHash (native/core/random.h).
-struct FillRandomArgs {
+struct FillRandomArgs : OpIdentity {
   TensorView output;  // float
   uint64_t seed = 0;
   float scale = 1.0f;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../core/errors.h"
 #include "float_access.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -11,6 +12,19 @@ namespace moekit::cpu {
 namespace {
 
 constexpr int64_t kTokensPerChunk = 16;
+
+// Rows come from users as well as from permute(): check them all before reading any (a fault
+// throws, so the sum below only ever meets rows inside expertOutput).
+void checkSourceRows(const CombineArgs& args) {
+  const int64_t pairs = args.sourceToPermuted.numel();
+  const int64_t rows = args.expertOutput.dim(0);
+  const int32_t* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
+  for (int64_t i = 0; i < pairs; ++i) {
+    if (sourceToPermuted[i] < -1 || sourceToPermuted[i] >= rows) {
+      throw NativeError("E_INVALID_ARGUMENT", describeFault(FaultKind::SourceRowOutOfRange, sourceToPermuted[i], i, rows));
+    }
+  }
+}
 
 template <typename In, typename Shared, typename Out>
 void combineTokens(const CombineArgs& args, int64_t begin, int64_t end) {
@@ -43,6 +57,7 @@ void combineTokens(const CombineArgs& args, int64_t begin, int64_t end) {
 }  // namespace
 
 void combine(const CombineArgs& args) {
+  checkSourceRows(args);
   // Without a shared expert its format is irrelevant; dispatch on the expert output's.
   const DType sharedDType = args.shared.present() ? args.shared.dtype : args.expertOutput.dtype;
   dispatchFloat(args.expertOutput.dtype, "combine expertOutput", [&](auto in) {

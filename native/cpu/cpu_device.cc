@@ -7,6 +7,8 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "../core/errors.h"
 #include "kernels.h"
@@ -17,8 +19,10 @@ namespace {
 // Host allocations are aligned for vector loads.
 constexpr size_t kAllocationAlignment = 64;
 
-// An ordered queue of tasks served by one thread. A task that throws records the failure; the
-// next whenIdle()/waitIdle() reports it (and clears it), as a CUDA stream reports a sticky error.
+// An ordered queue of tasks served by one thread. An op's task carries the op's ticket: if it
+// throws, the failure is kept as that op's (handed to the FailureSink at the next idle marker);
+// any other task that throws records a failure of the device, which the next whenIdle() callback
+// reports (and clears), as a CUDA stream reports a sticky error.
 class WorkQueue {
  public:
   using Task = std::function<void()>;
@@ -34,15 +38,16 @@ class WorkQueue {
     worker_.join();
   }
 
-  void push(Task task) {
+  // `ticket` is the op's, or 0 for a task that is not an op.
+  void push(Task task, uint64_t ticket = 0) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      tasks_.push_back(std::move(task));
+      tasks_.push_back(Queued{std::move(task), ticket});
     }
     wake_.notify_all();
   }
 
-  // Takes the recorded failure, if any: {code, message}.
+  // Takes the recorded device failure, if any: {code, message}.
   std::pair<std::string, std::string> takeFailure() {
     std::lock_guard<std::mutex> lock(mutex_);
     auto failure = std::make_pair(std::move(failureCode_), std::move(failureMessage_));
@@ -51,32 +56,46 @@ class WorkQueue {
     return failure;
   }
 
+  // On the worker thread: the ops that failed since the last call.
+  std::vector<OpFailure> takeOpFailures() { return std::exchange(opFailures_, {}); }
+
  private:
+  struct Queued {
+    Task task;
+    uint64_t ticket;
+  };
+
   void serve() {
     for (;;) {
-      Task task;
+      Queued next;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
         if (tasks_.empty()) return;  // stopping and drained
-        task = std::move(tasks_.front());
+        next = std::move(tasks_.front());
         tasks_.pop_front();
       }
-      run(task);
+      run(next);
     }
   }
 
-  void run(const Task& task) {
+  void run(const Queued& next) {
     try {
-      task();
+      next.task();
     } catch (const NativeError& error) {
-      recordFailure(error.code(), error.what());
+      recordFailure(next.ticket, error.code(), error.what());
+    } catch (const std::bad_alloc&) {
+      recordFailure(next.ticket, "E_OOM", "cpu: out of host memory");
     } catch (const std::exception& error) {
-      recordFailure("E_NATIVE", error.what());
+      recordFailure(next.ticket, "E_NATIVE", error.what());
     }
   }
 
-  void recordFailure(const std::string& code, const std::string& message) {
+  void recordFailure(uint64_t ticket, const std::string& code, const std::string& message) {
+    if (ticket != 0) {
+      opFailures_.push_back(OpFailure{ticket, code, message});
+      return;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     if (failureCode_.empty()) {  // keep the first failure: later ones are usually its consequences
       failureCode_ = code;
@@ -86,16 +105,19 @@ class WorkQueue {
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<Task> tasks_;
+  std::deque<Queued> tasks_;
   bool stopping_ = false;
   std::string failureCode_;
   std::string failureMessage_;
+  std::vector<OpFailure> opFailures_;  // worker thread only
   std::thread worker_;  // last: starts after the members it uses exist
 };
 
 class CpuDevice final : public Device {
  public:
   int index() const override { return -1; }
+
+  void setFailureSink(FailureSink sink) override { sink_ = std::move(sink); }
 
   void* allocate(size_t nbytes) override {
     const size_t rounded = (nbytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
@@ -125,8 +147,9 @@ class CpuDevice final : public Device {
     queue_.push([dst, src, nbytes] { std::memmove(dst, src, nbytes); });
   }
 
-  void whenIdle(IdleCallback done) override {
-    queue_.push([this, done = std::move(done)] {
+  void whenIdle(IdleCallback done, uint64_t completedThrough) override {
+    queue_.push([this, completedThrough, done = std::move(done)] {
+      if (sink_) sink_(completedThrough, queue_.takeOpFailures());
       auto [code, message] = queue_.takeFailure();
       done(code, message);
     });
@@ -134,17 +157,23 @@ class CpuDevice final : public Device {
 
   // Each op copies its arguments into the task: the views stay valid because memory is only
   // freed by release(), which is queued behind the op.
-  void routing(const RoutingArgs& args) override { queue_.push([args] { cpu::routing(args); }); }
-  void permute(const PermuteArgs& args) override { queue_.push([args] { cpu::permute(args); }); }
-  void groupedGemm(const GroupedGemmArgs& args) override { queue_.push([args] { cpu::groupedGemm(args); }); }
-  void linear(const LinearArgs& args) override { queue_.push([args] { cpu::linear(args); }); }
-  void activation(const ActivationArgs& args) override { queue_.push([args] { cpu::activation(args); }); }
-  void combine(const CombineArgs& args) override { queue_.push([args] { cpu::combine(args); }); }
-  void cast(const CastArgs& args) override { queue_.push([args] { cpu::cast(args); }); }
-  void fillRandom(const FillRandomArgs& args) override { queue_.push([args] { cpu::fillRandom(args); }); }
+  void routing(const RoutingArgs& args) override { pushOp(args, cpu::routing); }
+  void permute(const PermuteArgs& args) override { pushOp(args, cpu::permute); }
+  void groupedGemm(const GroupedGemmArgs& args) override { pushOp(args, cpu::groupedGemm); }
+  void linear(const LinearArgs& args) override { pushOp(args, cpu::linear); }
+  void activation(const ActivationArgs& args) override { pushOp(args, cpu::activation); }
+  void combine(const CombineArgs& args) override { pushOp(args, cpu::combine); }
+  void cast(const CastArgs& args) override { pushOp(args, cpu::cast); }
+  void fillRandom(const FillRandomArgs& args) override { pushOp(args, cpu::fillRandom); }
 
  private:
+  template <typename Args>
+  void pushOp(const Args& args, void (*kernel)(const Args&)) {
+    queue_.push([args, kernel] { kernel(args); }, args.ticket);
+  }
+
   WorkQueue queue_;
+  FailureSink sink_;
 };
 
 }  // namespace

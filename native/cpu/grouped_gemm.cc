@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/errors.h"
 #include "float_access.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -382,6 +383,21 @@ std::vector<float> biasAsFloat(const TensorView& bias) {
   return values;
 }
 
+// Offsets come from users as well as from permute(): a bad one throws before any row is read (the
+// clamps below stay as a second guard).
+void checkOffsets(const GroupedGemmArgs& args) {
+  const int64_t experts = args.weights.dim(0);
+  const int64_t rows = args.input.dim(0);
+  const int32_t* offsets = args.expertOffsets.as<int32_t>();
+  int64_t lower = 0;
+  for (int64_t e = 0; e <= experts; ++e) {
+    if (offsets[e] < lower || offsets[e] > rows) {
+      throw NativeError("E_INVALID_ARGUMENT", describeFault(FaultKind::ExpertOffsetOutOfRange, offsets[e], e, rows));
+    }
+    lower = offsets[e];
+  }
+}
+
 // With an activation: the products go to a float32 scratch matrix, then the activation turns the
 // rows the experts own into the output (rows outside [offsets[0], offsets[E]) stay untouched).
 void groupedGemmThenActivate(const GroupedGemmArgs& args) {
@@ -413,6 +429,7 @@ void groupedGemmThenActivate(const GroupedGemmArgs& args) {
 }  // namespace
 
 void groupedGemm(const GroupedGemmArgs& args) {
+  checkOffsets(args);
   if (args.activation.enabled) {
     groupedGemmThenActivate(args);
     return;

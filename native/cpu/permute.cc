@@ -17,8 +17,7 @@ constexpr int64_t kRowsPerChunk = 64;
 void checkIds(const int32_t* ids, int64_t pairs, int32_t totalExperts) {
   for (int64_t i = 0; i < pairs; ++i) {
     if (ids[i] < 0 || ids[i] >= totalExperts) {
-      throw NativeError("E_INVALID_ARGUMENT", "permute: topkIds holds expert id " + std::to_string(ids[i]) +
-                                                  " outside [0, " + std::to_string(totalExperts) + ")");
+      throw NativeError("E_INVALID_ARGUMENT", describeFault(FaultKind::ExpertIdOutOfRange, ids[i], i, totalExperts));
     }
   }
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "check.h"
+#include "faults.cuh"
 #include "float_access.cuh"
 #include "kernels.h"
 
@@ -26,6 +27,8 @@ struct CombineParams {
   int64_t tokens;
   int64_t hidden;
   int64_t slots;
+  int64_t rows;                   // of expertOutput: sources must lie in [-1, rows)
+  FaultSink faults;
 };
 
 template <typename In, typename Shared, typename Out>
@@ -37,12 +40,21 @@ __global__ void __launch_bounds__(CombineLaunch::kThreads) combineKernel(Combine
     const float* weights = p.topkWeights + token * p.slots;
     const int32_t* sourceRows = p.sourceToPermuted + token * p.slots;
     const float sharedScale = p.sharedGateLogits ? 1.0f / (1.0f + expf(-p.sharedGateLogits[token])) : 1.0f;
+    // One thread reports each bad source row; every thread skips it below.
+    if (threadIdx.x == 0) {
+      for (int64_t j = 0; j < p.slots; ++j) {
+        if (sourceRows[j] < -1 || sourceRows[j] >= p.rows) {
+          reportFault(p.faults, FaultKind::SourceRowOutOfRange, sourceRows[j], token * p.slots + j, p.rows);
+        }
+      }
+    }
     for (int64_t h = threadIdx.x; h < p.hidden; h += blockDim.x) {
       // Separate multiply and add (the _rn intrinsics are never fused into an FMA), as the CPU
       // backend computes them: float32 results then agree with it bit for bit on x86-64.
       float sum = 0.0f;
       for (int64_t j = 0; j < p.slots; ++j) {
-        if (sourceRows[j] < 0) continue;  // dropped: routed to an expert on another rank
+        // Negative: dropped (routed to an expert on another rank), or a fault; past the rows: a fault.
+        if (sourceRows[j] < 0 || sourceRows[j] >= p.rows) continue;
         const float value = In::load(rows[static_cast<int64_t>(sourceRows[j]) * p.hidden + h]);
         sum = __fadd_rn(sum, __fmul_rn(weights[j], value));
       }
@@ -63,7 +75,9 @@ void combine(const CombineArgs& args, cudaStream_t stream) {
                              args.output.data,
                              args.output.dim(0),
                              args.output.dim(1),
-                             args.topkWeights.dim(1)};
+                             args.topkWeights.dim(1),
+                             args.expertOutput.dim(0),
+                             FaultSink::of(args)};
   if (params.tokens == 0 || params.hidden == 0) return;
   const auto blocks = static_cast<unsigned>(std::min<int64_t>(params.tokens, CombineLaunch::kMaxBlocks));
   // Without a shared expert its format is irrelevant; dispatch on the expert output's.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../core/errors.h"
+#include "../core/faults.h"
 #include "check.h"
 #include "kernels.h"
 
@@ -87,6 +88,58 @@ class EventPool {
   std::mutex mutex_;
   std::vector<cudaEvent_t> free_;
 };
+
+// ---- Faults ------------------------------------------------------------------------------------
+// The device's FaultRecord (native/core/faults.h) lives in device memory; kernels report into it.
+// Each idle marker that follows possibly-failing work first copies it into a pinned snapshot and
+// clears it, both in stream order, so the waiter thread reads exactly the faults of the work
+// before its marker, and a CUDA graph's kernels can keep the record's fixed address.
+class FaultSnapshots {
+ public:
+  ~FaultSnapshots() {
+    for (FaultRecord* snapshot : free_) ignoreFailure(cudaFreeHost(snapshot));
+  }
+
+  FaultRecord* take() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        FaultRecord* snapshot = free_.back();
+        free_.pop_back();
+        return snapshot;
+      }
+    }
+    void* snapshot = nullptr;
+    MOEKIT_CUDA_CHECK(cudaMallocHost(&snapshot, sizeof(FaultRecord)));
+    return static_cast<FaultRecord*>(snapshot);
+  }
+
+  void give(FaultRecord* snapshot) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(snapshot);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<FaultRecord*> free_;
+};
+
+// The failures a snapshot holds. A lost ticket (more failing ops than slots) is reported under
+// ticket 0, which the binding reads as "any op of this stretch of work may have failed".
+std::vector<OpFailure> failuresIn(const FaultRecord& snapshot) {
+  std::vector<OpFailure> failures;
+  for (const OpFault& fault : snapshot.slots) {
+    if (fault.ticket == 0) continue;
+    failures.push_back(OpFailure{fault.ticket, "E_INVALID_ARGUMENT",
+                                 describeFault(static_cast<FaultKind>(fault.kind), fault.value, fault.position, fault.bound)});
+  }
+  if (snapshot.overflowed != 0) {
+    failures.push_back(OpFailure{0, "E_INVALID_ARGUMENT",
+                                 "more than " + std::to_string(kFaultSlots) +
+                                     " ops failed an index check between two reads; which ones was not kept"});
+  }
+  return failures;
+}
 
 // ---- Pinned staging ----------------------------------------------------------------------------
 struct StagingBuffer {
@@ -248,8 +301,8 @@ class StagingArea {
 // JS thread never blocks on the GPU.
 class IdleWaiter {
  public:
-  IdleWaiter(int device, StagingArea& staging, EventPool& events)
-      : device_(device), staging_(staging), events_(events), thread_([this] { serve(); }) {}
+  IdleWaiter(int device, StagingArea& staging, EventPool& events, FaultSnapshots& snapshots)
+      : device_(device), staging_(staging), events_(events), snapshots_(snapshots), thread_([this] { serve(); }) {}
 
   ~IdleWaiter() {
     {
@@ -260,10 +313,16 @@ class IdleWaiter {
     thread_.join();
   }
 
-  void push(cudaEvent_t marker, uint64_t sequence, IdleCallback done) {
+  // Set before the first request (CudaDeviceImpl::setFailureSink).
+  void setFailureSink(FailureSink sink) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    sink_ = std::move(sink);
+  }
+
+  void push(cudaEvent_t marker, uint64_t sequence, uint64_t completedThrough, FaultRecord* snapshot, IdleCallback done) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      requests_.push_back(Request{marker, sequence, std::move(done)});
+      requests_.push_back(Request{marker, sequence, completedThrough, snapshot, std::move(done)});
     }
     wake_.notify_all();
   }
@@ -271,7 +330,9 @@ class IdleWaiter {
  private:
   struct Request {
     cudaEvent_t marker;
-    uint64_t sequence;  // staged copies before this one belong to the request
+    uint64_t sequence;          // staged copies before this one belong to the request
+    uint64_t completedThrough;  // handed to the FailureSink
+    FaultRecord* snapshot;      // the faults of the work before the marker, or nullptr: none possible
     IdleCallback done;
   };
 
@@ -279,16 +340,30 @@ class IdleWaiter {
     ignoreFailure(cudaSetDevice(device_));
     for (;;) {
       Request request;
+      FailureSink sink;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [this] { return stopping_ || !requests_.empty(); });
         if (requests_.empty()) return;  // stopping and drained
         request = std::move(requests_.front());
         requests_.pop_front();
+        sink = sink_;
       }
       const cudaError_t status = cudaEventSynchronize(request.marker);
       staging_.retireBefore(request.sequence, status != cudaSuccess);
       events_.give(request.marker);
+      std::vector<OpFailure> failures;
+      if (request.snapshot != nullptr) {
+        if (status == cudaSuccess) failures = failuresIn(*request.snapshot);
+        snapshots_.give(request.snapshot);
+      }
+      if (sink) {
+        try {
+          sink(request.completedThrough, std::move(failures));
+        } catch (...) {
+          // The binding's sink does not throw; nothing here may take the waiter down.
+        }
+      }
       std::string code, message;
       if (status != cudaSuccess) {
         (void)cudaGetLastError();
@@ -307,9 +382,11 @@ class IdleWaiter {
   const int device_;
   StagingArea& staging_;
   EventPool& events_;
+  FaultSnapshots& snapshots_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Request> requests_;
+  FailureSink sink_;
   bool stopping_ = false;
   std::thread thread_;  // last: starts after the members it uses exist
 };
@@ -319,7 +396,7 @@ class CudaGraph final : public Graph {
  public:
   // Replays go to the owner's current stream, so they stay ordered with its other work even after
   // setStream().
-  CudaGraph(int device, const CudaDevice& owner, cudaGraphExec_t executable)
+  CudaGraph(int device, CudaDevice& owner, cudaGraphExec_t executable)
       : device_(device), owner_(owner), executable_(executable) {}
 
   // An executable graph still in flight is freed by CUDA once it completes.
@@ -328,14 +405,11 @@ class CudaGraph final : public Graph {
     ignoreFailure(cudaGraphExecDestroy(executable_));
   }
 
-  void launch() override {
-    useDevice(device_);
-    MOEKIT_CUDA_CHECK(cudaGraphLaunch(executable_, owner_.stream()));
-  }
+  void launch() override { owner_.launchGraph(executable_); }
 
  private:
   const int device_;
-  const CudaDevice& owner_;  // devices live as long as the process
+  CudaDevice& owner_;  // devices live as long as the process
   const cudaGraphExec_t executable_;
 };
 
@@ -385,8 +459,9 @@ class CudaDeviceImpl final : public CudaDevice {
         ownedStream_(createStream(index)),
         stream_(ownedStream_.get()),
         pool_(configurePool(index)),
+        faultRecord_(createFaultRecord(index)),
         staging_(events_),
-        waiter_(index, staging_, events_) {}
+        waiter_(index, staging_, events_, snapshots_) {}
 
   ~CudaDeviceImpl() override {
     if (capturing_) {
@@ -397,12 +472,15 @@ class CudaDeviceImpl final : public CudaDevice {
     ignoreFailure(cudaSetDevice(index_));
     ignoreFailure(cudaStreamSynchronize(stream_));
     releaseDeferred();
+    ignoreFailure(cudaFree(faultRecord_));
     // Members go in reverse order: the waiter (running the callbacks still queued), the staging
     // buffers, the events, and the stream last.
   }
 
   int index() const override { return index_; }
   cudaStream_t stream() const override { return stream_; }
+
+  void setFailureSink(FailureSink sink) override { waiter_.setFailureSink(std::move(sink)); }
 
   void setStream(cudaStream_t next) override {
     if (capturing_) throw NativeError("E_DEVICE", deviceName(index_) + ": cannot change streams while capturing a graph");
@@ -482,52 +560,49 @@ class CudaDeviceImpl final : public CudaDevice {
   }
 
   // ---- Ordering ----
-  void whenIdle(IdleCallback done) override {
+  void whenIdle(IdleCallback done, uint64_t completedThrough) override {
     refuseDuringCapture("whenIdle");
     useDevice(index_);
+    FaultRecord* snapshot = nullptr;
+    if (faultsPossible_.exchange(false)) {
+      snapshot = snapshots_.take();
+      const cudaError_t copied = cudaMemcpyAsync(snapshot, faultRecord_, sizeof(FaultRecord), cudaMemcpyDeviceToHost, stream_);
+      const cudaError_t cleared = copied == cudaSuccess ? cudaMemsetAsync(faultRecord_, 0, sizeof(FaultRecord), stream_) : copied;
+      if (cleared != cudaSuccess) {
+        snapshots_.give(snapshot);
+        faultsPossible_ = true;
+        MOEKIT_CUDA_CHECK(cleared);
+      }
+    }
     cudaEvent_t marker = events_.take();
     uint64_t sequence;
     try {
       sequence = staging_.recordMarker(marker, stream_);
     } catch (...) {
       events_.give(marker);
+      if (snapshot != nullptr) snapshots_.give(snapshot);  // its faults wait for the next marker's copy
+      faultsPossible_ = true;
       throw;
     }
-    waiter_.push(marker, sequence, std::move(done));
+    waiter_.push(marker, sequence, completedThrough, snapshot, std::move(done));
   }
 
   // ---- Ops ----
-  void routing(const RoutingArgs& args) override {
+  // Each op is told where its kernels report faults (faults.cuh); ops that read through indices
+  // mark the record as worth reading at the next idle marker.
+  void routing(const RoutingArgs& args) override { run(args, false, moekit::cuda::routing); }
+  void permute(const PermuteArgs& args) override { run(args, true, moekit::cuda::permute); }
+  void groupedGemm(const GroupedGemmArgs& args) override { run(args, true, moekit::cuda::groupedGemm); }
+  void linear(const LinearArgs& args) override { run(args, false, moekit::cuda::linear); }
+  void activation(const ActivationArgs& args) override { run(args, false, moekit::cuda::activation); }
+  void combine(const CombineArgs& args) override { run(args, true, moekit::cuda::combine); }
+  void cast(const CastArgs& args) override { run(args, false, moekit::cuda::cast); }
+  void fillRandom(const FillRandomArgs& args) override { run(args, false, moekit::cuda::fillRandom); }
+
+  void launchGraph(cudaGraphExec_t graph) override {
     useDevice(index_);
-    moekit::cuda::routing(args, stream_);
-  }
-  void permute(const PermuteArgs& args) override {
-    useDevice(index_);
-    moekit::cuda::permute(args, stream_);
-  }
-  void groupedGemm(const GroupedGemmArgs& args) override {
-    useDevice(index_);
-    moekit::cuda::groupedGemm(args, stream_);
-  }
-  void linear(const LinearArgs& args) override {
-    useDevice(index_);
-    moekit::cuda::linear(args, stream_);
-  }
-  void activation(const ActivationArgs& args) override {
-    useDevice(index_);
-    moekit::cuda::activation(args, stream_);
-  }
-  void combine(const CombineArgs& args) override {
-    useDevice(index_);
-    moekit::cuda::combine(args, stream_);
-  }
-  void cast(const CastArgs& args) override {
-    useDevice(index_);
-    moekit::cuda::cast(args, stream_);
-  }
-  void fillRandom(const FillRandomArgs& args) override {
-    useDevice(index_);
-    moekit::cuda::fillRandom(args, stream_);
+    MOEKIT_CUDA_CHECK(cudaGraphLaunch(graph, stream_));
+    faultsPossible_ = true;
   }
 
   // ---- Capture ----
@@ -560,6 +635,24 @@ class CudaDeviceImpl final : public CudaDevice {
   }
 
  private:
+  template <typename Args>
+  void run(const Args& args, bool checksIndices, void (*enqueue)(const Args&, cudaStream_t)) {
+    useDevice(index_);
+    Args withRecord = args;
+    withRecord.faultRecord = faultRecord_;
+    enqueue(withRecord, stream_);
+    // Captured work runs only at replay, which marks the record then.
+    if (checksIndices && !capturing_) faultsPossible_ = true;
+  }
+
+  static FaultRecord* createFaultRecord(int index) {
+    useDevice(index);
+    void* record = nullptr;
+    MOEKIT_CUDA_CHECK(cudaMalloc(&record, sizeof(FaultRecord)));
+    MOEKIT_CUDA_CHECK(cudaMemset(record, 0, sizeof(FaultRecord)));
+    return static_cast<FaultRecord*>(record);
+  }
+
   void refuseDuringCapture(const char* what) const {
     if (capturing_) {
       throw NativeError("E_DEVICE", std::string(what) + " cannot run on " + deviceName(index_) +
@@ -582,7 +675,10 @@ class CudaDeviceImpl final : public CudaDevice {
   // The stream work goes to: the device's own, or a user's (setStream). Only the JS thread reads it.
   cudaStream_t stream_;
   const cudaMemPool_t pool_;
+  FaultRecord* const faultRecord_;  // device memory, for the life of the device
+  std::atomic<bool> faultsPossible_{false};  // index-checking work enqueued since the last snapshot
   EventPool events_;
+  FaultSnapshots snapshots_;
   StagingArea staging_;
   IdleWaiter waiter_;  // after what it uses; destroyed first
   std::atomic<bool> capturing_{false};

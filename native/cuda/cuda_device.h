@@ -27,7 +27,8 @@ DeviceInfo deviceInfo(int index);
 class Graph {
  public:
   virtual ~Graph() = default;
-  // Enqueues one replay, ordered after the device's earlier work. Returns at once.
+  // Enqueues one replay, ordered after the device's earlier work. Returns at once. Faults that
+  // its kernels report carry the tickets their ops had when they were captured.
   virtual void launch() = 0;
 };
 
@@ -51,6 +52,8 @@ class CudaDevice : public Device {
   // making it wait for everything already enqueued, so ordering is kept across the switch.
   // The caller keeps `stream` alive while the device uses it. Not allowed while capturing.
   virtual void setStream(cudaStream_t stream) = 0;
+  // Enqueues one replay of `graph` on the device's stream (Graph::launch).
+  virtual void launchGraph(cudaGraphExec_t graph) = 0;
 };
 
 // A device with its own non-blocking stream and a stream-ordered memory pool

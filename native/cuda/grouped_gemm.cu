@@ -25,6 +25,7 @@
 #include <string>
 
 #include "check.h"
+#include "expert_offsets.cuh"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
 #include "kernels.h"
@@ -54,6 +55,7 @@ struct GemmProblem {
   int64_t rows;
   int64_t cols;
   int64_t depth;
+  FaultSink faults;        // where a bad offset is reported
 };
 
 // ---- The tile scheduler ------------------------------------------------------------------------
@@ -64,10 +66,8 @@ struct RowTile {
   int64_t end;
 };
 
-// Clamped like the CPU backend, so a bad offsets tensor cannot reach outside A or C.
 __device__ void groupRows(const GemmProblem& p, int32_t group, int64_t* begin, int64_t* end) {
-  *begin = min(max(static_cast<int64_t>(p.offsets[group]), int64_t{0}), p.rows);
-  *end = min(max(static_cast<int64_t>(p.offsets[group + 1]), *begin), p.rows);
+  expertRowRange(p.offsets, group, p.rows, p.faults, begin, end);
 }
 
 __device__ int64_t warpInclusiveSum(int64_t value, int lane) {
@@ -511,7 +511,8 @@ GemmProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputDTy
                      static_cast<int32_t>(args.weights.dim(0)),
                      args.input.dim(0),
                      args.weights.dim(1),
-                     args.weights.dim(2)};
+                     args.weights.dim(2),
+                     FaultSink::of(args)};
 }
 
 // The mma family has no fused epilogue: with an activation, the products go to a float32

@@ -31,6 +31,7 @@
 
 #include "activation_math.cuh"
 #include "check.h"
+#include "expert_offsets.cuh"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
 #include "per_device.h"
@@ -101,6 +102,7 @@ struct StreamProblem {
   ActivationKind kind;
   float alpha;
   float limit;
+  FaultSink faults;        // where a bad offset is reported
 };
 
 // ---- Loads ---------------------------------------------------------------------------------------
@@ -153,10 +155,8 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // ---- Finding the work ----------------------------------------------------------------------------
-// Clamped like the other families, so a bad offsets tensor cannot reach outside A or C.
 __device__ void expertRows(const StreamProblem& p, int32_t expert, int64_t* begin, int64_t* end) {
-  *begin = min(max(static_cast<int64_t>(p.offsets[expert]), int64_t{0}), p.rows);
-  *end = min(max(static_cast<int64_t>(p.offsets[expert + 1]), *begin), p.rows);
+  expertRowRange(p.offsets, expert, p.rows, p.faults, begin, end);
 }
 
 // Lists the experts that own at least one row, in order, into `active`; returns how many. Every
@@ -443,6 +443,7 @@ StreamProblem problemOf(const GroupedGemmArgs& args) {
   p.output = args.output.data;
   p.outputDType = args.output.dtype;
   p.offsets = args.expertOffsets.as<int32_t>();
+  p.faults = FaultSink::of(args);
   p.experts = static_cast<int32_t>(args.weights.dim(0));
   p.rows = args.input.dim(0);
   p.cols = args.weights.dim(1);

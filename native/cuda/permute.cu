@@ -14,13 +14,13 @@
 // one block instead (sortFewPairs): the four launches above cost more than the work at that size,
 // and in a CUDA-graph replay each node adds its own latency.
 //
-// Expert ids outside [0, totalExperts) cannot raise an error from the device without a host round
-// trip (the op must stay capturable): they are dropped like remote experts' pairs, so every write
-// stays in bounds.
+// Expert ids outside [0, totalExperts) are dropped like remote experts' pairs, so every write stays
+// in bounds, and reported as a fault (faults.cuh) that poisons the op's outputs.
 #include <algorithm>
 #include <cstdint>
 
 #include "check.h"
+#include "faults.cuh"
 #include "kernels.h"
 
 namespace moekit::cuda {
@@ -48,10 +48,16 @@ struct GatherLaunch {
 
 constexpr int32_t kDropped = -1;
 
-// Which experts are local: global ids [first, first + count).
+// Which experts are local: global ids [first, first + count) of [0, total).
 struct LocalExperts {
   int32_t first;
   int32_t count;
+  int32_t total;
+
+  // Reports an id outside [0, total) (it is then dropped: outside [first, first + count) too).
+  __device__ void checkId(int32_t id, int64_t pair, const FaultSink& faults) const {
+    if (id < 0 || id >= total) reportFault(faults, FaultKind::ExpertIdOutOfRange, id, pair, total);
+  }
 
   // The local index of global expert `id`, or kDropped.
   __device__ int32_t localIndex(int32_t id) const {
@@ -91,9 +97,10 @@ __device__ int blockInclusiveScan(int value, int* warpTotals, int* blockTotal) {
 // offsets[e + 1] += number of pairs of local expert e (offsets zeroed beforehand); dropped pairs
 // are marked in sourceToPermuted.
 __global__ void countExpertsKernel(const int32_t* ids, int64_t pairs, LocalExperts experts, int32_t* offsets,
-                                   int32_t* sourceToPermuted) {
+                                   int32_t* sourceToPermuted, FaultSink faults) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < pairs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    experts.checkId(ids[i], i, faults);
     const int32_t local = experts.localIndex(ids[i]);
     if (local == kDropped) {
       sourceToPermuted[i] = kDropped;
@@ -162,7 +169,7 @@ struct FewPairs {
 // flat pair order (stable) as in the general path.
 __global__ void __launch_bounds__(FewPairs::kMaxPairs)
 sortFewPairsKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int32_t* offsets, int32_t* sourceToPermuted,
-                   int32_t* permutedToSource) {
+                   int32_t* permutedToSource, FaultSink faults) {
   __shared__ int counts[FewPairs::kMaxExperts];
   __shared__ int nextRow[FewPairs::kMaxExperts];
   __shared__ int warpTotals[kWarpSize];
@@ -170,6 +177,7 @@ sortFewPairsKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int3
   __syncthreads();
 
   const int pair = threadIdx.x;
+  if (pair < pairs) experts.checkId(ids[pair], pair, faults);
   const int32_t local = pair < pairs ? experts.localIndex(ids[pair]) : kDropped;
   if (pair < pairs && local == kDropped) sourceToPermuted[pair] = kDropped;
   if (local != kDropped) atomicAdd(counts + local, 1);
@@ -236,13 +244,14 @@ void dispatchCopyUnit(size_t rowBytes, const void* source, void* destination, Bo
 
 // Steps 1-3 in general: any number of pairs and experts.
 void sortPairs(const int32_t* ids, int64_t pairs, LocalExperts local, int32_t* offsets, int32_t* sourceToPermuted,
-               int32_t* permutedToSource, cudaStream_t stream) {
+               int32_t* permutedToSource, const FaultSink& faults, cudaStream_t stream) {
   const int32_t experts = local.count;
   MOEKIT_CUDA_CHECK(cudaMemsetAsync(offsets, 0, sizeof(int32_t) * (experts + 1), stream));
   if (pairs > 0) {
     const auto countBlocks = static_cast<unsigned>(
         std::min<int64_t>((pairs + CountLaunch::kThreads - 1) / CountLaunch::kThreads, CountLaunch::kMaxBlocks));
-    countExpertsKernel<<<countBlocks, CountLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets, sourceToPermuted);
+    countExpertsKernel<<<countBlocks, CountLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets, sourceToPermuted,
+                                                                          faults);
     MOEKIT_CHECK_LAUNCH("countExpertsKernel");
   }
   scanOffsetsKernel<<<1, ScanLaunch::kThreads, 0, stream>>>(offsets, experts);
@@ -262,7 +271,8 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   const int64_t topK = args.topkIds.dim(1);
   const int64_t pairs = tokens * topK;
   const int32_t experts = args.numExperts;
-  const LocalExperts local{args.firstExpert, args.numExperts};
+  const LocalExperts local{args.firstExpert, args.numExperts, args.totalExperts};
+  const FaultSink faults = FaultSink::of(args);
   const int32_t* ids = args.topkIds.as<int32_t>();
   auto* offsets = args.expertOffsets.as<int32_t>();
   auto* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
@@ -271,10 +281,10 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   if (pairs > 0 && pairs <= FewPairs::kMaxPairs && experts <= FewPairs::kMaxExperts) {
     const int threads = static_cast<int>((pairs + kWarpSize - 1) / kWarpSize) * kWarpSize;
     sortFewPairsKernel<<<1, threads, 0, stream>>>(ids, static_cast<int32_t>(pairs), local, offsets, sourceToPermuted,
-                                                  permutedToSource);
+                                                  permutedToSource, faults);
     MOEKIT_CHECK_LAUNCH("sortFewPairsKernel");
   } else {
-    sortPairs(ids, pairs, local, offsets, sourceToPermuted, permutedToSource, stream);
+    sortPairs(ids, pairs, local, offsets, sourceToPermuted, permutedToSource, faults, stream);
   }
   if (pairs == 0 || experts == 0) return;
 

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -659,7 +660,7 @@ void testDevice() {
         ordered = ordered && code.empty() && fired == round && seen[round] == round;
         ++fired;
         done.notify_all();
-      });
+      }, 0);
     }
     std::unique_lock<std::mutex> lock(mutex);
     done.wait(lock, [&] { return fired == kRounds; });
@@ -753,6 +754,136 @@ void testDevice() {
     for (void* pointer : {w.w13, w.w2, x, logits, captured, plain}) device.release(pointer);
     device.waitIdle();
   }
+}
+
+// Faults (native/core/op_args.h): kernels given bad indices stay in bounds and report under their
+// op's ticket; the FailureSink hears of them at the next idle marker, graph replays included.
+void testFaults() {
+  std::unique_ptr<Device> owned = cuda::makeDevice(0);
+  Device& device = *owned;
+  std::mutex mutex;
+  std::vector<OpFailure> heard;
+  uint64_t heardThrough = 0;
+  device.setFailureSink([&](uint64_t completedThrough, std::vector<OpFailure> failures) {
+    std::lock_guard<std::mutex> lock(mutex);
+    heardThrough = completedThrough;
+    for (OpFailure& failure : failures) heard.push_back(std::move(failure));
+  });
+  const auto take = [&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return std::exchange(heard, {});
+  };
+  const auto upload = [&](const std::vector<int32_t>& values) {
+    void* data = device.allocate(values.size() * sizeof(int32_t));
+    device.upload(data, values.data(), values.size() * sizeof(int32_t));
+    return data;
+  };
+  constexpr int64_t H = 64;
+  void* rows = device.allocate(8 * H * 4);
+  void* out = device.allocate(8 * H * 4);
+
+  // permute: ids 9 and -5 of 4 experts, on both sorting paths (one block, and the general one).
+  for (const int64_t tokens : {int64_t{3}, int64_t{3000}}) {
+    std::vector<int32_t> idValues(tokens, 1);
+    idValues[1] = 9;
+    idValues[tokens - 1] = -5;
+    void* ids = upload(idValues);
+    void* x = device.allocate(tokens * H * 4);
+    void* permuted = device.allocate(tokens * H * 4);
+    void* offsets = device.allocate(5 * 4);
+    void* sourceToPermuted = device.allocate(tokens * 4);
+    void* permutedToSource = device.allocate(tokens * 4);
+    PermuteArgs permute;
+    permute.ticket = 11;
+    permute.input = TensorView{x, DType::Float32, {tokens, H}};
+    permute.topkIds = TensorView{ids, DType::Int32, {tokens, 1}};
+    permute.permuted = TensorView{permuted, DType::Float32, {tokens, H}};
+    permute.expertOffsets = TensorView{offsets, DType::Int32, {5}};
+    permute.sourceToPermuted = TensorView{sourceToPermuted, DType::Int32, {tokens, 1}};
+    permute.permutedToSource = TensorView{permutedToSource, DType::Int32, {tokens}};
+    permute.numExperts = permute.totalExperts = 4;
+    device.permute(permute);
+    device.waitIdle(11);
+    const std::vector<OpFailure> failures = take();
+    const bool named = failures.size() == 1 && failures[0].ticket == 11 && failures[0].code == "E_INVALID_ARGUMENT" &&
+                       failures[0].message.find("permute: topkIds holds expert id") != std::string::npos;
+    record(named && heardThrough == 11,
+           describe("faults         permute of %lld pairs with ids 9 and -5: one fault under its ticket (%s)", static_cast<long long>(tokens),
+                    failures.empty() ? "none" : failures[0].message.c_str()));
+    for (void* pointer : {ids, x, permuted, offsets, sourceToPermuted, permutedToSource}) device.release(pointer);
+  }
+
+  // combine reading row 10^6 of 8, and a grouped GEMM whose offsets run past its rows; a clean op
+  // between them reports nothing.
+  void* sources = upload({0, 1000000, 2, 3, 4, 5, 6, 7});
+  void* topkWeights = upload({0, 0, 0, 0, 0, 0, 0, 0});  // float zeros
+  CombineArgs combine;
+  combine.ticket = 21;
+  combine.expertOutput = TensorView{rows, DType::Float32, {8, H}};
+  combine.topkWeights = TensorView{topkWeights, DType::Float32, {4, 2}};
+  combine.sourceToPermuted = TensorView{sources, DType::Int32, {4, 2}};
+  combine.output = TensorView{out, DType::Float32, {4, H}};
+  device.combine(combine);
+  CastArgs clean;
+  clean.ticket = 22;
+  clean.input = TensorView{rows, DType::Float32, {8, H}};
+  clean.output = TensorView{out, DType::Float32, {8, H}};
+  device.cast(clean);
+  void* offsets = upload({0, 2, 1, 30});
+  void* weights = device.allocate(3 * 32 * H * 4);
+  GroupedGemmArgs gemm;
+  gemm.ticket = 23;
+  gemm.input = TensorView{rows, DType::Float32, {8, H}};
+  gemm.weights = TensorView{weights, DType::Float32, {3, 32, H}};
+  gemm.expertOffsets = TensorView{offsets, DType::Int32, {4}};
+  gemm.output = TensorView{out, DType::Float32, {8, 32}};
+  device.groupedGemm(gemm);
+  device.waitIdle(23);
+  std::vector<OpFailure> failures = take();
+  std::sort(failures.begin(), failures.end(), [](const OpFailure& a, const OpFailure& b) { return a.ticket < b.ticket; });
+  record(failures.size() == 2 && failures[0].ticket == 21 && failures[1].ticket == 23 &&
+             failures[0].message.find("holds row 1000000") != std::string::npos &&
+             failures[1].message.find("expertOffsets[") != std::string::npos,
+         describe("faults         combine row 10^6 and gemm offsets past the rows: faults under tickets 21 and 23 only (%zu heard)",
+                  failures.size()));
+
+  // A replayed graph reports under the ticket its op was captured with, on every replay.
+  auto& capturer = dynamic_cast<cuda::CudaDevice&>(device);
+  capturer.beginCapture();
+  combine.ticket = 31;
+  device.combine(combine);
+  std::unique_ptr<cuda::Graph> graph = capturer.endCapture();
+  bool everyReplay = true;
+  for (int replay = 0; replay < 2; ++replay) {
+    graph->launch();
+    device.waitIdle(40 + replay);
+    failures = take();
+    everyReplay = everyReplay && failures.size() == 1 && failures[0].ticket == 31;
+  }
+  record(everyReplay, "faults         a captured combine with a bad row reports ticket 31 on each of 2 replays");
+
+  // More failing ops than slots: the lost ones are reported under ticket 0.
+  for (int op = 0; op < kFaultSlots + 4; ++op) {
+    combine.ticket = 100 + op;
+    device.combine(combine);
+  }
+  device.waitIdle(200);
+  failures = take();
+  const bool lostReported = failures.size() == static_cast<size_t>(kFaultSlots) + 1 &&
+                            std::any_of(failures.begin(), failures.end(), [](const OpFailure& f) { return f.ticket == 0; });
+  record(lostReported, describe("faults         %d failing ops between two markers: %d named, the rest under ticket 0 (%zu heard)",
+                                kFaultSlots + 4, kFaultSlots, failures.size()));
+
+  // The device works after all of it.
+  int32_t value = 4321, back = 0;
+  void* cell = device.allocate(sizeof(value));
+  device.upload(cell, &value, sizeof(value));
+  device.download(&back, cell, sizeof(back));
+  device.waitIdle();
+  record(back == 4321 && take().empty(), "faults         the device still works, and a clean stretch reports nothing");
+  graph.reset();
+  for (void* pointer : {rows, out, sources, topkWeights, offsets, weights, cell}) device.release(pointer);
+  device.waitIdle();
 }
 
 // ---- Timings -----------------------------------------------------------------------------------
@@ -1069,6 +1200,7 @@ int main(int argc, char** argv) {
     CUDA_OK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
     runOpTests();
     testDevice();
+    testFaults();
     if (!gQuick) {
       timeRoutingAndPermute();
       timeMixtral(DType::BFloat16, 8192);

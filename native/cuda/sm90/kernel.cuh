@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 
   const int warp = threadIdx.x / detail::kWarpSize;
   const int lane = threadIdx.x % detail::kWarpSize;
-  if (warp == 0) buildExpertTiles<Shape::kBlockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, lane);
+  if (warp == 0) buildExpertTiles<Shape::kBlockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, p.faults, lane);
   if (warp == 1 && lane == 0) {
     for (int stage = 0; stage < Shape::kStages; ++stage) {
       initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
@@ -227,6 +227,7 @@ Problem problemOf(const GroupedGemmArgs& args, Pairing pairing, int32_t bandRowT
   p.output = args.output.data;
   p.outputDType = args.output.dtype;
   p.offsets = args.expertOffsets.as<int32_t>();
+  p.faults = FaultSink::of(args);
   p.experts = static_cast<int32_t>(args.weights.dim(0));
   p.rows = static_cast<int32_t>(args.input.dim(0));
   p.cols = static_cast<int32_t>(args.weights.dim(1));

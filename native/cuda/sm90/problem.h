@@ -6,6 +6,7 @@
 
 #include "../../core/dtype.h"
 #include "../../core/op_args.h"
+#include "../faults.cuh"
 
 namespace moekit::cuda::sm90 {
 
@@ -33,6 +34,7 @@ struct Problem {
   ActivationKind kind;
   float alpha;
   float limit;
+  FaultSink faults;         // where a bad offset is reported
 };
 
 }  // namespace moekit::cuda::sm90

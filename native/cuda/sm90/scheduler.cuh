@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "../expert_offsets.cuh"
 #include "arch.h"
 
 namespace moekit::cuda::sm90 {
@@ -54,21 +55,19 @@ __device__ __forceinline__ int32_t warpInclusiveSum(int32_t value, int lane) {
 }
 }  // namespace detail
 
-// Called by one whole warp. Offsets are clamped like the other families do, so a bad offsets
-// tensor cannot reach outside the input or output. Without offsets (nullptr: a dense linear) the
-// one expert owns every row.
+// Called by one whole warp. Offsets are clamped and reported like the other families do
+// (expert_offsets.cuh), so a bad offsets tensor cannot reach outside the input or output. Without
+// offsets (nullptr: a dense linear) the one expert owns every row.
 template <int blockM>
 __device__ void buildExpertTiles(ExpertTiles& tiles, const int32_t* offsets, int32_t experts, int32_t rows,
-                                 int32_t columnTiles, int lane) {
+                                 int32_t columnTiles, const FaultSink& faults, int lane) {
   int32_t before = 0;
   for (int32_t base = 0; base < experts; base += detail::kWarpSize) {
     const int32_t expert = base + lane;
     int32_t count = 0;
     if (expert < experts) {
-      const int32_t first = offsets == nullptr ? 0 : offsets[expert];
-      const int32_t last = offsets == nullptr ? rows : offsets[expert + 1];
-      const int32_t begin = min(max(first, 0), rows);
-      const int32_t end = min(max(last, begin), rows);
+      int32_t begin = 0, end = rows;
+      if (offsets != nullptr) expertRowRange(offsets, expert, rows, faults, &begin, &end);
       tiles.rowBegin[expert] = begin;
       tiles.rowEnd[expert] = end;
       count = (end - begin + blockM - 1) / blockM * columnTiles;

@@ -1,0 +1,68 @@
+// Faults: checks on an op's data (index values) that fail while the op runs, after the call that
+// enqueued it has returned. The rule every backend follows is written in op_args.h ("Faults");
+// this file holds what backends and the binding share to report them.
+//
+// The CPU backend throws a NativeError whose message is describeFault(...). A CUDA kernel cannot
+// throw and must not stop the stream, so it writes an OpFault into its device's FaultRecord
+// (native/cuda/faults.cuh), which the device copies out and clears each time it reports idle.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moekit {
+
+// What a check found. Numeric values are written by kernels into FaultRecord slots.
+enum class FaultKind : int32_t {
+  None = 0,
+  // permute: topkIds[position] holds expert id `value`, outside [0, bound).
+  ExpertIdOutOfRange = 1,
+  // combine: sourceToPermuted[position] holds row `value`, outside [-1, bound) (-1: dropped pair).
+  SourceRowOutOfRange = 2,
+  // groupedGemm: expertOffsets[position] is `value`, outside [expertOffsets[position - 1], bound]
+  // (offsets must start at 0 or more, never decrease, and end at most at the row count).
+  ExpertOffsetOutOfRange = 3,
+};
+
+// One failing op, as a kernel reports it: the first fault its threads found.
+struct OpFault {
+  unsigned long long ticket;  // the op's OpIdentity::ticket; 0 marks a free slot
+  int32_t kind;               // FaultKind
+  int32_t unused;
+  long long value;
+  long long position;
+  long long bound;
+};
+
+// Ops that can fail between two idle reports, beyond which only the count is kept (their outputs
+// are then all treated as failed: see FaultRecord::overflowed).
+constexpr int kFaultSlots = 32;
+
+// One per CUDA device, in device memory, zeroed after each idle report.
+struct FaultRecord {
+  OpFault slots[kFaultSlots];
+  // Set when a failing op found every slot taken by others: its ticket was lost.
+  unsigned int overflowed;
+};
+
+// The message a fault turns into, the same on every backend.
+inline std::string describeFault(FaultKind kind, long long value, long long position, long long bound) {
+  const std::string at = std::to_string(position);
+  const std::string found = std::to_string(value);
+  const std::string limit = std::to_string(bound);
+  switch (kind) {
+    case FaultKind::ExpertIdOutOfRange:
+      return "permute: topkIds holds expert id " + found + " at flat index " + at + ", outside [0, " + limit + ")";
+    case FaultKind::SourceRowOutOfRange:
+      return "combine: sourceToPermuted holds row " + found + " at flat index " + at + ", outside [-1, " + limit +
+             ") (-1 marks a dropped pair)";
+    case FaultKind::ExpertOffsetOutOfRange:
+      return "groupedGemm: expertOffsets[" + at + "] is " + found +
+             ", but offsets must be non-decreasing from 0 and at most the row count " + limit;
+    case FaultKind::None:
+      break;
+  }
+  return "an index check failed (fault kind " + std::to_string(static_cast<int>(kind)) + ")";
+}
+
+}  // namespace moekit
