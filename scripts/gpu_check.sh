@@ -38,7 +38,7 @@ sanitize() {
     # API error reports are off: the out-of-memory tests provoke cudaErrorMemoryAllocation on
     # purpose, and the tests themselves assert how each CUDA error surfaces.
     MOEKIT_SKIP_LARGE=1 compute-sanitizer --tool "$tool" --report-api-errors no --target-processes all --print-limit 20 \
-      node node_modules/vitest/vitest.mjs run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/capture_and_memory.test.ts \
+      node node_modules/vitest/vitest.mjs run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/capture_and_memory.test.ts test/gpu/op_faults.test.ts \
       > "$out/sanitizer-$tool.log" 2>&1
     echo "compute-sanitizer $tool: exit $?"
     grep -E "ERROR SUMMARY|Tests " "$out/sanitizer-$tool.log" | sort | uniq -c

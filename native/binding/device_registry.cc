@@ -43,9 +43,7 @@ RegisteredDevice& registered(int index) {
   if (found != devices->end()) return found->second;
   Device* device = createDevice(index).release();
   auto* ledger = new OpLedger();
-  device->setFailureSink([ledger](uint64_t completedThrough, std::vector<OpFailure> failures) {
-    ledger->resolve(completedThrough, std::move(failures));
-  });
+  device->setFailureSink([ledger](FailureReport report) { ledger->resolve(report); });
   return devices->emplace(index, RegisteredDevice{device, ledger}).first->second;
 }
 

@@ -32,12 +32,48 @@ FailureRef firstFailure(const std::vector<VersionRef>& versions) {
   return nullptr;
 }
 
+// An op known to have failed only by its mark (FaultRecord::markedTickets).
+FailureRef unnamedFailure() {
+  static const FailureRef failure = std::make_shared<const Failure>(
+      Failure{"E_INVALID_ARGUMENT", "an index check failed in this op; its details were not kept (more than " +
+                                        std::to_string(kFaultSlots) + " ops failed between two reads of the device)"});
+  return failure;
+}
+
 // A version that is not final yet takes its sources' failure.
 void inheritFailure(Version& version) {
   if (!version.failure) version.failure = firstFailure(version.sources);
 }
 
+// The failure named for a ticket in [first, last], if any.
+FailureRef namedFailure(uint64_t first, uint64_t last, const FailureReport& report) {
+  for (const OpFailure& failure : report.failures) {
+    if (failure.ticket >= first && failure.ticket <= last) return std::make_shared<const Failure>(Failure{failure.code, failure.message});
+  }
+  return nullptr;
+}
+
+bool anyMarked(uint64_t first, uint64_t last, const FailureReport& report) {
+  for (uint64_t ticket = first; ticket <= last; ++ticket) {
+    if (report.marked(ticket)) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+FailureRef OpLedger::failureOf(const Entry& entry, const FailureReport& report) {
+  if (FailureRef failure = namedFailure(entry.ticket, entry.ticket, report)) return failure;
+  // What follows is known only for work before the marker: the captured ops of a replay enqueued
+  // after it carry the same tickets as an earlier replay's, and marks may be shared.
+  const bool ranBeforeMarker = report.completedThrough == 0 || entry.ticket <= report.completedThrough;
+  if (!ranBeforeMarker) return nullptr;
+  if (entry.capturedFirst != 0) {
+    if (FailureRef failure = namedFailure(entry.capturedFirst, entry.capturedLast, report)) return failure;
+    if (anyMarked(entry.capturedFirst, entry.capturedLast, report)) return unnamedFailure();
+  }
+  return report.marked(entry.ticket) ? unnamedFailure() : nullptr;
+}
 
 Lineage::Lineage() : current_(std::make_shared<Version>()) {}
 
@@ -154,22 +190,20 @@ void OpLedger::retireIfLong(Device& device) {
   whenIdle(device, [](const std::string&, const std::string&) {});
 }
 
-void OpLedger::resolve(uint64_t completedThrough, std::vector<OpFailure> failures) {
+void OpLedger::resolve(const FailureReport& report) {
   std::lock_guard<std::mutex> lock(versionMutex());
   retiring_ = false;
-  if (!failures.empty()) {
-    for (Entry& entry : entries_) {
-      for (const OpFailure& failure : failures) {
-        // Ticket 0: a failure whose op is unknown poisons every op that may have run.
-        const bool applies = failure.ticket == 0 ? completedThrough == 0 || entry.ticket <= completedThrough
-                                                 : entry.owns(failure.ticket);
-        if (!applies) continue;
-        auto reported = std::make_shared<const Failure>(Failure{failure.code, failure.message});
-        for (const VersionRef& output : entry.outputs) {
-          if (!output->failure) output->failure = reported;
-        }
-      }
+  const uint64_t completedThrough = report.completedThrough;
+  bool anyFailed = false;
+  for (Entry& entry : entries_) {
+    const FailureRef failed = failureOf(entry, report);
+    if (!failed) continue;
+    anyFailed = true;
+    for (const VersionRef& output : entry.outputs) {
+      if (!output->failure) output->failure = failed;
     }
+  }
+  if (anyFailed) {
     // In ticket order, so a failure reaches every later reader of what it poisoned.
     for (Entry& entry : entries_) {
       for (const VersionRef& output : entry.outputs) inheritFailure(*output);

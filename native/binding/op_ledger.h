@@ -93,8 +93,8 @@ class OpLedger {
   void retireIfLong(Device& device);
 
   // The device's FailureSink: marks failed ops' outputs, spreads their failures, retires ops up to
-  // completedThrough. Runs on the device's thread.
-  void resolve(uint64_t completedThrough, std::vector<OpFailure> failures);
+  // report.completedThrough. Runs on the device's thread.
+  void resolve(const FailureReport& report);
 
  private:
   struct Entry {
@@ -109,6 +109,7 @@ class OpLedger {
     }
   };
 
+  static FailureRef failureOf(const Entry& entry, const FailureReport& report);
   // Called with the version lock held.
   void write(const std::vector<VersionRef>& sources, const OpAccess& access, Entry& entry);
   uint64_t issuedThrough();

@@ -27,10 +27,23 @@ struct OpFailure {
   std::string message;
 };
 
+// What a device tells its FailureSink at an idle marker: the ops that failed since the last report.
+struct FailureReport {
+  uint64_t completedThrough = 0;  // what was passed to whenIdle()
+  std::vector<OpFailure> failures;
+  // CUDA: FaultRecord::markedTickets, which also names failed ops whose details were not kept
+  // (more failing ops than slots). Empty when every failure is in `failures`.
+  std::vector<uint32_t> markedTickets;
+
+  // Whether op `ticket` may have failed without being in `failures`.
+  bool marked(uint64_t ticket) const {
+    return !markedTickets.empty() && (markedTickets[markedTicketWord(ticket)] & markedTicketBit(ticket)) != 0;
+  }
+};
+
 // Told, on the device's own thread, each time the device reaches an idle marker and before that
-// marker's IdleCallback runs: `failures` are the ops that failed since the last report (a ticket
-// of 0: an op whose ticket was lost), and `completedThrough` is what was passed to whenIdle().
-using FailureSink = std::function<void(uint64_t completedThrough, std::vector<OpFailure> failures)>;
+// marker's IdleCallback runs.
+using FailureSink = std::function<void(FailureReport report)>;
 
 class Device {
  public:

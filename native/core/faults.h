@@ -10,6 +10,12 @@
 #include <cstdint>
 #include <string>
 
+#if defined(__CUDACC__)
+#define MOEKIT_HOST_DEVICE __host__ __device__
+#else
+#define MOEKIT_HOST_DEVICE
+#endif
+
 namespace moekit {
 
 // What a check found. Numeric values are written by kernels into FaultRecord slots.
@@ -34,16 +40,22 @@ struct OpFault {
   long long bound;
 };
 
-// Ops that can fail between two idle reports, beyond which only the count is kept (their outputs
-// are then all treated as failed: see FaultRecord::overflowed).
+// Failing ops whose details are kept between two idle reports.
 constexpr int kFaultSlots = 32;
+// Every failing op also marks bit (ticket mod kMarkedTicketBits), so ops past the slots are still
+// known to have failed; an op whose ticket shares a bit with a failing op's in the same stretch of
+// work (more than this many tickets apart) would be taken as failed too.
+constexpr int kMarkedTicketBits = 8192;
+constexpr int kMarkedTicketWords = kMarkedTicketBits / 32;
 
 // One per CUDA device, in device memory, zeroed after each idle report.
 struct FaultRecord {
   OpFault slots[kFaultSlots];
-  // Set when a failing op found every slot taken by others: its ticket was lost.
-  unsigned int overflowed;
+  unsigned int markedTickets[kMarkedTicketWords];
 };
+
+MOEKIT_HOST_DEVICE inline int markedTicketWord(unsigned long long ticket) { return static_cast<int>((ticket / 32) % kMarkedTicketWords); }
+MOEKIT_HOST_DEVICE inline unsigned int markedTicketBit(unsigned long long ticket) { return 1u << (ticket % 32); }
 
 // The message a fault turns into, the same on every backend.
 inline std::string describeFault(FaultKind kind, long long value, long long position, long long bound) {

@@ -149,7 +149,7 @@ class CpuDevice final : public Device {
 
   void whenIdle(IdleCallback done, uint64_t completedThrough) override {
     queue_.push([this, completedThrough, done = std::move(done)] {
-      if (sink_) sink_(completedThrough, queue_.takeOpFailures());
+      if (sink_) sink_(FailureReport{completedThrough, queue_.takeOpFailures(), {}});
       auto [code, message] = queue_.takeFailure();
       done(code, message);
     });

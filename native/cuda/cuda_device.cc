@@ -124,21 +124,21 @@ class FaultSnapshots {
   std::vector<FaultRecord*> free_;
 };
 
-// The failures a snapshot holds. A lost ticket (more failing ops than slots) is reported under
-// ticket 0, which the binding reads as "any op of this stretch of work may have failed".
-std::vector<OpFailure> failuresIn(const FaultRecord& snapshot) {
-  std::vector<OpFailure> failures;
+// The failures a snapshot holds: those with details, and the marks of every failed op (which
+// name the ops whose details did not fit).
+void readSnapshot(const FaultRecord& snapshot, FailureReport& report) {
+  bool anyMarked = false;
+  for (unsigned int word : snapshot.markedTickets) anyMarked = anyMarked || word != 0;
+  if (!anyMarked) return;
+  int named = 0;
   for (const OpFault& fault : snapshot.slots) {
     if (fault.ticket == 0) continue;
-    failures.push_back(OpFailure{fault.ticket, "E_INVALID_ARGUMENT",
-                                 describeFault(static_cast<FaultKind>(fault.kind), fault.value, fault.position, fault.bound)});
+    ++named;
+    report.failures.push_back(OpFailure{fault.ticket, "E_INVALID_ARGUMENT",
+                                        describeFault(static_cast<FaultKind>(fault.kind), fault.value, fault.position, fault.bound)});
   }
-  if (snapshot.overflowed != 0) {
-    failures.push_back(OpFailure{0, "E_INVALID_ARGUMENT",
-                                 "more than " + std::to_string(kFaultSlots) +
-                                     " ops failed an index check between two reads; which ones was not kept"});
-  }
-  return failures;
+  // With every slot taken, some failing ops may be known by their mark alone.
+  if (named == kFaultSlots) report.markedTickets.assign(std::begin(snapshot.markedTickets), std::end(snapshot.markedTickets));
 }
 
 // ---- Pinned staging ----------------------------------------------------------------------------
@@ -352,14 +352,15 @@ class IdleWaiter {
       const cudaError_t status = cudaEventSynchronize(request.marker);
       staging_.retireBefore(request.sequence, status != cudaSuccess);
       events_.give(request.marker);
-      std::vector<OpFailure> failures;
+      FailureReport report;
+      report.completedThrough = request.completedThrough;
       if (request.snapshot != nullptr) {
-        if (status == cudaSuccess) failures = failuresIn(*request.snapshot);
+        if (status == cudaSuccess) readSnapshot(*request.snapshot, report);
         snapshots_.give(request.snapshot);
       }
       if (sink) {
         try {
-          sink(request.completedThrough, std::move(failures));
+          sink(std::move(report));
         } catch (...) {
           // The binding's sink does not throw; nothing here may take the waiter down.
         }

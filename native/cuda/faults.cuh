@@ -17,12 +17,13 @@ struct FaultSink {
   static FaultSink of(const OpIdentity& op) { return FaultSink{op.faultRecord, op.ticket}; }
 };
 
-// Records the op's first fault: the first thread to claim a free slot for this ticket writes the
-// details; threads that find the ticket already there stop. Runs only on the failure path, so the
-// atomics cost nothing in a correct run.
+// Marks the op as failed and keeps its first fault's details: the first thread to claim a free slot
+// for this ticket writes them; threads that find the ticket already there stop. Runs only on the
+// failure path, so the atomics cost nothing in a correct run.
 __device__ inline void reportFault(const FaultSink& sink, FaultKind kind, long long value, long long position,
                                    long long bound) {
   if (sink.record == nullptr || sink.ticket == 0) return;
+  atomicOr(&sink.record->markedTickets[markedTicketWord(sink.ticket)], markedTicketBit(sink.ticket));
   for (int slot = 0; slot < kFaultSlots; ++slot) {
     OpFault& fault = sink.record->slots[slot];
     const unsigned long long holder = atomicCAS(&fault.ticket, 0ull, sink.ticket);
@@ -35,7 +36,6 @@ __device__ inline void reportFault(const FaultSink& sink, FaultKind kind, long l
       return;
     }
   }
-  atomicExch(&sink.record->overflowed, 1u);
 }
 
 }  // namespace moekit::cuda

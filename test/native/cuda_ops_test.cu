@@ -763,11 +763,11 @@ void testFaults() {
   Device& device = *owned;
   std::mutex mutex;
   std::vector<OpFailure> heard;
-  uint64_t heardThrough = 0;
-  device.setFailureSink([&](uint64_t completedThrough, std::vector<OpFailure> failures) {
+  FailureReport last;
+  device.setFailureSink([&](FailureReport report) {
     std::lock_guard<std::mutex> lock(mutex);
-    heardThrough = completedThrough;
-    for (OpFailure& failure : failures) heard.push_back(std::move(failure));
+    for (OpFailure& failure : report.failures) heard.push_back(failure);
+    last = std::move(report);
   });
   const auto take = [&] {
     std::lock_guard<std::mutex> lock(mutex);
@@ -807,7 +807,7 @@ void testFaults() {
     const std::vector<OpFailure> failures = take();
     const bool named = failures.size() == 1 && failures[0].ticket == 11 && failures[0].code == "E_INVALID_ARGUMENT" &&
                        failures[0].message.find("permute: topkIds holds expert id") != std::string::npos;
-    record(named && heardThrough == 11,
+    record(named && last.completedThrough == 11,
            describe("faults         permute of %lld pairs with ids 9 and -5: one fault under its ticket (%s)", static_cast<long long>(tokens),
                     failures.empty() ? "none" : failures[0].message.c_str()));
     for (void* pointer : {ids, x, permuted, offsets, sourceToPermuted, permutedToSource}) device.release(pointer);
@@ -862,17 +862,18 @@ void testFaults() {
   }
   record(everyReplay, "faults         a captured combine with a bad row reports ticket 31 on each of 2 replays");
 
-  // More failing ops than slots: the lost ones are reported under ticket 0.
+  // More failing ops than slots: the ones past the slots are known by their marks.
   for (int op = 0; op < kFaultSlots + 4; ++op) {
     combine.ticket = 100 + op;
     device.combine(combine);
   }
   device.waitIdle(200);
   failures = take();
-  const bool lostReported = failures.size() == static_cast<size_t>(kFaultSlots) + 1 &&
-                            std::any_of(failures.begin(), failures.end(), [](const OpFailure& f) { return f.ticket == 0; });
-  record(lostReported, describe("faults         %d failing ops between two markers: %d named, the rest under ticket 0 (%zu heard)",
-                                kFaultSlots + 4, kFaultSlots, failures.size()));
+  bool allMarked = true;
+  for (int op = 0; op < kFaultSlots + 4; ++op) allMarked = allMarked && last.marked(100 + op);
+  record(failures.size() == static_cast<size_t>(kFaultSlots) && allMarked && !last.marked(99) && !last.marked(200),
+         describe("faults         %d failing ops between two markers: %d named, all %d marked, no other ticket (%zu heard)",
+                  kFaultSlots + 4, kFaultSlots, kFaultSlots + 4, failures.size()));
 
   // The device works after all of it.
   int32_t value = 4321, back = 0;
