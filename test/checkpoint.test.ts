@@ -405,6 +405,15 @@ const BROKEN_CHECKPOINTS: BrokenCheckpoint[] = [
     message: /config\.json: num_experts_per_tok \(17\) is larger than the expert count \(16\)/,
   },
   {
+    name: 'top-k larger than the experts the group limit leaves eligible',
+    prepare: editConfig('deepseek_v3', (config) => {
+      config.topk_group = 1;
+      config.num_experts_per_tok = 5;
+    }),
+    code: 'E_CONFIG',
+    message: /config\.json: num_experts_per_tok \(5\) is larger than the 4 experts that topk_group \(1\) of n_group \(4\) leave eligible/,
+  },
+  {
     name: 'a missing size',
     prepare: editConfig('qwen2_moe', (config) => {
       delete config.moe_intermediate_size;

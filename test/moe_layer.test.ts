@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
 import { MoELayer, MoekitError, Tensor, type MoEConfig } from '../lib/index';
+import * as path from 'node:path';
+
 import { swigluConfig } from './helpers/configs';
-import { FIXTURE_FAMILIES, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
+import { expectRejects, expectThrows } from './helpers/errors';
+import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
 
 describe.each(FIXTURE_FAMILIES)('MoELayer on the %s fixture (CPU, float32)', (family) => {
   it('matches transformers: routing, weights and output', async () => {
@@ -99,5 +102,36 @@ describe('MoELayer inputs and lifetime', () => {
     layer.dispose();
     using x = Tensor.random([1, 100]);
     expect(() => layer.forward(x)).toThrow(/after dispose/);
+  });
+});
+
+describe('group-limited routing that cannot fill top-k is refused when a layer is built', () => {
+  // 16 experts in 4 groups; keeping 2 groups leaves 8 experts for a top-k of 9.
+  const grouped = swigluConfig({ hidden: 32, intermediate: 16, experts: 16, topK: 9 }, {
+    routing: { method: 'sigmoid_group_topk', topK: 9, renormalize: true, numGroups: 4, topkGroups: 2, scalingFactor: 2.5 },
+  });
+  const message = /^MoE config: routing\.topK \(9\) is larger than the 8 experts that routing\.topkGroups \(2\) of routing\.numGroups \(4\) leave eligible/;
+
+  it('MoELayer.random → E_CONFIG naming the fields', () => {
+    expectThrows(() => MoELayer.random(grouped), 'E_CONFIG', message);
+  });
+
+  it('MoELayer.fromWeights → E_CONFIG before the weights are looked at', () => {
+    expectThrows(() => MoELayer.fromWeights(grouped, {} as never), 'E_CONFIG', message);
+  });
+
+  it('accepts top-k equal to the eligible count', () => {
+    using layer = MoELayer.random({ ...grouped, routing: { ...grouped.routing, topK: 8 } });
+    expect(layer.config.routing.topK).toBe(8);
+  });
+
+  it('MoELayer.fromPretrained of a DeepSeek-V3 config.json → E_CONFIG naming num_experts_per_tok, topk_group and n_group', async () => {
+    // The fixture: 16 routed experts in n_group 4, topk_group 2: 8 eligible.
+    const dir = copyFixture('deepseek_v3');
+    editJson(path.join(dir, 'config.json'), (config) => {
+      config.num_experts_per_tok = 9;
+    });
+    await expectRejects(MoELayer.fromPretrained(dir, { layer: 0 }), 'E_CONFIG',
+      /config\.json: num_experts_per_tok \(9\) is larger than the 8 experts that topk_group \(2\) of n_group \(4\) leave eligible \(topk_group × n_routed_experts \/ n_group = 2 × 16 \/ 4\)/);
   });
 });

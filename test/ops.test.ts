@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { activation, combine, groupedGemm, linear, MoekitError, permute, route, Tensor } from '../lib/index';
+import { expectThrows } from './helpers/errors';
 import { relativeError } from './helpers/fixtures';
 import {
   randomArray, referenceActivation, referenceCombine, referenceGroupedGemm, referencePermute, referenceRouting, type Kind, type Method,
@@ -161,6 +162,43 @@ describe.each([1, 257])('ops with %i token(s)', (tokens) => {
     using withShared = combine(rows, w, map, { shared: sharedTensor, sharedGateLogits: gateTensor });
     const expected = referenceCombine(expertOutput, HIDDEN, weights, sourceToPermuted, TOP_K, shared, gate);
     expect(relativeError((await withShared.toArray()) as Float32Array, expected)).toBeLessThan(1e-6);
+  });
+});
+
+describe('route with sigmoid_group_topk: top-k within the groups the limit keeps', () => {
+  // 16 experts in 4 groups of 4; keeping 2 groups leaves 8 experts eligible.
+  const experts = 16;
+  const tokens = 7;
+  const grouped = { method: 'sigmoid_group_topk', numGroups: 4, topkGroups: 2, renormalize: true, scalingFactor: 2.5 } as const;
+  const logits = randomArray(tokens * experts, 30, 4);
+
+  it('fills topK = the eligible count with distinct experts from exactly topkGroups groups, as the reference does', async () => {
+    using logitsTensor = Tensor.fromArray(logits, [tokens, experts]);
+    const result = route(logitsTensor, { ...grouped, topK: 8 });
+    const ids = Array.from(await result.topkIds.toArray());
+    for (let t = 0; t < tokens; t++) {
+      const chosen = ids.slice(t * 8, (t + 1) * 8);
+      expect(new Set(chosen).size).toBe(8);
+      expect(new Set(chosen.map((id) => Math.floor(id / 4))).size).toBe(2);
+    }
+    expect(ids).toEqual(Array.from(referenceRouting(logits, tokens, experts, { ...grouped, topK: 8 }).ids));
+    for (const tensor of Object.values(result)) tensor.dispose();
+  });
+
+  it('refuses topK above topkGroups × E / numGroups, naming topK, topkGroups and the eligible count', () => {
+    using logitsTensor = Tensor.fromArray(logits, [tokens, experts]);
+    expectThrows(() => route(logitsTensor, { ...grouped, topK: 9 }), 'E_INVALID_ARGUMENT',
+      /^route: topK 9 is larger than the 8 experts that topkGroups 2 of numGroups 4 leave eligible \(topkGroups × experts \/ numGroups = 2 × 16 \/ 4\)$/);
+    expectThrows(() => route(logitsTensor, { ...grouped, topkGroups: 1, topK: 5 }), 'E_INVALID_ARGUMENT', /topK 5 is larger than the 4 experts that topkGroups 1/);
+  });
+
+  it('leaves the other methods alone: they have no group limit', async () => {
+    using logitsTensor = Tensor.fromArray(logits, [tokens, experts]);
+    const result = route(logitsTensor, { ...grouped, method: 'softmax_topk', topK: 9 });
+    expect(result.topkIds.shape).toEqual([tokens, 9]);
+    const ids = Array.from(await result.topkIds.toArray());
+    for (let t = 0; t < tokens; t++) expect(new Set(ids.slice(t * 9, (t + 1) * 9)).size).toBe(9);
+    for (const tensor of Object.values(result)) tensor.dispose();
   });
 });
 

@@ -1,5 +1,5 @@
 import { deviceIndex } from '../device';
-import type { RoutingConfig, RoutingMethod } from '../layer/config';
+import { groupLimitedExperts, type RoutingConfig, type RoutingMethod } from '../layer/config';
 import { MoekitError } from '../errors';
 import { addon } from '../native';
 import { Tensor } from '../tensor';
@@ -47,6 +47,11 @@ export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
   const numGroups = requireInteger(options.numGroups ?? 1, op, 'numGroups', 1, experts);
   if (experts % numGroups !== 0) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: numGroups ${numGroups} does not divide the expert count ${experts}`);
   const topkGroups = requireInteger(options.topkGroups ?? numGroups, op, 'topkGroups', 1, numGroups);
+  const eligible = groupLimitedExperts(experts, numGroups, topkGroups);
+  if (method === 'sigmoid_group_topk' && topK > eligible) {
+    throw new MoekitError('E_INVALID_ARGUMENT',
+      `${op}: topK ${topK} is larger than the ${eligible} experts that topkGroups ${topkGroups} of numGroups ${numGroups} leave eligible (topkGroups × experts / numGroups = ${topkGroups} × ${experts} / ${numGroups})`);
+  }
   const scalingFactor = requireFinite(options.scalingFactor ?? 1, op, 'scalingFactor');
   const renormalize = options.renormalize ?? false;
   if (typeof renormalize !== 'boolean') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: renormalize must be a boolean`);
