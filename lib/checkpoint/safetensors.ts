@@ -93,6 +93,33 @@ function parseEntry(file: string, name: string, raw: unknown, dataBytes: number)
   return { dtype, shape, begin, end };
 }
 
+/**
+ * The format requires the tensors to tile the data section: sorted by offset, they run from 0 to
+ * its end with no overlap (two tensors sharing bytes, so that writing one changes the other) and
+ * no gap or trailing bytes (data that no tensor owns). The reference implementation refuses all
+ * three; so does moekit, so that a file it reads is one every other reader reads the same way.
+ */
+function checkTiling(file: string, entries: ReadonlyMap<string, HeaderEntry>, dataBytes: number): void {
+  const range = (name: string, { begin, end }: HeaderEntry): string => `${name} [${begin}, ${end}]`;
+  // Empty tensors sort before a tensor at the same offset, which they do not overlap.
+  const sorted = [...entries].sort(([, a], [, b]) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let previous: [string, HeaderEntry] | undefined;
+  for (const [name, entry] of sorted) {
+    if (entry.begin < covered && previous) {
+      malformed(file, `tensors ${range(...previous)} and ${range(name, entry)} overlap (data_offsets must not share bytes)`);
+    }
+    if (entry.begin > covered) {
+      malformed(file, `bytes [${covered}, ${entry.begin}) of the data section belong to no tensor (a gap before tensor ${name}; data_offsets must be contiguous)`);
+    }
+    covered = entry.end;
+    previous = [name, entry];
+  }
+  if (covered !== dataBytes) {
+    malformed(file, `the data section has ${dataBytes - covered} trailing bytes after the last tensor's end (offset ${covered} of ${dataBytes})`);
+  }
+}
+
 function parseHeader(file: string, json: string, dataBytes: number): Map<string, HeaderEntry> {
   let header: unknown;
   try {
@@ -107,6 +134,7 @@ function parseHeader(file: string, json: string, dataBytes: number): Map<string,
     if (name === '__metadata__') continue;
     entries.set(name, parseEntry(file, name, raw, dataBytes));
   }
+  checkTiling(file, entries, dataBytes);
   return entries;
 }
 
