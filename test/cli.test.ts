@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsFile, writeSafetensors } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
 import type { ModelFamily } from '../lib/layer/config';
-import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
+import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, makeFifo, readExpectation, relativeError } from './helpers/fixtures';
 
 const MAIN = path.resolve(__dirname, '../dist/cli/main.js');
 const PACKAGE_VERSION = (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { version: string }).version;
@@ -21,10 +21,14 @@ interface Outcome {
   stderr: string;
 }
 
-function moekit(args: readonly string[], env: NodeJS.ProcessEnv = {}): Outcome {
-  const result = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+/** Runs the CLI; with `timeoutMs`, a run that takes longer is killed (its code is then null). */
+function moekit(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs?: number): Outcome {
+  const result = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: timeoutMs });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
+
+/** Bad input is refused at once: a run that takes longer has hung (on a FIFO, say). */
+const BAD_INPUT_TIMEOUT_MS = 30_000;
 
 function scratchDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-cli-'));
@@ -121,6 +125,11 @@ function brokenMixtral(breakIt: (dir: string) => void): () => { checkpoint: stri
     breakIt(dir);
     return { checkpoint: dir };
   };
+}
+
+function replaceWithFifo(file: string): void {
+  fs.rmSync(file);
+  makeFifo(file);
 }
 
 function overwriteBytes(file: string, at: number, write: (bytes: Buffer) => void): void {
@@ -235,6 +244,39 @@ const BAD_INPUTS: BadInput[] = [
     message: /expected\.safetensors: no tensor named hidden/,
   },
   {
+    name: 'a config.json that is a FIFO',
+    prepare: brokenMixtral((dir) => replaceWithFifo(path.join(dir, 'config.json'))),
+    message: /config\.json: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'an index that is a FIFO',
+    prepare: brokenMixtral((dir) => replaceWithFifo(path.join(dir, 'model.safetensors.index.json'))),
+    message: /model\.safetensors\.index\.json: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'a shard that is a FIFO',
+    prepare: brokenMixtral((dir) => replaceWithFifo(shardOf(dir, W1))),
+    message: /model-0000\d-of-00002\.safetensors: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'an input that is a FIFO',
+    prepare: () => {
+      const input = path.join(scratchDir(), 'in.safetensors');
+      makeFifo(input);
+      return { checkpoint: fixtureDir('mixtral'), input };
+    },
+    message: /in\.safetensors: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'a checkpoint folder that is a symbolic link loop',
+    prepare: () => {
+      const checkpoint = path.join(scratchDir(), 'loop');
+      fs.symlinkSync('loop', checkpoint);
+      return { checkpoint };
+    },
+    message: /loop: cannot read \(ELOOP\)/,
+  },
+  {
     name: 'a missing input file',
     prepare: () => ({ checkpoint: fixtureDir('mixtral'), input: path.join(scratchDir(), 'absent.safetensors') }),
     message: /absent\.safetensors: cannot open \(ENOENT\)/,
@@ -254,7 +296,7 @@ describe('moekit run rejects bad input: exit code 1, one line on stderr, no outp
     const { checkpoint, input, layer } = prepare();
     const outputDir = scratchDir();
     const output = path.join(outputDir, 'out.safetensors');
-    const result = moekit(['run', checkpoint, '--layer', layer ?? '0', '--input', input ?? expectedFile('mixtral'), '--output', output]);
+    const result = moekit(['run', checkpoint, '--layer', layer ?? '0', '--input', input ?? expectedFile('mixtral'), '--output', output], {}, BAD_INPUT_TIMEOUT_MS);
     expectOneLineError(result, 1, message);
     expect(result.stdout).toBe('');
     // Neither the output nor the writer's temporary file.
