@@ -1,5 +1,5 @@
 /**
- * The file system as moekit touches it: only regular files are read, and every
+ * The file system as moekit touches it: only regular files are read or replaced, and every
  * failure is a MoekitError naming the path and the reason (the errno code), never a raw Node error.
  *
  * Why only regular files: opening a FIFO for reading blocks until a writer appears and reading a
@@ -115,4 +115,37 @@ export function statIfPresent(file: string): fs.Stats | undefined {
     if (namesNothing(error)) return undefined;
     throw fileSystemError(file, 'read', error);
   }
+}
+
+function refuseToWrite(file: string, what: string): MoekitError {
+  return new MoekitError('E_INVALID_ARGUMENT', `${file}: is ${what}; moekit writes only to a regular file or a new path`);
+}
+
+/**
+ * Where to write `file` so that only a regular file is ever replaced: `file` itself when nothing is
+ * there or it is a regular file; the file a symbolic link leads to when that is a regular file (the
+ * link stays and its target gets the new contents, as a shell's `>` writes through a link). A FIFO,
+ * a device node, a directory, a socket, or a link to one of those or to nothing, is refused with
+ * E_INVALID_ARGUMENT: an atomic writer renames a new file over its target, which would replace
+ * /dev/null or a FIFO another program reads from with a regular file.
+ */
+export function regularWriteTarget(file: string): string {
+  let stats: fs.Stats;
+  try {
+    stats = fs.lstatSync(file);
+  } catch (error) {
+    if (namesNothing(error)) return file;
+    throw fileSystemError(file, 'write', error);
+  }
+  if (stats.isFile()) return file;
+  if (!stats.isSymbolicLink()) throw refuseToWrite(file, fileKind(stats));
+  let target: string;
+  try {
+    target = fs.realpathSync(file);
+  } catch (error) {
+    throw refuseToWrite(file, `a symbolic link that leads to no file (${errnoCode(error) ?? String(error)})`);
+  }
+  const targetStats = statIfPresent(target);
+  if (targetStats?.isFile()) return target;
+  throw refuseToWrite(file, `a symbolic link to ${targetStats ? fileKind(targetStats) : 'nothing'}`);
 }

@@ -304,6 +304,54 @@ describe('moekit run rejects bad input: exit code 1, one line on stderr, no outp
   });
 });
 
+describe('moekit run --output writes only to a new path or a regular file', () => {
+  const runTo = (output: string): Outcome =>
+    moekit(['run', fixtureDir('mixtral'), '--layer', '0', '--input', expectedFile('mixtral'), '--output', output], {}, BAD_INPUT_TIMEOUT_MS);
+
+  it.each<[string, (file: string) => void, RegExp]>([
+    ['a FIFO', (file) => makeFifo(file), /out: is a FIFO; moekit writes only to a regular file or a new path/],
+    ['a directory', (file) => fs.mkdirSync(file), /out: is a directory; moekit writes only to a regular file or a new path/],
+    ['a symbolic link to a FIFO', (file) => {
+      makeFifo(`${file}.fifo`);
+      fs.symlinkSync(`${file}.fifo`, file);
+    }, /out: is a symbolic link to a FIFO; moekit writes only/],
+    ['a symbolic link to nothing', (file) => fs.symlinkSync(`${file}.absent`, file), /out: is a symbolic link that leads to no file \(ENOENT\); moekit writes only/],
+  ])('refuses %s: exit code 1, one line, the path left as it was, nothing written', (_, make, message) => {
+    const dir = scratchDir();
+    const output = path.join(dir, 'out');
+    make(output);
+    const before = fs.readdirSync(dir).sort();
+    const kind = fs.lstatSync(output);
+    expectOneLineError(runTo(output), 1, message);
+    expect(fs.readdirSync(dir).sort()).toEqual(before);
+    const after = fs.lstatSync(output);
+    expect([after.isFIFO(), after.isDirectory(), after.isSymbolicLink(), after.ino]).toEqual([kind.isFIFO(), kind.isDirectory(), kind.isSymbolicLink(), kind.ino]);
+  });
+
+  it('writes through a symbolic link to a regular file: the link stays, its target gets the outputs', async () => {
+    const dir = scratchDir();
+    const target = path.join(dir, 'results.safetensors');
+    fs.writeFileSync(target, 'old contents');
+    const link = path.join(dir, 'latest.safetensors');
+    fs.symlinkSync('results.safetensors', link);
+    const result = runTo(link);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(fs.readdirSync(dir).sort()).toEqual(['latest.safetensors', 'results.safetensors']);
+    const expected = await readExpectation('mixtral');
+    expect(relativeError((await readOutputs(target)).output.data as Float32Array, expected.output)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('replaces an existing regular file', async () => {
+    const output = path.join(scratchDir(), 'out.safetensors');
+    fs.writeFileSync(output, 'old contents');
+    const result = runTo(output);
+    expect(result.code).toBe(0);
+    expect((await readOutputs(output)).topkIds.shape).toEqual([33, 2]);
+  });
+});
+
 describe('moekit usage errors: exit code 2 and one line on stderr', () => {
   const mixtral = fixtureDir('mixtral');
   const runArgs = ['run', mixtral, '--layer', '0', '--input', 'x.safetensors', '--output', 'y.safetensors'];

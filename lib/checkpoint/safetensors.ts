@@ -332,7 +332,9 @@ function* fileChunks(header: Buffer, tensors: Record<string, TensorToWrite>): Ge
 /**
  * Writes a safetensors file atomically: into a temporary file beside it (same file system, so the
  * rename is atomic), flushed and renamed over the target only once complete. A failure at any
- * point leaves neither a partial target nor the temporary file behind.
+ * point leaves neither a partial target nor the temporary file behind. The rename replaces
+ * whatever `file` names, so callers given a path by a user check it first (lib/files.ts,
+ * regularWriteTarget, as `moekit run --output` does).
  */
 export async function writeSafetensors(file: string, tensors: Record<string, TensorToWrite>): Promise<void> {
   for (const [name, tensor] of Object.entries(tensors)) checkTensorToWrite(file, name, tensor);
