@@ -135,3 +135,57 @@ describe('group-limited routing that cannot fill top-k is refused when a layer i
       /config\.json: num_experts_per_tok \(9\) is larger than the 8 experts that topk_group \(2\) of n_group \(4\) leave eligible \(topk_group × n_routed_experts \/ n_group = 2 × 16 \/ 4\)/);
   });
 });
+
+describe('a forward on 0 tokens returns empty results of the right shapes', () => {
+  const H = 24;
+  const configs: Array<[string, MoEConfig]> = [
+    ['softmax top-k, SwiGLU', swigluConfig({ hidden: H, intermediate: 16, experts: 6, topK: 2 })],
+    ['DeepSeek-V3-like: group-limited sigmoid routing, ungated shared expert', swigluConfig({ hidden: H, intermediate: 16, experts: 8, topK: 3 }, {
+      routing: { method: 'sigmoid_group_topk', topK: 3, renormalize: true, numGroups: 4, topkGroups: 2, scalingFactor: 2.5 },
+      sharedExpert: { intermediateSize: 32, gated: false },
+    })],
+    ['Qwen2-MoE-like: gated shared expert', swigluConfig({ hidden: H, intermediate: 16, experts: 6, topK: 2 }, { sharedExpert: { intermediateSize: 16, gated: true } })],
+    ['gpt-oss-like: biases, top-k then softmax, clamped SwiGLU', swigluConfig({ hidden: H, intermediate: 16, experts: 6, topK: 2 }, {
+      routing: { method: 'topk_softmax', topK: 2, renormalize: false, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
+      activation: 'gptoss_swiglu', routerBias: true, expertBias: true,
+    })],
+  ];
+
+  it.each(configs)('%s: [0, H] output, [0, K] ids and weights, [E] zero counts', async (_, config) => {
+    using layer = MoELayer.random(config, { seed: 5 });
+    using x = Tensor.empty([0, H]);
+    using result = layer.forward(x);
+    const K = config.routing.topK;
+    expect([result.output.shape, result.topkIds.shape, result.topkWeights.shape, result.expertCounts.shape]).toEqual([[0, H], [0, K], [0, K], [config.numExperts]]);
+    expect([result.output.dtype, result.topkIds.dtype, result.topkWeights.dtype, result.expertCounts.dtype]).toEqual(['float32', 'int32', 'float32', 'int32']);
+    expect(await result.output.toArray()).toEqual(new Float32Array(0));
+    expect(await result.topkIds.toArray()).toEqual(new Int32Array(0));
+    expect(await result.topkWeights.toArray()).toEqual(new Float32Array(0));
+    expect(await result.expertCounts.toArray()).toEqual(new Int32Array(config.numExperts));
+  });
+
+  it('in bfloat16, and with router logits given', async () => {
+    using layer = MoELayer.random(configs[0]![1], { seed: 5, dtype: 'bfloat16' });
+    using x = Tensor.empty([0, H], { dtype: 'bfloat16' });
+    using logits = Tensor.empty([0, 6]);
+    using result = layer.forward(x, { routerLogits: logits });
+    expect(result.output.shape).toEqual([0, H]);
+    expect(result.output.dtype).toBe('bfloat16');
+    expect(await result.output.toFloat32Array()).toEqual(new Float32Array(0));
+    expect(await result.expertCounts.toArray()).toEqual(new Int32Array(6));
+  });
+
+  it('the layer then runs tokens as before', async () => {
+    using layer = MoELayer.random(configs[0]![1], { seed: 5 });
+    using empty = Tensor.empty([0, H]);
+    layer.forward(empty).dispose();
+    using x = Tensor.random([3, H], { seed: 1 });
+    using result = layer.forward(x);
+    expect(Array.from(await result.expertCounts.toArray()).reduce((sum, count) => sum + count, 0)).toBe(6);
+  });
+
+  it('capture(0) is refused, naming tokens', () => {
+    using layer = MoELayer.random(configs[0]![1]);
+    expectThrows(() => layer.capture(0), 'E_INVALID_ARGUMENT', /^capture: tokens must be a positive integer, got 0$/);
+  });
+});

@@ -267,8 +267,9 @@ export class MoELayer {
         for (const tensor of Object.values(sorted)) keep(tensor);
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens:
-        // small batches take the decode kernels. The activation runs in the first GEMM's epilogue.
-        const maxRowsPerExpert = input.shape[0]!;
+        // small batches take the decode kernels. The bound must be positive; with no tokens there
+        // are no rows, and 1 bounds them as well. The activation runs in the first GEMM's epilogue.
+        const maxRowsPerExpert = Math.max(input.shape[0]!, 1);
         const activated = keep(
           groupedGemm(sorted.permuted, weights.w13, sorted.expertOffsets, {
             bias: weights.w13Bias,
