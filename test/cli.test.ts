@@ -482,6 +482,12 @@ describe('moekit bench', () => {
     expect(table).toHaveLength(3);
   });
 
+  it('--compare naming a FIFO is refused at once rather than waited on', () => {
+    const fifo = path.join(scratchDir(), 'torch.json');
+    makeFifo(fifo);
+    expectOneLineError(moekit(['bench', '--compare', fifo], {}, BAD_INPUT_TIMEOUT_MS), 1, /torch\.json: is a FIFO, not a regular file/);
+  });
+
   it('--compare with a file that is not the baseline\'s fails before running, naming it', () => {
     const bad = path.join(scratchDir(), 'bad.json');
     fs.writeFileSync(bad, '{"not": "rows"}');

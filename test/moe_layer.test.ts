@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { MoELayer, MoekitError, Tensor, type MoEConfig } from '../lib/index';
+import { MoELayer, MoekitError, Tensor, type HostTensor, type MoEConfig, type MoEWeights } from '../lib/index';
 import * as path from 'node:path';
 
 import { swigluConfig } from './helpers/configs';
@@ -187,5 +187,68 @@ describe('a forward on 0 tokens returns empty results of the right shapes', () =
   it('capture(0) is refused, naming tokens', () => {
     using layer = MoELayer.random(configs[0]![1]);
     expectThrows(() => layer.capture(0), 'E_INVALID_ARGUMENT', /^capture: tokens must be a positive integer, got 0$/);
+  });
+});
+
+describe('MoELayer arguments as JavaScript callers pass them', () => {
+  const config = swigluConfig({ hidden: 16, intermediate: 8, experts: 4, topK: 2 });
+  const host = (shape: number[], seed: number): HostTensor => ({
+    dtype: 'float32', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(seed * 1000 + i) * 0.3),
+  });
+  const weights: MoEWeights = { router: host([4, 16], 1), w13: host([4, 16, 16], 2), w2: host([4, 16, 8], 3) };
+
+  async function outputOf(layer: MoELayer, options?: null): Promise<number[]> {
+    using x = Tensor.random([3, 16], { seed: 9 });
+    using result = layer.forward(x, options);
+    return Array.from(await result.output.toArray());
+  }
+
+  it('random, fromWeights and forward take undefined or null options as the defaults', async () => {
+    using byDefault = MoELayer.random(config);
+    using fromNull = MoELayer.random(config, null);
+    expect(fromNull.device).toBe('cpu');
+    expect(fromNull.dtype).toBe('float32');
+    const expected = await outputOf(byDefault);
+    expect(await outputOf(fromNull)).toEqual(expected);
+    expect(await outputOf(byDefault, null)).toEqual(expected);
+    using given = MoELayer.fromWeights(config, weights);
+    using givenNull = MoELayer.fromWeights(config, weights, null);
+    expect(await outputOf(givenNull, null)).toEqual(await outputOf(given));
+  });
+
+  it('options that are not an object are E_INVALID_ARGUMENT naming the call', () => {
+    expectThrows(() => MoELayer.random(config, 7 as never), 'E_INVALID_ARGUMENT', /^MoELayer\.random: options must be an object, got 7$/);
+    expectThrows(() => MoELayer.fromWeights(config, weights, 'cpu' as never), 'E_INVALID_ARGUMENT', /^MoELayer\.fromWeights: options must be an object, got "cpu"$/);
+    using layer = MoELayer.random(config);
+    using x = Tensor.random([1, 16]);
+    expectThrows(() => layer.forward(x, true as never), 'E_INVALID_ARGUMENT', /^MoELayer\.forward: options must be an object, got true$/);
+    expectThrows(() => layer.forward(x, { profiler: {} as never }), 'E_INVALID_ARGUMENT', /^MoELayer\.forward: options\.profiler must have a mark\(stage\) method$/);
+  });
+
+  it('fromPretrained needs its options and their layer, and a path', async () => {
+    const dir = fixtureDir('mixtral');
+    await expectRejects(MoELayer.fromPretrained(dir, undefined as never), 'E_INVALID_ARGUMENT', /^MoELayer\.fromPretrained: options must be given \(with layer\), got undefined$/);
+    await expectRejects(MoELayer.fromPretrained(dir, null as never), 'E_INVALID_ARGUMENT', /^MoELayer\.fromPretrained: options must be given \(with layer\), got null$/);
+    await expectRejects(MoELayer.fromPretrained(dir, 0 as never), 'E_INVALID_ARGUMENT', /^MoELayer\.fromPretrained: options must be an object \(with layer\), got 0$/);
+    await expectRejects(MoELayer.fromPretrained(dir, {} as never), 'E_INVALID_ARGUMENT', /^MoELayer\.fromPretrained: options\.layer is required$/);
+    await expectRejects(MoELayer.fromPretrained(undefined as never, { layer: 0 }), 'E_INVALID_ARGUMENT', /^the checkpoint folder must be a path, got undefined$/);
+    await expectRejects(MoELayer.fromPretrained(dir, { layer: 0, parallel: 2 as never, group: {} as never }), 'E_INVALID_ARGUMENT', /^group must be a ProcessGroup/);
+  });
+
+  it('fromWeights needs weights, each { dtype, shape, data }', () => {
+    expectThrows(() => MoELayer.fromWeights(config, null as never), 'E_INVALID_ARGUMENT', /^MoELayer\.fromWeights: weights must be given, got null$/);
+    expectThrows(() => MoELayer.fromWeights(config, { ...weights, w2: weights.w2.data } as never), 'E_CHECKPOINT', /^MoE weights: w2 must be \{ dtype, shape, data \}, got a Float32Array$/);
+    expectThrows(() => MoELayer.fromWeights(config, { ...weights, routerBias: 1 } as never), 'E_CHECKPOINT', /^MoE weights: routerBias must be \{ dtype, shape, data \}, got 1$/);
+    expectThrows(() => MoELayer.fromWeights(config, { ...weights, shared: 'none' } as never), 'E_CHECKPOINT', /^MoE weights: shared must be \{ w13, w2, gate\? \}, got "none"$/);
+  });
+
+  it('a shard given by hand is checked against the config', () => {
+    const shard = { rank: 0, tpRank: 0, epRank: 0, experts: { first: 2, count: 2 }, intermediate: { first: 0, count: 8 }, sharedIntermediate: null, ownsOutputBias: true };
+    using half = MoELayer.fromWeights(config, weights, { shard });
+    expect(half.weightBytes().experts).toBe(2 * (16 * 16 + 16 * 8) * 4);
+    expectThrows(() => MoELayer.fromWeights(config, weights, { shard: { ...shard, experts: { first: 3, count: 2 } } }), 'E_INVALID_ARGUMENT',
+      /^shard\.experts \[3, 5\) is not a non-empty range of \[0, 4\)$/);
+    expectThrows(() => MoELayer.fromWeights(config, weights, { shard: { ...shard, intermediate: undefined } as never }), 'E_INVALID_ARGUMENT', /^shard\.intermediate is required$/);
+    expectThrows(() => MoELayer.fromWeights(config, weights, { shard: 1 as never }), 'E_INVALID_ARGUMENT', /^shard must be an object \(with experts, intermediate, ownsOutputBias\), got 1$/);
   });
 });

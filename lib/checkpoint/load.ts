@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { allocateHostArray, decodeHalf, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 import { fileKind, readRegularTextFile, statIfPresent } from '../files';
+import { describeValue } from '../options';
 import type { HostTensor, MoEConfig, MoEWeights } from '../layer/config';
 import type { Slice } from '../parallel/plan';
 import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';
@@ -367,6 +368,9 @@ function checkExpertSlice(experts: Slice, numExperts: number): void {
 
 /** E_NOT_FOUND unless `dir` is a folder (a symbolic link loop, say, names the reason). */
 function requireFolder(dir: string): void {
+  if (typeof dir !== 'string' || dir === '') {
+    throw new MoekitError('E_INVALID_ARGUMENT', `the checkpoint folder must be a path, got ${describeValue(dir)}`);
+  }
   const stats = statIfPresent(dir);
   if (stats === undefined) throw new MoekitError('E_NOT_FOUND', `checkpoint folder ${dir} does not exist`);
   if (!stats.isDirectory()) throw new MoekitError('E_NOT_FOUND', `checkpoint folder ${dir} is ${fileKind(stats)}, not a folder`);
