@@ -101,8 +101,17 @@ export function float16BitsToFloat(bits: number): number {
   return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }
 
+/** The 16-bit float dtypes encodeHalf and decodeHalf take; anything else would silently mean float16. */
+function requireHalfDType(dtype: unknown, what: string): asserts dtype is 'float16' | 'bfloat16' {
+  if (dtype !== 'float16' && dtype !== 'bfloat16') throw new MoekitError('E_DTYPE', `${what}: dtype must be 'float16' or 'bfloat16', got ${JSON.stringify(dtype)}`);
+}
+
 /** Encodes float values into the 16-bit patterns of `dtype`. */
 export function encodeHalf(values: ArrayLike<number>, dtype: 'float16' | 'bfloat16'): Uint16Array {
+  requireHalfDType(dtype, 'encodeHalf');
+  if (typeof values !== 'object' || values === null || typeof values.length !== 'number') {
+    throw new MoekitError('E_INVALID_ARGUMENT', 'encodeHalf: values must be an array or typed array of numbers');
+  }
   const encode = dtype === 'bfloat16' ? floatToBfloat16Bits : floatToFloat16Bits;
   const bits = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) bits[i] = encode(values[i]!);
@@ -111,6 +120,8 @@ export function encodeHalf(values: ArrayLike<number>, dtype: 'float16' | 'bfloat
 
 /** Decodes 16-bit patterns of `dtype` into float32 values. */
 export function decodeHalf(bits: Uint16Array, dtype: 'float16' | 'bfloat16'): Float32Array {
+  requireHalfDType(dtype, 'decodeHalf');
+  if (!(bits instanceof Uint16Array)) throw new MoekitError('E_INVALID_ARGUMENT', 'decodeHalf: bits must be a Uint16Array');
   const decode = dtype === 'bfloat16' ? bfloat16BitsToFloat : float16BitsToFloat;
   const values = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) values[i] = decode(bits[i]!);

@@ -3,6 +3,7 @@
 // the block's bytes read, stored dtypes kept; then every broken checkpoint, each failing with the
 // code and a message that names the file, tensor, field or layer to blame.
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,7 +14,7 @@ import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/ch
 import { decodeHalf, encodeHalf } from '../lib/dtype';
 import { MoekitError, type MoekitErrorCode } from '../lib/errors';
 import type { ModelFamily, MoEConfig } from '../lib/layer/config';
-import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir } from './helpers/fixtures';
+import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, makeFifo, withinTime } from './helpers/fixtures';
 
 const INDEX = 'model.safetensors.index.json';
 const SHARDS = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
@@ -405,6 +406,15 @@ const BROKEN_CHECKPOINTS: BrokenCheckpoint[] = [
     message: /config\.json: num_experts_per_tok \(17\) is larger than the expert count \(16\)/,
   },
   {
+    name: 'top-k larger than the experts the group limit leaves eligible',
+    prepare: editConfig('deepseek_v3', (config) => {
+      config.topk_group = 1;
+      config.num_experts_per_tok = 5;
+    }),
+    code: 'E_CONFIG',
+    message: /config\.json: num_experts_per_tok \(5\) is larger than the 4 experts that topk_group \(1\) of n_group \(4\) leave eligible/,
+  },
+  {
     name: 'a missing size',
     prepare: editConfig('qwen2_moe', (config) => {
       delete config.moe_intermediate_size;
@@ -545,5 +555,106 @@ describe('broken checkpoints', () => {
   it.each(BROKEN_CHECKPOINTS)('$name → $code', async ({ prepare, layer, code, message }) => {
     const dir = await prepare();
     await expectMoekitError(loadMoECheckpoint(dir, { layer: layer ?? 0 }), code, message);
+  });
+});
+
+describe('only regular files are read: anything else is refused at once, never waited on', () => {
+  /** A copy of the mixtral fixture with `name` (a shard, or the folder itself with '') replaced by `make(path)`. */
+  function replaced(name: string, make: (file: string) => void): string {
+    const dir = copyFixture('mixtral');
+    const file = path.join(dir, name);
+    fs.rmSync(file, { recursive: true, force: true });
+    make(file);
+    return dir;
+  }
+
+  async function expectLoadFails(dir: string, message: RegExp): Promise<void> {
+    await expectMoekitError(withinTime(loadMoECheckpoint(dir, { layer: 0 }), 10_000, 'loading the checkpoint'), 'E_NOT_FOUND', message);
+  }
+
+  it('a shard that is a FIFO → E_NOT_FOUND "is a FIFO, not a regular file"', async () => {
+    let fifo: { release(): void } | undefined;
+    const dir = replaced(SHARDS[0]!, (file) => {
+      fifo = makeFifo(file);
+    });
+    try {
+      await expectLoadFails(dir, /model-00001-of-00002\.safetensors: is a FIFO, not a regular file$/);
+    } finally {
+      fifo?.release();
+    }
+  });
+
+  it('a single model.safetensors that is a FIFO', async () => {
+    const dir = copyFixture('mixtral');
+    for (const file of [INDEX, ...SHARDS]) fs.rmSync(path.join(dir, file));
+    const fifo = makeFifo(path.join(dir, 'model.safetensors'));
+    try {
+      await expectLoadFails(dir, /model\.safetensors: is a FIFO, not a regular file$/);
+    } finally {
+      fifo.release();
+    }
+  });
+
+  it('SafetensorsFile.open of a FIFO', async () => {
+    const file = path.join(scratchDir(), 'pipe.safetensors');
+    const fifo = makeFifo(file);
+    try {
+      await expectMoekitError(withinTime(SafetensorsFile.open(file), 10_000, 'opening the FIFO'), 'E_NOT_FOUND', /pipe\.safetensors: is a FIFO, not a regular file$/);
+    } finally {
+      fifo.release();
+    }
+  });
+
+  it('a shard that is a directory', async () => {
+    await expectLoadFails(replaced(SHARDS[1]!, (file) => fs.mkdirSync(file)), /model-00002-of-00002\.safetensors: is a directory, not a regular file$/);
+  });
+
+  it('a shard that is a socket', async () => {
+    const server = net.createServer();
+    const dir = replaced(SHARDS[0]!, () => {});
+    await new Promise<void>((resolve) => server.listen(path.join(dir, SHARDS[0]!), resolve));
+    try {
+      await expectLoadFails(dir, /model-00001-of-00002\.safetensors: is a socket, not a regular file$/);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a config.json that is a character device (a link to /dev/null)', async () => {
+    await expectLoadFails(replaced('config.json', (file) => fs.symlinkSync('/dev/null', file)), /config\.json: is a character device, not a regular file$/);
+  });
+
+  it('an index that is a directory', async () => {
+    await expectLoadFails(replaced(INDEX, (file) => fs.mkdirSync(file)), /model\.safetensors\.index\.json: is a directory, not a regular file$/);
+  });
+});
+
+describe('file-system failures in the loader are MoekitErrors naming the path and the reason', () => {
+  /** A symbolic link that points at itself: every lookup through it fails with ELOOP. */
+  function loop(file: string): void {
+    fs.rmSync(file, { recursive: true, force: true });
+    fs.symlinkSync(path.basename(file), file);
+  }
+
+  it.each([
+    ['config.json', /config\.json: cannot read \(ELOOP\)/],
+    [INDEX, /model\.safetensors\.index\.json: cannot read \(ELOOP\)/],
+    [SHARDS[0]!, /model-00001-of-00002\.safetensors: cannot read \(ELOOP\)/],
+  ])('%s as a symbolic link loop → E_NOT_FOUND (ELOOP)', async (name, message) => {
+    const dir = copyFixture('qwen3_moe');
+    loop(path.join(dir, name));
+    await expectMoekitError(loadMoECheckpoint(dir, { layer: 0 }), 'E_NOT_FOUND', message);
+  });
+
+  it('a checkpoint folder that is a symbolic link loop, or a path through one → E_NOT_FOUND (ELOOP)', async () => {
+    const dir = path.join(scratchDir(), 'checkpoint');
+    loop(dir);
+    await expectMoekitError(loadMoECheckpoint(dir, { layer: 0 }), 'E_NOT_FOUND', /checkpoint: cannot read \(ELOOP\)/);
+    await expectMoekitError(loadMoECheckpoint(path.join(dir, 'inside'), { layer: 0 }), 'E_NOT_FOUND', /checkpoint\/inside: cannot read \(ELOOP\)/);
+  });
+
+  it('a checkpoint folder that is a file', async () => {
+    const file = path.join(fixtureDir('mixtral'), 'config.json');
+    await expectMoekitError(loadMoECheckpoint(file, { layer: 0 }), 'E_NOT_FOUND', /checkpoint folder \S+config\.json is a regular file, not a folder/);
   });
 });

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsFile, writeSafetensors } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
 import type { ModelFamily } from '../lib/layer/config';
-import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, readExpectation, relativeError } from './helpers/fixtures';
+import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, makeFifo, readExpectation, relativeError } from './helpers/fixtures';
 
 const MAIN = path.resolve(__dirname, '../dist/cli/main.js');
 const PACKAGE_VERSION = (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { version: string }).version;
@@ -21,10 +21,14 @@ interface Outcome {
   stderr: string;
 }
 
-function moekit(args: readonly string[], env: NodeJS.ProcessEnv = {}): Outcome {
-  const result = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+/** Runs the CLI; with `timeoutMs`, a run that takes longer is killed (its code is then null). */
+function moekit(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs?: number): Outcome {
+  const result = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: timeoutMs });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
+
+/** Bad input is refused at once: a run that takes longer has hung (on a FIFO, say). */
+const BAD_INPUT_TIMEOUT_MS = 30_000;
 
 function scratchDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-cli-'));
@@ -121,6 +125,11 @@ function brokenMixtral(breakIt: (dir: string) => void): () => { checkpoint: stri
     breakIt(dir);
     return { checkpoint: dir };
   };
+}
+
+function replaceWithFifo(file: string): void {
+  fs.rmSync(file);
+  makeFifo(file);
 }
 
 function overwriteBytes(file: string, at: number, write: (bytes: Buffer) => void): void {
@@ -235,6 +244,39 @@ const BAD_INPUTS: BadInput[] = [
     message: /expected\.safetensors: no tensor named hidden/,
   },
   {
+    name: 'a config.json that is a FIFO',
+    prepare: brokenMixtral((dir) => replaceWithFifo(path.join(dir, 'config.json'))),
+    message: /config\.json: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'an index that is a FIFO',
+    prepare: brokenMixtral((dir) => replaceWithFifo(path.join(dir, 'model.safetensors.index.json'))),
+    message: /model\.safetensors\.index\.json: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'a shard that is a FIFO',
+    prepare: brokenMixtral((dir) => replaceWithFifo(shardOf(dir, W1))),
+    message: /model-0000\d-of-00002\.safetensors: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'an input that is a FIFO',
+    prepare: () => {
+      const input = path.join(scratchDir(), 'in.safetensors');
+      makeFifo(input);
+      return { checkpoint: fixtureDir('mixtral'), input };
+    },
+    message: /in\.safetensors: is a FIFO, not a regular file/,
+  },
+  {
+    name: 'a checkpoint folder that is a symbolic link loop',
+    prepare: () => {
+      const checkpoint = path.join(scratchDir(), 'loop');
+      fs.symlinkSync('loop', checkpoint);
+      return { checkpoint };
+    },
+    message: /loop: cannot read \(ELOOP\)/,
+  },
+  {
     name: 'a missing input file',
     prepare: () => ({ checkpoint: fixtureDir('mixtral'), input: path.join(scratchDir(), 'absent.safetensors') }),
     message: /absent\.safetensors: cannot open \(ENOENT\)/,
@@ -254,11 +296,59 @@ describe('moekit run rejects bad input: exit code 1, one line on stderr, no outp
     const { checkpoint, input, layer } = prepare();
     const outputDir = scratchDir();
     const output = path.join(outputDir, 'out.safetensors');
-    const result = moekit(['run', checkpoint, '--layer', layer ?? '0', '--input', input ?? expectedFile('mixtral'), '--output', output]);
+    const result = moekit(['run', checkpoint, '--layer', layer ?? '0', '--input', input ?? expectedFile('mixtral'), '--output', output], {}, BAD_INPUT_TIMEOUT_MS);
     expectOneLineError(result, 1, message);
     expect(result.stdout).toBe('');
     // Neither the output nor the writer's temporary file.
     expect(fs.readdirSync(outputDir)).toEqual([]);
+  });
+});
+
+describe('moekit run --output writes only to a new path or a regular file', () => {
+  const runTo = (output: string): Outcome =>
+    moekit(['run', fixtureDir('mixtral'), '--layer', '0', '--input', expectedFile('mixtral'), '--output', output], {}, BAD_INPUT_TIMEOUT_MS);
+
+  it.each<[string, (file: string) => void, RegExp]>([
+    ['a FIFO', (file) => makeFifo(file), /out: is a FIFO; moekit writes only to a regular file or a new path/],
+    ['a directory', (file) => fs.mkdirSync(file), /out: is a directory; moekit writes only to a regular file or a new path/],
+    ['a symbolic link to a FIFO', (file) => {
+      makeFifo(`${file}.fifo`);
+      fs.symlinkSync(`${file}.fifo`, file);
+    }, /out: is a symbolic link to a FIFO; moekit writes only/],
+    ['a symbolic link to nothing', (file) => fs.symlinkSync(`${file}.absent`, file), /out: is a symbolic link that leads to no file \(ENOENT\); moekit writes only/],
+  ])('refuses %s: exit code 1, one line, the path left as it was, nothing written', (_, make, message) => {
+    const dir = scratchDir();
+    const output = path.join(dir, 'out');
+    make(output);
+    const before = fs.readdirSync(dir).sort();
+    const kind = fs.lstatSync(output);
+    expectOneLineError(runTo(output), 1, message);
+    expect(fs.readdirSync(dir).sort()).toEqual(before);
+    const after = fs.lstatSync(output);
+    expect([after.isFIFO(), after.isDirectory(), after.isSymbolicLink(), after.ino]).toEqual([kind.isFIFO(), kind.isDirectory(), kind.isSymbolicLink(), kind.ino]);
+  });
+
+  it('writes through a symbolic link to a regular file: the link stays, its target gets the outputs', async () => {
+    const dir = scratchDir();
+    const target = path.join(dir, 'results.safetensors');
+    fs.writeFileSync(target, 'old contents');
+    const link = path.join(dir, 'latest.safetensors');
+    fs.symlinkSync('results.safetensors', link);
+    const result = runTo(link);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(fs.readdirSync(dir).sort()).toEqual(['latest.safetensors', 'results.safetensors']);
+    const expected = await readExpectation('mixtral');
+    expect(relativeError((await readOutputs(target)).output.data as Float32Array, expected.output)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('replaces an existing regular file', async () => {
+    const output = path.join(scratchDir(), 'out.safetensors');
+    fs.writeFileSync(output, 'old contents');
+    const result = runTo(output);
+    expect(result.code).toBe(0);
+    expect((await readOutputs(output)).topkIds.shape).toEqual([33, 2]);
   });
 });
 
@@ -390,6 +480,12 @@ describe('moekit bench', () => {
     expect(table[0]).toMatch(/^\| preset \| tokens \| moekit ms \| graph ms \| torch _grouped_mm ms \| speed-up \| floor ms \| moekit \/ floor \| TFLOP\/s \| GEMMs ms \| torch GEMMs ms \| GEMM speed-up \| router ms/);
     expect(table[2]).toBe('| mixtral-8x7b | 16 | 2.000 | — | 1.500 | 0.75× | 1.000 | 2.0× | 6.1 | — | — | — | — | — | — | 1.200 | — | — | — |');
     expect(table).toHaveLength(3);
+  });
+
+  it('--compare naming a FIFO is refused at once rather than waited on', () => {
+    const fifo = path.join(scratchDir(), 'torch.json');
+    makeFifo(fifo);
+    expectOneLineError(moekit(['bench', '--compare', fifo], {}, BAD_INPUT_TIMEOUT_MS), 1, /torch\.json: is a FIFO, not a regular file/);
   });
 
   it('--compare with a file that is not the baseline\'s fails before running, naming it', () => {

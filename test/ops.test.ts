@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { activation, combine, groupedGemm, linear, MoekitError, permute, route, Tensor } from '../lib/index';
+import { expectThrows } from './helpers/errors';
 import { relativeError } from './helpers/fixtures';
 import {
   randomArray, referenceActivation, referenceCombine, referenceGroupedGemm, referencePermute, referenceRouting, type Kind, type Method,
@@ -164,6 +165,43 @@ describe.each([1, 257])('ops with %i token(s)', (tokens) => {
   });
 });
 
+describe('route with sigmoid_group_topk: top-k within the groups the limit keeps', () => {
+  // 16 experts in 4 groups of 4; keeping 2 groups leaves 8 experts eligible.
+  const experts = 16;
+  const tokens = 7;
+  const grouped = { method: 'sigmoid_group_topk', numGroups: 4, topkGroups: 2, renormalize: true, scalingFactor: 2.5 } as const;
+  const logits = randomArray(tokens * experts, 30, 4);
+
+  it('fills topK = the eligible count with distinct experts from exactly topkGroups groups, as the reference does', async () => {
+    using logitsTensor = Tensor.fromArray(logits, [tokens, experts]);
+    const result = route(logitsTensor, { ...grouped, topK: 8 });
+    const ids = Array.from(await result.topkIds.toArray());
+    for (let t = 0; t < tokens; t++) {
+      const chosen = ids.slice(t * 8, (t + 1) * 8);
+      expect(new Set(chosen).size).toBe(8);
+      expect(new Set(chosen.map((id) => Math.floor(id / 4))).size).toBe(2);
+    }
+    expect(ids).toEqual(Array.from(referenceRouting(logits, tokens, experts, { ...grouped, topK: 8 }).ids));
+    for (const tensor of Object.values(result)) tensor.dispose();
+  });
+
+  it('refuses topK above topkGroups × E / numGroups, naming topK, topkGroups and the eligible count', () => {
+    using logitsTensor = Tensor.fromArray(logits, [tokens, experts]);
+    expectThrows(() => route(logitsTensor, { ...grouped, topK: 9 }), 'E_INVALID_ARGUMENT',
+      /^route: topK 9 is larger than the 8 experts that topkGroups 2 of numGroups 4 leave eligible \(topkGroups × experts \/ numGroups = 2 × 16 \/ 4\)$/);
+    expectThrows(() => route(logitsTensor, { ...grouped, topkGroups: 1, topK: 5 }), 'E_INVALID_ARGUMENT', /topK 5 is larger than the 4 experts that topkGroups 1/);
+  });
+
+  it('leaves the other methods alone: they have no group limit', async () => {
+    using logitsTensor = Tensor.fromArray(logits, [tokens, experts]);
+    const result = route(logitsTensor, { ...grouped, method: 'softmax_topk', topK: 9 });
+    expect(result.topkIds.shape).toEqual([tokens, 9]);
+    const ids = Array.from(await result.topkIds.toArray());
+    for (let t = 0; t < tokens; t++) expect(new Set(ids.slice(t * 9, (t + 1) * 9)).size).toBe(9);
+    for (const tensor of Object.values(result)) tensor.dispose();
+  });
+});
+
 describe('Expert Parallel permutation', () => {
   it('keeps only local experts, and the ranks\' combined outputs add up to the full one', async () => {
     const tokens = 9;
@@ -193,6 +231,76 @@ describe('Expert Parallel permutation', () => {
       for (const tensor of Object.values(local)) tensor.dispose();
     }
     expect(relativeError(sum, expectedSum)).toBeLessThan(1e-6);
+  });
+});
+
+describe('options objects as JavaScript callers pass them', () => {
+  const tokens = 5;
+  const x = randomArray(tokens * HIDDEN, 40);
+  const ids = idsFor(tokens);
+  const { permuted, offsets, sourceToPermuted } = referencePermute(x, HIDDEN, ids, TOP_K, EXPERTS);
+  const weights = randomArray(EXPERTS * 2 * INTERMEDIATE * HIDDEN, 41, 0.1);
+
+  /** Each op with optional options, called with `options`, and what it returns, read back. */
+  async function results(options: undefined | null | Record<string, never>): Promise<number[][]> {
+    using input = Tensor.fromArray(x, [tokens, HIDDEN]);
+    using idTensor = Tensor.fromArray(ids, [tokens, TOP_K]);
+    using rows = Tensor.fromArray(permuted, [tokens * TOP_K, HIDDEN]);
+    using w = Tensor.fromArray(weights, [EXPERTS, 2 * INTERMEDIATE, HIDDEN]);
+    using offsetTensor = Tensor.fromArray(offsets, [EXPERTS + 1]);
+    using map = Tensor.fromArray(sourceToPermuted, [tokens, TOP_K]);
+    using topkWeights = Tensor.fromArray(randomArray(tokens * TOP_K, 42), [tokens, TOP_K]);
+    const sorted = permute(input, idTensor, EXPERTS, options);
+    using up = groupedGemm(rows, w, offsetTensor, options);
+    using projection = Tensor.fromArray(weights.subarray(0, 2 * INTERMEDIATE * HIDDEN), [2 * INTERMEDIATE, HIDDEN]);
+    using projected = linear(input, projection, options);
+    using activated = activation(up, 'swiglu', options);
+    using combined = combine(rows, topkWeights, map, options);
+    const read = async (tensor: Tensor): Promise<number[]> => Array.from(await tensor.toArray());
+    const values = [await read(sorted.permuted), await read(sorted.expertOffsets), await read(up), await read(projected), await read(activated), await read(combined)];
+    for (const tensor of Object.values(sorted)) tensor.dispose();
+    return values;
+  }
+
+  it('optional options left out, undefined or null all mean the defaults: the same values as {}', async () => {
+    const defaults = await results({});
+    expect(defaults[1]).toEqual(Array.from(offsets));
+    expect(await results(undefined)).toEqual(defaults);
+    expect(await results(null)).toEqual(defaults);
+  });
+
+  it('options that are not an object are E_INVALID_ARGUMENT naming the op', () => {
+    using input = Tensor.fromArray(x, [tokens, HIDDEN]);
+    using idTensor = Tensor.fromArray(ids, [tokens, TOP_K]);
+    using w = Tensor.fromArray(weights, [EXPERTS, 2 * INTERMEDIATE, HIDDEN]);
+    using offsetTensor = Tensor.fromArray(offsets, [EXPERTS + 1]);
+    using h = Tensor.random([tokens, 2 * INTERMEDIATE]);
+    using topkWeights = Tensor.random([tokens, TOP_K]);
+    using map = Tensor.fromArray(sourceToPermuted, [tokens, TOP_K]);
+    expectThrows(() => permute(input, idTensor, EXPERTS, 4 as never), 'E_INVALID_ARGUMENT', /^permute: options must be an object, got 4$/);
+    expectThrows(() => groupedGemm(input, w, offsetTensor, 'fast' as never), 'E_INVALID_ARGUMENT', /^groupedGemm: options must be an object, got "fast"$/);
+    expectThrows(() => linear(input, w, true as never), 'E_INVALID_ARGUMENT', /^linear: options must be an object, got true$/);
+    expectThrows(() => activation(h, 'swiglu', [] as never), 'E_INVALID_ARGUMENT', /^activation: options must be an object, got an array$/);
+    expectThrows(() => combine(input, topkWeights, map, 0 as never), 'E_INVALID_ARGUMENT', /^combine: options must be an object, got 0$/);
+  });
+
+  it("route's options, and their topK, are required", () => {
+    using logits = Tensor.random([tokens, EXPERTS]);
+    expectThrows(() => route(logits, undefined as never), 'E_INVALID_ARGUMENT', /^route: options must be given \(with topK\), got undefined$/);
+    expectThrows(() => route(logits, null as never), 'E_INVALID_ARGUMENT', /^route: options must be given \(with topK\), got null$/);
+    expectThrows(() => route(logits, 2 as never), 'E_INVALID_ARGUMENT', /^route: options must be an object \(with topK\), got 2$/);
+    expectThrows(() => route(logits, {} as never), 'E_INVALID_ARGUMENT', /^route: options\.topK is required$/);
+    expectThrows(() => route(logits, { topK: null } as never), 'E_INVALID_ARGUMENT', /^route: options\.topK is required$/);
+  });
+
+  it("groupedGemm's activation: null is none, and one without a kind is named", async () => {
+    using rows = Tensor.fromArray(permuted, [tokens * TOP_K, HIDDEN]);
+    using w = Tensor.fromArray(weights, [EXPERTS, 2 * INTERMEDIATE, HIDDEN]);
+    using offsetTensor = Tensor.fromArray(offsets, [EXPERTS + 1]);
+    using plain = groupedGemm(rows, w, offsetTensor, { activation: null as never });
+    expect(plain.shape).toEqual([tokens * TOP_K, 2 * INTERMEDIATE]);
+    expectThrows(() => groupedGemm(rows, w, offsetTensor, { activation: {} as never }), 'E_INVALID_ARGUMENT', /^groupedGemm: options\.activation\.kind is required$/);
+    expectThrows(() => groupedGemm(rows, w, offsetTensor, { activation: 'swiglu' as never }), 'E_INVALID_ARGUMENT', /^groupedGemm: options\.activation must be an object \(with kind\), got "swiglu"$/);
   });
 });
 

@@ -7,6 +7,7 @@ import { loadMoECheckpoint } from '../lib/checkpoint/load';
 import { MoELayer, Tensor } from '../lib/index';
 import { factorizations, resolvePlan, shardForRank } from '../lib/parallel/plan';
 import { swigluConfig } from './helpers/configs';
+import { expectThrows } from './helpers/errors';
 import { FIXTURE_FAMILIES, fixtureDir, readExpectation, relativeError } from './helpers/fixtures';
 
 describe('resolvePlan', () => {
@@ -28,6 +29,14 @@ describe('resolvePlan', () => {
     expect(() => resolvePlan(32, { moeEpSize: 32 }, config)).toThrow(/moeEpSize 32 does not divide the expert count 16/);
     expect(() => resolvePlan(64, { moeTpSize: 64 }, config)).toThrow(/moeTpSize 64 does not divide the intermediate size 96/);
     expect(() => resolvePlan(2, { moeTpSize: 0 }, config)).toThrow(/positive integer/);
+  });
+
+  it('takes undefined or null parallel options as the default, and refuses other non-objects', () => {
+    expect(resolvePlan(4, undefined, config)).toEqual({ worldSize: 4, moeTpSize: 4, moeEpSize: 1 });
+    expect(resolvePlan(4, null, config)).toEqual({ worldSize: 4, moeTpSize: 4, moeEpSize: 1 });
+    expectThrows(() => resolvePlan(4, 2 as never, config), 'E_INVALID_ARGUMENT', /^parallel must be an object, got 2$/);
+    expectThrows(() => resolvePlan(4, {}, null as never), 'E_INVALID_ARGUMENT', /^resolvePlan: config must be given, got null$/);
+    expectThrows(() => shardForRank(null as never, config, 0), 'E_INVALID_ARGUMENT', /^shardForRank: plan must be given \(with worldSize, moeTpSize, moeEpSize\), got null$/);
   });
 
   it('numbers ranks as TensorRT-LLM does: tpRank = r mod moeTp, epRank = r div moeTp', () => {

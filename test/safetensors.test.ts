@@ -95,6 +95,19 @@ describe('writeSafetensors then SafetensorsFile', () => {
     await withFile(path.join(dir, 'no-tensors.safetensors'), async (opened) => expect(opened.names()).toEqual([]));
   });
 
+  it('writes data_offsets that tile the data section exactly, in order, empty tensors included', async () => {
+    const file = path.join(scratchDir(), 'x.safetensors');
+    await writeSafetensors(file, {
+      a: { dtype: 'F16', shape: [3], data: Uint16Array.of(1, 2, 3) },
+      none: { dtype: 'F32', shape: [0], data: new Float32Array(0) },
+      b: { dtype: 'I32', shape: [2], data: Int32Array.of(4, 5) },
+    });
+    const bytes = fs.readFileSync(file);
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLength(file)).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+    expect(Object.values(header).map((entry) => entry.data_offsets)).toEqual([[0, 6], [6, 6], [6, 14]]);
+    expect(bytes.length - 8 - headerLength(file)).toBe(14);
+  });
+
   it('replaces an existing file', async () => {
     const file = path.join(scratchDir(), 'x.safetensors');
     await writeSafetensors(file, { old: { dtype: 'F32', shape: [1], data: Float32Array.of(1) } });
@@ -155,6 +168,21 @@ describe('SafetensorsFile reads only what is asked for', () => {
       expect(await opened.read('ids')).toEqual({ dtype: 'I64', shape: [2], data: ids });
       expect(opened.info('wide')).toEqual({ dtype: 'F64', shape: [1], byteLength: 8 });
       await expectMoekitError(opened.read('wide'), 'E_DTYPE', /mixed\.safetensors: tensor wide is F64, which moekit does not read/);
+    });
+  });
+
+  it('accepts tensors listed out of offset order, and empty tensors sharing an offset with the next', async () => {
+    const file = path.join(scratchDir(), 'tiled.safetensors');
+    writeRawFile(file, {
+      second: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
+      empty: { dtype: 'F32', shape: [0, 3], data_offsets: [4, 4] },
+      first: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
+      last: { dtype: 'I32', shape: [0], data_offsets: [8, 8] },
+    }, new Uint8Array(Float32Array.of(1, 2).buffer));
+    await withFile(file, async (opened) => {
+      expect((await opened.read('first')).data).toEqual(Float32Array.of(1));
+      expect((await opened.read('second')).data).toEqual(Float32Array.of(2));
+      expect((await opened.read('empty')).shape).toEqual([0, 3]);
     });
   });
 
@@ -227,6 +255,53 @@ describe('SafetensorsFile rejects malformed files when opening them', () => {
       message: /tensor w: shape \[-2,-2\] is not a list of non-negative integers/,
     },
     {
+      name: 'tensors whose data_offsets overlap',
+      write: (file) => writeRawFile(file, {
+        a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+        b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] },
+      }, new Uint8Array(24)),
+      message: /tensors a \[0, 16\] and b \[8, 24\] overlap/,
+    },
+    {
+      name: 'two tensors on the same bytes',
+      write: (file) => writeRawFile(file, {
+        b: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 16] },
+        a: { dtype: 'I32', shape: [4], data_offsets: [0, 16] },
+      }, data),
+      message: /tensors b \[0, 16\] and a \[0, 16\] overlap/,
+    },
+    {
+      name: 'an empty tensor inside another',
+      write: (file) => writeRawFile(file, {
+        w: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 16] },
+        none: { dtype: 'F32', shape: [0], data_offsets: [8, 8] },
+      }, data),
+      message: /tensors w \[0, 16\] and none \[8, 8\] overlap/,
+    },
+    {
+      name: 'a gap between tensors',
+      write: (file) => writeRawFile(file, {
+        a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+        b: { dtype: 'F32', shape: [2], data_offsets: [16, 24] },
+      }, new Uint8Array(24)),
+      message: /bytes \[8, 16\) of the data section belong to no tensor \(a gap before tensor b/,
+    },
+    {
+      name: 'a data section that does not start at offset 0',
+      write: (file) => writeRawFile(file, { w: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, data),
+      message: /bytes \[0, 8\) of the data section belong to no tensor \(a gap before tensor w/,
+    },
+    {
+      name: 'trailing bytes after the last tensor',
+      write: (file) => writeRawFile(file, tensorHeader, new Uint8Array(20)),
+      message: /the data section has 4 trailing bytes after the last tensor's end \(offset 16 of 20\)/,
+    },
+    {
+      name: 'data but no tensors',
+      write: (file) => writeRawFile(file, { __metadata__: { format: 'pt' } }, new Uint8Array(8)),
+      message: /the data section has 8 trailing bytes after the last tensor's end \(offset 0 of 8\)/,
+    },
+    {
       name: 'an entry that is not an object',
       write: (file) => writeRawFile(file, { w: 'F32' }, data),
       message: /tensor w: header entry is not an object/,
@@ -284,5 +359,20 @@ describe('writeSafetensors fails without leaving a file behind', () => {
   it('names the file when its folder does not exist', async () => {
     const file = path.join(scratchDir(), 'no-such-folder', 'out.safetensors');
     await expectMoekitError(writeSafetensors(file, {}), 'E_NOT_FOUND', /no-such-folder\/out\.safetensors: cannot write \(ENOENT\)/);
+  });
+});
+
+describe('the shared fixtures, written by real tools, satisfy every check', () => {
+  const fixtureRoot = path.resolve(__dirname, '../../shared/fixtures');
+  const files = fs.existsSync(fixtureRoot)
+    ? fs.readdirSync(fixtureRoot, { recursive: true, encoding: 'utf8' }).filter((file) => /^hf-moe[^/]*\/.*\.safetensors$/.test(file)).sort()
+    : [];
+
+  it('finds the fixtures', () => {
+    expect(files.length).toBeGreaterThanOrEqual(15);
+  });
+
+  it.each(files)('%s opens', async (file) => {
+    await withFile(path.join(fixtureRoot, file), async (opened) => expect(opened.names().length).toBeGreaterThan(0));
   });
 });

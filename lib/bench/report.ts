@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
+import { fileSystemError, readRegularTextFile } from '../files';
 import { FORWARD_STAGES, type ForwardStage } from '../layer/moe_layer';
 import { addon } from '../native';
 import type { BenchPreset } from './presets';
@@ -163,18 +164,21 @@ export function writeJsonReport(file: string, rows: readonly object[]): void {
   try {
     fs.writeFileSync(file, `${JSON.stringify(rows, null, 2)}\n`);
   } catch (error) {
-    throw new MoekitError('E_NOT_FOUND', `${file}: cannot write (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
+    throw fileSystemError(file, 'write', error);
   }
 }
 
-/** The rows of a JSON file, each checked to have `keys`; `what` names the file's kind in errors. */
+/**
+ * The rows of a JSON file, each checked to have `keys`; `what` names the file's kind in errors. Only
+ * a regular file is read (lib/files.ts): a FIFO named by mistake is refused rather than waited on.
+ */
 export function readJsonRows<Row>(file: string, keys: readonly string[], what: string): Row[] {
+  const text = readRegularTextFile(file);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    throw new MoekitError('E_NOT_FOUND', `${file}: cannot read ${what} (${reason})`, { cause: error });
+    throw new MoekitError('E_INVALID_ARGUMENT', `${file}: cannot read ${what} (${(error as Error).message})`, { cause: error });
   }
   if (!Array.isArray(parsed)) throw new MoekitError('E_INVALID_ARGUMENT', `${file}: expected a JSON array of ${what} rows`);
   parsed.forEach((row: unknown, index) => {

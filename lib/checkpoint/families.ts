@@ -7,7 +7,7 @@
  * required.
  */
 import { MoekitError } from '../errors';
-import { MODEL_FAMILIES, type ActivationKind, type ModelFamily, type MoEConfig } from '../layer/config';
+import { groupLimitedExperts, MODEL_FAMILIES, type ActivationKind, type ModelFamily, type MoEConfig } from '../layer/config';
 
 /** A parsed config.json. */
 export type ConfigJson = Readonly<Record<string, unknown>>;
@@ -142,6 +142,10 @@ function deepseekConfig(config: ConfigJson, file: string, base: CheckpointMoECon
   const topkGroups = positiveInteger(config, file, ['topk_group']);
   if (base.numExperts % numGroups !== 0) configError(file, `n_group (${numGroups}) must divide n_routed_experts (${base.numExperts})`);
   if (topkGroups > numGroups) configError(file, `topk_group (${topkGroups}) is larger than n_group (${numGroups})`);
+  const eligible = groupLimitedExperts(base.numExperts, numGroups, topkGroups);
+  if (base.routing.topK > eligible) {
+    configError(file, `num_experts_per_tok (${base.routing.topK}) is larger than the ${eligible} experts that topk_group (${topkGroups}) of n_group (${numGroups}) leave eligible (topk_group × n_routed_experts / n_group = ${topkGroups} × ${base.numExperts} / ${numGroups})`);
+  }
   const sharedCount = optionalInteger(config, file, 'n_shared_experts', 0, 1);
   return {
     ...base,

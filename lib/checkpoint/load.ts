@@ -4,11 +4,12 @@
  * into moekit's canonical layout (lib/layer/config.ts, MoEWeights). Only the block's bytes are
  * read, and only once every one of its tensors has been found and shape-checked.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { allocateHostArray, decodeHalf, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
+import { fileKind, readRegularTextFile, statIfPresent } from '../files';
+import { describeValue } from '../options';
 import type { HostTensor, MoEConfig, MoEWeights } from '../layer/config';
 import type { Slice } from '../parallel/plan';
 import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';
@@ -34,14 +35,12 @@ export interface LoadedCheckpoint {
 
 const WEIGHT_DTYPES: Partial<Record<SafetensorsDType, FloatDType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
-/** A JSON object from `file`; E_NOT_FOUND when it cannot be read, `malformedCode` when it is not a JSON object. */
+/**
+ * A JSON object from `file`; E_NOT_FOUND when it cannot be read or is not a regular file,
+ * `malformedCode` when it is not a JSON object.
+ */
 function readJsonObject(file: string, malformedCode: 'E_CONFIG' | 'E_CHECKPOINT'): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new MoekitError('E_NOT_FOUND', `${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
-  }
+  const text = readRegularTextFile(file);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -98,9 +97,9 @@ class CheckpointFiles {
 
   static async open(dir: string): Promise<CheckpointFiles> {
     const indexFile = path.join(dir, INDEX_FILE);
-    if (fs.existsSync(indexFile)) return new CheckpointFiles(dir, shardLookupFromIndex(indexFile));
+    if (statIfPresent(indexFile)) return new CheckpointFiles(dir, shardLookupFromIndex(indexFile));
     const singleFile = path.join(dir, SINGLE_FILE);
-    if (!fs.existsSync(singleFile)) throw new MoekitError('E_NOT_FOUND', `${dir}: no ${SINGLE_FILE} or ${INDEX_FILE}`);
+    if (!statIfPresent(singleFile)) throw new MoekitError('E_NOT_FOUND', `${dir}: no ${SINGLE_FILE} or ${INDEX_FILE}`);
     const single = await SafetensorsFile.open(singleFile);
     const files = new CheckpointFiles(dir, (name) => (single.has(name) ? SINGLE_FILE : undefined));
     files.#opening.set(SINGLE_FILE, Promise.resolve(single));
@@ -159,7 +158,7 @@ class CheckpointFiles {
   }
 
   async #openShard(file: string): Promise<SafetensorsFile> {
-    if (!fs.existsSync(file)) throw new MoekitError('E_NOT_FOUND', `${file}: shard listed in ${INDEX_FILE} is missing`);
+    if (!statIfPresent(file)) throw new MoekitError('E_NOT_FOUND', `${file}: shard listed in ${INDEX_FILE} is missing`);
     const opened = await SafetensorsFile.open(file);
     this.#opened.push(opened);
     return opened;
@@ -367,11 +366,19 @@ function checkExpertSlice(experts: Slice, numExperts: number): void {
   }
 }
 
+/** E_NOT_FOUND unless `dir` is a folder (a symbolic link loop, say, names the reason). */
+function requireFolder(dir: string): void {
+  if (typeof dir !== 'string' || dir === '') {
+    throw new MoekitError('E_INVALID_ARGUMENT', `the checkpoint folder must be a path, got ${describeValue(dir)}`);
+  }
+  const stats = statIfPresent(dir);
+  if (stats === undefined) throw new MoekitError('E_NOT_FOUND', `checkpoint folder ${dir} does not exist`);
+  if (!stats.isDirectory()) throw new MoekitError('E_NOT_FOUND', `checkpoint folder ${dir} is ${fileKind(stats)}, not a folder`);
+}
+
 /** Reads and checks a checkpoint's config.json for layer `layer`'s MoE block, reading no weights. */
 export function readMoEConfig(dir: string, layer: number): CheckpointMoEConfig {
-  if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new MoekitError('E_NOT_FOUND', `checkpoint folder ${dir} does not exist`);
-  }
+  requireFolder(dir);
   const configFile = path.join(dir, 'config.json');
   const raw = readJsonObject(configFile, 'E_CONFIG');
   const config = parseMoEConfig(raw, configFile);

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { MoekitError } from '../errors';
+import { fileSystemError, openRegularFile } from '../files';
 
 /** Bits per element of every dtype the format defines (some pack several elements per byte). */
 const ELEMENT_BITS = {
@@ -93,6 +94,33 @@ function parseEntry(file: string, name: string, raw: unknown, dataBytes: number)
   return { dtype, shape, begin, end };
 }
 
+/**
+ * The format requires the tensors to tile the data section: sorted by offset, they run from 0 to
+ * its end with no overlap (two tensors sharing bytes, so that writing one changes the other) and
+ * no gap or trailing bytes (data that no tensor owns). The reference implementation refuses all
+ * three; so does moekit, so that a file it reads is one every other reader reads the same way.
+ */
+function checkTiling(file: string, entries: ReadonlyMap<string, HeaderEntry>, dataBytes: number): void {
+  const range = (name: string, { begin, end }: HeaderEntry): string => `${name} [${begin}, ${end}]`;
+  // Empty tensors sort before a tensor at the same offset, which they do not overlap.
+  const sorted = [...entries].sort(([, a], [, b]) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let previous: [string, HeaderEntry] | undefined;
+  for (const [name, entry] of sorted) {
+    if (entry.begin < covered && previous) {
+      malformed(file, `tensors ${range(...previous)} and ${range(name, entry)} overlap (data_offsets must not share bytes)`);
+    }
+    if (entry.begin > covered) {
+      malformed(file, `bytes [${covered}, ${entry.begin}) of the data section belong to no tensor (a gap before tensor ${name}; data_offsets must be contiguous)`);
+    }
+    covered = entry.end;
+    previous = [name, entry];
+  }
+  if (covered !== dataBytes) {
+    malformed(file, `the data section has ${dataBytes - covered} trailing bytes after the last tensor's end (offset ${covered} of ${dataBytes})`);
+  }
+}
+
 function parseHeader(file: string, json: string, dataBytes: number): Map<string, HeaderEntry> {
   let header: unknown;
   try {
@@ -107,32 +135,32 @@ function parseHeader(file: string, json: string, dataBytes: number): Map<string,
     if (name === '__metadata__') continue;
     entries.set(name, parseEntry(file, name, raw, dataBytes));
   }
+  checkTiling(file, entries, dataBytes);
   return entries;
 }
 
-/** Reads `target.length` bytes from `position` (in pieces, as Node caps one read); returns how many there were. */
-async function readFully(handle: fs.promises.FileHandle, target: Uint8Array, position: number): Promise<number> {
+/**
+ * Reads `target.length` bytes of `file` from `position` (in pieces, as Node caps one read); returns
+ * how many there were. A failed read (EIO, say) is E_NOT_FOUND naming the file.
+ */
+async function readFully(file: string, handle: fs.promises.FileHandle, target: Uint8Array, position: number): Promise<number> {
   let done = 0;
-  while (done < target.length) {
-    const { bytesRead } = await handle.read(target, done, Math.min(target.length - done, MAX_READ_BYTES), position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
+  try {
+    while (done < target.length) {
+      const { bytesRead } = await handle.read(target, done, Math.min(target.length - done, MAX_READ_BYTES), position + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+  } catch (error) {
+    throw fileSystemError(file, 'read', error);
   }
   return done;
-}
-
-async function openForReading(file: string): Promise<fs.promises.FileHandle> {
-  try {
-    return await fs.promises.open(file, 'r');
-  } catch (error) {
-    throw new MoekitError('E_NOT_FOUND', `${file}: cannot open (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
-  }
 }
 
 /** Reads and checks the 8-byte header length against the format's and moekit's bounds. */
 async function readHeaderLength(file: string, handle: fs.promises.FileHandle, fileBytes: number): Promise<number> {
   const prefix = Buffer.alloc(HEADER_LENGTH_BYTES);
-  if ((await readFully(handle, prefix, 0)) < HEADER_LENGTH_BYTES) {
+  if ((await readFully(file, handle, prefix, 0)) < HEADER_LENGTH_BYTES) {
     malformed(file, `file is ${fileBytes} bytes, too short for a safetensors header`);
   }
   const length = prefix.readBigUInt64LE(0);
@@ -168,17 +196,19 @@ export class SafetensorsFile {
     this.#bytesRead = dataStart;
   }
 
-  /** Opens a file and validates its header. Throws E_NOT_FOUND or E_SAFETENSORS naming the file. */
+  /**
+   * Opens a file and validates its header. Throws E_NOT_FOUND naming the file when it cannot be
+   * read or is not a regular file (a FIFO or a device would never end), E_SAFETENSORS when it is
+   * malformed.
+   */
   static async open(file: string): Promise<SafetensorsFile> {
-    const handle = await openForReading(file);
+    const { handle, size } = await openRegularFile(file);
     try {
-      const stats = await handle.stat();
-      if (!stats.isFile()) malformed(file, 'not a regular file');
-      const headerLength = await readHeaderLength(file, handle, stats.size);
+      const headerLength = await readHeaderLength(file, handle, size);
       const json = Buffer.alloc(headerLength);
-      await readFully(handle, json, HEADER_LENGTH_BYTES);
+      await readFully(file, handle, json, HEADER_LENGTH_BYTES);
       const dataStart = HEADER_LENGTH_BYTES + headerLength;
-      const entries = parseHeader(file, json.toString('utf8'), stats.size - dataStart);
+      const entries = parseHeader(file, json.toString('utf8'), size - dataStart);
       return new SafetensorsFile(file, handle, entries, dataStart);
     } catch (error) {
       await handle.close();
@@ -244,7 +274,7 @@ export class SafetensorsFile {
   async #readRange(name: string, dtype: ReadableDType, begin: number, shape: number[]): Promise<SafetensorsTensor> {
     const byteLength = (elementCount(shape) * ELEMENT_BITS[dtype]) / 8;
     const bytes = new ArrayBuffer(byteLength);
-    const bytesRead = await readFully(this.#handle, new Uint8Array(bytes), this.#dataStart + begin);
+    const bytesRead = await readFully(this.path, this.#handle, new Uint8Array(bytes), this.#dataStart + begin);
     this.#bytesRead += bytesRead;
     // The header was checked against the file's size at open; a shorter read means it shrank since.
     if (bytesRead !== byteLength) malformed(this.path, `tensor ${name}: file ended after ${bytesRead} of ${byteLength} bytes`);
@@ -302,7 +332,9 @@ function* fileChunks(header: Buffer, tensors: Record<string, TensorToWrite>): Ge
 /**
  * Writes a safetensors file atomically: into a temporary file beside it (same file system, so the
  * rename is atomic), flushed and renamed over the target only once complete. A failure at any
- * point leaves neither a partial target nor the temporary file behind.
+ * point leaves neither a partial target nor the temporary file behind. The rename replaces
+ * whatever `file` names, so callers given a path by a user check it first (lib/files.ts,
+ * regularWriteTarget, as `moekit run --output` does).
  */
 export async function writeSafetensors(file: string, tensors: Record<string, TensorToWrite>): Promise<void> {
   for (const [name, tensor] of Object.entries(tensors)) checkTensorToWrite(file, name, tensor);
@@ -319,6 +351,6 @@ export async function writeSafetensors(file: string, tensors: Record<string, Ten
     await fs.promises.rename(temporary, file);
   } catch (error) {
     await fs.promises.rm(temporary, { force: true });
-    throw new MoekitError('E_NOT_FOUND', `${file}: cannot write (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
+    throw fileSystemError(file, 'write', error);
   }
 }

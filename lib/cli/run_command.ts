@@ -5,6 +5,7 @@ import { SafetensorsFile, writeSafetensors, type SafetensorsDType } from '../che
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
+import { regularWriteTarget } from '../files';
 import type { HostTensor } from '../layer/config';
 import { MoELayer } from '../layer/moe_layer';
 import { Tensor } from '../tensor';
@@ -15,7 +16,8 @@ const RUN_USAGE = `usage: moekit run <checkpoint-dir> --layer N --input <file.sa
 
 Runs decoder layer N's MoE block of a Hugging Face checkpoint on the input tensor [T, H]
 (F32, F16 or BF16; default tensor name: input) and writes output [T, H] (float32),
-topk_ids [T, K] (int32) and topk_weights [T, K] (float32).
+topk_ids [T, K] (int32) and topk_weights [T, K] (float32). --output must be a new path or a
+regular file (a symbolic link to a regular file writes that file); anything else is refused.
 
   --device   where to run (default cpu)
   --dtype    compute dtype of weights and activations (default float32)`;
@@ -95,6 +97,9 @@ export async function runCommand(args: readonly string[]): Promise<void> {
     return;
   }
   const run = runOptions(commandLine);
+  // Refused before any work rather than after the forward: the writer renames a new file over its
+  // target, which must not replace a FIFO or a device node with a regular file.
+  const outputFile = regularWriteTarget(run.output);
   // The input is read first: it is cheap to check, the checkpoint may be large.
   const hostInput = await readInput(run.input);
   using layer = await MoELayer.fromPretrained(run.checkpoint, { layer: run.layer, device: run.device, dtype: run.dtype });
@@ -105,7 +110,7 @@ export async function runCommand(args: readonly string[]): Promise<void> {
   const topkIds = (await result.topkIds.toArray()) as Int32Array;
   const topkWeights = (await result.topkWeights.toArray()) as Float32Array;
   // Written only now that the forward has succeeded; the writer is atomic, so a failure leaves no file.
-  await writeSafetensors(run.output, {
+  await writeSafetensors(outputFile, {
     output: { dtype: 'F32', shape: [...result.output.shape], data: output },
     topk_ids: { dtype: 'I32', shape: [...result.topkIds.shape], data: topkIds },
     topk_weights: { dtype: 'F32', shape: [...result.topkWeights.shape], data: topkWeights },

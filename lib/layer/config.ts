@@ -26,6 +26,16 @@ export interface RoutingConfig {
 }
 
 /**
+ * sigmoid_group_topk: how many experts a token may choose from once the group limit has kept
+ * `topkGroups` whole groups of numExperts / numGroups experts. A larger topK cannot be filled
+ * with distinct eligible experts (the kernels would repeat ids or take excluded ones), so routing
+ * and every config check refuse it.
+ */
+export function groupLimitedExperts(numExperts: number, numGroups: number, topkGroups: number): number {
+  return topkGroups * (numExperts / numGroups);
+}
+
+/**
  * The expert MLP's activation. Gated kinds read a [rows, 2I] input (gate and up halves):
  * 'swiglu' = silu(gate)·up, 'geglu' = gelu_tanh(gate)·up, 'gptoss_swiglu' = gpt-oss's clamped form.
  * Non-gated kinds ('silu', 'gelu', 'relu') read [rows, I].

@@ -8,9 +8,10 @@ import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { permute } from '../ops/permute';
 import { route } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
+import { describeValue, optionalOptions, requiredObject } from '../options';
 import { Tensor } from '../tensor';
-import { resolvePlan, shardForRank, type ParallelOptions, type RankShard } from '../parallel/plan';
-import type { ProcessGroup } from '../parallel/process_group';
+import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankShard } from '../parallel/plan';
+import { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
 import type { ActivationKind, HostTensor, MoEConfig, MoEWeights } from './config';
@@ -140,34 +141,43 @@ export class MoELayer {
    * options.shard, keeping that rank's part).
    */
   static async fromPretrained(dir: string, options: FromPretrainedOptions): Promise<MoELayer> {
-    const config = readMoEConfig(dir, options.layer);
-    const { group } = options;
+    const settings = requiredObject(options, 'MoELayer.fromPretrained: options', ['layer']);
+    const config = readMoEConfig(dir, settings.layer);
+    const { group } = settings;
     // The plan is checked against the config before any weight is read.
-    const shard = MoELayer.#shardFor(config, options);
-    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: options.layer, experts: shard?.experts });
+    const shard = MoELayer.#shardFor(config, settings);
+    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts });
     // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
     const local = shard ? shardWeights(config, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
-    return MoELayer.#upload(config, local, { ...options, device: group?.device ?? options.device }, { shard, group, bytesRead });
+    return MoELayer.#upload(config, local, { ...settings, device: group?.device ?? settings.device }, { shard, group, bytesRead });
   }
 
   /**
    * A layer from host weights in moekit's canonical layout (see MoEWeights). With options.shard or
    * options.group, `weights` are the full weights and the layer keeps this rank's part.
    */
-  static fromWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, options: ParallelLayerOptions = {}): MoELayer {
+  static fromWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, options?: ParallelLayerOptions | null): MoELayer {
     validateMoEConfig(config);
-    checkHostWeights(config, weights, null);
-    const { group } = options;
-    const shard = MoELayer.#shardFor(config, options);
-    const device = group?.device ?? options.device;
-    return MoELayer.#upload(config, shard ? shardWeights(config, weights, shard) : weights, { ...options, device }, { shard, group });
+    checkHostWeights(config, requiredObject(weights, 'MoELayer.fromWeights: weights'), null);
+    const settings = optionalOptions(options, 'MoELayer.fromWeights: options');
+    const { group } = settings;
+    const shard = MoELayer.#shardFor(config, settings);
+    const device = group?.device ?? settings.device;
+    return MoELayer.#upload(config, shard ? shardWeights(config, weights, shard) : weights, { ...settings, device }, { shard, group });
   }
 
-  /** This rank's part: options.shard, or the group's plan for its rank (checked against config). */
+  /**
+   * This rank's part: options.shard, or the group's plan for its rank, checked against config (and
+   * the group checked to be one, as the forward will call on it).
+   */
   static #shardFor(config: MoEConfig, options: ParallelLayerOptions): RankShard | undefined {
-    const { group } = options;
-    if (options.shard !== undefined || group === undefined) return options.shard;
-    return shardForRank(resolvePlan(group.worldSize, options.parallel ?? {}, config), config, group.rank);
+    const { group, shard } = options;
+    if (group !== undefined && !(group instanceof ProcessGroup)) {
+      throw new MoekitError('E_INVALID_ARGUMENT', 'group must be a ProcessGroup (from ProcessGroup.init())');
+    }
+    if (shard !== undefined) return checkShard(shard, config);
+    if (group === undefined) return undefined;
+    return shardForRank(resolvePlan(group.worldSize, options.parallel, config), config, group.rank);
   }
 
   /** Uploads weights already cut to the layer's part (all of it, or one rank's shard). */
@@ -200,11 +210,12 @@ export class MoELayer {
   }
 
   /** A layer with uniform random weights (for benchmarks), generated on the device. */
-  static random(config: MoEConfig, options: RandomLayerOptions = {}): MoELayer {
+  static random(config: MoEConfig, options?: RandomLayerOptions | null): MoELayer {
     validateMoEConfig(config);
-    const device = parseDevice(options.device ?? 'cpu');
-    const dtype = parseFloatDType(options.dtype ?? 'float32');
-    const weights = randomMoEWeights(config, { device, dtype, seed: options.seed ?? 0 });
+    const settings = optionalOptions(options, 'MoELayer.random: options');
+    const device = parseDevice(settings.device ?? 'cpu');
+    const dtype = parseFloatDType(settings.dtype ?? 'float32');
+    const weights = randomMoEWeights(config, { device, dtype, seed: settings.seed ?? 0 });
     try {
       return new MoELayer(config, weights, device, dtype);
     } catch (error) {
@@ -242,8 +253,12 @@ export class MoELayer {
    * Runs the block on x [T, H]. Returns at once: the work is queued on the layer's device and the
    * results are read with `await result.output.toArray()`.
    */
-  forward(x: Tensor, options: ForwardOptions = {}): MoEForwardResult {
+  forward(x: Tensor, options?: ForwardOptions | null): MoEForwardResult {
     const weights = this.#live();
+    const { routerLogits, profiler } = optionalOptions(options, 'MoELayer.forward: options');
+    if (profiler !== undefined && profiler !== null && typeof profiler.mark !== 'function') {
+      throw new MoekitError('E_INVALID_ARGUMENT', 'MoELayer.forward: options.profiler must have a mark(stage) method');
+    }
     const input = this.#checkInput(x);
     const temporaries: Tensor[] = input === x ? [] : [input];
     const keep = <T extends Tensor>(tensor: T): T => {
@@ -251,9 +266,9 @@ export class MoELayer {
       return tensor;
     };
     try {
-      const mark = (stage: ForwardStage): void => options.profiler?.mark(stage);
-      if (options.routerLogits !== undefined) this.#checkRouterLogits(options.routerLogits, input.shape[0]!);
-      let logits = options.routerLogits;
+      const mark = (stage: ForwardStage): void => profiler?.mark(stage);
+      if (routerLogits !== undefined) this.#checkRouterLogits(routerLogits, input.shape[0]!);
+      let logits = routerLogits;
       if (logits === undefined) {
         logits = keep(this.routerLogits(input));
         mark('router');
@@ -267,8 +282,9 @@ export class MoELayer {
         for (const tensor of Object.values(sorted)) keep(tensor);
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens:
-        // small batches take the decode kernels. The activation runs in the first GEMM's epilogue.
-        const maxRowsPerExpert = input.shape[0]!;
+        // small batches take the decode kernels. The bound must be positive; with no tokens there
+        // are no rows, and 1 bounds them as well. The activation runs in the first GEMM's epilogue.
+        const maxRowsPerExpert = Math.max(input.shape[0]!, 1);
         const activated = keep(
           groupedGemm(sorted.permuted, weights.w13, sorted.expertOffsets, {
             bias: weights.w13Bias,
@@ -456,7 +472,25 @@ export function forEachWeight<T>(weights: MoEWeights<T>, visit: (weight: T) => v
   mapWeights(weights, (weight) => visit(weight));
 }
 
+function isHostTensor(value: unknown): value is HostTensor {
+  return typeof value === 'object' && value !== null && Array.isArray((value as HostTensor).shape);
+}
+
+/** The weights mapWeights uploads, by name, as given (JavaScript callers can give anything). */
+function givenWeights(weights: MoEWeights<HostTensor>): [string, unknown][] {
+  const { shared, ...own } = weights as unknown as Record<string, unknown> & { shared?: unknown };
+  const given = (['router', 'routerBias', 'correctionBias', 'w13', 'w13Bias', 'w2', 'w2Bias'] as const).map((name): [string, unknown] => [name, own[name]]);
+  if (!shared) return given;
+  if (typeof shared !== 'object') throw new MoekitError('E_CHECKPOINT', `MoE weights: shared must be { w13, w2, gate? }, got ${describeValue(shared)}`);
+  const sharedWeights = shared as Record<string, unknown>;
+  return [...given, ...(['w13', 'w2', 'gate'] as const).map((name): [string, unknown] => [`shared.${name}`, sharedWeights[name]])];
+}
+
 function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, shard: RankShard | null): void {
+  // Every weight given is uploaded, whether or not the config uses it.
+  for (const [name, weight] of givenWeights(weights)) {
+    if (weight && !isHostTensor(weight)) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} must be { dtype, shape, data }, got ${describeValue(weight)}`);
+  }
   const expected = expectedShapes(config, shard);
   const named = weights as unknown as Record<string, HostTensor | undefined>;
   for (const [name, shape] of Object.entries(expected)) {

@@ -1,5 +1,5 @@
 import { MoekitError } from '../errors';
-import { GATED_ACTIVATIONS, type ActivationKind, type MoEConfig, type RoutingMethod } from './config';
+import { GATED_ACTIVATIONS, groupLimitedExperts, type ActivationKind, type MoEConfig, type RoutingMethod } from './config';
 
 const ROUTING_METHODS: readonly RoutingMethod[] = ['softmax_topk', 'topk_softmax', 'sigmoid_group_topk'];
 const ACTIVATIONS: readonly ActivationKind[] = ['swiglu', 'geglu', 'gptoss_swiglu', 'silu', 'gelu', 'relu'];
@@ -32,6 +32,11 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
   }
   if (routing.topkGroups > routing.numGroups) {
     throw new MoekitError('E_CONFIG', `MoE config: routing.topkGroups (${routing.topkGroups}) exceeds routing.numGroups (${routing.numGroups})`);
+  }
+  const eligible = groupLimitedExperts(config.numExperts, routing.numGroups, routing.topkGroups);
+  if (routing.method === 'sigmoid_group_topk' && routing.topK > eligible) {
+    throw new MoekitError('E_CONFIG',
+      `MoE config: routing.topK (${routing.topK}) is larger than the ${eligible} experts that routing.topkGroups (${routing.topkGroups}) of routing.numGroups (${routing.numGroups}) leave eligible (topkGroups × numExperts / numGroups = ${routing.topkGroups} × ${config.numExperts} / ${routing.numGroups})`);
   }
   if (!Number.isFinite(routing.scalingFactor)) throw new MoekitError('E_CONFIG', 'MoE config: routing.scalingFactor must be finite');
   if (!ACTIVATIONS.includes(config.activation)) {

@@ -3,6 +3,7 @@ import type { FloatDType } from '../dtype';
 import { GATED_ACTIVATIONS, type ActivationKind } from '../layer/config';
 import { MoekitError } from '../errors';
 import { addon } from '../native';
+import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
 import { requireFinite, requireFloat, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -64,14 +65,15 @@ export function nativeActivation(op: string, kind: ActivationKind, options: Acti
  * The expert MLP's activation: gated kinds map [M, 2I] → [M, I] (swiglu, geglu, gptoss_swiglu),
  * the others apply elementwise to [M, I] (silu, gelu, relu).
  */
-export function activation(input: Tensor, kind: ActivationKind, options: ActivationOptions = {}): Tensor {
+export function activation(input: Tensor, kind: ActivationKind, options?: ActivationOptions | null): Tensor {
   const op = 'activation';
+  const given = optionalOptions(options, `${op}: options`);
   requireTensor(input, op, 'input');
   requireFloat(input, op, 'input');
-  const act = nativeActivation(op, kind, options);
+  const act = nativeActivation(op, kind, given);
   const [rows, width] = requireShape(input, op, 'input', [null, null]) as [number, number];
   if (act.gated && width % 2 !== 0) throw new MoekitError('E_SHAPE', `${op}: a gated activation needs an even input width, got ${width}`);
-  const dtype = options.outDtype ?? (input.dtype as FloatDType);
+  const dtype = given.outDtype ?? (input.dtype as FloatDType);
   requireFloatDType(op, dtype);
   return withOutputs(
     () => ({ output: Tensor.empty([rows, act.gated ? width / 2 : width], { dtype, device: input.device }) }),

@@ -1,6 +1,7 @@
 import { deviceIndex } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
 import { addon } from '../native';
+import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
 import { requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -17,8 +18,9 @@ export interface CombineOptions {
  * Unpermute: output[t] = Σ_j topkWeights[t, j] · expertOutput[sourceToPermuted[t, j]]
  * (+ sharedScale[t] · shared[t]). Summation order is fixed, so results are deterministic.
  */
-export function combine(expertOutput: Tensor, topkWeights: Tensor, sourceToPermuted: Tensor, options: CombineOptions = {}): Tensor {
+export function combine(expertOutput: Tensor, topkWeights: Tensor, sourceToPermuted: Tensor, options?: CombineOptions | null): Tensor {
   const op = 'combine';
+  const given = optionalOptions(options, `${op}: options`);
   requireTensor(expertOutput, op, 'expertOutput');
   requireTensor(topkWeights, op, 'topkWeights');
   requireTensor(sourceToPermuted, op, 'sourceToPermuted');
@@ -28,7 +30,7 @@ export function combine(expertOutput: Tensor, topkWeights: Tensor, sourceToPermu
   const [tokens, slots] = requireShape(topkWeights, op, 'topkWeights', [null, null]) as [number, number];
   requireShape(sourceToPermuted, op, 'sourceToPermuted', [tokens, slots]);
   const [, hidden] = requireShape(expertOutput, op, 'expertOutput', [tokens * slots, null]) as [number, number];
-  const { shared, sharedGateLogits } = options;
+  const { shared, sharedGateLogits } = given;
   if (shared !== undefined) {
     requireTensor(shared, op, 'shared');
     requireFloat(shared, op, 'shared');
@@ -41,7 +43,7 @@ export function combine(expertOutput: Tensor, topkWeights: Tensor, sourceToPermu
     if (shared === undefined) requireTensor(shared, op, 'shared (needed by sharedGateLogits)');
   }
   const device = requireSameDevice(op, { expertOutput, topkWeights, sourceToPermuted, shared, sharedGateLogits });
-  const dtype = parseFloatDType(options.outDtype ?? expertOutput.dtype, `${op}: outDtype`);
+  const dtype = parseFloatDType(given.outDtype ?? expertOutput.dtype, `${op}: outDtype`);
   return withOutputs(
     () => ({ output: Tensor.empty([tokens, hidden], { dtype, device }) }),
     (out) =>

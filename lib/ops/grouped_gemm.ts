@@ -3,7 +3,8 @@ import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 import type { ActivationKind } from '../layer/config';
 import { addon } from '../native';
-import { nativeActivation, type ActivationParameters } from './activation';
+import { optionalOptions, requiredObject } from '../options';
+import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';
 import { Tensor } from '../tensor';
 import { requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -37,14 +38,22 @@ function outputDType(op: string, input: Tensor, requested: FloatDType | undefine
   return dtype;
 }
 
+/** options.activation checked: absent (undefined or null) is none; given, it needs a kind. */
+function fusedActivation(op: string, activation: GroupedGemmOptions['activation'] | null): NativeActivation | undefined {
+  if (activation === undefined || activation === null) return undefined;
+  const { kind } = requiredObject(activation, `${op}: options.activation`, ['kind']);
+  return nativeActivation(op, kind, activation);
+}
+
 /**
  * Per-expert matrix products over expert-sorted rows: for each expert e and row r in
  * [offsets[e], offsets[e+1]), output[r] = input[r] · weights[e]ᵀ (+ bias[e]).
  * input [M, K]; weights [E, N, K] (PyTorch Linear layout); expertOffsets [E+1] int32, read on the
  * device. Rows outside [offsets[0], offsets[E]) are left as they were.
  */
-export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tensor, options: GroupedGemmOptions = {}): Tensor {
+export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tensor, options?: GroupedGemmOptions | null): Tensor {
   const op = 'groupedGemm';
+  const given = optionalOptions(options, `${op}: options`);
   requireTensor(input, op, 'input');
   requireTensor(weights, op, 'weights');
   requireTensor(expertOffsets, op, 'expertOffsets');
@@ -54,7 +63,7 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
   const [rows, inFeatures] = requireShape(input, op, 'input', [null, null]) as [number, number];
   const [experts, outFeatures] = requireShape(weights, op, 'weights', [null, null, inFeatures]) as [number, number, number];
   requireShape(expertOffsets, op, 'expertOffsets', [experts + 1]);
-  const bias = options.bias;
+  const bias = given.bias;
   if (bias !== undefined) {
     requireTensor(bias, op, 'bias');
     requireFloat(bias, op, 'bias');
@@ -62,12 +71,12 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
     requireDType(bias, op, 'bias', [weights.dtype]);
   }
   const device = requireSameDevice(op, { input, weights, expertOffsets, bias });
-  const dtype = outputDType(op, input, options.outDtype);
-  const act = options.activation === undefined ? undefined : nativeActivation(op, options.activation.kind, options.activation);
+  const dtype = outputDType(op, input, given.outDtype);
+  const act = fusedActivation(op, given.activation);
   if (act?.gated && outFeatures % 2 !== 0) {
     throw new MoekitError('E_SHAPE', `${op}: a gated activation needs an even number of weight rows, got ${outFeatures}`);
   }
-  const maxRowsPerExpert = options.maxRowsPerExpert;
+  const maxRowsPerExpert = given.maxRowsPerExpert;
   if (maxRowsPerExpert !== undefined && !(Number.isSafeInteger(maxRowsPerExpert) && maxRowsPerExpert >= 1 && maxRowsPerExpert <= 2 ** 31 - 1)) {
     throw new MoekitError('E_INVALID_ARGUMENT', `${op}: maxRowsPerExpert must be a positive 32-bit integer, got ${maxRowsPerExpert}`);
   }
@@ -88,15 +97,16 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
 }
 
 /** A dense projection: output = input · weightᵀ (+ bias). input [M, K], weight [N, K]. */
-export function linear(input: Tensor, weight: Tensor, options: GemmOptions = {}): Tensor {
+export function linear(input: Tensor, weight: Tensor, options?: GemmOptions | null): Tensor {
   const op = 'linear';
+  const given = optionalOptions(options, `${op}: options`);
   requireTensor(input, op, 'input');
   requireTensor(weight, op, 'weight');
   requireFloat(input, op, 'input');
   requireFloat(weight, op, 'weight');
   const [rows, inFeatures] = requireShape(input, op, 'input', [null, null]) as [number, number];
   const [outFeatures] = requireShape(weight, op, 'weight', [null, inFeatures]) as [number, number];
-  const bias = options.bias;
+  const bias = given.bias;
   if (bias !== undefined) {
     requireTensor(bias, op, 'bias');
     requireFloat(bias, op, 'bias');
@@ -104,7 +114,7 @@ export function linear(input: Tensor, weight: Tensor, options: GemmOptions = {})
     requireDType(bias, op, 'bias', [weight.dtype]);
   }
   const device = requireSameDevice(op, { input, weight, bias });
-  const dtype = outputDType(op, input, options.outDtype);
+  const dtype = outputDType(op, input, given.outDtype);
   return withOutputs(
     () => ({ output: Tensor.empty([rows, outFeatures], { dtype, device }) }),
     (out) =>

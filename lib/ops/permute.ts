@@ -1,6 +1,7 @@
 import { deviceIndex } from '../device';
 import { MoekitError } from '../errors';
 import { addon } from '../native';
+import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
 import { requireDType, requireFloat, requireInteger, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -25,7 +26,7 @@ export interface PermuteResult {
 }
 
 /** Gathers each token's row once per chosen expert into expert-sorted order. */
-export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options: PermuteOptions = {}): PermuteResult {
+export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult {
   const op = 'permute';
   requireTensor(input, op, 'input');
   requireTensor(topkIds, op, 'topkIds');
@@ -35,7 +36,7 @@ export function permute(input: Tensor, topkIds: Tensor, numExperts: number, opti
   const [, topK] = requireShape(topkIds, op, 'topkIds', [tokens, null]) as [number, number];
   if (topK < 1) throw new MoekitError('E_SHAPE', `${op}: topkIds needs at least one slot per token`);
   requireInteger(numExperts, op, 'numExperts', 1);
-  const local = options.localExperts ?? { first: 0, count: numExperts };
+  const local = optionalOptions(options, `${op}: options`).localExperts ?? { first: 0, count: numExperts };
   requireInteger(local.first, op, 'localExperts.first', 0, numExperts - 1);
   requireInteger(local.count, op, 'localExperts.count', 1, numExperts - local.first);
   const device = requireSameDevice(op, { input, topkIds });

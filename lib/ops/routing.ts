@@ -1,7 +1,8 @@
 import { deviceIndex } from '../device';
-import type { RoutingConfig, RoutingMethod } from '../layer/config';
+import { groupLimitedExperts, type RoutingConfig, type RoutingMethod } from '../layer/config';
 import { MoekitError } from '../errors';
 import { addon } from '../native';
+import { requiredObject } from '../options';
 import { Tensor } from '../tensor';
 import { requireDType, requireFinite, requireFloat, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -34,23 +35,29 @@ export interface RoutingResult {
  */
 export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
   const op = 'route';
+  const routing = requiredObject(options, `${op}: options`, ['topK']);
   requireTensor(logits, op, 'logits');
   requireFloat(logits, op, 'logits');
   const [tokens, experts] = requireShape(logits, op, 'logits', [null, null]) as [number, number];
-  const method = options.method ?? 'softmax_topk';
+  const method = routing.method ?? 'softmax_topk';
   if (!(method in ROUTING_METHOD_CODES)) {
     throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown method ${JSON.stringify(method)} (expected ${Object.keys(ROUTING_METHOD_CODES).join(', ')})`);
   }
   if (experts < 1) throw new MoekitError('E_SHAPE', `${op}: logits has no experts`);
-  const topK = requireInteger(options.topK, op, 'topK', 1);
+  const topK = requireInteger(routing.topK, op, 'topK', 1);
   if (topK > experts) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: topK ${topK} is larger than the expert count ${experts}`);
-  const numGroups = requireInteger(options.numGroups ?? 1, op, 'numGroups', 1, experts);
+  const numGroups = requireInteger(routing.numGroups ?? 1, op, 'numGroups', 1, experts);
   if (experts % numGroups !== 0) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: numGroups ${numGroups} does not divide the expert count ${experts}`);
-  const topkGroups = requireInteger(options.topkGroups ?? numGroups, op, 'topkGroups', 1, numGroups);
-  const scalingFactor = requireFinite(options.scalingFactor ?? 1, op, 'scalingFactor');
-  const renormalize = options.renormalize ?? false;
+  const topkGroups = requireInteger(routing.topkGroups ?? numGroups, op, 'topkGroups', 1, numGroups);
+  const eligible = groupLimitedExperts(experts, numGroups, topkGroups);
+  if (method === 'sigmoid_group_topk' && topK > eligible) {
+    throw new MoekitError('E_INVALID_ARGUMENT',
+      `${op}: topK ${topK} is larger than the ${eligible} experts that topkGroups ${topkGroups} of numGroups ${numGroups} leave eligible (topkGroups × experts / numGroups = ${topkGroups} × ${experts} / ${numGroups})`);
+  }
+  const scalingFactor = requireFinite(routing.scalingFactor ?? 1, op, 'scalingFactor');
+  const renormalize = routing.renormalize ?? false;
   if (typeof renormalize !== 'boolean') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: renormalize must be a boolean`);
-  const correctionBias = options.correctionBias;
+  const correctionBias = routing.correctionBias;
   if (correctionBias !== undefined) {
     requireTensor(correctionBias, op, 'correctionBias');
     requireShape(correctionBias, op, 'correctionBias', [experts]);

@@ -6,6 +6,7 @@
  */
 import { MoekitError } from '../errors';
 import type { MoEConfig } from '../layer/config';
+import { describeValue, optionalOptions, requiredObject } from '../options';
 
 export interface ParallelOptions {
   moeTpSize?: number;
@@ -52,12 +53,14 @@ function sizeOption(value: unknown, name: string): number | undefined {
  * both → hybrid. Checks, before any weight is read, that the sizes multiply to worldSize and divide
  * the experts and the intermediate sizes.
  */
-export function resolvePlan(worldSize: number, options: ParallelOptions, config: MoEConfig): ParallelPlan {
+export function resolvePlan(worldSize: number, options: ParallelOptions | null | undefined, config: MoEConfig): ParallelPlan {
   if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
     throw new MoekitError('E_INVALID_ARGUMENT', `the group size must be a positive integer, got ${worldSize}`);
   }
-  const tp = sizeOption(options.moeTpSize, 'moeTpSize');
-  const ep = sizeOption(options.moeEpSize, 'moeEpSize');
+  const { moeTpSize: tpOption, moeEpSize: epOption } = optionalOptions(options, 'parallel');
+  requiredObject(config, 'resolvePlan: config');
+  const tp = sizeOption(tpOption, 'moeTpSize');
+  const ep = sizeOption(epOption, 'moeEpSize');
   const moeTpSize = tp ?? (ep === undefined ? worldSize : worldSize / ep);
   const moeEpSize = ep ?? worldSize / moeTpSize;
   if (!Number.isInteger(moeTpSize) || !Number.isInteger(moeEpSize) || moeTpSize * moeEpSize !== worldSize) {
@@ -82,6 +85,8 @@ export function resolvePlan(worldSize: number, options: ParallelOptions, config:
  * computes all tokens on its slice), as TP-wise slicing of a dense MLP.
  */
 export function shardForRank(plan: ParallelPlan, config: MoEConfig, rank: number): RankShard {
+  requiredObject(plan, 'shardForRank: plan', ['worldSize', 'moeTpSize', 'moeEpSize']);
+  requiredObject(config, 'shardForRank: config');
   if (!Number.isSafeInteger(rank) || rank < 0 || rank >= plan.worldSize) {
     throw new MoekitError('E_INVALID_ARGUMENT', `rank ${rank} is outside the group of ${plan.worldSize}`);
   }
@@ -100,6 +105,28 @@ export function shardForRank(plan: ParallelPlan, config: MoEConfig, rank: number
     sharedIntermediate: shared ? { first: rank * sharedPerRank, count: sharedPerRank } : null,
     ownsOutputBias: tpRank === 0,
   };
+}
+
+function requireSlice(value: unknown, name: string, extent: number): void {
+  const { first, count } = requiredObject(value as Slice | null | undefined, name, ['first', 'count']);
+  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 1 || first + count > extent) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${name} [${first}, ${first + count}) is not a non-empty range of [0, ${extent})`);
+  }
+}
+
+/**
+ * A shard given by hand (MoELayerOptions.shard, usually made by shardForRank), checked against the
+ * config: every slice inside its dimension, so that cutting the weights cannot read past them.
+ */
+export function checkShard(shard: RankShard, config: MoEConfig): RankShard {
+  requiredObject(shard, 'shard', ['experts', 'intermediate', 'ownsOutputBias']);
+  requireSlice(shard.experts, 'shard.experts', config.numExperts);
+  requireSlice(shard.intermediate, 'shard.intermediate', config.intermediateSize);
+  if (config.sharedExpert) requireSlice(shard.sharedIntermediate, 'shard.sharedIntermediate', config.sharedExpert.intermediateSize);
+  if (typeof shard.ownsOutputBias !== 'boolean') {
+    throw new MoekitError('E_INVALID_ARGUMENT', `shard.ownsOutputBias must be true or false, got ${describeValue(shard.ownsOutputBias)}`);
+  }
+  return shard;
 }
 
 /** Every (moeTpSize, moeEpSize) factorization of n, TP-only first. */

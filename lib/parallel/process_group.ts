@@ -11,6 +11,8 @@
 import { deviceIndex, type Device } from '../device';
 import { fromNativeError, MoekitError } from '../errors';
 import { addon, type NativeCommunicator } from '../native';
+import { requireTensor } from '../ops/validate';
+import { describeValue, optionalOptions } from '../options';
 import { synchronize } from '../sync';
 import type { Tensor } from '../tensor';
 import { exchangeId, readLaunchEnvironment, type LaunchEnvironment } from './rendezvous';
@@ -58,9 +60,13 @@ export class ProcessGroup {
     this.#communicator = communicator;
   }
 
-  static async init(options: ProcessGroupOptions = {}): Promise<ProcessGroup> {
-    const env = readLaunchEnvironment(options.env);
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  static async init(options?: ProcessGroupOptions | null): Promise<ProcessGroup> {
+    const settings = optionalOptions(options, 'ProcessGroup.init: options');
+    const env = readLaunchEnvironment(settings.env ?? process.env);
+    const timeoutMs = settings.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `ProcessGroup.init: timeoutMs must be a positive number of milliseconds, got ${describeValue(timeoutMs)}`);
+    }
     const native = addon();
     const nccl = native.ncclInfo();
     if (!nccl.available) throw new MoekitError('E_NCCL', `NCCL is not available: ${nccl.problem}`);
@@ -80,6 +86,7 @@ export class ProcessGroup {
   /** Sums `tensor` over the group in place, enqueued on its device with no host synchronization. */
   allReduce(tensor: Tensor): void {
     const communicator = this.#live();
+    requireTensor(tensor, 'allReduce', 'tensor');
     if (tensor.device !== this.device) throw new MoekitError('E_DEVICE', `allReduce: the tensor is on ${tensor.device}, the group on ${this.device}`);
     try {
       communicator.allReduce(deviceIndex(this.device), { tensor: tensor.toNative() });

@@ -1,4 +1,5 @@
 /** Access to the shared Hugging Face fixtures (../shared/fixtures/hf-moe beside the repo), and writable copies of them. */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -88,4 +89,35 @@ export function editJson(file: string, edit: (json: Record<string, unknown>) => 
   const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
   edit(json);
   fs.writeFileSync(file, JSON.stringify(json));
+}
+
+/**
+ * Makes a FIFO at `file`. Opening one for reading blocks until a writer comes: `release()` plays
+ * that writer once, so that a reader stuck in open() (the hang these tests guard against) is let
+ * go instead of holding a thread for ever.
+ */
+export function makeFifo(file: string): { release(): void } {
+  execFileSync('mkfifo', [file]);
+  return {
+    release: () => {
+      try {
+        fs.closeSync(fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+      } catch {
+        // ENXIO: no reader is waiting, so there is nothing to release.
+      }
+    },
+  };
+}
+
+/** Settles as `promise` does, or rejects after `ms` milliseconds saying that `what` hung. */
+export async function withinTime<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, hung]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
