@@ -1,6 +1,7 @@
 import { allocateHostArray, decodeHalf, DTYPE_BYTES, DTYPE_CODES, parseDType, type DType, type HostArray } from './dtype';
 import { deviceIndex, parseDevice, type Device } from './device';
 import { fromNativeError, MoekitError } from './errors';
+import { optionalOptions } from './options';
 import { addon, type NativeStorage, type NativeTensor } from './native';
 
 export interface TensorOptions {
@@ -63,10 +64,11 @@ export class Tensor {
   }
 
   /** An uninitialized tensor (its contents are whatever the memory held). */
-  static empty(shape: readonly number[], options: TensorOptions = {}): Tensor {
+  static empty(shape: readonly number[], options?: TensorOptions | null): Tensor {
+    const { dtype: dtypeName, device: deviceName } = optionalOptions(options, 'Tensor.empty: options');
     const dims = checkShape(shape);
-    const dtype = parseDType(options.dtype ?? 'float32');
-    const device = parseDevice(options.device ?? 'cpu');
+    const dtype = parseDType(dtypeName ?? 'float32');
+    const device = parseDevice(deviceName ?? 'cpu');
     const nbytes = shapeNumel(dims) * DTYPE_BYTES[dtype];
     let storage: NativeStorage;
     try {
@@ -82,7 +84,8 @@ export class Tensor {
    * float dtype (converted on the device); Int32Array is int32; Uint16Array is the raw bits of
    * float16 or bfloat16 and needs that dtype named.
    */
-  static fromArray(data: TensorData, shape: readonly number[], options: TensorOptions = {}): Tensor {
+  static fromArray(data: TensorData, shape: readonly number[], given?: TensorOptions | null): Tensor {
+    const options = optionalOptions(given, 'Tensor.fromArray: options');
     const dims = checkShape(shape);
     const host = hostSource(data, options.dtype);
     const dtype = parseDType(options.dtype ?? host.dtype);
@@ -106,7 +109,8 @@ export class Tensor {
   }
 
   /** A tensor of uniform random values in [-scale, scale), generated on its device. */
-  static random(shape: readonly number[], options: RandomTensorOptions = {}): Tensor {
+  static random(shape: readonly number[], given?: RandomTensorOptions | null): Tensor {
+    const options = optionalOptions(given, 'Tensor.random: options');
     const dtype = parseDType(options.dtype ?? 'float32');
     if (dtype === 'int32') throw new MoekitError('E_DTYPE', 'Tensor.random makes float tensors only');
     const seed = options.seed ?? 0;

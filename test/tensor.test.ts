@@ -156,3 +156,21 @@ describe('Asynchronous execution', () => {
     expect(ticks).toBeGreaterThanOrEqual(3);
   });
 });
+
+describe('Tensor options given by JavaScript callers', () => {
+  it('take null as all defaults', async () => {
+    using empty = Tensor.empty([2], null);
+    expect([empty.dtype, empty.device]).toEqual(['float32', 'cpu']);
+    using fromArray = Tensor.fromArray([1, 2], [2], null);
+    expect(Array.from(await fromArray.toArray())).toEqual([1, 2]);
+    using random = Tensor.random([3], null);
+    using seeded = Tensor.random([3], { seed: 0 });
+    expect(await random.toArray()).toEqual(await seeded.toArray());
+  });
+
+  it('refuse a value that is not an object, naming the call', () => {
+    expectMoekitError(() => Tensor.empty([2], 5 as never), 'E_INVALID_ARGUMENT', /^Tensor\.empty: options must be an object, got 5$/);
+    expectMoekitError(() => Tensor.fromArray([1], [1], 'cuda:0' as never), 'E_INVALID_ARGUMENT', /^Tensor\.fromArray: options must be an object, got "cuda:0"$/);
+    expectMoekitError(() => Tensor.random([1], [1] as never), 'E_INVALID_ARGUMENT', /^Tensor\.random: options must be an object, got an array$/);
+  });
+});
