@@ -7,8 +7,9 @@
  */
 import { expect, it } from 'vitest';
 
-import { combine, groupedGemm, linear, MoELayer, permute, synchronize, Tensor, type Device } from '../../lib/index';
+import { activation, combine, groupedGemm, linear, MoELayer, permute, route, synchronize, Tensor, type Device } from '../../lib/index';
 import { swigluConfig } from './configs';
+import { expectThrows } from './errors';
 
 const HIDDEN = 8;
 
@@ -164,5 +165,38 @@ export function opFaultCases(device: Device): void {
     for (const id of await result.topkIds.toArray()) expect(id >= 0 && id < 4).toBe(true);
     await expect(result.output.toArray()).resolves.toHaveLength(3 * 16);
     await expectDeviceWorks(device);
+  });
+}
+
+/** Hostile arguments refused or handled at the call, on one device (issue 11's items 4, 8 and 9). */
+export function hostileArgumentCases(device: Device): void {
+  it('route refuses a topK the group limit cannot fill', () => {
+    // 16 experts in 4 groups; 2 groups stay eligible: 8 experts.
+    using logits = Tensor.random([2, 16], { device });
+    expectThrows(() => route(logits, { topK: 9, method: 'sigmoid_group_topk', numGroups: 4, topkGroups: 2 }), 'E_INVALID_ARGUMENT', /topK 9 is larger than the 8 experts/);
+    const fits = route(logits, { topK: 8, method: 'sigmoid_group_topk', numGroups: 4, topkGroups: 2 });
+    for (const tensor of Object.values(fits)) tensor.dispose();
+  });
+
+  it('a forward on 0 tokens returns empty results', async () => {
+    using layer = MoELayer.random(swigluConfig({ hidden: 16, intermediate: 8, experts: 4, topK: 2 }), { seed: 2, device, dtype: 'bfloat16' });
+    using x = Tensor.empty([0, 16], { device, dtype: 'bfloat16' });
+    using result = layer.forward(x, null as never);
+    expect([result.output.shape, result.topkIds.shape]).toEqual([[0, 16], [0, 2]]);
+    expect(await result.output.toArray()).toHaveLength(0);
+    expect(Array.from(await result.expertCounts.toArray())).toEqual([0, 0, 0, 0]);
+  });
+
+  it('ops take null options as defaults and refuse options that are not objects', async () => {
+    using x = Tensor.random([3, 4], { device });
+    using y = activation(x, 'silu', null as never);
+    expect(await y.toArray()).toHaveLength(12);
+    using w = Tensor.random([2, 6, 4], { device });
+    using offsets = Tensor.fromArray(Int32Array.from([0, 1, 3]), [3], { device });
+    using products = groupedGemm(x, w, offsets, null as never);
+    expect(await products.toArray()).toHaveLength(18);
+    expectThrows(() => groupedGemm(x, w, offsets, 5 as never), 'E_INVALID_ARGUMENT', /^groupedGemm: options must be an object, got 5$/);
+    using logits = Tensor.random([3, 4], { device });
+    expectThrows(() => route(logits, undefined as never), 'E_INVALID_ARGUMENT', /^route: options must be given/);
   });
 }
