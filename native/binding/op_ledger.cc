@@ -194,19 +194,16 @@ void OpLedger::resolve(const FailureReport& report) {
   std::lock_guard<std::mutex> lock(versionMutex());
   retiring_ = false;
   const uint64_t completedThrough = report.completedThrough;
-  bool anyFailed = false;
-  for (Entry& entry : entries_) {
-    const FailureRef failed = failureOf(entry, report);
-    if (!failed) continue;
-    anyFailed = true;
-    for (const VersionRef& output : entry.outputs) {
-      if (!output->failure) output->failure = failed;
-    }
-  }
-  if (anyFailed) {
-    // In ticket order, so a failure reaches every later reader of what it poisoned.
+  if (!report.failures.empty() || !report.markedTickets.empty()) {
+    // In ticket order, each op first takes what its sources carry, then its own failure: an op
+    // fed a poisoned tensor fails with the poison's error, not with what the poison made it do.
     for (Entry& entry : entries_) {
       for (const VersionRef& output : entry.outputs) inheritFailure(*output);
+      const FailureRef failed = failureOf(entry, report);
+      if (!failed) continue;
+      for (const VersionRef& output : entry.outputs) {
+        if (!output->failure) output->failure = failed;
+      }
     }
   }
   while (!entries_.empty() && entries_.front().ticket <= completedThrough) {

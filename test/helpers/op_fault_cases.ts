@@ -99,6 +99,10 @@ export function opFaultCases(device: Device): void {
     await expect(failed.permuted.toArray()).rejects.toEqual(rejectsWith(/expert id 9/));
     // Poisoned for good: a second read rejects again.
     await expect(failed.permuted.toArray()).rejects.toEqual(rejectsWith(/expert id 9/));
+    // Whatever the failed op left in its outputs, an op fed them fails with the first error.
+    using topkWeights = weights(1, 1, device);
+    using combined = combine(failed.permuted, topkWeights, failed.sourceToPermuted);
+    await expect(combined.toArray()).rejects.toEqual(rejectsWith(/permute: topkIds holds expert id 9/));
     for (const tensor of Object.values(failed)) tensor.dispose();
   });
 
