@@ -1,23 +1,35 @@
 import { MoekitError } from './errors';
 
-/** Element types of a Tensor. float16 and bfloat16 are stored as raw 16-bit patterns. */
-export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32';
-export type FloatDType = Exclude<DType, 'int32'>;
+/**
+ * Element types of a Tensor. float16 and bfloat16 are stored as raw 16-bit patterns. float8_e4m3
+ * holds quantized values (raw 8-bit patterns, always used beside their scales: see QuantizedWeights)
+ * and uint8 raw bytes (packed formats).
+ */
+export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'float8_e4m3' | 'uint8';
+/** The dtypes ops compute in. */
+export type FloatDType = 'float32' | 'float16' | 'bfloat16';
 
-export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'int32'];
+export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'int32', 'float8_e4m3', 'uint8'];
 export const FLOAT_DTYPES: readonly FloatDType[] = ['float32', 'float16', 'bfloat16'];
 
 /** Numeric codes shared with native/core/dtype.h. */
-export const DTYPE_CODES: Readonly<Record<DType, number>> = { float32: 0, float16: 1, bfloat16: 2, int32: 3 };
+export const DTYPE_CODES: Readonly<Record<DType, number>> = { float32: 0, float16: 1, bfloat16: 2, int32: 3, float8_e4m3: 4, uint8: 5 };
 
-export const DTYPE_BYTES: Readonly<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4 };
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, float8_e4m3: 1, uint8: 1 };
 
 /** The typed array that holds a dtype's elements on the host. */
 export type HostArray<D extends DType = DType> = D extends 'float32'
   ? Float32Array
   : D extends 'int32'
     ? Int32Array
-    : Uint16Array;
+    : D extends 'float8_e4m3' | 'uint8'
+      ? Uint8Array
+      : Uint16Array;
+
+/** Whether values of the dtype convert to and from floats (the compute dtypes and float8_e4m3). */
+export function isConvertibleDType(dtype: DType): boolean {
+  return dtype !== 'int32' && dtype !== 'uint8';
+}
 
 export function isDType(value: unknown): value is DType {
   return typeof value === 'string' && (DTYPES as readonly string[]).includes(value);
@@ -41,6 +53,8 @@ export function allocateHostArray<D extends DType>(dtype: D, length: number): Ho
   switch (dtype) {
     case 'float32': return new Float32Array(length) as HostArray<D>;
     case 'int32': return new Int32Array(length) as HostArray<D>;
+    case 'float8_e4m3':
+    case 'uint8': return new Uint8Array(length) as HostArray<D>;
     default: return new Uint16Array(length) as HostArray<D>;
   }
 }
@@ -125,5 +139,25 @@ export function decodeHalf(bits: Uint16Array, dtype: 'float16' | 'bfloat16'): Fl
   const decode = dtype === 'bfloat16' ? bfloat16BitsToFloat : float16BitsToFloat;
   const values = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) values[i] = decode(bits[i]!);
+  return values;
+}
+
+// ---- float8 e4m3 (e4m3fn: no infinities, 0x7f/0xff NaN, largest finite 448) ----
+
+/** float8_e4m3 bits -> float32 value, exactly. */
+export function float8e4m3BitsToFloat(bits: number): number {
+  const sign = (bits & 0x80) !== 0 ? -1 : 1;
+  const exponent = (bits >>> 3) & 0xf;
+  const mantissa = bits & 0x7;
+  if (exponent === 0xf && mantissa === 0x7) return NaN;
+  if (exponent === 0) return sign * mantissa * 2 ** -9;
+  return sign * (1 + mantissa / 8) * 2 ** (exponent - 7);
+}
+
+/** Decodes float8_e4m3 patterns into float32 values. */
+export function decodeFloat8(bits: Uint8Array): Float32Array {
+  if (!(bits instanceof Uint8Array)) throw new MoekitError('E_INVALID_ARGUMENT', 'decodeFloat8: bits must be a Uint8Array');
+  const values = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) values[i] = float8e4m3BitsToFloat(bits[i]!);
   return values;
 }

@@ -9,7 +9,7 @@
  */
 export { Tensor, type RandomTensorOptions, type TensorData, type TensorOptions } from './tensor';
 export type { DType, FloatDType, HostArray } from './dtype';
-export { decodeHalf, encodeHalf } from './dtype';
+export { decodeFloat8, decodeHalf, encodeHalf } from './dtype';
 export type { Device } from './device';
 export { MoekitError, type MoekitErrorCode } from './errors';
 export * from './ops/index';

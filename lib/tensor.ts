@@ -1,4 +1,4 @@
-import { allocateHostArray, decodeHalf, DTYPE_BYTES, DTYPE_CODES, parseDType, type DType, type HostArray } from './dtype';
+import { allocateHostArray, decodeFloat8, decodeHalf, DTYPE_BYTES, DTYPE_CODES, isConvertibleDType, isFloatDType, parseDType, type DType, type HostArray } from './dtype';
 import { deviceIndex, parseDevice, type Device } from './device';
 import { fromNativeError, MoekitError } from './errors';
 import { optionalOptions } from './options';
@@ -16,8 +16,11 @@ export interface RandomTensorOptions extends TensorOptions {
   seed?: number;
 }
 
-/** Host data a tensor can be created from. float16/bfloat16 data is raw bits in a Uint16Array. */
-export type TensorData = Float32Array | Int32Array | Uint16Array | readonly number[];
+/**
+ * Host data a tensor can be created from. float16/bfloat16 data is raw bits in a Uint16Array;
+ * float8_e4m3 bits and uint8 bytes come in a Uint8Array.
+ */
+export type TensorData = Float32Array | Int32Array | Uint16Array | Uint8Array | readonly number[];
 
 // Node before 20.4 lacks Symbol.dispose; define it as later versions do so `using` works there.
 if ((Symbol as unknown as { dispose?: symbol }).dispose === undefined) {
@@ -112,7 +115,7 @@ export class Tensor {
   static random(shape: readonly number[], given?: RandomTensorOptions | null): Tensor {
     const options = optionalOptions(given, 'Tensor.random: options');
     const dtype = parseDType(options.dtype ?? 'float32');
-    if (dtype === 'int32') throw new MoekitError('E_DTYPE', 'Tensor.random makes float tensors only');
+    if (!isFloatDType(dtype)) throw new MoekitError('E_DTYPE', `Tensor.random makes float32, float16 or bfloat16 tensors, not ${dtype}`);
     const seed = options.seed ?? 0;
     const scale = options.scale ?? 1;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new MoekitError('E_INVALID_ARGUMENT', `seed must be a non-negative integer, got ${seed}`);
@@ -141,8 +144,8 @@ export class Tensor {
   to(device: Device = this.device, dtype: DType = this.dtype): Tensor {
     const target = parseDevice(device);
     const targetDType = parseDType(dtype);
-    if ((this.dtype === 'int32') !== (targetDType === 'int32')) {
-      throw new MoekitError('E_DTYPE', `cannot convert ${this.dtype} to ${targetDType}: int32 and float tensors do not convert`);
+    if (targetDType !== this.dtype && !(isConvertibleDType(this.dtype) && isConvertibleDType(targetDType))) {
+      throw new MoekitError('E_DTYPE', `cannot convert ${this.dtype} to ${targetDType}: only float dtypes (float8_e4m3 included) convert`);
     }
     // Convert on the source device, then move: conversion first keeps the bytes that travel small
     // when narrowing, and either order gives identical values.
@@ -176,7 +179,8 @@ export class Tensor {
 
   /**
    * The values, once queued work on this tensor's device has finished: Float32Array (float32),
-   * Int32Array (int32), or Uint16Array bit patterns (float16/bfloat16; see toFloat32Array).
+   * Int32Array (int32), Uint16Array bit patterns (float16/bfloat16; see toFloat32Array), or
+   * Uint8Array (float8_e4m3 bit patterns, uint8 bytes).
    * Rejects with the op's MoekitError when the op that computed these values failed while it ran
    * (an index out of range, say), or computed them from a tensor whose op failed: such a tensor
    * is poisoned, and no other tensor is affected.
@@ -194,10 +198,11 @@ export class Tensor {
 
   /** The values as float32, whatever the float dtype. */
   async toFloat32Array(): Promise<Float32Array> {
-    if (this.dtype === 'int32') throw new MoekitError('E_DTYPE', 'toFloat32Array needs a float tensor, this one is int32');
+    if (!isConvertibleDType(this.dtype)) throw new MoekitError('E_DTYPE', `toFloat32Array needs a float tensor, this one is ${this.dtype}`);
     const values = await this.toArray();
     if (this.dtype === 'float32') return values as Float32Array;
-    return decodeHalf(values as Uint16Array, this.dtype);
+    if (this.dtype === 'float8_e4m3') return decodeFloat8(values as Uint8Array);
+    return decodeHalf(values as Uint16Array, this.dtype as 'float16' | 'bfloat16');
   }
 
   /** Frees the memory once queued work using it has finished. Safe to call twice. */
@@ -247,7 +252,7 @@ export class Tensor {
 
 interface HostSource {
   dtype: DType;
-  values: Float32Array | Int32Array | Uint16Array;
+  values: Float32Array | Int32Array | Uint16Array | Uint8Array;
 }
 
 function hostSource(data: TensorData, requested: DType | undefined): HostSource {
@@ -259,8 +264,14 @@ function hostSource(data: TensorData, requested: DType | undefined): HostSource 
     }
     return { dtype: requested, values: data };
   }
+  if (data instanceof Uint8Array) {
+    if (requested !== 'float8_e4m3' && requested !== 'uint8') {
+      throw new MoekitError('E_DTYPE', 'Uint8Array data holds float8_e4m3 bits or raw bytes: pass { dtype: "float8_e4m3" } or { dtype: "uint8" }');
+    }
+    return { dtype: requested, values: data };
+  }
   if (Array.isArray(data)) {
     return requested === 'int32' ? { dtype: 'int32', values: Int32Array.from(data) } : { dtype: 'float32', values: Float32Array.from(data) };
   }
-  throw new MoekitError('E_INVALID_ARGUMENT', 'tensor data must be a Float32Array, Int32Array, Uint16Array or number[]');
+  throw new MoekitError('E_INVALID_ARGUMENT', 'tensor data must be a Float32Array, Int32Array, Uint16Array, Uint8Array or number[]');
 }

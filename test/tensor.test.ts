@@ -174,3 +174,27 @@ describe('Tensor options given by JavaScript callers', () => {
     expectMoekitError(() => Tensor.random([1], [1] as never), 'E_INVALID_ARGUMENT', /^Tensor\.random: options must be an object, got an array$/);
   });
 });
+
+describe('float8_e4m3 and uint8 tensors', () => {
+  it('convert from floats rounding to nearest even and saturating at ±448, and back exactly', async () => {
+    // 1.0625 lies halfway between 1 and 1.125 (even: 1); 1.1875 between 1.125 and 1.25 (even: 1.25).
+    using x = Tensor.fromArray([0, 1.0625, 1.1875, -2.5, 448, 1000, -1e9, 0.001, 3.3], [9]);
+    using q = x.to('cpu', 'float8_e4m3');
+    expect(q.nbytes).toBe(9);
+    expect(Array.from(await q.toFloat32Array())).toEqual([0, 1, 1.25, -2.5, 448, 448, -448, 0.001953125, 3.25]);
+    expect(Array.from(await q.toArray())).toEqual([0x00, 0x38, 0x3a, 0xc2, 0x7e, 0x7e, 0xfe, 0x01, 0x45]);
+    using back = q.to('cpu', 'bfloat16');
+    expect(Array.from(await back.toFloat32Array())).toEqual([0, 1, 1.25, -2.5, 448, 448, -448, 0.001953125, 3.25]);
+  });
+
+  it('come from Uint8Array bits with the dtype named, and uint8 does not convert', async () => {
+    using bits = Tensor.fromArray(Uint8Array.from([0x38, 0x7e, 0x7f]), [3], { dtype: 'float8_e4m3' });
+    const values = await bits.toFloat32Array();
+    expect([values[0], values[1], Number.isNaN(values[2])]).toEqual([1, 448, true]);
+    using bytes = Tensor.fromArray(Uint8Array.from([1, 2, 250]), [3], { dtype: 'uint8' });
+    expect(Array.from(await bytes.toArray())).toEqual([1, 2, 250]);
+    expectMoekitError(() => Tensor.fromArray(Uint8Array.from([1]), [1]), 'E_DTYPE', /Uint8Array data holds float8_e4m3 bits or raw bytes/);
+    expectMoekitError(() => bytes.to('cpu', 'float32'), 'E_DTYPE', /cannot convert uint8 to float32/);
+    expectMoekitError(() => Tensor.random([2], { dtype: 'float8_e4m3' }), 'E_DTYPE', /not float8_e4m3/);
+  });
+});

@@ -216,9 +216,10 @@ void Cast(const Napi::CallbackInfo& info) {
   args.input = in.tensor("input");
   args.output = in.output("output");
   in.expect(args.input.numel() == args.output.numel(), "input and output sizes differ");
-  const bool intCopy = args.input.dtype == DType::Int32 && args.output.dtype == DType::Int32;
-  in.expect(intCopy || (args.input.dtype != DType::Int32 && args.output.dtype != DType::Int32),
-            "cast converts between float dtypes only");
+  const auto isFloat = [](DType dtype) { return isComputeFloat(dtype) || dtype == DType::Float8E4M3; };
+  const bool rawCopy = args.input.dtype == args.output.dtype && !isFloat(args.input.dtype);
+  in.expect(rawCopy || (isFloat(args.input.dtype) && isFloat(args.output.dtype)),
+            "cast converts between float dtypes (float8_e4m3 included), or copies int32 or uint8");
   in.enqueue([&](Device& device, uint64_t ticket) {
     args.ticket = ticket;
     device.cast(args);

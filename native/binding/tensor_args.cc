@@ -52,7 +52,7 @@ TensorView OpArgs::view(const char* key, std::vector<LineageRef>* reads, std::ve
 
   TensorView view;
   const int32_t dtypeCode = object.Get("dtype").As<Napi::Number>().Int32Value();
-  expect(dtypeCode >= 0 && dtypeCode <= static_cast<int32_t>(DType::Int32), std::string(key) + " has an unknown dtype");
+  expect(dtypeCode >= 0 && dtypeCode <= static_cast<int32_t>(kLastDType), std::string(key) + " has an unknown dtype");
   view.dtype = static_cast<DType>(dtypeCode);
   Napi::Value shapeValue = object.Get("shape");
   expect(shapeValue.IsArray(), std::string(key) + ".shape is not an array");
@@ -108,7 +108,7 @@ void OpArgs::expectDType(const TensorView& view, const char* key, DType dtype) c
 }
 
 void OpArgs::expectFloat(const TensorView& view, const char* key) const {
-  expect(view.dtype != DType::Int32, std::string(key) + " must be a float tensor");
+  expect(isComputeFloat(view.dtype), std::string(key) + " must be a float32, float16 or bfloat16 tensor");
 }
 
 }  // namespace moekit::binding

@@ -96,7 +96,9 @@ struct RoutingArgs : OpIdentity {
 struct PermuteArgs : OpIdentity {
   TensorView input;             // [T, H] float
   TensorView topkIds;           // [T, K] int32, each in [0, totalExperts) (checked: ExpertIdOutOfRange)
-  TensorView permuted;          // out [T*K, H], dtype of input
+  TensorView permuted;          // out [T*K, H], dtype of input; or Float8E4M3 with permutedScales:
+                                //   each row quantized by the W8A8 rule (see "Quantized weights")
+  TensorView permutedScales;    // optional out float32 [T*K, ceil(H/128)]
   TensorView expertOffsets;     // out [numExperts+1] int32
   TensorView sourceToPermuted;  // out [T, K] int32: row of pair (t, j) in `permuted`, or -1 (dropped)
   TensorView permutedToSource;  // out [T*K] int32: flat pair index t*K + j of each used row
@@ -127,6 +129,35 @@ constexpr bool isGated(ActivationKind kind) {
   return kind == ActivationKind::SwiGLU || kind == ActivationKind::GeGLU || kind == ActivationKind::GptOssSwiGLU;
 }
 
+// ---- Quantized weights and activations (used by 2, 3 and 4) ----------------------------------
+// How a GEMM's weights are stored. Numeric values shared with lib/ops/quantized.ts.
+enum class WeightFormat : int32_t {
+  // weights hold float values (float32, float16 or bfloat16); activations are not quantized.
+  Dense = 0,
+  // FP8 block scales, as DeepSeek-V3 and Qwen3-FP8 publish them: weights Float8E4M3 [.., N, K] and
+  // weightScales float32 [.., ceil(N/128), ceil(K/128)]; w[n, k] = q[n, k] * scale[n/128, k/128]
+  // (blocks at the edges are partial). Computed W8A8 (the rule below).
+  Fp8Block128 = 1,
+};
+
+// The block edge of FP8 weight scales and the group width of FP8 activation scales.
+constexpr int64_t kFp8BlockSize = 128;
+inline int64_t fp8Blocks(int64_t extent) { return (extent + kFp8BlockSize - 1) / kFp8BlockSize; }
+
+// The W8A8 rule (DeepSeek-V3's inference code, vLLM, SGLang). A GEMM with Fp8Block128 weights
+// first quantizes its float input: per row, per group g of 128 consecutive channels
+// [128g, 128g + 128) (the last group may be shorter):
+//   amax = max |x| over the group;  scale = amax / 448;
+//   q = e4m3(x / scale), rounded to nearest even, saturating to ±448 (floatToFloat8e4m3);
+//   a group whose amax is 0 has scale 0 and q = 0.
+// and computes with x' = q * scale (exactly representable products), accumulating in float32:
+//   output[r, n] = sum_k x'[r, k] * w[n, k]   (+ bias, activation: as for dense weights).
+// The input may also arrive already quantized, as Float8E4M3 with inputScales float32
+// [M, ceil(K/128)] (x' = q * scale), and an output may leave quantized the same way: Float8E4M3
+// with outputScales [M, ceil(width/128)], the float result quantized by the rule. These let the
+// producer of an activation (permute, the first GEMM's epilogue) hand it over in FP8: the results
+// are the same as quantizing inside the GEMM.
+
 // ---- 3. Grouped GEMM -----------------------------------------------------------------------
 // For each expert e and each row r in [offsets[e], offsets[e+1]):
 //   output[r, n] = sum_k input[r, k] * weights[e, n, k]  (+ bias[e, n])
@@ -147,12 +178,18 @@ struct GemmActivation {
 };
 
 struct GroupedGemmArgs : OpIdentity {
-  TensorView input;          // [M, K] float
-  TensorView weights;        // [E, N, K] float
+  TensorView input;          // [M, K] float; Fp8Block128 also takes Float8E4M3 with inputScales
+  TensorView inputScales;    // optional float32 [M, ceil(K/128)]: input is quantized (W8A8 rule)
+  TensorView weights;        // [E, N, K] float (Dense) or Float8E4M3 (Fp8Block128)
+  TensorView weightScales;   // Fp8Block128: float32 [E, ceil(N/128), ceil(K/128)]
+  WeightFormat weightFormat = WeightFormat::Dense;
   TensorView bias;           // optional [E, N] float
   TensorView expertOffsets;  // [E+1] int32, non-decreasing, offsets[0] >= 0, offsets[E] <= M (checked:
                              // ExpertOffsetOutOfRange; offending offsets are clamped into range)
-  TensorView output;         // out [M, N] (or [M, N/2] gated), float32 or the dtype of input
+  TensorView output;         // out [M, N] (or [M, N/2] gated): float32 or the dtype of a float input
+                             // (any float with FP8 weights); Fp8Block128 also writes Float8E4M3
+                             // with outputScales
+  TensorView outputScales;   // optional out float32 [M, ceil(width/128)] (W8A8 rule)
   GemmActivation activation;
   // A bound on rows per expert when the caller knows one (0: unknown). The layer passes its token
   // count (a token visits an expert at most once). It only picks a kernel: results never depend
@@ -160,12 +197,18 @@ struct GroupedGemmArgs : OpIdentity {
   int64_t maxRowsPerExpert = 0;
 };
 
-// Dense projection: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]).
+// Dense projection: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]). Quantized weights
+// and activations as for the grouped GEMM (one expert owning every row).
 struct LinearArgs : OpIdentity {
-  TensorView input;   // [M, K] float
-  TensorView weight;  // [N, K] float
-  TensorView bias;    // optional [N] float
-  TensorView output;  // out [M, N], float32 or the dtype of input
+  TensorView input;         // [M, K] float; Fp8Block128 also takes Float8E4M3 with inputScales
+  TensorView inputScales;   // optional float32 [M, ceil(K/128)]
+  TensorView weight;        // [N, K] float (Dense) or Float8E4M3 (Fp8Block128)
+  TensorView weightScales;  // Fp8Block128: float32 [ceil(N/128), ceil(K/128)]
+  WeightFormat weightFormat = WeightFormat::Dense;
+  TensorView bias;          // optional [N] float
+  TensorView output;        // out [M, N]: float32 or the dtype of a float input; Fp8Block128 also
+                            // writes Float8E4M3 with outputScales
+  TensorView outputScales;  // optional out float32 [M, ceil(N/128)]
 };
 
 struct ActivationArgs : OpIdentity {
@@ -193,7 +236,8 @@ struct CombineArgs : OpIdentity {
 };
 
 // ---- Utilities -----------------------------------------------------------------------------
-// Elementwise conversion between float dtypes (or int32 -> int32 copy).
+// Elementwise conversion between float dtypes, Float8E4M3 included (to it: round to nearest even,
+// saturating to ±448), or a copy of int32 or uint8.
 struct CastArgs : OpIdentity {
   TensorView input;   // any shape
   TensorView output;  // same numel

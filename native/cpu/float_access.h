@@ -28,6 +28,14 @@ struct BF16 {
   static Storage store(float value) { return floatToBfloat16(value); }
 };
 
+// Quantized values (op_args.h, "Quantized weights and activations"): read and written only by
+// cast and the quantizing steps, never computed in.
+struct F8E4M3 {
+  using Storage = uint8_t;
+  static float load(Storage value) { return float8e4m3ToFloat(value); }
+  static Storage store(float value) { return floatToFloat8e4m3(value); }
+};
+
 // Calls body(Format{}) with the format of a float dtype; throws E_DTYPE for int32.
 template <typename Body>
 void dispatchFloat(DType dtype, const char* what, Body&& body) {
@@ -37,6 +45,16 @@ void dispatchFloat(DType dtype, const char* what, Body&& body) {
     case DType::BFloat16: body(BF16{}); return;
     default: throw NativeError("E_DTYPE", std::string(what) + ": expected a float dtype, got " + dtypeName(dtype));
   }
+}
+
+// As dispatchFloat, and Float8E4M3 too (for conversions).
+template <typename Body>
+void dispatchConvertible(DType dtype, const char* what, Body&& body) {
+  if (dtype == DType::Float8E4M3) {
+    body(F8E4M3{});
+    return;
+  }
+  dispatchFloat(dtype, what, body);
 }
 
 // Converts count elements of a float tensor to float32.

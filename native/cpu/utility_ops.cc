@@ -15,12 +15,12 @@ constexpr int64_t kElementsPerChunk = 1 << 16;
 
 void cast(const CastArgs& args) {
   const int64_t count = args.input.numel();
-  if (args.input.dtype == DType::Int32) {
+  if (args.input.dtype == args.output.dtype && (args.input.dtype == DType::Int32 || args.input.dtype == DType::UInt8)) {
     std::memcpy(args.output.data, args.input.data, args.input.nbytes());
     return;
   }
-  dispatchFloat(args.input.dtype, "cast input", [&](auto in) {
-    dispatchFloat(args.output.dtype, "cast output", [&](auto out) {
+  dispatchConvertible(args.input.dtype, "cast input", [&](auto in) {
+    dispatchConvertible(args.output.dtype, "cast output", [&](auto out) {
       using In = decltype(in);
       using Out = decltype(out);
       const auto* source = args.input.as<typename In::Storage>();
