@@ -1,0 +1,11 @@
+/** Every fuzz property by name: what a child can run (`--property NAME`). */
+import { selftestProperty } from '../properties/selftest';
+import type { PropertyFactory } from './property';
+
+export const PROPERTIES: Readonly<Record<string, PropertyFactory>> = {
+  selftest: selftestProperty,
+};
+
+/** The properties of moekit (selftest only tests the harness). */
+export const MOEKIT_PROPERTIES = [] as const;
+export type MoekitPropertyName = (typeof MOEKIT_PROPERTIES)[number];
