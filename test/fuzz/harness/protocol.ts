@@ -54,6 +54,7 @@ export function errorText(error: unknown): string {
   if (!(error instanceof Error)) return `non-Error thrown: ${String(error)}`;
   const code = (error as { code?: unknown }).code;
   const head = `${error.name}${typeof code === 'string' ? ` [${code}]` : ''}: ${error.message}`;
-  const frames = (error.stack ?? '').split('\n').filter((line) => line.trimStart().startsWith('at ')).slice(0, 4);
+  // Distinct frames: with source maps, V8 can list a frame twice.
+  const frames = [...new Set((error.stack ?? '').split('\n').filter((line) => line.trimStart().startsWith('at ')))].slice(0, 4);
   return [head, ...frames].join('\n');
 }
