@@ -4,7 +4,7 @@
  * files that are not files) either loads, through readMoEConfig (dist/checkpoint/load.js) and
  * MoELayer.fromPretrained, or fails with a MoekitError of a config/checkpoint code; never another
  * error, never a hang. A layer that loads runs a 1-token forward on the CPU with finite output and
- * expert ids in range.
+ * k distinct expert ids in range.
  *
  * The checkpoints are scratch copies of the fixtures in ../shared/fixtures/hf-moe (one per model
  * family); each case rewrites one copy's config.json.
@@ -114,7 +114,7 @@ export function editedConfigText(base: Record<string, unknown>, edits: readonly 
   return `{${entries.map(([field, value]) => `${JSON.stringify(field)}:${toJsonText(value)}`).join(',')}}`;
 }
 
-/** A 1-token forward on the CPU: finite output, and expert ids that are experts. */
+/** A 1-token forward on the CPU: finite output, and k distinct expert ids that are experts. */
 async function checkForward(api: MoekitApi, layer: MoekitApi['MoELayer']['prototype']): Promise<void> {
   const { hiddenSize, numExperts } = layer.config;
   const x = api.Tensor.random([1, hiddenSize], { dtype: layer.dtype, seed: 1 });
@@ -124,9 +124,11 @@ async function checkForward(api: MoekitApi, layer: MoekitApi['MoELayer']['protot
       const output = await result.output.toFloat32Array();
       const bad = output.findIndex((value) => !Number.isFinite(value));
       if (bad >= 0) throw new PropertyViolation(`the loaded layer's forward gave output[${bad}] = ${output[bad]} (config ${JSON.stringify(layer.config)})`);
-      const ids = await result.topkIds.toArray();
-      const badId = Array.from(ids).find((id) => id < 0 || id >= numExperts);
+      const ids = Array.from(await result.topkIds.toArray());
+      const badId = ids.find((id) => id < 0 || id >= numExperts);
       if (badId !== undefined) throw new PropertyViolation(`the loaded layer routed to expert ${badId} of ${numExperts}`);
+      // One token: its k experts must be k different ones.
+      if (new Set(ids).size !== ids.length) throw new PropertyViolation(`the loaded layer routed the token to the same expert twice: [${ids.join(', ')}]`);
     } finally {
       result.dispose();
     }

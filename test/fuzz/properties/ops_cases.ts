@@ -108,7 +108,8 @@ function divisors(value: number): number[] {
 const floatDType = fc.constantFrom(...FLOAT_DTYPES);
 const ACTIVATION_KINDS = ['swiglu', 'geglu', 'gptoss_swiglu', 'silu', 'gelu', 'relu'] as const;
 const GATED_KINDS: readonly string[] = ['swiglu', 'geglu', 'gptoss_swiglu'];
-const finiteParameter = fc.oneof(fc.double({ min: -10, max: 10, noNaN: true }), fc.constantFrom(0, 1.702, 7, 1e30, -1e30));
+/** Finite numbers for alpha, limit, scalingFactor: ordinary ones, and ones past float32's range (the kernels take float32). */
+const finiteParameter = fc.oneof(fc.double({ min: -10, max: 10, noNaN: true }), fc.constantFrom(0, 1.702, 7, 1e30, -1e30, 3.5e38, 1e300, -1e300));
 
 // ---- One generator per op, each making a valid or nearly valid call ---------------------------
 
