@@ -15,7 +15,8 @@ describe(`fuzz properties, short run (MOEKIT_FUZZ_SEED=${seed})`, () => {
   for (const property of MOEKIT_PROPERTIES) {
     const runs = shortRuns(property);
     it(`${property}: ${runs} cases`, { timeout: 180_000 }, async () => {
-      const outcome = await runChildWithReplay({ property, runs, seed: batchSeed(seed, property, 0), timeoutMs: 150_000 });
+      // Cases take milliseconds: 5 s is a hang even on a slow CI machine, and a hang costs that twice (run, replay).
+      const outcome = await runChildWithReplay({ property, runs, seed: batchSeed(seed, property, 0), timeoutMs: 150_000, caseTimeoutMs: 5_000 });
       expect(outcome.verdict, formatOutcome(outcome)).toBe('passed');
       console.log(formatOutcome(outcome));
     });

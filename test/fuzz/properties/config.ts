@@ -43,7 +43,9 @@ type ConfigSource =
   /** config.json replaced by this text. */
   | { kind: 'text'; text: string }
   /** Something that is no readable config.json, or no checkpoint folder. */
-  | { kind: 'special'; what: 'no-config' | 'config-is-folder' | 'config-is-fifo' | 'config-loop' | 'folder-loop' | 'folder-is-file' | 'no-folder' };
+  | { kind: 'special'; what: 'no-config' | 'config-is-folder' | 'config-is-fifo' | 'config-loop' | 'folder-loop' | 'folder-is-file' | 'no-folder' }
+  /** No path at all: this value is passed as the folder. */
+  | { kind: 'not-a-path'; value: unknown };
 
 export interface ConfigCase {
   family: Family;
@@ -51,6 +53,8 @@ export interface ConfigCase {
   /** fromPretrained's `layer` and `dtype` options (undefined: left out). */
   layer: unknown;
   dtype: unknown;
+  /** When present, fromPretrained's whole options argument is this value instead (null, a number, left out...). */
+  options?: { value: unknown };
 }
 
 /** Values a field may take: plausible ones (small integers, edges, the names moekit knows) and junk. */
@@ -79,6 +83,7 @@ const configSource: fc.Arbitrary<ConfigSource> = fc.oneof(
       what: fc.constantFrom('no-config' as const, 'config-is-folder' as const, 'config-is-fifo' as const, 'config-loop' as const, 'folder-loop' as const, 'folder-is-file' as const, 'no-folder' as const),
     }),
   },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('not-a-path' as const), value: fc.constantFrom(...JUNK_VALUES) }) },
 );
 
 const configCases: fc.Arbitrary<ConfigCase> = fc.record({
@@ -90,6 +95,7 @@ const configCases: fc.Arbitrary<ConfigCase> = fc.record({
     { weight: 3, arbitrary: fc.constantFrom('float32', 'bfloat16', 'float16') },
     { weight: 1, arbitrary: fc.constantFrom('int32', 'f32', ...JUNK_VALUES) },
   ),
+  options: fc.option(fc.record({ value: fc.constantFrom(...JUNK_VALUES) }), { nil: undefined, freq: 20 }),
 });
 
 // ---- Checking -------------------------------------------------------------------------------
@@ -162,8 +168,8 @@ function copyFixtures(scratchDir: string): Checkpoints {
   return { folders, configs, scratchDir };
 }
 
-/** Puts the case's config.json in place; returns the folder to load from. */
-function prepareFolder(checkpoints: Checkpoints, testCase: ConfigCase): string {
+/** Puts the case's config.json in place; returns the folder to load from (a path, or junk for one). */
+function prepareFolder(checkpoints: Checkpoints, testCase: ConfigCase): unknown {
   const folder = checkpoints.folders[testCase.family];
   const configFile = path.join(folder, 'config.json');
   fs.rmSync(configFile, { recursive: true, force: true });
@@ -177,6 +183,8 @@ function prepareFolder(checkpoints: Checkpoints, testCase: ConfigCase): string {
       return folder;
     case 'special':
       return prepareSpecial(checkpoints, folder, configFile, config.what);
+    case 'not-a-path':
+      return config.value;
   }
 }
 
@@ -209,7 +217,7 @@ function prepareSpecial(checkpoints: Checkpoints, folder: string, configFile: st
 
 async function checkCase(build: MoekitBuild, checkpoints: Checkpoints, testCase: ConfigCase): Promise<void> {
   const { api, checkpoint } = build;
-  const folder = prepareFolder(checkpoints, testCase);
+  const folder = prepareFolder(checkpoints, testCase) as string;
   try {
     checkpoint.readMoEConfig(folder, testCase.layer as number);
   } catch (error) {
@@ -217,8 +225,8 @@ async function checkCase(build: MoekitBuild, checkpoints: Checkpoints, testCase:
   }
   let layer: MoekitApi['MoELayer']['prototype'];
   try {
-    const options = { layer: testCase.layer as number, device: 'cpu' as const, ...(testCase.dtype !== undefined && { dtype: testCase.dtype as 'float32' }) };
-    layer = await api.MoELayer.fromPretrained(folder, options);
+    const options = testCase.options ? testCase.options.value : { layer: testCase.layer, device: 'cpu', ...(testCase.dtype !== undefined && { dtype: testCase.dtype }) };
+    layer = await api.MoELayer.fromPretrained(folder, options as Parameters<MoekitApi['MoELayer']['fromPretrained']>[1]);
   } catch (error) {
     requireLoadError(api, error, 'MoELayer.fromPretrained');
     return;
@@ -238,10 +246,14 @@ function describeCase(testCase: ConfigCase): string {
     what = `config.json of the ${testCase.family} fixture with ${edits.length === 0 ? 'no edits' : edits.join(', ')}`;
   } else if (config.kind === 'text') {
     what = `config.json = ${JSON.stringify(config.text)} in the ${testCase.family} fixture`;
-  } else {
+  } else if (config.kind === 'special') {
     what = `${config.what} (${testCase.family} fixture)`;
+  } else {
+    what = `not a path: ${renderValue(config.value)}`;
   }
-  const options = `{ layer: ${renderValue(testCase.layer)}${testCase.dtype === undefined ? '' : `, dtype: ${renderValue(testCase.dtype)}`} }`;
+  const options = testCase.options
+    ? renderValue(testCase.options.value)
+    : `{ layer: ${renderValue(testCase.layer)}${testCase.dtype === undefined ? '' : `, dtype: ${renderValue(testCase.dtype)}`} }`;
   return `MoELayer.fromPretrained(<${what}>, ${options})`;
 }
 
