@@ -10,7 +10,6 @@ import * as fc from 'fast-check';
 
 import { CaseLog } from './case_log';
 import { loadBuild } from './moekit';
-import { makeScratchDir } from './paths';
 import type { FuzzProperty } from './property';
 import { clip, errorText, type ChildSpec, type ChildSummary, type FirstFailure } from './protocol';
 import { PROPERTIES } from './registry';
@@ -70,17 +69,15 @@ async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? '') as ChildSpec;
   const factory = PROPERTIES[spec.property];
   if (!factory) throw new Error(`no fuzz property named ${spec.property} (known: ${Object.keys(PROPERTIES).join(', ')})`);
-  const scratchDir = makeScratchDir(spec.property);
   const log = new CaseLog(spec.logFile);
   try {
-    const property = await factory({ moekit: loadBuild(spec.dist), params: spec.params, scratchDir });
+    const property = await factory({ moekit: loadBuild(spec.dist), params: spec.params, scratchDir: spec.scratchDir });
     const summary = await runProperty(spec, property, log);
     await property.dispose?.();
     fs.writeFileSync(spec.summaryFile, JSON.stringify(summary));
     process.exitCode = summary.failed ? 1 : 0;
   } finally {
     log.close();
-    fs.rmSync(scratchDir, { recursive: true, force: true });
   }
 }
 

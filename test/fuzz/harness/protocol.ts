@@ -16,6 +16,8 @@ export interface ChildSpec {
   dist: string;
   /** Where the child writes its summary (JSON) before it exits. */
   summaryFile: string;
+  /** A scratch folder for the property; the parent removes it, also after a crash. */
+  scratchDir: string;
 }
 
 export interface FirstFailure {

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { readCaseLog, runningCase, type LoggedCase } from './case_log';
-import { childScript, distDir } from './paths';
+import { childScript, distDir, makeScratchDir } from './paths';
 import type { ChildSpec, ChildSummary } from './protocol';
 
 export interface ChildRunOptions {
@@ -87,6 +87,7 @@ function readSummary(file: string): ChildSummary | undefined {
 
 export async function runChild(options: ChildRunOptions): Promise<ChildOutcome> {
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-fuzz-log-'));
+  const scratchDir = makeScratchDir(options.property);
   const logFile = path.join(logDir, 'cases.json');
   const summaryFile = path.join(logDir, 'summary.json');
   const spec: ChildSpec = {
@@ -98,6 +99,7 @@ export async function runChild(options: ChildRunOptions): Promise<ChildOutcome> 
     logFile,
     dist: options.dist ?? distDir(),
     summaryFile,
+    scratchDir,
   };
   const caseTimeoutMs = options.caseTimeoutMs ?? envNumber('MOEKIT_FUZZ_CASE_TIMEOUT_MS', 10_000);
   const { command, args } = childCommand(spec, options.memoryMb ?? envNumber('MOEKIT_FUZZ_MEMORY_MB', 4096));
@@ -131,7 +133,7 @@ export async function runChild(options: ChildRunOptions): Promise<ChildOutcome> 
   clearTimeout(deadline);
   const lastCases = readCaseLog(logFile).cases;
   const summary = readSummary(summaryFile);
-  fs.rmSync(logDir, { recursive: true, force: true });
+  for (const dir of [logDir, scratchDir]) fs.rmSync(dir, { recursive: true, force: true });
 
   const verdict: ChildVerdict =
     stopped ?? (signal !== null ? 'crashed' : summary === undefined ? 'no-summary' : summary.failed ? 'failed' : exitCode === 0 ? 'passed' : 'no-summary');
