@@ -56,7 +56,9 @@ export function errorText(error: unknown): string {
   if (!(error instanceof Error)) return `non-Error thrown: ${String(error)}`;
   const code = (error as { code?: unknown }).code;
   const head = `${error.name}${typeof code === 'string' ? ` [${code}]` : ''}: ${error.message}`;
-  // Distinct frames: with source maps, V8 can list a frame twice.
-  const frames = [...new Set((error.stack ?? '').split('\n').filter((line) => line.trimStart().startsWith('at ')))].slice(0, 4);
+  // Frames from after the message only: a message may itself hold another error's text and frames.
+  const stack = error.stack ?? '';
+  const afterMessage = stack.includes(error.message) ? stack.slice(stack.indexOf(error.message) + error.message.length) : stack;
+  const frames = afterMessage.split('\n').filter((line) => line.trimStart().startsWith('at ')).slice(0, 4);
   return [head, ...frames].join('\n');
 }
