@@ -10,7 +10,8 @@ const hasNvidiaGpu = existsSync('/dev/nvidiactl');
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    globalSetup: ['test/setup/build_dist.ts'],
+    // dist/ for the CLI tests and the fuzz properties; build-fuzz/ for the fuzz children.
+    globalSetup: ['test/setup/build_dist.ts', 'test/setup/build_fuzz.ts'],
     // Native work and CLI subprocesses: give slow CI machines room.
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -1,0 +1,17 @@
+/** Every fuzz property by name: what a child can run (`--property NAME`). */
+import { configProperty } from '../properties/config';
+import { opsProperty } from '../properties/ops';
+import { safetensorsProperty } from '../properties/safetensors';
+import { selftestProperty } from '../properties/selftest';
+import type { PropertyFactory } from './property';
+
+export const PROPERTIES: Readonly<Record<string, PropertyFactory>> = {
+  safetensors: safetensorsProperty,
+  config: configProperty,
+  ops: opsProperty,
+  selftest: selftestProperty,
+};
+
+/** The properties of moekit (selftest only tests the harness). */
+export const MOEKIT_PROPERTIES = ['safetensors', 'config', 'ops'] as const;
+export type MoekitPropertyName = (typeof MOEKIT_PROPERTIES)[number];
