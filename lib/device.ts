@@ -1,4 +1,4 @@
-import { MoekitError } from './errors';
+import { describeValue, MoekitError } from './errors';
 
 /** Where a tensor lives: host memory, or the memory of CUDA device N. */
 export type Device = 'cpu' | `cuda:${number}`;
@@ -20,5 +20,5 @@ export function parseDevice(value: unknown, what = 'device'): Device {
     const match = /^cuda:(\d{1,3})$/.exec(value);
     if (match) return `cuda:${Number(match[1])}`;
   }
-  throw new MoekitError('E_DEVICE', `${what}: expected 'cpu' or 'cuda:N', got ${JSON.stringify(value)}`);
+  throw new MoekitError('E_DEVICE', `${what}: expected 'cpu' or 'cuda:N', got ${describeValue(value)}`);
 }

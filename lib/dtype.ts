@@ -1,4 +1,4 @@
-import { MoekitError } from './errors';
+import { describeValue, MoekitError } from './errors';
 
 /**
  * Element types of a Tensor. float16 and bfloat16 are stored as raw 16-bit patterns. float8_e4m3
@@ -11,6 +11,9 @@ export type FloatDType = 'float32' | 'float16' | 'bfloat16';
 
 export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'int32', 'float8_e4m3', 'uint8'];
 export const FLOAT_DTYPES: readonly FloatDType[] = ['float32', 'float16', 'bfloat16'];
+
+/** The largest finite float32: the kernels take their scalar parameters as float32. */
+export const FLOAT32_MAX = 3.4028234663852886e38;
 
 /** Numeric codes shared with native/core/dtype.h. */
 export const DTYPE_CODES: Readonly<Record<DType, number>> = { float32: 0, float16: 1, bfloat16: 2, int32: 3, float8_e4m3: 4, uint8: 5 };
@@ -40,12 +43,12 @@ export function isFloatDType(value: unknown): value is FloatDType {
 }
 
 export function parseDType(value: unknown, what = 'dtype'): DType {
-  if (!isDType(value)) throw new MoekitError('E_DTYPE', `${what}: unknown dtype ${JSON.stringify(value)} (expected one of ${DTYPES.join(', ')})`);
+  if (!isDType(value)) throw new MoekitError('E_DTYPE', `${what}: unknown dtype ${describeValue(value)} (expected one of ${DTYPES.join(', ')})`);
   return value;
 }
 
 export function parseFloatDType(value: unknown, what = 'dtype'): FloatDType {
-  if (!isFloatDType(value)) throw new MoekitError('E_DTYPE', `${what}: expected a float dtype (${FLOAT_DTYPES.join(', ')}), got ${JSON.stringify(value)}`);
+  if (!isFloatDType(value)) throw new MoekitError('E_DTYPE', `${what}: expected a float dtype (${FLOAT_DTYPES.join(', ')}), got ${describeValue(value)}`);
   return value;
 }
 
@@ -117,7 +120,7 @@ export function float16BitsToFloat(bits: number): number {
 
 /** The 16-bit float dtypes encodeHalf and decodeHalf take; anything else would silently mean float16. */
 function requireHalfDType(dtype: unknown, what: string): asserts dtype is 'float16' | 'bfloat16' {
-  if (dtype !== 'float16' && dtype !== 'bfloat16') throw new MoekitError('E_DTYPE', `${what}: dtype must be 'float16' or 'bfloat16', got ${JSON.stringify(dtype)}`);
+  if (dtype !== 'float16' && dtype !== 'bfloat16') throw new MoekitError('E_DTYPE', `${what}: dtype must be 'float16' or 'bfloat16', got ${describeValue(dtype)}`);
 }
 
 /** Encodes float values into the 16-bit patterns of `dtype`. */

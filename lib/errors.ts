@@ -42,6 +42,48 @@ export class MoekitError extends Error {
   }
 }
 
+/** Longest string shown whole in a message. */
+const MAX_SHOWN_CHARACTERS = 60;
+/** Longest array shown element by element in a message. */
+const MAX_SHOWN_ELEMENTS = 8;
+
+/**
+ * How a value given by a caller reads in an error message: 5, NaN, "cpu", null, undefined, 3n,
+ * Symbol(x), [1, -2], an array of 100 items, an object, a Float32Array. Never throws, whatever the
+ * value (a symbol, a circular or deeply nested object, a getter that throws): building the message
+ * must not fail where the value itself is what is wrong.
+ */
+export function describeValue(value: unknown): string {
+  return describeAt(value, 0);
+}
+
+function describeAt(value: unknown, depth: number): string {
+  switch (typeof value) {
+    case 'number': return Object.is(value, -0) ? '-0' : String(value);
+    case 'bigint': return `${value.toString()}n`;
+    case 'boolean': return String(value);
+    case 'undefined': return 'undefined';
+    case 'symbol': return value.description === undefined ? 'Symbol()' : `Symbol(${describeAt(value.description, depth + 1)})`;
+    case 'function': return 'a function';
+    case 'string': {
+      const shown = value.length > MAX_SHOWN_CHARACTERS ? `${value.slice(0, MAX_SHOWN_CHARACTERS)}…` : value;
+      return JSON.stringify(shown);
+    }
+    default: break;
+  }
+  if (value === null) return 'null';
+  if (Array.isArray(value)) {
+    const primitive = value.length <= MAX_SHOWN_ELEMENTS && depth === 0 && value.every((item) => item === null || typeof item !== 'object');
+    return primitive ? `[${value.map((item) => describeAt(item, depth + 1)).join(', ')}]` : `an array of ${value.length} items`;
+  }
+  try {
+    const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
+    return typeof name === 'string' && name !== 'Object' && name !== '' ? `a ${name}` : 'an object';
+  } catch {
+    return 'an object';
+  }
+}
+
 /** Throws E_INVALID_ARGUMENT with `message` unless `condition` holds. */
 export function check(condition: boolean, message: string, code: MoekitErrorCode = 'E_INVALID_ARGUMENT'): asserts condition {
   if (!condition) throw new MoekitError(code, message);

@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 
-import { MoekitError } from './errors';
+import { describeValue, MoekitError } from './errors';
 
 const READ_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK;
 
@@ -22,6 +22,11 @@ function errnoCode(error: unknown): string | undefined {
 export function fileSystemError(file: string, action: string, error: unknown): MoekitError {
   if (error instanceof MoekitError) return error;
   return new MoekitError('E_NOT_FOUND', `${file}: cannot ${action} (${errnoCode(error) ?? String(error)})`, { cause: error });
+}
+
+/** A path given by a caller must be a string before it reaches fs (or a message). */
+export function requirePath(file: unknown): asserts file is string {
+  if (typeof file !== 'string') throw new MoekitError('E_INVALID_ARGUMENT', `a file path must be a string, got ${describeValue(file)}`);
 }
 
 /** What `stats` describes, for messages: "a FIFO", "a directory", … */
@@ -63,6 +68,7 @@ export interface OpenedFile {
 
 /** Opens a regular file for reading; anything else, or a failure, is E_NOT_FOUND naming the path. */
 export async function openRegularFile(file: string): Promise<OpenedFile> {
+  requirePath(file);
   let handle: fs.promises.FileHandle;
   try {
     handle = await fs.promises.open(file, READ_FLAGS);
@@ -81,6 +87,7 @@ export async function openRegularFile(file: string): Promise<OpenedFile> {
 
 /** A regular file's contents as UTF-8 text; anything else, or a failure, is E_NOT_FOUND naming the path. */
 export function readRegularTextFile(file: string): string {
+  requirePath(file);
   let descriptor: number;
   try {
     descriptor = fs.openSync(file, READ_FLAGS);
@@ -109,6 +116,7 @@ function namesNothing(error: unknown): boolean {
  * rather than being taken for "absent".
  */
 export function statIfPresent(file: string): fs.Stats | undefined {
+  requirePath(file);
   try {
     return fs.statSync(file);
   } catch (error) {

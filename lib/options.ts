@@ -4,20 +4,7 @@
  * here, as a MoekitError naming the argument, rather than as a TypeError from deep inside an op.
  * The public entry points that take an object (options, weights, plans) go through these two.
  */
-import { MoekitError } from './errors';
-
-/** How a value of the wrong kind reads in a message: 5, "cpu", null, an array, a Float32Array. */
-export function describeValue(value: unknown): string {
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'function') return 'a function';
-  if (typeof value === 'object' && value !== null) {
-    const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
-    return typeof name === 'string' && name !== 'Object' ? `a ${name}` : 'an object';
-  }
-  if (typeof value === 'bigint') return `${value}n`;
-  if (typeof value === 'symbol' || value === undefined) return String(value);
-  return JSON.stringify(value);
-}
+import { describeValue, MoekitError } from './errors';
 
 function isObject(value: unknown): value is object {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

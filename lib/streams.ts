@@ -5,12 +5,12 @@
  * in stream order. Work enqueued before the switch still completes first.
  */
 import { deviceIndex, parseDevice, type Device } from './device';
-import { callNative, MoekitError } from './errors';
+import { callNative, describeValue, MoekitError } from './errors';
 import { addon } from './native';
 
 function cudaIndex(device: Device, what: string): number {
   const index = deviceIndex(parseDevice(device));
-  if (index < 0) throw new MoekitError('E_DEVICE', `${what} needs a CUDA device, got ${device}`);
+  if (index < 0) throw new MoekitError('E_DEVICE', `${what} needs a CUDA device, got ${describeValue(device)}`);
   return index;
 }
 

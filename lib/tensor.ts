@@ -1,6 +1,6 @@
-import { allocateHostArray, decodeFloat8, decodeHalf, DTYPE_BYTES, DTYPE_CODES, isConvertibleDType, isFloatDType, parseDType, type DType, type HostArray } from './dtype';
+import { allocateHostArray, decodeFloat8, decodeHalf, DTYPE_BYTES, DTYPE_CODES, FLOAT32_MAX, isConvertibleDType, isFloatDType, parseDType, type DType, type HostArray } from './dtype';
 import { deviceIndex, parseDevice, type Device } from './device';
-import { fromNativeError, MoekitError } from './errors';
+import { describeValue, fromNativeError, MoekitError } from './errors';
 import { optionalOptions } from './options';
 import { addon, type NativeStorage, type NativeTensor } from './native';
 
@@ -28,10 +28,10 @@ if ((Symbol as unknown as { dispose?: symbol }).dispose === undefined) {
 }
 
 function checkShape(shape: readonly number[]): number[] {
-  if (!Array.isArray(shape)) throw new MoekitError('E_SHAPE', `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  if (!Array.isArray(shape)) throw new MoekitError('E_SHAPE', `shape must be an array of non-negative integers, got ${describeValue(shape)}`);
   for (const extent of shape) {
     if (!Number.isSafeInteger(extent) || extent < 0) {
-      throw new MoekitError('E_SHAPE', `shape must be an array of non-negative integers, got [${shape.join(', ')}]`);
+      throw new MoekitError('E_SHAPE', `shape must be an array of non-negative integers, got ${describeValue(shape)}`);
     }
   }
   return [...shape];
@@ -118,8 +118,10 @@ export class Tensor {
     if (!isFloatDType(dtype)) throw new MoekitError('E_DTYPE', `Tensor.random makes float32, float16 or bfloat16 tensors, not ${dtype}`);
     const seed = options.seed ?? 0;
     const scale = options.scale ?? 1;
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new MoekitError('E_INVALID_ARGUMENT', `seed must be a non-negative integer, got ${seed}`);
-    if (!Number.isFinite(scale)) throw new MoekitError('E_INVALID_ARGUMENT', `scale must be finite, got ${scale}`);
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new MoekitError('E_INVALID_ARGUMENT', `seed must be a non-negative integer, got ${describeValue(seed)}`);
+    if (typeof scale !== 'number' || !(Math.abs(scale) <= FLOAT32_MAX)) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `scale must be a finite number within float32's range, got ${describeValue(scale)}`);
+    }
     const tensor = Tensor.empty(shape, { ...options, dtype });
     tensor.#enqueue(() => addon().fillRandom(deviceIndex(tensor.device), { output: tensor.toNative(), seed, scale }));
     return tensor;
@@ -271,6 +273,10 @@ function hostSource(data: TensorData, requested: DType | undefined): HostSource 
     return { dtype: requested, values: data };
   }
   if (Array.isArray(data)) {
+    // Checked first: converting anything else would call its valueOf/toString (and a nested array
+    // recurses without bound).
+    const bad = data.findIndex((value) => typeof value !== 'number');
+    if (bad >= 0) throw new MoekitError('E_INVALID_ARGUMENT', `tensor data must hold numbers, got ${describeValue(data[bad])} at index ${bad}`);
     return requested === 'int32' ? { dtype: 'int32', values: Int32Array.from(data) } : { dtype: 'float32', values: Float32Array.from(data) };
   }
   throw new MoekitError('E_INVALID_ARGUMENT', 'tensor data must be a Float32Array, Int32Array, Uint16Array, Uint8Array or number[]');

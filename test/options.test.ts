@@ -3,7 +3,8 @@
 // that is not an object is E_INVALID_ARGUMENT, never a TypeError from deeper down.
 import { describe, expect, it } from 'vitest';
 
-import { describeValue, optionalOptions, requiredObject } from '../lib/options';
+import { describeValue } from '../lib/errors';
+import { optionalOptions, requiredObject } from '../lib/options';
 import { expectThrows } from './helpers/errors';
 
 describe('optionalOptions', () => {
@@ -14,7 +15,7 @@ describe('optionalOptions', () => {
     expect(optionalOptions(given, 'op: options')).toBe(given);
   });
 
-  it.each<[string, unknown]>([['5', 5], ['"fast"', 'fast'], ['true', true], ['an array', [1, 2]], ['a function', () => 1], ['3n', 3n]])(
+  it.each<[string, unknown]>([['5', 5], ['"fast"', 'fast'], ['true', true], ['[1, 2]', [1, 2]], ['a function', () => 1], ['3n', 3n]])(
     'refuses %s as options: E_INVALID_ARGUMENT naming the argument and the value', (shown, value) => {
       expectThrows(() => optionalOptions(value as object, 'groupedGemm: options'), 'E_INVALID_ARGUMENT', new RegExp(`^groupedGemm: options must be an object, got ${shown.replace(/[()[\]]/g, '\\$&')}$`));
     },
@@ -44,6 +45,16 @@ describe('requiredObject', () => {
 describe('describeValue', () => {
   it('says what a value of the wrong kind is, briefly', () => {
     expect([5, 'cpu', null, undefined, [1], new Float32Array(1e6), {}, new Map()].map(describeValue))
-      .toEqual(['5', '"cpu"', 'null', 'undefined', 'an array', 'a Float32Array', 'an object', 'a Map']);
+      .toEqual(['5', '"cpu"', 'null', 'undefined', '[1]', 'a Float32Array', 'an object', 'a Map']);
+  });
+
+  it('never throws, whatever the value', () => {
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    let nested: unknown[] = [];
+    for (let i = 0; i < 100_000; i++) nested = [nested];
+    const hostile = new Proxy({}, { get: () => { throw new Error('no'); } });
+    expect([NaN, -0, 3n, Symbol('x'), Symbol(), circular, nested, hostile, [1, [2]], 'x'.repeat(100), Array(9).fill(0)].map(describeValue))
+      .toEqual(['NaN', '-0', '3n', 'Symbol("x")', 'Symbol()', 'an object', 'an array of 1 items', 'an object', 'an array of 2 items', `"${'x'.repeat(60)}…"`, 'an array of 9 items']);
   });
 });

@@ -6,8 +6,9 @@
  * moekit computes what transformers would; sizes and counts have no sensible default and are
  * required.
  */
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { groupLimitedExperts, MODEL_FAMILIES, type ActivationKind, type ModelFamily, type MoEConfig } from '../layer/config';
+import { FLOAT32_MAX } from '../dtype';
 
 /** A parsed config.json. */
 export type ConfigJson = Readonly<Record<string, unknown>>;
@@ -25,7 +26,7 @@ function isAbsent(value: unknown): boolean {
 
 function checkInteger(file: string, field: string, value: unknown, minimum: 0 | 1): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < minimum) {
-    configError(file, `${field} must be ${minimum === 1 ? 'a positive' : 'a non-negative'} integer, got ${JSON.stringify(value)}`);
+    configError(file, `${field} must be ${minimum === 1 ? 'a positive' : 'a non-negative'} integer, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -42,24 +43,28 @@ function optionalInteger(config: ConfigJson, file: string, field: string, minimu
   return isAbsent(value) ? fallback : checkInteger(file, field, value, minimum);
 }
 
-function optionalNumber(config: ConfigJson, file: string, field: string, fallback: number): number {
+// A float the kernels take as float32, at least `min`.
+function optionalNumber(config: ConfigJson, file: string, field: string, fallback: number, min = -FLOAT32_MAX): number {
   const value = config[field];
   if (isAbsent(value)) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value)) configError(file, `${field} must be a number, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !(Math.abs(value) <= FLOAT32_MAX)) {
+    configError(file, `${field} must be a finite number within float32's range, got ${describeValue(value)}`);
+  }
+  if (value < min) configError(file, `${field} must be at least ${min}, got ${describeValue(value)}`);
   return value;
 }
 
 function optionalBoolean(config: ConfigJson, file: string, field: string, fallback: boolean): boolean {
   const value = config[field];
   if (isAbsent(value)) return fallback;
-  if (typeof value !== 'boolean') configError(file, `${field} must be true or false, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'boolean') configError(file, `${field} must be true or false, got ${describeValue(value)}`);
   return value;
 }
 
 export function parseFamily(config: ConfigJson, file: string): ModelFamily {
   const modelType = config.model_type;
   if (typeof modelType !== 'string' || !(MODEL_FAMILIES as readonly string[]).includes(modelType)) {
-    throw new MoekitError('E_UNSUPPORTED_MODEL', `${file}: model_type ${JSON.stringify(modelType)} is not supported (supported: ${MODEL_FAMILIES.join(', ')})`);
+    throw new MoekitError('E_UNSUPPORTED_MODEL', `${file}: model_type ${describeValue(modelType)} is not supported (supported: ${MODEL_FAMILIES.join(', ')})`);
   }
   return modelType as ModelFamily;
 }
@@ -93,7 +98,7 @@ const GATED_ACTIVATIONS_BY_NAME: Readonly<Record<string, ActivationKind>> = {
 function gatedActivation(config: ConfigJson, file: string): ActivationKind {
   const name = config.hidden_act ?? 'silu';
   if (typeof name !== 'string' || !Object.hasOwn(GATED_ACTIVATIONS_BY_NAME, name)) {
-    configError(file, `hidden_act ${JSON.stringify(name)} is not supported (supported: ${Object.keys(GATED_ACTIVATIONS_BY_NAME).join(', ')})`);
+    configError(file, `hidden_act ${describeValue(name)} is not supported (supported: ${Object.keys(GATED_ACTIVATIONS_BY_NAME).join(', ')})`);
   }
   return GATED_ACTIVATIONS_BY_NAME[name]!;
 }
@@ -170,7 +175,7 @@ function gptOssConfig(config: ConfigJson, file: string, base: CheckpointMoEConfi
     intermediateSize: positiveInteger(config, file, ['intermediate_size']),
     routing: { ...base.routing, method: 'topk_softmax', renormalize: false },
     activation: 'gptoss_swiglu',
-    activationLimit: optionalNumber(config, file, 'swiglu_limit', 7),
+    activationLimit: optionalNumber(config, file, 'swiglu_limit', 7, 0),
     routerBias: true,
     expertBias: true,
   };
@@ -194,7 +199,7 @@ function layerList(config: ConfigJson, file: string, field: string): number[] {
   const value = config[field];
   if (isAbsent(value)) return [];
   if (!Array.isArray(value) || !value.every((layer) => Number.isSafeInteger(layer))) {
-    configError(file, `${field} must be a list of layer numbers, got ${JSON.stringify(value)}`);
+    configError(file, `${field} must be a list of layer numbers, got ${describeValue(value)}`);
   }
   return value as number[];
 }
@@ -224,7 +229,7 @@ function denseLayerReason(config: ConfigJson, file: string, family: ModelFamily,
 export function checkMoELayer(config: ConfigJson, family: ModelFamily, layer: number, file: string): void {
   const layers = positiveInteger(config, file, ['num_hidden_layers']);
   if (!Number.isSafeInteger(layer) || layer < 0 || layer >= layers) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `layer ${layer} does not exist: the model has ${layers} layer(s) (0 to ${layers - 1})`);
+    throw new MoekitError('E_INVALID_ARGUMENT', `layer ${describeValue(layer)} does not exist: the model has ${layers} layer(s) (0 to ${layers - 1})`);
   }
   const reason = denseLayerReason(config, file, family, layer);
   if (reason !== null) {

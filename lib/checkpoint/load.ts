@@ -7,9 +7,8 @@
 import * as path from 'node:path';
 
 import { allocateHostArray, decodeHalf, type FloatDType } from '../dtype';
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { fileKind, readRegularTextFile, statIfPresent } from '../files';
-import { describeValue } from '../options';
 import type { HostTensor, MoEConfig, MoEWeights } from '../layer/config';
 import type { Slice } from '../parallel/plan';
 import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';
@@ -77,7 +76,7 @@ function shardLookupFromIndex(indexFile: string): ShardLookup {
     if (!Object.hasOwn(shardOf, name)) return undefined;
     const shard = shardOf[name];
     if (typeof shard !== 'string' || shard === '' || path.basename(shard) !== shard) {
-      throw new MoekitError('E_CHECKPOINT', `${indexFile}: weight_map places ${name} in ${JSON.stringify(shard)}, which is not a file name in the folder`);
+      throw new MoekitError('E_CHECKPOINT', `${indexFile}: weight_map places ${name} in ${describeValue(shard)}, which is not a file name in the folder`);
     }
     return shard;
   };

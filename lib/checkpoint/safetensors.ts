@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { fileSystemError, openRegularFile } from '../files';
 
 /** Bits per element of every dtype the format defines (some pack several elements per byte). */
@@ -79,9 +79,9 @@ function parseEntry(file: string, name: string, raw: unknown, dataBytes: number)
   const where = `tensor ${name}`;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) malformed(file, `${where}: header entry is not an object`);
   const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-  if (!isDTypeName(dtype)) malformed(file, `${where}: unknown dtype ${JSON.stringify(dtype)}`);
-  if (!isShape(shape)) malformed(file, `${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
-  if (!isOffsetPair(offsets)) malformed(file, `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+  if (!isDTypeName(dtype)) malformed(file, `${where}: unknown dtype ${describeValue(dtype)}`);
+  if (!isShape(shape)) malformed(file, `${where}: shape ${describeValue(shape)} is not a list of non-negative integers`);
+  if (!isOffsetPair(offsets)) malformed(file, `${where}: data_offsets ${describeValue(offsets)} is not a pair of non-negative integers`);
   const [begin, end] = offsets;
   if (begin > end) malformed(file, `${where}: data_offsets [${begin}, ${end}] end before they begin`);
   if (end > dataBytes) {
@@ -246,7 +246,8 @@ export class SafetensorsFile {
     const dtype = this.#readableDType(name, entry);
     const [rows, ...rowShape] = entry.shape;
     if (rows === undefined || !Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0 || first + count > rows) {
-      throw new MoekitError('E_INVALID_ARGUMENT', `${this.path}: tensor ${name} of shape [${entry.shape.join(', ')}] has no rows [${first}, ${first + count})`);
+      const wanted = Number.isSafeInteger(first) && Number.isSafeInteger(count) ? `[${first}, ${first + count})` : `from ${describeValue(first)}, count ${describeValue(count)}`;
+      throw new MoekitError('E_INVALID_ARGUMENT', `${this.path}: tensor ${name} of shape [${entry.shape.join(', ')}] has no rows ${wanted}`);
     }
     const rowBytes = (elementCount(rowShape) * ELEMENT_BITS[dtype]) / 8;
     return this.#readRange(name, dtype, entry.begin + first * rowBytes, [count, ...rowShape]);
@@ -258,7 +259,7 @@ export class SafetensorsFile {
 
   #entry(name: string): HeaderEntry {
     const entry = this.#entries.get(name);
-    if (!entry) throw new MoekitError('E_NOT_FOUND', `${this.path}: no tensor named ${name}`);
+    if (!entry) throw new MoekitError('E_NOT_FOUND', `${this.path}: no tensor named ${describeValue(name)}`);
     return entry;
   }
 
@@ -297,12 +298,12 @@ const WRITE_ARRAYS: Readonly<Record<WritableDType, Float32ArrayConstructor | Uin
 /** The types say all this to TypeScript callers; JavaScript callers learn it here, before any file is touched. */
 function checkTensorToWrite(file: string, name: string, tensor: TensorToWrite): void {
   const invalid = (message: string): never => {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${file}: tensor ${JSON.stringify(name)}: ${message}`);
+    throw new MoekitError('E_INVALID_ARGUMENT', `${file}: tensor ${describeValue(name)}: ${message}`);
   };
   const { dtype, shape, data } = tensor;
   if (name === '' || name === '__metadata__') invalid('is not a usable tensor name');
-  if (!Object.hasOwn(WRITE_ARRAYS, dtype)) invalid(`dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(WRITE_ARRAYS).join(', ')}`);
-  if (!isShape(shape)) invalid(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+  if (typeof dtype !== 'string' || !Object.hasOwn(WRITE_ARRAYS, dtype)) invalid(`dtype ${describeValue(dtype)} is not one of ${Object.keys(WRITE_ARRAYS).join(', ')}`);
+  if (!isShape(shape)) invalid(`shape ${describeValue(shape)} is not a list of non-negative integers`);
   const arrayType = WRITE_ARRAYS[dtype];
   if (!(data instanceof arrayType)) invalid(`${dtype} data must be a ${arrayType.name}`);
   if (data.length !== elementCount(shape)) invalid(`has ${data.length} elements but shape [${shape.join(', ')}] holds ${elementCount(shape)}`);

@@ -1,6 +1,6 @@
 import { parseDevice, type Device } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { loadMoECheckpoint, readMoEConfig } from '../checkpoint/load';
 import { activation, isGated } from '../ops/activation';
 import { combine } from '../ops/combine';
@@ -8,7 +8,7 @@ import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { permute } from '../ops/permute';
 import { route } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
-import { describeValue, optionalOptions, requiredObject } from '../options';
+import { optionalOptions, requiredObject } from '../options';
 import { Tensor } from '../tensor';
 import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankShard } from '../parallel/plan';
 import { ProcessGroup } from '../parallel/process_group';
@@ -322,7 +322,7 @@ export class MoELayer {
   capture(tokens: number): CapturedForward {
     this.#live();
     if (!Number.isSafeInteger(tokens) || tokens < 1) {
-      throw new MoekitError('E_INVALID_ARGUMENT', `capture: tokens must be a positive integer, got ${tokens}`);
+      throw new MoekitError('E_INVALID_ARGUMENT', `capture: tokens must be a positive integer, got ${describeValue(tokens)}`);
     }
     const input = Tensor.empty([tokens, this.config.hiddenSize], { dtype: this.dtype, device: this.device });
     try {

@@ -1,4 +1,5 @@
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
+import { FLOAT32_MAX } from '../dtype';
 import { GATED_ACTIVATIONS, groupLimitedExperts, type ActivationKind, type MoEConfig, type RoutingMethod } from './config';
 
 const ROUTING_METHODS: readonly RoutingMethod[] = ['softmax_topk', 'topk_softmax', 'sigmoid_group_topk'];
@@ -6,7 +7,15 @@ const ACTIVATIONS: readonly ActivationKind[] = ['swiglu', 'geglu', 'gptoss_swigl
 
 function positiveInteger(value: unknown, field: string): void {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new MoekitError('E_CONFIG', `MoE config: ${field} must be a positive integer, got ${JSON.stringify(value)}`);
+    throw new MoekitError('E_CONFIG', `MoE config: ${field} must be a positive integer, got ${describeValue(value)}`);
+  }
+}
+
+/** A number the kernels take as a finite float32 (at least `min`). */
+function float32Field(value: unknown, field: string, min = -FLOAT32_MAX): void {
+  if (typeof value !== 'number' || !(Math.abs(value) <= FLOAT32_MAX) || value < min) {
+    const range = min === -FLOAT32_MAX ? "within float32's range" : `within float32's range and at least ${min}`;
+    throw new MoekitError('E_CONFIG', `MoE config: ${field} must be a finite number ${range}, got ${describeValue(value)}`);
   }
 }
 
@@ -19,7 +28,7 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
   const routing = config.routing;
   if (typeof routing !== 'object' || routing === null) throw new MoekitError('E_CONFIG', 'MoE config: routing is missing');
   if (!ROUTING_METHODS.includes(routing.method)) {
-    throw new MoekitError('E_CONFIG', `MoE config: routing.method must be one of ${ROUTING_METHODS.join(', ')}, got ${JSON.stringify(routing.method)}`);
+    throw new MoekitError('E_CONFIG', `MoE config: routing.method must be one of ${ROUTING_METHODS.join(', ')}, got ${describeValue(routing.method)}`);
   }
   positiveInteger(routing.topK, 'routing.topK');
   if (routing.topK > config.numExperts) {
@@ -38,14 +47,16 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
     throw new MoekitError('E_CONFIG',
       `MoE config: routing.topK (${routing.topK}) is larger than the ${eligible} experts that routing.topkGroups (${routing.topkGroups}) of routing.numGroups (${routing.numGroups}) leave eligible (topkGroups × numExperts / numGroups = ${routing.topkGroups} × ${config.numExperts} / ${routing.numGroups})`);
   }
-  if (!Number.isFinite(routing.scalingFactor)) throw new MoekitError('E_CONFIG', 'MoE config: routing.scalingFactor must be finite');
+  float32Field(routing.scalingFactor, 'routing.scalingFactor');
+  float32Field(config.activationAlpha, 'activationAlpha');
+  float32Field(config.activationLimit, 'activationLimit', 0);
   if (!ACTIVATIONS.includes(config.activation)) {
-    throw new MoekitError('E_CONFIG', `MoE config: activation must be one of ${ACTIVATIONS.join(', ')}, got ${JSON.stringify(config.activation)}`);
+    throw new MoekitError('E_CONFIG', `MoE config: activation must be one of ${ACTIVATIONS.join(', ')}, got ${describeValue(config.activation)}`);
   }
   if (config.sharedExpert !== null) {
     // JavaScript callers can pass anything here; `undefined` is a common slip for "none".
     if (typeof config.sharedExpert !== 'object') {
-      throw new MoekitError('E_CONFIG', `MoE config: sharedExpert must be null or { intermediateSize, gated }, got ${String(config.sharedExpert)}`);
+      throw new MoekitError('E_CONFIG', `MoE config: sharedExpert must be null or { intermediateSize, gated }, got ${describeValue(config.sharedExpert)}`);
     }
     positiveInteger(config.sharedExpert.intermediateSize, 'sharedExpert.intermediateSize');
     if (!GATED_ACTIVATIONS.includes(config.activation)) {

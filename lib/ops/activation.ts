@@ -1,11 +1,11 @@
 import { deviceIndex } from '../device';
 import type { FloatDType } from '../dtype';
 import { GATED_ACTIVATIONS, type ActivationKind } from '../layer/config';
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
-import { requireFinite, requireFloat, requireShape, requireTensor, withOutputs } from './validate';
+import { requireFloat, requireFloat32, requireShape, requireTensor, withOutputs } from './validate';
 
 /** Numeric codes shared with native/core/op_args.h (ActivationKind, GateLayout). */
 const ACTIVATION_CODES: Readonly<Record<ActivationKind, number>> = {
@@ -51,13 +51,14 @@ export interface NativeActivation {
 
 /** Validates an activation kind and its parameters for `op`. */
 export function nativeActivation(op: string, kind: ActivationKind, options: ActivationParameters = {}): NativeActivation {
-  if (!(kind in ACTIVATION_CODES)) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown activation ${JSON.stringify(kind)} (expected ${Object.keys(ACTIVATION_CODES).join(', ')})`);
+  if (typeof kind !== 'string' || !Object.hasOwn(ACTIVATION_CODES, kind)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown activation ${describeValue(kind)} (expected ${Object.keys(ACTIVATION_CODES).join(', ')})`);
   }
   const layout = options.layout ?? 'halves';
-  if (!(layout in GATE_LAYOUT_CODES)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown layout ${JSON.stringify(layout)}`);
-  const alpha = requireFinite(options.alpha ?? 1.702, op, 'alpha');
-  const limit = requireFinite(options.limit ?? 7, op, 'limit');
+  if (typeof layout !== 'string' || !Object.hasOwn(GATE_LAYOUT_CODES, layout)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown layout ${describeValue(layout)}`);
+  const alpha = requireFloat32(options.alpha ?? 1.702, op, 'alpha');
+  // gpt-oss clamps to [-limit, limit]: a negative limit has no meaning.
+  const limit = requireFloat32(options.limit ?? 7, op, 'limit', 0);
   return { kind: ACTIVATION_CODES[kind], layout: GATE_LAYOUT_CODES[layout], alpha, limit, gated: isGated(kind) };
 }
 
@@ -91,6 +92,6 @@ export function activation(input: Tensor, kind: ActivationKind, options?: Activa
 
 function requireFloatDType(op: string, dtype: unknown): void {
   if (dtype !== 'float32' && dtype !== 'float16' && dtype !== 'bfloat16') {
-    throw new MoekitError('E_DTYPE', `${op}: outDtype must be a float dtype, got ${JSON.stringify(dtype)}`);
+    throw new MoekitError('E_DTYPE', `${op}: outDtype must be a float dtype, got ${describeValue(dtype)}`);
   }
 }

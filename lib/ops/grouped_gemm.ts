@@ -1,6 +1,6 @@
 import { deviceIndex } from '../device';
 import type { FloatDType } from '../dtype';
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import type { ActivationKind } from '../layer/config';
 import { addon } from '../native';
 import { optionalOptions, requiredObject } from '../options';
@@ -33,7 +33,7 @@ export interface GroupedGemmOptions extends GemmOptions {
 function outputDType(op: string, input: Tensor, requested: FloatDType | undefined): FloatDType {
   const dtype = requested ?? (input.dtype as FloatDType);
   if (dtype !== 'float32' && dtype !== input.dtype) {
-    throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32 or the input dtype ${input.dtype}, got ${dtype}`);
+    throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32 or the input dtype ${input.dtype}, got ${describeValue(dtype)}`);
   }
   return dtype;
 }
@@ -78,7 +78,7 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
   }
   const maxRowsPerExpert = given.maxRowsPerExpert;
   if (maxRowsPerExpert !== undefined && !(Number.isSafeInteger(maxRowsPerExpert) && maxRowsPerExpert >= 1 && maxRowsPerExpert <= 2 ** 31 - 1)) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: maxRowsPerExpert must be a positive 32-bit integer, got ${maxRowsPerExpert}`);
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: maxRowsPerExpert must be a positive 32-bit integer, got ${describeValue(maxRowsPerExpert)}`);
   }
   const outWidth = act?.gated ? outFeatures / 2 : outFeatures;
   return withOutputs(

@@ -1,10 +1,10 @@
 import { deviceIndex } from '../device';
 import { groupLimitedExperts, type RoutingConfig, type RoutingMethod } from '../layer/config';
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { addon } from '../native';
 import { requiredObject } from '../options';
 import { Tensor } from '../tensor';
-import { requireDType, requireFinite, requireFloat, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
+import { requireDType, requireFloat, requireFloat32, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
 
 /** Numeric codes shared with native/core/op_args.h (RoutingMethod). */
 const ROUTING_METHOD_CODES: Readonly<Record<RoutingMethod, number>> = {
@@ -40,8 +40,8 @@ export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
   requireFloat(logits, op, 'logits');
   const [tokens, experts] = requireShape(logits, op, 'logits', [null, null]) as [number, number];
   const method = routing.method ?? 'softmax_topk';
-  if (!(method in ROUTING_METHOD_CODES)) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown method ${JSON.stringify(method)} (expected ${Object.keys(ROUTING_METHOD_CODES).join(', ')})`);
+  if (typeof method !== 'string' || !Object.hasOwn(ROUTING_METHOD_CODES, method)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown method ${describeValue(method)} (expected ${Object.keys(ROUTING_METHOD_CODES).join(', ')})`);
   }
   if (experts < 1) throw new MoekitError('E_SHAPE', `${op}: logits has no experts`);
   const topK = requireInteger(routing.topK, op, 'topK', 1);
@@ -54,7 +54,7 @@ export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
     throw new MoekitError('E_INVALID_ARGUMENT',
       `${op}: topK ${topK} is larger than the ${eligible} experts that topkGroups ${topkGroups} of numGroups ${numGroups} leave eligible (topkGroups × experts / numGroups = ${topkGroups} × ${experts} / ${numGroups})`);
   }
-  const scalingFactor = requireFinite(routing.scalingFactor ?? 1, op, 'scalingFactor');
+  const scalingFactor = requireFloat32(routing.scalingFactor ?? 1, op, 'scalingFactor');
   const renormalize = routing.renormalize ?? false;
   if (typeof renormalize !== 'boolean') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: renormalize must be a boolean`);
   const correctionBias = routing.correctionBias;

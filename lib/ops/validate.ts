@@ -1,7 +1,7 @@
 /** Argument checks shared by the ops: each failure names the op and the argument. */
 import type { Device } from '../device';
-import type { DType } from '../dtype';
-import { fromNativeError, MoekitError } from '../errors';
+import { FLOAT32_MAX, type DType } from '../dtype';
+import { describeValue, fromNativeError, MoekitError } from '../errors';
 import { Tensor } from '../tensor';
 
 export function requireTensor(value: unknown, op: string, name: string): Tensor {
@@ -51,15 +51,17 @@ export function requireSameDevice(op: string, tensors: Record<string, Tensor | u
 export function requireInteger(value: unknown, op: string, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be an integer ${range}, got ${String(value)}`);
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be an integer ${range}, got ${describeValue(value)}`);
   }
   return value;
 }
 
-export function requireFinite(value: unknown, op: string, name: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value)) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be a finite number, got ${String(value)}`);
+/** A number the kernels can take as a finite float32, at least `min` when given. */
+export function requireFloat32(value: unknown, op: string, name: string, min = -FLOAT32_MAX): number {
+  if (typeof value !== 'number' || !(Math.abs(value) <= FLOAT32_MAX)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be a finite number within float32's range, got ${describeValue(value)}`);
   }
+  if (value < min) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be at least ${min}, got ${describeValue(value)}`);
   return value;
 }
 

@@ -4,9 +4,9 @@
  * moeTpSize ways; Expert Parallel (EP) gives each of moeEpSize groups E / moeEpSize whole experts;
  * both at once is the hybrid. Rank r has tpRank = r mod moeTpSize and epRank = ⌊r / moeTpSize⌋.
  */
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import type { MoEConfig } from '../layer/config';
-import { describeValue, optionalOptions, requiredObject } from '../options';
+import { optionalOptions, requiredObject } from '../options';
 
 export interface ParallelOptions {
   moeTpSize?: number;
@@ -43,7 +43,7 @@ export interface RankShard {
 function sizeOption(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `parallel.${name} must be a positive integer, got ${JSON.stringify(value)}`);
+    throw new MoekitError('E_INVALID_ARGUMENT', `parallel.${name} must be a positive integer, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -55,7 +55,7 @@ function sizeOption(value: unknown, name: string): number | undefined {
  */
 export function resolvePlan(worldSize: number, options: ParallelOptions | null | undefined, config: MoEConfig): ParallelPlan {
   if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `the group size must be a positive integer, got ${worldSize}`);
+    throw new MoekitError('E_INVALID_ARGUMENT', `the group size must be a positive integer, got ${describeValue(worldSize)}`);
   }
   const { moeTpSize: tpOption, moeEpSize: epOption } = optionalOptions(options, 'parallel');
   requiredObject(config, 'resolvePlan: config');

@@ -9,10 +9,10 @@
  * the communicator (ncclCommAbort releases the stuck kernels), and synchronize() rejects.
  */
 import { deviceIndex, type Device } from '../device';
-import { fromNativeError, MoekitError } from '../errors';
+import { describeValue, fromNativeError, MoekitError } from '../errors';
 import { addon, type NativeCommunicator } from '../native';
 import { requireTensor } from '../ops/validate';
-import { describeValue, optionalOptions } from '../options';
+import { optionalOptions } from '../options';
 import { synchronize } from '../sync';
 import type { Tensor } from '../tensor';
 import { exchangeId, readLaunchEnvironment, type LaunchEnvironment } from './rendezvous';

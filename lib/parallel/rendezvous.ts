@@ -8,7 +8,7 @@
  */
 import * as net from 'node:net';
 
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 
 export interface RendezvousOptions {
   rank: number;
@@ -121,7 +121,7 @@ export function readLaunchEnvironment(env: NodeJS.ProcessEnv = process.env): Lau
       throw new MoekitError('E_INVALID_ARGUMENT', `${name} is not set (start the process with 'moekit launch' or torchrun conventions)`);
     }
     const value = Number(raw);
-    if (!Number.isSafeInteger(value) || value < 0) throw new MoekitError('E_INVALID_ARGUMENT', `${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+    if (!Number.isSafeInteger(value) || value < 0) throw new MoekitError('E_INVALID_ARGUMENT', `${name} must be a non-negative integer, got ${describeValue(raw)}`);
     return value;
   };
   const worldSize = integer('WORLD_SIZE', 1);

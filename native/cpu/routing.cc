@@ -21,16 +21,20 @@ constexpr int64_t kRowsPerChunk = 16;
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
-// Indices of the k largest values (first index wins ties), best first. Chosen entries are
-// overwritten with -inf in `values`.
-void takeTopK(float* values, int64_t count, int k, int32_t* chosen) {
+// Whether a ranks above b: the larger first, NaN below every number (so a row of NaN still yields
+// distinct experts).
+bool ranksAbove(float a, float b) { return std::isnan(b) ? !std::isnan(a) : a > b; }
+
+// The k best of values[0, count) that are not taken (first index wins ties), best first; each one
+// chosen is marked taken. The caller leaves at least k untaken.
+void takeTopK(const float* values, int64_t count, int k, int32_t* chosen, char* taken) {
   for (int slot = 0; slot < k; ++slot) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < count; ++i) {
-      if (values[i] > values[best]) best = i;
+    int64_t best = -1;
+    for (int64_t i = 0; i < count; ++i) {
+      if (!taken[i] && (best < 0 || ranksAbove(values[i], values[best]))) best = i;
     }
     chosen[slot] = static_cast<int32_t>(best);
-    values[best] = kNegativeInfinity;
+    taken[best] = 1;
   }
 }
 
@@ -38,13 +42,14 @@ void takeTopK(float* values, int64_t count, int k, int32_t* chosen) {
 struct RowScratch {
   std::vector<float> logits;         // [experts] the row as float32
   std::vector<float> probabilities;  // [experts] softmax of the row
-  std::vector<float> ranked;         // [experts] what top-k picks from; chosen entries become -inf
+  std::vector<float> ranked;         // [experts] what top-k picks from
+  std::vector<char> taken;           // [experts] 1 once chosen, or outside the eligible groups
   std::vector<float> groupScores;    // [numGroups]
   std::vector<int32_t> groups;       // [numGroups] chosen groups, best first
   std::vector<char> eligible;        // [numGroups] 1 for the chosen groups
 
   RowScratch(int64_t experts, int32_t numGroups)
-      : logits(experts), probabilities(experts), ranked(experts), groupScores(numGroups), groups(numGroups),
+      : logits(experts), probabilities(experts), ranked(experts), taken(experts), groupScores(numGroups), groups(numGroups),
         eligible(numGroups) {}
 };
 
@@ -59,8 +64,7 @@ void softmaxTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, flo
     sum += probabilities[e];
   }
   for (int64_t e = 0; e < experts; ++e) probabilities[e] /= sum;
-  std::copy(probabilities.begin(), probabilities.end(), scratch.ranked.begin());
-  takeTopK(scratch.ranked.data(), experts, args.topK, ids);
+  takeTopK(probabilities.data(), experts, args.topK, ids, scratch.taken.data());
   float chosenSum = 0.0f;
   for (int j = 0; j < args.topK; ++j) {
     weights[j] = probabilities[ids[j]];
@@ -74,8 +78,7 @@ void softmaxTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, flo
 // top-k of the logits, then softmax over those k.
 void topKSoftmax(const RoutingArgs& args, RowScratch& scratch, int32_t* ids, float* weights) {
   const int64_t experts = args.logits.dim(1);
-  std::copy(scratch.logits.begin(), scratch.logits.end(), scratch.ranked.begin());
-  takeTopK(scratch.ranked.data(), experts, args.topK, ids);
+  takeTopK(scratch.logits.data(), experts, args.topK, ids, scratch.taken.data());
   const float maximum = scratch.logits[ids[0]];
   float sum = 0.0f;
   for (int j = 0; j < args.topK; ++j) {
@@ -102,18 +105,17 @@ float groupScore(const float* values, int64_t count) {
   return score;
 }
 
-// Only the topkGroups groups with the best scores stay eligible: the others' experts become -inf
-// in `choice`, so they are never taken. (DeepSeek-V3's reference code zeroes them instead; the two
+// Only the topkGroups groups with the best scores stay eligible: the others' experts are marked
+// taken, so they are never chosen. (DeepSeek-V3's reference code zeroes them instead; the two
 // agree whenever the top-k eligible choices are all above zero, i.e. unless a negative correction
 // bias pushes a choice below zero or topK exceeds the eligible experts.)
 void limitGroups(const RoutingArgs& args, RowScratch& scratch, float* choice) {
   const int64_t groupSize = args.logits.dim(1) / args.numGroups;
   for (int g = 0; g < args.numGroups; ++g) scratch.groupScores[g] = groupScore(choice + g * groupSize, groupSize);
-  takeTopK(scratch.groupScores.data(), args.numGroups, args.topkGroups, scratch.groups.data());
   std::fill(scratch.eligible.begin(), scratch.eligible.end(), 0);
-  for (int i = 0; i < args.topkGroups; ++i) scratch.eligible[scratch.groups[i]] = 1;
+  takeTopK(scratch.groupScores.data(), args.numGroups, args.topkGroups, scratch.groups.data(), scratch.eligible.data());
   for (int64_t e = 0; e < args.logits.dim(1); ++e) {
-    if (!scratch.eligible[e / groupSize]) choice[e] = kNegativeInfinity;
+    if (!scratch.eligible[e / groupSize]) scratch.taken[e] = 1;
   }
 }
 
@@ -125,7 +127,7 @@ void sigmoidGroupTopK(const RoutingArgs& args, RowScratch& scratch, int32_t* ids
   float* choice = scratch.ranked.data();
   for (int64_t e = 0; e < experts; ++e) choice[e] = sigmoid(scratch.logits[e]) + (bias ? bias[e] : 0.0f);
   if (args.numGroups > 1) limitGroups(args, scratch, choice);
-  takeTopK(choice, experts, args.topK, ids);
+  takeTopK(choice, experts, args.topK, ids, scratch.taken.data());
   float sum = 0.0f;
   for (int j = 0; j < args.topK; ++j) {
     weights[j] = sigmoid(scratch.logits[ids[j]]);
@@ -143,6 +145,7 @@ void routeRows(const RoutingArgs& args, int64_t begin, int64_t end) {
   RowScratch scratch(experts, args.numGroups);
   for (int64_t t = begin; t < end; ++t) {
     toFloat<Format>(logits + t * experts, experts, scratch.logits.data());
+    std::fill(scratch.taken.begin(), scratch.taken.end(), 0);
     int32_t* ids = args.topkIds.as<int32_t>() + t * args.topK;
     float* weights = args.topkWeights.as<float>() + t * args.topK;
     switch (args.method) {

@@ -3,7 +3,8 @@
 // A warp copies its row of logits into shared memory, turns them into scores (softmax, raw logits
 // or sigmoid), applies the correction bias and the group limit, then takes the top-k by k rounds
 // of warp argmax in which the lower expert id wins ties, exactly like the CPU backend's stable
-// selection. Lane 0 then writes the k weights in slot order, so their sums are added in the same
+// selection. NaN ranks below every number and chosen or ineligible experts are marked taken, so a
+// row always yields k distinct eligible experts, whatever its values. Lane 0 then writes the k weights in slot order, so their sums are added in the same
 // order as on the CPU, and counts each chosen expert with an integer atomic (an exact, and so
 // deterministic, count that needs no host round trip).
 #include <algorithm>
@@ -26,6 +27,8 @@ constexpr size_t kSharedBudgetBytes = 48 * 1024;
 constexpr int kExpertsPerGroupScore = 2;
 // Added to the weight sum before renormalizing sigmoid scores (as DeepSeek-V3 does).
 constexpr float kRenormalizeEpsilon = 1e-20f;
+// Each warp's scratch starts on this boundary.
+constexpr size_t kScratchAlignment = 16;
 
 struct RoutingParams {
   const void* logits;           // [tokens, experts]
@@ -46,13 +49,19 @@ struct RoutingParams {
 // One warp's slice of shared memory: a row's scores and the values top-k ranks them by.
 struct WarpScratch {
   float* scores;       // [experts]: probabilities, logits or sigmoid scores (the weights' source)
-  float* ranked;       // [experts]: what top-k picks from; chosen entries become -inf
+  float* ranked;       // [experts]: what top-k picks from
   float* groupScores;  // [numGroups]
   int32_t* groupChosen;  // [numGroups]: 1 for the groups that stay eligible
-  int32_t* chosen;       // [topK]: the chosen expert ids, best first
+  int32_t* chosen;       // [max(topK, numGroups)]: the chosen expert (or group) ids, best first
+  unsigned char* taken;  // [experts]: 1 once chosen, or outside the eligible groups
+
+  // `chosen` also holds the chosen groups while the group limit picks them.
+  __host__ __device__ static int chosenSlots(int groups, int topK) { return topK > groups ? topK : groups; }
 
   __host__ __device__ static size_t bytes(int experts, int groups, int topK) {
-    return sizeof(float) * (2 * static_cast<size_t>(experts) + groups) + sizeof(int32_t) * (groups + topK);
+    const size_t total =
+        sizeof(float) * (2 * static_cast<size_t>(experts) + groups) + sizeof(int32_t) * (groups + chosenSlots(groups, topK)) + experts;
+    return (total + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;  // the next warp's floats stay aligned
   }
 
   __device__ static WarpScratch at(unsigned char* base, int warp, int experts, int groups, int topK) {
@@ -63,6 +72,7 @@ struct WarpScratch {
     scratch.groupScores = start + 2 * experts;
     scratch.groupChosen = reinterpret_cast<int32_t*>(start + 2 * experts + groups);
     scratch.chosen = scratch.groupChosen + groups;
+    scratch.taken = reinterpret_cast<unsigned char*>(scratch.chosen + chosenSlots(groups, topK));
     return scratch;
   }
 };
@@ -79,36 +89,51 @@ __device__ float warpSum(float value) {
   return value;
 }
 
-// A value and where it came from; the larger value wins, then the lower index.
+// A value and where it came from. Available numbers rank first (larger first), then available NaN,
+// then what is taken; ties go to the lower index.
 struct Candidate {
+  int tier;  // kNumber, kNotANumber or kTaken
   float value;
   int index;
+
+  static constexpr int kTaken = 0;
+  static constexpr int kNotANumber = 1;
+  static constexpr int kNumber = 2;
+
+  __device__ static Candidate at(float value, bool taken, int index) {
+    return Candidate{taken ? kTaken : (isnan(value) ? kNotANumber : kNumber), value, index};
+  }
 };
 
 __device__ Candidate better(Candidate a, Candidate b) {
-  return (b.value > a.value || (b.value == a.value && b.index < a.index)) ? b : a;
+  if (a.tier != b.tier) return b.tier > a.tier ? b : a;
+  if (a.tier == Candidate::kNumber && b.value != a.value) return b.value > a.value ? b : a;
+  return b.index < a.index ? b : a;
 }
 
-// The first index of the largest of values[0, count), on every lane. Matches a sequential scan
-// that keeps the first maximum (so an all -inf row yields index 0, as on the CPU).
-__device__ int warpArgmax(const float* values, int count, int lane) {
-  Candidate best{-INFINITY, INT_MAX};
-  for (int i = lane; i < count; i += kWarpSize) best = better(best, Candidate{values[i], i});
+// The best index of values[0, count) that is not taken, on every lane: the first maximum, as the
+// CPU's sequential scan finds it.
+template <typename Mark>
+__device__ int warpArgmax(const float* values, const Mark* taken, int count, int lane) {
+  Candidate best{Candidate::kTaken, 0.0f, INT_MAX};
+  for (int i = lane; i < count; i += kWarpSize) best = better(best, Candidate::at(values[i], taken[i] != 0, i));
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    const Candidate other{__shfl_xor_sync(kFullWarp, best.value, offset), __shfl_xor_sync(kFullWarp, best.index, offset)};
+    const Candidate other{__shfl_xor_sync(kFullWarp, best.tier, offset), __shfl_xor_sync(kFullWarp, best.value, offset),
+                          __shfl_xor_sync(kFullWarp, best.index, offset)};
     best = better(best, other);
   }
-  return best.index < count ? best.index : 0;  // NaN rows compare false everywhere: fall back to 0
+  return best.index < count ? best.index : 0;  // every entry taken: cannot happen for a checked topK
 }
 
-// k rounds of argmax over values[0, count); chosen entries are overwritten with -inf.
-__device__ void takeTopK(float* values, int count, int k, int32_t* chosen, int lane) {
+// k rounds of argmax over values[0, count); each chosen entry is marked taken.
+template <typename Mark>
+__device__ void takeTopK(const float* values, Mark* taken, int count, int k, int32_t* chosen, int lane) {
   for (int slot = 0; slot < k; ++slot) {
-    const int best = warpArgmax(values, count, lane);
-    __syncwarp();  // every lane has read `values` before lane 0 changes it
+    const int best = warpArgmax(values, taken, count, lane);
+    __syncwarp();  // every lane has read `taken` before lane 0 changes it
     if (lane == 0) {
       chosen[slot] = best;
-      values[best] = -INFINITY;
+      taken[best] = 1;
     }
     __syncwarp();
   }
@@ -150,17 +175,10 @@ __device__ void limitGroups(const RoutingParams& p, const WarpScratch& row, int 
     row.groupChosen[g] = 0;
   }
   __syncwarp();
-  for (int round = 0; round < p.topkGroups; ++round) {
-    const int best = warpArgmax(row.groupScores, p.numGroups, lane);
-    __syncwarp();
-    if (lane == 0) {
-      row.groupChosen[best] = 1;
-      row.groupScores[best] = -INFINITY;
-    }
-    __syncwarp();
-  }
+  // The chosen groups are the taken ones of this selection; their ids are not needed.
+  takeTopK(row.groupScores, row.groupChosen, p.numGroups, p.topkGroups, row.chosen, lane);
   for (int e = lane; e < p.experts; e += kWarpSize) {
-    if (!row.groupChosen[e / groupSize]) row.ranked[e] = -INFINITY;
+    if (!row.groupChosen[e / groupSize]) row.taken[e] = 1;
   }
   __syncwarp();
 }
@@ -208,6 +226,7 @@ __global__ void routingKernel(RoutingParams p) {
     const auto* logitRow = logits + token * p.experts;
     for (int e = lane; e < p.experts; e += kWarpSize) {
       const float logit = Logit::load(logitRow[e]);
+      row.taken[e] = 0;
       switch (p.method) {
         case RoutingMethod::SoftmaxTopK:
           row.scores[e] = logit;  // softmaxScores() finishes the job
@@ -229,7 +248,7 @@ __global__ void routingKernel(RoutingParams p) {
     __syncwarp();
     if (p.method == RoutingMethod::SigmoidGroupTopK && p.numGroups > 1) limitGroups(p, row, lane);
 
-    takeTopK(row.ranked, p.experts, p.topK, row.chosen, lane);
+    takeTopK(row.ranked, row.taken, p.experts, p.topK, row.chosen, lane);
     if (lane == 0) writeWeights(p, row, token);
     __syncwarp();  // the next row reuses this warp's scratch
   }

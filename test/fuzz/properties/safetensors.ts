@@ -370,7 +370,9 @@ async function checkRowsRead(api: MoekitApi, opened: SafetensorsFile, name: stri
 /** Opens `file` (a path, or junk for one) and checks the outcome against `reference` (undefined: it must fail). */
 async function checkOpen(api: MoekitApi, safetensors: SafetensorsApi, file: unknown, bytes: Buffer | undefined, reference: ReferenceFile | undefined, reads: readonly RowsRead[]): Promise<void> {
   let opened: SafetensorsFile | undefined;
-  const failure = await moekitFailure(api, 'open', ['E_SAFETENSORS', 'E_NOT_FOUND'], async () => {
+  // A value that is no path at all is a bad argument; anything else that fails is a bad file.
+  const codes = typeof file === 'string' ? ['E_SAFETENSORS', 'E_NOT_FOUND'] : ['E_INVALID_ARGUMENT'];
+  const failure = await moekitFailure(api, 'open', codes, async () => {
     opened = await safetensors.SafetensorsFile.open(file as string);
   });
   if (failure) {
