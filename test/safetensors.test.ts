@@ -149,8 +149,8 @@ describe('SafetensorsFile reads only what is asked for', () => {
   it('says which tensor does not exist', async () => {
     const file = await twoTensorFile();
     await withFile(file, async (opened) => {
-      expect(() => opened.info('absent')).toThrow(/two\.safetensors: no tensor named absent/);
-      await expectMoekitError(opened.read('absent'), 'E_NOT_FOUND', /no tensor named absent/);
+      expect(() => opened.info('absent')).toThrow(/two\.safetensors: no tensor named "absent"/);
+      await expectMoekitError(opened.read('absent'), 'E_NOT_FOUND', /no tensor named "absent"/);
     });
   });
 
@@ -252,7 +252,7 @@ describe('SafetensorsFile rejects malformed files when opening them', () => {
     {
       name: 'a negative extent',
       write: (file) => writeRawFile(file, { w: { dtype: 'F32', shape: [-2, -2], data_offsets: [0, 16] } }, data),
-      message: /tensor w: shape \[-2,-2\] is not a list of non-negative integers/,
+      message: /tensor w: shape \[-2, -2\] is not a list of non-negative integers/,
     },
     {
       name: 'tensors whose data_offsets overlap',
