@@ -33,6 +33,7 @@ void takeTopK(const float* values, int64_t count, int k, int32_t* chosen, char* 
     for (int64_t i = 0; i < count; ++i) {
       if (!taken[i] && (best < 0 || ranksAbove(values[i], values[best]))) best = i;
     }
+    if (best < 0) best = 0;  // nothing left: the binding refuses such a topK, so only a direct caller gets here
     chosen[slot] = static_cast<int32_t>(best);
     taken[best] = 1;
   }

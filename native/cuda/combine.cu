@@ -78,7 +78,11 @@ void combine(const CombineArgs& args, cudaStream_t stream) {
                              args.topkWeights.dim(1),
                              args.expertOutput.dim(0),
                              FaultSink::of(args)};
-  if (params.tokens == 0 || params.hidden == 0) return;
+  if (params.tokens == 0 || params.hidden == 0) {
+    // No element to sum, but the sources are still the op's to check.
+    checkSourceRows(params.sourceToPermuted, params.tokens * params.slots, params.rows, args, stream);
+    return;
+  }
   const auto blocks = static_cast<unsigned>(std::min<int64_t>(params.tokens, CombineLaunch::kMaxBlocks));
   // Without a shared expert its format is irrelevant; dispatch on the expert output's.
   const DType sharedDType = args.shared.present() ? args.shared.dtype : args.expertOutput.dtype;

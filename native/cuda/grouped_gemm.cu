@@ -560,7 +560,11 @@ int computeCapability() {
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "groupedGemm output");
   if (args.bias.present()) checkFloat(args.bias.dtype, "groupedGemm bias");
-  if (args.weights.dim(0) == 0 || args.input.dim(0) == 0 || args.output.dim(1) == 0) return;
+  if (args.weights.dim(0) == 0 || args.input.dim(0) == 0 || args.output.dim(1) == 0) {
+    // Nothing to compute, but the offsets are still the op's to check.
+    if (args.expertOffsets.present()) checkExpertOffsets(args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), args.input.dim(0), args, stream);
+    return;
+  }
   switch (pickFamily(args)) {
     case GemmFamily::Sm90: sm90::groupedGemm(args, stream); return;
     case GemmFamily::SmallM: small_m::groupedGemm(args, stream); return;

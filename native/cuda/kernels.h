@@ -21,4 +21,10 @@ void combine(const CombineArgs& args, cudaStream_t stream);
 void cast(const CastArgs& args, cudaStream_t stream);
 void fillRandom(const FillRandomArgs& args, cudaStream_t stream);
 
+// Index checks alone (index_checks.cu), for calls whose main kernel has nothing to compute: a
+// grouped GEMM's offsets[0..experts] against `rows`, a combine's sources against [-1, rows); faults
+// are reported as `op`'s.
+void checkExpertOffsets(const int32_t* offsets, int32_t experts, int64_t rows, const OpIdentity& op, cudaStream_t stream);
+void checkSourceRows(const int32_t* sources, int64_t count, int64_t rows, const OpIdentity& op, cudaStream_t stream);
+
 }  // namespace moekit::cuda

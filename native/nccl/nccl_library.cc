@@ -92,8 +92,10 @@ DataType dataType(DType dtype) {
     case DType::Float16: return kFloat16;
     case DType::BFloat16: return kBfloat16;
     case DType::Int32: return kInt32;
+    case DType::Float8E4M3:
+    case DType::UInt8: break;  // quantized values do not add up
   }
-  throw NativeError("E_DTYPE", "all-reduce: unsupported dtype");
+  throw NativeError("E_DTYPE", std::string("all-reduce: unsupported dtype ") + dtypeName(dtype));
 }
 
 }  // namespace

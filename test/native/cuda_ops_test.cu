@@ -1034,7 +1034,7 @@ void runOpTests() {
         {bigTokens, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false},
         {257, 64, 6, RoutingMethod::SigmoidGroupTopK, false, 1, 1, 1.0f, true, false},
         {257, 64, 4, RoutingMethod::SigmoidGroupTopK, true, 4, 2, 2.5f, true, true},
-        {5, 8, 8, RoutingMethod::SigmoidGroupTopK, true, 4, 1, 1.0f, false, false},  // K > eligible experts
+        {5, 8, 2, RoutingMethod::SigmoidGroupTopK, true, 4, 1, 1.0f, false, false},  // K = the eligible experts
         {100, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
     };
     for (const RoutingCase& c : routingCases) testRouting(dtype, c);
