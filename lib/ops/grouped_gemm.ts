@@ -6,7 +6,7 @@ import { addon } from '../native';
 import { optionalOptions, requiredObject } from '../options';
 import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';
 import { Tensor } from '../tensor';
-import { requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
+import { MAX_EXPERTS, requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
 export interface GemmOptions {
   /** Bias added to every output row: [E, N] for groupedGemm, [N] for linear. */
@@ -62,6 +62,7 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
   requireDType(expertOffsets, op, 'expertOffsets', ['int32']);
   const [rows, inFeatures] = requireShape(input, op, 'input', [null, null]) as [number, number];
   const [experts, outFeatures] = requireShape(weights, op, 'weights', [null, null, inFeatures]) as [number, number, number];
+  if (experts > MAX_EXPERTS) throw new MoekitError('E_SHAPE', `${op}: weights hold ${experts} experts, more than the ${MAX_EXPERTS} moekit takes`);
   requireShape(expertOffsets, op, 'expertOffsets', [experts + 1]);
   const bias = given.bias;
   if (bias !== undefined) {

@@ -3,7 +3,7 @@ import { MoekitError } from '../errors';
 import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
-import { requireDType, requireFloat, requireInteger, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
+import { MAX_EXPERTS, requireDType, requireFloat, requireInteger, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
 export interface PermuteOptions {
   /**
@@ -35,7 +35,7 @@ export function permute(input: Tensor, topkIds: Tensor, numExperts: number, opti
   const [tokens, hidden] = requireShape(input, op, 'input', [null, null]) as [number, number];
   const [, topK] = requireShape(topkIds, op, 'topkIds', [tokens, null]) as [number, number];
   if (topK < 1) throw new MoekitError('E_SHAPE', `${op}: topkIds needs at least one slot per token`);
-  requireInteger(numExperts, op, 'numExperts', 1);
+  requireInteger(numExperts, op, 'numExperts', 1, MAX_EXPERTS);
   const local = optionalOptions(options, `${op}: options`).localExperts ?? { first: 0, count: numExperts };
   requireInteger(local.first, op, 'localExperts.first', 0, numExperts - 1);
   requireInteger(local.count, op, 'localExperts.count', 1, numExperts - local.first);

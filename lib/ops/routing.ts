@@ -4,7 +4,7 @@ import { describeValue, MoekitError } from '../errors';
 import { addon } from '../native';
 import { requiredObject } from '../options';
 import { Tensor } from '../tensor';
-import { requireDType, requireFloat, requireFloat32, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
+import { MAX_EXPERTS, requireDType, requireFloat, requireFloat32, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
 
 /** Numeric codes shared with native/core/op_args.h (RoutingMethod). */
 const ROUTING_METHOD_CODES: Readonly<Record<RoutingMethod, number>> = {
@@ -44,6 +44,7 @@ export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
     throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown method ${describeValue(method)} (expected ${Object.keys(ROUTING_METHOD_CODES).join(', ')})`);
   }
   if (experts < 1) throw new MoekitError('E_SHAPE', `${op}: logits has no experts`);
+  if (experts > MAX_EXPERTS) throw new MoekitError('E_SHAPE', `${op}: logits has ${experts} experts, more than the ${MAX_EXPERTS} moekit takes`);
   const topK = requireInteger(routing.topK, op, 'topK', 1);
   if (topK > experts) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: topK ${topK} is larger than the expert count ${experts}`);
   const numGroups = requireInteger(routing.numGroups ?? 1, op, 'numGroups', 1, experts);

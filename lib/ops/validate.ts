@@ -4,6 +4,9 @@ import { FLOAT32_MAX, type DType } from '../dtype';
 import { describeValue, fromNativeError, MoekitError } from '../errors';
 import { Tensor } from '../tensor';
 
+/** The most experts an op takes (native/core/op_args.h: kMaxExperts). */
+export const MAX_EXPERTS = 65536;
+
 export function requireTensor(value: unknown, op: string, name: string): Tensor {
   if (!(value instanceof Tensor)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${name} must be a Tensor`);
   if (value.disposed) throw new MoekitError('E_DISPOSED', `${op}: ${name} was used after dispose()`);

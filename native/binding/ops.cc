@@ -25,6 +25,7 @@ void Routing(const Napi::CallbackInfo& info) {
   in.expectShape(args.logits, "logits", {-1, -1});
   const int64_t tokens = args.logits.dim(0), experts = args.logits.dim(1);
   in.expect(args.method >= RoutingMethod::SoftmaxTopK && args.method <= RoutingMethod::SigmoidGroupTopK, "unknown method");
+  in.expect(experts <= kMaxExperts, "logits has more expert columns than kMaxExperts");
   in.expect(args.topK >= 1 && args.topK <= experts, "topK must be in [1, experts]");
   in.expect(args.numGroups >= 1 && experts % args.numGroups == 0, "numGroups must divide the expert count");
   in.expect(args.topkGroups >= 1 && args.topkGroups <= args.numGroups, "topkGroups must be in [1, numGroups]");
@@ -62,6 +63,7 @@ void Permute(const Napi::CallbackInfo& info) {
   args.firstExpert = in.optionalInt32("firstExpert", 0);
   args.totalExperts = in.optionalInt32("totalExperts", args.numExperts);
 
+  in.expect(args.totalExperts <= kMaxExperts, "totalExperts is larger than kMaxExperts");
   in.expect(args.firstExpert >= 0 && static_cast<int64_t>(args.firstExpert) + args.numExperts <= args.totalExperts,
             "local experts must lie within [0, totalExperts)");
   in.expectFloat(args.input, "input");
@@ -99,6 +101,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   in.expectShape(args.input, "input", {-1, -1});
   in.expectShape(args.weights, "weights", {-1, -1, args.input.dim(1)});
   const int64_t rows = args.input.dim(0), experts = args.weights.dim(0), outFeatures = args.weights.dim(1);
+  in.expect(experts <= kMaxExperts, "weights hold more experts than kMaxExperts");
   in.expectShape(args.expertOffsets, "expertOffsets", {experts + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
   // activation: an ActivationKind, or absent for none (then layout, alpha and limit are unread).

@@ -47,6 +47,11 @@ struct TensorView {
   template <typename T> T* as() const { return static_cast<T*>(data); }
 };
 
+// The most experts an op takes (routing's logits columns, permute's totalExperts, a grouped GEMM's
+// weight matrices): far above any model's, and small enough that per-expert offsets, counts and
+// loops stay in 32 bits with room to spare. Shared with lib/ops/validate.ts (MAX_EXPERTS).
+constexpr int64_t kMaxExperts = int64_t{1} << 16;
+
 // Every op's arguments begin with its identity: which enqueued op this is, so faults found while
 // it runs are reported against it (see "Faults" above).
 struct OpIdentity {

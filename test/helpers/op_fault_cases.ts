@@ -182,6 +182,15 @@ export function hostileArgumentCases(device: Device): void {
     for (const tensor of Object.values(fits)) tensor.dispose();
   });
 
+  it('ops refuse more experts than moekit takes (65536), before allocating anything for them', () => {
+    using x = Tensor.random([2, 4], { device });
+    using ids = Tensor.fromArray(Int32Array.from([0, 1]), [2, 1], { device });
+    expectThrows(() => permute(x, ids, 2_147_483_647), 'E_INVALID_ARGUMENT', /numExperts must be an integer in \[1, 65536\]/);
+    using offsets = Tensor.fromArray(new Int32Array(65538), [65538], { device });
+    using w = Tensor.empty([65537, 0, 4], { device });
+    expectThrows(() => groupedGemm(x, w, offsets), 'E_SHAPE', /weights hold 65537 experts, more than the 65536/);
+  });
+
   it('a forward on 0 tokens returns empty results', async () => {
     using layer = MoELayer.random(swigluConfig({ hidden: 16, intermediate: 8, experts: 4, topK: 2 }), { seed: 2, device, dtype: 'bfloat16' });
     using x = Tensor.empty([0, 16], { device, dtype: 'bfloat16' });
