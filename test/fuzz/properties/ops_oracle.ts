@@ -6,7 +6,7 @@
  */
 import { isTensorSpec, numel, type OpCase, type TensorSpec } from './ops_cases';
 
-type HostArray = Float32Array | Int32Array | Uint16Array;
+type HostArray = Float32Array | Int32Array | Uint16Array | Uint8Array;
 
 /** A spec's values as the tensor holds them: repeated to its length (zeros for an empty pattern). */
 export function repeatValues(values: readonly number[], length: number): number[] {
