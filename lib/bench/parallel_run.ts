@@ -6,7 +6,7 @@
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
-import type { HostTensor, MoEWeights } from '../layer/config';
+import type { HostQuantized, HostTensor, MoEWeights } from '../layer/config';
 import { forEachWeight, mapWeights, MoELayer, randomMoEWeights } from '../layer/moe_layer';
 import type { ParallelOptions } from '../parallel/plan';
 import { ProcessGroup } from '../parallel/process_group';
@@ -45,13 +45,15 @@ export async function randomHostWeights(preset: BenchPreset, dtype: FloatDType, 
   const drawn = randomMoEWeights(preset.config, { device, dtype, seed: 0 });
   try {
     const downloads: Promise<void>[] = [];
-    const host = mapWeights(drawn, (tensor): HostTensor => {
+    const download = (tensor: Tensor): HostTensor => {
       const copy: HostTensor = { dtype: tensor.dtype as FloatDType, shape: [...tensor.shape], data: new Float32Array(0) };
       downloads.push(tensor.toArray().then((data) => {
         copy.data = data as Float32Array | Uint16Array;
       }));
       return copy;
-    });
+    };
+    // Random weights are drawn dense: every matrix is a Tensor.
+    const host = mapWeights<Tensor, never, HostTensor, HostQuantized>(drawn, { tensor: download, matrix: download });
     await Promise.all(downloads);
     return host;
   } finally {

@@ -4,8 +4,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { loadMoECheckpoint, type LoadedCheckpoint, type LoadOptions } from '../../lib/checkpoint/load';
 import { SafetensorsFile } from '../../lib/checkpoint/safetensors';
-import type { ModelFamily } from '../../lib/layer/config';
+import { isQuantized, type HostTensor, type ModelFamily, type MoEWeights } from '../../lib/layer/config';
 
 export const FIXTURES_DIR = path.resolve(__dirname, '../../../shared/fixtures/hf-moe');
 export const FIXTURE_FAMILIES: readonly ModelFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v3', 'gpt_oss'];
@@ -120,4 +121,14 @@ export async function withinTime<T>(promise: Promise<T>, ms: number, what: strin
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** loadMoECheckpoint of a checkpoint that is not quantized: its expert matrices are plain host tensors. */
+export async function loadDense(dir: string, options: LoadOptions): Promise<LoadedCheckpoint & { weights: MoEWeights<HostTensor, never> }> {
+  const loaded = await loadMoECheckpoint(dir, options);
+  const { w13, w2, shared } = loaded.weights;
+  for (const matrix of [w13, w2, shared?.w13, shared?.w2]) {
+    if (matrix && isQuantized(matrix)) throw new Error(`${dir} loaded quantized weights where dense ones were expected`);
+  }
+  return loaded as LoadedCheckpoint & { weights: MoEWeights<HostTensor, never> };
 }
