@@ -52,6 +52,27 @@ export async function readExpectation(family: ModelFamily): Promise<FixtureExpec
   }
 }
 
+/** The quantized fixtures (../shared/fixtures/hf-moe-quant; its README says what each holds). */
+export const QUANT_FIXTURES_DIR = path.resolve(__dirname, '../../../shared/fixtures/hf-moe-quant');
+export type QuantFixture = 'deepseek_v3_fp8' | 'qwen3_moe_fp8' | 'mixtral_bf16';
+
+export function quantFixtureDir(name: QuantFixture): string {
+  return path.join(QUANT_FIXTURES_DIR, name);
+}
+
+/** A quantized fixture's expected.safetensors: the input and every float32 tensor beside it, by name. */
+export async function readQuantExpectation(name: QuantFixture): Promise<{ input: Float32Array; tokens: number; hidden: number; tensors: Record<string, Float32Array | Int32Array> }> {
+  const file = await SafetensorsFile.open(path.join(quantFixtureDir(name), 'expected.safetensors'));
+  try {
+    const tensors: Record<string, Float32Array | Int32Array> = {};
+    for (const tensor of file.names()) tensors[tensor] = (await file.read(tensor)).data as Float32Array | Int32Array;
+    const [tokens, hidden] = file.info('input').shape as [number, number];
+    return { input: tensors.input as Float32Array, tokens, hidden, tensors };
+  } finally {
+    await file.close();
+  }
+}
+
 /** ‖actual − expected‖ / ‖expected‖ */
 export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   let difference = 0;
