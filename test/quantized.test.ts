@@ -263,6 +263,22 @@ describe('FP8 weights made from parts (a checkpoint\'s tensors)', () => {
     expect(data.disposed && scaleTensor.disposed).toBe(true);
   });
 
+  it('reads every e4m3 pattern as its exact value, the NaN patterns as NaN', async () => {
+    const patterns = Uint8Array.from({ length: 256 }, (_, bits) => bits);
+    using data = Tensor.fromArray(patterns, [256, 1], { dtype: 'float8_e4m3' });
+    using scales = Tensor.fromArray(new Float32Array(2).fill(1), [2, 1]);
+    using weight = new QuantizedWeights({ format: 'fp8_block128', data, scales });
+    // An input of 448 quantizes to itself (scale 1), so each output is 448 × the weight, exactly.
+    using x = Tensor.fromArray([448], [1, 1]);
+    using out = linear(x, weight);
+    const expected = Array.from(patterns, (bits) => {
+      const [exponent, mantissa] = [(bits >> 3) & 15, bits & 7];
+      const magnitude = exponent === 15 && mantissa === 7 ? NaN : exponent === 0 ? mantissa * 2 ** -9 : (1 + mantissa / 8) * 2 ** (exponent - 7);
+      return (bits & 0x80 ? -448 : 448) * magnitude + 0; // sums start at +0: -0 comes out +0
+    });
+    expect(Array.from(await floats(out))).toEqual(expected);
+  });
+
   it('checks the parts, naming what is wrong', () => {
     using data = Tensor.fromArray(new Uint8Array(3 * 130), [3, 130], { dtype: 'float8_e4m3' });
     using floatData = Tensor.fromArray(new Float32Array(3 * 130), [3, 130]);

@@ -230,7 +230,7 @@ describe('malformed FP8 checkpoints', () => {
         (config.quantization_config as Record<string, unknown>).weight_block_size = [64, 64];
       }),
       code: 'E_UNSUPPORTED_MODEL',
-      message: /config\.json: quantization_config\.weight_block_size \[64,64\] is not supported \(FP8 weights are read with one scale per 128×128 block: \[128, 128\]\)$/,
+      message: /config\.json: quantization_config\.weight_block_size \[64, 64\] is not supported \(FP8 weights are read with one scale per 128×128 block: \[128, 128\]\)$/,
     },
     {
       name: 'an unknown quant_method',

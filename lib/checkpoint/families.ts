@@ -118,7 +118,8 @@ export function parseQuantization(config: ConfigJson, file: string): Quantizatio
     unsupportedQuantization(file, `quantization_config.quant_method ${describeValue(method)} is not supported (supported: fp8, the FP8 block-scale layout of DeepSeek-V3 and Qwen3-FP8)`);
   }
   if (!Array.isArray(block) || block.length !== 2 || block[0] !== 128 || block[1] !== 128) {
-    const given = isAbsent(block) ? 'is missing, which' : `${JSON.stringify(block)}`;
+    const shortNumbers = Array.isArray(block) && block.length <= 4 && block.every((extent) => typeof extent === 'number');
+    const given = isAbsent(block) ? 'is missing, which' : shortNumbers ? `[${block.join(', ')}]` : describeValue(block);
     unsupportedQuantization(file, `quantization_config.weight_block_size ${given} is not supported (FP8 weights are read with one scale per 128×128 block: [128, 128])`);
   }
   if (!isAbsent(scheme) && scheme !== 'dynamic') {

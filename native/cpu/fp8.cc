@@ -2,7 +2,6 @@
 #include "fp8.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <vector>
 
@@ -15,18 +14,15 @@ namespace {
 
 constexpr int64_t kRowsPerChunk = 16;
 
-std::array<float, 256> fp8Table() {
-  std::array<float, 256> table{};
-  for (int bits = 0; bits < 256; ++bits) table[static_cast<size_t>(bits)] = float8e4m3ToFloat(static_cast<uint8_t>(bits));
-  return table;
+// One row of FP8 values with its row scales (one per 128 values) as float32.
+void dequantizeRow(const uint8_t* q, const float* scales, int64_t width, float* values) {
+  for (int64_t begin = 0, group = 0; begin < width; begin += kFp8BlockSize, ++group) {
+    const int64_t end = std::min(width, begin + kFp8BlockSize);
+    for (int64_t k = begin; k < end; ++k) values[k] = fp8Scaled(q[k], scales[group]);
+  }
 }
 
 }  // namespace
-
-float fp8Value(uint8_t bits) {
-  static const std::array<float, 256> table = fp8Table();
-  return table[bits];
-}
 
 void quantizeRowFp8(const float* values, int64_t width, uint8_t* q, float* scales) {
   for (int64_t begin = 0, group = 0; begin < width; begin += kFp8BlockSize, ++group) {
@@ -49,11 +45,7 @@ void quantizeRowsFp8(const float* values, int64_t first, int64_t count, int64_t 
 void dequantizeRowsFp8(const uint8_t* q, const float* scales, int64_t first, int64_t count, int64_t width, float* values) {
   const int64_t groups = fp8Blocks(width);
   parallelFor(first, first + count, kRowsPerChunk, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      for (int64_t k = 0; k < width; ++k) {
-        values[row * width + k] = fp8Value(q[row * width + k]) * scales[row * groups + k / kFp8BlockSize];
-      }
-    }
+    for (int64_t row = begin; row < end; ++row) dequantizeRow(q + row * width, scales + row * groups, width, values + row * width);
   });
 }
 
@@ -70,7 +62,7 @@ void w8a8RowsAsFloat(const TensorView& input, int64_t first, int64_t count, floa
         float* rowValues = values + row * width;
         toFloat<Format>(rows + row * width, width, rowValues);
         quantizeRowFp8(rowValues, width, q.data(), scales.data());
-        for (int64_t k = 0; k < width; ++k) rowValues[k] = fp8Value(q[static_cast<size_t>(k)]) * scales[static_cast<size_t>(k / kFp8BlockSize)];
+        dequantizeRow(q.data(), scales.data(), width, rowValues);
       }
     });
   });

@@ -222,7 +222,7 @@ inline float blockScale(const GemmOperands& op, int64_t col, int64_t k) {
 template <typename Format>
 inline float loadWeight(typename Format::Storage value, float scale) {
   if constexpr (std::is_same_v<Format, F8Block128>) {
-    return fp8Value(value) * scale;
+    return fp8Scaled(value, scale);
   } else {
     (void)scale;
     return Format::load(value);
@@ -234,7 +234,11 @@ template <typename Format>
 void weightRowAsFloat(const GemmOperands& op, int64_t col, float* values) {
   const auto* row = static_cast<const typename Format::Storage*>(op.b) + col * op.depth;
   if constexpr (std::is_same_v<Format, F8Block128>) {
-    for (int64_t k = 0; k < op.depth; ++k) values[k] = loadWeight<Format>(row[k], blockScale(op, col, k));
+    for (int64_t begin = 0; begin < op.depth; begin += kFp8BlockSize) {
+      const int64_t end = std::min(op.depth, begin + kFp8BlockSize);
+      const float scale = blockScale(op, col, begin);
+      for (int64_t k = begin; k < end; ++k) values[k] = fp8Scaled(row[k], scale);
+    }
   } else {
     toFloat<Format>(row, op.depth, values);
   }
