@@ -112,6 +112,16 @@ describe.each(['deepseek_v3_fp8', 'qwen3_moe_fp8'] as const)('the published FP8 
     expect(relativeError(viaBf16, expected.tensors.output!)).toBeGreaterThan(1e-3);
   });
 
+  it('moves to another compute dtype keeping its FP8 experts (router and activations convert)', async () => {
+    using layer = await MoELayer.fromPretrained(quantFixtureDir(name), { layer: 0 });
+    using bf16 = layer.to('cpu', 'bfloat16');
+    expect([bf16.dtype, bf16.config.quantization]).toEqual(['bfloat16', 'fp8']);
+    expect(bf16.weightBytes().experts).toBe(layer.weightBytes().experts);
+    const expected = await readQuantExpectation(name);
+    const { output } = await forwardOn(bf16, name);
+    expect(relativeError(output, expected.tensors.output!)).toBeLessThan(3e-2);
+  });
+
   it('refuses to quantize what is already quantized', async () => {
     await expectRejects(MoELayer.fromPretrained(quantFixtureDir(name), { layer: 0, quantize: 'fp8' }), 'E_INVALID_ARGUMENT',
       /^MoELayer\.fromPretrained: options\.quantize 'fp8' asks to quantize weights that are already quantized \(fp8\); leave quantize out to use them as they are$/);
@@ -311,7 +321,7 @@ describe('FP8 layers under TP and EP (CPU shards)', () => {
     expect(relativeError(sum, full)).toBeLessThanOrEqual(1e-6);
   });
 
-  it('TP2, EP2 and TP2×EP2 shards of a layer quantized at load sum to the unsharded layer (blocks stay whole)', async () => {
+  it('TP2, EP2 and TP2×EP2 shards sum to the unsharded layer, quantized at load or given FP8 weights (blocks stay whole)', async () => {
     const config: MoEConfig = swigluConfig({ hidden: 200, intermediate: 256, experts: 4, topK: 2 }, { sharedExpert: { intermediateSize: 512, gated: false } });
     const host = await randomHostWeights({ name: 'test', description: 'test', config }, 'float32', 'cpu');
     using whole = MoELayer.fromWeights(config, host, { quantize: 'fp8' });
@@ -319,15 +329,31 @@ describe('FP8 layers under TP and EP (CPU shards)', () => {
     using wholeResult = whole.forward(x);
     const full = (await wholeResult.output.toArray()) as Float32Array;
     const quantized = { ...config, quantization: 'fp8' as const };
+    // The same FP8 weights as host values and scales, as a checkpoint holds them: shards cut both.
+    const fp8Host = async (matrix: HostTensor): Promise<HostQuantized> => {
+      using dense = Tensor.fromArray(matrix.data, matrix.shape);
+      using q = quantizeWeights(dense, 'fp8_block128');
+      const data = (await q.data.toArray()) as Uint8Array;
+      return { format: 'fp8_block128', data: { dtype: 'float8_e4m3', shape: [...q.shape], data }, scales: { dtype: 'float32', shape: [...q.scales.shape], data: (await q.scales.toArray()) as Float32Array } };
+    };
+    const dense = host as MoEWeights<HostTensor, never>;
+    const fp8Weights: MoEWeights<HostTensor> = {
+      ...dense, w13: await fp8Host(dense.w13), w2: await fp8Host(dense.w2), shared: { w13: await fp8Host(dense.shared!.w13), w2: await fp8Host(dense.shared!.w2) },
+    };
     for (const [tp, ep] of [[2, 1], [1, 2], [2, 2]] as const) {
       const plan = resolvePlan(tp * ep, { moeTpSize: tp, moeEpSize: ep }, quantized);
-      const sum = new Float64Array(full.length);
+      const sums = [new Float64Array(full.length), new Float64Array(full.length)];
       for (let rank = 0; rank < tp * ep; rank++) {
-        using layer = MoELayer.fromWeights(config, host, { quantize: 'fp8', shard: shardForRank(plan, quantized, rank) });
-        using result = layer.forward(x);
-        ((await result.output.toArray()) as Float32Array).forEach((value, i) => (sum[i]! += value));
+        const shard = shardForRank(plan, quantized, rank);
+        using atLoad = MoELayer.fromWeights(config, host, { quantize: 'fp8', shard });
+        using given = MoELayer.fromWeights(quantized, fp8Weights, { shard });
+        for (const [index, layer] of [atLoad, given].entries()) {
+          using result = layer.forward(x);
+          ((await result.output.toArray()) as Float32Array).forEach((value, i) => (sums[index]![i]! += value));
+        }
       }
-      expect(relativeError(sum, full), `tp${tp}×ep${ep}`).toBeLessThanOrEqual(1e-6);
+      expect(relativeError(sums[0]!, full), `tp${tp}×ep${ep} quantized at load`).toBeLessThanOrEqual(1e-6);
+      expect(relativeError(sums[1]!, full), `tp${tp}×ep${ep} given FP8 weights`).toBeLessThanOrEqual(1e-6);
     }
   });
 

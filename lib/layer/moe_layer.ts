@@ -226,7 +226,7 @@ export class MoELayer {
     const uploadMatrix = (host: HostTensor | HostQuantized): Tensor | QuantizedWeights => {
       if (isQuantized(host)) {
         const data = keep(upload(host.data, 'float8_e4m3'));
-        return keep(new QuantizedWeights({ format: host.format, data, scales: keep(upload(host.scales, 'float32')) }));
+        return new QuantizedWeights({ format: host.format, data, scales: keep(upload(host.scales, 'float32')) });
       }
       if (!quantize) return keep(upload(host, dtype));
       using stored = upload(host, host.dtype);
