@@ -21,7 +21,7 @@ export type MoekitErrorCode =
   | 'E_CONFIG'
   /** A checkpoint lacks a weight, or a weight has the wrong shape. */
   | 'E_CHECKPOINT'
-  /** The checkpoint's model_type is not one moekit supports. */
+  /** The checkpoint's model_type, or its quantization, is not one moekit supports. */
   | 'E_UNSUPPORTED_MODEL'
   /** The device ran out of memory. */
   | 'E_OOM'

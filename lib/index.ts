@@ -27,6 +27,7 @@ export {
 } from './layer/moe_layer';
 export type {
   ActivationKind,
+  HostQuantized,
   HostTensor,
   ModelFamily,
   MoEConfig,

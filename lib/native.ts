@@ -31,6 +31,14 @@ export interface CudaDeviceInfo {
   multiprocessors: number;
 }
 
+/** The quantized operands of a GEMM (op_args.h, "Quantized weights and activations"); absent for dense weights. */
+export interface NativeQuantizedGemm {
+  inputScales?: NativeTensor;
+  weightScales?: NativeTensor;
+  weightFormat?: number;
+  outputScales?: NativeTensor;
+}
+
 /** Op argument objects: keys match the C++ structs in native/core/op_args.h. */
 export interface NativeOps {
   routing(device: number, args: {
@@ -39,15 +47,15 @@ export interface NativeOps {
     topkGroups: number; scalingFactor: number;
   }): void;
   permute(device: number, args: {
-    input: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; expertOffsets: NativeTensor;
-    sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; numExperts: number;
+    input: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
+    expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; numExperts: number;
     firstExpert?: number; totalExperts?: number;
   }): void;
-  groupedGemm(device: number, args: {
+  groupedGemm(device: number, args: NativeQuantizedGemm & {
     input: NativeTensor; weights: NativeTensor; bias?: NativeTensor; expertOffsets: NativeTensor; output: NativeTensor;
     activation?: number; layout?: number; alpha?: number; limit?: number; maxRowsPerExpert?: number;
   }): void;
-  linear(device: number, args: { input: NativeTensor; weight: NativeTensor; bias?: NativeTensor; output: NativeTensor }): void;
+  linear(device: number, args: NativeQuantizedGemm & { input: NativeTensor; weight: NativeTensor; bias?: NativeTensor; output: NativeTensor }): void;
   activation(device: number, args: {
     input: NativeTensor; output: NativeTensor; kind: number; layout: number; alpha: number; limit: number;
   }): void;
@@ -57,6 +65,7 @@ export interface NativeOps {
   }): void;
   cast(device: number, args: { input: NativeTensor; output: NativeTensor }): void;
   fillRandom(device: number, args: { output: NativeTensor; seed: number; scale: number }): void;
+  quantizeWeights(device: number, args: { input: NativeTensor; format: number; output: NativeTensor; scales: NativeTensor }): void;
 }
 
 /** A captured CUDA graph (see beginCapture). */

@@ -26,6 +26,15 @@ describe('roofline', () => {
     expect(activeWeightBytes(deepseek.config, 1, 'bfloat16')).toBeCloseTo((8 * 3 * 7168 * 2048 + 3 * 7168 * 2048) * 2, 0);
   });
 
+  it('counts FP8 experts (routed and shared) at a byte per weight plus a float32 scale per 128×128 block', () => {
+    const fp8 = { ...deepseek.config, quantization: 'fp8' as const };
+    const weights = 8 * 3 * 7168 * 2048 + 3 * 7168 * 2048;
+    expect(activeWeightBytes(fp8, 1, 'bfloat16')).toBeCloseTo(weights + (weights / (128 * 128)) * 4, 0);
+    // At 1 token the floor is the weights': FP8 halves it.
+    const floor = (config: typeof fp8 | typeof deepseek.config) => forwardFloor(config, 1, 'bfloat16', H100).ms;
+    expect(floor(fp8) / floor(deepseek.config)).toBeCloseTo((1 + 4 / 16384) / 2, 9);
+  });
+
   it('floors at the slower of compute and weight streaming', () => {
     const decode = forwardFloor(qwen.config, 1, 'bfloat16', H100);
     expect(decode.ms).toBe(decode.weightsMs);
@@ -38,7 +47,7 @@ describe('roofline', () => {
 });
 
 describe('bench rows', () => {
-  const context: BenchContext = { device: 'cuda:0', deviceName: 'NVIDIA H100 80GB HBM3', dtype: 'bfloat16', ceilings: H100 };
+  const context: BenchContext = { device: 'cuda:0', deviceName: 'NVIDIA H100 80GB HBM3', dtype: 'bfloat16', quantization: null, ceilings: H100 };
   const timing = {
     ms: 2,
     p10Ms: 1.9,

@@ -14,7 +14,7 @@ import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/ch
 import { decodeHalf, encodeHalf } from '../lib/dtype';
 import { MoekitError, type MoekitErrorCode } from '../lib/errors';
 import type { ModelFamily, MoEConfig } from '../lib/layer/config';
-import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, makeFifo, withinTime } from './helpers/fixtures';
+import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, loadDense, makeFifo, withinTime } from './helpers/fixtures';
 
 const INDEX = 'model.safetensors.index.json';
 const SHARDS = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
@@ -121,12 +121,12 @@ function shardBytes(family: ModelFamily): number {
 
 describe.each(FIXTURE_FAMILIES)('loadMoECheckpoint on the %s fixture', (family) => {
   it('reads config.json into the MoEConfig of the family', async () => {
-    const { config } = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
-    expect(config).toEqual(EXPECTED_CONFIGS[family]);
+    const { config } = await loadDense(fixtureDir(family), { layer: 0 });
+    expect(config).toEqual({ ...EXPECTED_CONFIGS[family], quantization: null });
   });
 
   it('returns every weight of the block in the canonical shapes, as stored (float32)', async () => {
-    const { weights } = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
+    const { weights } = await loadDense(fixtureDir(family), { layer: 0 });
     const { numExperts: E, hiddenSize: H, intermediateSize: I } = EXPECTED_CONFIGS[family];
     const shapes = Object.fromEntries(Object.entries(weights).filter(([key]) => key !== 'shared').map(([key, tensor]) => [key, tensor.shape]));
     expect(shapes).toEqual({
@@ -145,7 +145,7 @@ describe.each(FIXTURE_FAMILIES)('loadMoECheckpoint on the %s fixture', (family) 
   });
 
   it('reads only the block: fewer bytes than the shards hold (the layernorms stay unread)', async () => {
-    const loaded = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
+    const loaded = await loadDense(fixtureDir(family), { layer: 0 });
     const { weights } = loaded;
     const blockBytes = [weights.router, weights.routerBias, weights.correctionBias, weights.w13, weights.w13Bias, weights.w2, weights.w2Bias, weights.shared?.w13, weights.shared?.w2, weights.shared?.gate]
       .reduce((total, tensor) => total + (tensor?.data.byteLength ?? 0), 0);
@@ -158,7 +158,7 @@ describe.each(FIXTURE_FAMILIES)('loadMoECheckpoint on the %s fixture', (family) 
 
 describe.each(FIXTURE_FAMILIES.filter((family) => family !== 'gpt_oss'))('%s: per-expert tensors stacked into w13 and w2', (family) => {
   it.each([0, 1, 7])('expert %i: w13 = gate rows then up rows, w2 = down', async (expert) => {
-    const { weights, config } = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
+    const { weights, config } = await loadDense(fixtureDir(family), { layer: 0 });
     const { hiddenSize: H, intermediateSize: I } = config;
     const names = expertNames(family, expert);
     const gate = (await rawTensor(family, names.gate)).data;
@@ -175,7 +175,7 @@ describe.each(FIXTURE_FAMILIES.filter((family) => family !== 'gpt_oss'))('%s: pe
 
 describe('shared experts and routing extras', () => {
   it('qwen2_moe: shared_expert gate/up stacked into shared.w13, down as shared.w2, shared_expert_gate as shared.gate', async () => {
-    const { weights } = await loadMoECheckpoint(fixtureDir('qwen2_moe'), { layer: 0 });
+    const { weights } = await loadDense(fixtureDir('qwen2_moe'), { layer: 0 });
     const prefix = 'model.layers.0.mlp.shared_expert.';
     const gate = (await rawTensor('qwen2_moe', `${prefix}gate_proj.weight`)).data;
     const up = (await rawTensor('qwen2_moe', `${prefix}up_proj.weight`)).data;
@@ -185,7 +185,7 @@ describe('shared experts and routing extras', () => {
   });
 
   it('deepseek_v3: ungated shared_experts and e_score_correction_bias as correctionBias', async () => {
-    const { weights } = await loadMoECheckpoint(fixtureDir('deepseek_v3'), { layer: 0 });
+    const { weights } = await loadDense(fixtureDir('deepseek_v3'), { layer: 0 });
     const prefix = 'model.layers.0.mlp.shared_experts.';
     const gate = (await rawTensor('deepseek_v3', `${prefix}gate_proj.weight`)).data;
     const up = (await rawTensor('deepseek_v3', `${prefix}up_proj.weight`)).data;
@@ -203,7 +203,7 @@ describe('gpt_oss: fused, interleaved experts into the canonical layout', () => 
   const I = 96;
 
   it('de-interleaves and transposes gate_up_proj: w13[e][i][h] = gate_up[e][h][2i], w13[e][I+i][h] = gate_up[e][h][2i+1]', async () => {
-    const { weights } = await loadMoECheckpoint(fixtureDir('gpt_oss'), { layer: 0 });
+    const { weights } = await loadDense(fixtureDir('gpt_oss'), { layer: 0 });
     const gateUp = await rawTensor('gpt_oss', `${prefix}experts.gate_up_proj`);
     expect(gateUp.shape).toEqual([E, H, 2 * I]);
     const w13 = weights.w13.data;
@@ -220,7 +220,7 @@ describe('gpt_oss: fused, interleaved experts into the canonical layout', () => 
   });
 
   it('transposes down_proj [E, I, H] into w2 [E, H, I]', async () => {
-    const { weights } = await loadMoECheckpoint(fixtureDir('gpt_oss'), { layer: 0 });
+    const { weights } = await loadDense(fixtureDir('gpt_oss'), { layer: 0 });
     const down = await rawTensor('gpt_oss', `${prefix}experts.down_proj`);
     expect(down.shape).toEqual([E, I, H]);
     let mismatches = 0;
@@ -233,7 +233,7 @@ describe('gpt_oss: fused, interleaved experts into the canonical layout', () => 
   });
 
   it('de-interleaves the gate_up bias into halves and keeps the down and router biases', async () => {
-    const { weights } = await loadMoECheckpoint(fixtureDir('gpt_oss'), { layer: 0 });
+    const { weights } = await loadDense(fixtureDir('gpt_oss'), { layer: 0 });
     const gateUpBias = (await rawTensor('gpt_oss', `${prefix}experts.gate_up_proj_bias`)).data;
     const expected = new Float32Array(E * 2 * I);
     for (let e = 0; e < E; e++) {
@@ -250,8 +250,8 @@ describe('gpt_oss: fused, interleaved experts into the canonical layout', () => 
 
 describe('loading some experts only (Expert Parallel)', () => {
   it.each(['mixtral', 'gpt_oss'] as const)('%s: experts [2, 5) equal those of the full load, reading fewer bytes', async (family) => {
-    const full = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
-    const part = await loadMoECheckpoint(fixtureDir(family), { layer: 0, experts: { first: 2, count: 3 } });
+    const full = await loadDense(fixtureDir(family), { layer: 0 });
+    const part = await loadDense(fixtureDir(family), { layer: 0, experts: { first: 2, count: 3 } });
     const { hiddenSize: H, intermediateSize: I } = full.config;
     expect(part.weights.w13.shape).toEqual([3, 2 * I, H]);
     expect(part.weights.w13.data).toEqual(full.weights.w13.data.subarray(2 * 2 * I * H, 5 * 2 * I * H));
@@ -267,7 +267,7 @@ describe('loading some experts only (Expert Parallel)', () => {
     [{ first: -1, count: 2 }, /experts \[-1, 1\)/],
     [{ first: 0, count: 0 }, /experts \[0, 0\)/],
   ])('rejects the range %o', async (experts, message) => {
-    await expectMoekitError(loadMoECheckpoint(fixtureDir('mixtral'), { layer: 0, experts }), 'E_INVALID_ARGUMENT', message);
+    await expectMoekitError(loadDense(fixtureDir('mixtral'), { layer: 0, experts }), 'E_INVALID_ARGUMENT', message);
   });
 });
 
@@ -277,8 +277,8 @@ describe('checkpoint layouts and dtypes', () => {
     const merged = { ...(await readAll(path.join(dir, SHARDS[0]!))), ...(await readAll(path.join(dir, SHARDS[1]!))) };
     await writeSafetensors(path.join(dir, 'model.safetensors'), merged);
     for (const file of [INDEX, ...SHARDS]) fs.rmSync(path.join(dir, file));
-    const single = await loadMoECheckpoint(dir, { layer: 0 });
-    const sharded = await loadMoECheckpoint(fixtureDir('qwen2_moe'), { layer: 0 });
+    const single = await loadDense(dir, { layer: 0 });
+    const sharded = await loadDense(fixtureDir('qwen2_moe'), { layer: 0 });
     expect(single.weights).toEqual(sharded.weights);
     expect(single.files).toEqual([path.join(dir, 'model.safetensors')]);
   });
@@ -286,7 +286,7 @@ describe('checkpoint layouts and dtypes', () => {
   it('keeps BF16 weights as their raw 16-bit patterns', async () => {
     const dir = copyFixture('mixtral');
     await rewriteShards(dir, (_, tensor) => ({ dtype: 'BF16', shape: tensor.shape, data: encodeHalf(tensor.data, 'bfloat16') }));
-    const { weights } = await loadMoECheckpoint(dir, { layer: 0 });
+    const { weights } = await loadDense(dir, { layer: 0 });
     expect(weights.w13.dtype).toBe('bfloat16');
     expect(weights.w13.data).toBeInstanceOf(Uint16Array);
     const gate = (await rawTensor('mixtral', expertNames('mixtral', 0).gate)).data;
@@ -301,7 +301,7 @@ describe('checkpoint layouts and dtypes', () => {
       const dtype = name === odd ? 'float16' : 'bfloat16';
       return { dtype: name === odd ? 'F16' : 'BF16', shape: tensor.shape, data: encodeHalf(tensor.data, dtype) };
     });
-    const { weights } = await loadMoECheckpoint(dir, { layer: 0 });
+    const { weights } = await loadDense(dir, { layer: 0 });
     expect(weights.w13.dtype).toBe('float32');
     expect(weights.w2.dtype).toBe('bfloat16');
     const { hiddenSize: H, intermediateSize: I } = EXPECTED_CONFIGS.mixtral;

@@ -10,7 +10,9 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsFile, writeSafetensors } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
 import type { ModelFamily } from '../lib/layer/config';
-import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, makeFifo, readExpectation, relativeError } from './helpers/fixtures';
+import {
+  FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, makeFifo, quantFixtureDir, readExpectation, readQuantExpectation, relativeError,
+} from './helpers/fixtures';
 
 const MAIN = path.resolve(__dirname, '../dist/cli/main.js');
 const PACKAGE_VERSION = (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { version: string }).version;
@@ -61,6 +63,41 @@ describe.each(FIXTURE_FAMILIES)('moekit run on the %s fixture', (family) => {
     expect(topkWeights).toMatchObject({ dtype: 'F32', shape: [expected.tokens, expected.topK] });
     expect(relativeError(y.data as Float32Array, expected.output)).toBeLessThanOrEqual(1e-5);
     expect(idSets(topkIds.data as Int32Array, expected.topK)).toEqual(idSets(expected.topkIds, expected.topK));
+  });
+});
+
+describe('moekit run with FP8 experts', () => {
+  it.each(['deepseek_v3_fp8', 'qwen3_moe_fp8'] as const)('runs the published FP8 checkpoint %s as W8A8: within 2e-3 of output, clearly apart from output_w8a16', async (name) => {
+    const output = path.join(scratchDir(), 'out.safetensors');
+    const input = path.join(quantFixtureDir(name), 'expected.safetensors');
+    const result = moekit(['run', quantFixtureDir(name), '--layer', '0', '--input', input, '--output', output]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const expected = await readQuantExpectation(name);
+    const y = (await readOutputs(output)).output.data as Float32Array;
+    const w8a8 = relativeError(y, expected.tensors.output!);
+    expect(w8a8).toBeLessThanOrEqual(2e-3);
+    expect(relativeError(y, expected.tensors.output_w8a16!)).toBeGreaterThan(Math.max(1e-2, 20 * w8a8));
+  });
+
+  it('--quantize fp8 quantizes a BF16 checkpoint at load: output_fp8, not the unquantized output', async () => {
+    const output = path.join(scratchDir(), 'out.safetensors');
+    const input = path.join(quantFixtureDir('mixtral_bf16'), 'expected.safetensors');
+    const result = moekit(['run', quantFixtureDir('mixtral_bf16'), '--layer', '0', '--input', input, '--output', output, '--quantize', 'fp8']);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const expected = await readQuantExpectation('mixtral_bf16');
+    const y = (await readOutputs(output)).output.data as Float32Array;
+    expect(relativeError(y, expected.tensors.output_fp8!)).toBeLessThanOrEqual(2e-3);
+    expect(relativeError(y, expected.tensors.output!)).toBeGreaterThan(1e-2);
+  });
+
+  it('--quantize fp8 of a checkpoint already in FP8 fails with one line and writes nothing', () => {
+    const output = path.join(scratchDir(), 'out.safetensors');
+    const input = path.join(quantFixtureDir('qwen3_moe_fp8'), 'expected.safetensors');
+    const result = moekit(['run', quantFixtureDir('qwen3_moe_fp8'), '--layer', '0', '--input', input, '--output', output, '--quantize', 'fp8']);
+    expectOneLineError(result, 1, /options\.quantize 'fp8' asks to quantize weights that are already quantized \(fp8\)/);
+    expect(fs.existsSync(output)).toBe(false);
   });
 });
 
@@ -368,6 +405,8 @@ describe('moekit usage errors: exit code 2 and one line on stderr', () => {
     [[...runArgs, '--input', 'x.safetensors:'], /--input "x\.safetensors:": the tensor name after ':' is empty/],
     [[...runArgs, '--dtype', 'float64'], /--dtype: expected a float dtype .* got "float64"/],
     [[...runArgs, '--device', 'tpu'], /--device: expected 'cpu' or 'cuda:N', got "tpu"/],
+    [[...runArgs, '--quantize', 'int4'], /--quantize must be one of fp8, got "int4"/],
+    [['bench', '--quantize', 'fp16'], /--quantize must be one of fp8, got "fp16"/],
     [[...runArgs, '--verbose'], /Unknown option '--verbose'/],
     [['bench', '--preset', 'gpt-5'], /unknown preset "gpt-5" \(presets: mixtral-8x7b, .*qwen3-30b-a3b-mini/],
     [['bench', '--tokens', '1,x'], /--tokens must be an integer >= 1, got "x"/],
@@ -404,6 +443,7 @@ describe('moekit info', () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(new RegExp(`^moekit ${PACKAGE_VERSION.replace(/\./g, '\\.')}\n`));
     expect(result.stdout).toMatch(/\naddon: (cpu|cuda) \(\S+\.node\)\n/);
+    expect(result.stdout).toMatch(/\nquantization: fp8 \(e4m3 experts with 128x128 block scales, computed W8A8; FP8 checkpoints as published, or --quantize fp8\)\n/);
     expect(result.stdout).toMatch(/\ncuda devices: (none|\d+(\n {2}cuda:\d+ {2}.+, [\d.]+ GiB, compute capability \d+\.\d+, \d+ SMs)+)\n/);
     expect(result.stdout).toMatch(/\nnccl: .+\n$/);
   });
@@ -441,11 +481,11 @@ describe('moekit bench', () => {
     expect(rows).toHaveLength(1);
     const measured = rows[0]!;
     expect(Object.keys(measured).sort()).toEqual(
-      ['preset', 'device', 'deviceName', 'dtype', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'msPerForward', 'p10Ms', 'p90Ms',
+      ['preset', 'device', 'deviceName', 'dtype', 'quantization', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'msPerForward', 'p10Ms', 'p90Ms',
         'hostMsPerForward', 'stageMs', 'tokensPerSecond', 'tflops', 'weightGBps', 'touchedExperts', 'floorMs', 'floorComputeMs',
         'floorWeightsMs', 'ceilings'].sort(),
     );
-    expect(measured).toMatchObject({ preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384 });
+    expect(measured).toMatchObject({ preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', quantization: null, tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384 });
     expect(Object.keys(measured.stageMs as object)).toEqual(['router', 'routing', 'permute', 'expert_up', 'expert_down', 'combine']);
     expect(measured.touchedExperts).toEqual({ expected: expect.closeTo(8, 9), measured: 8 });
     const seconds = (measured.msPerForward as number) / 1e3;
@@ -464,6 +504,21 @@ describe('moekit bench', () => {
     expect(measured.floorComputeMs as number).toBeCloseTo((flops / (ceilings.matmulTflops * 1e12)) * 1e3, 9);
     expect(measured.floorWeightsMs as number).toBeCloseTo((weightBytes / (ceilings.copyGBps * 1e9)) * 1e3, 9);
     expect(measured.floorMs).toBe(Math.max(measured.floorComputeMs as number, measured.floorWeightsMs as number));
+  });
+
+  it('--quantize fp8 times FP8 experts: the preamble says so, the rows carry it and the floor counts a byte per expert weight', () => {
+    const json = path.join(scratchDir(), 'bench.json');
+    const result = moekit(['bench', '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1', '--warmup', '0', '--runs', '1', '--json', json, '--quantize', 'fp8']);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.split('\n')[0]).toMatch(/^# cpu \(.+\), float32, experts fp8 \(e4m3, 128x128 block scales, W8A8; 1 byte per weight in the floor\)$/);
+    const [row] = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, number | string>[];
+    expect(row).toMatchObject({ preset: 'qwen3-30b-a3b-mini', quantization: 'fp8', dtype: 'float32' });
+    // One token reads its 8 experts' three H×I FP8 matrices: a byte per weight and 4 bytes per 128×128 block.
+    const weightBytes = 8 * 3 * 1024 * 384 * (1 + 4 / (128 * 128));
+    expect(row!.weightGBps as number).toBeCloseTo(weightBytes / ((row!.msPerForward as number) / 1e3) / 1e9, 6);
+    const ceilings = row!.ceilings as unknown as { copyGBps: number };
+    expect(row!.floorWeightsMs as number).toBeCloseTo((weightBytes / (ceilings.copyGBps * 1e9)) * 1e3, 9);
   });
 
   it('--from with --compare joins earlier rows with bench/torch_baseline.py\'s, as a Markdown table', () => {

@@ -3,12 +3,11 @@
 // the unsharded layer's output, and each rank holds 1/N of the expert weights.
 import { describe, expect, it } from 'vitest';
 
-import { loadMoECheckpoint } from '../lib/checkpoint/load';
 import { MoELayer, Tensor } from '../lib/index';
 import { factorizations, resolvePlan, shardForRank } from '../lib/parallel/plan';
 import { swigluConfig } from './helpers/configs';
 import { expectThrows } from './helpers/errors';
-import { FIXTURE_FAMILIES, fixtureDir, readExpectation, relativeError } from './helpers/fixtures';
+import { FIXTURE_FAMILIES, fixtureDir, loadDense, readExpectation, relativeError } from './helpers/fixtures';
 
 describe('resolvePlan', () => {
   const config = swigluConfig({ hidden: 64, intermediate: 96, experts: 16, topK: 4 });
@@ -49,7 +48,7 @@ describe('resolvePlan', () => {
 describe.each(FIXTURE_FAMILIES)('sharded %s layer on the CPU', (family) => {
   it.each([1, 2, 4, 8])('every factorization of N = %i sums to the unsharded output', async (n) => {
     const expected = await readExpectation(family);
-    const { config, weights } = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
+    const { config, weights } = await loadDense(fixtureDir(family), { layer: 0 });
     using x = Tensor.fromArray(expected.input, [expected.tokens, expected.hidden]);
     const totalExpertElements = weights.w13.data.length + weights.w2.data.length;
     for (const factorization of factorizations(n)) {
@@ -83,7 +82,7 @@ describe('loading one rank\'s shard from a checkpoint', () => {
     const fullBytes = full.checkpointBytesRead;
     full.dispose();
     using x = Tensor.fromArray(expected.input, [expected.tokens, expected.hidden]);
-    const { config } = await loadMoECheckpoint(fixtureDir(family), { layer: 0 });
+    const { config } = await loadDense(fixtureDir(family), { layer: 0 });
     const plan = resolvePlan(4, { moeTpSize: 2, moeEpSize: 2 }, config);
     const sum = new Float32Array(expected.output.length);
     for (let rank = 0; rank < 4; rank++) {

@@ -6,8 +6,9 @@
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
-import type { HostTensor, MoEWeights } from '../layer/config';
+import type { HostQuantized, HostTensor, MoEWeights } from '../layer/config';
 import { forEachWeight, mapWeights, MoELayer, randomMoEWeights } from '../layer/moe_layer';
+import type { Quantization } from '../ops/quantized';
 import type { ParallelOptions } from '../parallel/plan';
 import { ProcessGroup } from '../parallel/process_group';
 import { Tensor } from '../tensor';
@@ -22,6 +23,8 @@ export interface ParallelBenchOptions extends TimingOptions {
   presets: readonly BenchPreset[];
   tokens: readonly number[];
   dtype: FloatDType;
+  /** Quantize the experts of each rank's shard at load. */
+  quantize: Quantization | undefined;
   /** The plan to time; none given: every factorization of the group the layer allows. */
   sizes: ParallelOptions;
   json: string | undefined;
@@ -45,13 +48,15 @@ export async function randomHostWeights(preset: BenchPreset, dtype: FloatDType, 
   const drawn = randomMoEWeights(preset.config, { device, dtype, seed: 0 });
   try {
     const downloads: Promise<void>[] = [];
-    const host = mapWeights(drawn, (tensor): HostTensor => {
+    const download = (tensor: Tensor): HostTensor => {
       const copy: HostTensor = { dtype: tensor.dtype as FloatDType, shape: [...tensor.shape], data: new Float32Array(0) };
       downloads.push(tensor.toArray().then((data) => {
         copy.data = data as Float32Array | Uint16Array;
       }));
       return copy;
-    });
+    };
+    // Random weights are drawn dense: every matrix is a Tensor.
+    const host = mapWeights<Tensor, never, HostTensor, HostQuantized>(drawn, { tensor: download, matrix: download });
     await Promise.all(downloads);
     return host;
   } finally {
@@ -80,12 +85,13 @@ export async function runParallelBench(options: ParallelBenchOptions): Promise<P
     for (const line of formatParallelPreamble(group.worldSize, name, options.dtype)) print(line);
     print(formatParallelHeader());
     for (const preset of options.presets) {
-      const { plans, skipped } = benchPlans(group.worldSize, options.sizes, preset.config);
+      // Quantized layers also need plans that keep 128-blocks whole.
+      const { plans, skipped } = benchPlans(group.worldSize, options.sizes, { ...preset.config, quantization: options.quantize ?? null });
       for (const reason of skipped) print(`# ${preset.name}: skipped ${reason}`);
       const weights = await randomHostWeights(preset, options.dtype, group.device);
       for (const plan of plans) {
         const parallel = { moeTpSize: plan.moeTpSize, moeEpSize: plan.moeEpSize };
-        using layer = MoELayer.fromWeights(preset.config, weights, { group, parallel, dtype: options.dtype });
+        using layer = MoELayer.fromWeights(preset.config, weights, { group, parallel, dtype: options.dtype, quantize: options.quantize });
         for (const tokens of options.tokens) {
           const timing = await timeForward(layer, tokens, options);
           const allReduceMs = timing.stageMs.all_reduce;

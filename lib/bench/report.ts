@@ -8,6 +8,7 @@ import { MoekitError } from '../errors';
 import { fileSystemError, readRegularTextFile } from '../files';
 import { FORWARD_STAGES, type ForwardStage } from '../layer/moe_layer';
 import { addon } from '../native';
+import type { Quantization } from '../ops/quantized';
 import type { BenchPreset } from './presets';
 import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from './roofline';
 import type { ForwardTiming } from './timing';
@@ -18,6 +19,8 @@ export interface BenchContext {
   /** The GPU's name, or the CPU's model. */
   deviceName: string;
   dtype: FloatDType;
+  /** What the experts are quantized to (null: they compute in dtype). */
+  quantization: Quantization | null;
   ceilings: Ceilings;
 }
 
@@ -26,6 +29,8 @@ export interface BenchRow {
   device: Device;
   deviceName: string;
   dtype: FloatDType;
+  /** The experts' quantization (null: dense); absent in files from before it existed. */
+  quantization?: Quantization | null;
   tokens: number;
   experts: number;
   topK: number;
@@ -67,7 +72,7 @@ export function measuredTouchedExperts(expertCounts: readonly Int32Array[]): num
 }
 
 export function benchRow(preset: BenchPreset, context: BenchContext, tokens: number, timing: ForwardTiming): BenchRow {
-  const { config } = preset;
+  const config = { ...preset.config, quantization: context.quantization };
   const seconds = timing.ms / 1e3;
   const floor = forwardFloor(config, tokens, context.dtype, context.ceilings);
   return {
@@ -75,6 +80,7 @@ export function benchRow(preset: BenchPreset, context: BenchContext, tokens: num
     device: context.device,
     deviceName: context.deviceName,
     dtype: context.dtype,
+    quantization: context.quantization,
     tokens,
     experts: config.numExperts,
     topK: config.routing.topK,
@@ -142,8 +148,9 @@ export function formatLine<Row>(columns: readonly Column<Row>[], cells: readonly
 /** What the run measured before any forward: the device and both ceilings, as '#' lines. */
 export function formatPreamble(context: BenchContext): string[] {
   const { ceilings } = context;
+  const experts = context.quantization === 'fp8' ? ', experts fp8 (e4m3, 128x128 block scales, W8A8; 1 byte per weight in the floor)' : '';
   return [
-    `# ${context.device} (${context.deviceName}), ${context.dtype}`,
+    `# ${context.device} (${context.deviceName}), ${context.dtype}${experts}`,
     `# matmul ceiling ${ceilings.matmulTflops.toFixed(1)} TFLOP/s: ${ceilings.matmulSource}`,
     `# copy ceiling ${ceilings.copyGBps.toFixed(0)} GB/s: ${ceilings.copySource}`,
     '# floor = max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling); experts: touched (measured/expected);',

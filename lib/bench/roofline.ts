@@ -5,6 +5,7 @@
  */
 import { DTYPE_BYTES, type FloatDType } from '../dtype';
 import type { MoEConfig } from '../layer/config';
+import { FP8_BLOCK_SIZE } from '../ops/quantized';
 
 /** The two rates the floor divides by, measured in the same run on the same device (ceilings.ts). */
 export interface Ceilings {
@@ -45,13 +46,21 @@ export function expectedTouchedExperts(config: MoEConfig, tokens: number): numbe
 }
 
 /**
+ * Bytes an expert weight takes: the compute dtype's, or for FP8 experts one byte and its share of
+ * its 128×128 block's float32 scale.
+ */
+export function expertWeightBytes(config: MoEConfig, dtype: FloatDType): number {
+  return config.quantization === 'fp8' ? 1 + DTYPE_BYTES.float32 / (FP8_BLOCK_SIZE * FP8_BLOCK_SIZE) : DTYPE_BYTES[dtype];
+}
+
+/**
  * Expected bytes of expert weights one forward reads: each touched expert's three H×I matrices
  * once, plus the shared expert's.
  */
 export function activeWeightBytes(config: MoEConfig, tokens: number, dtype: FloatDType): number {
   const { hiddenSize: H, intermediateSize: I } = config;
   const shared = config.sharedExpert === null ? 0 : 3 * H * config.sharedExpert.intermediateSize;
-  return (expectedTouchedExperts(config, tokens) * 3 * H * I + shared) * DTYPE_BYTES[dtype];
+  return (expectedTouchedExperts(config, tokens) * 3 * H * I + shared) * expertWeightBytes(config, dtype);
 }
 
 export function forwardFloor(config: MoEConfig, tokens: number, dtype: FloatDType, ceilings: Ceilings): Floor {

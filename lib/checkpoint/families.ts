@@ -9,6 +9,7 @@
 import { describeValue, MoekitError } from '../errors';
 import { groupLimitedExperts, MODEL_FAMILIES, type ActivationKind, type ModelFamily, type MoEConfig } from '../layer/config';
 import { FLOAT32_MAX } from '../dtype';
+import type { Quantization } from '../ops/quantized';
 
 /** A parsed config.json. */
 export type ConfigJson = Readonly<Record<string, unknown>>;
@@ -103,6 +104,35 @@ function gatedActivation(config: ConfigJson, file: string): ActivationKind {
   return GATED_ACTIVATIONS_BY_NAME[name]!;
 }
 
+function unsupportedQuantization(file: string, message: string): never {
+  throw new MoekitError('E_UNSUPPORTED_MODEL', `${file}: ${message}`);
+}
+
+/**
+ * quantization_config: absent for a 16-bit checkpoint; moekit reads the FP8 block-scale layout of
+ * DeepSeek-V3 and Qwen3-FP8 (quant_method fp8, e4m3, weight_block_size [128, 128], dynamic
+ * activation scales). Anything else is E_UNSUPPORTED_MODEL, saying what is supported.
+ */
+export function parseQuantization(config: ConfigJson, file: string): Quantization | null {
+  const raw = config.quantization_config;
+  if (isAbsent(raw)) return null;
+  if (typeof raw !== 'object' || Array.isArray(raw)) configError(file, `quantization_config must be an object, got ${describeValue(raw)}`);
+  const { quant_method: method, weight_block_size: block, activation_scheme: scheme, fmt } = raw as Record<string, unknown>;
+  if (method !== 'fp8') {
+    unsupportedQuantization(file, `quantization_config.quant_method ${describeValue(method)} is not supported (supported: fp8, the FP8 block-scale layout of DeepSeek-V3 and Qwen3-FP8)`);
+  }
+  if (!Array.isArray(block) || block.length !== 2 || block[0] !== 128 || block[1] !== 128) {
+    const shortNumbers = Array.isArray(block) && block.length <= 4 && block.every((extent) => typeof extent === 'number');
+    const given = isAbsent(block) ? 'is missing, which' : shortNumbers ? `[${block.join(', ')}]` : describeValue(block);
+    unsupportedQuantization(file, `quantization_config.weight_block_size ${given} is not supported (FP8 weights are read with one scale per 128×128 block: [128, 128])`);
+  }
+  if (!isAbsent(scheme) && scheme !== 'dynamic') {
+    unsupportedQuantization(file, `quantization_config.activation_scheme ${describeValue(scheme)} is not supported (activations are quantized dynamically, per token per 128 channels: "dynamic")`);
+  }
+  if (!isAbsent(fmt) && fmt !== 'e4m3') unsupportedQuantization(file, `quantization_config.fmt ${describeValue(fmt)} is not supported (supported: e4m3)`);
+  return 'fp8';
+}
+
 /** What all families share; each family's parser overrides the rest. */
 function commonConfig(config: ConfigJson, file: string, family: ModelFamily): CheckpointMoEConfig {
   const numExperts = positiveInteger(config, file, EXPERT_COUNT_FIELDS[family]);
@@ -120,6 +150,7 @@ function commonConfig(config: ConfigJson, file: string, family: ModelFamily): Ch
     routerBias: false,
     expertBias: false,
     sharedExpert: null,
+    quantization: parseQuantization(config, file),
   };
 }
 

@@ -3,13 +3,19 @@
  * tensors from model.safetensors or the shards named by model.safetensors.index.json, assembled
  * into moekit's canonical layout (lib/layer/config.ts, MoEWeights). Only the block's bytes are
  * read, and only once every one of its tensors has been found and shape-checked.
+ *
+ * FP8 checkpoints (quantization_config quant_method fp8, as DeepSeek-V3 and Qwen3-FP8 publish
+ * them) store each expert projection as `….weight` F8_E4M3 [N, K] beside `….weight_scale_inv`
+ * [ceil(N/128), ceil(K/128)] (F32 or BF16), one scale per 128×128 block: they load as quantized
+ * weights (lib/ops/quantized.ts, 'fp8_block128') with float32 scales. Routers stay 16-bit.
  */
 import * as path from 'node:path';
 
-import { allocateHostArray, decodeHalf, type FloatDType } from '../dtype';
+import { allocateHostArray, decodeFloat8, decodeHalf, type FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import { fileKind, readRegularTextFile, statIfPresent } from '../files';
-import type { HostTensor, MoEConfig, MoEWeights } from '../layer/config';
+import type { HostQuantized, HostTensor, MoEConfig, MoEWeights } from '../layer/config';
+import { FP8_BLOCK_SIZE, scaleShape } from '../ops/quantized';
 import type { Slice } from '../parallel/plan';
 import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';
 import { SafetensorsFile, type SafetensorsDType } from './safetensors';
@@ -33,6 +39,12 @@ export interface LoadedCheckpoint {
 }
 
 const WEIGHT_DTYPES: Partial<Record<SafetensorsDType, FloatDType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/** What a tensor may be stored as: float values, or FP8 values (an FP8 checkpoint's expert weights). */
+type StoredAs = 'float' | 'fp8';
+
+/** The suffix FP8 checkpoints give a weight's block scales. */
+const SCALE_SUFFIX = '_scale_inv';
 
 /**
  * A JSON object from `file`; E_NOT_FOUND when it cannot be read or is not a regular file,
@@ -58,8 +70,14 @@ function formatShape(shape: readonly number[]): string {
 interface LocatedTensor {
   name: string;
   file: SafetensorsFile;
-  dtype: FloatDType;
+  dtype: FloatDType | 'float8_e4m3';
   shape: number[];
+}
+
+/** An expert matrix as stored: float values, or FP8 values with their block scales. */
+interface LocatedMatrix {
+  values: LocatedTensor;
+  scales?: LocatedTensor;
 }
 
 /** Which file holds each tensor: the index's weight_map, or the single model.safetensors. */
@@ -106,18 +124,30 @@ class CheckpointFiles {
     return files;
   }
 
-  /** Finds `name` and checks it has `shape` and a float dtype; E_CHECKPOINT names what is wrong. */
-  async locate(name: string, shape: readonly number[]): Promise<LocatedTensor> {
+  /**
+   * Finds `name` and checks it has `shape` and a float dtype (or, `as` 'fp8', F8_E4M3); E_CHECKPOINT
+   * names what is wrong. `why` says what the tensor is for, where that helps a message.
+   */
+  async locate(name: string, shape: readonly number[], as: StoredAs = 'float', why = ''): Promise<LocatedTensor> {
     const shard = this.#shardOf(name);
-    if (shard === undefined) throw new MoekitError('E_CHECKPOINT', `${this.#dir}: missing tensor ${name}${this.#missingHint(name)}`);
+    if (shard === undefined) throw new MoekitError('E_CHECKPOINT', `${this.#dir}: missing tensor ${name}${why}${this.#missingHint(name)}`);
     const file = await this.#file(shard);
     if (!file.has(name)) throw new MoekitError('E_CHECKPOINT', `${file.path}: missing tensor ${name} (${INDEX_FILE} places it in this shard)`);
     const info = file.info(name);
     if (info.shape.length !== shape.length || info.shape.some((extent, axis) => extent !== shape[axis])) {
-      throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} has shape ${formatShape(info.shape)}, expected ${formatShape(shape)}`);
+      throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} has shape ${formatShape(info.shape)}, expected ${formatShape(shape)}${why}`);
+    }
+    if (as === 'fp8') {
+      if (info.dtype !== 'F8_E4M3') {
+        throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} is ${info.dtype}; config.json's quantization_config says fp8, so expert weights must be F8_E4M3`);
+      }
+      return { name, file, dtype: 'float8_e4m3', shape: info.shape };
     }
     const dtype = WEIGHT_DTYPES[info.dtype];
-    if (dtype === undefined) throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} is ${info.dtype}; weights must be F32, F16 or BF16`);
+    if (dtype === undefined) {
+      const hint = info.dtype === 'F8_E4M3' ? ' (an FP8 checkpoint says so in config.json: quantization_config with quant_method fp8)' : '';
+      throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} is ${info.dtype}; weights must be F32, F16 or BF16${hint}`);
+    }
     return { name, file, dtype, shape: info.shape };
   }
 
@@ -125,8 +155,8 @@ class CheckpointFiles {
   async read(tensor: LocatedTensor, rows?: Slice): Promise<HostTensor> {
     const { file, name } = tensor;
     const read = rows ? await file.readRows(name, rows.first, rows.count) : await file.read(name);
-    // locate() admitted only F32, F16 and BF16, whose data are Float32Array or Uint16Array.
-    return { dtype: tensor.dtype, shape: read.shape, data: read.data as Float32Array | Uint16Array };
+    // locate() admitted only F32, F16, BF16 and F8_E4M3, whose data are Float32Array, Uint16Array or Uint8Array.
+    return { dtype: tensor.dtype, shape: read.shape, data: read.data as HostTensor['data'] };
   }
 
   /** Bytes read so far and the files opened, for the caller's accounting. */
@@ -175,13 +205,13 @@ interface LocatedBlock {
 
 type LocatedExperts =
   /** Each expert's gate then up ([I, H] each), and each expert's down [H, I]. */
-  | { layout: 'per_expert'; gateUp: LocatedTensor[]; down: LocatedTensor[] }
+  | { layout: 'per_expert'; gateUp: LocatedMatrix[]; down: LocatedMatrix[] }
   /** gpt-oss's fused tensors, all experts in each (see ExpertTensorNames). */
   | { layout: 'fused_interleaved'; gateUp: LocatedTensor; gateUpBias: LocatedTensor; down: LocatedTensor; downBias: LocatedTensor };
 
 interface LocatedSharedExpert {
-  gateUp: LocatedTensor[];
-  down: LocatedTensor;
+  gateUp: LocatedMatrix[];
+  down: LocatedMatrix;
   gate?: LocatedTensor;
 }
 
@@ -189,9 +219,30 @@ function expertIds(experts: Slice): number[] {
   return Array.from({ length: experts.count }, (_, index) => experts.first + index);
 }
 
+/** An expert projection [N, K]: float, or in an FP8 checkpoint F8_E4M3 with its `_scale_inv` block scales beside it. */
+async function locateMatrix(files: CheckpointFiles, name: string, shape: [number, number], config: MoEConfig): Promise<LocatedMatrix> {
+  if (config.quantization !== 'fp8') return { values: await files.locate(name, shape) };
+  const values = await files.locate(name, shape, 'fp8');
+  const why = ` (one scale per 128×128 block of the FP8 weight ${name} ${formatShape(shape)})`;
+  return { values, scales: await files.locate(`${name}${SCALE_SUFFIX}`, scaleShape('fp8_block128', shape), 'float', why) };
+}
+
+/**
+ * FP8 gate and up projections [I', H] stack into one w13 [2I', H] whose 128-row blocks are theirs
+ * only when I' is a multiple of 128; otherwise a block of w13 would straddle the two, and no
+ * scale of theirs fits it.
+ */
+function checkFp8GateUp(config: MoEConfig, intermediate: number, field: string): void {
+  if (config.quantization === 'fp8' && intermediate % FP8_BLOCK_SIZE !== 0) {
+    throw new MoekitError('E_UNSUPPORTED_MODEL',
+      `FP8 experts need ${field} to be a multiple of 128 (gate and up are stacked into one matrix whose 128-row blocks may not straddle them), got ${intermediate}`);
+  }
+}
+
 async function locateExperts(files: CheckpointFiles, names: ExpertTensorNames, config: MoEConfig, experts: Slice): Promise<LocatedExperts> {
   const { numExperts: E, hiddenSize: H, intermediateSize: I } = config;
   if (names.layout === 'fused_interleaved') {
+    if (config.quantization === 'fp8') throw new MoekitError('E_UNSUPPORTED_MODEL', `FP8 checkpoints of ${config.family} are not supported (FP8 is read for per-expert layouts)`);
     return {
       layout: names.layout,
       gateUp: await files.locate(names.gateUp, [E, H, 2 * I]),
@@ -200,11 +251,12 @@ async function locateExperts(files: CheckpointFiles, names: ExpertTensorNames, c
       downBias: await files.locate(names.downBias, [E, H]),
     };
   }
-  const gateUp: LocatedTensor[] = [];
-  const down: LocatedTensor[] = [];
+  checkFp8GateUp(config, I, 'moe_intermediate_size');
+  const gateUp: LocatedMatrix[] = [];
+  const down: LocatedMatrix[] = [];
   for (const expert of expertIds(experts)) {
-    gateUp.push(await files.locate(names.gate(expert), [I, H]), await files.locate(names.up(expert), [I, H]));
-    down.push(await files.locate(names.down(expert), [H, I]));
+    gateUp.push(await locateMatrix(files, names.gate(expert), [I, H], config), await locateMatrix(files, names.up(expert), [I, H], config));
+    down.push(await locateMatrix(files, names.down(expert), [H, I], config));
   }
   return { layout: names.layout, gateUp, down };
 }
@@ -213,9 +265,10 @@ async function locateSharedExpert(files: CheckpointFiles, names: BlockTensorName
   if (!config.sharedExpert || !names) return undefined;
   const { hiddenSize: H } = config;
   const { intermediateSize: S, gated } = config.sharedExpert;
+  checkFp8GateUp(config, S, "the shared expert's intermediate size");
   const shared: LocatedSharedExpert = {
-    gateUp: [await files.locate(names.gate, [S, H]), await files.locate(names.up, [S, H])],
-    down: await files.locate(names.down, [H, S]),
+    gateUp: [await locateMatrix(files, names.gate, [S, H], config), await locateMatrix(files, names.up, [S, H], config)],
+    down: await locateMatrix(files, names.down, [H, S], config),
   };
   if (gated && names.sharedGate) shared.gate = await files.locate(names.sharedGate, [1, H]);
   return shared;
@@ -236,31 +289,35 @@ async function locateBlock(files: CheckpointFiles, config: CheckpointMoEConfig, 
   return block;
 }
 
-function allocateHostTensor(dtype: FloatDType, shape: number[]): HostTensor {
+function allocateHostTensor(dtype: HostTensor['dtype'], shape: number[]): HostTensor {
   return { dtype, shape, data: allocateHostArray(dtype, shape.reduce((total, extent) => total * extent, 1)) };
 }
 
 function asFloat32(tensor: HostTensor): Float32Array {
-  return tensor.dtype === 'float32' ? (tensor.data as Float32Array) : decodeHalf(tensor.data as Uint16Array, tensor.dtype);
+  switch (tensor.dtype) {
+    case 'float32': return tensor.data as Float32Array;
+    case 'float8_e4m3': return decodeFloat8(tensor.data as Uint8Array);
+    default: return decodeHalf(tensor.data as Uint16Array, tensor.dtype);
+  }
 }
 
 /** The values of `tensor` as `dtype`: its own, or float32 where the parts of a weight disagree. */
-function valuesAs(tensor: HostTensor, dtype: FloatDType): Float32Array | Uint16Array {
+function valuesAs(tensor: HostTensor, dtype: HostTensor['dtype']): HostTensor['data'] {
   return tensor.dtype === dtype ? tensor.data : asFloat32(tensor);
 }
 
 /** One dtype for the parts of one logical weight: theirs when they agree, else float32. */
-function commonDType(parts: readonly LocatedTensor[]): FloatDType {
+function commonDType(parts: readonly LocatedTensor[]): HostTensor['dtype'] {
   const first = parts[0]?.dtype ?? 'float32';
   return parts.every((part) => part.dtype === first) ? first : 'float32';
 }
 
 /**
- * Concatenates the parts' elements, in order, into one tensor of `shape`. Parts are read one at a
- * time, so memory peaks at the result plus one part.
+ * Concatenates the parts' elements, in order, into one tensor of `shape` (of `dtype`, by default
+ * the parts' common one). Parts are read one at a time, so memory peaks at the result plus one part.
  */
-async function concatenate(files: CheckpointFiles, parts: readonly LocatedTensor[], shape: number[]): Promise<HostTensor> {
-  const result = allocateHostTensor(commonDType(parts), shape);
+async function concatenate(files: CheckpointFiles, parts: readonly LocatedTensor[], shape: number[], dtype = commonDType(parts)): Promise<HostTensor> {
+  const result = allocateHostTensor(dtype, shape);
   let offset = 0;
   for (const part of parts) {
     const values = valuesAs(await files.read(part), result.dtype);
@@ -268,6 +325,17 @@ async function concatenate(files: CheckpointFiles, parts: readonly LocatedTensor
     offset += values.length;
   }
   return result;
+}
+
+/**
+ * Expert matrices stacked along their rows into one of `shape`: float values, or FP8 values with
+ * their scales stacked the same way (as float32, whatever the checkpoint stored them in).
+ */
+async function stackMatrices(files: CheckpointFiles, parts: readonly LocatedMatrix[], shape: number[]): Promise<HostTensor | HostQuantized> {
+  const values = await concatenate(files, parts.map((part) => part.values), shape);
+  const scales = parts.flatMap((part) => (part.scales ? [part.scales] : []));
+  if (scales.length === 0) return values;
+  return { format: 'fp8_block128', data: values, scales: await concatenate(files, scales, scaleShape('fp8_block128', shape), 'float32') };
 }
 
 type Elements = Float32Array | Uint16Array;
@@ -323,8 +391,9 @@ async function readFusedExperts(
   const w2 = allocateHostTensor(located.down.dtype, [experts.count, H, I]);
   for (const [index, expert] of expertIds(experts).entries()) {
     const one = { first: expert, count: 1 };
-    writeGateUpAsHalves((await files.read(located.gateUp, one)).data, w13.data, index * 2 * I * H, H, I);
-    writeTransposed((await files.read(located.down, one)).data, w2.data, index * H * I, I, H);
+    // Fused experts are float (locateExperts refuses FP8 ones): Float32Array or Uint16Array data.
+    writeGateUpAsHalves((await files.read(located.gateUp, one)).data as Elements, w13.data as Elements, index * 2 * I * H, H, I);
+    writeTransposed((await files.read(located.down, one)).data as Elements, w2.data as Elements, index * H * I, I, H);
   }
   return { w13, w13Bias: deinterleaveRows(await files.read(located.gateUpBias, experts)), w2, w2Bias: await files.read(located.downBias, experts) };
 }
@@ -333,15 +402,15 @@ async function readFusedExperts(
 async function readExperts(files: CheckpointFiles, located: LocatedExperts, config: MoEConfig, experts: Slice): Promise<ExpertWeights> {
   if (located.layout === 'fused_interleaved') return readFusedExperts(files, located, config, experts);
   const { hiddenSize: H, intermediateSize: I } = config;
-  return { w13: await concatenate(files, located.gateUp, [experts.count, 2 * I, H]), w2: await concatenate(files, located.down, [experts.count, H, I]) };
+  return { w13: await stackMatrices(files, located.gateUp, [experts.count, 2 * I, H]), w2: await stackMatrices(files, located.down, [experts.count, H, I]) };
 }
 
 /** The shared expert as w13 [2Is, H] (gate rows then up rows), w2 [H, Is] and, when gated, gate [1, H]. */
 async function readSharedExpert(files: CheckpointFiles, located: LocatedSharedExpert): Promise<NonNullable<MoEWeights['shared']>> {
-  const [H, S] = located.down.shape as [number, number];
+  const [H, S] = located.down.values.shape as [number, number];
   const shared: NonNullable<MoEWeights['shared']> = {
-    w13: await concatenate(files, located.gateUp, [2 * S, H]),
-    w2: await files.read(located.down),
+    w13: await stackMatrices(files, located.gateUp, [2 * S, H]),
+    w2: await stackMatrices(files, [located.down], [H, S]),
   };
   if (located.gate) shared.gate = await files.read(located.gate);
   return shared;

@@ -23,9 +23,9 @@ const ELEMENT_BITS = {
 /** A dtype a safetensors header may declare. */
 export type SafetensorsDType = keyof typeof ELEMENT_BITS;
 /** The dtypes moekit reads; a file may hold others, and reading one of those tensors fails. */
-export type ReadableDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
+export type ReadableDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64' | 'F8_E4M3' | 'U8';
 
-const READABLE_DTYPES: readonly SafetensorsDType[] = ['F32', 'F16', 'BF16', 'I32', 'I64'];
+const READABLE_DTYPES: readonly SafetensorsDType[] = ['F32', 'F16', 'BF16', 'I32', 'I64', 'F8_E4M3', 'U8'];
 
 /** A header larger than this is not a real checkpoint's (real ones are a few MB at most). */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -39,12 +39,16 @@ export interface TensorInfo {
   byteLength: number;
 }
 
-/** F32 → Float32Array, F16/BF16 → their raw 16-bit patterns, I32 → Int32Array, I64 → BigInt64Array. */
+/**
+ * F32 → Float32Array, F16/BF16 → their raw 16-bit patterns, I32 → Int32Array, I64 → BigInt64Array,
+ * F8_E4M3 → its 8-bit patterns and U8 → its bytes, in a Uint8Array.
+ */
 export type SafetensorsTensor =
   | { dtype: 'F32'; shape: number[]; data: Float32Array }
   | { dtype: 'F16' | 'BF16'; shape: number[]; data: Uint16Array }
   | { dtype: 'I32'; shape: number[]; data: Int32Array }
-  | { dtype: 'I64'; shape: number[]; data: BigInt64Array };
+  | { dtype: 'I64'; shape: number[]; data: BigInt64Array }
+  | { dtype: 'F8_E4M3' | 'U8'; shape: number[]; data: Uint8Array };
 
 /** Where a tensor's bytes lie within the data section: [begin, end). */
 interface HeaderEntry {
@@ -177,6 +181,8 @@ function typedView(dtype: ReadableDType, shape: number[], bytes: ArrayBuffer): S
     case 'BF16': return { dtype, shape, data: new Uint16Array(bytes) };
     case 'I32': return { dtype, shape, data: new Int32Array(bytes) };
     case 'I64': return { dtype, shape, data: new BigInt64Array(bytes) };
+    case 'F8_E4M3':
+    case 'U8': return { dtype, shape, data: new Uint8Array(bytes) };
   }
 }
 
@@ -283,16 +289,20 @@ export class SafetensorsFile {
   }
 }
 
-/** What to write: F32 as Float32Array, F16/BF16 as their raw 16-bit patterns, I32 as Int32Array. */
+/**
+ * What to write: F32 as Float32Array, F16/BF16 as their raw 16-bit patterns, I32 as Int32Array,
+ * F8_E4M3 patterns and U8 bytes as Uint8Array.
+ */
 export type TensorToWrite =
   | { dtype: 'F32'; shape: number[]; data: Float32Array }
   | { dtype: 'F16' | 'BF16'; shape: number[]; data: Uint16Array }
-  | { dtype: 'I32'; shape: number[]; data: Int32Array };
+  | { dtype: 'I32'; shape: number[]; data: Int32Array }
+  | { dtype: 'F8_E4M3' | 'U8'; shape: number[]; data: Uint8Array };
 
 export type WritableDType = TensorToWrite['dtype'];
 
-const WRITE_ARRAYS: Readonly<Record<WritableDType, Float32ArrayConstructor | Uint16ArrayConstructor | Int32ArrayConstructor>> = {
-  F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I32: Int32Array,
+const WRITE_ARRAYS: Readonly<Record<WritableDType, Float32ArrayConstructor | Uint16ArrayConstructor | Int32ArrayConstructor | Uint8ArrayConstructor>> = {
+  F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I32: Int32Array, F8_E4M3: Uint8Array, U8: Uint8Array,
 };
 
 /** The types say all this to TypeScript callers; JavaScript callers learn it here, before any file is touched. */

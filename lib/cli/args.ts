@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { parseDevice, type Device } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
+import { isQuantization, QUANTIZATIONS, type Quantization } from '../ops/quantized';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -97,6 +98,13 @@ export function deviceOption(value: string | undefined, fallback: Device): Devic
 
 export function dtypeOption(value: string | undefined, fallback: FloatDType): FloatDType {
   return value === undefined ? fallback : asUsageError(() => parseFloatDType(value, '--dtype'));
+}
+
+/** --quantize: a quantization moekit knows, or undefined when not given. */
+export function quantizeOption(value: string | undefined): Quantization | undefined {
+  if (value === undefined) return undefined;
+  if (!isQuantization(value)) throw new UsageError(`--quantize must be one of ${QUANTIZATIONS.join(', ')}, got ${JSON.stringify(value)}`);
+  return value;
 }
 
 // The library's parsers throw MoekitError; for a command-line option that is a usage mistake.

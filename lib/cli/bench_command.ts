@@ -8,9 +8,10 @@ import { timeForward, type TimingOptions } from '../bench/timing';
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoELayer } from '../layer/moe_layer';
+import type { Quantization } from '../ops/quantized';
 import type { ParallelOptions } from '../parallel/plan';
 import {
-  deviceOption, dtypeOption, expectPositionals, integerListOption, integerOption, listOption, parseCommandLine, UsageError,
+  deviceOption, dtypeOption, expectPositionals, integerListOption, integerOption, listOption, parseCommandLine, quantizeOption, UsageError,
   type CommandLine,
 } from './args';
 
@@ -35,7 +36,7 @@ const PARALLEL_DEFAULTS: BenchDefaults = {
 const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
 
 const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--tokens LIST] [--device cpu|cuda:N]
-                   [--dtype float32|bfloat16|float16] [--json FILE] [--warmup N] [--runs N]
+                   [--dtype float32|bfloat16|float16] [--quantize fp8] [--json FILE] [--warmup N] [--runs N]
                    [--compare TORCH_JSON [--from MOEKIT_JSON]]
        moekit launch --nproc N moekit bench --parallel [--moe-tp N] [--moe-ep M] [options above]
 
@@ -52,6 +53,8 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
   --tokens    comma-separated token counts (default ${CPU_DEFAULTS.tokens.join(',')} on the CPU, ${CUDA_DEFAULTS.tokens.join(',')} on CUDA)
   --device    cpu or cuda:N (default cpu)
   --dtype     compute dtype (default ${CPU_DEFAULTS.dtype} on the CPU, ${CUDA_DEFAULTS.dtype} on CUDA)
+  --quantize  quantize the experts: fp8 (e4m3, 128x128 block scales, computed W8A8); the floor
+              then counts 1 byte per expert weight (and its share of the scales)
   --json      also write the rows to FILE as a JSON array
   --warmup    untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
   --runs      timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)
@@ -68,13 +71,14 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
 
 cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
 
-const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'json', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
+const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'quantize', 'json', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
 const BENCH_FLAG_NAMES = ['parallel'] as const;
 
 type BenchCommandLine = CommandLine<(typeof BENCH_OPTION_NAMES)[number], (typeof BENCH_FLAG_NAMES)[number]>;
 
 interface BenchPlan extends BenchDefaults {
   device: Device;
+  quantize: Quantization | undefined;
   json: string | undefined;
   /** bench/torch_baseline.py's JSON to compare with. */
   compare: string | undefined;
@@ -125,6 +129,7 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
     presets: presetsOption(options.preset, defaults.presets),
     tokens: options.tokens === undefined ? defaults.tokens : integerListOption(options.tokens, 'tokens', 1),
     dtype: dtypeOption(options.dtype, defaults.dtype),
+    quantize: quantizeOption(options.quantize),
     warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
     runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
     ...(defaults.graphMaxTokens !== undefined && { graphMaxTokens: defaults.graphMaxTokens }),
@@ -139,7 +144,7 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
 async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchContext): Promise<BenchRow[]> {
   console.log(`# ${preset.name}: E ${preset.config.numExperts}, top-${preset.config.routing.topK}, H ${preset.config.hiddenSize}, I ${preset.config.intermediateSize}` +
     (preset.config.sharedExpert ? `, shared I ${preset.config.sharedExpert.intermediateSize}` : ''));
-  using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype });
+  using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype, quantize: plan.quantize });
   const rows: BenchRow[] = [];
   for (const tokens of plan.tokens) {
     const row = benchRow(preset, context, tokens, await timeForward(layer, tokens, plan));
@@ -155,6 +160,7 @@ async function runBench(plan: BenchPlan): Promise<BenchRow[]> {
     device: plan.device,
     deviceName: deviceName(plan.device),
     dtype: plan.dtype,
+    quantization: plan.quantize ?? null,
     ceilings: await measureCeilings(plan.device, plan.dtype),
   };
   for (const line of formatPreamble(context)) console.log(line);

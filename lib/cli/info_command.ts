@@ -1,13 +1,19 @@
 /** `moekit info`: the version, the native addon this process loaded, CUDA devices and NCCL. */
 import type { CudaDeviceInfo } from '../native';
+import { QUANTIZATIONS, type Quantization } from '../ops/quantized';
 import { runtimeInfo, type RuntimeInfo } from '../runtime';
 import { expectPositionals, parseCommandLine } from './args';
 
 const INFO_USAGE = `usage: moekit info
 
-Prints the moekit version, the native addon variant loaded (cpu or cuda) and its path, the CUDA
-devices it sees, and whether NCCL loads: libnccl.so.2 as the dynamic loader finds it, or the file
-(or folder) MOEKIT_NCCL_PATH names.`;
+Prints the moekit version, the native addon variant loaded (cpu or cuda) and its path, the
+quantizations it computes, the CUDA devices it sees, and whether NCCL loads: libnccl.so.2 as the
+dynamic loader finds it, or the file (or folder) MOEKIT_NCCL_PATH names.`;
+
+/** What each quantization is, in words. */
+const QUANTIZATION_NOTES: Readonly<Record<Quantization, string>> = {
+  fp8: 'e4m3 experts with 128x128 block scales, computed W8A8; FP8 checkpoints as published, or --quantize fp8',
+};
 
 const GIB = 1024 ** 3;
 
@@ -34,6 +40,7 @@ export async function infoCommand(args: readonly string[]): Promise<void> {
   const lines = [
     `moekit ${info.version}`,
     `addon: ${info.variant} (${info.addonPath})`,
+    ...QUANTIZATIONS.map((quantization) => `quantization: ${quantization} (${QUANTIZATION_NOTES[quantization]})`),
     devices.length === 0 ? 'cuda devices: none' : `cuda devices: ${devices.length}`,
     ...devices.map(describeDevice),
     `nccl: ${describeNccl(info.nccl)}`,

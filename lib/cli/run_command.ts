@@ -8,19 +8,26 @@ import { MoekitError } from '../errors';
 import { regularWriteTarget } from '../files';
 import type { HostTensor } from '../layer/config';
 import { MoELayer } from '../layer/moe_layer';
+import type { Quantization } from '../ops/quantized';
 import { Tensor } from '../tensor';
-import { type CommandLine, deviceOption, dtypeOption, expectPositionals, integerOption, parseCommandLine, requireOption, UsageError } from './args';
+import {
+  type CommandLine, deviceOption, dtypeOption, expectPositionals, integerOption, parseCommandLine, quantizeOption, requireOption, UsageError,
+} from './args';
 
 const RUN_USAGE = `usage: moekit run <checkpoint-dir> --layer N --input <file.safetensors>[:<tensor>] --output <file.safetensors>
-                 [--device cpu|cuda:N] [--dtype float32|bfloat16|float16]
+                 [--device cpu|cuda:N] [--dtype float32|bfloat16|float16] [--quantize fp8]
 
 Runs decoder layer N's MoE block of a Hugging Face checkpoint on the input tensor [T, H]
 (F32, F16 or BF16; default tensor name: input) and writes output [T, H] (float32),
 topk_ids [T, K] (int32) and topk_weights [T, K] (float32). --output must be a new path or a
 regular file (a symbolic link to a regular file writes that file); anything else is refused.
+FP8 checkpoints (quantization_config quant_method fp8, as DeepSeek-V3 and Qwen3-FP8 publish
+them) run as published: FP8 experts, computed W8A8.
 
-  --device   where to run (default cpu)
-  --dtype    compute dtype of weights and activations (default float32)`;
+  --device    where to run (default cpu)
+  --dtype     compute dtype of activations and unquantized weights (default float32)
+  --quantize  quantize a 16-bit checkpoint's experts at load: fp8 (e4m3, 128x128 block
+              scales, computed W8A8); routers stay unquantized`;
 
 const DEFAULT_INPUT_TENSOR = 'input';
 
@@ -74,9 +81,10 @@ interface RunOptions {
   output: string;
   device: Device;
   dtype: FloatDType;
+  quantize: Quantization | undefined;
 }
 
-const RUN_OPTION_NAMES = ['layer', 'input', 'output', 'device', 'dtype'] as const;
+const RUN_OPTION_NAMES = ['layer', 'input', 'output', 'device', 'dtype', 'quantize'] as const;
 
 function runOptions({ options, positionals }: CommandLine<(typeof RUN_OPTION_NAMES)[number]>): RunOptions {
   expectPositionals(positionals, ['<checkpoint-dir>']);
@@ -87,6 +95,7 @@ function runOptions({ options, positionals }: CommandLine<(typeof RUN_OPTION_NAM
     output: requireOption(options.output, 'output'),
     device: deviceOption(options.device, 'cpu'),
     dtype: dtypeOption(options.dtype, 'float32'),
+    quantize: quantizeOption(options.quantize),
   };
 }
 
@@ -102,7 +111,7 @@ export async function runCommand(args: readonly string[]): Promise<void> {
   const outputFile = regularWriteTarget(run.output);
   // The input is read first: it is cheap to check, the checkpoint may be large.
   const hostInput = await readInput(run.input);
-  using layer = await MoELayer.fromPretrained(run.checkpoint, { layer: run.layer, device: run.device, dtype: run.dtype });
+  using layer = await MoELayer.fromPretrained(run.checkpoint, { layer: run.layer, device: run.device, dtype: run.dtype, quantize: run.quantize });
   checkInputWidth(hostInput, run.input, layer.config.hiddenSize);
   using x = Tensor.fromArray(hostInput.data, hostInput.shape, { dtype: hostInput.dtype, device: run.device });
   using result = layer.forward(x);

@@ -1,4 +1,5 @@
 import type { FloatDType } from '../dtype';
+import type { Quantization, QuantizedParts } from '../ops/quantized';
 
 /** The checkpoint families moekit reads (Hugging Face `model_type`). */
 export type ModelFamily = 'mixtral' | 'qwen2_moe' | 'qwen3_moe' | 'deepseek_v3' | 'gpt_oss';
@@ -66,22 +67,32 @@ export interface MoEConfig {
   /** Experts have biases on both projections (gpt-oss). */
   expertBias: boolean;
   sharedExpert: SharedExpertConfig | null;
+  /**
+   * What the experts' weights (routed and shared) are quantized to; routers stay unquantized.
+   * Absent or null: dense. 'fp8': FP8 e4m3 with 128×128 block scales, computed W8A8
+   * (lib/ops/quantized.ts).
+   */
+  quantization?: Quantization | null;
 }
 
 /** A tensor's data on the host, in the dtype it was stored in. */
 export interface HostTensor {
-  dtype: FloatDType;
+  dtype: FloatDType | 'float8_e4m3';
   shape: number[];
-  /** float32 values, or the raw 16-bit patterns of float16/bfloat16. */
-  data: Float32Array | Uint16Array;
+  /** float32 values, the raw 16-bit patterns of float16/bfloat16, or the 8-bit patterns of float8_e4m3. */
+  data: Float32Array | Uint16Array | Uint8Array;
 }
+
+/** Quantized weights held on the host: float8_e4m3 values and float32 scales. */
+export type HostQuantized = QuantizedParts<HostTensor>;
 
 /**
  * An MoE block's weights in moekit's canonical layout (PyTorch Linear: out_features × in_features).
  * Gated experts stack gate rows then up rows in w13 (`[E, 2I, H]`, halves layout); non-gated ones
- * have `[E, I, H]`.
+ * have `[E, I, H]`. The expert matrices (w13, w2 and the shared expert's) are T, or Q when the
+ * layer is quantized (config.quantization): their values and scales.
  */
-export interface MoEWeights<T = HostTensor> {
+export interface MoEWeights<T = HostTensor, Q extends QuantizedParts<T> = QuantizedParts<T>> {
   /** [E, H] */
   router: T;
   /** [E] (config.routerBias) */
@@ -89,13 +100,18 @@ export interface MoEWeights<T = HostTensor> {
   /** [E] DeepSeek-V3's e_score_correction_bias, used for expert choice only. */
   correctionBias?: T;
   /** [E, 2I, H] gated, [E, I, H] otherwise. */
-  w13: T;
+  w13: T | Q;
   /** [E, 2I] or [E, I] (config.expertBias) */
   w13Bias?: T;
   /** [E, H, I] */
-  w2: T;
+  w2: T | Q;
   /** [E, H] (config.expertBias) */
   w2Bias?: T;
   /** config.sharedExpert: w13 [2Is, H], w2 [H, Is], gate [1, H] when gated. */
-  shared?: { w13: T; w2: T; gate?: T };
+  shared?: { w13: T | Q; w2: T | Q; gate?: T };
+}
+
+/** Whether an expert matrix is quantized (values and scales) rather than dense. */
+export function isQuantized<T, Q extends QuantizedParts<T>>(matrix: T | Q): matrix is Q {
+  return typeof matrix === 'object' && matrix !== null && 'format' in matrix;
 }

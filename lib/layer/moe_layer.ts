@@ -6,6 +6,9 @@ import { activation, isGated } from '../ops/activation';
 import { combine } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { permute } from '../ops/permute';
+import {
+  isQuantization, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, scaleShape, WEIGHT_FORMATS, type Quantization, type QuantizedParts,
+} from '../ops/quantized';
 import { route } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
 import { optionalOptions, requiredObject } from '../options';
@@ -14,19 +17,28 @@ import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankS
 import { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
-import type { ActivationKind, HostTensor, MoEConfig, MoEWeights } from './config';
+import { isQuantized, type ActivationKind, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from './config';
 import { validateMoEConfig } from './validate_config';
 
 export interface MoELayerOptions {
   /** Where the weights live and the forward runs. Default 'cpu'. */
   device?: Device;
-  /** The compute dtype of weights and activations (accumulation is always float32). Default float32. */
+  /**
+   * The compute dtype of weights and activations (accumulation is always float32). Default
+   * float32. Quantized expert weights keep their own dtype (float8_e4m3, float32 scales).
+   */
   dtype?: FloatDType;
   /**
    * Keep only one rank's part of the layer (lib/parallel/plan.ts: shardForRank). forward() then
    * returns this rank's partial output; the group's partial outputs sum to the full output.
    */
   shard?: RankShard;
+  /**
+   * Quantize the experts (routed and shared; routers stay as they are) when the layer is built,
+   * on its device: 'fp8' is FP8 e4m3 in 128×128 blocks (scale = block amax / 448), computed W8A8.
+   * Weights that are already quantized (an FP8 checkpoint) are refused.
+   */
+  quantize?: Quantization;
 }
 
 export interface ParallelLayerOptions extends MoELayerOptions {
@@ -48,6 +60,9 @@ export interface FromPretrainedOptions extends ParallelLayerOptions {
 export interface RandomLayerOptions extends MoELayerOptions {
   seed?: number;
 }
+
+/** A layer's weights on its device: the expert matrices dense, or quantized. */
+type LayerWeights = MoEWeights<Tensor, QuantizedWeights>;
 
 /** The stages of a forward, in the order they are enqueued. */
 export const FORWARD_STAGES = ['router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine', 'all_reduce'] as const;
@@ -123,10 +138,10 @@ export class MoELayer {
   readonly shard: RankShard | null;
   /** Bytes read from the checkpoint to build this layer (0 when not loaded from one). */
   readonly checkpointBytesRead: number;
-  #weights: MoEWeights<Tensor> | undefined;
+  #weights: LayerWeights | undefined;
   readonly #group: ProcessGroup | undefined;
 
-  private constructor(config: MoEConfig, weights: MoEWeights<Tensor>, device: Device, dtype: FloatDType, parts: LayerParts = {}) {
+  private constructor(config: MoEConfig, weights: LayerWeights, device: Device, dtype: FloatDType, parts: LayerParts = {}) {
     this.config = config;
     this.#weights = weights;
     this.device = device;
@@ -142,14 +157,16 @@ export class MoELayer {
    */
   static async fromPretrained(dir: string, options: FromPretrainedOptions): Promise<MoELayer> {
     const settings = requiredObject(options, 'MoELayer.fromPretrained: options', ['layer']);
-    const config = readMoEConfig(dir, settings.layer);
+    const stored = readMoEConfig(dir, settings.layer);
+    const quantize = quantizeOption(settings.quantize, stored, 'MoELayer.fromPretrained');
+    const config = quantize ? { ...stored, quantization: quantize } : stored;
     const { group } = settings;
-    // The plan is checked against the config before any weight is read.
+    // The plan is checked against the config (quantized weights: whole blocks per rank) before any weight is read.
     const shard = MoELayer.#shardFor(config, settings);
     const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts });
     // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
-    const local = shard ? shardWeights(config, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
-    return MoELayer.#upload(config, local, { ...settings, device: group?.device ?? settings.device }, { shard, group, bytesRead });
+    const local = shard ? shardWeights(stored, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
+    return MoELayer.#upload(stored, local, { ...settings, device: group?.device ?? settings.device }, { shard, group, bytesRead });
   }
 
   /**
@@ -160,8 +177,9 @@ export class MoELayer {
     validateMoEConfig(config);
     checkHostWeights(config, requiredObject(weights, 'MoELayer.fromWeights: weights'), null);
     const settings = optionalOptions(options, 'MoELayer.fromWeights: options');
+    const quantize = quantizeOption(settings.quantize, config, 'MoELayer.fromWeights');
     const { group } = settings;
-    const shard = MoELayer.#shardFor(config, settings);
+    const shard = MoELayer.#shardFor(quantize ? { ...config, quantization: quantize } : config, settings);
     const device = group?.device ?? settings.device;
     return MoELayer.#upload(config, shard ? shardWeights(config, weights, shard) : weights, { ...settings, device }, { shard, group });
   }
@@ -180,31 +198,48 @@ export class MoELayer {
     return shardForRank(resolvePlan(group.worldSize, options.parallel, config), config, group.rank);
   }
 
-  /** Uploads weights already cut to the layer's part (all of it, or one rank's shard). */
+  /**
+   * Uploads weights already cut to the layer's part (all of it, or one rank's shard), quantizing
+   * the expert matrices on the device when options.quantize asks (from their stored values, before
+   * any conversion to the compute dtype).
+   */
   static #upload(config: MoEConfig, weights: MoEWeights<HostTensor>, options: MoELayerOptions, parts: LayerParts): MoELayer {
     validateMoEConfig(config);
     const device = parseDevice(options.device ?? 'cpu');
     const dtype = parseFloatDType(options.dtype ?? 'float32');
+    const quantize = quantizeOption(options.quantize, config, 'MoELayer');
     checkHostWeights(config, weights, parts.shard ?? null);
-    const uploaded: Tensor[] = [];
-    const upload = (host: HostTensor, as: FloatDType = dtype): Tensor => {
+    const uploaded: { dispose(): void }[] = [];
+    const keep = <T extends { dispose(): void }>(made: T): T => {
+      uploaded.push(made);
+      return made;
+    };
+    const upload = (host: HostTensor, as: HostTensor['dtype']): Tensor => {
       const tensor = Tensor.fromArray(host.data, host.shape, { dtype: host.dtype, device });
-      if (host.dtype === as) {
-        uploaded.push(tensor);
-        return tensor;
-      }
+      if (host.dtype === as) return tensor;
       try {
-        const converted = tensor.to(device, as);
-        uploaded.push(converted);
-        return converted;
+        return tensor.to(device, as);
       } finally {
         tensor.dispose();
       }
     };
+    const uploadMatrix = (host: HostTensor | HostQuantized): Tensor | QuantizedWeights => {
+      if (isQuantized(host)) {
+        const data = keep(upload(host.data, 'float8_e4m3'));
+        return new QuantizedWeights({ format: host.format, data, scales: keep(upload(host.scales, 'float32')) });
+      }
+      if (!quantize) return keep(upload(host, dtype));
+      using stored = upload(host, host.dtype);
+      return keep(quantizeWeights(stored, QUANTIZATION_FORMATS[quantize]));
+    };
     try {
-      return new MoELayer(config, mapWeights(weights, upload), device, dtype, parts);
+      const uploadedWeights = mapWeights<HostTensor, HostQuantized, Tensor, QuantizedWeights>(weights, {
+        tensor: (host, as) => keep(upload(host, as ?? dtype)),
+        matrix: uploadMatrix,
+      });
+      return new MoELayer(quantize ? { ...config, quantization: quantize } : config, uploadedWeights, device, dtype, parts);
     } catch (error) {
-      for (const tensor of uploaded) tensor.dispose();
+      for (const made of uploaded) made.dispose();
       throw error;
     }
   }
@@ -215,12 +250,21 @@ export class MoELayer {
     const settings = optionalOptions(options, 'MoELayer.random: options');
     const device = parseDevice(settings.device ?? 'cpu');
     const dtype = parseFloatDType(settings.dtype ?? 'float32');
-    const weights = randomMoEWeights(config, { device, dtype, seed: settings.seed ?? 0 });
+    const quantize = quantizeOption(settings.quantize, config, 'MoELayer.random');
+    if (!quantize && config.quantization) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `MoELayer.random: config.quantization is ${config.quantization}: random weights are drawn dense, so ask for options.quantize '${config.quantization}' instead`);
+    }
+    const dense = randomMoEWeights(config, { device, dtype, seed: settings.seed ?? 0 });
+    let weights: LayerWeights = dense;
     try {
-      return new MoELayer(config, weights, device, dtype);
+      if (quantize) weights = quantizeExperts(dense, quantize);
+      return new MoELayer(quantize ? { ...config, quantization: quantize } : config, weights, device, dtype);
     } catch (error) {
       forEachWeight(weights, (tensor) => tensor.dispose());
       throw error;
+    } finally {
+      // The dense expert matrices that were quantized are no longer held (freed once the quantizing is done).
+      if (weights !== dense) disposeReplaced(dense, weights);
     }
   }
 
@@ -229,12 +273,15 @@ export class MoELayer {
     const weights = this.#live();
     const target = parseDevice(device);
     const targetDType = parseFloatDType(dtype);
-    const made: Tensor[] = [];
+    const made: { dispose(): void }[] = [];
+    const keep = <T extends { dispose(): void }>(moved: T): T => {
+      made.push(moved);
+      return moved;
+    };
     try {
-      const moved = mapWeights(weights, (weight, as) => {
-        const tensor = weight.to(target, as ?? targetDType);
-        made.push(tensor);
-        return tensor;
+      const moved = mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
+        tensor: (weight, as) => keep(weight.to(target, as ?? targetDType)),
+        matrix: (weight) => keep(weight instanceof QuantizedWeights ? weight.to(target) : weight.to(target, targetDType)),
       });
       return new MoELayer(this.config, moved, target, targetDType, { shard: this.shard ?? undefined, group: this.#group });
     } catch (error) {
@@ -260,8 +307,8 @@ export class MoELayer {
       throw new MoekitError('E_INVALID_ARGUMENT', 'MoELayer.forward: options.profiler must have a mark(stage) method');
     }
     const input = this.#checkInput(x);
-    const temporaries: Tensor[] = input === x ? [] : [input];
-    const keep = <T extends Tensor>(tensor: T): T => {
+    const temporaries: { dispose(): void }[] = input === x ? [] : [input];
+    const keep = <T extends { dispose(): void }>(tensor: T): T => {
       temporaries.push(tensor);
       return tensor;
     };
@@ -278,8 +325,12 @@ export class MoELayer {
       mark('routing');
       try {
         const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
-        const sorted = permute(input, routed.topkIds, config.numExperts, { localExperts });
-        for (const tensor of Object.values(sorted)) keep(tensor);
+        // FP8 experts (W8A8): permute quantizes the rows as it gathers them, and the first GEMM
+        // quantizes its activated output, so each GEMM reads FP8 rows with their scales, exactly
+        // as if it quantized its own input.
+        const fp8 = config.quantization === 'fp8';
+        const sorted = permute(input, routed.topkIds, config.numExperts, { localExperts, ...(fp8 && { quantize: 'fp8' as const }) });
+        for (const made of Object.values(sorted)) keep(made);
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens:
         // small batches take the decode kernels. The bound must be positive; with no tokens there
@@ -290,10 +341,11 @@ export class MoELayer {
             bias: weights.w13Bias,
             activation: this.#activationOptions(),
             maxRowsPerExpert,
+            ...(fp8 && { outDtype: 'float8_e4m3' as const }),
           }),
         );
         mark('expert_up');
-        const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias, maxRowsPerExpert }));
+        const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias, maxRowsPerExpert, outDtype: this.dtype }));
         mark('expert_down');
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
         if (shared) mark('shared');
@@ -339,7 +391,8 @@ export class MoELayer {
   /**
    * Bytes of weights this layer holds on its device: `experts` counts the routed experts' matrices
    * (for a shard, only its part: 1/N of the whole under any plan of N ranks), `total` everything
-   * (expert biases, which TP ranks keep whole, the router and the shared expert too).
+   * (expert biases, which TP ranks keep whole, the router and the shared expert too). Quantized
+   * matrices count their values and their scales.
    */
   weightBytes(): { experts: number; total: number } {
     const weights = this.#live();
@@ -361,7 +414,7 @@ export class MoELayer {
     this.dispose();
   }
 
-  #live(): MoEWeights<Tensor> {
+  #live(): LayerWeights {
     if (this.#weights === undefined) throw new MoekitError('E_DISPOSED', 'MoELayer was used after dispose()');
     return this.#weights;
   }
@@ -395,7 +448,8 @@ export class MoELayer {
     return activation(hidden, kind, parameters);
   }
 
-  #sharedExpert(x: Tensor, shared: NonNullable<MoEWeights<Tensor>['shared']>, keep: (tensor: Tensor) => Tensor) {
+  /** The shared expert; with FP8 weights each linear quantizes its input by the W8A8 rule. */
+  #sharedExpert(x: Tensor, shared: NonNullable<LayerWeights['shared']>, keep: <T extends { dispose(): void }>(made: T) => T) {
     const hidden = keep(linear(x, shared.w13));
     const activated = keep(this.#activate(hidden));
     const output = keep(linear(activated, shared.w2));
@@ -416,7 +470,7 @@ interface LayerParts {
  * of the parallel benchmark draws alike): seeds `seed`, `seed + 1`, ... in a fixed order, each
  * tensor scaled by 1/sqrt(fan-in) so activations stay of order one through the layer.
  */
-export function randomMoEWeights(config: MoEConfig, options: { device: Device; dtype: FloatDType; seed: number }): MoEWeights<Tensor> {
+export function randomMoEWeights(config: MoEConfig, options: { device: Device; dtype: FloatDType; seed: number }): MoEWeights<Tensor, never> {
   const { device, dtype } = options;
   let seed = options.seed;
   const made: Tensor[] = [];
@@ -428,7 +482,7 @@ export function randomMoEWeights(config: MoEConfig, options: { device: Device; d
   try {
     const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
     const width = isGated(config.activation) ? 2 * I : I;
-    const weights: MoEWeights<Tensor> = {
+    const weights: MoEWeights<Tensor, never> = {
       router: make([E, H], H),
       w13: make([E, width, H], H),
       w2: make([E, H, I], I),
@@ -454,27 +508,96 @@ export function randomMoEWeights(config: MoEConfig, options: { device: Device; d
   }
 }
 
-export function mapWeights<A, B>(weights: MoEWeights<A>, convert: (weight: A, as?: FloatDType) => B): MoEWeights<B> {
-  const mapped: MoEWeights<B> = { router: convert(weights.router), w13: convert(weights.w13), w2: convert(weights.w2) };
-  if (weights.routerBias) mapped.routerBias = convert(weights.routerBias);
+/** How mapWeights converts a layer's weights. */
+export interface WeightMapping<A, QA extends QuantizedParts<A>, B, QB extends QuantizedParts<B>> {
+  /** The router, biases and the shared expert's gate; `as` is set where a weight keeps a dtype of its own. */
+  tensor(weight: A, as?: FloatDType): B;
+  /** An expert matrix (w13, w2, the shared expert's), dense or quantized. */
+  matrix(weight: A | QA): B | QB;
+}
+
+export function mapWeights<A, QA extends QuantizedParts<A>, B, QB extends QuantizedParts<B>>(
+  weights: MoEWeights<A, QA>, mapping: WeightMapping<A, QA, B, QB>,
+): MoEWeights<B, QB> {
+  const { tensor, matrix } = mapping;
+  const mapped: MoEWeights<B, QB> = { router: tensor(weights.router), w13: matrix(weights.w13), w2: matrix(weights.w2) };
+  if (weights.routerBias) mapped.routerBias = tensor(weights.routerBias);
   // The routing kernel reads the correction bias in float32 whatever the compute dtype.
-  if (weights.correctionBias) mapped.correctionBias = convert(weights.correctionBias, 'float32');
-  if (weights.w13Bias) mapped.w13Bias = convert(weights.w13Bias);
-  if (weights.w2Bias) mapped.w2Bias = convert(weights.w2Bias);
+  if (weights.correctionBias) mapped.correctionBias = tensor(weights.correctionBias, 'float32');
+  if (weights.w13Bias) mapped.w13Bias = tensor(weights.w13Bias);
+  if (weights.w2Bias) mapped.w2Bias = tensor(weights.w2Bias);
   if (weights.shared) {
-    mapped.shared = { w13: convert(weights.shared.w13), w2: convert(weights.shared.w2) };
-    if (weights.shared.gate) mapped.shared.gate = convert(weights.shared.gate);
+    mapped.shared = { w13: matrix(weights.shared.w13), w2: matrix(weights.shared.w2) };
+    if (weights.shared.gate) mapped.shared.gate = tensor(weights.shared.gate);
   }
   return mapped;
 }
 
-export function forEachWeight<T>(weights: MoEWeights<T>, visit: (weight: T) => void): void {
-  mapWeights(weights, (weight) => visit(weight));
+/** Visits every tensor of the weights, a quantized matrix's values and scales included. */
+export function forEachWeight<T, Q extends QuantizedParts<T>>(weights: MoEWeights<T, Q>, visit: (weight: T) => void): void {
+  mapWeights(weights, {
+    tensor: visit,
+    matrix: (weight) => {
+      if (isQuantized<T, Q>(weight)) {
+        visit(weight.data);
+        visit(weight.scales);
+      } else {
+        visit(weight);
+      }
+    },
+  });
+}
+
+/** The weights with their dense expert matrices quantized on their device (the dense ones are left to the caller). */
+function quantizeExperts(weights: LayerWeights, quantization: Quantization): LayerWeights {
+  const made: QuantizedWeights[] = [];
+  try {
+    return mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
+      tensor: (tensor) => tensor,
+      matrix: (matrix) => {
+        if (isQuantized(matrix)) return matrix;
+        const quantized = quantizeWeights(matrix, QUANTIZATION_FORMATS[quantization]);
+        made.push(quantized);
+        return quantized;
+      },
+    });
+  } catch (error) {
+    for (const quantized of made) quantized.dispose();
+    throw error;
+  }
+}
+
+/** Frees the tensors of `old` that `kept` does not hold. */
+function disposeReplaced(old: LayerWeights, kept: LayerWeights): void {
+  const held = new Set<Tensor>();
+  forEachWeight(kept, (tensor) => held.add(tensor));
+  forEachWeight(old, (tensor) => {
+    if (!held.has(tensor)) tensor.dispose();
+  });
+}
+
+/**
+ * options.quantize checked against the config: a known quantization, asked of dense weights only.
+ * Returns it, or undefined when not asked.
+ */
+function quantizeOption(value: unknown, config: MoEConfig, where: string): Quantization | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!isQuantization(value)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${where}: options.quantize must be one of ${QUANTIZATIONS.join(', ')}, got ${describeValue(value)}`);
+  }
+  if (config.quantization) {
+    throw new MoekitError('E_INVALID_ARGUMENT',
+      `${where}: options.quantize '${value}' asks to quantize weights that are already quantized (${config.quantization}); leave quantize out to use them as they are`);
+  }
+  return value;
 }
 
 function isHostTensor(value: unknown): value is HostTensor {
   return typeof value === 'object' && value !== null && Array.isArray((value as HostTensor).shape);
 }
+
+/** The expert matrices, which may come quantized. */
+const EXPERT_MATRICES: ReadonlySet<string> = new Set(['w13', 'w2', 'shared.w13', 'shared.w2']);
 
 /** The weights mapWeights uploads, by name, as given (JavaScript callers can give anything). */
 function givenWeights(weights: MoEWeights<HostTensor>): [string, unknown][] {
@@ -486,18 +609,52 @@ function givenWeights(weights: MoEWeights<HostTensor>): [string, unknown][] {
   return [...given, ...(['w13', 'w2', 'gate'] as const).map((name): [string, unknown] => [`shared.${name}`, sharedWeights[name]])];
 }
 
+/** A quantized expert matrix on the host: a known format, float8_e4m3 values and float scales of the format's shape. */
+function checkHostQuantized(name: string, weight: HostQuantized): void {
+  const problem = (message: string): never => {
+    throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} ${message}`);
+  };
+  if (!(WEIGHT_FORMATS as readonly string[]).includes(weight.format)) problem(`has format ${describeValue(weight.format)}, expected one of ${WEIGHT_FORMATS.join(', ')}`);
+  const { data, scales } = weight;
+  if (!isHostTensor(data) || data.dtype !== 'float8_e4m3' || !(data.data instanceof Uint8Array)) {
+    problem(`must hold its values as { dtype: 'float8_e4m3', shape, data: Uint8Array }, got ${describeValue(data)}`);
+  }
+  if (!isHostTensor(scales) || !['float32', 'float16', 'bfloat16'].includes(scales.dtype)) {
+    problem(`must hold float scales as { dtype, shape, data }, got ${describeValue(scales)}`);
+  }
+  const expected = scaleShape(weight.format, data.shape);
+  if (scales.shape.join(',') !== expected.join(',')) {
+    problem(`has scales of shape [${scales.shape.join(', ')}], expected [${expected.join(', ')}] (one per 128×128 block of its [${data.shape.join(', ')}] values)`);
+  }
+}
+
+/** A weight's shape: a tensor's, or a quantized matrix's values'. */
+function shapeOf(weight: HostTensor | HostQuantized): number[] {
+  return isQuantized(weight) ? weight.data.shape : weight.shape;
+}
+
 function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, shard: RankShard | null): void {
   // Every weight given is uploaded, whether or not the config uses it.
   for (const [name, weight] of givenWeights(weights)) {
-    if (weight && !isHostTensor(weight)) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} must be { dtype, shape, data }, got ${describeValue(weight)}`);
+    if (!weight) continue;
+    if (EXPERT_MATRICES.has(name) && isQuantized(weight as HostTensor | HostQuantized)) {
+      checkHostQuantized(name, weight as HostQuantized);
+      if (!config.quantization) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} is quantized (${(weight as HostQuantized).format}) but the config has no quantization`);
+      continue;
+    }
+    if (!isHostTensor(weight)) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} must be { dtype, shape, data }, got ${describeValue(weight)}`);
+    if (EXPERT_MATRICES.has(name) && config.quantization) {
+      throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} is dense but config.quantization is ${config.quantization} (to quantize dense weights, leave config.quantization out and pass options.quantize)`);
+    }
   }
   const expected = expectedShapes(config, shard);
-  const named = weights as unknown as Record<string, HostTensor | undefined>;
+  const named = weights as unknown as Record<string, HostTensor | HostQuantized | undefined>;
   for (const [name, shape] of Object.entries(expected)) {
     const weight = named[name];
     if (weight === undefined) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} is missing`);
-    if (weight.shape.length !== shape.length || weight.shape.some((extent, axis) => extent !== shape[axis])) {
-      throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} has shape [${weight.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    const given = shapeOf(weight);
+    if (given.length !== shape.length || given.some((extent, axis) => extent !== shape[axis])) {
+      throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} has shape [${given.join(', ')}], expected [${shape.join(', ')}]`);
     }
   }
   if (config.routing.method === 'sigmoid_group_topk' && weights.correctionBias && weights.correctionBias.shape[0] !== config.numExperts) {
@@ -508,15 +665,15 @@ function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, sh
     const H = config.hiddenSize;
     const shared = weights.shared;
     if (!shared) throw new MoekitError('E_CHECKPOINT', 'MoE weights: the config has a shared expert but shared weights are missing');
-    const checks: [string, HostTensor | undefined, number[]][] = [
+    const checks: [string, HostTensor | HostQuantized | undefined, number[]][] = [
       ['shared.w13', shared.w13, [2 * S, H]],
       ['shared.w2', shared.w2, [H, S]],
     ];
     if (config.sharedExpert.gated) checks.push(['shared.gate', shared.gate, [1, H]]);
     for (const [name, weight, shape] of checks) {
       if (!weight) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} is missing`);
-      if (weight.shape.join(',') !== shape.join(',')) {
-        throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} has shape [${weight.shape.join(', ')}], expected [${shape.join(', ')}]`);
+      if (shapeOf(weight).join(',') !== shape.join(',')) {
+        throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} has shape [${shapeOf(weight).join(', ')}], expected [${shape.join(', ')}]`);
       }
     }
   }

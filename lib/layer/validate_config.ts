@@ -1,5 +1,6 @@
-import { describeValue, MoekitError } from '../errors';
 import { FLOAT32_MAX } from '../dtype';
+import { describeValue, MoekitError } from '../errors';
+import { isQuantization, QUANTIZATIONS } from '../ops/quantized';
 import { GATED_ACTIVATIONS, groupLimitedExperts, type ActivationKind, type MoEConfig, type RoutingMethod } from './config';
 
 const ROUTING_METHODS: readonly RoutingMethod[] = ['softmax_topk', 'topk_softmax', 'sigmoid_group_topk'];
@@ -62,6 +63,10 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
     if (!GATED_ACTIVATIONS.includes(config.activation)) {
       throw new MoekitError('E_CONFIG', 'MoE config: shared experts need a gated activation');
     }
+  }
+  const { quantization } = config;
+  if (quantization !== undefined && quantization !== null && !isQuantization(quantization)) {
+    throw new MoekitError('E_CONFIG', `MoE config: quantization must be null or one of ${QUANTIZATIONS.join(', ')}, got ${describeValue(quantization)}`);
   }
   return config;
 }

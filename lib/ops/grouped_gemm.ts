@@ -1,18 +1,28 @@
-import { deviceIndex } from '../device';
+import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import type { ActivationKind } from '../layer/config';
-import { addon } from '../native';
+import { addon, type NativeQuantizedGemm } from '../native';
 import { optionalOptions, requiredObject } from '../options';
 import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';
+import { fp8Blocks, Fp8Rows, QuantizedWeights, scaleShape, WEIGHT_FORMAT_CODES } from './quantized';
 import { Tensor } from '../tensor';
 import { MAX_EXPERTS, requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
+
+/** A GEMM's input rows: float, or FP8 with their scales (for quantized weights). */
+export type GemmInput = Tensor | Fp8Rows;
+/** A GEMM's weights: float, or quantized. */
+export type GemmWeights = Tensor | QuantizedWeights;
 
 export interface GemmOptions {
   /** Bias added to every output row: [E, N] for groupedGemm, [N] for linear. */
   bias?: Tensor;
-  /** float32, or the input's dtype (the default). Accumulation is float32 either way. */
-  outDtype?: FloatDType;
+  /**
+   * float32, or the input's dtype (the default). Accumulation is float32 either way. With quantized
+   * weights any float dtype (the default for Fp8Rows input: float32), or 'float8_e4m3': the
+   * results quantized by the W8A8 rule, returned as Fp8Rows for the next GEMM.
+   */
+  outDtype?: FloatDType | 'float8_e4m3';
 }
 
 export interface GroupedGemmOptions extends GemmOptions {
@@ -30,14 +40,93 @@ export interface GroupedGemmOptions extends GemmOptions {
   maxRowsPerExpert?: number;
 }
 
-function outputDType(op: string, input: Tensor, requested: FloatDType | undefined): FloatDType {
-  const dtype = requested ?? (input.dtype as FloatDType);
-  if (dtype !== 'float32' && dtype !== input.dtype) {
-    throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32 or the input dtype ${input.dtype}, got ${describeValue(dtype)}`);
-  }
-  return dtype;
+/** Options whose output is float (a Tensor), and those whose output is FP8 rows. */
+type FloatOut<T extends GemmOptions> = T & { outDtype?: FloatDType };
+type Fp8Out<T extends GemmOptions> = T & { outDtype: 'float8_e4m3' };
+
+/** Input and weights checked against each other; what the native call needs of them. */
+interface CheckedOperands {
+  rows: number;
+  /** [N, K] or [E, N, K] */
+  weightShape: readonly number[];
+  device: Device;
+  quantized: boolean;
+  /** The input's dtype when it is float. */
+  inputDType: FloatDType | undefined;
+  native: NativeQuantizedGemm & { input: ReturnType<Tensor['toNative']>; weights: ReturnType<Tensor['toNative']> };
 }
 
+function checkOperands(op: string, input: GemmInput, weights: GemmWeights, weightsName: string, weightRank: 2 | 3): CheckedOperands {
+  const fp8Input = input instanceof Fp8Rows;
+  if (!fp8Input && !(input instanceof Tensor)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: input must be a Tensor or Fp8Rows, got ${describeValue(input)}`);
+  }
+  const quantized = weights instanceof QuantizedWeights;
+  if (!quantized && !(weights instanceof Tensor)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${weightsName} must be a Tensor or QuantizedWeights, got ${describeValue(weights)}`);
+  }
+  if (input.disposed) throw new MoekitError('E_DISPOSED', `${op}: input was used after dispose()`);
+  if (weights.disposed) throw new MoekitError('E_DISPOSED', `${op}: ${weightsName} was used after dispose()`);
+  const inputData = fp8Input ? input.data : input;
+  const weightData = quantized ? weights.data : weights;
+  if (!quantized) requireFloat(weightData, op, weightsName);
+  if (fp8Input && !quantized) {
+    throw new MoekitError('E_DTYPE', `${op}: FP8 input rows (Fp8Rows) need quantized weights, but ${weightsName} is a ${weightData.dtype} Tensor`);
+  }
+  if (!fp8Input) requireFloat(inputData, op, 'input');
+  const [rows, inFeatures] = requireShape(inputData, op, 'input', [null, null]) as [number, number];
+  const expected = weightRank === 3 ? [null, null, inFeatures] : [null, inFeatures];
+  const weightShape = requireShape(weightData, op, weightsName, expected);
+  const device = requireSameDevice(op, { input: inputData, [weightsName]: weightData });
+  const native: CheckedOperands['native'] = { input: inputData.toNative(), weights: weightData.toNative() };
+  if (fp8Input) native.inputScales = input.scales.toNative();
+  if (quantized) {
+    native.weightScales = weights.scales.toNative();
+    native.weightFormat = WEIGHT_FORMAT_CODES[weights.format];
+  }
+  return { rows, weightShape, device, quantized, inputDType: fp8Input ? undefined : (inputData.dtype as FloatDType), native };
+}
+
+/** The output dtype: float32 or the input's for dense weights; any float or float8_e4m3 for quantized ones. */
+function outputDType(op: string, operands: CheckedOperands, requested: FloatDType | 'float8_e4m3' | undefined): FloatDType | 'float8_e4m3' {
+  const { inputDType, quantized } = operands;
+  if (requested === undefined) return inputDType ?? 'float32';
+  if (quantized) {
+    if (requested === 'float8_e4m3' || requested === 'float32' || requested === 'float16' || requested === 'bfloat16') return requested;
+    throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32, float16, bfloat16 or float8_e4m3, got ${describeValue(requested)}`);
+  }
+  if (requested === 'float8_e4m3') throw new MoekitError('E_DTYPE', `${op}: outDtype float8_e4m3 needs quantized weights`);
+  if (requested !== 'float32' && requested !== inputDType) {
+    throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32 or the input dtype ${inputDType}, got ${describeValue(requested)}`);
+  }
+  return requested;
+}
+
+/** The bias: float, of `shape`, on the operands' device; for dense weights also of the weights' dtype. */
+function checkBias(op: string, bias: Tensor | undefined, shape: number[], operands: CheckedOperands, weights: GemmWeights): void {
+  if (bias === undefined) return;
+  requireTensor(bias, op, 'bias');
+  requireFloat(bias, op, 'bias');
+  requireShape(bias, op, 'bias', shape);
+  if (weights instanceof Tensor) requireDType(bias, op, 'bias', [weights.dtype]);
+  if (bias.device !== operands.device) throw new MoekitError('E_DEVICE', `${op}: bias is on ${bias.device} but input is on ${operands.device}`);
+}
+
+/**
+ * Makes the output [rows, width] (with its row scales for FP8), runs `call` with the native output
+ * fields, and returns the output as a Tensor or Fp8Rows.
+ */
+function runGemm(rows: number, width: number, dtype: FloatDType | 'float8_e4m3', device: Device,
+  call: (output: { output: ReturnType<Tensor['toNative']>; outputScales?: ReturnType<Tensor['toNative']> }) => void): Tensor | Fp8Rows {
+  if (dtype !== 'float8_e4m3') {
+    return withOutputs(() => ({ output: Tensor.empty([rows, width], { dtype, device }) }), (out) => call({ output: out.output.toNative() })).output;
+  }
+  const out = withOutputs(
+    () => ({ data: Tensor.empty([rows, width], { dtype, device }), scales: Tensor.empty([rows, fp8Blocks(width)], { dtype: 'float32', device }) }),
+    (made) => call({ output: made.data.toNative(), outputScales: made.scales.toNative() }),
+  );
+  return new Fp8Rows(out);
+}
 /** options.activation checked: absent (undefined or null) is none; given, it needs a kind. */
 function fusedActivation(op: string, activation: GroupedGemmOptions['activation'] | null): NativeActivation | undefined {
   if (activation === undefined || activation === null) return undefined;
@@ -50,29 +139,26 @@ function fusedActivation(op: string, activation: GroupedGemmOptions['activation'
  * [offsets[e], offsets[e+1]), output[r] = input[r] · weights[e]ᵀ (+ bias[e]).
  * input [M, K]; weights [E, N, K] (PyTorch Linear layout); expertOffsets [E+1] int32, read on the
  * device. Rows outside [offsets[0], offsets[E]) are left as they were.
+ *
+ * With QuantizedWeights the product is W8A8 (see lib/ops/quantized.ts): the input, float or
+ * Fp8Rows, is used as its per-row-per-128 quantization q · scale; outDtype 'float8_e4m3' returns
+ * the output quantized the same way (Fp8Rows), ready for the next GEMM.
  */
-export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tensor, options?: GroupedGemmOptions | null): Tensor {
+export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffsets: Tensor, options?: FloatOut<GroupedGemmOptions> | null): Tensor;
+export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffsets: Tensor, options: Fp8Out<GroupedGemmOptions>): Fp8Rows;
+export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffsets: Tensor, options?: GroupedGemmOptions | null): Tensor | Fp8Rows;
+export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffsets: Tensor, options?: GroupedGemmOptions | null): Tensor | Fp8Rows {
   const op = 'groupedGemm';
   const given = optionalOptions(options, `${op}: options`);
-  requireTensor(input, op, 'input');
-  requireTensor(weights, op, 'weights');
-  requireTensor(expertOffsets, op, 'expertOffsets');
-  requireFloat(input, op, 'input');
-  requireFloat(weights, op, 'weights');
-  requireDType(expertOffsets, op, 'expertOffsets', ['int32']);
-  const [rows, inFeatures] = requireShape(input, op, 'input', [null, null]) as [number, number];
-  const [experts, outFeatures] = requireShape(weights, op, 'weights', [null, null, inFeatures]) as [number, number, number];
+  const operands = checkOperands(op, input, weights, 'weights', 3);
+  const [experts, outFeatures] = operands.weightShape as [number, number, number];
   if (experts > MAX_EXPERTS) throw new MoekitError('E_SHAPE', `${op}: weights hold ${experts} experts, more than the ${MAX_EXPERTS} moekit takes`);
+  requireTensor(expertOffsets, op, 'expertOffsets');
+  requireDType(expertOffsets, op, 'expertOffsets', ['int32']);
   requireShape(expertOffsets, op, 'expertOffsets', [experts + 1]);
-  const bias = given.bias;
-  if (bias !== undefined) {
-    requireTensor(bias, op, 'bias');
-    requireFloat(bias, op, 'bias');
-    requireShape(bias, op, 'bias', [experts, outFeatures]);
-    requireDType(bias, op, 'bias', [weights.dtype]);
-  }
-  const device = requireSameDevice(op, { input, weights, expertOffsets, bias });
-  const dtype = outputDType(op, input, given.outDtype);
+  if (expertOffsets.device !== operands.device) throw new MoekitError('E_DEVICE', `${op}: expertOffsets is on ${expertOffsets.device} but input is on ${operands.device}`);
+  checkBias(op, given.bias, [experts, outFeatures], operands, weights);
+  const dtype = outputDType(op, operands, given.outDtype);
   const act = fusedActivation(op, given.activation);
   if (act?.gated && outFeatures % 2 !== 0) {
     throw new MoekitError('E_SHAPE', `${op}: a gated activation needs an even number of weight rows, got ${outFeatures}`);
@@ -82,48 +168,34 @@ export function groupedGemm(input: Tensor, weights: Tensor, expertOffsets: Tenso
     throw new MoekitError('E_INVALID_ARGUMENT', `${op}: maxRowsPerExpert must be a positive 32-bit integer, got ${describeValue(maxRowsPerExpert)}`);
   }
   const outWidth = act?.gated ? outFeatures / 2 : outFeatures;
-  return withOutputs(
-    () => ({ output: Tensor.empty([rows, outWidth], { dtype, device }) }),
-    (out) =>
-      addon().groupedGemm(deviceIndex(device), {
-        input: input.toNative(),
-        weights: weights.toNative(),
-        bias: bias?.toNative(),
-        expertOffsets: expertOffsets.toNative(),
-        output: out.output.toNative(),
-        ...(act && { activation: act.kind, layout: act.layout, alpha: act.alpha, limit: act.limit }),
-        ...(maxRowsPerExpert !== undefined && { maxRowsPerExpert }),
-      }),
-  ).output;
+  return runGemm(operands.rows, outWidth, dtype, operands.device, (output) =>
+    addon().groupedGemm(deviceIndex(operands.device), {
+      ...operands.native,
+      bias: given.bias?.toNative(),
+      expertOffsets: expertOffsets.toNative(),
+      ...output,
+      ...(act && { activation: act.kind, layout: act.layout, alpha: act.alpha, limit: act.limit }),
+      ...(maxRowsPerExpert !== undefined && { maxRowsPerExpert }),
+    }),
+  );
 }
 
-/** A dense projection: output = input · weightᵀ (+ bias). input [M, K], weight [N, K]. */
-export function linear(input: Tensor, weight: Tensor, options?: GemmOptions | null): Tensor {
+/**
+ * A dense projection: output = input · weightᵀ (+ bias). input [M, K], weight [N, K]. Quantized
+ * weights and FP8 rows as for groupedGemm.
+ */
+export function linear(input: GemmInput, weight: GemmWeights, options?: FloatOut<GemmOptions> | null): Tensor;
+export function linear(input: GemmInput, weight: GemmWeights, options: Fp8Out<GemmOptions>): Fp8Rows;
+export function linear(input: GemmInput, weight: GemmWeights, options?: GemmOptions | null): Tensor | Fp8Rows;
+export function linear(input: GemmInput, weight: GemmWeights, options?: GemmOptions | null): Tensor | Fp8Rows {
   const op = 'linear';
   const given = optionalOptions(options, `${op}: options`);
-  requireTensor(input, op, 'input');
-  requireTensor(weight, op, 'weight');
-  requireFloat(input, op, 'input');
-  requireFloat(weight, op, 'weight');
-  const [rows, inFeatures] = requireShape(input, op, 'input', [null, null]) as [number, number];
-  const [outFeatures] = requireShape(weight, op, 'weight', [null, inFeatures]) as [number, number];
-  const bias = given.bias;
-  if (bias !== undefined) {
-    requireTensor(bias, op, 'bias');
-    requireFloat(bias, op, 'bias');
-    requireShape(bias, op, 'bias', [outFeatures]);
-    requireDType(bias, op, 'bias', [weight.dtype]);
-  }
-  const device = requireSameDevice(op, { input, weight, bias });
-  const dtype = outputDType(op, input, given.outDtype);
-  return withOutputs(
-    () => ({ output: Tensor.empty([rows, outFeatures], { dtype, device }) }),
-    (out) =>
-      addon().linear(deviceIndex(device), {
-        input: input.toNative(),
-        weight: weight.toNative(),
-        bias: bias?.toNative(),
-        output: out.output.toNative(),
-      }),
-  ).output;
+  const operands = checkOperands(op, input, weight, 'weight', 2);
+  const [outFeatures] = operands.weightShape as [number, number];
+  checkBias(op, given.bias, [outFeatures], operands, weight);
+  const dtype = outputDType(op, operands, given.outDtype);
+  const { weights, ...native } = operands.native;
+  return runGemm(operands.rows, outFeatures, dtype, operands.device, (output) =>
+    addon().linear(deviceIndex(operands.device), { ...native, weight: weights, bias: given.bias?.toNative(), ...output }),
+  );
 }

@@ -1,5 +1,8 @@
 export { activation, isGated, type ActivationOptions, type ActivationParameters, type GateLayout } from './activation';
 export { combine, type CombineOptions } from './combine';
-export { groupedGemm, linear, type GemmOptions, type GroupedGemmOptions } from './grouped_gemm';
+export { groupedGemm, linear, type GemmInput, type GemmOptions, type GemmWeights, type GroupedGemmOptions } from './grouped_gemm';
 export { permute, type PermuteOptions, type PermuteResult } from './permute';
+export {
+  FP8_BLOCK_SIZE, Fp8Rows, QUANTIZATIONS, QuantizedWeights, quantizeWeights, WEIGHT_FORMATS, type Quantization, type QuantizedParts, type WeightFormat,
+} from './quantized';
 export { route, type RoutingOptions, type RoutingResult } from './routing';

@@ -1,8 +1,9 @@
 import { deviceIndex } from '../device';
-import { MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
+import { fp8Blocks, Fp8Rows, type Quantization } from './quantized';
 import { MAX_EXPERTS, requireDType, requireFloat, requireInteger, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
 export interface PermuteOptions {
@@ -12,11 +13,16 @@ export interface PermuteOptions {
    * expertOffsets[count] on are unused.
    */
   localExperts?: { first: number; count: number };
+  /**
+   * 'fp8': write the rows quantized by the W8A8 rule (lib/ops/quantized.ts), as Fp8Rows, for
+   * GEMMs with FP8 weights: each token's row is quantized once and the same everywhere it goes.
+   */
+  quantize?: Quantization;
 }
 
-export interface PermuteResult {
+export interface PermuteResult<Rows extends Tensor | Fp8Rows = Tensor> {
   /** [T*K, H] the input rows in expert order (stable within an expert: by token, then slot). */
-  permuted: Tensor;
+  permuted: Rows;
   /** [E+1] int32: expert e's rows are [offsets[e], offsets[e+1]). Stays on the device. */
   expertOffsets: Tensor;
   /** [T, K] int32: the row of (token t, slot j) in `permuted` — the inverse map for combine(); -1 when dropped. */
@@ -26,7 +32,10 @@ export interface PermuteResult {
 }
 
 /** Gathers each token's row once per chosen expert into expert-sorted order. */
-export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult {
+export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: (PermuteOptions & { quantize?: undefined }) | null): PermuteResult;
+export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options: PermuteOptions & { quantize: Quantization }): PermuteResult<Fp8Rows>;
+export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows>;
+export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows> {
   const op = 'permute';
   requireTensor(input, op, 'input');
   requireTensor(topkIds, op, 'topkIds');
@@ -36,14 +45,20 @@ export function permute(input: Tensor, topkIds: Tensor, numExperts: number, opti
   const [, topK] = requireShape(topkIds, op, 'topkIds', [tokens, null]) as [number, number];
   if (topK < 1) throw new MoekitError('E_SHAPE', `${op}: topkIds needs at least one slot per token`);
   requireInteger(numExperts, op, 'numExperts', 1, MAX_EXPERTS);
-  const local = optionalOptions(options, `${op}: options`).localExperts ?? { first: 0, count: numExperts };
+  const given = optionalOptions(options, `${op}: options`);
+  const local = given.localExperts ?? { first: 0, count: numExperts };
+  const quantize = given.quantize ?? undefined;
+  if (quantize !== undefined && quantize !== 'fp8') {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: options.quantize must be 'fp8' or left out, got ${describeValue(quantize)}`);
+  }
   requireInteger(local.first, op, 'localExperts.first', 0, numExperts - 1);
   requireInteger(local.count, op, 'localExperts.count', 1, numExperts - local.first);
   const device = requireSameDevice(op, { input, topkIds });
   const pairs = tokens * topK;
-  return withOutputs(
+  const { permuted, permutedScales, ...maps } = withOutputs(
     () => ({
-      permuted: Tensor.empty([pairs, hidden], { dtype: input.dtype, device }),
+      permuted: Tensor.empty([pairs, hidden], { dtype: quantize ? 'float8_e4m3' : input.dtype, device }),
+      ...(quantize && { permutedScales: Tensor.empty([pairs, fp8Blocks(hidden)], { dtype: 'float32', device }) }),
       expertOffsets: Tensor.empty([local.count + 1], { dtype: 'int32', device }),
       sourceToPermuted: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
       permutedToSource: Tensor.empty([pairs], { dtype: 'int32', device }),
@@ -53,6 +68,7 @@ export function permute(input: Tensor, topkIds: Tensor, numExperts: number, opti
         input: input.toNative(),
         topkIds: topkIds.toNative(),
         permuted: out.permuted.toNative(),
+        permutedScales: out.permutedScales?.toNative(),
         expertOffsets: out.expertOffsets.toNative(),
         sourceToPermuted: out.sourceToPermuted.toNative(),
         permutedToSource: out.permutedToSource.toNative(),
@@ -61,4 +77,5 @@ export function permute(input: Tensor, topkIds: Tensor, numExperts: number, opti
         totalExperts: numExperts,
       }),
   );
+  return { permuted: permutedScales ? new Fp8Rows({ data: permuted, scales: permutedScales }) : permuted, ...maps };
 }

@@ -6,6 +6,7 @@
  */
 import { describeValue, MoekitError } from '../errors';
 import type { MoEConfig } from '../layer/config';
+import { FP8_BLOCK_SIZE } from '../ops/quantized';
 import { optionalOptions, requiredObject } from '../options';
 
 export interface ParallelOptions {
@@ -77,7 +78,31 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
     throw new MoekitError('E_INVALID_ARGUMENT',
       `the group size ${worldSize} does not divide the shared expert's intermediate size ${config.sharedExpert.intermediateSize}`);
   }
+  if (config.quantization) {
+    checkBlockAlignedSplit(config, 'moeTpSize', moeTpSize, config.intermediateSize, 'the intermediate size');
+    if (config.sharedExpert) checkBlockAlignedSplit(config, 'the group size', worldSize, config.sharedExpert.intermediateSize, "the shared expert's intermediate size");
+  }
   return { worldSize, moeTpSize, moeEpSize };
+}
+
+/**
+ * Quantized weights keep one scale per 128×128 block: a TP split must give each rank whole blocks,
+ * so that its slice of the weights comes with its own scales.
+ */
+function checkBlockAlignedSplit(config: MoEConfig, what: string, ways: number, extent: number, name: string): void {
+  if (ways === 1 || (extent / ways) % FP8_BLOCK_SIZE === 0) return;
+  throw new MoekitError('E_INVALID_ARGUMENT',
+    `${what} ${ways} would cut the ${config.quantization} weights' 128×128 blocks: each rank's share of ${name} (${extent} / ${ways} = ${extent / ways}) must be a multiple of 128`);
+}
+
+/** A hand-made slice of a quantized layer's intermediate dimension: the whole of it, or whole 128-blocks. */
+function requireBlockAlignedSlice(slice: Slice, name: string, extent: number): void {
+  const whole = slice.first === 0 && slice.count === extent;
+  // Gate and up rows are sliced alike, so the up half must begin on a block too.
+  if (!whole && (slice.first % FP8_BLOCK_SIZE !== 0 || slice.count % FP8_BLOCK_SIZE !== 0 || extent % FP8_BLOCK_SIZE !== 0)) {
+    throw new MoekitError('E_INVALID_ARGUMENT',
+      `${name} [${slice.first}, ${slice.first + slice.count}) of ${extent} cuts the quantized weights' 128×128 blocks: a slice must be whole, or begin and end on multiples of 128 of an extent that is one`);
+  }
 }
 
 /**
@@ -123,6 +148,10 @@ export function checkShard(shard: RankShard, config: MoEConfig): RankShard {
   requireSlice(shard.experts, 'shard.experts', config.numExperts);
   requireSlice(shard.intermediate, 'shard.intermediate', config.intermediateSize);
   if (config.sharedExpert) requireSlice(shard.sharedIntermediate, 'shard.sharedIntermediate', config.sharedExpert.intermediateSize);
+  if (config.quantization) {
+    requireBlockAlignedSlice(shard.intermediate, 'shard.intermediate', config.intermediateSize);
+    if (config.sharedExpert) requireBlockAlignedSlice(shard.sharedIntermediate!, 'shard.sharedIntermediate', config.sharedExpert.intermediateSize);
+  }
   if (typeof shard.ownsOutputBias !== 'boolean') {
     throw new MoekitError('E_INVALID_ARGUMENT', `shard.ownsOutputBias must be true or false, got ${describeValue(shard.ownsOutputBias)}`);
   }

@@ -1,15 +1,50 @@
 /**
  * Cutting a layer's host weights down to one rank's shard (lib/parallel/plan.ts): its experts,
  * and its slice of every expert's intermediate dimension. Used when the full weights are already
- * in memory; the checkpoint loader reads a shard's bytes directly instead.
+ * in memory; the checkpoint loader reads a shard's bytes directly instead. Quantized expert
+ * matrices are cut alike, their block scales along with their values (the plan has checked that
+ * slices fall on block boundaries).
  */
-import type { HostTensor, MoEConfig, MoEWeights } from '../layer/config';
+import { allocateHostArray } from '../dtype';
+import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../layer/config';
+import { FP8_BLOCK_SIZE } from '../ops/quantized';
 import type { RankShard, Slice } from './plan';
 
 function allocateLike(tensor: HostTensor, shape: number[]): HostTensor {
-  const length = shape.reduce((total, extent) => total * extent, 1);
-  const data = tensor.data instanceof Float32Array ? new Float32Array(length) : new Uint16Array(length);
-  return { dtype: tensor.dtype, shape, data };
+  return { dtype: tensor.dtype, shape, data: allocateHostArray(tensor.dtype, shape.reduce((total, extent) => total * extent, 1)) };
+}
+
+/**
+ * An expert matrix cut by `cut`: its values (in units of 1), and for quantized weights its scales,
+ * in units of their 128-blocks.
+ */
+function cutMatrix(matrix: HostTensor | HostQuantized, cut: (tensor: HostTensor, unit: number) => HostTensor): HostTensor | HostQuantized {
+  if (!isQuantized(matrix)) return cut(matrix, 1);
+  return { format: matrix.format, data: cut(matrix.data, 1), scales: cut(matrix.scales, FP8_BLOCK_SIZE) };
+}
+
+/** A slice of values as a slice of `unit`-wide blocks. */
+function inUnits(slice: Slice, unit: number): Slice {
+  return { first: slice.first / unit, count: slice.count / unit };
+}
+
+/** The whole of axis `axis` of `tensor`. */
+function whole(tensor: HostTensor, axis: number): Slice {
+  return { first: 0, count: tensor.shape[axis]! };
+}
+
+/**
+ * One rank's part of a stack of gated [E, 2X, H] and down [E, H, X] matrices: its experts, and its
+ * slice of X. A slice that is all of X takes whole matrices (a quantized one's blocks may then
+ * straddle gate and up rows, which a slice would have to cut).
+ */
+function shardExpertPair(w13: HostTensor | HostQuantized, w2: HostTensor | HostQuantized, experts: Slice, inter: Slice, extent: number) {
+  const all = inter.first === 0 && inter.count === extent;
+  return {
+    w13: cutMatrix(w13, (tensor, unit) =>
+      all ? sliceExperts(tensor, experts, whole(tensor, 1), whole(tensor, 2)) : sliceGateUp(tensor, experts, inUnits(inter, unit), extent / unit)),
+    w2: cutMatrix(w2, (tensor, unit) => sliceExperts(tensor, experts, whole(tensor, 1), all ? whole(tensor, 2) : inUnits(inter, unit))),
+  };
 }
 
 /**
@@ -50,9 +85,11 @@ function interleaveHalves(gate: HostTensor, up: HostTensor): HostTensor {
   return out;
 }
 
-/** A [1, ...] view as a one-expert stack, and back. */
+/** A [1, ...] view as a one-expert stack, and back (quantized matrices: values and scales alike). */
 const asStack = (tensor: HostTensor): HostTensor => ({ ...tensor, shape: [1, ...tensor.shape] });
 const unstack = (tensor: HostTensor): HostTensor => ({ ...tensor, shape: tensor.shape.slice(1) });
+const matrixAsStack = (matrix: HostTensor | HostQuantized) => cutMatrix(matrix, asStack);
+const matrixUnstack = (matrix: HostTensor | HostQuantized) => cutMatrix(matrix, unstack);
 
 function zerosLike(tensor: HostTensor): HostTensor {
   return allocateLike(tensor, [...tensor.shape]);
@@ -64,8 +101,7 @@ export function shardWeights(config: MoEConfig, weights: MoEWeights<HostTensor>,
   const all: Slice = { first: 0, count: H };
   const sharded: MoEWeights<HostTensor> = {
     router: weights.router,
-    w13: sliceGateUp(weights.w13, shard.experts, shard.intermediate, I),
-    w2: sliceExperts(weights.w2, shard.experts, all, shard.intermediate),
+    ...shardExpertPair(weights.w13, weights.w2, shard.experts, shard.intermediate, I),
   };
   if (weights.routerBias) sharded.routerBias = weights.routerBias;
   if (weights.correctionBias) sharded.correctionBias = weights.correctionBias;
@@ -81,11 +117,8 @@ export function shardWeights(config: MoEConfig, weights: MoEWeights<HostTensor>,
   }
   if (weights.shared && config.sharedExpert && shard.sharedIntermediate) {
     const S = config.sharedExpert.intermediateSize;
-    const one: Slice = { first: 0, count: 1 };
-    sharded.shared = {
-      w13: unstack(sliceGateUp(asStack(weights.shared.w13), one, shard.sharedIntermediate, S)),
-      w2: unstack(sliceExperts(asStack(weights.shared.w2), one, all, shard.sharedIntermediate)),
-    };
+    const one = shardExpertPair(matrixAsStack(weights.shared.w13), matrixAsStack(weights.shared.w2), { first: 0, count: 1 }, shard.sharedIntermediate, S);
+    sharded.shared = { w13: matrixUnstack(one.w13), w2: matrixUnstack(one.w2) };
     if (weights.shared.gate) sharded.shared.gate = weights.shared.gate;
   }
   return sharded;

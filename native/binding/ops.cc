@@ -6,6 +6,65 @@
 namespace moekit::binding {
 namespace {
 
+// ---- Quantized operands (op_args.h, "Quantized weights and activations") --------------------
+
+WeightFormat readWeightFormat(const OpArgs& in) {
+  const int32_t format = in.optionalInt32("weightFormat", static_cast<int32_t>(WeightFormat::Dense));
+  in.expect(format == static_cast<int32_t>(WeightFormat::Dense) || format == static_cast<int32_t>(WeightFormat::Fp8Block128),
+            "unknown weightFormat");
+  return static_cast<WeightFormat>(format);
+}
+
+// Row scales of an FP8 activation [rows, width]: float32 [rows, ceil(width/128)].
+void expectRowScales(const OpArgs& in, const TensorView& scales, const char* key, const TensorView& rows, const char* rowsKey) {
+  in.expect(scales.present(), std::string(rowsKey) + " is float8_e4m3: " + key + " is required");
+  in.expectDType(scales, key, DType::Float32);
+  in.expectShape(scales, key, {rows.dim(0), fp8Blocks(rows.dim(1))});
+}
+
+// A GEMM's input [M, K] (rank already checked): float, or with FP8 weights also Float8E4M3 with
+// its row scales.
+void checkGemmInput(const OpArgs& in, WeightFormat format, const TensorView& input, const TensorView& inputScales) {
+  if (input.dtype != DType::Float8E4M3) {
+    in.expectFloat(input, "input");
+    in.expect(!inputScales.present(), "inputScales goes only with a float8_e4m3 input");
+    return;
+  }
+  in.expect(format == WeightFormat::Fp8Block128, "a float8_e4m3 input needs FP8 weights (weightFormat Fp8Block128)");
+  expectRowScales(in, inputScales, "inputScales", input, "input");
+}
+
+// A GEMM's weights: float with no scales (Dense), or Float8E4M3 with float32 weightScales
+// (Fp8Block128), whose shape the caller checks.
+void checkGemmWeights(const OpArgs& in, WeightFormat format, const TensorView& weights, const char* key, const TensorView& weightScales) {
+  if (format == WeightFormat::Dense) {
+    in.expectFloat(weights, key);
+    in.expect(!weightScales.present(), std::string("dense ") + key + " take no weightScales");
+    return;
+  }
+  in.expectDType(weights, key, DType::Float8E4M3);
+  in.expect(weightScales.present(), std::string("FP8 ") + key + " need weightScales");
+  in.expectDType(weightScales, "weightScales", DType::Float32);
+}
+
+// A GEMM's output (rank already checked): float32 or the input's dtype; with FP8 weights any float,
+// or Float8E4M3 with its row scales.
+void checkGemmOutput(const OpArgs& in, WeightFormat format, const TensorView& input, const TensorView& output, const TensorView& outputScales) {
+  if (output.dtype == DType::Float8E4M3) {
+    in.expect(format == WeightFormat::Fp8Block128, "a float8_e4m3 output needs FP8 weights (weightFormat Fp8Block128)");
+    expectRowScales(in, outputScales, "outputScales", output, "output");
+    return;
+  }
+  in.expect(!outputScales.present(), "outputScales goes only with a float8_e4m3 output");
+  if (format == WeightFormat::Fp8Block128) {
+    in.expectFloat(output, "output");
+  } else {
+    in.expect(output.dtype == DType::Float32 || output.dtype == input.dtype, "output must be float32 or the input dtype");
+  }
+}
+
+// ---- Ops ------------------------------------------------------------------------------------
+
 void Routing(const Napi::CallbackInfo& info) {
   OpArgs in(info, "routing");
   RoutingArgs args;
@@ -56,6 +115,7 @@ void Permute(const Napi::CallbackInfo& info) {
   args.input = in.tensor("input");
   args.topkIds = in.tensor("topkIds");
   args.permuted = in.output("permuted");
+  args.permutedScales = in.optionalOutput("permutedScales");
   args.expertOffsets = in.output("expertOffsets");
   args.sourceToPermuted = in.output("sourceToPermuted");
   args.permutedToSource = in.output("permutedToSource");
@@ -74,7 +134,12 @@ void Permute(const Napi::CallbackInfo& info) {
   const int64_t pairs = tokens * args.topkIds.dim(1);
   in.expect(args.numExperts >= 1, "numExperts must be positive");
   in.expectShape(args.permuted, "permuted", {pairs, hidden});
-  in.expectDType(args.permuted, "permuted", args.input.dtype);
+  if (args.permuted.dtype == DType::Float8E4M3) {
+    expectRowScales(in, args.permutedScales, "permutedScales", args.permuted, "permuted");
+  } else {
+    in.expectDType(args.permuted, "permuted", args.input.dtype);
+    in.expect(!args.permutedScales.present(), "permutedScales goes only with float8_e4m3 permuted rows");
+  }
   in.expectShape(args.expertOffsets, "expertOffsets", {args.numExperts + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
   in.expectShape(args.sourceToPermuted, "sourceToPermuted", {tokens, args.topkIds.dim(1)});
@@ -91,17 +156,25 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   OpArgs in(info, "groupedGemm");
   GroupedGemmArgs args;
   args.input = in.tensor("input");
+  args.inputScales = in.optionalTensor("inputScales");
   args.weights = in.tensor("weights");
+  args.weightScales = in.optionalTensor("weightScales");
+  args.weightFormat = readWeightFormat(in);
   args.bias = in.optionalTensor("bias");
   args.expertOffsets = in.tensor("expertOffsets");
   args.output = in.output("output");
+  args.outputScales = in.optionalOutput("outputScales");
 
-  in.expectFloat(args.input, "input");
-  in.expectFloat(args.weights, "weights");
   in.expectShape(args.input, "input", {-1, -1});
-  in.expectShape(args.weights, "weights", {-1, -1, args.input.dim(1)});
+  checkGemmInput(in, args.weightFormat, args.input, args.inputScales);
+  const int64_t depth = args.input.dim(1);
+  in.expectShape(args.weights, "weights", {-1, -1, depth});
+  checkGemmWeights(in, args.weightFormat, args.weights, "weights", args.weightScales);
   const int64_t rows = args.input.dim(0), experts = args.weights.dim(0), outFeatures = args.weights.dim(1);
   in.expect(experts <= kMaxExperts, "weights hold more experts than kMaxExperts");
+  if (args.weightScales.present()) {
+    in.expectShape(args.weightScales, "weightScales", {experts, fp8Blocks(outFeatures), fp8Blocks(depth)});
+  }
   in.expectShape(args.expertOffsets, "expertOffsets", {experts + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
   // activation: an ActivationKind, or absent for none (then layout, alpha and limit are unread).
@@ -119,7 +192,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   args.maxRowsPerExpert = in.optionalInt32("maxRowsPerExpert", 0);
   const int64_t outWidth = args.activation.enabled && isGated(args.activation.kind) ? outFeatures / 2 : outFeatures;
   in.expectShape(args.output, "output", {rows, outWidth});
-  in.expect(args.output.dtype == DType::Float32 || args.output.dtype == args.input.dtype, "output must be float32 or the input dtype");
+  checkGemmOutput(in, args.weightFormat, args.input, args.output, args.outputScales);
   if (args.bias.present()) {
     in.expectFloat(args.bias, "bias");
     in.expectShape(args.bias, "bias", {experts, outFeatures});
@@ -134,16 +207,24 @@ void Linear(const Napi::CallbackInfo& info) {
   OpArgs in(info, "linear");
   LinearArgs args;
   args.input = in.tensor("input");
+  args.inputScales = in.optionalTensor("inputScales");
   args.weight = in.tensor("weight");
+  args.weightScales = in.optionalTensor("weightScales");
+  args.weightFormat = readWeightFormat(in);
   args.bias = in.optionalTensor("bias");
   args.output = in.output("output");
+  args.outputScales = in.optionalOutput("outputScales");
 
-  in.expectFloat(args.input, "input");
-  in.expectFloat(args.weight, "weight");
   in.expectShape(args.input, "input", {-1, -1});
-  in.expectShape(args.weight, "weight", {-1, args.input.dim(1)});
+  checkGemmInput(in, args.weightFormat, args.input, args.inputScales);
+  const int64_t depth = args.input.dim(1);
+  in.expectShape(args.weight, "weight", {-1, depth});
+  checkGemmWeights(in, args.weightFormat, args.weight, "weight", args.weightScales);
+  if (args.weightScales.present()) {
+    in.expectShape(args.weightScales, "weightScales", {fp8Blocks(args.weight.dim(0)), fp8Blocks(depth)});
+  }
   in.expectShape(args.output, "output", {args.input.dim(0), args.weight.dim(0)});
-  in.expect(args.output.dtype == DType::Float32 || args.output.dtype == args.input.dtype, "output must be float32 or the input dtype");
+  checkGemmOutput(in, args.weightFormat, args.input, args.output, args.outputScales);
   if (args.bias.present()) {
     in.expectFloat(args.bias, "bias");
     in.expectShape(args.bias, "bias", {args.weight.dim(0)});
@@ -244,6 +325,33 @@ void FillRandom(const Napi::CallbackInfo& info) {
   });
 }
 
+void QuantizeWeights(const Napi::CallbackInfo& info) {
+  OpArgs in(info, "quantizeWeights");
+  QuantizeWeightsArgs args;
+  args.input = in.tensor("input");
+  args.output = in.output("output");
+  args.scales = in.output("scales");
+  args.format = static_cast<WeightFormat>(in.int32("format"));
+
+  in.expect(args.format == WeightFormat::Fp8Block128, "format must be Fp8Block128");
+  in.expectFloat(args.input, "input");
+  const size_t rank = args.input.shape.size();
+  in.expect(rank == 2 || rank == 3, "input must be [N, K] or [E, N, K]");
+  in.expectDType(args.output, "output", DType::Float8E4M3);
+  in.expect(args.output.shape == args.input.shape, "output must have the shape of input");
+  in.expectDType(args.scales, "scales", DType::Float32);
+  const int64_t rowBlocks = fp8Blocks(args.input.shape[rank - 2]), colBlocks = fp8Blocks(args.input.shape[rank - 1]);
+  if (rank == 3) {
+    in.expectShape(args.scales, "scales", {args.input.dim(0), rowBlocks, colBlocks});
+  } else {
+    in.expectShape(args.scales, "scales", {rowBlocks, colBlocks});
+  }
+  in.enqueue([&](Device& device, uint64_t ticket) {
+    args.ticket = ticket;
+    device.quantizeWeights(args);
+  });
+}
+
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
@@ -255,6 +363,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("combine", Napi::Function::New<Combine>(env, "combine"));
   exports.Set("cast", Napi::Function::New<Cast>(env, "cast"));
   exports.Set("fillRandom", Napi::Function::New<FillRandom>(env, "fillRandom"));
+  exports.Set("quantizeWeights", Napi::Function::New<QuantizeWeights>(env, "quantizeWeights"));
 }
 
 }  // namespace moekit::binding

@@ -25,6 +25,12 @@ TensorView OpArgs::optionalTensor(const char* key) {
   return tensor(key);
 }
 
+TensorView OpArgs::optionalOutput(const char* key) {
+  Napi::Value value = args_.Get(key);
+  if (value.IsUndefined() || value.IsNull()) return {};
+  return output(key);
+}
+
 TensorView OpArgs::tensor(const char* key) { return view(key, &access_.reads, nullptr); }
 TensorView OpArgs::output(const char* key) { return view(key, nullptr, &access_.writes); }
 TensorView OpArgs::inPlace(const char* key) { return view(key, &access_.reads, &access_.writes); }

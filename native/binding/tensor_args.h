@@ -30,6 +30,8 @@ class OpArgs {
   TensorView optionalTensor(const char* key);
   // A tensor the op writes (`output`), or reads and writes in place (`inPlace`).
   TensorView output(const char* key);
+  // An absent key (undefined/null) gives an empty view.
+  TensorView optionalOutput(const char* key);
   TensorView inPlace(const char* key);
 
   // Records the op in its device's ledger and runs `enqueue` with the op's ticket (to go in

@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <string>
 
 #include "errors.h"
 
@@ -22,6 +23,10 @@ void Device::waitIdle(uint64_t completedThrough) {
   std::unique_lock<std::mutex> lock(mutex);
   finished.wait(lock, [&] { return idle; });
   if (!code.empty()) throw NativeError(code, message);
+}
+
+void Device::quantizeWeights(const QuantizeWeightsArgs&) {
+  throw NativeError("E_NATIVE", "quantizeWeights is not implemented on cuda:" + std::to_string(index()) + " in this build");
 }
 
 }  // namespace moekit

@@ -90,6 +90,8 @@ class Device {
   virtual void combine(const CombineArgs& args) = 0;
   virtual void cast(const CastArgs& args) = 0;
   virtual void fillRandom(const FillRandomArgs& args) = 0;
+  // Not yet on every backend: the default throws E_NATIVE naming the device.
+  virtual void quantizeWeights(const QuantizeWeightsArgs& args);
 };
 
 }  // namespace moekit

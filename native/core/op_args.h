@@ -154,7 +154,8 @@ inline int64_t fp8Blocks(int64_t extent) { return (extent + kFp8BlockSize - 1) /
 // [128g, 128g + 128) (the last group may be shorter):
 //   amax = max |x| over the group;  scale = amax / 448;
 //   q = e4m3(x / scale), rounded to nearest even, saturating to ±448 (floatToFloat8e4m3);
-//   a group whose amax is 0 has scale 0 and q = 0.
+//   a group whose scale is 0 (amax 0, or so small that amax / 448 underflows) has q = 0;
+//   a NaN takes no part in amax and stays NaN.
 // and computes with x' = q * scale (exactly representable products), accumulating in float32:
 //   output[r, n] = sum_k x'[r, k] * w[n, k]   (+ bias, activation: as for dense weights).
 // The input may also arrive already quantized, as Float8E4M3 with inputScales float32
@@ -241,6 +242,19 @@ struct CombineArgs : OpIdentity {
 };
 
 // ---- Utilities -----------------------------------------------------------------------------
+// Quantizes float weights into a quantized WeightFormat, as a loader does with a 16-bit checkpoint
+// (TensorRT-LLM's FP8 path; the published FP8 checkpoints were made the same way).
+// Fp8Block128: for each [N, K] matrix and each of its 128×128 blocks (partial at the edges):
+//   amax = max |w| over the block;  scale = amax / 448 (float32);
+//   q = e4m3(w / scale), rounded to nearest even, saturating; a block whose scale is 0 has q = 0.
+// so that w ≈ q * scale, the layout Fp8Block128 weights are read in.
+struct QuantizeWeightsArgs : OpIdentity {
+  TensorView input;   // [N, K] or [E, N, K] float
+  WeightFormat format = WeightFormat::Fp8Block128;
+  TensorView output;  // out, the shape of input: Float8E4M3 (Fp8Block128)
+  TensorView scales;  // out float32 [ceil(N/128), ceil(K/128)] or [E, ceil(N/128), ceil(K/128)]
+};
+
 // Elementwise conversion between float dtypes, Float8E4M3 included (to it: round to nearest even,
 // saturating to ±448), or a copy of int32 or uint8.
 struct CastArgs : OpIdentity {

@@ -165,6 +165,7 @@ class CpuDevice final : public Device {
   void combine(const CombineArgs& args) override { pushOp(args, cpu::combine); }
   void cast(const CastArgs& args) override { pushOp(args, cpu::cast); }
   void fillRandom(const FillRandomArgs& args) override { pushOp(args, cpu::fillRandom); }
+  void quantizeWeights(const QuantizeWeightsArgs& args) override { pushOp(args, cpu::quantizeWeights); }
 
  private:
   template <typename Args>

@@ -15,13 +15,19 @@
 // Every output is summed by one tile in a fixed order: on a given machine, results are
 // deterministic and independent of the number of threads; they depend on the batch only through
 // the path an expert takes.
+//
+// FP8 weights (Fp8Block128) follow the W8A8 rule of op_args.h around the same float32 GEMM: the
+// input rows become x' = q * scale in a float32 scratch matrix, weights are converted to q * scale
+// as tiles pack them, and an FP8 output is quantized from the float32 results.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
 #include "../core/errors.h"
 #include "float_access.h"
+#include "fp8.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -45,6 +51,8 @@ constexpr int64_t kDepthChunk = 256;
 // Weights are packed one cache line of each column at a time.
 constexpr int64_t kCacheLineBytes = 64;
 static_assert(kTileRows % kPanelRows == 0 && kTileCols % kPanelCols == 0, "tiles hold whole micro-kernel blocks");
+// An FP8 weight's cache line of depths lies in one 128-block, so packing looks its scale up once.
+static_assert(kDepthChunk % kFp8BlockSize == 0 && kFp8BlockSize % kCacheLineBytes == 0, "FP8 cache lines lie within a block");
 
 int64_t roundUp(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
@@ -196,7 +204,45 @@ struct GemmOperands {
   void* c;            // [rows, cols]
   int64_t depth;
   int64_t cols;
+  const float* bScales = nullptr;  // FP8 weights: B's block scales [ceil(cols/128), ceil(depth/128)]
 };
+
+// The storage "format" of FP8 weights with 128×128 block scales: a value is q * its block's scale,
+// so it is read through loadWeight rather than a load of its own.
+struct F8Block128 {
+  using Storage = uint8_t;
+};
+
+// The scale of B's block holding (col, k): FP8 weights only.
+inline float blockScale(const GemmOperands& op, int64_t col, int64_t k) {
+  return op.bScales[(col / kFp8BlockSize) * fp8Blocks(op.depth) + k / kFp8BlockSize];
+}
+
+// A weight as float32: the format's value, and for FP8 weights times `scale`, its block's.
+template <typename Format>
+inline float loadWeight(typename Format::Storage value, float scale) {
+  if constexpr (std::is_same_v<Format, F8Block128>) {
+    return fp8Scaled(value, scale);
+  } else {
+    (void)scale;
+    return Format::load(value);
+  }
+}
+
+// B's row `col` (all depths) as float32.
+template <typename Format>
+void weightRowAsFloat(const GemmOperands& op, int64_t col, float* values) {
+  const auto* row = static_cast<const typename Format::Storage*>(op.b) + col * op.depth;
+  if constexpr (std::is_same_v<Format, F8Block128>) {
+    for (int64_t begin = 0; begin < op.depth; begin += kFp8BlockSize) {
+      const int64_t end = std::min(op.depth, begin + kFp8BlockSize);
+      const float scale = blockScale(op, col, begin);
+      for (int64_t k = begin; k < end; ++k) values[k] = fp8Scaled(row[k], scale);
+    }
+  } else {
+    toFloat<Format>(row, op.depth, values);
+  }
+}
 
 enum class TilePath { Panels, DotProducts };
 
@@ -258,7 +304,9 @@ void packPanels(const GemmOperands& op, int64_t colBegin, int64_t cols, int64_t 
       const int64_t blockEnd = std::min(width, blockBegin + kDepthsPerLine);
       for (int64_t c = 0; c < panelCols; ++c) {
         const auto* column = columns + c * op.depth;
-        for (int64_t i = blockBegin; i < blockEnd; ++i) panel[i * kPanelCols + c] = Format::load(column[i]);
+        float scale = 1.0f;
+        if constexpr (std::is_same_v<Format, F8Block128>) scale = blockScale(op, colBegin + panelBegin + c, k + blockBegin);
+        for (int64_t i = blockBegin; i < blockEnd; ++i) panel[i * kPanelCols + c] = loadWeight<Format>(column[i], scale);
       }
       for (int64_t c = panelCols; c < kPanelCols; ++c) {
         for (int64_t i = blockBegin; i < blockEnd; ++i) panel[i * kPanelCols + c] = 0.0f;
@@ -303,14 +351,16 @@ void runPanelTile(const Tile& tile, const MicroKernels& kernels, TileBuffers& bu
   storeTile<C>(tile, buffers.sums.data(), paddedCols);
 }
 
-// Columns [first, first + count) of B as kDotCols float32 rows: a short last group is padded with
-// zero rows, whose dot products are dropped.
+// Columns [first, first + count) of B as kDotCols float32 rows: float32 is read in place, and a
+// short last group is padded with zero rows, whose dot products are dropped.
 template <typename Format>
 FloatRows dotGroupColumns(const GemmOperands& op, int64_t first, int64_t count, std::vector<float>& buffer) {
-  if (count == kDotCols) return rowsAsFloat<Format>(op.b, op.depth, first, count, 0, op.depth, buffer);
-  buffer.assign(static_cast<size_t>(kDotCols * op.depth), 0.0f);
-  const auto* columns = static_cast<const typename Format::Storage*>(op.b) + first * op.depth;
-  for (int64_t c = 0; c < count; ++c) toFloat<Format>(columns + c * op.depth, op.depth, buffer.data() + c * op.depth);
+  if constexpr (std::is_same_v<Format, F32>) {
+    if (count == kDotCols) return {static_cast<const float*>(op.b) + first * op.depth, op.depth};
+  }
+  buffer.resize(static_cast<size_t>(kDotCols * op.depth));
+  for (int64_t c = 0; c < count; ++c) weightRowAsFloat<Format>(op, first + c, buffer.data() + c * op.depth);
+  std::fill(buffer.begin() + count * op.depth, buffer.end(), 0.0f);
   return {buffer.data(), op.depth};
 }
 
@@ -347,10 +397,20 @@ void addTiles(const GemmOperands& operands, int64_t rowBegin, int64_t rowEnd, st
   }
 }
 
+// Calls body(Format{}) with the format of the weights: a float dtype, or FP8 with block scales.
+template <typename Body>
+void dispatchWeights(DType dtype, Body&& body) {
+  if (dtype == DType::Float8E4M3) {
+    body(F8Block128{});
+    return;
+  }
+  dispatchFloat(dtype, "gemm weights", body);
+}
+
 void runTiles(const std::vector<Tile>& tiles, DType a, DType b, DType c) {
   const MicroKernels& kernels = microKernels();
   dispatchFloat(a, "gemm input", [&](auto aFormat) {
-    dispatchFloat(b, "gemm weights", [&](auto bFormat) {
+    dispatchWeights(b, [&](auto bFormat) {
       dispatchFloat(c, "gemm output", [&](auto cFormat) {
         using A = decltype(aFormat);
         using B = decltype(bFormat);
@@ -398,21 +458,58 @@ void checkOffsets(const GroupedGemmArgs& args) {
   }
 }
 
+// The rows the experts own, [offsets[0], offsets[E]) (clamped into range).
+struct RowRange {
+  int64_t begin, end;
+};
+
+RowRange expertRows(const GroupedGemmArgs& args) {
+  const int64_t rows = args.input.dim(0);
+  const int32_t* offsets = args.expertOffsets.as<int32_t>();
+  const int64_t begin = std::clamp<int64_t>(offsets[0], 0, rows);
+  return {begin, std::clamp<int64_t>(offsets[args.weights.dim(0)], begin, rows)};
+}
+
+// The products of every expert's rows (no activation), written to the output in its dtype.
+void groupedGemmProducts(const GroupedGemmArgs& args) {
+  const int64_t experts = args.weights.dim(0);
+  const int64_t cols = args.weights.dim(1);
+  const int64_t depth = args.weights.dim(2);
+  const int64_t rows = args.input.dim(0);
+  const int32_t* offsets = args.expertOffsets.as<int32_t>();
+  const size_t weightBytes = static_cast<size_t>(cols * depth) * dtypeSize(args.weights.dtype);
+  const int64_t scalesPerExpert = args.weightScales.present() ? fp8Blocks(cols) * fp8Blocks(depth) : 0;
+  const std::vector<float> bias = biasAsFloat(args.bias);
+  std::vector<Tile> tiles;
+  for (int64_t e = 0; e < experts; ++e) {
+    // Offsets may come from users: clamp them so a bad offsets tensor cannot reach outside A or C.
+    const int64_t begin = std::clamp<int64_t>(offsets[e], 0, rows);
+    const int64_t end = std::clamp<int64_t>(offsets[e + 1], begin, rows);
+    if (begin == end) continue;
+    const GemmOperands operands{args.input.data,
+                                static_cast<const uint8_t*>(args.weights.data) + e * weightBytes,
+                                bias.empty() ? nullptr : bias.data() + e * cols,
+                                args.output.data,
+                                depth,
+                                cols,
+                                args.weightScales.present() ? args.weightScales.as<float>() + e * scalesPerExpert : nullptr};
+    addTiles(operands, begin, end, tiles);
+  }
+  runTiles(tiles, args.input.dtype, args.weights.dtype, args.output.dtype);
+}
+
 // With an activation: the products go to a float32 scratch matrix, then the activation turns the
 // rows the experts own into the output (rows outside [offsets[0], offsets[E]) stay untouched).
 void groupedGemmThenActivate(const GroupedGemmArgs& args) {
   const int64_t rows = args.input.dim(0);
   const int64_t cols = args.weights.dim(1);
-  const int64_t experts = args.weights.dim(0);
   std::vector<float> products(static_cast<size_t>(rows * cols));
   GroupedGemmArgs gemm = args;
   gemm.activation.enabled = false;
   gemm.output = TensorView{products.data(), DType::Float32, {rows, cols}};
-  groupedGemm(gemm);
+  groupedGemmProducts(gemm);
 
-  const int32_t* offsets = args.expertOffsets.as<int32_t>();
-  const int64_t begin = std::clamp<int64_t>(offsets[0], 0, rows);
-  const int64_t end = std::clamp<int64_t>(offsets[experts], begin, rows);
+  const auto [begin, end] = expertRows(args);
   if (begin == end) return;
   const int64_t outCols = args.output.dim(1);
   ActivationArgs act;
@@ -426,41 +523,73 @@ void groupedGemmThenActivate(const GroupedGemmArgs& args) {
   activation(act);
 }
 
+void groupedGemmFloat(const GroupedGemmArgs& args) {
+  if (args.activation.enabled) {
+    groupedGemmThenActivate(args);
+  } else {
+    groupedGemmProducts(args);
+  }
+}
+
+void linearFloat(const LinearArgs& args) {
+  const std::vector<float> bias = biasAsFloat(args.bias);
+  const GemmOperands operands{args.input.data, args.weight.data, bias.empty() ? nullptr : bias.data(), args.output.data,
+                              args.input.dim(1), args.weight.dim(0), args.weightScales.as<float>()};
+  std::vector<Tile> tiles;
+  addTiles(operands, 0, args.input.dim(0), tiles);
+  runTiles(tiles, args.input.dtype, args.weight.dtype, args.output.dtype);
+}
+
+// Float32 working memory, left uninitialized: only the rows an op uses are written and read.
+using Scratch = std::unique_ptr<float[]>;
+
+Scratch scratchMatrix(int64_t rows, int64_t cols) { return Scratch(new float[static_cast<size_t>(rows * cols)]); }
+
+// Runs a GEMM with FP8 weights by the W8A8 rule: `floatGemm` computes on rows [rows.begin,
+// rows.end) of the input as x' = q * scale in float32 (the FP8 input dequantized, or the float
+// input quantized and dequantized), and an FP8 output is quantized from its float32 results.
+template <typename Args>
+void gemmW8A8(const Args& args, RowRange rows, int64_t outWidth, void (*floatGemm)(const Args&)) {
+  const int64_t allRows = args.input.dim(0), depth = args.input.dim(1);
+  const int64_t count = rows.end - rows.begin;
+  Args floatArgs = args;
+  Scratch input = scratchMatrix(allRows, depth);
+  if (args.inputScales.present()) {
+    dequantizeRowsFp8(args.input.template as<uint8_t>(), args.inputScales.template as<float>(), rows.begin, count, depth, input.get());
+  } else {
+    w8a8RowsAsFloat(args.input, rows.begin, count, input.get());
+  }
+  floatArgs.input = TensorView{input.get(), DType::Float32, {allRows, depth}};
+  floatArgs.inputScales = TensorView{};
+  Scratch output;
+  if (args.output.dtype == DType::Float8E4M3) {
+    output = scratchMatrix(allRows, outWidth);
+    floatArgs.output = TensorView{output.get(), DType::Float32, {allRows, outWidth}};
+    floatArgs.outputScales = TensorView{};
+  }
+  floatGemm(floatArgs);
+  if (output) {
+    quantizeRowsFp8(output.get(), rows.begin, count, outWidth, args.output.template as<uint8_t>(), args.outputScales.template as<float>());
+  }
+}
+
 }  // namespace
 
 void groupedGemm(const GroupedGemmArgs& args) {
   checkOffsets(args);
-  if (args.activation.enabled) {
-    groupedGemmThenActivate(args);
-    return;
+  if (args.weightFormat == WeightFormat::Fp8Block128) {
+    gemmW8A8(args, expertRows(args), args.output.dim(1), groupedGemmFloat);
+  } else {
+    groupedGemmFloat(args);
   }
-  const int64_t experts = args.weights.dim(0);
-  const int64_t cols = args.weights.dim(1);
-  const int64_t depth = args.weights.dim(2);
-  const int64_t rows = args.input.dim(0);
-  const int32_t* offsets = args.expertOffsets.as<int32_t>();
-  const size_t weightBytes = static_cast<size_t>(cols * depth) * dtypeSize(args.weights.dtype);
-  const std::vector<float> bias = biasAsFloat(args.bias);
-  std::vector<Tile> tiles;
-  for (int64_t e = 0; e < experts; ++e) {
-    // Offsets may come from users: clamp them so a bad offsets tensor cannot reach outside A or C.
-    const int64_t begin = std::clamp<int64_t>(offsets[e], 0, rows);
-    const int64_t end = std::clamp<int64_t>(offsets[e + 1], begin, rows);
-    if (begin == end) continue;
-    const GemmOperands operands{args.input.data, static_cast<const uint8_t*>(args.weights.data) + e * weightBytes,
-                                bias.empty() ? nullptr : bias.data() + e * cols, args.output.data, depth, cols};
-    addTiles(operands, begin, end, tiles);
-  }
-  runTiles(tiles, args.input.dtype, args.weights.dtype, args.output.dtype);
 }
 
 void linear(const LinearArgs& args) {
-  const std::vector<float> bias = biasAsFloat(args.bias);
-  const GemmOperands operands{args.input.data, args.weight.data, bias.empty() ? nullptr : bias.data(),
-                              args.output.data, args.input.dim(1), args.weight.dim(0)};
-  std::vector<Tile> tiles;
-  addTiles(operands, 0, args.input.dim(0), tiles);
-  runTiles(tiles, args.input.dtype, args.weight.dtype, args.output.dtype);
+  if (args.weightFormat == WeightFormat::Fp8Block128) {
+    gemmW8A8(args, RowRange{0, args.input.dim(0)}, args.output.dim(1), linearFloat);
+  } else {
+    linearFloat(args);
+  }
 }
 
 }  // namespace moekit::cpu

@@ -15,5 +15,6 @@ void activation(const ActivationArgs& args);
 void combine(const CombineArgs& args);
 void cast(const CastArgs& args);
 void fillRandom(const FillRandomArgs& args);
+void quantizeWeights(const QuantizeWeightsArgs& args);
 
 }  // namespace moekit::cpu

@@ -1,10 +1,13 @@
 // Permutation on the CPU: a counting sort of (token, slot) pairs by expert. Pairs are visited in
-// flat order t*K + j, so rows within an expert keep that order (stable).
+// flat order t*K + j, so rows within an expert keep that order (stable). The rows are copied, or
+// quantized by the W8A8 rule when the caller asks for FP8 rows with scales.
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "../core/errors.h"
+#include "float_access.h"
+#include "fp8.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -23,6 +26,37 @@ void checkIds(const int32_t* ids, int64_t pairs, int32_t totalExperts) {
 }
 
 constexpr int32_t kDropped = -1;
+
+// Copies each used row's token row into `permuted`.
+template <typename TokenOf>
+void gather(const PermuteArgs& args, int64_t usedRows, const TokenOf& tokenOf) {
+  const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
+  const auto* source = static_cast<const uint8_t*>(args.input.data);
+  auto* destination = static_cast<uint8_t*>(args.permuted.data);
+  parallelFor(0, usedRows, kRowsPerChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) std::memcpy(destination + row * rowBytes, source + tokenOf(row) * rowBytes, rowBytes);
+  });
+}
+
+// Writes each used row's token row quantized by the W8A8 rule: FP8 values and their scales.
+template <typename TokenOf>
+void gatherQuantized(const PermuteArgs& args, int64_t usedRows, const TokenOf& tokenOf) {
+  const int64_t hidden = args.input.dim(1);
+  const int64_t groups = fp8Blocks(hidden);
+  auto* q = args.permuted.as<uint8_t>();
+  auto* scales = args.permutedScales.as<float>();
+  dispatchFloat(args.input.dtype, "permute input", [&](auto format) {
+    using Format = decltype(format);
+    const auto* source = args.input.as<typename Format::Storage>();
+    parallelFor(0, usedRows, kRowsPerChunk, [&](int64_t begin, int64_t end) {
+      std::vector<float> values(static_cast<size_t>(hidden));
+      for (int64_t row = begin; row < end; ++row) {
+        toFloat<Format>(source + tokenOf(row) * hidden, hidden, values.data());
+        quantizeRowFp8(values.data(), hidden, q + row * hidden, scales + row * groups);
+      }
+    });
+  });
+}
 
 }  // namespace
 
@@ -65,16 +99,12 @@ void permute(const PermuteArgs& args) {
   }
   const int64_t usedRows = offsets[experts];
 
-  // Gather the rows.
-  const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
-  const auto* source = static_cast<const uint8_t*>(args.input.data);
-  auto* destination = static_cast<uint8_t*>(args.permuted.data);
-  parallelFor(0, usedRows, kRowsPerChunk, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t token = permutedToSource[row] / topK;
-      std::memcpy(destination + row * rowBytes, source + token * rowBytes, rowBytes);
-    }
-  });
+  const auto tokenOf = [&](int64_t row) { return permutedToSource[row] / topK; };
+  if (args.permutedScales.present()) {
+    gatherQuantized(args, usedRows, tokenOf);
+  } else {
+    gather(args, usedRows, tokenOf);
+  }
 }
 
 }  // namespace moekit::cpu

@@ -4,8 +4,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { loadMoECheckpoint, type LoadedCheckpoint, type LoadOptions } from '../../lib/checkpoint/load';
 import { SafetensorsFile } from '../../lib/checkpoint/safetensors';
-import type { ModelFamily } from '../../lib/layer/config';
+import { isQuantized, type HostTensor, type ModelFamily, type MoEWeights } from '../../lib/layer/config';
 
 export const FIXTURES_DIR = path.resolve(__dirname, '../../../shared/fixtures/hf-moe');
 export const FIXTURE_FAMILIES: readonly ModelFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v3', 'gpt_oss'];
@@ -46,6 +47,27 @@ export async function readExpectation(family: ModelFamily): Promise<FixtureExpec
       experts,
       topK: ids.length / tokens,
     };
+  } finally {
+    await file.close();
+  }
+}
+
+/** The quantized fixtures (../shared/fixtures/hf-moe-quant; its README says what each holds). */
+export const QUANT_FIXTURES_DIR = path.resolve(__dirname, '../../../shared/fixtures/hf-moe-quant');
+export type QuantFixture = 'deepseek_v3_fp8' | 'qwen3_moe_fp8' | 'mixtral_bf16';
+
+export function quantFixtureDir(name: QuantFixture): string {
+  return path.join(QUANT_FIXTURES_DIR, name);
+}
+
+/** A quantized fixture's expected.safetensors: the input and every float32 tensor beside it, by name. */
+export async function readQuantExpectation(name: QuantFixture): Promise<{ input: Float32Array; tokens: number; hidden: number; tensors: Record<string, Float32Array | Int32Array> }> {
+  const file = await SafetensorsFile.open(path.join(quantFixtureDir(name), 'expected.safetensors'));
+  try {
+    const tensors: Record<string, Float32Array | Int32Array> = {};
+    for (const tensor of file.names()) tensors[tensor] = (await file.read(tensor)).data as Float32Array | Int32Array;
+    const [tokens, hidden] = file.info('input').shape as [number, number];
+    return { input: tensors.input as Float32Array, tokens, hidden, tensors };
   } finally {
     await file.close();
   }
@@ -120,4 +142,14 @@ export async function withinTime<T>(promise: Promise<T>, ms: number, what: strin
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** loadMoECheckpoint of a checkpoint that is not quantized: its expert matrices are plain host tensors. */
+export async function loadDense(dir: string, options: LoadOptions): Promise<LoadedCheckpoint & { weights: MoEWeights<HostTensor, never> }> {
+  const loaded = await loadMoECheckpoint(dir, options);
+  const { w13, w2, shared } = loaded.weights;
+  for (const matrix of [w13, w2, shared?.w13, shared?.w2]) {
+    if (matrix && isQuantized(matrix)) throw new Error(`${dir} loaded quantized weights where dense ones were expected`);
+  }
+  return loaded as LoadedCheckpoint & { weights: MoEWeights<HostTensor, never> };
 }

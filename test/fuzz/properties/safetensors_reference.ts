@@ -19,7 +19,7 @@ export const ELEMENT_BITS: Readonly<Record<string, number>> = {
 };
 
 /** The dtypes moekit reads; the others must fail to read with E_DTYPE. */
-export const READABLE_DTYPES: readonly string[] = ['F32', 'F16', 'BF16', 'I32', 'I64'];
+export const READABLE_DTYPES: readonly string[] = ['F32', 'F16', 'BF16', 'I32', 'I64', 'F8_E4M3', 'U8'];
 
 /** moekit refuses headers larger than this (as the Rust implementation does). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
