@@ -73,35 +73,27 @@ function commonDevice(where: string, data: Tensor, scales: Tensor): Device {
 }
 
 /**
- * Weights held quantized, for groupedGemm and linear. Made by quantizeWeights from float weights,
- * or from parts read elsewhere (a checkpoint's FP8 tensors and their scales) with `new
- * QuantizedWeights({ format, data, scales })`, which checks them and takes them over:
- * dispose() frees both.
+ * Narrow values and their scales, held together: what QuantizedWeights and Fp8Rows share. The
+ * pair is checked once (both Tensors, float8_e4m3 values, float32 scales of `scaleShape`, one
+ * device) and owned: dispose() frees both.
  */
-export class QuantizedWeights implements QuantizedParts<Tensor> {
-  readonly format: WeightFormat;
+abstract class ScaledValues {
   readonly data: Tensor;
   readonly scales: Tensor;
 
-  constructor(parts: QuantizedParts<Tensor>) {
-    const where = 'QuantizedWeights';
-    if (typeof parts !== 'object' || parts === null) throw new MoekitError('E_INVALID_ARGUMENT', `${where}: expected { format, data, scales }, got ${describeValue(parts)}`);
-    const format = requireFormat(parts.format, where);
+  protected constructor(where: string, parts: { data: Tensor; scales: Tensor }, scaleShapeOf: (data: Tensor) => readonly (number | null)[]) {
     const data = requireTensor(parts.data, where, 'data');
     const scales = requireTensor(parts.scales, where, 'scales');
     requireDType(data, where, 'data', ['float8_e4m3']);
-    if (data.shape.length !== 2 && data.shape.length !== 3) {
-      throw new MoekitError('E_SHAPE', `${where}: data must be [N, K] or [E, N, K], got [${data.shape.join(', ')}]`);
-    }
+    const expected = scaleShapeOf(data);
     requireDType(scales, where, 'scales', ['float32']);
-    requireShape(scales, where, 'scales', scaleShape(format, data.shape));
+    requireShape(scales, where, 'scales', expected);
     commonDevice(where, data, scales);
-    this.format = format;
     this.data = data;
     this.scales = scales;
   }
 
-  /** The weights' shape, [N, K] or [E, N, K]. */
+  /** The values' shape. */
   get shape(): readonly number[] {
     return this.data.shape;
   }
@@ -119,6 +111,42 @@ export class QuantizedWeights implements QuantizedParts<Tensor> {
     return this.data.disposed || this.scales.disposed;
   }
 
+  dispose(): void {
+    this.data.dispose();
+    this.scales.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function requireParts(where: string, parts: unknown, expected: string): void {
+  if (typeof parts !== 'object' || parts === null) throw new MoekitError('E_INVALID_ARGUMENT', `${where}: expected ${expected}, got ${describeValue(parts)}`);
+}
+
+/**
+ * Weights held quantized, for groupedGemm and linear. Made by quantizeWeights from float weights,
+ * or from parts read elsewhere (a checkpoint's FP8 tensors and their scales) with `new
+ * QuantizedWeights({ format, data, scales })`, which checks them and takes them over:
+ * dispose() frees both.
+ */
+export class QuantizedWeights extends ScaledValues implements QuantizedParts<Tensor> {
+  readonly format: WeightFormat;
+
+  constructor(parts: QuantizedParts<Tensor>) {
+    const where = 'QuantizedWeights';
+    requireParts(where, parts, '{ format, data, scales }');
+    const format = requireFormat(parts.format, where);
+    super(where, parts, (data) => {
+      if (data.shape.length !== 2 && data.shape.length !== 3) {
+        throw new MoekitError('E_SHAPE', `${where}: data must be [N, K] or [E, N, K], got ${describeValue(data.shape)}`);
+      }
+      return scaleShape(format, data.shape);
+    });
+    this.format = format;
+  }
+
   /** A copy on another device. */
   to(device: Device): QuantizedWeights {
     const data = this.data.to(device);
@@ -130,16 +158,7 @@ export class QuantizedWeights implements QuantizedParts<Tensor> {
     }
   }
 
-  dispose(): void {
-    this.data.dispose();
-    this.scales.dispose();
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
-
-  toString(): string {
+  override toString(): string {
     return `QuantizedWeights(${this.format}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
   }
 }
@@ -180,35 +199,14 @@ export function quantizeWeights(weights: Tensor, format: WeightFormat): Quantize
  * 'fp8' }) and GEMMs with outDtype 'float8_e4m3' make them; GEMMs with quantized weights take them.
  * `new Fp8Rows({ data, scales })` checks the parts and takes them over: dispose() frees both.
  */
-export class Fp8Rows {
-  readonly data: Tensor;
-  readonly scales: Tensor;
-
+export class Fp8Rows extends ScaledValues {
   constructor(parts: { data: Tensor; scales: Tensor }) {
     const where = 'Fp8Rows';
-    if (typeof parts !== 'object' || parts === null) throw new MoekitError('E_INVALID_ARGUMENT', `${where}: expected { data, scales }, got ${describeValue(parts)}`);
-    const data = requireTensor(parts.data, where, 'data');
-    const scales = requireTensor(parts.scales, where, 'scales');
-    requireDType(data, where, 'data', ['float8_e4m3']);
-    const [rows, width] = requireShape(data, where, 'data', [null, null]) as [number, number];
-    requireDType(scales, where, 'scales', ['float32']);
-    requireShape(scales, where, 'scales', [rows, fp8Blocks(width)]);
-    commonDevice(where, data, scales);
-    this.data = data;
-    this.scales = scales;
-  }
-
-  /** [M, K] */
-  get shape(): readonly number[] {
-    return this.data.shape;
-  }
-
-  get device(): Device {
-    return this.data.device;
-  }
-
-  get disposed(): boolean {
-    return this.data.disposed || this.scales.disposed;
+    requireParts(where, parts, '{ data, scales }');
+    super(where, parts, (data) => {
+      const [rows, width] = requireShape(data, where, 'data', [null, null]) as [number, number];
+      return [rows, fp8Blocks(width)];
+    });
   }
 
   /** The values the rows stand for, q · scale, once the work that makes them is done. */
@@ -223,16 +221,7 @@ export class Fp8Rows {
     return values;
   }
 
-  dispose(): void {
-    this.data.dispose();
-    this.scales.dispose();
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
-
-  toString(): string {
+  override toString(): string {
     return `Fp8Rows([${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
   }
 }

@@ -1,0 +1,9 @@
+// Marks functions that both host code and CUDA kernels call (dtype conversions, hashing, the fault
+// record's bit helpers): __host__ __device__ under nvcc, nothing for the host compiler.
+#pragma once
+
+#if defined(__CUDACC__)
+#define MOEKIT_HOST_DEVICE __host__ __device__
+#else
+#define MOEKIT_HOST_DEVICE
+#endif
