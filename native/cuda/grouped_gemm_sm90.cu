@@ -5,14 +5,13 @@
 #include <climits>
 #include <cstdint>
 
+#include "alignment.h"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
 #include "sm90/shapes.h"
 
 namespace moekit::cuda::sm90 {
 namespace {
-
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 // The wide tile reads less per product (384 operand rows per 128 × 256 outputs rather than 256
 // per 128 × 128) and wins wherever the tensor cores are the limit. With few rows per expert the

@@ -30,10 +30,12 @@
 #include <type_traits>
 
 #include "activation_math.cuh"
+#include "alignment.h"
 #include "check.h"
 #include "expert_offsets.cuh"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
+#include "mma_sync.cuh"
 #include "per_device.h"
 
 namespace moekit::cuda::small_m {
@@ -136,22 +138,6 @@ __device__ __forceinline__ uint4 loadCached(const void* address, bool valid) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(address), "r"(static_cast<int>(valid)));
   return v;
-}
-
-template <typename Element>
-__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  if constexpr (std::is_same_v<Element, BF16>) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
 }
 
 // ---- Finding the work ----------------------------------------------------------------------------
@@ -415,8 +401,6 @@ __global__ void __launch_bounds__(Config::kThreads) streamGemmKernel(StreamProbl
 }
 
 // ---- Launch: configuration and kernel choice in one place ------------------------------------------
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
 // Resident blocks of one kernel instantiation on the current device, queried once per device.
 template <typename Element, class Config>
 int64_t residentBlocks() {

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "alignment.h"
 #include "check.h"
 #include "faults.cuh"
 #include "float_access.cuh"
@@ -245,8 +246,6 @@ __global__ void gatherQuantizeRowsKernel(const typename Format::Storage* input, 
   const StoredRow<Format> source{input + token * hidden, hidden, vectorLoads};
   quantizeRowWarp(source, hidden, permuted + row * hidden, permutedScales + row * fp8BlockCount(hidden), vectorStores);
 }
-
-bool alignedTo(const void* pointer, size_t bytes) { return reinterpret_cast<uintptr_t>(pointer) % bytes == 0; }
 
 // The widest copy unit that divides the row size and both base addresses.
 template <typename Body>

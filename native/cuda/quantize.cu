@@ -2,6 +2,7 @@
 // offsets are given.
 #include <algorithm>
 
+#include "alignment.h"
 #include "check.h"
 #include "float_access.cuh"
 #include "quantize.cuh"
@@ -47,8 +48,6 @@ __global__ void __launch_bounds__(QuantizeLaunch::kThreads) quantizeRowsKernel(Q
     quantizeRowWarp(StoredRow<Format>{input, p.width, p.vectorLoads}, p.width, output, scales, p.vectorStores);
   }
 }
-
-bool alignedTo(const void* pointer, size_t bytes) { return reinterpret_cast<uintptr_t>(pointer) % bytes == 0; }
 
 }  // namespace
 
