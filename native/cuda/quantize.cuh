@@ -113,14 +113,13 @@ __device__ void quantizeRowWarp(const Row& row, int64_t width, uint8_t* destinat
       const int64_t column = group * kGroupColumns + lane * kValuesPerLane;
       const uint16_t low = floatsToFp8x2(fp8Scaled(values[s][0], scale), fp8Scaled(values[s][1], scale));
       const uint16_t high = floatsToFp8x2(fp8Scaled(values[s][2], scale), fp8Scaled(values[s][3], scale));
+      const uint32_t four = static_cast<uint32_t>(low) | (static_cast<uint32_t>(high) << 16);  // byte i: column + i
       if (vectorStores && column + kValuesPerLane <= width) {
-        *reinterpret_cast<uint32_t*>(destination + column) = static_cast<uint32_t>(low) | (static_cast<uint32_t>(high) << 16);
+        *reinterpret_cast<uint32_t*>(destination + column) = four;
       } else {
-        const uint8_t bytes[kValuesPerLane] = {static_cast<uint8_t>(low), static_cast<uint8_t>(low >> 8),
-                                               static_cast<uint8_t>(high), static_cast<uint8_t>(high >> 8)};
 #pragma unroll
         for (int i = 0; i < kValuesPerLane; ++i) {
-          if (column + i < width) destination[column + i] = bytes[i];
+          if (column + i < width) destination[column + i] = static_cast<uint8_t>(four >> (8 * i));
         }
       }
       if (lane == 0) scales[group] = scale;

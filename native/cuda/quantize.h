@@ -28,6 +28,13 @@ struct QuantizeRowsArgs {
 
 void quantizeRows(const QuantizeRowsArgs& args, cudaStream_t stream);
 
+// Fp8Block128 weights from float ones, as a loader quantizes a 16-bit checkpoint: for each [N, K]
+// matrix and each of its 128 × 128 blocks (partial at the edges), scale = amax / 448 and
+// q = e4m3(w / scale), q = 0 in a block whose scale is 0. `input` [N, K] or [E, N, K] float,
+// `output` e4m3 of the same shape, `scales` float32 [(E,) ceil(N/128), ceil(K/128)]. (The
+// quantizeWeights op of the FP8 contract, reached through CudaDevice once the contract has it.)
+void quantizeWeightBlocks(const TensorView& input, const TensorView& output, const TensorView& scales, cudaStream_t stream);
+
 // The FP8 rows a GEMM with Fp8Block128 weights multiplies: its input when it arrives quantized
 // (Float8E4M3 with inputScales), else a copy of the float input quantized here into stream-ordered
 // scratch that lives as long as this object.

@@ -3,6 +3,7 @@
 // that takes them, against the CPU reference backend.
 //
 // - cast to and from float8_e4m3: bit for bit (round to nearest even, saturation, subnormals);
+// - weights quantized at load in 128 × 128 blocks: bit for bit against the rule on the host;
 // - permute writing FP8 rows and their scales: bit for bit (the same float operations on both
 //   sides: amax / 448, then x / scale rounded once);
 // - grouped GEMM and linear with Fp8Block128 weights: float or FP8 input, float or FP8 output
@@ -21,6 +22,7 @@
 #include "core/dtype.h"
 #include "cpu/kernels.h"
 #include "cuda/kernels.h"
+#include "cuda/quantize.h"
 #include "harness.h"
 
 namespace moekit::harness {
@@ -168,6 +170,24 @@ void testCastFromFp8(DType to) {
     }
   }
   expectSameBytes("cast", DType::Float8E4M3, describe("every e4m3 value -> %s", dtypeName(to)), output[1].fromDevice(), output[0]);
+}
+
+// ---- Weights quantized at load (cuda::quantizeWeightBlocks) -------------------------------------------
+// Against the host's rule (quantizeBlocksOnHost), bit for bit; a block of zeros has scale 0.
+void testQuantizeWeights(DType dtype, std::vector<int64_t> shape) {
+  Tensor weights = randomTensor(dtype, shape, 91, 0.2f);
+  const int64_t cols = shape.back();
+  for (int64_t c = 0; c < std::min<int64_t>(kBlock, cols); ++c) {
+    for (int64_t r = 0; r < std::min<int64_t>(kBlock, shape[shape.size() - 2]); ++r) weights.set(r * cols + c, 0.0f);
+  }
+  const Quantized expected = quantizeBlocksOnHost(weights);
+  Tensor values = sentinelTensor(DType::Float8E4M3, shape);
+  Tensor scales = sentinelTensor(DType::Float32, expected.scales.shape);
+  cuda::quantizeWeightBlocks(weights.deviceView(), values.deviceView(), scales.deviceView(), gStream);
+  std::string dims;
+  for (int64_t extent : shape) dims += (dims.empty() ? "" : "x") + std::to_string(extent);
+  expectSameBytes("quantizeWeights", dtype, dims + " values", values.fromDevice(), expected.values);
+  expectSameBytes("quantizeWeights", dtype, dims + " scales", scales.fromDevice(), expected.scales);
 }
 
 // ---- permute ---------------------------------------------------------------------------------------------
@@ -410,6 +430,10 @@ void runFp8Tests() {
     testCastFromFp8(dtype);
   }
   testCastFromFp8(DType::Float8E4M3);  // same dtype: a copy
+  for (DType dtype : kFloatDTypes) {
+    testQuantizeWeights(dtype, {3, 300, 200});  // partial blocks on both edges
+    testQuantizeWeights(dtype, {256, 384});
+  }
 
   const Fp8PermuteCase permuteCases[] = {
       {1, 384, 8, 2, 0, 8},                              // decode, one-block sort
