@@ -10,7 +10,17 @@ on rows already sorted by expert, to set beside moekit's expert_up + expert_down
 It also measures the two ceilings of the floor in the same run: the bf16 matmul rate (8192^3) and
 the device-to-device copy bandwidth (bytes read + written).
 
-Usage: python3 bench/torch_baseline.py [--presets a,b] [--tokens 1,16,...] [--json FILE]
+With `--quantize fp8` (the anchor for `moekit bench --quantize fp8 --compare`), the experts are FP8
+(e4m3) as PyTorch serves them on Hopper: per-output-channel weight scales, activations quantized
+per row (rowwise scales) before each GEMM, and the same pipeline names on `torch._scaled_grouped_mm`:
+  - `grouped_mm`: route, sort, quantize the rows, `_scaled_grouped_mm`, SwiGLU, quantize,
+    `_scaled_grouped_mm`, index_add (the shared expert on `torch._scaled_mm`);
+  - `gemms`: the two `_scaled_grouped_mm` calls with SwiGLU and its quantization between them, on
+    rows already sorted and quantized (moekit's permute writes FP8 rows too).
+The matmul ceiling is then `torch._scaled_mm` at 8192^3 (e4m3, rowwise scales, bf16 out), and the
+floors count one byte per weight. No `hf_loop` in that mode.
+
+Usage: python3 bench/torch_baseline.py [--presets a,b] [--tokens 1,16,...] [--quantize fp8] [--json FILE]
 """
 import argparse
 import json
@@ -44,6 +54,29 @@ def time_ms(fn, inputs):
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+E4M3 = torch.float8_e4m3fn
+E4M3_MAX = 448.0
+
+
+def quantize_rows(x):
+    """e4m3 values and float32 scales (amax / 448 per row of the last dimension): x ~ q * scale."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
+    scale = amax / E4M3_MAX
+    q = (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    return q, scale.squeeze(-1)
+
+
+def measure_fp8_ceiling(n=8192):
+    """torch._scaled_mm on e4m3 [n, n] x [n, n] with rowwise scales, bf16 out: TFLOP/s."""
+    a = torch.randn(n, n, device='cuda').to(E4M3)
+    b = torch.randn(n, n, device='cuda').to(E4M3).t()  # column-major, as _scaled_mm wants
+    scale_a = torch.ones(n, 1, device='cuda')
+    scale_b = torch.ones(1, n, device='cuda')
+    ms = time_ms(lambda _: torch._scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16), [None])
+    del a, b
+    return 2 * n ** 3 / (ms * 1e-3) / 1e12
 
 
 def measure_ceilings():
@@ -124,11 +157,62 @@ class Layer:
         return out.to(x.dtype) + self.shared_out(x)
 
 
-def floors(layer, tokens, shared, matmul_tflops, copy_tbps):
+class Fp8Layer(Layer):
+    """The same layer with e4m3 experts (per-output-channel scales) on torch._scaled_grouped_mm."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.w13q, self.w13s = self.quantize_experts(self.w13)  # [E, 2I, H] e4m3, [E, 2I]
+        self.w2q, self.w2s = self.quantize_experts(self.w2)     # [E, H, I], [E, H]
+        if self.shared is not None:
+            self.shared_q = [quantize_rows(w) for w in self.shared]  # ([2S, H], [2S]), ([H, S], [H])
+        del self.w13, self.w2
+        torch.cuda.empty_cache()
+
+    @staticmethod
+    def quantize_experts(w):
+        """Per-output-channel e4m3, one expert at a time (a float32 copy of all of DeepSeek-V3's would be 30 GB)."""
+        pairs = [quantize_rows(w[e]) for e in range(w.shape[0])]
+        return torch.stack([q for q, _ in pairs]), torch.stack([s for _, s in pairs])
+
+    @staticmethod
+    def scaled_linear(xq, xs, wq, ws):
+        """e4m3 [M, K] (rowwise scales xs) x e4m3 [N, K] (per-channel scales ws)^T -> bf16 [M, N]."""
+        return torch._scaled_mm(xq, wq.t(), scale_a=xs[:, None], scale_b=ws[None, :], out_dtype=torch.bfloat16)
+
+    def shared_out(self, x):
+        if self.shared is None:
+            return 0
+        (w13q, w13s), (w2q, w2s) = self.shared_q
+        h = self.scaled_linear(*quantize_rows(x), w13q, w13s)
+        a = torch.nn.functional.silu(h[:, : h.shape[1] // 2]) * h[:, h.shape[1] // 2:]
+        return self.scaled_linear(*quantize_rows(a), w2q, w2s)
+
+    def gemms(self, rows, offsets):
+        """rows: (e4m3 [M, H], scales [M]) sorted by expert."""
+        q, s = rows
+        h = torch._scaled_grouped_mm(q, self.w13q.transpose(1, 2), s, self.w13s, offs=offsets,
+                                     out_dtype=torch.bfloat16, use_fast_accum=True)
+        a = torch.nn.functional.silu(h[:, : self.I]) * h[:, self.I:]
+        aq, a_s = quantize_rows(a)
+        return torch._scaled_grouped_mm(aq, self.w2q.transpose(1, 2), a_s, self.w2s, offs=offsets,
+                                        out_dtype=torch.bfloat16, use_fast_accum=True)
+
+    def grouped_mm(self, x):
+        weights, ids = self.route(x)
+        order, offsets = self.sort(ids)
+        token = order // self.K
+        y = self.gemms(quantize_rows(x[token]), offsets)
+        out = torch.zeros_like(x, dtype=torch.float32)
+        out.index_add_(0, token, y.float() * weights.flatten()[order, None])
+        return out.to(x.dtype) + self.shared_out(x)
+
+
+def floors(layer, tokens, shared, matmul_tflops, copy_tbps, bytes_per_weight=2):
     E, K, H, I = layer.E, layer.K, layer.H, layer.I
     flops = 2 * tokens * K * 3 * H * I + 2 * tokens * 3 * H * shared + 2 * tokens * H * E
     active = E * (1 - (1 - K / E) ** tokens)
-    weight_bytes = (active * 3 * H * I + 3 * H * shared) * 2
+    weight_bytes = (active * 3 * H * I + 3 * H * shared) * bytes_per_weight
     floor_ms = max(flops / (matmul_tflops * 1e12), weight_bytes / (copy_tbps * 1e12)) * 1e3
     return flops, weight_bytes, floor_ms
 
@@ -137,25 +221,34 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--presets', default=','.join(PRESETS))
     parser.add_argument('--tokens', default=','.join(map(str, DEFAULT_TOKENS)))
+    parser.add_argument('--quantize', choices=['fp8'], help='FP8 experts on torch._scaled_grouped_mm')
     parser.add_argument('--json')
     parser.add_argument('--skip-loop-above', type=int, default=4096, help='skip hf_loop above this many tokens')
     args = parser.parse_args()
+    fp8 = args.quantize == 'fp8'
     matmul_tflops, copy_tbps = measure_ceilings()
-    print(f'# {torch.cuda.get_device_name()}  matmul {matmul_tflops:.0f} TFLOP/s  copy {copy_tbps:.2f} TB/s')
+    bf16_matmul_tflops = matmul_tflops
+    if fp8:
+        matmul_tflops = measure_fp8_ceiling()
+        print(f'# {torch.cuda.get_device_name()}  FP8 matmul {matmul_tflops:.0f} TFLOP/s (bf16 {bf16_matmul_tflops:.0f})  '
+              f'copy {copy_tbps:.2f} TB/s  experts: e4m3 on torch._scaled_grouped_mm')
+    else:
+        print(f'# {torch.cuda.get_device_name()}  matmul {matmul_tflops:.0f} TFLOP/s  copy {copy_tbps:.2f} TB/s')
     rows = []
     for name in args.presets.split(','):
         experts, top_k, hidden, inter, shared, deepseek = PRESETS[name]
-        layer = Layer(experts, top_k, hidden, inter, shared, deepseek)
+        layer = (Fp8Layer if fp8 else Layer)(experts, top_k, hidden, inter, shared, deepseek)
         for tokens in map(int, args.tokens.split(',')):
             inputs = [torch.randn(tokens, hidden, device='cuda', dtype=torch.bfloat16) for _ in range(ROTATIONS)]
-            flops, weight_bytes, floor_ms = floors(layer, tokens, shared, matmul_tflops, copy_tbps)
+            flops, weight_bytes, floor_ms = floors(layer, tokens, shared, matmul_tflops, copy_tbps, 1 if fp8 else 2)
             with torch.inference_mode():
                 sorted_inputs = []
                 for x in inputs:
                     order, offsets = layer.sort(layer.route(x)[1])
-                    sorted_inputs.append((x[order // top_k], offsets))
+                    rows_in = x[order // top_k]
+                    sorted_inputs.append((quantize_rows(rows_in) if fp8 else rows_in, offsets))
             for pipeline in ('grouped_mm', 'gemms', 'hf_loop'):
-                if pipeline == 'hf_loop' and tokens > args.skip_loop_above:
+                if pipeline == 'hf_loop' and (tokens > args.skip_loop_above or fp8):
                     continue
                 with torch.inference_mode():
                     if pipeline == 'gemms':
@@ -166,7 +259,8 @@ def main():
                 row_flops = 2 * tokens * top_k * 3 * hidden * inter if pipeline == 'gemms' else flops
                 row = dict(preset=name, pipeline=pipeline, tokens=tokens, ms=ms, floor_ms=floor_ms,
                            tflops=row_flops / (ms * 1e-3) / 1e12, weight_gbps=weight_bytes / (ms * 1e-3) / 1e9,
-                           matmul_ceiling_tflops=matmul_tflops, copy_ceiling_tbps=copy_tbps, gpu=torch.cuda.get_device_name())
+                           matmul_ceiling_tflops=matmul_tflops, copy_ceiling_tbps=copy_tbps, gpu=torch.cuda.get_device_name(),
+                           quantize=args.quantize or 'none', bf16_matmul_ceiling_tflops=bf16_matmul_tflops)
                 rows.append(row)
                 print(f'{name:14s} {pipeline:10s} T={tokens:6d} {ms:9.3f} ms  floor {floor_ms:8.3f} ms  '
                       f'{row["tflops"]:7.1f} TFLOP/s  {row["weight_gbps"]:8.1f} GB/s')

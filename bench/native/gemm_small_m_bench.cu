@@ -1,4 +1,4 @@
-// Times the decode grouped GEMM (native/cuda/grouped_gemm_small_m.cu) on the MoE shapes it is for,
+// Times the decode grouped GEMM (native/cuda/grouped_gemm_small_m.cuh) on the MoE shapes it is for,
 // against the library's own choice (cuda::groupedGemm under whatever MOEKIT_GEMM says), and prints
 // the bandwidth achieved on the weights the routing actually touches.
 //
@@ -10,15 +10,15 @@
 // Build (after test/native/run_cuda_ops_test.sh --build-only has built the library objects), as
 // one command:
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -Inative -gencode=arch=compute_90a,code=sm_90a
-//     bench/native/gemm_small_m_bench.cu $(ls build/native-test/objects/native_*.o | grep -v small_m)
+//     bench/native/gemm_small_m_bench.cu $(ls build/native-test/objects/native_*.o)
 //     -o build/native-test/gemm_small_m_bench
-// This file includes grouped_gemm_small_m.cu itself (to time each configuration by name), so that
-// object is left out of the link.
+// This file includes the kernel's header (grouped_gemm_small_m.cuh) to time each configuration by
+// name.
 //
 //   gemm_small_m_bench [--with-library | --lib-only] [--quick] [--tokens 1,16,...]
 // The first path listed is the reference the others are compared with (largest difference over
 // the largest reference value, GEMM1/GEMM2 output).
-#include "../../native/cuda/grouped_gemm_small_m.cu"
+#include "cuda/grouped_gemm_small_m.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -50,6 +50,14 @@ float copyBandwidth(cudaStream_t stream) {
 }
 
 using GemmFn = std::function<void(const GroupedGemmArgs&, cudaStream_t)>;
+
+// The bf16 kernel with configuration `Config`, whatever groupedGemm() would pick.
+template <class Config>
+void runConfig(const GroupedGemmArgs& args, cudaStream_t stream) {
+  sm::detail::StreamProblem p = sm::detail::problemOf<Config>(args, args.output.data, args.output.dtype);
+  p.input = args.input.data;
+  sm::detail::launchStream<sm::detail::DenseOperands<cuda::BF16>, Config>(p, stream);
+}
 
 struct Path {
   const char* name;
@@ -159,15 +167,9 @@ int main(int argc, char** argv) {
     if (withLibrary) paths.push_back({"library", [](const GroupedGemmArgs& a, cudaStream_t s) { cuda::groupedGemm(a, s); }});
     paths.push_back({"decode", [](const GroupedGemmArgs& a, cudaStream_t s) { sm::groupedGemm(a, s); }});
     if (!libOnly) {
-      paths.push_back({"warps2", [](const GroupedGemmArgs& a, cudaStream_t s) {
-                         sm::launchStream<sm::StreamConfig<2, 1, 2, 4>>(a, s);
-                       }});
-      paths.push_back({"warps4", [](const GroupedGemmArgs& a, cudaStream_t s) {
-                         sm::launchStream<sm::StreamConfig<4, 1, 2, 4>>(a, s);
-                       }});
-      paths.push_back({"warps8", [](const GroupedGemmArgs& a, cudaStream_t s) {
-                         sm::launchStream<sm::StreamConfig<8, 1, 2, 4>>(a, s);
-                       }});
+      paths.push_back({"warps2", runConfig<sm::detail::StreamConfig<2, 1, 2, 4>>});
+      paths.push_back({"warps4", runConfig<sm::detail::StreamConfig<4, 1, 2, 4>>});
+      paths.push_back({"warps8", runConfig<sm::detail::StreamConfig<8, 1, 2, 4>>});
     }
     std::vector<int> tokenCounts = quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16, 32, 64, 128};
     for (int i = 1; i + 1 < argc; ++i) {

@@ -83,7 +83,7 @@ DataType dataType(DType dtype) {
     case DType::Float16: return kR16F;
     case DType::BFloat16: return kR16BF;
     case DType::Int32:
-    case DType::Float8E4M3:
+    case DType::Float8E4M3:  // quantized GEMMs run on moekit's kernels, never cuBLAS
     case DType::UInt8: break;
   }
   throw NativeError("E_DTYPE", "cuBLAS gemm: expected a float dtype");

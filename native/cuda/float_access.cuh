@@ -1,6 +1,7 @@
 // Reading and writing the float dtypes in device code. Kernels are templates over a storage
-// "format" (F32, F16, BF16) so one body serves every dtype, with arithmetic in float32; the host
-// picks the instantiation with dispatchFloat().
+// "format" (F32, F16, BF16; F8E4M3 for conversions) so one body serves every dtype, with
+// arithmetic in float32; the host picks the instantiation with dispatchFloat() or
+// dispatchConvertible().
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,6 +11,7 @@
 
 #include "../core/dtype.h"
 #include "../core/errors.h"
+#include "fp8.cuh"
 
 namespace moekit::cuda {
 
@@ -31,6 +33,15 @@ struct BF16 {
   __device__ static float load(Storage value) { return __bfloat162float(value); }
   // Round to nearest even: the same result as moekit::floatToBfloat16 for every non-NaN value.
   __device__ static Storage store(float value) { return __float2bfloat16_rn(value); }
+};
+
+// Quantized values (op_args.h, "Quantized weights and activations"): read and written by cast and
+// the quantizing steps, never computed in.
+struct F8E4M3 {
+  using Storage = uint8_t;
+  __device__ static float load(Storage value) { return fp8ToFloat(value); }
+  // Round to nearest even, saturating to ±448: the same result as moekit::floatToFloat8e4m3.
+  __device__ static Storage store(float value) { return floatToFp8(value); }
 };
 
 // Reads element `index` of a float tensor whose dtype is only known at run time (biases, which
@@ -63,6 +74,16 @@ void dispatchFloat(DType dtype, const char* what, Body&& body) {
     default:
       throw NativeError("E_DTYPE", std::string(what) + ": expected a float dtype, got " + dtypeName(dtype));
   }
+}
+
+// As dispatchFloat, and Float8E4M3 too (for conversions).
+template <typename Body>
+void dispatchConvertible(DType dtype, const char* what, Body&& body) {
+  if (dtype == DType::Float8E4M3) {
+    body(F8E4M3{});
+    return;
+  }
+  dispatchFloat(dtype, what, body);
 }
 
 }  // namespace moekit::cuda

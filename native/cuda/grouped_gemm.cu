@@ -1,11 +1,7 @@
 // Grouped GEMM and linear on the GPU: C[rows, N] = A[rows, K] · B[N, K]ᵀ (+ bias), one B per expert.
 //
 // Both ops are one problem to the kernels: linear is a single group holding every row. The grid
-// has one block per (row tile, column tile); row tiles never straddle two experts. Because the
-// expert offsets live on the device (and the op must be capturable in a CUDA graph, so no host
-// read-back), the host sizes the grid for the worst case (ceil(rows / tileRows) + experts row
-// tiles) and each block's first warp finds its expert by scanning the device offsets; blocks past
-// the last real tile exit at once.
+// has one block per (row tile, column tile); row tiles never straddle two experts (row_tiles.cuh).
 //
 // Two kernels share that scheduler and epilogue:
 // - tensorCoreGemmKernel: bfloat16 × bfloat16 or float16 × float16, on tensor cores (WMMA
@@ -19,17 +15,19 @@
 #include <mma.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
+#include "alignment.h"
+#include "async_copy.cuh"
 #include "check.h"
 #include "expert_offsets.cuh"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
 #include "kernels.h"
 #include "per_device.h"
+#include "row_tiles.cuh"
 #include "skinny_linear.h"
 
 namespace moekit::cuda {
@@ -38,9 +36,6 @@ namespace {
 namespace wmma = nvcuda::wmma;
 
 constexpr int kWarpSize = 32;
-constexpr unsigned kFullWarp = 0xffffffffu;
-// gridDim.y (column tiles) is limited to 65535 blocks.
-constexpr int64_t kMaxColumnTiles = 65535;
 
 // ---- The problem -------------------------------------------------------------------------------
 struct GemmProblem {
@@ -58,98 +53,11 @@ struct GemmProblem {
   FaultSink faults;        // where a bad offset is reported
 };
 
-// ---- The tile scheduler ------------------------------------------------------------------------
-// A block's rows: [begin, end) of `group`, at most one tile high.
-struct RowTile {
-  int32_t group;
-  int64_t begin;
-  int64_t end;
-};
-
-__device__ void groupRows(const GemmProblem& p, int32_t group, int64_t* begin, int64_t* end) {
-  expertRowRange(p.offsets, group, p.rows, p.faults, begin, end);
-}
-
-__device__ int64_t warpInclusiveSum(int64_t value, int lane) {
-  for (int offset = 1; offset < kWarpSize; offset *= 2) {
-    const int64_t neighbour = __shfl_up_sync(kFullWarp, value, offset);
-    if (lane >= offset) value += neighbour;
-  }
-  return value;
-}
-
-// Called by one whole warp: finds row tile `tileIndex` (experts in order, each cut into tiles of
-// tileRows). Returns false when there are fewer tiles. Thirty-two experts are examined per step:
-// each lane counts one expert's tiles and a warp prefix sum places them.
-__device__ bool findRowTile(const GemmProblem& p, int tileRows, int64_t tileIndex, int lane, RowTile* tile) {
-  if (p.offsets == nullptr) {
-    const int64_t begin = tileIndex * tileRows;
-    *tile = RowTile{0, begin, min(begin + tileRows, p.rows)};
-    return begin < p.rows;
-  }
-  int64_t tilesBefore = 0;
-  for (int32_t base = 0; base < p.groups; base += kWarpSize) {
-    const int32_t group = base + lane;
-    int64_t begin = 0, end = 0;
-    if (group < p.groups) groupRows(p, group, &begin, &end);
-    const int64_t tiles = (end - begin + tileRows - 1) / tileRows;
-    const int64_t inclusive = warpInclusiveSum(tiles, lane);
-    const int64_t first = tilesBefore + inclusive - tiles;
-    const unsigned owners = __ballot_sync(kFullWarp, tileIndex >= first && tileIndex < first + tiles);
-    if (owners != 0) {
-      const int owner = __ffs(owners) - 1;
-      const int64_t ownerBegin = __shfl_sync(kFullWarp, begin, owner);
-      const int64_t ownerEnd = __shfl_sync(kFullWarp, end, owner);
-      const int64_t ownerFirst = __shfl_sync(kFullWarp, first, owner);
-      const int64_t rowBegin = ownerBegin + (tileIndex - ownerFirst) * tileRows;
-      *tile = RowTile{base + owner, rowBegin, min(rowBegin + tileRows, ownerEnd)};
-      return true;
-    }
-    tilesBefore += __shfl_sync(kFullWarp, inclusive, kWarpSize - 1);
-  }
-  return false;
-}
-
-// The block's row tile (blockIdx.x), found by warp 0 and shared through shared memory. Contains
-// __syncthreads(): call from every thread.
-__device__ bool blockRowTile(const GemmProblem& p, int tileRows, RowTile* tile) {
-  __shared__ RowTile sharedTile;
-  __shared__ bool sharedFound;
-  if (threadIdx.x < kWarpSize) {
-    RowTile found;
-    const bool any = findRowTile(p, tileRows, blockIdx.x, threadIdx.x, &found);
-    if (threadIdx.x == 0) {
-      sharedTile = found;
-      sharedFound = any;
-    }
-  }
-  __syncthreads();
-  *tile = sharedTile;
-  return sharedFound;
-}
-
 // ---- The epilogue --------------------------------------------------------------------------------
 // C[row, col] = sum (+ bias[group, col]), in the output's dtype.
 __device__ void storeResult(const GemmProblem& p, int32_t group, int64_t row, int64_t col, float sum) {
   if (p.bias != nullptr) sum += loadAsFloat(p.bias, p.biasDType, group * p.cols + col);
   storeAsFloat(p.output, p.outputDType, row * p.cols + col, sum);
-}
-
-// ---- Asynchronous copies (sm_80+) -------------------------------------------------------------
-// 16 bytes global → shared, bypassing L1; with valid == false the 16 bytes are zero-filled and
-// nothing is read (src-size 0).
-__device__ void copyAsync16(void* sharedDestination, const void* globalSource, bool valid) {
-  const unsigned destination = static_cast<unsigned>(__cvta_generic_to_shared(sharedDestination));
-  const int sourceBytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(destination), "l"(globalSource), "r"(sourceBytes));
-}
-
-__device__ void commitAsyncCopies() { asm volatile("cp.async.commit_group;\n" ::); }
-
-// Waits until at most `pending` committed groups are still in flight.
-template <int pending>
-__device__ void waitAsyncCopies() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
 }
 
 // ---- Tensor-core kernel (16-bit inputs) -----------------------------------------------------------
@@ -426,24 +334,11 @@ __global__ void __launch_bounds__(SimtTile::kThreads) simtGemmKernel(GemmProblem
 }
 
 // ---- Launch: configuration and kernel choice in one place ------------------------------------------
-dim3 gemmGrid(const GemmProblem& p, int tileRows, int tileCols) {
-  // Worst case over any split of rows among groups: each group wastes at most one partial tile.
-  const int64_t rowTiles = (p.rows + tileRows - 1) / tileRows + (p.offsets != nullptr ? p.groups : 0);
-  const int64_t colTiles = (p.cols + tileCols - 1) / tileCols;
-  if (rowTiles > INT_MAX || colTiles > kMaxColumnTiles) {
-    throw NativeError("E_INVALID_ARGUMENT", "gemm: " + std::to_string(p.rows) + " x " + std::to_string(p.cols) +
-                                                " outputs exceed the CUDA grid limits");
-  }
-  return dim3(static_cast<unsigned>(rowTiles), static_cast<unsigned>(colTiles));
-}
-
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
 void runGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStream_t stream) {
   if (p.rows == 0 || p.cols == 0) return;
   const bool tensorCores = inputDType == weightDType && (inputDType == DType::BFloat16 || inputDType == DType::Float16);
   if (tensorCores) {
-    const dim3 grid = gemmGrid(p, TensorCoreTile::kRows, TensorCoreTile::kCols);
+    const dim3 grid = rowTileGrid(p, TensorCoreTile::kRows, TensorCoreTile::kCols);
     const bool vectorLoads = p.depth % TensorCoreTile::kElementsPerCopy == 0 && aligned16(p.input) && aligned16(p.weights);
     const auto launch = [&](auto format) {
       using Element = decltype(format);
@@ -458,7 +353,7 @@ void runGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStre
     else launch(F16{});
     return;
   }
-  const dim3 grid = gemmGrid(p, SimtTile::kRows, SimtTile::kCols);
+  const dim3 grid = rowTileGrid(p, SimtTile::kRows, SimtTile::kCols);
   dispatchFloat(inputDType, "gemm input", [&](auto inputFormat) {
     dispatchFloat(weightDType, "gemm weights", [&](auto weightFormat) {
       simtGemmKernel<decltype(inputFormat), decltype(weightFormat)><<<grid, SimtTile::kThreads, 0, stream>>>(p);
@@ -544,6 +439,26 @@ void mmaGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   MOEKIT_CUDA_CHECK(cudaFreeAsync(scratch, stream));
 }
 
+// A linear as a grouped GEMM of one expert without offsets.
+GroupedGemmArgs groupedOf(const LinearArgs& args) {
+  const int64_t cols = args.weight.dim(0);
+  const int64_t depth = args.weight.dim(1);
+  GroupedGemmArgs grouped;
+  static_cast<OpIdentity&>(grouped) = static_cast<const OpIdentity&>(args);
+  grouped.input = args.input;
+  grouped.inputScales = args.inputScales;
+  grouped.weights = TensorView{args.weight.data, args.weight.dtype, {1, cols, depth}};
+  if (args.weightScales.present()) {
+    grouped.weightScales = TensorView{args.weightScales.data, args.weightScales.dtype, {1, fp8Blocks(cols), fp8Blocks(depth)}};
+  }
+  grouped.weightFormat = args.weightFormat;
+  if (args.bias.present()) grouped.bias = TensorView{args.bias.data, args.bias.dtype, {1, cols}};
+  grouped.expertOffsets = TensorView{nullptr, DType::Int32, {2}};
+  grouped.output = args.output;
+  grouped.outputScales = args.outputScales;
+  return grouped;
+}
+
 }  // namespace
 
 int computeCapability() {
@@ -568,13 +483,25 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   switch (pickFamily(args)) {
     case GemmFamily::Sm90: sm90::groupedGemm(args, stream); return;
     case GemmFamily::SmallM: small_m::groupedGemm(args, stream); return;
-    default: mmaGroupedGemm(args, stream); return;
+    default:
+      if (args.weightFormat == WeightFormat::Fp8Block128) {
+        mma::fp8GroupedGemm(args, stream);
+      } else {
+        mmaGroupedGemm(args, stream);
+      }
+      return;
   }
 }
 
 void linear(const LinearArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "linear output");
   if (args.bias.present()) checkFloat(args.bias.dtype, "linear bias");
+  // FP8 weights: every family takes a dense projection as one expert owning every row (no
+  // offsets), so a decode step's shared expert streams its weights through small_m.
+  if (args.weightFormat == WeightFormat::Fp8Block128) {
+    groupedGemm(groupedOf(args), stream);
+    return;
+  }
   if (skinny::supports(args)) {
     skinny::linear(args, stream);
     return;
@@ -582,14 +509,7 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
   // A dense projection is a grouped GEMM of one expert owning every row (no offsets): the Hopper
   // kernel takes it where it can (the shared expert and the router of large batches).
   if (forcedFamily() != GemmFamily::Mma) {
-    const int64_t cols = args.weight.dim(0);
-    const int64_t depth = args.weight.dim(1);
-    GroupedGemmArgs grouped;
-    grouped.input = args.input;
-    grouped.weights = TensorView{args.weight.data, args.weight.dtype, {1, cols, depth}};
-    if (args.bias.present()) grouped.bias = TensorView{args.bias.data, args.bias.dtype, {1, cols}};
-    grouped.expertOffsets = TensorView{nullptr, DType::Int32, {2}};
-    grouped.output = args.output;
+    const GroupedGemmArgs grouped = groupedOf(args);
     if (sm90::supports(grouped)) {
       sm90::groupedGemm(grouped, stream);
       return;
@@ -605,7 +525,8 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
                             1,
                             args.input.dim(0),
                             args.weight.dim(0),
-                            args.input.dim(1)};
+                            args.input.dim(1),
+                            FaultSink::of(args)};
   runGemm(problem, args.input.dtype, args.weight.dtype, stream);
 }
 

@@ -5,11 +5,13 @@
 //                                                                       grouped_gemm_small_m.cu
 //   mma      mma.sync tiles (bfloat16/float16, sm_80 and up) or SIMT float32: any shape, the
 //            fallback and the A100-class path.                          grouped_gemm.cu
+//            FP8 weights (Fp8Block128): widened to float16 in registers. grouped_gemm_mma_fp8.cu
 // MOEKIT_GEMM=auto|sm90|small_m|mma forces a family (the tests run the sm_80 path on an H100 so);
 // a forced family that cannot take a call falls back to the next one as in auto.
 //
 // Every family honours the whole GroupedGemmArgs contract (native/core/op_args.h), including the
-// optional activation, which sm90 and smallM fuse into their epilogue.
+// optional activation, which sm90 and smallM fuse into their epilogue, and FP8 block-scaled
+// weights with FP8 or float activations in and out (W8A8).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,6 +28,11 @@ namespace sm90 {
 bool supports(const GroupedGemmArgs& args);
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 }  // namespace sm90
+
+namespace mma {
+// Any Fp8Block128 call (every shape, input and output dtype), on sm_80 and up.
+void fp8GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+}  // namespace mma
 
 namespace small_m {
 // Auto picks this path over sm90 when the caller's bound on rows per expert

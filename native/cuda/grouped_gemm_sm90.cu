@@ -1,18 +1,19 @@
 // Hopper grouped GEMM (TMA + wgmma, warp-specialized, persistent over the device-side expert
-// offsets, activation fused): which calls it takes, and which tile shape each gets. The kernel and
-// its design are in sm90/kernel.cuh; its instantiations in sm90/instances_*.cu.
+// offsets, activation fused): which calls it takes, and which tile shape each gets. The kernels and
+// their design are in sm90/kernel.cuh (16-bit operands) and sm90/kernel_fp8.cuh (FP8 block-scaled
+// weights, W8A8); their instantiations in sm90/instances_*.cu.
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 
+#include "alignment.h"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
+#include "quantize.h"
 #include "sm90/shapes.h"
 
 namespace moekit::cuda::sm90 {
 namespace {
-
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 // The wide tile reads less per product (384 operand rows per 128 × 256 outputs rather than 256
 // per 128 × 128) and wins wherever the tensor cores are the limit. With few rows per expert the
@@ -40,15 +41,52 @@ void launch(const GroupedGemmArgs& args, cudaStream_t stream) {
   }
 }
 
+// FP8: the narrow tile (plain products only) where the wide one would leave SMs idle, by the
+// same rule as the 16-bit tiles with K counted in bytes (not yet measured for FP8).
+constexpr int64_t kFp8NarrowMaxDepth = kNarrowMaxDepth * 2;
+
+void launchFp8(const GroupedGemmArgs& args, cudaStream_t stream) {
+  const QuantizedRows input(args.input, args.inputScales, stream);
+  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
+  // Gated outputs need the wide tile: gate and up are its two wgmma halves, and its 128 outputs
+  // per row are one group of an FP8 output's scales.
+  const bool narrow = pairingOf(args) == Pairing::Plain && meanRows <= kNarrowMaxMeanRows && args.weights.dim(2) <= kFp8NarrowMaxDepth;
+  if (narrow) {
+    launchFp8Shape<Fp8NarrowTile>(args, input.values(), input.scales(), stream);
+  } else {
+    launchFp8Shape<Fp8WideTile>(args, input.values(), input.scales(), stream);
+  }
+}
+
 // Shape limits the kernel relies on (see supports()).
 constexpr int64_t kMinDepth = 64;        // one whole K slice: a TMA box no wider than the tensor
+constexpr int64_t kFp8MinDepth = 128;    // the same for e4m3's 128-value slices
 constexpr int64_t kDepthMultiple = 8;    // TMA: row strides are multiples of 16 bytes
+constexpr int64_t kFp8DepthMultiple = 16;
 constexpr int64_t kColumnMultiple = 16;  // pairs of columns in the epilogue, gated halves of 8
 constexpr int64_t kMaxCoordinate = INT_MAX;  // TMA coordinates and tile indices are int32
+
+bool supportsFp8(const GroupedGemmArgs& args) {
+  const DType input = args.input.dtype;
+  if (input != DType::Float8E4M3 && input != DType::Float32 && input != DType::Float16 && input != DType::BFloat16) return false;
+  if (args.weights.dtype != DType::Float8E4M3 || args.output.dtype == DType::Int32) return false;
+  if (args.bias.present() && args.bias.dtype == DType::Int32) return false;
+  const int64_t rows = args.input.dim(0), experts = args.weights.dim(0);
+  const int64_t cols = args.weights.dim(1), depth = args.weights.dim(2);
+  if (experts < 1 || experts > kMaxExperts) return false;
+  if (depth < kFp8MinDepth || depth % kFp8DepthMultiple != 0 || cols < kColumnMultiple || cols % kColumnMultiple != 0) return false;
+  if (rows > kMaxCoordinate || experts * cols > kMaxCoordinate || depth > kMaxCoordinate) return false;
+  if (tileBound(args, Fp8WideTile::kBlockM, Fp8NarrowTile::kBlockN) > kMaxCoordinate) return false;
+  // A quantized copy of a float input is aligned; an FP8 input must be.
+  if (input == DType::Float8E4M3 && !aligned16(args.input.data)) return false;
+  if (!aligned16(args.weights.data) || !aligned16(args.output.data)) return false;
+  return computeCapability() == 90;
+}
 
 }  // namespace
 
 bool supports(const GroupedGemmArgs& args) {
+  if (args.weightFormat == WeightFormat::Fp8Block128) return supportsFp8(args);
   const DType dtype = args.input.dtype;
   if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
   if (args.weights.dtype != dtype) return false;
@@ -66,7 +104,11 @@ bool supports(const GroupedGemmArgs& args) {
 
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   if (args.input.dim(0) == 0) return;
-  launch(args, stream);
+  if (args.weightFormat == WeightFormat::Fp8Block128) {
+    launchFp8(args, stream);
+  } else {
+    launch(args, stream);
+  }
 }
 
 }  // namespace moekit::cuda::sm90

@@ -8,7 +8,10 @@
 //                      the pairs that chose it with a block-wide prefix sum, so rows within an
 //                      expert keep the flat order (stable) without any ordering-dependent atomics.
 //   4. gatherRows:     one warp per used row (below offsets[E], read on the device) copies its
-//                      token's input row; rows past it are left as they were.
+//                      token's input row; rows past it are left as they were. When `permuted` is
+//                      Float8E4M3, gatherQuantizeRows quantizes the row on the way instead (the
+//                      W8A8 rule, quantize.cuh), writing its scales into permutedScales, so the
+//                      first GEMM reads FP8 rows without a quantizing pass of its own.
 //
 // Decode batches (at most FewPairs::kMaxPairs pairs and kMaxExperts local experts) do steps 1-3 in
 // one block instead (sortFewPairs): the four launches above cost more than the work at that size,
@@ -19,9 +22,12 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "alignment.h"
 #include "check.h"
 #include "faults.cuh"
+#include "float_access.cuh"
 #include "kernels.h"
+#include "quantize.cuh"
 
 namespace moekit::cuda {
 namespace {
@@ -229,6 +235,18 @@ __global__ void gatherRowsKernel(const Unit* input, const int32_t* permutedToSou
   for (int64_t i = lane; i < unitsPerRow; i += kWarpSize) destination[i] = source[i];
 }
 
+// As gatherRowsKernel, into FP8 rows [*usedRows, hidden] and their scales [*usedRows, ceil(hidden / 128)].
+template <typename Format>
+__global__ void gatherQuantizeRowsKernel(const typename Format::Storage* input, const int32_t* permutedToSource,
+                                         const int32_t* usedRows, int64_t topK, int64_t hidden, bool vectorLoads,
+                                         bool vectorStores, uint8_t* permuted, float* permutedScales) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * GatherLaunch::kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= *usedRows) return;
+  const int64_t token = permutedToSource[row] / topK;
+  const StoredRow<Format> source{input + token * hidden, hidden, vectorLoads};
+  quantizeRowWarp(source, hidden, permuted + row * hidden, permutedScales + row * fp8BlockCount(hidden), vectorStores);
+}
+
 // The widest copy unit that divides the row size and both base addresses.
 template <typename Body>
 void dispatchCopyUnit(size_t rowBytes, const void* source, void* destination, Body&& body) {
@@ -288,10 +306,24 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   }
   if (pairs == 0 || experts == 0) return;
 
-  const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
+  const int64_t hidden = args.input.dim(1);
+  const size_t rowBytes = static_cast<size_t>(hidden) * dtypeSize(args.input.dtype);
   if (rowBytes == 0) return;
   // Sized for every pair being local; blocks past offsets[E] return at once.
   const auto gatherBlocks = static_cast<unsigned>((pairs + GatherLaunch::kRowsPerBlock - 1) / GatherLaunch::kRowsPerBlock);
+  if (args.permuted.dtype == DType::Float8E4M3) {
+    constexpr int64_t kFour = quantize_detail::kValuesPerLane;
+    const bool vectorLoads = hidden % kFour == 0 && alignedTo(args.input.data, kFour * dtypeSize(args.input.dtype));
+    const bool vectorStores = hidden % kFour == 0 && alignedTo(args.permuted.data, kFour);
+    dispatchFloat(args.input.dtype, "permute input", [&](auto format) {
+      using Format = decltype(format);
+      gatherQuantizeRowsKernel<Format><<<gatherBlocks, GatherLaunch::kThreads, 0, stream>>>(
+          static_cast<const typename Format::Storage*>(args.input.data), permutedToSource, offsets + experts, topK, hidden,
+          vectorLoads, vectorStores, args.permuted.as<uint8_t>(), args.permutedScales.as<float>());
+      MOEKIT_CHECK_LAUNCH("gatherQuantizeRowsKernel");
+    });
+    return;
+  }
   dispatchCopyUnit(rowBytes, args.input.data, args.permuted.data, [&](auto unit) {
     using Unit = decltype(unit);
     gatherRowsKernel<Unit><<<gatherBlocks, GatherLaunch::kThreads, 0, stream>>>(

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "alignment.h"
 #include "check.h"
 #include "float_access.cuh"
 #include "skinny_linear.h"
@@ -115,8 +116,6 @@ __global__ void __launch_bounds__(kThreads) skinnyLinearKernel(SkinnyProblem p) 
     }
   }
 }
-
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 }  // namespace
 

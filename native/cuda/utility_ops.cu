@@ -1,4 +1,5 @@
-// cast and fillRandom on the GPU: grid-stride elementwise kernels.
+// cast and fillRandom on the GPU: grid-stride elementwise kernels. cast converts between the float
+// dtypes and Float8E4M3 (float_access.cuh) in any direction.
 #include <algorithm>
 
 #include "../core/random.h"
@@ -42,13 +43,13 @@ __global__ void fillRandomKernel(typename Out::Storage* output, int64_t count, u
 void cast(const CastArgs& args, cudaStream_t stream) {
   const int64_t count = args.input.numel();
   if (count == 0) return;
-  // Same dtype (int32 included): a plain copy, bit for bit.
+  // Same dtype (int32, uint8 and float8 included): a plain copy, bit for bit.
   if (args.input.dtype == args.output.dtype) {
     MOEKIT_CUDA_CHECK(cudaMemcpyAsync(args.output.data, args.input.data, args.input.nbytes(), cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  dispatchFloat(args.input.dtype, "cast input", [&](auto in) {
-    dispatchFloat(args.output.dtype, "cast output", [&](auto out) {
+  dispatchConvertible(args.input.dtype, "cast input", [&](auto in) {
+    dispatchConvertible(args.output.dtype, "cast output", [&](auto out) {
       using In = decltype(in);
       using Out = decltype(out);
       castKernel<In, Out><<<ElementwiseLaunch::blocks(count), ElementwiseLaunch::kThreads, 0, stream>>>(

@@ -1,10 +1,13 @@
 // Standalone harness for the CUDA backend (no Node): every op in moekit::cuda:: against the CPU
 // reference backend (moekit::cpu::) on random inputs with awkward sizes, for float32, float16 and
-// bfloat16; then the CudaDevice itself (pool allocation, staged transfers, whenIdle, out of memory,
-// graph capture and replay); then timings of Mixtral-sized grouped GEMMs.
+// bfloat16, and FP8 (float8_e4m3 activations and block-scaled weights: fp8_ops_test.cu); then the
+// CudaDevice itself (pool allocation, staged transfers, whenIdle, out of memory, graph capture and
+// replay); then timings of Mixtral-sized grouped GEMMs. What the files share: harness.h.
 //
 //   cuda_ops_test            everything
 //   cuda_ops_test --quick    small sizes only, no timings (for compute-sanitizer)
+//   cuda_ops_test --fp8      the FP8 tests only (and no timings)
+// MOEKIT_GEMM=sm90|small_m|mma forces a grouped GEMM family for the whole run.
 //
 // Prints one line per check with max abs / max rel / norm-relative error, a summary of the worst
 // error per op and dtype, and exits 1 if any check failed.
@@ -16,6 +19,7 @@
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -34,199 +38,12 @@
 #include "cuda/check.h"
 #include "cuda/cuda_device.h"
 #include "cuda/kernels.h"
+#include "harness.h"
 
 using namespace moekit;
+using namespace moekit::harness;
 
 namespace {
-
-bool gQuick = false;
-int gChecks = 0;
-int gFailures = 0;
-cudaStream_t gStream = nullptr;
-std::map<std::string, double> gWorstNormError;  // "op dtype" -> worst norm-relative error
-
-#define CUDA_OK(call) ::moekit::cuda::checkCuda((call), #call, __FILE__, __LINE__)
-
-const DType kFloatDTypes[] = {DType::Float32, DType::Float16, DType::BFloat16};
-
-// Norm-relative tolerance against the CPU, by the least precise dtype involved (float32
-// accumulation on both sides, so the gap is rounding of inputs/outputs and summation order).
-double toleranceFor(DType dtype) {
-  switch (dtype) {
-    case DType::Float16: return 2e-3;
-    case DType::BFloat16: return 1e-2;
-    default: return 1e-5;
-  }
-}
-
-DType leastPrecise(std::initializer_list<DType> dtypes) {
-  DType worst = DType::Float32;
-  for (DType dtype : dtypes) {
-    if (dtype == DType::BFloat16 || (dtype == DType::Float16 && worst == DType::Float32)) worst = dtype;
-  }
-  return worst;
-}
-
-// ---- Tensors: host bytes plus an optional device copy --------------------------------------------
-struct Tensor {
-  DType dtype = DType::Float32;
-  std::vector<int64_t> shape;
-  std::vector<uint8_t> host;
-  void* device = nullptr;
-
-  Tensor() = default;
-  Tensor(DType type, std::vector<int64_t> dims) : dtype(type), shape(std::move(dims)), host(nbytes(), 0) {}
-  Tensor(Tensor&& other) noexcept { *this = std::move(other); }
-  Tensor& operator=(Tensor&& other) noexcept {
-    std::swap(dtype, other.dtype);
-    std::swap(shape, other.shape);
-    std::swap(host, other.host);
-    std::swap(device, other.device);
-    return *this;
-  }
-  ~Tensor() {
-    if (device != nullptr) cudaFreeAsync(device, gStream);
-  }
-
-  int64_t numel() const {
-    int64_t count = 1;
-    for (int64_t extent : shape) count *= extent;
-    return count;
-  }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype); }
-
-  float get(int64_t i) const {
-    uint16_t half;
-    switch (dtype) {
-      case DType::Float16: std::memcpy(&half, host.data() + 2 * i, 2); return float16ToFloat(half);
-      case DType::BFloat16: std::memcpy(&half, host.data() + 2 * i, 2); return bfloat16ToFloat(half);
-      case DType::Int32: return static_cast<float>(reinterpret_cast<const int32_t*>(host.data())[i]);
-      default: return reinterpret_cast<const float*>(host.data())[i];
-    }
-  }
-  void set(int64_t i, float value) {
-    uint16_t half;
-    switch (dtype) {
-      case DType::Float16: half = floatToFloat16(value); std::memcpy(host.data() + 2 * i, &half, 2); return;
-      case DType::BFloat16: half = floatToBfloat16(value); std::memcpy(host.data() + 2 * i, &half, 2); return;
-      case DType::Int32: reinterpret_cast<int32_t*>(host.data())[i] = static_cast<int32_t>(value); return;
-      default: reinterpret_cast<float*>(host.data())[i] = value; return;
-    }
-  }
-  int32_t* ints() { return reinterpret_cast<int32_t*>(host.data()); }
-
-  TensorView hostView() { return TensorView{host.data(), dtype, shape}; }
-  TensorView deviceView() {
-    toDevice();
-    return TensorView{device, dtype, shape};
-  }
-  // Allocates (once) and copies the host bytes to the device.
-  void toDevice() {
-    if (device == nullptr) CUDA_OK(cudaMallocAsync(&device, std::max<size_t>(nbytes(), 1), gStream));
-    if (nbytes() > 0) CUDA_OK(cudaMemcpyAsync(device, host.data(), nbytes(), cudaMemcpyHostToDevice, gStream));
-  }
-  // The device bytes (waits for the stream).
-  Tensor fromDevice() const {
-    Tensor copy(dtype, shape);
-    if (nbytes() > 0) CUDA_OK(cudaMemcpyAsync(copy.host.data(), device, nbytes(), cudaMemcpyDeviceToHost, gStream));
-    CUDA_OK(cudaStreamSynchronize(gStream));
-    return copy;
-  }
-};
-
-Tensor randomTensor(DType dtype, std::vector<int64_t> shape, uint64_t seed, float scale) {
-  Tensor tensor(dtype, std::move(shape));
-  for (int64_t i = 0; i < tensor.numel(); ++i) tensor.set(i, scale * (2.0f * uniformHash(seed, i) - 1.0f));
-  return tensor;
-}
-
-// Every byte set to the same pattern: outputs start equal on both sides, so rows an op must leave
-// untouched are checked too.
-Tensor sentinelTensor(DType dtype, std::vector<int64_t> shape) {
-  Tensor tensor(dtype, std::move(shape));
-  std::fill(tensor.host.begin(), tensor.host.end(), uint8_t{0x3c});
-  return tensor;
-}
-
-uint32_t randomBelow(uint64_t seed, uint64_t index, uint32_t bound) {
-  return static_cast<uint32_t>(mixHash(seed, index) % bound);
-}
-
-// ---- Checks ------------------------------------------------------------------------------------
-struct ErrorStats {
-  double maxAbs = 0;
-  double maxRel = 0;   // over elements with |expected| above 1e-3 of the largest
-  double normRel = 0;  // ||gpu - cpu|| / ||cpu||
-  bool finite = true;
-};
-
-ErrorStats compare(const Tensor& gpu, const Tensor& cpu) {
-  ErrorStats stats;
-  double difference = 0, norm = 0, largest = 0;
-  for (int64_t i = 0; i < cpu.numel(); ++i) largest = std::max(largest, std::fabs(static_cast<double>(cpu.get(i))));
-  for (int64_t i = 0; i < cpu.numel(); ++i) {
-    const double expected = cpu.get(i), actual = gpu.get(i);
-    if (!std::isfinite(actual) && std::isfinite(expected)) stats.finite = false;
-    const double error = std::fabs(actual - expected);
-    stats.maxAbs = std::max(stats.maxAbs, error);
-    if (std::fabs(expected) > 1e-3 * largest && expected != 0) stats.maxRel = std::max(stats.maxRel, error / std::fabs(expected));
-    difference += error * error;
-    norm += expected * expected;
-  }
-  stats.normRel = norm > 0 ? std::sqrt(difference / norm) : std::sqrt(difference);
-  return stats;
-}
-
-void record(bool passed, const std::string& line) {
-  ++gChecks;
-  if (!passed) ++gFailures;
-  std::printf("%s  %s\n", passed ? "PASS" : "FAIL", line.c_str());
-  std::fflush(stdout);
-}
-
-void expectClose(const std::string& op, DType dtype, const std::string& what, const Tensor& gpu, const Tensor& cpu,
-                 double tolerance) {
-  const ErrorStats stats = compare(gpu, cpu);
-  const std::string key = op + " " + dtypeName(dtype);
-  gWorstNormError[key] = std::max(gWorstNormError[key], stats.normRel);
-  char line[512];
-  std::snprintf(line, sizeof(line), "%-14s %-8s %-60s maxAbs %.3e maxRel %.3e normRel %.3e (tol %.0e)", op.c_str(),
-                dtypeName(dtype), what.c_str(), stats.maxAbs, stats.maxRel, stats.normRel, tolerance);
-  record(stats.finite && stats.normRel <= tolerance, line);
-}
-
-void expectSameBytes(const std::string& op, DType dtype, const std::string& what, const Tensor& gpu, const Tensor& cpu) {
-  int64_t firstDifference = -1;
-  const size_t elementBytes = dtypeSize(cpu.dtype);
-  for (size_t i = 0; i < cpu.host.size(); ++i) {
-    if (gpu.host[i] != cpu.host[i]) {
-      firstDifference = static_cast<int64_t>(i / elementBytes);
-      break;
-    }
-  }
-  const std::string key = op + " " + dtypeName(dtype);
-  gWorstNormError.emplace(key, 0.0);
-  if (firstDifference >= 0) gWorstNormError[key] = INFINITY;
-  char line[512];
-  if (firstDifference < 0) {
-    std::snprintf(line, sizeof(line), "%-14s %-8s %-60s identical", op.c_str(), dtypeName(dtype), what.c_str());
-  } else {
-    std::snprintf(line, sizeof(line), "%-14s %-8s %-60s differs first at element %lld: gpu %g cpu %g", op.c_str(),
-                  dtypeName(dtype), what.c_str(), static_cast<long long>(firstDifference), gpu.get(firstDifference),
-                  cpu.get(firstDifference));
-  }
-  record(firstDifference < 0, line);
-}
-
-std::string describe(const char* format, ...) __attribute__((format(printf, 1, 2)));
-std::string describe(const char* format, ...) {
-  char buffer[256];
-  va_list arguments;
-  va_start(arguments, format);
-  std::vsnprintf(buffer, sizeof(buffer), format, arguments);
-  va_end(arguments);
-  return buffer;
-}
 
 // ---- Routing -----------------------------------------------------------------------------------
 struct RoutingCase {
@@ -287,33 +104,6 @@ void testRouting(DType dtype, const RoutingCase& c) {
 }
 
 // ---- Permute -----------------------------------------------------------------------------------
-enum class IdPattern {
-  Distinct,     // K distinct experts per token, one expert never chosen
-  SameExpert,   // every slot of a token picks the same expert
-};
-
-Tensor makeIds(int64_t tokens, int32_t topK, int32_t experts, IdPattern pattern, uint64_t seed) {
-  Tensor ids(DType::Int32, {tokens, topK});
-  const int32_t unused = experts > topK ? experts / 2 : -1;
-  std::vector<int32_t> choices;
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (pattern == IdPattern::SameExpert) {
-      for (int32_t j = 0; j < topK; ++j) ids.ints()[t * topK + j] = static_cast<int32_t>(t % experts);
-      continue;
-    }
-    choices.clear();
-    for (int32_t e = 0; e < experts; ++e) {
-      if (e != unused) choices.push_back(e);
-    }
-    for (int32_t j = 0; j < topK; ++j) {  // partial Fisher-Yates
-      const uint32_t pick = j + randomBelow(seed, t * topK + j, static_cast<uint32_t>(choices.size() - j));
-      std::swap(choices[j], choices[pick]);
-      ids.ints()[t * topK + j] = choices[j];
-    }
-  }
-  return ids;
-}
-
 struct PermuteCase {
   int64_t tokens;
   int64_t hidden;
@@ -361,37 +151,6 @@ void testPermute(DType dtype, const PermuteCase& c) {
 }
 
 // ---- Grouped GEMM and linear ---------------------------------------------------------------------
-// Offsets splitting rows [lead, rows - tail) among experts at random, expert 1 left empty.
-Tensor makeOffsets(int64_t rows, int32_t experts, int64_t lead, int64_t tail, uint64_t seed) {
-  Tensor offsets(DType::Int32, {experts + 1});
-  std::vector<double> shares(experts);
-  for (int32_t e = 0; e < experts; ++e) shares[e] = (e == 1 && experts > 2) ? 0.0 : 0.2 + uniformHash(seed, e);
-  const double total = std::accumulate(shares.begin(), shares.end(), 0.0);
-  const int64_t usable = rows - lead - tail;
-  double running = 0;
-  offsets.ints()[0] = static_cast<int32_t>(lead);
-  for (int32_t e = 0; e < experts; ++e) {
-    running += shares[e];
-    offsets.ints()[e + 1] = static_cast<int32_t>(lead + (e + 1 == experts ? usable : static_cast<int64_t>(usable * running / total)));
-  }
-  return offsets;
-}
-
-const char* activationName(ActivationKind kind) {
-  const char* names[] = {"swiglu", "geglu", "gptoss_swiglu", "silu", "gelu", "relu"};
-  return names[static_cast<int>(kind)];
-}
-
-struct GemmCase {
-  int64_t rows, depth, cols;
-  int32_t experts;  // 0: linear
-  bool bias;
-  int64_t lead, tail;  // grouped: rows before offsets[0] and after offsets[E] (left untouched)
-  int activation = -1;  // grouped: an ActivationKind fused after the product, or -1 for none
-  GateLayout layout = GateLayout::Halves;
-  int64_t maxRowsPerExpert = 0;  // grouped: the kernel-picking hint (0: none)
-};
-
 void testGemm(DType inputType, DType weightType, DType outputType, const GemmCase& c) {
   const bool grouped = c.experts > 0;
   Tensor input = randomTensor(inputType, {c.rows, c.depth}, 21, 1.0f);
@@ -1184,11 +943,15 @@ void runOpTests() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool fp8Only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) gQuick = true;
+    if (std::strcmp(argv[i], "--fp8") == 0) fp8Only = true;
   }
   const int devices = cuda::deviceCount();
-  std::printf("moekit CUDA harness: %d device(s)%s\n", devices, gQuick ? ", quick mode" : "");
+  const char* forced = std::getenv("MOEKIT_GEMM");
+  std::printf("moekit CUDA harness: %d device(s)%s%s, MOEKIT_GEMM=%s\n", devices, gQuick ? ", quick mode" : "",
+              fp8Only ? ", FP8 only" : "", forced != nullptr ? forced : "(auto)");
   if (devices == 0) {
     std::printf("no CUDA device: only deviceCount() == 0 was checked\n");
     return 0;
@@ -1199,10 +962,13 @@ int main(int argc, char** argv) {
   try {
     CUDA_OK(cudaSetDevice(0));
     CUDA_OK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
-    runOpTests();
-    testDevice();
-    testFaults();
-    if (!gQuick) {
+    if (!fp8Only) runOpTests();
+    runFp8Tests();
+    if (!fp8Only) {
+      testDevice();
+      testFaults();
+    }
+    if (!gQuick && !fp8Only) {
       timeRoutingAndPermute();
       timeMixtral(DType::BFloat16, 8192);
       timeMixtral(DType::BFloat16, 20000);

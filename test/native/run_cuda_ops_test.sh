@@ -2,7 +2,9 @@
 # Builds the standalone CUDA harness (test/native/cuda_ops_test.cu + native/cuda + native/cpu) with
 # nvcc, the same -gencode targets as CMakeLists.txt, and runs it.
 #
-#   test/native/run_cuda_ops_test.sh              build, run the full harness
+#   test/native/run_cuda_ops_test.sh              build, run the full harness (MOEKIT_GEMM=sm90|small_m|mma
+#                                                 in the environment forces a grouped GEMM family)
+#   test/native/run_cuda_ops_test.sh --fp8        build, run only the FP8 tests
 #   test/native/run_cuda_ops_test.sh --sanitize   also run it (--quick) under compute-sanitizer
 #                                                 memcheck and racecheck
 #   test/native/run_cuda_ops_test.sh --build-only
@@ -17,10 +19,12 @@ NVCC=${NVCC:-nvcc}
 JOBS=${JOBS:-$(nproc)}
 SANITIZE=0
 BUILD_ONLY=0
+HARNESS_ARGS=()
 for argument in "$@"; do
   case "$argument" in
     --sanitize) SANITIZE=1 ;;
     --build-only) BUILD_ONLY=1 ;;
+    --fp8) HARNESS_ARGS+=(--fp8) ;;
     *) echo "unknown option $argument" >&2; exit 2 ;;
   esac
 done
@@ -33,7 +37,7 @@ FLAGS=(-std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -Inative
 
 mkdir -p "$BUILD_DIR/objects"
 # The sm90 instantiations take the longest to compile: they start first.
-SOURCES=(native/cuda/sm90/*.cu native/core/*.cc native/cuda/*.cu native/cuda/*.cc native/cpu/*.cc test/native/cuda_ops_test.cu)
+SOURCES=(native/cuda/sm90/*.cu native/core/*.cc native/cuda/*.cu native/cuda/*.cc native/cpu/*.cc test/native/*.cu)
 echo "compiling ${#SOURCES[@]} sources with $($NVCC --version | tail -1) ($JOBS jobs)"
 printf '%s\n' "${SOURCES[@]}" | xargs -P "$JOBS" -I{} bash -c \
   'object="$0/objects/$(echo "$1" | tr / _).o"; exec "$2" "${@:3}" -c "$1" -o "$object"' \
@@ -57,7 +61,7 @@ run_logged() {
 }
 
 status=0
-run_logged harness "$BUILD_DIR/cuda_ops_test" || status=1
+run_logged harness "$BUILD_DIR/cuda_ops_test" "${HARNESS_ARGS[@]}" || status=1
 if [ "$SANITIZE" = 1 ]; then
   SANITIZER=${SANITIZER:-compute-sanitizer}
   # The harness provokes an out-of-memory error on purpose: API errors are not memcheck findings.

@@ -1,7 +1,10 @@
 // The consumer warpgroup's epilogue: its 64 × blockN float32 accumulators → (+ bias) → optional
 // activation → output dtype, stored straight from registers with plain global stores. Rows are
 // masked to the expert's range (a row tile may reach into the next expert, whose rows another
-// tile writes) and columns to the output width.
+// tile writes) and columns to the output width. An FP8 output (storeTileQuantized) is quantized
+// here too, by the W8A8 rule: a tile's outputs of a row are whole 128-column groups of the
+// output's scales, held by the four lanes of a quad, so a group's largest magnitude is two
+// shuffles away.
 //
 // A thread holds, per 8-column chunk j, columns 8j + 2q and 8j + 2q + 1 (q = lane % 4) of two
 // rows, r and r + 8 (wgmma.cuh). So:
@@ -19,6 +22,7 @@
 
 #include "../activation_math.cuh"
 #include "../float_access.cuh"
+#include "../fp8.cuh"
 #include "arch.h"
 #include "problem.h"
 #include "scheduler.cuh"
@@ -156,6 +160,130 @@ __device__ void storeTileActivated(const Problem& p, const Tile& tile, int consu
       case ActivationKind::SwiGLU: storeTile<pairing, blockN, Out, true, ActivationKind::SwiGLU>(p, tile, consumer, acc); return;
       case ActivationKind::GeGLU: storeTile<pairing, blockN, Out, true, ActivationKind::GeGLU>(p, tile, consumer, acc); return;
       default: storeTile<pairing, blockN, Out, true, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc); return;
+    }
+  }
+}
+
+// ---- FP8 output ---------------------------------------------------------------------------------------
+// The thread's outputs of one row, per 128-column output group, are kGroupSlots "slots": for Plain
+// and Halves, slot 2i + e is column 8i + 2q + e of the group's chunks; for Interleaved, slot i is
+// column 4i + q (one output per chunk). Slots beyond the output's width are zero and not stored.
+template <Pairing pairing, int blockN, bool activate, ActivationKind kind>
+__device__ void storeTileQuantized(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2]) {
+  using namespace detail;
+  constexpr int kOutputsPerTile = pairing == Pairing::Plain ? blockN : blockN / 2;
+  constexpr int kGroupColumns = static_cast<int>(kFp8BlockSize);
+  constexpr int kGroups = kOutputsPerTile / kGroupColumns;
+  constexpr int kGroupSlots = kGroupColumns / kLaneGroup;  // 32
+  constexpr int kHalfChunks = blockN / kChunkColumns / 2;  // Halves: the up chunk of gate chunk j is j + this
+  static_assert(kOutputsPerTile % kGroupColumns == 0, "a tile's outputs are whole groups of the output scales");
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = (threadIdx.x / kWarpSize) % (kConsumerRows / kWarpRows);
+  const int quad = lane % kLaneGroup;
+  const int32_t firstRow = tile.rowStart + consumer * kConsumerRows + warp * kWarpRows + lane / kLaneGroup;
+  const int32_t firstColumn = tile.columnTile * kOutputsPerTile;
+  uint8_t* output = static_cast<uint8_t*>(p.output);
+
+  // The output column of `slot` in group `group`.
+  const auto column = [&](int group, int slot) -> int32_t {
+    if constexpr (pairing == Pairing::Interleaved) {
+      return firstColumn + group * kGroupColumns + slot * (kChunkColumns / 2) + quad;
+    } else {
+      return firstColumn + group * kGroupColumns + (slot / 2) * kChunkColumns + 2 * quad + slot % 2;
+    }
+  };
+
+  // One group at a time, both of the thread's rows together (their bias is the same).
+#pragma unroll
+  for (int group = 0; group < kGroups; ++group) {
+    float values[kRowHalves][kGroupSlots];
+    float amax[kRowHalves] = {0.0f, 0.0f};
+#pragma unroll
+    for (int slot = 0; slot < kGroupSlots; ++slot) {
+      const int32_t c = column(group, slot);
+      const bool inside = c < p.outputCols;
+      if constexpr (pairing == Pairing::Plain) {
+        const int chunk = group * (kGroupSlots / 2) + slot / 2;
+        const float bias = inside ? biasAt(p, tile.expert, c) : 0.0f;
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+          values[h][slot] = finishPlain<activate, kind>(acc[chunk * kChunkRegisters + 2 * h + slot % 2] + bias);
+        }
+      } else if constexpr (pairing == Pairing::Halves) {
+        const int chunk = slot / 2;
+        const float gateBias = inside ? biasAt(p, tile.expert, c) : 0.0f;
+        const float upBias = inside ? biasAt(p, tile.expert, p.cols / 2 + c) : 0.0f;
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+          const float gate = acc[chunk * kChunkRegisters + 2 * h + slot % 2] + gateBias;
+          const float up = acc[(chunk + kHalfChunks) * kChunkRegisters + 2 * h + slot % 2] + upBias;
+          values[h][slot] = activateGated(kind, gate, up, p.alpha, p.limit);
+        }
+      } else {
+        const float gateBias = inside ? biasAt(p, tile.expert, 2 * c) : 0.0f;
+        const float upBias = inside ? biasAt(p, tile.expert, 2 * c + 1) : 0.0f;
+#pragma unroll
+        for (int h = 0; h < kRowHalves; ++h) {
+          values[h][slot] = activateGated(kind, acc[slot * kChunkRegisters + 2 * h] + gateBias,
+                                          acc[slot * kChunkRegisters + 2 * h + 1] + upBias, p.alpha, p.limit);
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < kRowHalves; ++h) {
+        if (!inside) values[h][slot] = 0.0f;  // past the width: no part of the group
+        amax[h] = fmaxf(amax[h], fabsf(values[h][slot]));
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kRowHalves; ++h) {
+      // The quad's four lanes hold the row's 128 outputs of the group.
+#pragma unroll
+      for (int offset = 1; offset < kLaneGroup; offset *= 2) amax[h] = fmaxf(amax[h], __shfl_xor_sync(kFullWarp, amax[h], offset));
+      const int32_t row = firstRow + h * kSecondRowOffset;
+      if (row >= tile.rowEnd) continue;
+      const float scale = fp8GroupScale(amax[h]);
+      uint8_t* outputRow = output + static_cast<int64_t>(row) * p.outputCols;
+      if constexpr (pairing == Pairing::Interleaved) {
+#pragma unroll
+        for (int slot = 0; slot < kGroupSlots; ++slot) {
+          const int32_t c = column(group, slot);
+          if (c < p.outputCols) outputRow[c] = floatToFp8(fp8Scaled(values[h][slot], scale));
+        }
+      } else {
+#pragma unroll
+        for (int slot = 0; slot < kGroupSlots; slot += 2) {
+          const int32_t c = column(group, slot);  // even, and outputCols is even: the pair is whole
+          if (c < p.outputCols) {
+            *reinterpret_cast<uint16_t*>(outputRow + c) =
+                floatsToFp8x2(fp8Scaled(values[h][slot], scale), fp8Scaled(values[h][slot + 1], scale));
+          }
+        }
+      }
+      if (quad == 0) {
+        const int32_t outputGroup = firstColumn / kGroupColumns + group;
+        if (outputGroup < p.outputBlocks) p.outputScales[static_cast<int64_t>(row) * p.outputBlocks + outputGroup] = scale;
+      }
+    }
+  }
+}
+
+template <Pairing pairing, int blockN>
+__device__ void storeTileQuantizedActivated(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2]) {
+  if constexpr (pairing == Pairing::Plain) {
+    if (!p.activate) {
+      storeTileQuantized<pairing, blockN, false, ActivationKind::SiLU>(p, tile, consumer, acc);
+      return;
+    }
+    switch (p.kind) {
+      case ActivationKind::SiLU: storeTileQuantized<pairing, blockN, true, ActivationKind::SiLU>(p, tile, consumer, acc); return;
+      case ActivationKind::GELU: storeTileQuantized<pairing, blockN, true, ActivationKind::GELU>(p, tile, consumer, acc); return;
+      default: storeTileQuantized<pairing, blockN, true, ActivationKind::ReLU>(p, tile, consumer, acc); return;
+    }
+  } else {
+    switch (p.kind) {
+      case ActivationKind::SwiGLU: storeTileQuantized<pairing, blockN, true, ActivationKind::SwiGLU>(p, tile, consumer, acc); return;
+      case ActivationKind::GeGLU: storeTileQuantized<pairing, blockN, true, ActivationKind::GeGLU>(p, tile, consumer, acc); return;
+      default: storeTileQuantized<pairing, blockN, true, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc); return;
     }
   }
 }

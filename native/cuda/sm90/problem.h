@@ -20,7 +20,8 @@ enum class Pairing : int32_t {
 struct Problem {
   const void* bias;         // [experts, cols] or nullptr
   DType biasDType;
-  void* output;             // [rows, outputCols], float32 or the operands' dtype
+  void* output;             // [rows, outputCols]: float32 or the operands' dtype; FP8 operands: any
+                            // float dtype or Float8E4M3 (with outputScales)
   DType outputDType;
   const int32_t* offsets;   // [experts + 1], device; nullptr: one expert owning every row (linear)
   int32_t experts;
@@ -30,6 +31,13 @@ struct Problem {
   int32_t outputCols;       // N, or N / 2 for gated activations
   int32_t columnTiles;      // N tiles per row tile
   int32_t bandRowTiles;     // row tiles swept together (sm90/scheduler.cuh)
+  // FP8 block scales (WeightFormat::Fp8Block128, sm90/kernel_fp8.cuh); unused by 16-bit operands.
+  const float* inputScales;   // [rows, depthBlocks]
+  const float* weightScales;  // [experts, colBlocks, depthBlocks]
+  float* outputScales;        // [rows, outputBlocks] when the output is Float8E4M3
+  int32_t depthBlocks;        // ceil(depth / 128)
+  int32_t colBlocks;          // ceil(cols / 128)
+  int32_t outputBlocks;       // ceil(outputCols / 128)
   bool activate;            // apply `kind` in the epilogue
   ActivationKind kind;
   float alpha;

@@ -50,6 +50,48 @@ struct TileShape {
 using WideTile = TileShape<256, 4>;
 using NarrowTile = TileShape<128, 6>;
 
+// ---- FP8 tile shapes -------------------------------------------------------------------------------------
+// e4m3 operands (WeightFormat::Fp8Block128; the kernel: sm90/kernel_fp8.cuh). A 128-byte swizzled
+// row holds 128 values, one K block of the scales, so each stage of the ring is one scale block.
+// The consumers multiply in halves of 128 columns (m64n128k32): each half's products of a stage
+// land in kHalfAccumulators registers summed from zero, then go into the float32 accumulators
+// times their scales. Registers per consumer thread: kAccumulators + kHalfAccumulators (192 for
+// the wide tile), which the 232 of setmaxnreg hold, where two full-width sets would not.
+template <int halves, int stages>
+struct Fp8TileShape {
+  static constexpr int kBlockM = kConsumers * 64;  // wgmma's M (64) per consumer warpgroup
+  static constexpr int kHalfN = 128;               // wgmma's N
+  static constexpr int kHalves = halves;
+  static constexpr int kBlockN = halves * kHalfN;
+  static constexpr int kBlockK = static_cast<int>(kFp8BlockSize);  // e4m3 values in one 128-byte row
+  static constexpr int kStepK = 32;                                // K per wgmma
+  static constexpr int kStages = stages;
+  static constexpr int kThreads = (1 + kConsumers) * kWarpgroupThreads;
+  static constexpr int kElementBytes = 1;
+  static constexpr int kRowBytes = kBlockK * kElementBytes;
+  static constexpr int kABytes = kBlockM * kRowBytes;
+  static constexpr int kBBytes = kBlockN * kRowBytes;
+  static constexpr int kHalfBBytes = kHalfN * kRowBytes;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kConsumerABytes = kABytes / kConsumers;
+  static constexpr int kAccumulators = kBlockN / 2;      // per thread: the tile's float32 sums
+  static constexpr int kHalfAccumulators = kHalfN / 2;   // per thread: one half's block products
+  static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+  static_assert(kRowBytes == 128, "one K slice is one 128-byte swizzle row");
+  static_assert(kBlockK % kStepK == 0, "whole wgmma steps per K slice");
+  static_assert(kConsumerABytes % kSwizzleAlignment == 0 && kHalfBBytes % kSwizzleAlignment == 0,
+                "every operand box and half starts on a swizzle atom");
+  static_assert(kStageBytes % kSwizzleAlignment == 0 && kBBytes / 2 % kSwizzleAlignment == 0,
+                "every operand box starts on a swizzle atom");
+  static_assert(kDynamicSharedBytes + static_cast<int>(sizeof(ExpertTiles)) + 2 * kStages * 8 <= kMaxSharedBytes,
+                "the ring, the expert table and the barriers fit in shared memory");
+};
+
+// The FP8 shapes: the wide tile for gated activations (its 128 outputs per row are one group of
+// the output's FP8 scales) and most calls; the narrow one for plain products of few rows per expert.
+using Fp8WideTile = Fp8TileShape<2, 4>;
+using Fp8NarrowTile = Fp8TileShape<1, 6>;
+
 // ---- Host-side tile arithmetic ------------------------------------------------------------------------
 inline bool gatedPairs(const GroupedGemmArgs& args) { return args.activation.enabled && isGated(args.activation.kind); }
 
@@ -75,5 +117,12 @@ inline int64_t tileBound(const GroupedGemmArgs& args, int blockM, int blockN) {
 // holds every pairing and epilogue of its kernel, which takes the compiler a while).
 template <typename Element, class Shape>
 void launchShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles = kBandRowTiles);
+
+// Launches the FP8 kernel of one tile shape (Fp8WideTile or Fp8NarrowTile) on `args`, whose input
+// arrives as `input` [rows, depth] e4m3 with `inputScales` [rows, ceil(depth / 128)] (the args' own
+// or a quantized copy). Instantiated per shape in sm90/instances_fp8_*.cu.
+template <class Shape>
+void launchFp8Shape(const GroupedGemmArgs& args, const uint8_t* input, const float* inputScales, cudaStream_t stream,
+                    int32_t bandRowTiles = kBandRowTiles);
 
 }  // namespace moekit::cuda::sm90

@@ -36,8 +36,9 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensorMapEncoder() {
   return encoder;
 }
 
-// A row-major [rows, depth] matrix of 16-bit elements (depth contiguous), read in boxes of
-// boxRows × boxDepth elements into 128-byte-swizzled shared memory (boxDepth · 2 must be 128).
+// A row-major [rows, depth] matrix of 16-bit or e4m3 elements (depth contiguous), read in boxes of
+// boxRows × boxDepth elements into 128-byte-swizzled shared memory (a box row must be 128 bytes:
+// 64 16-bit values or 128 e4m3 ones).
 // Boxes reaching past the matrix are filled with zeros, which is what makes K tails and the
 // last rows free of special cases in the kernel. The depth stride must be a multiple of 16 bytes.
 inline CUtensorMap operandTensorMap(const void* data, DType dtype, int64_t rows, int64_t depth, uint32_t boxRows,
@@ -47,8 +48,10 @@ inline CUtensorMap operandTensorMap(const void* data, DType dtype, int64_t rows,
   const cuuint64_t rowStrideBytes[kRank - 1] = {static_cast<cuuint64_t>(depth) * dtypeSize(dtype)};
   const cuuint32_t box[kRank] = {boxDepth, boxRows};
   const cuuint32_t elementStrides[kRank] = {1, 1};
-  const CUtensorMapDataType type =
-      dtype == DType::BFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  // The copy engine moves bytes; e4m3 travels as uint8.
+  const CUtensorMapDataType type = dtype == DType::BFloat16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                   : dtype == DType::Float16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                             : CU_TENSOR_MAP_DATA_TYPE_UINT8;
   CUtensorMap map;
   const CUresult status = tensorMapEncoder()(&map, type, kRank, const_cast<void*>(data), extents, rowStrideBytes, box,
                                              elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
