@@ -277,7 +277,13 @@ function hostSource(data: TensorData, requested: DType | undefined): HostSource 
     // recurses without bound).
     const bad = data.findIndex((value) => typeof value !== 'number');
     if (bad >= 0) throw new MoekitError('E_INVALID_ARGUMENT', `tensor data must hold numbers, got ${describeValue(data[bad])} at index ${bad}`);
-    return requested === 'int32' ? { dtype: 'int32', values: Int32Array.from(data) } : { dtype: 'float32', values: Float32Array.from(data) };
+    if (requested === 'int32') return { dtype: 'int32', values: Int32Array.from(data) };
+    if (requested === 'uint8') {
+      const outside = data.findIndex((value) => !Number.isInteger(value) || value < 0 || value > 255);
+      if (outside >= 0) throw new MoekitError('E_INVALID_ARGUMENT', `uint8 data must hold integers in [0, 255], got ${describeValue(data[outside])} at index ${outside}`);
+      return { dtype: 'uint8', values: Uint8Array.from(data) };
+    }
+    return { dtype: 'float32', values: Float32Array.from(data) };
   }
   throw new MoekitError('E_INVALID_ARGUMENT', 'tensor data must be a Float32Array, Int32Array, Uint16Array, Uint8Array or number[]');
 }

@@ -390,3 +390,25 @@ describe('activation after an FP8 GEMM', () => {
     expect((await a.toFloat32Array()).every(Number.isFinite)).toBe(true);
   });
 });
+
+describe('the W8A8 rule keeps a NaN a NaN', () => {
+  it('also in a group whose other values are 0 (scale 0): permute, quantizeWeights and an FP8 linear', async () => {
+    using x = Tensor.fromArray([NaN, 0, 0], [1, 3]);
+    using ids = Tensor.fromArray(new Int32Array([0]), [1, 1]);
+    const sorted = permute(x, ids, 1, { quantize: 'fp8' });
+    try {
+      const rows = sorted.permuted as Fp8Rows;
+      expect(Array.from(await rows.scales.toArray())).toEqual([0]);
+      const bits = await rows.data.toArray();
+      expect([bits[0]! & 0x7f, bits[1], bits[2]]).toEqual([0x7f, 0, 0]);
+    } finally {
+      sorted.permuted.dispose();
+      for (const tensor of [sorted.expertOffsets, sorted.sourceToPermuted, sorted.permutedToSource]) tensor.dispose();
+    }
+    using weights = quantizeWeights(Tensor.fromArray([1, 0, 0, 0, 1, 0], [2, 3]), 'fp8_block128');
+    using y = linear(x, weights);
+    expect(Array.from(await y.toArray()).map(Number.isNaN)).toEqual([true, true]);
+    using nanWeights = quantizeWeights(Tensor.fromArray([NaN, NaN], [1, 2]), 'fp8_block128');
+    expect(Array.from(await nanWeights.data.toArray()).map((bits) => bits & 0x7f)).toEqual([0x7f, 0x7f]);
+  });
+});

@@ -198,3 +198,12 @@ describe('float8_e4m3 and uint8 tensors', () => {
     expectMoekitError(() => Tensor.random([2], { dtype: 'float8_e4m3' }), 'E_DTYPE', /not float8_e4m3/);
   });
 });
+
+describe('uint8 tensors from number[]', () => {
+  it('take integers in [0, 255] and refuse anything else', async () => {
+    using bytes = Tensor.fromArray([0, 7, 255], [3], { dtype: 'uint8' });
+    expect(Array.from(await bytes.toArray())).toEqual([0, 7, 255]);
+    expectMoekitError(() => Tensor.fromArray([1, 256], [2], { dtype: 'uint8' }), 'E_INVALID_ARGUMENT', /uint8 data must hold integers in \[0, 255\], got 256 at index 1/);
+    expectMoekitError(() => Tensor.fromArray([0.5], [1], { dtype: 'uint8' }), 'E_INVALID_ARGUMENT', /got 0\.5 at index 0/);
+  });
+});

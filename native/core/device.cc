@@ -25,8 +25,4 @@ void Device::waitIdle(uint64_t completedThrough) {
   if (!code.empty()) throw NativeError(code, message);
 }
 
-void Device::quantizeWeights(const QuantizeWeightsArgs&) {
-  throw NativeError("E_NATIVE", "quantizeWeights is not implemented on cuda:" + std::to_string(index()) + " in this build");
-}
-
 }  // namespace moekit

@@ -90,8 +90,7 @@ class Device {
   virtual void combine(const CombineArgs& args) = 0;
   virtual void cast(const CastArgs& args) = 0;
   virtual void fillRandom(const FillRandomArgs& args) = 0;
-  // Not yet on every backend: the default throws E_NATIVE naming the device.
-  virtual void quantizeWeights(const QuantizeWeightsArgs& args);
+  virtual void quantizeWeights(const QuantizeWeightsArgs& args) = 0;
 };
 
 }  // namespace moekit

@@ -155,7 +155,8 @@ inline int64_t fp8Blocks(int64_t extent) { return (extent + kFp8BlockSize - 1) /
 //   amax = max |x| over the group;  scale = amax / 448;
 //   q = e4m3(x / scale), rounded to nearest even, saturating to ±448 (floatToFloat8e4m3);
 //   a group whose scale is 0 (amax 0, or so small that amax / 448 underflows) has q = 0;
-//   a NaN takes no part in amax and stays NaN.
+//   a NaN takes no part in amax and stays NaN (in a group of scale 0 too); an infinity makes
+//   the scale infinite, so its whole group becomes NaN (x' = q * scale).
 // and computes with x' = q * scale (exactly representable products), accumulating in float32:
 //   output[r, n] = sum_k x'[r, k] * w[n, k]   (+ bias, activation: as for dense weights).
 // The input may also arrive already quantized, as Float8E4M3 with inputScales float32

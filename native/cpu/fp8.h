@@ -4,6 +4,7 @@
 // scale = amax / 448 and q = e4m3(x / scale), and FP8 values back to float.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -31,8 +32,11 @@ inline float fp8Scaled(uint8_t q, float scale) {
 // The scale of a group or block whose largest magnitude is amax.
 inline float fp8Scale(float amax) { return amax / kFloat8E4M3Max; }
 
-// One value quantized under its group's scale; a scale of 0 (an all-zero group) gives 0.
-inline uint8_t fp8Quantize(float value, float scale) { return scale == 0.0f ? 0 : floatToFloat8e4m3(value / scale); }
+// One value quantized under its group's scale; a scale of 0 (a group of zeros) gives 0, except
+// that a NaN stays NaN.
+inline uint8_t fp8Quantize(float value, float scale) {
+  return scale == 0.0f && !std::isnan(value) ? 0 : floatToFloat8e4m3(value / scale);
+}
 
 // The W8A8 rule on one row of `width` values: q [width] and scales [fp8Blocks(width)].
 void quantizeRowFp8(const float* values, int64_t width, uint8_t* q, float* scales);

@@ -599,6 +599,7 @@ class CudaDeviceImpl final : public CudaDevice {
   void combine(const CombineArgs& args) override { run(args, true, moekit::cuda::combine); }
   void cast(const CastArgs& args) override { run(args, false, moekit::cuda::cast); }
   void fillRandom(const FillRandomArgs& args) override { run(args, false, moekit::cuda::fillRandom); }
+  void quantizeWeights(const QuantizeWeightsArgs& args) override { run(args, false, moekit::cuda::quantizeWeights); }
 
   void launchGraph(cudaGraphExec_t graph) override {
     useDevice(index_);

@@ -40,9 +40,12 @@ __host__ __device__ __forceinline__ int64_t fp8BlockCount(int64_t extent) {
 // The scale of a group whose largest magnitude is `amax`.
 __device__ __forceinline__ float fp8GroupScale(float amax) { return amax / kFloat8E4M3Max; }
 
-// One value of a group with scale `scale`: e4m3(x / scale), and 0 in a group of zeros. A true
-// division (not a multiply by the reciprocal), so the bits match the CPU backend's.
-__device__ __forceinline__ float fp8Scaled(float value, float scale) { return scale == 0.0f ? 0.0f : value / scale; }
+// One value of a group with scale `scale`: e4m3(x / scale), and 0 in a group of zeros (a NaN stays
+// NaN there too). A true division (not a multiply by the reciprocal), so the bits match the CPU
+// backend's.
+__device__ __forceinline__ float fp8Scaled(float value, float scale) {
+  return scale == 0.0f && !isnan(value) ? 0.0f : value / scale;
+}
 
 // ---- Widening for 16-bit tensor cores -------------------------------------------------------------------
 // e4m3 (1 sign, 4 exponent bits with bias 7, 3 mantissa bits) sits inside float16 (bias 15) when its
@@ -50,8 +53,17 @@ __device__ __forceinline__ float fp8Scaled(float value, float scale) { return sc
 // 2^-8 exactly, subnormals included (both formats have them at exponent field 0). So an FP8 × FP8
 // product costs two bit operations per value on the operands and one multiply by 2^16 on the
 // float32 sum (kFp8WidenedProductScale); a byte permute, a shift and two masks convert four values.
-// The e4m3 NaN (0x7f) becomes the finite 480 · 2^-8: weights and quantized activations hold none.
+// The e4m3 NaN (0x7f, all seven magnitude bits set) is made a float16 NaN (exponent bits set on top),
+// so a NaN input stays NaN through the product, as the contract says.
 constexpr float kFp8WidenedProductScale = 65536.0f;  // 2^8 for each operand
+
+// A widened pair whose halves came from the e4m3 NaN pattern (magnitude bits all set) made float16
+// NaNs: their exponent bits set too, keeping a non-zero mantissa.
+__device__ __forceinline__ uint32_t withNaNs(uint32_t pair) {
+  constexpr uint32_t kMagnitudes = 0x3f803f80u;
+  constexpr uint32_t kExponents = 0x7c007c00u;
+  return pair | (__vcmpeq2(pair & kMagnitudes, kMagnitudes) & kExponents);
+}
 
 // Bytes 0 and 1 of `word` → the float16 pair (low, high) of `*pair01`; bytes 2 and 3 → `*pair23`.
 __device__ __forceinline__ void widenFp8x4(uint32_t word, uint32_t* pair01, uint32_t* pair23) {
@@ -62,8 +74,8 @@ __device__ __forceinline__ void widenFp8x4(uint32_t word, uint32_t* pair01, uint
   constexpr uint32_t kBytes23 = 0x3424u;  // half 0 ← byte 2, half 1 ← byte 3
   const uint32_t spread01 = __byte_perm(word, 0u, kBytes01);
   const uint32_t spread23 = __byte_perm(word, 0u, kBytes23);
-  *pair01 = (spread01 & kSigns) | ((spread01 >> 1) & kMagnitudes);
-  *pair23 = (spread23 & kSigns) | ((spread23 >> 1) & kMagnitudes);
+  *pair01 = withNaNs((spread01 & kSigns) | ((spread01 >> 1) & kMagnitudes));
+  *pair23 = withNaNs((spread23 & kSigns) | ((spread23 >> 1) & kMagnitudes));
 }
 
 }  // namespace moekit::cuda

@@ -8,6 +8,7 @@
 #include "alignment.h"
 #include "check.h"
 #include "float_access.cuh"
+#include "kernels.h"
 #include "quantize.cuh"
 #include "quantize.h"
 
@@ -170,6 +171,14 @@ QuantizedRows::QuantizedRows(const TensorView& input, const TensorView& inputSca
   quantizeRows(quantize, stream);
   values_ = values;
   scales_ = scales;
+}
+
+void quantizeWeights(const QuantizeWeightsArgs& args, cudaStream_t stream) {
+  switch (args.format) {
+    case WeightFormat::Fp8Block128: quantizeWeightBlocks(args.input, args.output, args.scales, stream); return;
+    case WeightFormat::Dense: break;
+  }
+  throw NativeError("E_INVALID_ARGUMENT", "quantizeWeights: the format is not a quantized one");
 }
 
 }  // namespace moekit::cuda

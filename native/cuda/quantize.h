@@ -32,7 +32,7 @@ void quantizeRows(const QuantizeRowsArgs& args, cudaStream_t stream);
 // matrix and each of its 128 × 128 blocks (partial at the edges), scale = amax / 448 and
 // q = e4m3(w / scale), q = 0 in a block whose scale is 0. `input` [N, K] or [E, N, K] float,
 // `output` e4m3 of the same shape, `scales` float32 [(E,) ceil(N/128), ceil(K/128)]. (The
-// quantizeWeights op of the FP8 contract, reached through CudaDevice once the contract has it.)
+// quantizeWeights op's Fp8Block128 format: kernels.h.)
 void quantizeWeightBlocks(const TensorView& input, const TensorView& output, const TensorView& scales, cudaStream_t stream);
 
 // The FP8 rows a GEMM with Fp8Block128 weights multiplies: its input when it arrives quantized

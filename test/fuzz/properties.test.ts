@@ -12,8 +12,8 @@ import { loadBuild, type MoekitApi, type MoekitBuild } from './harness/moekit';
 import type { FuzzProperty, PropertyFactory } from './harness/property';
 import { configProperty, editedConfigText, type ConfigCase } from './properties/config';
 import { opsProperty } from './properties/ops';
-import type { OpCase, TensorSpec } from './properties/ops_cases';
-import { outOfRangeReason } from './properties/ops_oracle';
+import type { Fp8RowsSpec, OpCase, QuantizedSpec, TensorSpec } from './properties/ops_cases';
+import { decodeE4m3, encodeE4m3, outOfRangeReason } from './properties/ops_oracle';
 import { fileBytes, safetensorsProperty, type FileCase, type SafetensorsCase } from './properties/safetensors';
 import { referenceParse } from './properties/safetensors_reference';
 import { DEEP_JSON, toJsonText } from './properties/values';
@@ -42,6 +42,19 @@ function tensor(dtype: 'float32' | 'int32', shape: number[], values?: number[]):
   return { $tensor: { dtype, shape, ...(values ? { values } : { seed: 1 }) } };
 }
 
+function fp8Weights(shape: number[], seed = 1): QuantizedSpec {
+  return { $quantized: { format: 'fp8_block128', from: { $tensor: { dtype: 'float32', shape, seed } } } };
+}
+
+function fp8Rows(rows: number, width: number, scales: number[] = [1 / 448, 0.01]): Fp8RowsSpec {
+  return {
+    $fp8rows: {
+      data: { $tensor: { dtype: 'float8_e4m3', shape: [rows, width], seed: 3 } },
+      scales: { $tensor: { dtype: 'float32', shape: [rows, Math.ceil(width / 128)], values: scales } },
+    },
+  };
+}
+
 function combineCase(sourceToPermuted: number[]): OpCase {
   return { op: 'combine', args: [tensor('float32', [2, 3]), tensor('float32', [2, 1]), tensor('int32', [2, 1], sourceToPermuted)] };
 }
@@ -65,6 +78,18 @@ describe('ops oracle', () => {
     // Values repeat to fill the tensor, and wrap as int32 does.
     expect(outOfRangeReason(permute([1], 2))).toBeUndefined();
     expect(outOfRangeReason(permute([2 ** 32], 2))).toBeUndefined();
+    // FP8 input rows count as the input's rows.
+    const fp8Gemm = (offsets: number[]): OpCase => ({ op: 'groupedGemm', args: [fp8Rows(3, 2), fp8Weights([2, 4, 2]), tensor('int32', [3], offsets)] });
+    expect(outOfRangeReason(fp8Gemm([0, 1, 3]))).toBeUndefined();
+    expect(outOfRangeReason(fp8Gemm([0, 1, 4]))).toMatch(/past the 3 input rows/);
+  });
+
+  it('converts to float8_e4m3 as documented: nearest even, saturating at ±448, NaN kept', () => {
+    expect([1, 1.0625, 1.1875, 232, 447, 448, 464, 1e9, Infinity, -Infinity].map((value) => decodeE4m3(encodeE4m3(value)))).toEqual([1, 1, 1.25, 224, 448, 448, 448, 448, 448, -448]);
+    // Subnormals: steps of 2^-9; a tie at 2^-10 rounds to 0 (even), at 3 · 2^-10 to 2^-8.
+    expect([2 ** -10, 3 * 2 ** -10, 2 ** -9, -(2 ** -11)].map((value) => decodeE4m3(encodeE4m3(value)))).toEqual([0, 2 ** -8, 2 ** -9, -0]);
+    expect(decodeE4m3(encodeE4m3(NaN))).toBeNaN();
+    expect([0x7e, 0xfe, 0x08, 0x01, 0x80].map(decodeE4m3)).toEqual([448, -448, 2 ** -6, 2 ** -9, -0]);
   });
 });
 
@@ -78,6 +103,17 @@ describe('ops property', () => {
     ['to bfloat16', { op: 'tensor.to', args: [tensor('float32', [5]), 'cpu', 'bfloat16'] }],
     ['random', { op: 'Tensor.random', args: [[3, 2], { seed: 4, scale: 0.5 }] }],
     ['the pipeline', { op: 'pipeline', args: [tensor('float32', [2, 3]), tensor('int32', [2, 2], [1, 0, 0, 1]), 2, tensor('float32', [2, 4, 3]), tensor('float32', [2, 3, 2]), tensor('float32', [2, 2])] }],
+    ['quantizeWeights, partial blocks', { op: 'quantizeWeights', args: [{ $tensor: { dtype: 'bfloat16', shape: [2, 130, 129], seed: 2 } }, 'fp8_block128'] }],
+    ['QuantizedWeights from parts', { op: 'QuantizedWeights', args: [{ format: 'fp8_block128', data: { $tensor: { dtype: 'float8_e4m3', shape: [129, 3], values: [0x38, 0x7e, 0xb8] } }, scales: tensor('float32', [2, 1], [0.5, 2]) }] }],
+    ['Fp8Rows from parts', { op: 'Fp8Rows', args: [fp8Rows(2, 200).$fp8rows] }],
+    ['groupedGemm, FP8 rows in and out', { op: 'groupedGemm', args: [fp8Rows(3, 130), fp8Weights([2, 129, 130]), tensor('int32', [3], [0, 1, 3]), { outDtype: 'float8_e4m3', bias: { $tensor: { dtype: 'bfloat16', shape: [2, 129], seed: 4 } } }] }],
+    ['groupedGemm, float rows, FP8 out after swiglu', { op: 'groupedGemm', args: [tensor('float32', [3, 5]), fp8Weights([2, 258, 5]), tensor('int32', [3], [1, 2, 3]), { outDtype: 'float8_e4m3', activation: { kind: 'swiglu' } }] }],
+    ['linear, float16 rows, FP8 weights', { op: 'linear', args: [{ $tensor: { dtype: 'float16', shape: [2, 300], seed: 5 } }, fp8Weights([7, 300]), { bias: tensor('float32', [7], [0.5, -1, 0, 2]), outDtype: 'float16' }] }],
+    ['permute quantizing rows', { op: 'permute', args: [tensor('float32', [3, 130]), tensor('int32', [3, 2], [0, 2, 1, 2, 3, 0]), 4, { quantize: 'fp8', localExperts: { first: 0, count: 3 } }] }],
+    ['permute quantizing NaN and zero rows', { op: 'permute', args: [tensor('float32', [2, 3], [NaN, 0, 0, NaN, 1, 0]), tensor('int32', [2, 1], [0, 0]), 1, { quantize: 'fp8' }] }],
+    ['the FP8 pipeline', { op: 'pipelineFp8', args: [tensor('float32', [2, 129]), tensor('int32', [2, 2], [1, 0, 0, 1]), 2, fp8Weights([2, 130, 129]), fp8Weights([2, 129, 65]), tensor('float32', [2, 2])] }],
+    ['fromArray of float8_e4m3 bits', { op: 'Tensor.fromArray', args: [Uint8Array.from([0, 0x7f, 0x80, 0xfe]), [2, 2], { dtype: 'float8_e4m3' }] }],
+    ['to float8_e4m3', { op: 'tensor.to', args: [tensor('float32', [6], [1.0625, 464, -1e9, NaN, 2 ** -10, 0.3]), 'cpu', 'float8_e4m3'] }],
   ];
 
   it.each(validCases)('holds for a valid call: %s', async (_, call) => {
@@ -118,6 +154,40 @@ describe('ops property', () => {
     const wrong = (input: Tensor): Tensor => api.Tensor.fromArray(new Float32Array((input.shape[0] ?? 0) * 2).fill(7), [input.shape[0] ?? 0, 2]);
     const property = await propertyOf<OpCase>(opsProperty, withApi({ linear: wrong }));
     await expect(property.check({ op: 'Tensor.empty', args: [[2]] })).rejects.toThrow(/cpu is not usable after the case/);
+  });
+
+  it('fails when FP8 weights are not what the block rule makes', async () => {
+    // quantizeWeights with its scales doubled: q · scale no longer gives the weights back.
+    const doubled = (weights: Tensor, format: 'fp8_block128'): InstanceType<MoekitApi['QuantizedWeights']> => {
+      const made = api.quantizeWeights(weights, format);
+      const scales = api.Tensor.fromArray(new Float32Array(made.scales.numel).fill(1), [...made.scales.shape]);
+      made.scales.dispose();
+      return new api.QuantizedWeights({ format, data: made.data, scales });
+    };
+    const property = await propertyOf<OpCase>(opsProperty, withApi({ quantizeWeights: doubled }));
+    await expect(property.check(validCases.find(([name]) => name.startsWith('quantizeWeights'))![1])).rejects.toThrow(/quantizeWeights: block \(0, 0, 0\): scale is 1, expected amax \/ 448/);
+  });
+
+  it('fails when an FP8 GEMM computes other values', async () => {
+    // A linear that drops its bias.
+    const noBias = (input: Tensor, weight: Tensor, options?: object): unknown => api.linear(input, weight, { ...options, bias: undefined } as never);
+    const property = await propertyOf<OpCase>(opsProperty, withApi({ linear: noBias }));
+    await expect(property.check(validCases.find(([name]) => name.startsWith('linear, float16'))![1])).rejects.toThrow(/linear: output\[0, 0\] is .*float math on the W8A8 rows and dequantized weights/);
+  });
+
+  it('fails when FP8 output rows of a call with out-of-range offsets resolve', async () => {
+    // A groupedGemm whose FP8 output keeps clean scales beside its poisoned data.
+    const cleanScales = (...args: Parameters<MoekitApi['groupedGemm']>): unknown => {
+      const output = api.groupedGemm(...args);
+      if (!(output instanceof api.Fp8Rows)) return output;
+      const scales = api.Tensor.fromArray(new Float32Array(output.scales.numel), [...output.scales.shape]);
+      output.scales.dispose();
+      return new api.Fp8Rows({ data: output.data, scales });
+    };
+    const property = await propertyOf<OpCase>(opsProperty, withApi({ groupedGemm: cleanScales }));
+    const call = validCases.find(([name]) => name === 'groupedGemm, FP8 rows in and out')![1];
+    const badOffsets = { ...call, args: [call.args[0], call.args[1], tensor('int32', [3], [0, 4, 3]), call.args[3]] };
+    await expect(property.check(badOffsets)).rejects.toThrow(/output\(s\) output.scales resolved.*poisoned/);
   });
 
   it('fails when a valid call resolves with garbage', async () => {

@@ -2,8 +2,9 @@
  * How many cases each property runs: a short run in `npm test` (CI: a 2-core machine, all three
  * together well under a minute) and its share of the long run (`npm run fuzz`). Measured on the
  * 2-core development machine, in cases per second of one core with generation and the case log
- * included: ops ~5300, safetensors ~2200, config ~540. The short run is then about 16 s of one
- * core, and the long run's 10^6 cases about 340 s (under 3 minutes on 2 cores).
+ * included: ops ~3400 (~5300 before its FP8 cases, which make and read more tensors), safetensors
+ * ~2200, config ~540. The short run is then about 19 s of one core, and the long run's 10^6 cases
+ * about 410 s (about 3.5 minutes on 2 cores).
  */
 import type { MoekitPropertyName } from './registry';
 

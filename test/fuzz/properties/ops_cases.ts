@@ -1,7 +1,8 @@
 /**
  * Cases for the ops property: one call of an op or a Tensor factory, as plain data. Tensors are
  * specs ({ $tensor: ... }) that the property builds on the device before the call, so a case can
- * be printed as a reproducer and shrunk.
+ * be printed as a reproducer and shrunk; so are the FP8 pairs of values and scales
+ * ({ $quantized: ... } for QuantizedWeights, { $fp8rows: ... } for Fp8Rows).
  *
  * Each case starts as a call that is valid or nearly so (consistent shapes, in-range options),
  * since a call wrong everywhere only ever tests the first check. Index tensors (expert ids,
@@ -14,14 +15,28 @@ import * as fc from 'fast-check';
 import { DEVICE_STRINGS, JUNK_VALUES, junkValue, SPECIAL_FLOATS } from './values';
 
 export const FLOAT_DTYPES = ['float32', 'float16', 'bfloat16'] as const;
-export const DTYPES = [...FLOAT_DTYPES, 'int32'] as const;
+export const DTYPES = [...FLOAT_DTYPES, 'int32', 'float8_e4m3', 'uint8'] as const;
 export type DTypeName = (typeof DTYPES)[number];
 type FloatDTypeName = (typeof FLOAT_DTYPES)[number];
+
+/** The only weight format so far (QuantizedWeights' format). */
+export const FP8_FORMAT = 'fp8_block128';
+/** The block edge of FP8 weight scales and the group width of FP8 row scales. */
+export const FP8_BLOCK = 128;
+
+/** Dtypes whose specs are built from values (held as they are, wrapped to the dtype's range): no random values exist for them. */
+export function needsValues(dtype: DTypeName): boolean {
+  return dtype === 'int32' || dtype === 'uint8';
+}
 
 export interface TensorSpecBody {
   readonly dtype: DTypeName;
   readonly shape: readonly number[];
-  /** Element values, repeated to fill the tensor; absent: Tensor.random(shape, { seed }). int32 specs always have values. */
+  /**
+   * Element values, repeated to fill the tensor (float8_e4m3 and uint8: bit patterns, as a
+   * Uint8Array holds them); absent: Tensor.random(shape, { seed }) (float8_e4m3: float32 random
+   * values converted). int32 and uint8 specs always have values.
+   */
   readonly values?: readonly number[];
   readonly seed?: number;
   /** Absent: the case's device. */
@@ -37,6 +52,64 @@ export function isTensorSpec(value: unknown): value is TensorSpec {
   return typeof value === 'object' && value !== null && Object.hasOwn(value, '$tensor');
 }
 
+/**
+ * QuantizedWeights: made by quantizeWeights(from, format) when `from` is there, else by new
+ * QuantizedWeights({ format, data, scales }) with the parts that are there (a part left out is
+ * not passed). `disposePart`: that part disposed once the weights are made.
+ */
+export interface QuantizedSpecBody {
+  readonly format: unknown;
+  readonly from?: unknown;
+  readonly data?: unknown;
+  readonly scales?: unknown;
+  readonly disposePart?: 'data' | 'scales';
+}
+
+export interface QuantizedSpec {
+  readonly $quantized: QuantizedSpecBody;
+}
+
+/** Fp8Rows: new Fp8Rows({ data, scales }) with the parts that are there; `disposePart` as for QuantizedSpec. */
+export interface Fp8RowsSpecBody {
+  readonly data?: unknown;
+  readonly scales?: unknown;
+  readonly disposePart?: 'data' | 'scales';
+}
+
+export interface Fp8RowsSpec {
+  readonly $fp8rows: Fp8RowsSpecBody;
+}
+
+export function isQuantizedSpec(value: unknown): value is QuantizedSpec {
+  return typeof value === 'object' && value !== null && Object.hasOwn(value, '$quantized');
+}
+
+export function isFp8RowsSpec(value: unknown): value is Fp8RowsSpec {
+  return typeof value === 'object' && value !== null && Object.hasOwn(value, '$fp8rows');
+}
+
+/** The fields of a QuantizedSpec or Fp8RowsSpec, or undefined for anything else. */
+export function wrapperBody(value: unknown): Record<string, unknown> | undefined {
+  if (isQuantizedSpec(value)) return value.$quantized as unknown as Record<string, unknown>;
+  if (isFp8RowsSpec(value)) return value.$fp8rows as unknown as Record<string, unknown>;
+  return undefined;
+}
+
+/** A wrapper spec with its fields replaced by `body`. */
+function rewrap(wrapper: QuantizedSpec | Fp8RowsSpec, body: Record<string, unknown>): QuantizedSpec | Fp8RowsSpec {
+  return isQuantizedSpec(wrapper) ? { $quantized: body as unknown as QuantizedSpecBody } : { $fp8rows: body as Fp8RowsSpecBody };
+}
+
+/** Scales along an extent: one per 128 values, the last for what is left. */
+export function fp8Blocks(extent: number): number {
+  return Math.ceil(extent / FP8_BLOCK);
+}
+
+/** The scales' shape of fp8_block128 weights of `shape` ([.., N, K]). */
+export function weightScaleShape(shape: readonly number[]): number[] {
+  return [...shape.slice(0, -2), fp8Blocks(shape.at(-2) ?? 0), fp8Blocks(shape.at(-1) ?? 0)];
+}
+
 export function numel(shape: readonly number[]): number {
   return shape.reduce((product, extent) => product * extent, 1);
 }
@@ -44,13 +117,17 @@ export function numel(shape: readonly number[]): number {
 export const OP_NAMES = [
   'route', 'permute', 'groupedGemm', 'activation', 'combine', 'linear',
   'Tensor.fromArray', 'Tensor.empty', 'Tensor.random', 'tensor.to', 'pipeline',
+  'quantizeWeights', 'QuantizedWeights', 'Fp8Rows', 'pipelineFp8',
 ] as const;
 export type OpName = (typeof OP_NAMES)[number];
 
 /**
  * One call. `tensor.to`: args[0] is the tensor whose to() is called. `pipeline`: args are
  * [x, topkIds, numExperts, w13, w2, topkWeights] for permute → groupedGemm (swiglu) →
- * groupedGemm → combine, with only the final output awaited.
+ * groupedGemm → combine, with only the final output awaited. `pipelineFp8`: the same with
+ * QuantizedWeights, permute({ quantize: 'fp8' }) and the first GEMM's output FP8 (Fp8Rows); the
+ * final output is awaited first, then the intermediates. `QuantizedWeights`, `Fp8Rows`: the
+ * constructors (args[0] is the parts object).
  */
 export interface OpCase {
   readonly op: OpName;
@@ -90,6 +167,55 @@ function indexTensor(shape: readonly number[], valid: fc.Arbitrary<number>, bad:
     { weight: 1, arbitrary: fc.array(fc.oneof(valid, fc.constantFrom(...bad)), { minLength: count, maxLength: count }) },
   );
   return values.map((list) => spec({ dtype: 'int32', shape, values: list }));
+}
+
+// ---- FP8 specs ------------------------------------------------------------------------------
+
+/**
+ * Extents of FP8 operands (K and N of a GEMM, a permuted row's width): small ones mostly, and ones
+ * about the 128-block size, so whole blocks, partial ones and several of them all come up.
+ */
+export const fp8Extent: fc.Arbitrary<number> = fc.oneof(
+  { weight: 10, arbitrary: fc.integer({ min: 1, max: 5 }) },
+  { weight: 1, arbitrary: fc.constant(0) },
+  { weight: 3, arbitrary: fc.constantFrom(127, 128, 129, 200, 256, 257) },
+  { weight: 1, arbitrary: fc.integer({ min: 1, max: 300 }) },
+);
+
+/** float8_e4m3 values: float32 random ones converted mostly, else bit patterns (0x7f and 0xff are NaN). */
+function fp8Tensor(shape: readonly number[]): fc.Arbitrary<TensorSpec> {
+  return fc.oneof(
+    { weight: 4, arbitrary: randomSeed.map((seed) => spec({ dtype: 'float8_e4m3', shape, seed })) },
+    { weight: 1, arbitrary: fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 6 }).map((values) => spec({ dtype: 'float8_e4m3', shape, values })) },
+  );
+}
+
+/** Scales the W8A8 rule would make (amax / 448: small, positive, 0 for an all-zero group). */
+export const TAME_SCALES: readonly number[] = [0, 2 ** -12, 1 / 448, 0.004, 0.01, 0.05];
+
+/** float32 scales: tame ones mostly, sometimes random ones (negative too) or special values. */
+function scaleTensor(shape: readonly number[]): fc.Arbitrary<TensorSpec> {
+  return fc.oneof(
+    { weight: 6, arbitrary: fc.array(fc.constantFrom(...TAME_SCALES), { minLength: 1, maxLength: 4 }).map((values) => spec({ dtype: 'float32', shape, values })) },
+    { weight: 1, arbitrary: randomSeed.map((seed) => spec({ dtype: 'float32', shape, seed })) },
+    { weight: 1, arbitrary: fc.array(fc.constantFrom(...SPECIAL_FLOATS), { minLength: 1, maxLength: 4 }).map((values) => spec({ dtype: 'float32', shape, values })) },
+  );
+}
+
+/** QuantizedWeights of `shape` ([N, K] or [E, N, K]): quantized from float weights, or given parts. */
+function quantizedSpec(shape: readonly number[]): fc.Arbitrary<QuantizedSpec> {
+  return fc.oneof(
+    { weight: 2, arbitrary: floatTensor(shape).map((from): QuantizedSpec => ({ $quantized: { format: FP8_FORMAT, from } })) },
+    {
+      weight: 1,
+      arbitrary: fc.tuple(fp8Tensor(shape), scaleTensor(weightScaleShape(shape))).map(([data, scales]): QuantizedSpec => ({ $quantized: { format: FP8_FORMAT, data, scales } })),
+    },
+  );
+}
+
+/** Fp8Rows [rows, width] with their scales [rows, ceil(width / 128)]. */
+function fp8RowsSpec(rows: number, width: number): fc.Arbitrary<Fp8RowsSpec> {
+  return fc.tuple(fp8Tensor([rows, width]), scaleTensor([rows, fp8Blocks(width)])).map(([data, scales]) => ({ $fp8rows: { data, scales } }));
 }
 
 /** Options objects: each field present or not; built with Object.fromEntries so every key is an own property. */
@@ -134,8 +260,11 @@ const routeCase: fc.Arbitrary<OpCase> = fc
   )
   .map((args) => ({ op: 'route', args }));
 
+/** Widths of permuted rows: small mostly; sometimes an FP8 extent (rows of several 128-groups when quantized). */
+const permuteHidden = fc.oneof({ weight: 3, arbitrary: smallDim }, { weight: 1, arbitrary: fp8Extent });
+
 const permuteCase: fc.Arbitrary<OpCase> = fc
-  .record({ tokens: smallDim, hidden: smallDim, topK: fc.integer({ min: 1, max: 3 }), experts: fc.integer({ min: 1, max: 6 }) })
+  .record({ tokens: smallDim, hidden: permuteHidden, topK: fc.integer({ min: 1, max: 3 }), experts: fc.integer({ min: 1, max: 6 }) })
   .chain(({ tokens, hidden, topK, experts }) =>
     fc.tuple(
       floatTensor([tokens, hidden]),
@@ -144,6 +273,8 @@ const permuteCase: fc.Arbitrary<OpCase> = fc
       fc.oneof({ weight: 12, arbitrary: fc.constant(experts) }, { weight: 1, arbitrary: fc.constantFrom(experts + 1, 1e6, INT32_MAX, 2 ** 31, 2 ** 53 - 1) }),
       options({
         localExperts: fc.integer({ min: 0, max: experts - 1 }).chain((first) => fc.record({ first: fc.constant(first), count: fc.integer({ min: 1, max: experts - first }) })),
+        // Present and undefined means not quantized (as left out does).
+        quantize: fc.constantFrom('fp8', undefined),
       }),
     ),
   )
@@ -176,7 +307,8 @@ const groupedGemmCase: fc.Arbitrary<OpCase> = fc
       expertOffsets(experts, rows),
       options({
         bias: floatTensor([experts, width], [dtype]),
-        outDtype: fc.constantFrom('float32', dtype),
+        // float8_e4m3 needs quantized weights: refused here.
+        outDtype: fc.oneof({ weight: 8, arbitrary: fc.constantFrom('float32', dtype) }, { weight: 1, arbitrary: fc.constant('float8_e4m3') }),
         ...(kind !== undefined && {
           activation: options({ kind: fc.constant(kind), layout: fc.constantFrom('halves', 'interleaved'), alpha: finiteParameter, limit: finiteParameter }, ['kind']),
         }),
@@ -218,10 +350,84 @@ const linearCase: fc.Arbitrary<OpCase> = fc
     fc.tuple(
       floatTensor([rows, depth], [dtype]),
       floatTensor([width, depth], [dtype]),
-      options({ bias: floatTensor([width], [dtype]), outDtype: fc.constantFrom('float32', dtype) }),
+      options({ bias: floatTensor([width], [dtype]), outDtype: fc.oneof({ weight: 8, arbitrary: fc.constantFrom('float32', dtype) }, { weight: 1, arbitrary: fc.constant('float8_e4m3') }) }),
     ),
   )
   .map((args) => ({ op: 'linear', args }));
+
+/** What an FP8 GEMM may write: any float dtype, or float8_e4m3 (Fp8Rows). */
+const fp8OutDtype = fc.constantFrom('float32', 'float16', 'bfloat16', 'float8_e4m3');
+
+/**
+ * A GEMM's input for FP8 weights: float rows (quantized inside the GEMM) or Fp8Rows; now and then
+ * the weights are dense instead, which FP8 rows must not be given to.
+ */
+function fp8GemmOperands(rows: number, depth: number, weightShape: readonly number[]): fc.Arbitrary<[TensorSpec | Fp8RowsSpec, TensorSpec | QuantizedSpec]> {
+  const input = fc.oneof(floatTensor([rows, depth]), fp8RowsSpec(rows, depth));
+  const weights = fc.oneof({ weight: 8, arbitrary: quantizedSpec(weightShape) }, { weight: 1, arbitrary: floatTensor(weightShape) });
+  return fc.tuple(input, weights);
+}
+
+/** groupedGemm with FP8 weights (quantized from float ones or given as parts), float or FP8 input, any output dtype. */
+const groupedGemmFp8Case: fc.Arbitrary<OpCase> = fc
+  .record({
+    rows: fc.integer({ min: 0, max: 6 }),
+    depth: fp8Extent,
+    width: fp8Extent,
+    experts: fc.integer({ min: 1, max: 3 }),
+    kind: fc.option(fc.constantFrom(...ACTIVATION_KINDS), { nil: undefined }),
+  })
+  .chain(({ rows, depth, width: anyWidth, experts, kind }) => {
+    const width = kind !== undefined && GATED_KINDS.includes(kind) ? 2 * Math.ceil(anyWidth / 2) : anyWidth;
+    return fp8GemmOperands(rows, depth, [experts, width, depth]).chain(([input, weights]) =>
+      fc.tuple(
+        fc.constant(input),
+        fc.constant(weights),
+        expertOffsets(experts, rows),
+        options({
+          bias: floatTensor([experts, width]),
+          outDtype: fp8OutDtype,
+          ...(kind !== undefined && {
+            activation: options({ kind: fc.constant(kind), layout: fc.constantFrom('halves', 'interleaved'), alpha: finiteParameter, limit: finiteParameter }, ['kind']),
+          }),
+          maxRowsPerExpert: fc.integer({ min: 1, max: 8 }),
+        }),
+      ),
+    );
+  })
+  .map((args) => ({ op: 'groupedGemm', args }));
+
+/** linear with FP8 weights. */
+const linearFp8Case: fc.Arbitrary<OpCase> = fc
+  .record({ rows: fc.integer({ min: 0, max: 6 }), depth: fp8Extent, width: fp8Extent })
+  .chain(({ rows, depth, width }) =>
+    fp8GemmOperands(rows, depth, [width, depth]).chain(([input, weight]) =>
+      fc.tuple(fc.constant(input), fc.constant(weight), options({ bias: floatTensor([width]), outDtype: fp8OutDtype })),
+    ),
+  )
+  .map((args) => ({ op: 'linear', args }));
+
+/** Weights for quantizeWeights and QuantizedWeights: [N, K] or [E, N, K], sometimes another rank. */
+const weightShape: fc.Arbitrary<number[]> = fc.oneof(
+  { weight: 4, arbitrary: fc.tuple(fp8Extent, fp8Extent).map(([n, k]) => [n, k]) },
+  { weight: 4, arbitrary: fc.tuple(fc.integer({ min: 0, max: 3 }), fp8Extent, fp8Extent).map(([e, n, k]) => [e, n, k]) },
+  { weight: 1, arbitrary: fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 4 }) },
+);
+
+const quantizeWeightsCase: fc.Arbitrary<OpCase> = weightShape
+  .chain((shape) => fc.tuple(floatTensor(shape), fc.constant(FP8_FORMAT)))
+  .map((args) => ({ op: 'quantizeWeights', args }));
+
+/** new QuantizedWeights({ format, data, scales }) with parts that fit. */
+const quantizedWeightsCase: fc.Arbitrary<OpCase> = weightShape
+  .chain((shape) => fc.tuple(fp8Tensor(shape), scaleTensor(shape.length >= 2 ? weightScaleShape(shape) : shape)))
+  .map(([data, scales]) => ({ op: 'QuantizedWeights', args: [{ format: FP8_FORMAT, data, scales }] }));
+
+/** new Fp8Rows({ data, scales }) with parts that fit. */
+const fp8RowsCase: fc.Arbitrary<OpCase> = fc
+  .tuple(fc.integer({ min: 0, max: 6 }), fp8Extent)
+  .chain(([rows, width]) => fp8RowsSpec(rows, width))
+  .map((rows) => ({ op: 'Fp8Rows', args: [rows.$fp8rows] }));
 
 /** The whole MoE pipeline on ids that may be out of range: a failure must reach the final output. */
 const pipelineCase: fc.Arbitrary<OpCase> = fc
@@ -246,6 +452,40 @@ const pipelineCase: fc.Arbitrary<OpCase> = fc
   )
   .map((args) => ({ op: 'pipeline', args }));
 
+/**
+ * The FP8 pipeline on ids that may be out of range: permute quantizing → groupedGemm (swiglu,
+ * FP8 out) → groupedGemm → combine. Weights are tame (random, |w| <= 1 before their scales), so a
+ * valid call's output is finite.
+ */
+const pipelineFp8Case: fc.Arbitrary<OpCase> = fc
+  .record({
+    tokens: fc.integer({ min: 1, max: 4 }),
+    hidden: fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 1, max: 5 }) }, { weight: 1, arbitrary: fc.constantFrom(128, 129, 200) }),
+    experts: fc.integer({ min: 1, max: 3 }),
+    inter: fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 1, max: 3 }) }, { weight: 1, arbitrary: fc.constantFrom(64, 65, 100) }),
+    dtype: floatDType,
+  })
+  .chain(({ tokens, hidden, experts, inter, dtype }) => {
+    const tame = (shape: number[]): fc.Arbitrary<QuantizedSpec> =>
+      fc.oneof(
+        floatTensor(shape, [dtype]).filter((from) => from.$tensor.values === undefined).map((from): QuantizedSpec => ({ $quantized: { format: FP8_FORMAT, from } })),
+        fc
+          .tuple(randomSeed, fc.array(fc.constantFrom(...TAME_SCALES), { minLength: 1, maxLength: 3 }))
+          .map(([seed, values]): QuantizedSpec => ({ $quantized: { format: FP8_FORMAT, data: spec({ dtype: 'float8_e4m3', shape, seed }), scales: spec({ dtype: 'float32', shape: weightScaleShape(shape), values }) } })),
+      );
+    return fc.integer({ min: 1, max: experts }).chain((topK) =>
+      fc.tuple(
+        floatTensor([tokens, hidden], [dtype]).filter((x) => x.$tensor.values === undefined),
+        indexTensor([tokens, topK], fc.integer({ min: 0, max: experts - 1 }), [-1, experts, ...FAR_INDICES]),
+        fc.constant(experts),
+        tame([experts, 2 * inter, hidden]),
+        tame([experts, hidden, inter]),
+        floatTensor([tokens, topK], ['float32']).filter((weights) => weights.$tensor.values === undefined),
+      ),
+    );
+  })
+  .map((args) => ({ op: 'pipelineFp8', args }));
+
 // ---- Tensor factories ---------------------------------------------------------------------
 
 const dtypeOption = fc.constantFrom(...DTYPES);
@@ -269,6 +509,7 @@ function fromArrayData(length: number): fc.Arbitrary<unknown> {
       fc.array(fc.float({ noNaN: true }), { minLength: size, maxLength: size }).map((values) => Float32Array.from(values)),
       fc.array(fc.integer({ min: -(2 ** 31), max: INT32_MAX }), { minLength: size, maxLength: size }).map((values) => Int32Array.from(values)),
       fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: size, maxLength: size }).map((values) => Uint16Array.from(values)),
+      fc.array(fc.integer({ min: 0, max: 0xff }), { minLength: size, maxLength: size }).map((values) => Uint8Array.from(values)),
       fc.array(floats, { minLength: size, maxLength: size }),
     );
   return fc.oneof({ weight: 8, arbitrary: sized(length) }, { weight: 1, arbitrary: sized(length + 1) }, { weight: 1, arbitrary: junkValue });
@@ -295,7 +536,12 @@ function factoryCases(device: string): fc.Arbitrary<OpCase> {
     .array(smallDim, { maxLength: 3 })
     .chain((shape) =>
       fc.tuple(
-        fc.oneof(floatTensor(shape), fc.array(fc.integer({ min: -5, max: 5 }), { minLength: 1, maxLength: 4 }).map((values) => spec({ dtype: 'int32', shape, values }))),
+        fc.oneof(
+          floatTensor(shape),
+          fc.array(fc.integer({ min: -5, max: 5 }), { minLength: 1, maxLength: 4 }).map((values) => spec({ dtype: 'int32', shape, values })),
+          fp8Tensor(shape),
+          fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 4 }).map((values) => spec({ dtype: 'uint8', shape, values })),
+        ),
         fc.option(deviceOption(device), { nil: undefined }),
         fc.option(dtypeOption, { nil: undefined }),
       ),
@@ -306,9 +552,13 @@ function factoryCases(device: string): fc.Arbitrary<OpCase> {
 
 // ---- Mutations ----------------------------------------------------------------------------
 
-/** Where a tensor spec sits: an argument, or a field of an options argument (one level, or two for groupedGemm's activation). */
+/**
+ * Where a tensor spec sits: an argument, a field of an options argument (one level, or two for
+ * groupedGemm's activation), or a part of a QuantizedWeights or Fp8Rows spec (data, scales, from).
+ */
 type ArgPath = readonly [number, ...string[]];
 
+/** A part of a wrapper spec (format, data, scales, from) replaced by junk, or left out (value absent). */
 type Mutation =
   | { kind: 'junk-arg'; index: number; value: unknown }
   | { kind: 'drop-args'; keep: number }
@@ -316,17 +566,29 @@ type Mutation =
   | { kind: 'retype'; path: ArgPath; dtype: DTypeName }
   | { kind: 'reshape'; path: ArgPath; shape: readonly number[] }
   | { kind: 'dispose'; path: ArgPath }
-  | { kind: 'move'; path: ArgPath; device: string };
+  | { kind: 'move'; path: ArgPath; device: string }
+  | { kind: 'junk-part'; index: number; key: string; value?: unknown; drop: boolean }
+  | { kind: 'dispose-part'; index: number; part: 'data' | 'scales' }
+  | { kind: 'unwrap'; index: number };
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && !isTensorSpec(value) && Object.getPrototypeOf(value) === Object.prototype;
+  return (
+    typeof value === 'object' && value !== null && !Array.isArray(value) && !isTensorSpec(value) && wrapperBody(value) === undefined &&
+    Object.getPrototypeOf(value) === Object.prototype
+  );
+}
+
+/** The fields of an options object or a wrapper spec: where tensor specs may sit below an argument. */
+function fieldsOf(value: unknown): Record<string, unknown> | undefined {
+  return isPlainObject(value) ? value : wrapperBody(value);
 }
 
 function tensorPaths(args: readonly unknown[]): ArgPath[] {
   const paths: ArgPath[] = [];
   const visit = (value: unknown, path: ArgPath): void => {
+    const fields = fieldsOf(value);
     if (isTensorSpec(value)) paths.push(path);
-    else if (isPlainObject(value) && path.length < 3) for (const [key, item] of Object.entries(value)) visit(item, [...path, key]);
+    else if (fields !== undefined && path.length < 3) for (const [key, item] of Object.entries(fields)) visit(item, [...path, key]);
   };
   args.forEach((arg, index) => visit(arg, [index]));
   return paths;
@@ -334,7 +596,12 @@ function tensorPaths(args: readonly unknown[]): ArgPath[] {
 
 function getAt(args: readonly unknown[], path: ArgPath): unknown {
   const [index, ...keys] = path;
-  return keys.reduce<unknown>((value, key) => (isPlainObject(value) ? value[key] : undefined), args[index]);
+  return keys.reduce<unknown>((value, key) => fieldsOf(value)?.[key], args[index]);
+}
+
+/** `fields` with `key` set to `value`, or left out when `drop` (a copy; key order kept for the rest). */
+function withField(fields: Record<string, unknown>, key: string, value: unknown, drop = false): Record<string, unknown> {
+  return Object.fromEntries([...Object.entries(fields).filter(([name]) => name !== key), ...(drop ? [] : [[key, value]])]);
 }
 
 /** A copy of `args` with the value at `path` replaced (objects on the path copied, never changed in place). */
@@ -342,9 +609,11 @@ function setAt(args: readonly unknown[], path: ArgPath, value: unknown): unknown
   const [index, ...keys] = path;
   const replace = (current: unknown, rest: readonly string[]): unknown => {
     if (rest.length === 0) return value;
-    if (!isPlainObject(current)) return current;
+    const fields = fieldsOf(current);
+    if (fields === undefined) return current;
     const [key, ...deeper] = rest as [string, ...string[]];
-    return Object.fromEntries([...Object.entries(current).filter(([name]) => name !== key), [key, replace(current[key], deeper)]]);
+    const updated = withField(fields, key, replace(fields[key], deeper));
+    return isPlainObject(current) ? updated : rewrap(current as QuantizedSpec | Fp8RowsSpec, updated);
   };
   const copy = [...args];
   copy[index] = replace(args[index], keys);
@@ -375,6 +644,16 @@ function mutationOf(base: OpCase, otherDevice: string | undefined): fc.Arbitrary
     const keys = [...new Set(optionIndexes.flatMap((index) => Object.keys(args[index] as object))), 'unknownOption', '__proto__'];
     choices.push(fc.record({ kind: fc.constant('junk-option' as const), index: fc.constantFrom(...optionIndexes), key: fc.constantFrom(...keys), value: junkValue }));
   }
+  const wrapperIndexes = args.flatMap((arg, index) => (wrapperBody(arg) !== undefined ? [index] : []));
+  if (wrapperIndexes.length > 0) {
+    const wrapperIndex = fc.constantFrom(...wrapperIndexes);
+    const partKeys = [...new Set(wrapperIndexes.flatMap((index) => Object.keys(wrapperBody(args[index])!).filter((key) => key !== 'disposePart')))];
+    choices.push(
+      fc.record({ kind: fc.constant('junk-part' as const), index: wrapperIndex, key: fc.constantFrom(...partKeys, 'format'), value: junkValue, drop: fc.boolean() }),
+      fc.record({ kind: fc.constant('dispose-part' as const), index: wrapperIndex, part: fc.constantFrom('data' as const, 'scales' as const) }),
+      fc.record({ kind: fc.constant('unwrap' as const), index: wrapperIndex }),
+    );
+  }
   const paths = tensorPaths(args);
   if (paths.length > 0) {
     const path = fc.constantFrom(...paths);
@@ -394,6 +673,15 @@ function updateSpec(args: readonly unknown[], path: ArgPath, change: (body: Tens
   return isTensorSpec(current) ? setAt(args, path, spec(change(current.$tensor))) : args;
 }
 
+/** A wrapper argument changed by `change`, or the args unchanged when it no longer holds one. */
+function updateWrapper(args: readonly unknown[], index: number, change: (body: Record<string, unknown>) => unknown): readonly unknown[] {
+  const body = wrapperBody(args[index]);
+  if (body === undefined) return args;
+  const copy = [...args];
+  copy[index] = change(body);
+  return copy;
+}
+
 function applyMutation(args: readonly unknown[], mutation: Mutation): readonly unknown[] {
   switch (mutation.kind) {
     case 'junk-arg':
@@ -408,8 +696,8 @@ function applyMutation(args: readonly unknown[], mutation: Mutation): readonly u
       return updateSpec(args, mutation.path, (body) => ({
         ...body,
         dtype: mutation.dtype,
-        // int32 tensors are made from values; a random float tensor turned int32 gets a few small ones.
-        ...(mutation.dtype === 'int32' && body.values === undefined && { values: [0, 1, (body.seed ?? 0) % 7] }),
+        // int32 and uint8 tensors are made from values; a random float tensor turned one gets a few small ones.
+        ...(needsValues(mutation.dtype) && body.values === undefined && { values: [0, 1, (body.seed ?? 0) % 7] }),
       }));
     case 'reshape':
       return updateSpec(args, mutation.path, (body) => ({ ...body, shape: mutation.shape }));
@@ -417,6 +705,13 @@ function applyMutation(args: readonly unknown[], mutation: Mutation): readonly u
       return updateSpec(args, mutation.path, (body) => ({ ...body, disposed: true }));
     case 'move':
       return updateSpec(args, mutation.path, (body) => ({ ...body, device: mutation.device }));
+    case 'junk-part':
+      return updateWrapper(args, mutation.index, (body) => rewrap(args[mutation.index] as QuantizedSpec, withField(body, mutation.key, mutation.value, mutation.drop)));
+    case 'dispose-part':
+      return updateWrapper(args, mutation.index, (body) => rewrap(args[mutation.index] as QuantizedSpec, { ...body, disposePart: mutation.part }));
+    case 'unwrap':
+      // The bare tensor where the pair belongs: an FP8 tensor without its scales, or the float weights it was quantized from.
+      return updateWrapper(args, mutation.index, (body) => body.data ?? body.from);
   }
 }
 
@@ -446,17 +741,21 @@ export function opCases({ device, otherDevice, ops }: OpCaseOptions): fc.Arbitra
   const byOp: Record<Exclude<OpName, `Tensor.${string}` | 'tensor.to'>, fc.Arbitrary<OpCase>> = {
     route: routeCase,
     permute: permuteCase,
-    groupedGemm: groupedGemmCase,
+    groupedGemm: fc.oneof(groupedGemmCase, groupedGemmFp8Case),
     activation: activationCase,
     combine: combineCase,
-    linear: linearCase,
+    linear: fc.oneof(linearCase, linearFp8Case),
     pipeline: pipelineCase,
+    quantizeWeights: quantizeWeightsCase,
+    QuantizedWeights: quantizedWeightsCase,
+    Fp8Rows: fp8RowsCase,
+    pipelineFp8: pipelineFp8Case,
   };
   const wanted = (op: OpName): boolean => ops === undefined || ops.includes(op);
   const arbitraries = Object.entries(byOp)
     .filter(([op]) => wanted(op as OpName))
-    // The pipeline tests poison propagating through valid calls: mutations would only stop it at the first.
-    .map(([op, arbitrary]) => (op === 'pipeline' ? arbitrary : mutated(arbitrary, otherDevice)));
+    // The pipelines test poison propagating through valid calls: mutations would only stop it at the first.
+    .map(([op, arbitrary]) => (op === 'pipeline' || op === 'pipelineFp8' ? arbitrary : mutated(arbitrary, otherDevice)));
   const factories = factoryCases(device).filter((call) => wanted(call.op));
   if (OP_NAMES.some((op) => op.toLowerCase().startsWith('tensor') && wanted(op))) arbitraries.push(mutated(factories, otherDevice));
   if (arbitraries.length === 0) throw new Error(`no ops selected from ${OP_NAMES.join(', ')}`);

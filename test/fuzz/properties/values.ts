@@ -40,7 +40,8 @@ export const JUNK_VALUES: readonly unknown[] = [
   new Float64Array(2), new Uint8Array(2), new BigInt64Array(2), new ArrayBuffer(8), () => 1,
 ];
 
-export const junkValue: fc.Arbitrary<unknown> = fc.constantFrom(...JUNK_VALUES);
+/** Junk for op arguments: JUNK_VALUES and the names of the narrow dtypes and FP8 formats, which only some places take. */
+export const junkValue: fc.Arbitrary<unknown> = fc.constantFrom(...JUNK_VALUES, 'float8_e4m3', 'uint8', 'fp8', 'fp8_block128');
 
 /**
  * JSON text put into a file as it is: for what JSON.stringify cannot write (nesting too deep for
@@ -80,5 +81,8 @@ export const DEVICE_STRINGS: readonly string[] = [
   'cpu', 'cuda', 'cuda:0', 'cuda:1', 'cuda:999', 'cuda:1000', 'cuda:-1', 'cuda:01', 'cuda:1.5', 'cuda:', 'cuda:0 ', 'CPU', 'gpu', '',
 ];
 
-/** Float values that break naive arithmetic: zeros, non-finite, beyond float16's range, subnormal. */
-export const SPECIAL_FLOATS: readonly number[] = [0, -0, 1, -1, 0.5, NaN, Infinity, -Infinity, 65504, 70000, 1e-8, 3e38, -3e38, 1e-45];
+/**
+ * Float values that break naive arithmetic: zeros, non-finite, beyond float16's range, subnormal;
+ * and float8_e4m3's edges: its largest value, a tie past it (saturates), ties at its subnormals.
+ */
+export const SPECIAL_FLOATS: readonly number[] = [0, -0, 1, -1, 0.5, NaN, Infinity, -Infinity, 65504, 70000, 1e-8, 3e38, -3e38, 1e-45, 448, -464, 2 ** -10, 3 * 2 ** -10];
