@@ -252,17 +252,22 @@ function fromArrayProblem(call: OpCase, output: HostArray, dtype: string, codec:
   if (data instanceof Uint16Array) expected = codec.decodeHalf(data, dtype as 'float16' | 'bfloat16');
   else if (data instanceof Int32Array) expected = data;
   else if (Array.isArray(data) && dtype === 'int32') expected = Int32Array.from(data as number[]);
+  else if (Array.isArray(data) && dtype === 'uint8') expected = Uint8Array.from(data as number[]);
   else expected = converted(data as ArrayLike<number>, dtype, codec);
   const differs = firstDifference(asNumbers(output, dtype, codec), expected);
   return differs ? `fromArray did not keep the values: ${differs}` : undefined;
 }
+
+/** The smallest positive value of each 16-bit dtype: the step between its subnormals. */
+const SMALLEST_STEP: Readonly<Record<string, number>> = { float16: 2 ** -24, bfloat16: 2 ** -133 };
 
 /** random: finite values in [-|scale|, |scale|] (a 16-bit dtype may round onto the bound). */
 function randomProblem(call: OpCase, output: HostArray, dtype: string, codec: HalfCodec): string | undefined {
   const scale = (optionsOf(call.args[1]).scale as number | undefined) ?? 1;
   if (Math.abs(scale) > 1000) return undefined;
   const values = asNumbers(output, dtype, codec);
-  const bound = Math.abs(scale) * (1 + 2 ** -7);
+  // A 16-bit dtype rounds onto the bound, or, near its subnormals, up to half a step past it.
+  const bound = Math.abs(scale) * (1 + 2 ** -7) + (SMALLEST_STEP[dtype] ?? 0) / 2;
   for (let i = 0; i < values.length; i++) {
     if (!(Math.abs(values[i]!) <= bound)) return `random value ${i} is ${values[i]}, outside [-${Math.abs(scale)}, ${Math.abs(scale)}]`;
   }
