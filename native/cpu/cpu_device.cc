@@ -1,6 +1,9 @@
 #include "cpu_device.h"
 
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -113,21 +116,65 @@ class WorkQueue {
   std::thread worker_;  // last: starts after the members it uses exist
 };
 
+// How much host memory tensors may hold, from MOEKIT_CPU_MEMORY_MB (unset or 0: no limit beyond
+// the machine's). A service that must not be taken down by one huge request sets it: past it an
+// allocation throws E_OOM instead of swapping or meeting the OOM killer.
+class MemoryBudget {
+ public:
+  MemoryBudget() {
+    const char* setting = std::getenv("MOEKIT_CPU_MEMORY_MB");
+    const unsigned long long megabytes = setting != nullptr ? std::strtoull(setting, nullptr, 10) : 0;
+    limit_ = megabytes == 0 ? SIZE_MAX : static_cast<size_t>(std::min<unsigned long long>(megabytes, SIZE_MAX >> 20)) << 20;
+  }
+
+  bool take(size_t nbytes) {
+    size_t used = used_.load(std::memory_order_relaxed);
+    do {
+      if (nbytes > limit_ - used) return false;
+    } while (!used_.compare_exchange_weak(used, used + nbytes, std::memory_order_relaxed));
+    return true;
+  }
+
+  void give(size_t nbytes) { used_.fetch_sub(nbytes, std::memory_order_relaxed); }
+  size_t limitBytes() const { return limit_; }
+
+ private:
+  size_t limit_ = SIZE_MAX;
+  std::atomic<size_t> used_{0};
+};
+
 class CpuDevice final : public Device {
  public:
   int index() const override { return -1; }
 
   void setFailureSink(FailureSink sink) override { sink_ = std::move(sink); }
 
+  // Each allocation starts with a header of kAllocationAlignment bytes holding its size, so that
+  // release() can return it to the budget (MOEKIT_CPU_MEMORY_MB).
   void* allocate(size_t nbytes) override {
     const size_t rounded = (nbytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
-    void* ptr = std::aligned_alloc(kAllocationAlignment, rounded);
-    if (ptr == nullptr) throw NativeError("E_OOM", "cpu: out of memory allocating " + std::to_string(nbytes) + " bytes");
-    return ptr;
+    const size_t total = rounded + kAllocationAlignment;
+    if (!budget_.take(total)) {
+      throw NativeError("E_OOM", "cpu: allocating " + std::to_string(nbytes) + " bytes would pass MOEKIT_CPU_MEMORY_MB (" +
+                                     std::to_string(budget_.limitBytes() >> 20) + " MiB of tensors)");
+    }
+    void* base = std::aligned_alloc(kAllocationAlignment, total);
+    if (base == nullptr) {
+      budget_.give(total);
+      throw NativeError("E_OOM", "cpu: out of memory allocating " + std::to_string(nbytes) + " bytes");
+    }
+    std::memcpy(base, &total, sizeof(total));
+    return static_cast<uint8_t*>(base) + kAllocationAlignment;
   }
 
   void release(void* ptr) override {
-    queue_.push([ptr] { std::free(ptr); });
+    void* base = static_cast<uint8_t*>(ptr) - kAllocationAlignment;
+    queue_.push([this, base] {
+      size_t total;
+      std::memcpy(&total, base, sizeof(total));
+      std::free(base);
+      budget_.give(total);
+    });
   }
 
   // Host memory is the device memory here, but the copy still waits its turn in the queue, so
@@ -173,7 +220,8 @@ class CpuDevice final : public Device {
     queue_.push([args, kernel] { kernel(args); }, args.ticket);
   }
 
-  WorkQueue queue_;
+  MemoryBudget budget_;
+  WorkQueue queue_;  // after the budget: its last tasks give memory back to it
   FailureSink sink_;
 };
 

@@ -102,10 +102,14 @@ export async function runChild(options: ChildRunOptions): Promise<ChildOutcome> 
     scratchDir,
   };
   const caseTimeoutMs = options.caseTimeoutMs ?? envNumber('MOEKIT_FUZZ_CASE_TIMEOUT_MS', 10_000);
-  const { command, args } = childCommand(spec, options.memoryMb ?? envNumber('MOEKIT_FUZZ_MEMORY_MB', 4096));
+  const memoryMb = options.memoryMb ?? envNumber('MOEKIT_FUZZ_MEMORY_MB', 4096);
+  const { command, args } = childCommand(spec, memoryMb);
   const started = Date.now();
+  // Without an address-space limit (a GPU run), moekit's own host-memory budget keeps a case's
+  // CPU tensors to a size that is made and checked within a case's time.
+  const env = memoryMb > 0 ? process.env : { ...process.env, MOEKIT_CPU_MEMORY_MB: String(envNumber('MOEKIT_FUZZ_HOST_TENSOR_MB', 1024)) };
   // stdout and stderr together: the end of what a dying child printed is the useful part.
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let output = '';
   const keep = (chunk: Buffer): void => {
     output = (output + chunk.toString()).slice(-OUTPUT_TAIL_CHARS);

@@ -258,15 +258,15 @@ function fromArrayProblem(call: OpCase, output: HostArray, dtype: string, codec:
   return differs ? `fromArray did not keep the values: ${differs}` : undefined;
 }
 
-/** The smallest positive value of each 16-bit dtype: the step between its subnormals. */
-const SMALLEST_STEP: Readonly<Record<string, number>> = { float16: 2 ** -24, bfloat16: 2 ** -133 };
+/** The smallest positive value of each float dtype: the step between its subnormals. */
+const SMALLEST_STEP: Readonly<Record<string, number>> = { float32: 2 ** -149, float16: 2 ** -24, bfloat16: 2 ** -133 };
 
 /** random: finite values in [-|scale|, |scale|] (a 16-bit dtype may round onto the bound). */
 function randomProblem(call: OpCase, output: HostArray, dtype: string, codec: HalfCodec): string | undefined {
   const scale = (optionsOf(call.args[1]).scale as number | undefined) ?? 1;
   if (Math.abs(scale) > 1000) return undefined;
   const values = asNumbers(output, dtype, codec);
-  // A 16-bit dtype rounds onto the bound, or, near its subnormals, up to half a step past it.
+  // A 16-bit dtype rounds onto the bound; near its subnormals any dtype rounds up to half a step past it.
   const bound = Math.abs(scale) * (1 + 2 ** -7) + (SMALLEST_STEP[dtype] ?? 0) / 2;
   for (let i = 0; i < values.length; i++) {
     if (!(Math.abs(values[i]!) <= bound)) return `random value ${i} is ${values[i]}, outside [-${Math.abs(scale)}, ${Math.abs(scale)}]`;
