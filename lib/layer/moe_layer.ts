@@ -12,6 +12,7 @@ import {
 import { route } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
 import { optionalOptions, requiredObject } from '../options';
+import { Made, type Disposable } from '../made';
 import { Tensor } from '../tensor';
 import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankShard } from '../parallel/plan';
 import { ProcessGroup } from '../parallel/process_group';
@@ -209,11 +210,8 @@ export class MoELayer {
     const dtype = parseFloatDType(options.dtype ?? 'float32');
     const quantize = quantizeOption(options.quantize, config, 'MoELayer');
     checkHostWeights(config, weights, parts.shard ?? null);
-    const uploaded: { dispose(): void }[] = [];
-    const keep = <T extends { dispose(): void }>(made: T): T => {
-      uploaded.push(made);
-      return made;
-    };
+    const made = new Made();
+    const keep = <T extends Disposable>(item: T): T => made.keep(item);
     const upload = (host: HostTensor, as: HostTensor['dtype']): Tensor => {
       const tensor = Tensor.fromArray(host.data, host.shape, { dtype: host.dtype, device });
       if (host.dtype === as) return tensor;
@@ -239,7 +237,7 @@ export class MoELayer {
       });
       return new MoELayer(quantize ? { ...config, quantization: quantize } : config, uploadedWeights, device, dtype, parts);
     } catch (error) {
-      for (const made of uploaded) made.dispose();
+      made.disposeAll();
       throw error;
     }
   }
@@ -273,11 +271,8 @@ export class MoELayer {
     const weights = this.#live();
     const target = parseDevice(device);
     const targetDType = parseFloatDType(dtype);
-    const made: { dispose(): void }[] = [];
-    const keep = <T extends { dispose(): void }>(moved: T): T => {
-      made.push(moved);
-      return moved;
-    };
+    const made = new Made();
+    const keep = <T extends Disposable>(moved: T): T => made.keep(moved);
     try {
       const moved = mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
         tensor: (weight, as) => keep(weight.to(target, as ?? targetDType)),
@@ -285,7 +280,7 @@ export class MoELayer {
       });
       return new MoELayer(this.config, moved, target, targetDType, { shard: this.shard ?? undefined, group: this.#group });
     } catch (error) {
-      for (const tensor of made) tensor.dispose();
+      made.disposeAll();
       throw error;
     }
   }
@@ -307,11 +302,9 @@ export class MoELayer {
       throw new MoekitError('E_INVALID_ARGUMENT', 'MoELayer.forward: options.profiler must have a mark(stage) method');
     }
     const input = this.#checkInput(x);
-    const temporaries: { dispose(): void }[] = input === x ? [] : [input];
-    const keep = <T extends { dispose(): void }>(tensor: T): T => {
-      temporaries.push(tensor);
-      return tensor;
-    };
+    const temporaries = new Made();
+    if (input !== x) temporaries.keep(input);
+    const keep = <T extends Disposable>(tensor: T): T => temporaries.keep(tensor);
     try {
       const mark = (stage: ForwardStage): void => profiler?.mark(stage);
       if (routerLogits !== undefined) this.#checkRouterLogits(routerLogits, input.shape[0]!);
@@ -363,7 +356,7 @@ export class MoELayer {
       }
     } finally {
       // Freed in stream order: the queued work that reads them finishes first.
-      for (const tensor of temporaries) tensor.dispose();
+      temporaries.disposeAll();
     }
   }
 
@@ -449,7 +442,7 @@ export class MoELayer {
   }
 
   /** The shared expert; with FP8 weights each linear quantizes its input by the W8A8 rule. */
-  #sharedExpert(x: Tensor, shared: NonNullable<LayerWeights['shared']>, keep: <T extends { dispose(): void }>(made: T) => T) {
+  #sharedExpert(x: Tensor, shared: NonNullable<LayerWeights['shared']>, keep: <T extends Disposable>(made: T) => T) {
     const hidden = keep(linear(x, shared.w13));
     const activated = keep(this.#activate(hidden));
     const output = keep(linear(activated, shared.w2));
@@ -473,12 +466,9 @@ interface LayerParts {
 export function randomMoEWeights(config: MoEConfig, options: { device: Device; dtype: FloatDType; seed: number }): MoEWeights<Tensor, never> {
   const { device, dtype } = options;
   let seed = options.seed;
-  const made: Tensor[] = [];
-  const make = (shape: number[], fanIn: number, as: FloatDType = dtype): Tensor => {
-    const tensor = Tensor.random(shape, { dtype: as, device, seed: seed++, scale: 1 / Math.sqrt(fanIn) });
-    made.push(tensor);
-    return tensor;
-  };
+  const made = new Made();
+  const make = (shape: number[], fanIn: number, as: FloatDType = dtype): Tensor =>
+    made.keep(Tensor.random(shape, { dtype: as, device, seed: seed++, scale: 1 / Math.sqrt(fanIn) }));
   try {
     const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
     const width = isGated(config.activation) ? 2 * I : I;
@@ -503,7 +493,7 @@ export function randomMoEWeights(config: MoEConfig, options: { device: Device; d
     }
     return weights;
   } catch (error) {
-    for (const tensor of made) tensor.dispose();
+    made.disposeAll();
     throw error;
   }
 }
@@ -550,19 +540,14 @@ export function forEachWeight<T, Q extends QuantizedParts<T>>(weights: MoEWeight
 
 /** The weights with their dense expert matrices quantized on their device (the dense ones are left to the caller). */
 function quantizeExperts(weights: LayerWeights, quantization: Quantization): LayerWeights {
-  const made: QuantizedWeights[] = [];
+  const made = new Made();
   try {
     return mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
       tensor: (tensor) => tensor,
-      matrix: (matrix) => {
-        if (isQuantized(matrix)) return matrix;
-        const quantized = quantizeWeights(matrix, QUANTIZATION_FORMATS[quantization]);
-        made.push(quantized);
-        return quantized;
-      },
+      matrix: (matrix) => (isQuantized(matrix) ? matrix : made.keep(quantizeWeights(matrix, QUANTIZATION_FORMATS[quantization]))),
     });
   } catch (error) {
-    for (const quantized of made) quantized.dispose();
+    made.disposeAll();
     throw error;
   }
 }

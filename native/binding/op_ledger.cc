@@ -161,25 +161,16 @@ uint64_t OpLedger::issuedThrough() {
   return issuedThrough_;
 }
 
-void OpLedger::whenIdle(Device& device, IdleCallback done) {
-  // Every op recorded so far was enqueued before this marker: recording and enqueuing happen
-  // together under the enqueue lock.
-  uint64_t completedThrough;
-  {
-    auto lock = enqueueLock();
-    completedThrough = issuedThrough();
-  }
-  device.whenIdle(std::move(done), completedThrough);
+// Every op recorded so far has been enqueued: recording and enqueuing happen together under the
+// enqueue lock. A marker enqueued after this call therefore follows all of them.
+uint64_t OpLedger::enqueuedThrough() {
+  auto lock = enqueueLock();
+  return issuedThrough();
 }
 
-void OpLedger::waitIdle(Device& device) {
-  uint64_t completedThrough;
-  {
-    auto lock = enqueueLock();
-    completedThrough = issuedThrough();
-  }
-  device.waitIdle(completedThrough);
-}
+void OpLedger::whenIdle(Device& device, IdleCallback done) { device.whenIdle(std::move(done), enqueuedThrough()); }
+
+void OpLedger::waitIdle(Device& device) { device.waitIdle(enqueuedThrough()); }
 
 void OpLedger::retireIfLong(Device& device) {
   {

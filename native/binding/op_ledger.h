@@ -113,6 +113,7 @@ class OpLedger {
   // Called with the version lock held.
   void write(const std::vector<VersionRef>& sources, const OpAccess& access, Entry& entry);
   uint64_t issuedThrough();
+  uint64_t enqueuedThrough();
 
   std::mutex enqueueMutex_;
   // Guarded by the version lock (op_ledger.cc):

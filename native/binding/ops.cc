@@ -103,10 +103,7 @@ void Routing(const Napi::CallbackInfo& info) {
     in.expectShape(args.correctionBias, "correctionBias", {experts});
     in.expectDType(args.correctionBias, "correctionBias", DType::Float32);
   }
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.routing(args);
-  });
+  in.enqueueOp(args, &Device::routing);
 }
 
 void Permute(const Napi::CallbackInfo& info) {
@@ -146,10 +143,7 @@ void Permute(const Napi::CallbackInfo& info) {
   in.expectDType(args.sourceToPermuted, "sourceToPermuted", DType::Int32);
   in.expectShape(args.permutedToSource, "permutedToSource", {pairs});
   in.expectDType(args.permutedToSource, "permutedToSource", DType::Int32);
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.permute(args);
-  }, false);
+  in.enqueueOp(args, &Device::permute, false);
 }
 
 void GroupedGemm(const Napi::CallbackInfo& info) {
@@ -197,10 +191,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
     in.expectFloat(args.bias, "bias");
     in.expectShape(args.bias, "bias", {experts, outFeatures});
   }
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.groupedGemm(args);
-  }, false);
+  in.enqueueOp(args, &Device::groupedGemm, false);
 }
 
 void Linear(const Napi::CallbackInfo& info) {
@@ -229,10 +220,7 @@ void Linear(const Napi::CallbackInfo& info) {
     in.expectFloat(args.bias, "bias");
     in.expectShape(args.bias, "bias", {args.weight.dim(0)});
   }
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.linear(args);
-  });
+  in.enqueueOp(args, &Device::linear);
 }
 
 void Activation(const Napi::CallbackInfo& info) {
@@ -253,10 +241,7 @@ void Activation(const Napi::CallbackInfo& info) {
   const int64_t width = isGated(args.kind) ? args.input.dim(1) / 2 : args.input.dim(1);
   in.expect(!isGated(args.kind) || args.input.dim(1) % 2 == 0, "a gated input needs an even width");
   in.expectShape(args.output, "output", {args.input.dim(0), width});
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.activation(args);
-  });
+  in.enqueueOp(args, &Device::activation);
 }
 
 void Combine(const Napi::CallbackInfo& info) {
@@ -288,10 +273,7 @@ void Combine(const Napi::CallbackInfo& info) {
     in.expectShape(args.sharedGateLogits, "sharedGateLogits", {tokens, 1});
     in.expectDType(args.sharedGateLogits, "sharedGateLogits", DType::Float32);
   }
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.combine(args);
-  });
+  in.enqueueOp(args, &Device::combine);
 }
 
 void Cast(const Napi::CallbackInfo& info) {
@@ -304,10 +286,7 @@ void Cast(const Napi::CallbackInfo& info) {
   const bool rawCopy = args.input.dtype == args.output.dtype && !isFloat(args.input.dtype);
   in.expect(rawCopy || (isFloat(args.input.dtype) && isFloat(args.output.dtype)),
             "cast converts between float dtypes (float8_e4m3 included), or copies int32 or uint8");
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.cast(args);
-  });
+  in.enqueueOp(args, &Device::cast);
 }
 
 void FillRandom(const Napi::CallbackInfo& info) {
@@ -319,10 +298,7 @@ void FillRandom(const Napi::CallbackInfo& info) {
   in.expect(seed >= 0 && seed <= 9007199254740991.0, "seed must be a non-negative safe integer");
   args.seed = static_cast<uint64_t>(seed);
   args.scale = static_cast<float>(in.number("scale"));
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.fillRandom(args);
-  });
+  in.enqueueOp(args, &Device::fillRandom);
 }
 
 void QuantizeWeights(const Napi::CallbackInfo& info) {
@@ -346,10 +322,7 @@ void QuantizeWeights(const Napi::CallbackInfo& info) {
   } else {
     in.expectShape(args.scales, "scales", {rowBlocks, colBlocks});
   }
-  in.enqueue([&](Device& device, uint64_t ticket) {
-    args.ticket = ticket;
-    device.quantizeWeights(args);
-  });
+  in.enqueueOp(args, &Device::quantizeWeights);
 }
 
 }  // namespace

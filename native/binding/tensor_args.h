@@ -38,6 +38,16 @@ class OpArgs {
   // OpIdentity::ticket); native failures become JavaScript errors. `overwrites`: the op writes
   // every byte of its outputs.
   void enqueue(const std::function<void(Device&, uint64_t ticket)>& enqueue, bool overwrites = true);
+  // The same for an op of the Device interface: its args get the ticket, then `op` enqueues them.
+  template <typename Args>
+  void enqueueOp(Args& args, void (Device::*op)(const Args&), bool overwrites = true) {
+    enqueue(
+        [&](Device& device, uint64_t ticket) {
+          args.ticket = ticket;
+          (device.*op)(args);
+        },
+        overwrites);
+  }
 
   int32_t int32(const char* key) const;
   // An absent key gives `fallback`.
