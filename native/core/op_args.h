@@ -143,7 +143,60 @@ enum class WeightFormat : int32_t {
   // weightScales float32 [.., ceil(N/128), ceil(K/128)]; w[n, k] = q[n, k] * scale[n/128, k/128]
   // (blocks at the edges are partial). Computed W8A8 (the rule below).
   Fp8Block128 = 1,
+  // Weight-only formats (W8A16 / W4A16: activations are not quantized, see "The weight-only
+  // rule" below). Their values are raw bytes (UInt8); a scale covers a group of consecutive K:
+  // Int8: weights UInt8 [.., N, K], each byte a two's-complement int8 q in [-127, 127] (-128 is
+  //   read as -128); weightScales float32 [.., N, ceil(K/g)] with g = weightGroupSize (0: g = K,
+  //   one scale per output channel); w[n, k] = q[n, k] * scale[n, k/g].
+  Int8 = 2,
+  // Int4: K even; weights UInt8 [.., N, K/2], two values per byte: k even in the low nibble, k
+  //   odd in the high one; each nibble a two's-complement int4 q in [-8, 7]. Scales and w as Int8.
+  Int4 = 3,
+  // MXFP4 as gpt-oss publishes it (OCP microscaling): K % 32 == 0; weights UInt8 [.., N, K/2] packed
+  //   as Int4 (low nibble first) but each nibble an e2m1 value: bit 3 the sign, bits 0-2 index
+  //   {0, 0.5, 1, 1.5, 2, 3, 4, 6}; weightScales UInt8 [.., N, K/32], e8m0: s means 2^(s - 127),
+  //   s = 255 is NaN; w[n, k] = e2m1[n, k] * 2^(scale[n, k/32] - 127). (gpt-oss's
+  //   `…_blocks` [E, N, K/32, 16] are these bytes; `…_scales` [E, N, K/32] are the scales.)
+  Mxfp4 = 4,
 };
+
+// Whether a format is weight-only (activations stay in their float dtype).
+constexpr bool isWeightOnly(WeightFormat format) {
+  return format == WeightFormat::Int8 || format == WeightFormat::Int4 || format == WeightFormat::Mxfp4;
+}
+
+// Weight-only group sizes: Int8 and Int4 take weightGroupSize 0 (per output channel) or a
+// positive multiple of kWeightGroupQuantum; MXFP4's group is fixed at kMxfp4GroupSize.
+constexpr int64_t kWeightGroupQuantum = 32;
+constexpr int64_t kMxfp4GroupSize = 32;
+// The K values one scale covers, for a weight-only format with weightGroupSize `groupSize`.
+inline int64_t weightGroupWidth(WeightFormat format, int64_t groupSize, int64_t depth) {
+  if (format == WeightFormat::Mxfp4) return kMxfp4GroupSize;
+  return groupSize == 0 ? depth : groupSize;
+}
+// Bytes per row of K values in a weight-only format (Int8: K; Int4 and MXFP4: K/2), and back:
+// the weights' last extent says K.
+inline int64_t weightRowBytes(WeightFormat format, int64_t depth) {
+  return format == WeightFormat::Int8 ? depth : depth / 2;
+}
+inline int64_t weightDepth(WeightFormat format, int64_t rowBytes) {
+  return format == WeightFormat::Int8 ? rowBytes : rowBytes * 2;
+}
+
+// The weight-only rule (TensorRT-LLM's weight-only GEMMs, transformers' MXFP4 dequantization):
+//   output[r, n] = sum_k x[r, k] * w[n, k]   (+ bias, activation: as for dense weights)
+// with w the dequantized weight above, x the float input as given, float32 accumulation. The
+// CUDA backend multiplies in the input's 16-bit dtype: it rounds w to it first (exact for MXFP4
+// and Int4/Int8 values, one rounding of q * scale otherwise), as TensorRT-LLM does. Inputs and
+// outputs are float (no inputScales / outputScales).
+//
+// Quantizing float weights to Int8 / Int4 (QuantizeWeightsArgs), per group of one output row's
+// g consecutive K values (the last group may be shorter), as ../shared/fixtures/hf-moe-quant:
+//   amax = max |w| over the group;  scale = amax / 127 (Int8) or amax / 7 (Int4), float32;
+//   q = clamp(roundHalfEven(w / scale), -127, 127) (Int8) or (-8, 7) (Int4), w / scale in float32;
+//   a group whose scale is 0 has q = 0; a group holding a NaN or an infinity gets scale NaN and
+//   q = 0, so its dequantized weights are NaN and results computed from them show it.
+// MXFP4 is only read (as published), never produced.
 
 // The block edge of FP8 weight scales and the group width of FP8 activation scales.
 constexpr int64_t kFp8BlockSize = 128;
@@ -187,9 +240,12 @@ struct GemmActivation {
 struct GroupedGemmArgs : OpIdentity {
   TensorView input;          // [M, K] float; Fp8Block128 also takes Float8E4M3 with inputScales
   TensorView inputScales;    // optional float32 [M, ceil(K/128)]: input is quantized (W8A8 rule)
-  TensorView weights;        // [E, N, K] float (Dense) or Float8E4M3 (Fp8Block128)
-  TensorView weightScales;   // Fp8Block128: float32 [E, ceil(N/128), ceil(K/128)]
+  TensorView weights;        // [E, N, K] float (Dense), Float8E4M3 (Fp8Block128), or UInt8 bytes
+                             // [E, N, weightRowBytes(K)] (weight-only formats)
+  TensorView weightScales;   // Fp8Block128: float32 [E, ceil(N/128), ceil(K/128)]; weight-only:
+                             // [E, N, ceil(K/g)], float32 (Int8, Int4) or UInt8 e8m0 (Mxfp4)
   WeightFormat weightFormat = WeightFormat::Dense;
+  int64_t weightGroupSize = 0;  // Int8 / Int4: K values per scale (0: per output channel)
   TensorView bias;           // optional [E, N] float
   TensorView expertOffsets;  // [E+1] int32, non-decreasing, offsets[0] >= 0, offsets[E] <= M (checked:
                              // ExpertOffsetOutOfRange; offending offsets are clamped into range)
@@ -209,9 +265,12 @@ struct GroupedGemmArgs : OpIdentity {
 struct LinearArgs : OpIdentity {
   TensorView input;         // [M, K] float; Fp8Block128 also takes Float8E4M3 with inputScales
   TensorView inputScales;   // optional float32 [M, ceil(K/128)]
-  TensorView weight;        // [N, K] float (Dense) or Float8E4M3 (Fp8Block128)
-  TensorView weightScales;  // Fp8Block128: float32 [ceil(N/128), ceil(K/128)]
+  TensorView weight;        // [N, K] float (Dense), Float8E4M3 (Fp8Block128), or UInt8 bytes
+                            // [N, weightRowBytes(K)] (weight-only formats)
+  TensorView weightScales;  // Fp8Block128: float32 [ceil(N/128), ceil(K/128)]; weight-only:
+                            // [N, ceil(K/g)] as for the grouped GEMM
   WeightFormat weightFormat = WeightFormat::Dense;
+  int64_t weightGroupSize = 0;  // Int8 / Int4: K values per scale (0: per output channel)
   TensorView bias;          // optional [N] float
   TensorView output;        // out [M, N]: float32 or the dtype of a float input; Fp8Block128 also
                             // writes Float8E4M3 with outputScales
@@ -249,11 +308,14 @@ struct CombineArgs : OpIdentity {
 //   amax = max |w| over the block;  scale = amax / 448 (float32);
 //   q = e4m3(w / scale), rounded to nearest even, saturating; a block whose scale is 0 has q = 0.
 // so that w ≈ q * scale, the layout Fp8Block128 weights are read in.
+// Int8 / Int4: the rule under "The weight-only rule" above, groups of groupSize K values.
 struct QuantizeWeightsArgs : OpIdentity {
   TensorView input;   // [N, K] or [E, N, K] float
-  WeightFormat format = WeightFormat::Fp8Block128;
-  TensorView output;  // out, the shape of input: Float8E4M3 (Fp8Block128)
-  TensorView scales;  // out float32 [ceil(N/128), ceil(K/128)] or [E, ceil(N/128), ceil(K/128)]
+  WeightFormat format = WeightFormat::Fp8Block128;  // Fp8Block128, Int8 or Int4
+  int64_t groupSize = 0;  // Int8 / Int4: as GroupedGemmArgs::weightGroupSize
+  TensorView output;  // out: Float8E4M3 in the shape of input (Fp8Block128), or UInt8
+                      // [.., N, weightRowBytes(K)] (Int8, Int4)
+  TensorView scales;  // out float32 [.., ceil(N/128), ceil(K/128)] (Fp8Block128) or [.., N, ceil(K/g)]
 };
 
 // Elementwise conversion between float dtypes, Float8E4M3 included (to it: round to nearest even,
