@@ -12,11 +12,14 @@
 //
 // Operands (the `Operands` template argument): DenseOperands<BF16 or F16>, 8 values per 16-byte
 // vector, two mmas per vector; or Fp8Operands (WeightFormat::Fp8Block128 with FP8 tokens, W8A8),
-// 16 e4m3 values per vector widened to float16 in registers (fp8.cuh), four mmas per vector. A
-// chunk (two vectors per lane and row) is then 128 K values: exactly one block of the FP8 scales,
-// so each chunk's products are summed from zero and added to the running sums times (token scale ×
-// weight block scale), DeepGEMM's promotion, and the weight bytes a chunk streams are the same
-// as in the 16-bit kernel.
+// 16 e4m3 values per vector: multiplied as they are by FP8 mmas (m16n8k32, two per vector) from
+// sm_89 on, or widened to float16 in registers (fp8.cuh) for four m16n8k16 mmas on sm_80. Widening
+// costs about a dozen integer operations per four values, which on Hopper made the FP8 kernel
+// ALU-bound at a third of bfloat16's bytes per second (bench/NOTES.md, fp8-v1); the FP8 mma costs
+// none. A chunk (two vectors per lane and row) is then 128 K values: exactly one block of the FP8
+// scales, so each chunk's products are summed from zero and added to the running sums times
+// (token scale × weight block scale), DeepGEMM's promotion, and the weight bytes a chunk streams
+// are the same as in the 16-bit kernel.
 //
 // Work: an item is one expert × one column tile (kColumnTiles × 16 weight rows × all of K). The
 // grid is persistent; every block first lists the experts that own rows (device offsets, so
@@ -80,7 +83,6 @@ __device__ __forceinline__ uint32_t word(const uint4& vector, int index) {
 template <typename Element>
 struct DenseOperands {
   using Storage = typename Element::Storage;
-  using MmaElement = Element;
   static constexpr bool kBlockScaled = false;
   static constexpr int kElementsPerVector = kVectorBytes / static_cast<int>(sizeof(Storage));  // 8
   static constexpr int kMmasPerVector = kElementsPerVector / (kMmaDepth / kLanesPerRow);       // 2
@@ -96,22 +98,45 @@ struct DenseOperands {
     b[0] = word(token, 2 * q);
     b[1] = word(token, 2 * q + 1);
   }
+  __device__ static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    mma16816<Element>(c, a[0], a[1], a[2], a[3], b[0], b[1]);
+  }
 };
 
-// e4m3 values, widened to float16 × 2^-8: mma q takes word q (bytes 0-1 → the first K pair,
-// bytes 2-3 → the second), the same way in both operands.
+// e4m3 values. With FP8 mmas (kHasFp8Mma), mma q takes words 2q and 2q + 1 as the 16-bit operands
+// do (four K values per word: {4c..4c+3}, {4c+16..4c+19}) and the products are exact. Without,
+// they are widened to float16 × 2^-8: mma q takes word q (bytes 0-1 → the first K pair, bytes 2-3
+// → the second), the same way in both operands, and the sums carry a factor 2^-16
+// (kProductScale undoes it).
 struct Fp8Operands {
   using Storage = uint8_t;
-  using MmaElement = F16;
   static constexpr bool kBlockScaled = true;
-  static constexpr int kElementsPerVector = kVectorBytes;                                  // 16
-  static constexpr int kMmasPerVector = kElementsPerVector / (kMmaDepth / kLanesPerRow);  // 4
+  static constexpr int kElementsPerVector = kVectorBytes;  // 16
+  static constexpr int kMmasPerVector = kHasFp8Mma ? 2 : kElementsPerVector / (kMmaDepth / kLanesPerRow);  // 2 or 4
+  static constexpr float kProductScale = kHasFp8Mma ? 1.0f : kFp8WidenedProductScale;
 
   __device__ static void weightFragment(const uint4& rowG, const uint4& rowG8, int q, uint32_t (&a)[4]) {
-    widenFp8x4(word(rowG, q), &a[0], &a[2]);
-    widenFp8x4(word(rowG8, q), &a[1], &a[3]);
+    if constexpr (kHasFp8Mma) {
+      DenseOperands<F16>::weightFragment(rowG, rowG8, q, a);  // the same words, four values each
+    } else {
+      widenFp8x4(word(rowG, q), &a[0], &a[2]);
+      widenFp8x4(word(rowG8, q), &a[1], &a[3]);
+    }
   }
-  __device__ static void tokenFragment(const uint4& token, int q, uint32_t (&b)[2]) { widenFp8x4(word(token, q), &b[0], &b[1]); }
+  __device__ static void tokenFragment(const uint4& token, int q, uint32_t (&b)[2]) {
+    if constexpr (kHasFp8Mma) {
+      DenseOperands<F16>::tokenFragment(token, q, b);
+    } else {
+      widenFp8x4(word(token, q), &b[0], &b[1]);
+    }
+  }
+  __device__ static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    if constexpr (kHasFp8Mma) {
+      mma16832Fp8(c, a[0], a[1], a[2], a[3], b[0], b[1]);
+    } else {
+      mma16816<F16>(c, a[0], a[1], a[2], a[3], b[0], b[1]);
+    }
+  }
 };
 
 template <class Operands>
@@ -320,7 +345,7 @@ __device__ __forceinline__ void loadChunk(const StreamProblem& p, const LaneOper
   }
 }
 
-// acc += one chunk's products (times 2^-16 for FP8 operands, both widened: fp8.cuh).
+// acc += one chunk's products (times 2^-16 for widened FP8 operands: fp8.cuh).
 template <class Operands, class Config, int tokenGroups>
 __device__ __forceinline__ void mmaChunk(const ChunkRegisters<Config, tokenGroups>& r,
                                          float (&acc)[Config::kColumnTiles][tokenGroups][kAccumulators]) {
@@ -336,7 +361,7 @@ __device__ __forceinline__ void mmaChunk(const ChunkRegisters<Config, tokenGroup
         for (int j = 0; j < tokenGroups; ++j) {
           uint32_t b[2];
           Operands::tokenFragment(r.tokens[j][v], q, b);
-          mma16816<typename Operands::MmaElement>(acc[t][j], a[0], a[1], a[2], a[3], b[0], b[1]);
+          Operands::mma(acc[t][j], a, b);
         }
       }
     }
@@ -344,8 +369,8 @@ __device__ __forceinline__ void mmaChunk(const ChunkRegisters<Config, tokenGroup
 }
 
 // sums += one chunk's products. With block scales the chunk is one scale block: its products are
-// summed from zero and promoted into `sums` times (weight scale × token scale × 2^16, the last
-// undoing the widening of both operands).
+// summed from zero and promoted into `sums` times (weight scale × token scale × kProductScale, the
+// last undoing any widening of the operands).
 template <class Operands, class Config, int tokenGroups>
 __device__ __forceinline__ void multiplyChunk(const ChunkRegisters<Config, tokenGroups>& r,
                                               float (&sums)[Config::kColumnTiles][tokenGroups][kAccumulators]) {
@@ -361,7 +386,7 @@ __device__ __forceinline__ void multiplyChunk(const ChunkRegisters<Config, token
 #pragma unroll
         for (int i = 0; i < kAccumulators; ++i) {
           // c0, c1: weight row g; c2, c3: row g + 8. c0, c2: token 2c; c1, c3: token 2c + 1.
-          const float factor = r.weightScales[t][i / 2] * r.tokenScales[j][i % 2] * kFp8WidenedProductScale;
+          const float factor = r.weightScales[t][i / 2] * r.tokenScales[j][i % 2] * Operands::kProductScale;
           sums[t][j][i] = fmaf(blockSums[t][j][i], factor, sums[t][j][i]);
         }
       }

@@ -1,9 +1,13 @@
 // FP8 experts on cuda:0: the published FP8 checkpoints and quantization at load against
 // transformers' W8A8 outputs, the FP8 ops against the CPU backend (the reference), a captured FP8
-// forward against a plain one. gpu_check.sh runs this file under every forced GEMM family.
+// forward against a plain one, TP/EP shards against the whole layer. gpu_check.sh runs this file
+// under every forced GEMM family.
 import { describe, expect, it } from 'vitest';
 
-import { groupedGemm, linear, MoELayer, permute, quantizeWeights, Tensor, type Fp8Rows } from '../../lib/index';
+import { randomHostWeights } from '../../lib/bench/parallel_run';
+import { groupedGemm, linear, MoELayer, permute, quantizeWeights, Tensor, type Fp8Rows, type MoEConfig } from '../../lib/index';
+import { resolvePlan, shardForRank } from '../../lib/parallel/plan';
+import { swigluConfig } from '../helpers/configs';
 import { readQuantExpectation, quantFixtureDir, relativeError, type QuantFixture } from '../helpers/fixtures';
 import { GPU, HAS_GPU } from './gpu';
 
@@ -77,5 +81,27 @@ describe.skipIf(!HAS_GPU)('FP8 experts on cuda:0', () => {
     using captured = layer.capture(expected.tokens);
     const outputs = captured.replay(x);
     expect(Array.from(await outputs.output.toArray())).toEqual(Array.from(await plain.output.toArray()));
+  });
+
+  it('TP2, EP2 and TP2×EP2 shards of an FP8 layer on cuda:0 sum to the unsharded layer (float32)', async () => {
+    // K = 200 leaves a partial 128-block; the shards cut I = 256 into whole blocks.
+    const config: MoEConfig = swigluConfig({ hidden: 200, intermediate: 256, experts: 4, topK: 2 }, { sharedExpert: { intermediateSize: 512, gated: false } });
+    const host = await randomHostWeights({ name: 'test', description: 'test', config }, 'float32', 'cpu');
+    const options = { quantize: 'fp8' as const, device: GPU, dtype: 'float32' as const };
+    using x = Tensor.random([33, 200], { seed: 5, device: GPU });
+    using whole = MoELayer.fromWeights(config, host, options);
+    using wholeResult = whole.forward(x);
+    const full = await wholeResult.output.toFloat32Array();
+    const quantized = { ...config, quantization: 'fp8' as const };
+    for (const [tp, ep] of [[2, 1], [1, 2], [2, 2]] as const) {
+      const plan = resolvePlan(tp * ep, { moeTpSize: tp, moeEpSize: ep }, quantized);
+      const sum = new Float64Array(full.length);
+      for (let rank = 0; rank < tp * ep; rank++) {
+        using layer = MoELayer.fromWeights(config, host, { ...options, shard: shardForRank(plan, quantized, rank) });
+        using result = layer.forward(x);
+        (await result.output.toFloat32Array()).forEach((value, i) => (sum[i]! += value));
+      }
+      expect(relativeError(sum, full), `tp${tp}×ep${ep}`).toBeLessThanOrEqual(1e-5);
+    }
   });
 });
