@@ -3,7 +3,9 @@
 // the bandwidth achieved on the weights the routing actually touches.
 //
 // Per model and token count: GEMM1 (K = H, N = 2I, SwiGLU fused, output [rows, I]) and GEMM2
-// (K = I, N = H), bf16 throughout. Each measurement is a CUDA graph of kVariants forwards with
+// (K = I, N = H), bf16 throughout; with --fp8 the weights are e4m3 with 128×128 block scales
+// (W8A8: the bf16 rows are quantized by each call, as a layer's float input would be) and the
+// configurations are timed on Fp8Operands. Each measurement is a CUDA graph of kVariants forwards with
 // different random routings (so different experts, and weights that L2 cannot hold from one to
 // the next), replayed kReplays times; the median replay over kVariants is the time per GEMM.
 //
@@ -15,7 +17,7 @@
 // This file includes the kernel's header (grouped_gemm_small_m.cuh) to time each configuration by
 // name.
 //
-//   gemm_small_m_bench [--with-library | --lib-only] [--quick] [--tokens 1,16,...]
+//   gemm_small_m_bench [--with-library | --lib-only] [--fp8] [--quick] [--tokens 1,16,...]
 // The first path listed is the reference the others are compared with (largest difference over
 // the largest reference value, GEMM1/GEMM2 output).
 #include "cuda/grouped_gemm_small_m.cuh"
@@ -32,6 +34,7 @@
 
 #include "bench_common.cuh"
 #include "cuda/kernels.h"
+#include "cuda/quantize.h"
 
 using namespace moekit;
 namespace sm = moekit::cuda::small_m;
@@ -59,6 +62,35 @@ void runConfig(const GroupedGemmArgs& args, cudaStream_t stream) {
   sm::detail::launchStream<sm::detail::DenseOperands<cuda::BF16>, Config>(p, stream);
 }
 
+// The FP8 kernel with configuration `Config` (the float input quantized first, as the library does).
+template <class Config>
+void runFp8Config(const GroupedGemmArgs& args, cudaStream_t stream) {
+  const cuda::QuantizedRows input(args.input, args.inputScales, stream);
+  sm::detail::StreamProblem p = sm::detail::problemOf<Config>(args, args.output.data, args.output.dtype);
+  p.input = input.values();
+  p.inputScales = input.scales();
+  sm::detail::launchStream<sm::detail::Fp8Operands, Config>(p, stream);
+}
+
+// A bf16 weight stack [E, N, K] quantized to e4m3 with 128×128 block scales.
+struct Fp8Stack {
+  int64_t experts, cols, depth;
+  DeviceBuffer values, scales;
+  Fp8Stack(const DeviceBuffer& dense, int64_t e, int64_t n, int64_t k, cudaStream_t stream)
+      : experts(e), cols(n), depth(k), values(static_cast<size_t>(e * n * k)),
+        scales(static_cast<size_t>(e * fp8Blocks(n) * fp8Blocks(k)) * sizeof(float)) {
+    cuda::quantizeWeightBlocks(view(dense, DType::BFloat16, {e, n, k}), view(values, DType::Float8E4M3, {e, n, k}),
+                               view(scales, DType::Float32, {e, fp8Blocks(n), fp8Blocks(k)}), stream);
+  }
+  // `args` with these weights in place of its bf16 ones.
+  GroupedGemmArgs into(GroupedGemmArgs args) const {
+    args.weights = view(values, DType::Float8E4M3, {experts, cols, depth});
+    args.weightScales = view(scales, DType::Float32, {experts, fp8Blocks(cols), fp8Blocks(depth)});
+    args.weightFormat = WeightFormat::Fp8Block128;
+    return args;
+  }
+};
+
 struct Path {
   const char* name;
   GemmFn run;
@@ -79,12 +111,18 @@ double relativeDifference(const DeviceBuffer& a, const DeviceBuffer& b, size_t c
   return worst / std::max(scale, 1e-30);
 }
 
-void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::vector<Path>& paths, cudaStream_t stream) {
+void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::vector<Path>& paths, bool fp8, cudaStream_t stream) {
   const int64_t H = m.hidden, I = m.intermediate, E = m.experts;
   DeviceBuffer w13(static_cast<size_t>(E * 2 * I * H) * 2), w2(static_cast<size_t>(E * H * I) * 2);
   fill(view(w13, DType::BFloat16, {E * 2 * I * H}), 1, 0.05f, stream);
   fill(view(w2, DType::BFloat16, {E * H * I}), 2, 0.05f, stream);
-  const double gemm1BytesPerExpert = 2.0 * I * H * 2, gemm2BytesPerExpert = 1.0 * H * I * 2;
+  std::unique_ptr<Fp8Stack> w13Fp8, w2Fp8;
+  if (fp8) {
+    w13Fp8 = std::make_unique<Fp8Stack>(w13, E, 2 * I, H, stream);
+    w2Fp8 = std::make_unique<Fp8Stack>(w2, E, H, I, stream);
+  }
+  const double bytesPerWeight = fp8 ? 1.0 : 2.0;
+  const double gemm1BytesPerExpert = 2.0 * I * H * bytesPerWeight, gemm2BytesPerExpert = 1.0 * H * I * bytesPerWeight;
   std::mt19937 random(7);
 
   for (int tokens : tokenCounts) {
@@ -96,8 +134,8 @@ void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::
       touched += routing.touched / static_cast<double>(kVariants);
       maxRows = std::max(maxRows, routing.maxRows);
     }
-    const auto gemm1Args = [&](int v) { return work.gemm1(v); };
-    const auto gemm2Args = [&](int v) { return work.gemm2(v); };
+    const auto gemm1Args = [&](int v) { return fp8 ? w13Fp8->into(work.gemm1(v)) : work.gemm1(v); };
+    const auto gemm2Args = [&](int v) { return fp8 ? w2Fp8->into(work.gemm2(v)) : work.gemm2(v); };
     auto& middles = work.middles;
     auto& outputs = work.outputs;
 
@@ -149,8 +187,9 @@ void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool libOnly = false, quick = false, withLibrary = false;
+  bool libOnly = false, quick = false, withLibrary = false, fp8 = false;
   for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--fp8") == 0) fp8 = true;
     if (std::strcmp(argv[i], "--lib-only") == 0) libOnly = withLibrary = true;
     if (std::strcmp(argv[i], "--with-library") == 0) withLibrary = true;
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
@@ -166,7 +205,16 @@ int main(int argc, char** argv) {
     std::vector<Path> paths;
     if (withLibrary) paths.push_back({"library", [](const GroupedGemmArgs& a, cudaStream_t s) { cuda::groupedGemm(a, s); }});
     paths.push_back({"decode", [](const GroupedGemmArgs& a, cudaStream_t s) { sm::groupedGemm(a, s); }});
-    if (!libOnly) {
+    if (!libOnly && fp8) {
+      // warps × column tiles × unroll × token groups.
+      paths.push_back({"w2c1", runFp8Config<sm::detail::StreamConfig<2, 1, 2, 4>>});
+      paths.push_back({"w4c1", runFp8Config<sm::detail::StreamConfig<4, 1, 2, 4>>});
+      paths.push_back({"w8c1", runFp8Config<sm::detail::StreamConfig<8, 1, 2, 4>>});
+      paths.push_back({"w2c2", runFp8Config<sm::detail::StreamConfig<2, 2, 2, 4>>});
+      paths.push_back({"w4c2", runFp8Config<sm::detail::StreamConfig<4, 2, 2, 4>>});
+      paths.push_back({"w8c2", runFp8Config<sm::detail::StreamConfig<8, 2, 2, 4>>});
+      paths.push_back({"w4u4", runFp8Config<sm::detail::StreamConfig<4, 1, 4, 2>>});
+    } else if (!libOnly) {
       paths.push_back({"warps2", runConfig<sm::detail::StreamConfig<2, 1, 2, 4>>});
       paths.push_back({"warps4", runConfig<sm::detail::StreamConfig<4, 1, 2, 4>>});
       paths.push_back({"warps8", runConfig<sm::detail::StreamConfig<8, 1, 2, 4>>});
@@ -181,7 +229,7 @@ int main(int argc, char** argv) {
         item = *end == ',' ? end + 1 : end;
       }
     }
-    for (const Model& m : kModels) benchModel(m, tokenCounts, paths, stream);
+    for (const Model& m : kModels) benchModel(m, tokenCounts, paths, fp8, stream);
     CUDA_OK(cudaStreamDestroy(stream));
   } catch (const NativeError& error) {
     std::printf("FAIL %s: %s\n", error.code().c_str(), error.what());
