@@ -50,8 +50,8 @@ describe.skipIf(!HAS_GPU)('weight-only experts on cuda:0', () => {
     using cpuLayer = MoELayer.random(mixtralLike, { device: 'cpu', dtype: 'bfloat16', seed: 3, quantize, groupSize });
     using gpuLayer = MoELayer.random(mixtralLike, { device: GPU, dtype: 'bfloat16', seed: 3, quantize, groupSize });
     expect(gpuLayer.config.quantization).toBe(quantize);
-    using xCpu = Tensor.random([tokens, mixtralLike.hidden], { device: 'cpu', dtype: 'bfloat16', seed: 9 });
-    using xGpu = Tensor.random([tokens, mixtralLike.hidden], { device: GPU, dtype: 'bfloat16', seed: 9 });
+    using xCpu = Tensor.random([tokens, mixtralLike.hiddenSize], { device: 'cpu', dtype: 'bfloat16', seed: 9 });
+    using xGpu = Tensor.random([tokens, mixtralLike.hiddenSize], { device: GPU, dtype: 'bfloat16', seed: 9 });
     using expected = cpuLayer.forward(xCpu);
     using actual = gpuLayer.forward(xGpu);
     const error = relativeError(await actual.output.toFloat32Array(), await expected.output.toFloat32Array());
@@ -103,7 +103,7 @@ describe.skipIf(!HAS_GPU)('weight-only experts on cuda:0', () => {
     using layer = MoELayer.random(mixtralLike, { device: GPU, dtype: 'bfloat16', seed: 8, quantize: 'int4', groupSize: 128 });
     using captured = layer.capture(tokens);
     for (let step = 0; step < 3; step++) {
-      using x = Tensor.random([tokens, mixtralLike.hidden], { device: GPU, dtype: 'bfloat16', seed: 200 + step });
+      using x = Tensor.random([tokens, mixtralLike.hiddenSize], { device: GPU, dtype: 'bfloat16', seed: 200 + step });
       using plain = layer.forward(x);
       const outputs = captured.replay(x);
       expect(Array.from(await outputs.output.toArray())).toEqual(Array.from(await plain.output.toArray()));
