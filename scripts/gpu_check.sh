@@ -28,7 +28,7 @@ families() {
     MOEKIT_GEMM=$family build/native-test/cuda_ops_test > "$out/harness-$family.log" 2>&1
     echo "harness MOEKIT_GEMM=$family: exit $? ($(tail -1 "$out/harness-$family.log"))"
     grep -E "^FAIL" "$out/harness-$family.log" | head -10
-    MOEKIT_GEMM=$family npx vitest run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/fp8.test.ts > "$out/gpu-tests-$family.log" 2>&1
+    MOEKIT_GEMM=$family npx vitest run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/fp8.test.ts test/gpu/weight_only.test.ts > "$out/gpu-tests-$family.log" 2>&1
     echo "GPU ops and fixtures MOEKIT_GEMM=$family: exit $? ($(grep -E "Tests " "$out/gpu-tests-$family.log" | tail -1))"
   done
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "alignment.h"
 #include "async_copy.cuh"
@@ -29,6 +30,7 @@
 #include "per_device.h"
 #include "row_tiles.cuh"
 #include "skinny_linear.h"
+#include "weight_only.h"
 
 namespace moekit::cuda {
 namespace {
@@ -395,6 +397,37 @@ GemmFamily pickFamily(const GroupedGemmArgs& args) {
   return GemmFamily::Mma;
 }
 
+// Weight-only weights (Int8, Int4, MXFP4): the small_m family streams the packed bytes and
+// dequantizes them in registers (grouped_gemm_small_m_wq.cu). Every other call goes through
+// denseFromWeightOnly: forced or not, sm90 and mma both multiply dense weights.
+GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
+  const GemmFamily forced = forcedFamily();
+  if (forced == GemmFamily::Mma || forced == GemmFamily::Sm90) return forced;
+  const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
+  const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= small_m::kAutoMaxRowsPerExpert) ||
+                       args.input.dim(0) <= small_m::kAutoMeanRowsPerExpert * experts;
+  const bool preferSmall = forced == GemmFamily::SmallM || fewRows;
+  return preferSmall && small_m::supports(args) ? GemmFamily::SmallM : GemmFamily::Sm90;
+}
+
+// v1 of weight-only prefill: the weights are dequantized into stream-ordered scratch in the
+// input's dtype (float32 for a float32 input) and the dense call runs on whichever family takes
+// it (sm90 where it can, else mma; MOEKIT_GEMM still applies). This costs a full write and read of
+// E × N × K 16-bit weights per call, on top of the packed read: 2 + 2 bytes per weight more than a
+// bf16 layer, and scratch of the dense weights' size. Fine for large batches, where the GEMM's
+// arithmetic dominates; the in-loop dequantizing kernels (issue 13) remove it.
+void denseFromWeightOnly(const GroupedGemmArgs& args, cudaStream_t stream) {
+  const DType input = args.input.dtype;
+  const DType dense = input == DType::BFloat16 || input == DType::Float16 ? input : DType::Float32;
+  const DequantizedWeights weights(PackedWeights::of(args), dense, stream);
+  GroupedGemmArgs denseArgs = args;
+  denseArgs.weights = weights.view();
+  denseArgs.weightScales = TensorView{};
+  denseArgs.weightFormat = WeightFormat::Dense;
+  denseArgs.weightGroupSize = 0;
+  groupedGemm(denseArgs, stream);
+}  // the scratch is freed in stream order, after the GEMM's kernels
+
 GemmProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputDType) {
   return GemmProblem{args.input.data,
                      args.weights.data,
@@ -449,9 +482,14 @@ GroupedGemmArgs groupedOf(const LinearArgs& args) {
   grouped.inputScales = args.inputScales;
   grouped.weights = TensorView{args.weight.data, args.weight.dtype, {1, cols, depth}};
   if (args.weightScales.present()) {
-    grouped.weightScales = TensorView{args.weightScales.data, args.weightScales.dtype, {1, fp8Blocks(cols), fp8Blocks(depth)}};
+    // Fp8Block128: [ceil(N/128), ceil(K/128)]; weight-only: [N, ceil(K/g)]. Either way, one more
+    // leading extent of 1.
+    std::vector<int64_t> scaleShape = args.weightScales.shape;
+    scaleShape.insert(scaleShape.begin(), 1);
+    grouped.weightScales = TensorView{args.weightScales.data, args.weightScales.dtype, scaleShape};
   }
   grouped.weightFormat = args.weightFormat;
+  grouped.weightGroupSize = args.weightGroupSize;
   if (args.bias.present()) grouped.bias = TensorView{args.bias.data, args.bias.dtype, {1, cols}};
   grouped.expertOffsets = TensorView{nullptr, DType::Int32, {2}};
   grouped.output = args.output;
@@ -480,6 +518,14 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
     if (args.expertOffsets.present()) checkExpertOffsets(args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), args.input.dim(0), args, stream);
     return;
   }
+  if (isWeightOnly(args.weightFormat)) {
+    if (pickWeightOnlyFamily(args) == GemmFamily::SmallM) {
+      small_m::groupedGemm(args, stream);
+    } else {
+      denseFromWeightOnly(args, stream);
+    }
+    return;
+  }
   switch (pickFamily(args)) {
     case GemmFamily::Sm90: sm90::groupedGemm(args, stream); return;
     case GemmFamily::SmallM: small_m::groupedGemm(args, stream); return;
@@ -496,9 +542,9 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
 void linear(const LinearArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "linear output");
   if (args.bias.present()) checkFloat(args.bias.dtype, "linear bias");
-  // FP8 weights: every family takes a dense projection as one expert owning every row (no
-  // offsets), so a decode step's shared expert streams its weights through small_m.
-  if (args.weightFormat == WeightFormat::Fp8Block128) {
+  // FP8 and weight-only weights: every family takes a dense projection as one expert owning every
+  // row (no offsets), so a decode step's shared expert streams its weights through small_m.
+  if (args.weightFormat == WeightFormat::Fp8Block128 || isWeightOnly(args.weightFormat)) {
     groupedGemm(groupedOf(args), stream);
     return;
   }

@@ -6,6 +6,9 @@
 //   mma      mma.sync tiles (bfloat16/float16, sm_80 and up) or SIMT float32: any shape, the
 //            fallback and the A100-class path.                          grouped_gemm.cu
 //            FP8 weights (Fp8Block128): widened to float16 in registers. grouped_gemm_mma_fp8.cu
+// Weight-only weights (Int8, Int4, MXFP4; W8A16 / W4A16): smallM dequantizes them in registers
+// (grouped_gemm_small_m_wq.cu); sm90 and mma take them dequantized into scratch first
+// (grouped_gemm.cu, denseFromWeightOnly).
 // MOEKIT_GEMM=auto|sm90|small_m|mma forces a family (the tests run the sm_80 path on an H100 so);
 // a forced family that cannot take a call falls back to the next one as in auto.
 //
@@ -44,6 +47,10 @@ constexpr int64_t kAutoMaxRowsPerExpert = 32;
 constexpr int64_t kAutoMeanRowsPerExpert = 16;
 bool supports(const GroupedGemmArgs& args);
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+// The weight-only half (Int8, Int4, MXFP4 packed weights, dequantized in registers):
+// grouped_gemm_small_m_wq.cu.
+bool supportsWeightOnly(const GroupedGemmArgs& args);
+void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 }  // namespace small_m
 
 }  // namespace moekit::cuda

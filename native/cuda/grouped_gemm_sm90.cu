@@ -87,6 +87,8 @@ bool supportsFp8(const GroupedGemmArgs& args) {
 
 bool supports(const GroupedGemmArgs& args) {
   if (args.weightFormat == WeightFormat::Fp8Block128) return supportsFp8(args);
+  // Weight-only weights reach this family dequantized (grouped_gemm.cu, denseFromWeightOnly).
+  if (args.weightFormat != WeightFormat::Dense) return false;
   const DType dtype = args.input.dtype;
   if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
   if (args.weights.dtype != dtype) return false;

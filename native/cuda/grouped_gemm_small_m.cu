@@ -1,6 +1,6 @@
 // The small_m family (decode: a few rows per expert, weights streamed once) for bfloat16 and
 // float16 operands, and which calls it takes. The kernel and its design: grouped_gemm_small_m.cuh;
-// FP8 weights: grouped_gemm_small_m_fp8.cu.
+// FP8 weights: grouped_gemm_small_m_fp8.cu; weight-only ones: grouped_gemm_small_m_wq.cu.
 #include "alignment.h"
 #include "grouped_gemm_small_m.cuh"
 
@@ -23,6 +23,7 @@ void launchDense(const GroupedGemmArgs& args, cudaStream_t stream) {
 
 bool supports(const GroupedGemmArgs& args) {
   if (args.weightFormat == WeightFormat::Fp8Block128) return supportsFp8(args);
+  if (isWeightOnly(args.weightFormat)) return supportsWeightOnly(args);
   const DType dtype = args.input.dtype;
   if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
   if (args.weights.dtype != dtype) return false;
@@ -39,6 +40,8 @@ bool supports(const GroupedGemmArgs& args) {
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   if (args.weightFormat == WeightFormat::Fp8Block128) {
     fp8GroupedGemm(args, stream);
+  } else if (isWeightOnly(args.weightFormat)) {
+    weightOnlyGroupedGemm(args, stream);
   } else if (args.input.dtype == DType::BFloat16) {
     launchDense<BF16>(args, stream);
   } else {

@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "quantize.cuh"
 #include "quantize.h"
+#include "weight_only.h"
 
 namespace moekit::cuda {
 namespace {
@@ -176,7 +177,10 @@ QuantizedRows::QuantizedRows(const TensorView& input, const TensorView& inputSca
 void quantizeWeights(const QuantizeWeightsArgs& args, cudaStream_t stream) {
   switch (args.format) {
     case WeightFormat::Fp8Block128: quantizeWeightBlocks(args.input, args.output, args.scales, stream); return;
-    case WeightFormat::Dense: break;
+    case WeightFormat::Int8:
+    case WeightFormat::Int4: quantizeWeightGroups(args, stream); return;
+    case WeightFormat::Dense:
+    case WeightFormat::Mxfp4: break;  // MXFP4 is only read, as published
   }
   throw NativeError("E_INVALID_ARGUMENT", "quantizeWeights: the format is not a quantized one");
 }

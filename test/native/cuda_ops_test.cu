@@ -7,6 +7,7 @@
 //   cuda_ops_test            everything
 //   cuda_ops_test --quick    small sizes only, no timings (for compute-sanitizer)
 //   cuda_ops_test --fp8      the FP8 tests only (and no timings)
+//   cuda_ops_test --wq       the weight-only tests only (and no timings)
 // MOEKIT_GEMM=sm90|small_m|mma forces a grouped GEMM family for the whole run.
 //
 // Prints one line per check with max abs / max rel / norm-relative error, a summary of the worst
@@ -944,14 +945,16 @@ void runOpTests() {
 
 int main(int argc, char** argv) {
   bool fp8Only = false;
+  bool wqOnly = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) gQuick = true;
     if (std::strcmp(argv[i], "--fp8") == 0) fp8Only = true;
+    if (std::strcmp(argv[i], "--wq") == 0) wqOnly = true;
   }
   const int devices = cuda::deviceCount();
   const char* forced = std::getenv("MOEKIT_GEMM");
   std::printf("moekit CUDA harness: %d device(s)%s%s, MOEKIT_GEMM=%s\n", devices, gQuick ? ", quick mode" : "",
-              fp8Only ? ", FP8 only" : "", forced != nullptr ? forced : "(auto)");
+              wqOnly ? ", weight-only only" : fp8Only ? ", FP8 only" : "", forced != nullptr ? forced : "(auto)");
   if (devices == 0) {
     std::printf("no CUDA device: only deviceCount() == 0 was checked\n");
     return 0;
@@ -962,8 +965,14 @@ int main(int argc, char** argv) {
   try {
     CUDA_OK(cudaSetDevice(0));
     CUDA_OK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
-    if (!fp8Only) runOpTests();
-    runFp8Tests();
+    if (wqOnly) {
+      runWeightOnlyTests();
+      fp8Only = true;  // nothing else below
+    } else {
+      if (!fp8Only) runOpTests();
+      runFp8Tests();
+      if (!fp8Only) runWeightOnlyTests();
+    }
     if (!fp8Only) {
       testDevice();
       testFaults();

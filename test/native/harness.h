@@ -278,5 +278,7 @@ struct GemmCase {
 
 // The FP8 half of the op tests (fp8_ops_test.cu).
 void runFp8Tests();
+// The weight-only tests (weight_only_test.cu).
+void runWeightOnlyTests();
 
 }  // namespace moekit::harness

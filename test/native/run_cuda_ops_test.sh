@@ -5,6 +5,7 @@
 #   test/native/run_cuda_ops_test.sh              build, run the full harness (MOEKIT_GEMM=sm90|small_m|mma
 #                                                 in the environment forces a grouped GEMM family)
 #   test/native/run_cuda_ops_test.sh --fp8        build, run only the FP8 tests
+#   test/native/run_cuda_ops_test.sh --wq         build, run only the weight-only tests
 #   test/native/run_cuda_ops_test.sh --sanitize   also run it (--quick) under compute-sanitizer
 #                                                 memcheck and racecheck
 #   test/native/run_cuda_ops_test.sh --build-only
@@ -25,6 +26,7 @@ for argument in "$@"; do
     --sanitize) SANITIZE=1 ;;
     --build-only) BUILD_ONLY=1 ;;
     --fp8) HARNESS_ARGS+=(--fp8) ;;
+    --wq) HARNESS_ARGS+=(--wq) ;;
     *) echo "unknown option $argument" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,187 @@
+// Weight-only formats as steps of their own (weight_only.h): the dequantizing step and the Int8 /
+// Int4 quantizer. Both are elementwise over the packed bytes and bound by memory; neither is on
+// the decode path (the small_m family dequantizes in registers).
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "check.h"
+#include "float_access.cuh"
+#include "kernels.h"
+#include "weight_only.cuh"
+#include "weight_only.h"
+
+namespace moekit::cuda {
+namespace {
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullWarp = 0xffffffffu;
+
+// A grid-stride launch: enough blocks to fill any GPU several times, never past the grid limit.
+constexpr int kStrideThreads = 256;
+constexpr int64_t kMaxStrideBlocks = int64_t{1} << 16;
+
+unsigned strideBlocks(int64_t work, int64_t perBlock) {
+  return static_cast<unsigned>(std::clamp<int64_t>((work + perBlock - 1) / perBlock, 1, kMaxStrideBlocks));
+}
+
+// ---- Dequantizing -----------------------------------------------------------------------------------
+struct DequantizeParams {
+  const uint8_t* weights;  // [rows, rowBytes], rows = E × N
+  const void* scales;      // [rows, scaleGroups]
+  void* output;            // [rows, depth]
+  int64_t rows;
+  int64_t rowBytes;
+  int64_t depth;
+  int64_t groupWidth;
+  int64_t scaleGroups;
+};
+
+// One thread per packed byte: Int8 writes one value, Int4 / MXFP4 two (the low nibble is the even
+// k). Any K: a byte never straddles two rows (K is even for the nibble formats).
+template <WeightFormat kFormat, typename Format>
+__global__ void __launch_bounds__(kStrideThreads) dequantizeKernel(DequantizeParams p) {
+  using Decode = weight_only::Decoder<kFormat>;
+  constexpr int kPerByte = weight_only::kValuesPerByte<kFormat>;
+  auto* output = static_cast<typename Format::Storage*>(p.output);
+  const int64_t bytes = p.rows * p.rowBytes;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < bytes;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / p.rowBytes;
+    const int64_t firstK = (i % p.rowBytes) * kPerByte;
+    const uint32_t word = p.weights[i];  // the byte as word byte 0 (values 0 .. kPerByte - 1)
+#pragma unroll
+    for (int v = 0; v < kPerByte; ++v) {
+      const int64_t k = firstK + v;
+      const float scale = Decode::scale(p.scales, row * p.scaleGroups + k / p.groupWidth);
+      output[row * p.depth + k] = Format::store(Decode::value(word, v, scale));
+    }
+  }
+}
+
+// ---- Quantizing: one warp per (row, group) ----------------------------------------------------------------
+struct QuantizeGroupsParams {
+  const void* input;  // [rows, depth] float
+  uint8_t* output;    // [rows, rowBytes]
+  float* scales;      // [rows, scaleGroups]
+  int64_t rows;
+  int64_t depth;
+  int64_t rowBytes;
+  int64_t groupWidth;
+  int64_t scaleGroups;
+};
+
+constexpr int kQuantizeWarps = 8;
+
+__device__ __forceinline__ float warpMax(float value) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) value = fmaxf(value, __shfl_xor_sync(kFullWarp, value, offset));
+  return value;
+}
+
+// q = clamp(roundHalfEven(w / scale), -limit, limit) with the true float32 division; 0 where the
+// scale is 0 or NaN (a group with a non-finite value).
+__device__ __forceinline__ int32_t quantizeValue(float value, float scale, int32_t low, int32_t high) {
+  if (scale == 0.0f || isnan(scale)) return 0;
+  const float q = rintf(__fdiv_rn(value, scale));  // rintf: to nearest, ties to even
+  return static_cast<int32_t>(fminf(fmaxf(q, static_cast<float>(low)), static_cast<float>(high)));
+}
+
+template <WeightFormat kFormat, typename Format>
+__global__ void __launch_bounds__(kQuantizeWarps * kWarpSize) quantizeGroupsKernel(QuantizeGroupsParams p) {
+  constexpr bool kInt8 = kFormat == WeightFormat::Int8;
+  constexpr float kMaxCode = kInt8 ? 127.0f : 7.0f;  // scale = amax / kMaxCode
+  constexpr int32_t kLow = kInt8 ? -127 : -8;
+  constexpr int32_t kHigh = kInt8 ? 127 : 7;
+  const auto* input = static_cast<const typename Format::Storage*>(p.input);
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kQuantizeWarps;
+  for (int64_t unit = static_cast<int64_t>(blockIdx.x) * kQuantizeWarps + threadIdx.x / kWarpSize; unit < p.rows * p.scaleGroups;
+       unit += warps) {
+    const int64_t row = unit / p.scaleGroups;
+    const int64_t group = unit % p.scaleGroups;
+    const int64_t begin = group * p.groupWidth;
+    const int64_t end = min(begin + p.groupWidth, p.depth);
+    const auto* values = input + row * p.depth;
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t k = begin + lane; k < end; k += kWarpSize) {
+      const float w = Format::load(values[k]);
+      finite = finite && isfinite(w);
+      amax = fmaxf(amax, fabsf(w));
+    }
+    amax = warpMax(amax);
+    finite = __all_sync(kFullWarp, finite);
+    const float scale = finite ? __fdiv_rn(amax, kMaxCode) : __int_as_float(0x7FC00000);
+    if (lane == 0) p.scales[row * p.scaleGroups + group] = scale;
+    uint8_t* bytes = p.output + row * p.rowBytes;
+    if constexpr (kInt8) {
+      for (int64_t k = begin + lane; k < end; k += kWarpSize) {
+        bytes[k] = static_cast<uint8_t>(quantizeValue(Format::load(values[k]), scale, kLow, kHigh));
+      }
+    } else {
+      // A byte holds k = 2b (low nibble) and 2b + 1: groups start at even k and K is even, so a
+      // byte never straddles two groups.
+      for (int64_t k = begin + 2 * lane; k < end; k += 2 * kWarpSize) {
+        const uint32_t low = static_cast<uint32_t>(quantizeValue(Format::load(values[k]), scale, kLow, kHigh)) & 0xFu;
+        const uint32_t high = static_cast<uint32_t>(quantizeValue(Format::load(values[k + 1]), scale, kLow, kHigh)) & 0xFu;
+        bytes[k / 2] = static_cast<uint8_t>(low | (high << 4));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void dequantizeWeights(const PackedWeights& packed, void* output, DType dtype, cudaStream_t stream) {
+  const int64_t rows = packed.weights.dim(0) * packed.weights.dim(1);
+  const int64_t rowBytes = packed.weights.dim(2);
+  if (rows == 0 || rowBytes == 0) return;
+  const DequantizeParams params{packed.weights.as<uint8_t>(), packed.scales.data, output, rows, rowBytes,
+                                packed.depth, packed.groupWidth(), packed.scaleGroups()};
+  const unsigned blocks = strideBlocks(rows * rowBytes, kStrideThreads);
+  weight_only::dispatchFormat(packed.format, [&](auto format) {
+    dispatchFloat(dtype, "dequantized weights", [&](auto element) {
+      dequantizeKernel<decltype(format)::value, decltype(element)><<<blocks, kStrideThreads, 0, stream>>>(params);
+      MOEKIT_CHECK_LAUNCH("dequantizeKernel");
+    });
+  });
+}
+
+DequantizedWeights::DequantizedWeights(const PackedWeights& packed, DType dtype, cudaStream_t stream) {
+  const int64_t experts = packed.weights.dim(0), cols = packed.weights.dim(1);
+  const size_t bytes = static_cast<size_t>(experts * cols * packed.depth) * dtypeSize(dtype);
+  storage_ = std::make_unique<ScratchBuffer>(bytes, stream);
+  dequantizeWeights(packed, storage_->data(), dtype, stream);
+  view_ = TensorView{storage_->data(), dtype, {experts, cols, packed.depth}};
+}
+
+void quantizeWeightGroups(const QuantizeWeightsArgs& args, cudaStream_t stream) {
+  const TensorView& input = args.input;
+  const bool grouped = input.shape.size() == 3;
+  const int64_t rows = grouped ? input.dim(0) * input.dim(1) : input.dim(0);
+  const int64_t depth = input.dim(grouped ? 2 : 1);
+  if (rows == 0 || depth == 0) return;
+  const int64_t groupWidth = weightGroupWidth(args.format, args.groupSize, depth);
+  const int64_t scaleGroups = (depth + groupWidth - 1) / groupWidth;
+  const QuantizeGroupsParams params{input.data, args.output.as<uint8_t>(), args.scales.as<float>(), rows, depth,
+                                    weightRowBytes(args.format, depth), groupWidth, scaleGroups};
+  const unsigned blocks = strideBlocks(rows * scaleGroups, kQuantizeWarps);
+  const auto launch = [&](auto format) {
+    dispatchFloat(input.dtype, "quantizeWeights input", [&](auto element) {
+      quantizeGroupsKernel<decltype(format)::value, decltype(element)><<<blocks, kQuantizeWarps * kWarpSize, 0, stream>>>(params);
+      MOEKIT_CHECK_LAUNCH("quantizeGroupsKernel");
+    });
+  };
+  if (args.format == WeightFormat::Int8) {
+    launch(std::integral_constant<WeightFormat, WeightFormat::Int8>{});
+  } else if (args.format == WeightFormat::Int4) {
+    launch(std::integral_constant<WeightFormat, WeightFormat::Int4>{});
+  } else {
+    throw NativeError("E_INVALID_ARGUMENT", "quantizeWeights: only Int8 and Int4 are produced among weight-only formats");
+  }
+}
+
+}  // namespace moekit::cuda

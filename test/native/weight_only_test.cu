@@ -1,0 +1,318 @@
+// The weight-only half of the native CUDA harness (harness.h): Int8, Int4 and MXFP4 packed
+// weights (native/core/op_args.h, "The weight-only rule") in the grouped GEMM and linear, and the
+// Int8 / Int4 quantizer.
+//
+// - quantizeWeights Int8 / Int4 (groups of 32, 128, per channel; a partial last group; groups of
+//   zeros, with a NaN, with an infinity): bit for bit against the rule written here on the host;
+// - grouped GEMM and linear: against a host reference written here, w = q × scale in float32
+//   rounded to the input's 16-bit dtype as the contract says the CUDA backend does, then the CPU
+//   backend's dense float32 GEMM (bias, activation) on those weights. What differs is summation
+//   order and the output's rounding, so the dtype's usual tolerance applies. Odd sizes: K a
+//   multiple of 32 but not 128, a partial last group, K and N that only the dense fallback takes,
+//   empty experts, 1 to ~300 rows, rows outside the offsets, every activation and gate layout.
+//   Which family runs depends on MOEKIT_GEMM: run the harness once per family (--wq).
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+#include "cpu/kernels.h"
+#include "cuda/kernels.h"
+#include "harness.h"
+
+namespace moekit::harness {
+namespace {
+
+struct Packed {
+  Tensor bytes;   // UInt8 [.., N, weightRowBytes(K)]
+  Tensor scales;  // float32 or e8m0 UInt8 [.., N, ceil(K / g)]
+  WeightFormat format = WeightFormat::Int8;
+  int64_t groupSize = 0;
+  int64_t depth = 0;
+};
+
+const char* formatName(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::Int8: return "int8";
+    case WeightFormat::Int4: return "int4";
+    case WeightFormat::Mxfp4: return "mxfp4";
+    default: return "?";
+  }
+}
+
+std::vector<int64_t> withLast(std::vector<int64_t> shape, int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
+// ---- The rule on the host --------------------------------------------------------------------------
+// Int8 / Int4 quantization of a float tensor [.., N, K] in groups of `groupSize` K values.
+Packed quantizeOnHost(const Tensor& weights, WeightFormat format, int64_t groupSize) {
+  const int64_t depth = weights.shape.back();
+  const int64_t rows = weights.numel() / depth;
+  const int64_t width = weightGroupWidth(format, groupSize, depth);
+  const int64_t groups = (depth + width - 1) / width;
+  const bool int8 = format == WeightFormat::Int8;
+  const float maxCode = int8 ? 127.0f : 7.0f;
+  const float low = int8 ? -127.0f : -8.0f, high = int8 ? 127.0f : 7.0f;
+  Packed packed{Tensor(DType::UInt8, withLast(weights.shape, weightRowBytes(format, depth))),
+                Tensor(DType::Float32, withLast(weights.shape, groups)), format, groupSize, depth};
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = g * width, end = std::min(depth, begin + width);
+      float amax = 0.0f;
+      bool finite = true;
+      for (int64_t k = begin; k < end; ++k) {
+        const float w = weights.get(r * depth + k);
+        finite = finite && std::isfinite(w);
+        amax = std::max(amax, std::fabs(w));
+      }
+      const float scale = finite ? amax / maxCode : NAN;
+      packed.scales.set(r * groups + g, scale);
+      for (int64_t k = begin; k < end; ++k) {
+        int32_t q = 0;
+        if (scale != 0.0f && !std::isnan(scale)) {
+          const float scaled = weights.get(r * depth + k) / scale;  // float32 division
+          q = static_cast<int32_t>(std::min(std::max(std::nearbyint(scaled), low), high));  // ties to even
+        }
+        uint8_t& byte = packed.bytes.host[r * weightRowBytes(format, depth) + (int8 ? k : k / 2)];
+        if (int8) {
+          byte = static_cast<uint8_t>(static_cast<int8_t>(q));
+        } else if (k % 2 == 0) {
+          byte = static_cast<uint8_t>((byte & 0xF0u) | (static_cast<uint32_t>(q) & 0xFu));
+        } else {
+          byte = static_cast<uint8_t>((byte & 0x0Fu) | ((static_cast<uint32_t>(q) & 0xFu) << 4));
+        }
+      }
+    }
+  }
+  return packed;
+}
+
+// Random MXFP4 bytes and e8m0 scales 2^-5 .. 2^0 (gpt-oss's checkpoints sit near there; larger
+// ones would overflow float16 products under a gated activation).
+Packed randomMxfp4(std::vector<int64_t> shape, uint64_t seed) {
+  const int64_t depth = shape.back();
+  Packed packed{Tensor(DType::UInt8, withLast(shape, depth / 2)), Tensor(DType::UInt8, withLast(shape, depth / kMxfp4GroupSize)),
+                WeightFormat::Mxfp4, 0, depth};
+  for (int64_t i = 0; i < packed.bytes.numel(); ++i) packed.bytes.host[i] = static_cast<uint8_t>(randomBelow(seed, i, 256));
+  constexpr uint32_t kLowestScale = 122;
+  constexpr uint32_t kScaleCodes = 6;
+  for (int64_t i = 0; i < packed.scales.numel(); ++i) {
+    packed.scales.host[i] = static_cast<uint8_t>(kLowestScale + randomBelow(seed + 1, i, kScaleCodes));
+  }
+  return packed;
+}
+
+float e2m1(uint32_t nibble) {
+  static const float kValues[] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float magnitude = kValues[nibble & 7u];
+  return (nibble & 8u) != 0 ? -magnitude : magnitude;
+}
+
+float roundTo(DType dtype, float value) {
+  switch (dtype) {
+    case DType::BFloat16: return bfloat16ToFloat(floatToBfloat16(value));
+    case DType::Float16: return float16ToFloat(floatToFloat16(value));
+    default: return value;
+  }
+}
+
+// w = q × scale (float32), rounded to `compute` (the input's dtype), as float32 [.., N, K].
+Tensor dequantizeOnHost(const Packed& packed, DType compute) {
+  const int64_t depth = packed.depth;
+  const int64_t rowBytes = weightRowBytes(packed.format, depth);
+  const int64_t rows = packed.bytes.numel() / rowBytes;
+  const int64_t width = weightGroupWidth(packed.format, packed.groupSize, depth);
+  const int64_t groups = (depth + width - 1) / width;
+  Tensor dense(DType::Float32, withLast(packed.bytes.shape, depth));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < depth; ++k) {
+      const uint8_t byte = packed.bytes.host[r * rowBytes + (packed.format == WeightFormat::Int8 ? k : k / 2)];
+      const uint32_t nibble = k % 2 == 0 ? byte & 0xFu : byte >> 4;
+      float q, scale;
+      if (packed.format == WeightFormat::Mxfp4) {
+        const uint8_t s = packed.scales.host[r * groups + k / width];
+        q = e2m1(nibble);
+        scale = s == 255 ? NAN : std::ldexp(1.0f, static_cast<int>(s) - 127);
+      } else {
+        q = packed.format == WeightFormat::Int8 ? static_cast<float>(static_cast<int8_t>(byte))
+                                                : static_cast<float>(static_cast<int32_t>(nibble ^ 8u) - 8);
+        scale = packed.scales.get(r * groups + k / width);
+      }
+      dense.set(r * depth + k, roundTo(compute, q * scale));
+    }
+  }
+  return dense;
+}
+
+// ---- quantizeWeights -------------------------------------------------------------------------------------
+void testQuantize(DType dtype, WeightFormat format, std::vector<int64_t> shape, int64_t groupSize) {
+  Tensor weights = randomTensor(dtype, shape, 61, 0.5f);
+  const int64_t depth = shape.back();
+  // Special groups in the first rows: all zeros, a NaN, an infinity, and ties: with amax equal to
+  // the largest code the scale is 1, so 2.5 and -3.5 are halfway and round to even.
+  if (depth >= 4 && weights.numel() / depth >= 4) {
+    for (int64_t k = 0; k < depth; ++k) weights.set(k, 0.0f);
+    weights.set(depth + depth / 2, NAN);
+    weights.set(2 * depth + 1, -INFINITY);
+    const float maxCode = format == WeightFormat::Int8 ? 127.0f : 7.0f;
+    weights.set(3 * depth, maxCode);        // scale 1 for the group (if it is its amax)
+    weights.set(3 * depth + 1, 2.5f);       // → 2 (ties to even)
+    weights.set(3 * depth + 2, -3.5f);      // → -4
+  }
+  const Packed expected = quantizeOnHost(weights, format, groupSize);
+  Tensor bytes = sentinelTensor(DType::UInt8, expected.bytes.shape);
+  Tensor scales = sentinelTensor(DType::Float32, expected.scales.shape);
+  QuantizeWeightsArgs args;
+  args.input = weights.deviceView();
+  args.format = format;
+  args.groupSize = groupSize;
+  args.output = bytes.deviceView();
+  args.scales = scales.deviceView();
+  cuda::quantizeWeights(args, gStream);
+  std::string dims;
+  for (int64_t extent : shape) dims += (dims.empty() ? "" : "x") + std::to_string(extent);
+  const std::string what = describe("%s %s g=%lld", formatName(format), dims.c_str(), static_cast<long long>(groupSize));
+  expectSameBytes("wq quantize", dtype, what + " values", bytes.fromDevice(), expected.bytes);
+  expectSameBytes("wq quantize", dtype, what + " scales", scales.fromDevice(), expected.scales);
+}
+
+// ---- GEMMs -------------------------------------------------------------------------------------------------
+struct WqCase {
+  GemmCase shape;
+  WeightFormat format;
+  int64_t groupSize;  // Int8 / Int4 (0: per channel)
+};
+
+Packed makeWeights(const WqCase& wq, std::vector<int64_t> shape) {
+  if (wq.format == WeightFormat::Mxfp4) return randomMxfp4(std::move(shape), 71);
+  return quantizeOnHost(randomTensor(DType::Float32, std::move(shape), 72, 0.1f), wq.format, wq.groupSize);
+}
+
+void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
+  const GemmCase& c = wq.shape;
+  const bool grouped = c.experts > 0;
+  Tensor input = randomTensor(dtype, {c.rows, c.depth}, 73, 1.0f);
+  Packed packed = makeWeights(wq, grouped ? std::vector<int64_t>{c.experts, c.cols, c.depth} : std::vector<int64_t>{c.cols, c.depth});
+  Tensor dense = dequantizeOnHost(packed, dtype);
+  Tensor bias = grouped ? randomTensor(DType::BFloat16, {c.experts, c.cols}, 74, 1.0f) : randomTensor(DType::BFloat16, {c.cols}, 74, 1.0f);
+  Tensor offsets = grouped ? makeOffsets(c.rows, c.experts, c.lead, c.tail, 75) : Tensor();
+  const bool activated = grouped && c.activation >= 0;
+  const auto kind = static_cast<ActivationKind>(c.activation);
+  const int64_t outCols = activated && isGated(kind) ? c.cols / 2 : c.cols;
+  Tensor output[2] = {sentinelTensor(outputDType, {c.rows, outCols}), sentinelTensor(outputDType, {c.rows, outCols})};
+  for (int side = 0; side < 2; ++side) {
+    const bool gpu = side == 1;
+    const auto view = [&](Tensor& t) { return gpu ? t.deviceView() : t.hostView(); };
+    if (grouped) {
+      GroupedGemmArgs args;
+      args.input = view(input);
+      if (gpu) {
+        args.weights = view(packed.bytes);
+        args.weightScales = view(packed.scales);
+        args.weightFormat = wq.format;
+        args.weightGroupSize = wq.groupSize;
+      } else {
+        args.weights = view(dense);
+      }
+      if (c.bias) args.bias = view(bias);
+      args.expertOffsets = view(offsets);
+      args.output = view(output[side]);
+      args.maxRowsPerExpert = c.maxRowsPerExpert;
+      if (activated) {
+        args.activation.enabled = true;
+        args.activation.kind = kind;
+        args.activation.layout = c.layout;
+      }
+      if (gpu) {
+        cuda::groupedGemm(args, gStream);
+      } else {
+        cpu::groupedGemm(args);
+      }
+    } else {
+      LinearArgs args;
+      args.input = view(input);
+      if (gpu) {
+        args.weight = view(packed.bytes);
+        args.weightScales = view(packed.scales);
+        args.weightFormat = wq.format;
+        args.weightGroupSize = wq.groupSize;
+      } else {
+        args.weight = view(dense);
+      }
+      if (c.bias) args.bias = view(bias);
+      args.output = view(output[side]);
+      if (gpu) {
+        cuda::linear(args, gStream);
+      } else {
+        cpu::linear(args);
+      }
+    }
+  }
+  const std::string act = activated ? describe(" +%s%s", activationName(kind), c.layout == GateLayout::Interleaved ? "(interleaved)" : "") : "";
+  const std::string hint = c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)) : "";
+  const std::string what = describe("%s %s g=%lld M=%lld K=%lld N=%lld E=%d%s%s%s out %s", grouped ? "grouped" : "linear",
+                                    formatName(wq.format), static_cast<long long>(wq.groupSize), static_cast<long long>(c.rows),
+                                    static_cast<long long>(c.depth), static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "",
+                                    act.c_str(), hint.c_str(), dtypeName(outputDType));
+  expectClose(grouped ? "wq groupedGemm" : "wq linear", dtype, what, output[1].fromDevice(), output[0],
+              toleranceFor(leastPrecise({dtype, outputDType})));
+}
+
+}  // namespace
+
+void runWeightOnlyTests() {
+  std::printf("\n---- weight-only (int8 / int4 / mxfp4) ----\n");
+  for (DType dtype : kFloatDTypes) {
+    testQuantize(dtype, WeightFormat::Int8, {8, 256}, 0);
+    testQuantize(dtype, WeightFormat::Int8, {3, 16, 160}, 128);  // partial last group
+    testQuantize(dtype, WeightFormat::Int4, {3, 16, 160}, 128);
+    testQuantize(dtype, WeightFormat::Int4, {24, 96}, 32);
+    testQuantize(dtype, WeightFormat::Int4, {5, 50}, 0);  // per channel, K not a multiple of 32
+  }
+  if (!gQuick) testQuantize(DType::BFloat16, WeightFormat::Int4, {8, 1024, 4096}, 128);
+
+  const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
+  const int geglu = static_cast<int>(ActivationKind::GeGLU);
+  const int gptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
+  const int silu = static_cast<int>(ActivationKind::SiLU);
+  const int gelu = static_cast<int>(ActivationKind::GELU);
+  const int relu = static_cast<int>(ActivationKind::ReLU);
+  // {rows, K, N, E, bias, lead, tail, activation, layout, maxRowsPerExpert}
+  const std::vector<GemmCase> shapes = {
+      {1, 256, 64, 4, true, 0, 0, -1, GateLayout::Halves, 1},              // one decode row
+      {4, 256, 128, 8, false, 0, 0, swiglu, GateLayout::Halves, 1},        // decode, Mixtral-like
+      {7, 96, 48, 3, true, 1, 1, -1, GateLayout::Halves, 0},               // K a multiple of 32, not 128
+      {37, 160, 80, 8, true, 2, 3, geglu, GateLayout::Halves, 0},          // partial last group (g = 128)
+      {40, 288, 272, 4, true, 0, 0, gptOss, GateLayout::Interleaved, 16},  // gpt-oss style, 17 column tiles
+      {300, 192, 96, 4, false, 0, 5, silu, GateLayout::Halves, 0},         // ~300 rows: dense fallback in auto
+      {70, 128, 64, 2, true, 0, 0, gelu, GateLayout::Halves, 64},          // several passes of 32 rows
+      {9, 64, 40, 3, true, 0, 0, relu, GateLayout::Halves, 0},             // N not a multiple of 16: dense fallback
+      {5, 256, 64, 0, true, 0, 0},                                          // linear
+      {130, 128, 32, 0, false, 0, 0},                                       // linear, more rows
+  };
+  const std::vector<std::pair<WeightFormat, int64_t>> formats = {
+      {WeightFormat::Int8, 0}, {WeightFormat::Int8, 128}, {WeightFormat::Int4, 32},
+      {WeightFormat::Int4, 128}, {WeightFormat::Int4, 0}, {WeightFormat::Mxfp4, 0}};
+  for (DType dtype : {DType::BFloat16, DType::Float16}) {
+    for (const auto& [format, groupSize] : formats) {
+      for (const GemmCase& shape : shapes) testGemmWq(dtype, dtype, WqCase{shape, format, groupSize});
+    }
+    testGemmWq(dtype, DType::Float32, WqCase{shapes[1], WeightFormat::Int4, 128});
+  }
+  // Shapes only the dense fallback takes: K not a multiple of a 16-byte vector.
+  testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 40, 32, 2, true, 0, 0}, WeightFormat::Int8, 0});
+  testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 50, 32, 2, true, 0, 0}, WeightFormat::Int4, 0});
+  testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 96, 32, 2, true, 0, 0, swiglu}, WeightFormat::Mxfp4, 0});
+  // float32 input: dequantized to float32 (SIMT path).
+  testGemmWq(DType::Float32, DType::Float32, WqCase{shapes[3], WeightFormat::Int4, 32});
+  if (!gQuick) {
+    // Real sizes: Mixtral's gate/up at decode and prefill, gpt-oss-20b's MXFP4 down projection.
+    testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{16, 4096, 1024, 8, false, 0, 0, swiglu, GateLayout::Halves, 16}, WeightFormat::Int4, 128});
+    testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{1024, 1024, 512, 8, false, 0, 0, swiglu}, WeightFormat::Int8, 0});
+    testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{8, 2880, 2880, 4, true, 0, 0, -1, GateLayout::Halves, 8}, WeightFormat::Mxfp4, 0});
+  }
+}
+
+}  // namespace moekit::harness
