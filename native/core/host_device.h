@@ -7,3 +7,12 @@
 #else
 #define MOEKIT_HOST_DEVICE
 #endif
+
+#include <cstdint>
+
+namespace moekit {
+
+// How many pieces of `size` cover `extent` (extent >= 0, size > 0).
+MOEKIT_HOST_DEVICE constexpr int64_t ceilDiv(int64_t extent, int64_t size) { return (extent + size - 1) / size; }
+
+}  // namespace moekit

@@ -187,7 +187,7 @@ inline int64_t weightDepth(WeightFormat format, int64_t rowBytes) {
 //   output[r, n] = sum_k x[r, k] * w[n, k]   (+ bias, activation: as for dense weights)
 // with w the dequantized weight above, x the float input as given, float32 accumulation. The
 // CUDA backend multiplies in the input's 16-bit dtype: it rounds w to it first (exact for MXFP4
-// and Int4/Int8 values, one rounding of q * scale otherwise), as TensorRT-LLM does. Inputs and
+// values; q * scale computed in float32 and then rounded otherwise), as TensorRT-LLM does. Inputs and
 // outputs are float (no inputScales / outputScales).
 //
 // Quantizing float weights to Int8 / Int4 (QuantizeWeightsArgs), per group of one output row's

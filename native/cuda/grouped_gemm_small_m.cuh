@@ -621,7 +621,7 @@ void launchStream(const StreamProblem& p, cudaStream_t stream) {
   MOEKIT_CHECK_LAUNCH("streamGemmKernel");
 }
 
-// Calls body(Config{}) with the configuration for K = depth.
+// Calls body(Config{}) with the configuration for 16-bit operands and K = depth.
 template <typename Body>
 void dispatchConfig(int64_t depth, Body&& body) {
   if (depth <= kShortDepth) {
@@ -630,6 +630,32 @@ void dispatchConfig(int64_t depth, Body&& body) {
     body(LongDepthConfig{});
   } else {
     body(DecodeConfig{});
+  }
+}
+
+// The configurations for FP8 operands (measured on an H200 against one column tile and 4 or 8
+// warps: bench/NOTES.md, fp8-v2). An FP8 weight row is half the bytes of a 16-bit one, so an item
+// of one column tile streams too little to hide its start and its reduction: two column tiles
+// (which also share each token load) and two warps splitting K, four on the longest rows.
+using Fp8Config = StreamConfig<2, 2, 2, 4>;
+using Fp8LongDepthConfig = StreamConfig<4, 2, 2, 4>;
+constexpr int64_t kFp8LongDepth = 8192;  // K above this: 4 warps per item
+
+// The first compute capability with FP8 mma.sync (mma_sync.cuh: kHasFp8Mma).
+constexpr int kFp8MmaCapability = 89;
+
+// Calls body(Config{}) with the configuration for FP8 operands, K = depth and N = cols. The
+// two-tile configurations need FP8 mmas (widening the operands takes registers they don't have)
+// and N that fills whole two-tile items; other calls take the 16-bit configurations.
+template <typename Body>
+void dispatchFp8Config(int64_t depth, int64_t cols, Body&& body) {
+  static_assert(Fp8Config::kColumnTiles == Fp8LongDepthConfig::kColumnTiles, "one column-tile rule");
+  if (computeCapability() < kFp8MmaCapability || cols % (kMmaRows * Fp8Config::kColumnTiles) != 0) {
+    dispatchConfig(depth, body);
+  } else if (depth > kFp8LongDepth) {
+    body(Fp8LongDepthConfig{});
+  } else {
+    body(Fp8Config{});
   }
 }
 

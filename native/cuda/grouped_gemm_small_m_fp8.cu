@@ -32,7 +32,7 @@ void fp8GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   const int64_t rows = args.output.dim(0), width = args.output.dim(1);
   std::unique_ptr<ScratchBuffer> results;
   if (fp8Output) results = std::make_unique<ScratchBuffer>(static_cast<size_t>(rows * width) * sizeof(float), stream);
-  dispatchConfig(args.weights.dim(2), [&](auto config) {
+  dispatchFp8Config(args.weights.dim(2), args.weights.dim(1), [&](auto config) {
     using Config = decltype(config);
     StreamProblem p = fp8Output ? problemOf<Config>(args, results->data(), DType::Float32)
                                 : problemOf<Config>(args, args.output.data, args.output.dtype);

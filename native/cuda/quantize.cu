@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/host_device.h"
 #include "alignment.h"
 #include "check.h"
 #include "float_access.cuh"
@@ -16,9 +17,14 @@
 namespace moekit::cuda {
 namespace {
 
+// One warp per row and slice of the row's groups (blockIdx.y): a decode step quantizes a few long
+// rows (14,336 columns for Mixtral's second GEMM), which one warp per row would walk group after
+// group, each a dependent load and reduction.
 struct QuantizeLaunch {
-  static constexpr int kRowsPerBlock = 8;  // one warp per row
+  static constexpr int kRowsPerBlock = 8;
   static constexpr int kThreads = kRowsPerBlock * quantize_detail::kWarpSize;
+  static constexpr int64_t kGroupsPerSlice = 2 * quantize_detail::kGroupsPerStep;  // 1,024 columns
+  static constexpr int64_t kMaxSlices = 65535;  // gridDim.y
 };
 
 struct QuantizeRowsParams {
@@ -33,6 +39,7 @@ struct QuantizeRowsParams {
   float* scales;
   bool vectorLoads;
   bool vectorStores;
+  int64_t groupsPerSlice;  // groups one warp quantizes
 };
 
 template <typename Format>
@@ -47,10 +54,12 @@ __global__ void __launch_bounds__(QuantizeLaunch::kThreads) quantizeRowsKernel(Q
   const auto* input = static_cast<const typename Format::Storage*>(p.input) + row * p.inputWidth;
   uint8_t* output = p.output + row * p.width;
   float* scales = p.scales + row * fp8BlockCount(p.width);
+  const int64_t firstGroup = static_cast<int64_t>(blockIdx.y) * p.groupsPerSlice;
+  const int64_t endGroup = min(firstGroup + p.groupsPerSlice, fp8BlockCount(p.width));
   if (p.activation.enabled) {
-    quantizeRowWarp(ActivatedRow<Format>{input, p.width, p.activation}, p.width, output, scales, p.vectorStores);
+    quantizeRowWarp(ActivatedRow<Format>{input, p.width, p.activation}, p.width, output, scales, p.vectorStores, firstGroup, endGroup);
   } else {
-    quantizeRowWarp(StoredRow<Format>{input, p.width, p.vectorLoads}, p.width, output, scales, p.vectorStores);
+    quantizeRowWarp(StoredRow<Format>{input, p.width, p.vectorLoads}, p.width, output, scales, p.vectorStores, firstGroup, endGroup);
   }
 }
 
@@ -134,7 +143,7 @@ void quantizeRows(const QuantizeRowsArgs& args, cudaStream_t stream) {
   const int64_t rows = args.input.dim(0);
   if (rows == 0 || args.width == 0) return;
   constexpr int64_t kFour = quantize_detail::kValuesPerLane;
-  const QuantizeRowsParams params{args.input.data,
+  QuantizeRowsParams params{args.input.data,
                                   args.input.dim(1),
                                   rows,
                                   args.width,
@@ -144,8 +153,13 @@ void quantizeRows(const QuantizeRowsArgs& args, cudaStream_t stream) {
                                   args.output,
                                   args.scales,
                                   args.input.dim(1) % kFour == 0 && alignedTo(args.input.data, kFour * dtypeSize(args.input.dtype)),
-                                  args.width % kFour == 0 && alignedTo(args.output, kFour)};
-  const auto blocks = static_cast<unsigned>((rows + QuantizeLaunch::kRowsPerBlock - 1) / QuantizeLaunch::kRowsPerBlock);
+                                  args.width % kFour == 0 && alignedTo(args.output, kFour),
+                                  0};
+  // Slices of kGroupsPerSlice groups, or wider ones if a row is too long for the grid's y extent.
+  const int64_t groups = fp8BlockCount(args.width);
+  const int64_t slices = std::min(ceilDiv(groups, QuantizeLaunch::kGroupsPerSlice), QuantizeLaunch::kMaxSlices);
+  params.groupsPerSlice = ceilDiv(groups, slices);
+  const dim3 blocks(static_cast<unsigned>(ceilDiv(rows, QuantizeLaunch::kRowsPerBlock)), static_cast<unsigned>(slices));
   dispatchFloat(args.input.dtype, "quantize input", [&](auto format) {
     quantizeRowsKernel<decltype(format)><<<blocks, QuantizeLaunch::kThreads, 0, stream>>>(params);
     MOEKIT_CHECK_LAUNCH("quantizeRowsKernel");

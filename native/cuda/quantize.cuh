@@ -1,5 +1,5 @@
 // Quantizing a row by the W8A8 rule (native/core/op_args.h, "Quantized weights and activations")
-// on the device, one warp per row: per 128-column group, the largest magnitude by a warp
+// on the device, one warp per row (or per slice of a long row's groups): per 128-column group, the largest magnitude by a warp
 // reduction, the scale amax / 448, and e4m3(x / scale) for each value. Shared by every step that
 // produces FP8 activations outside a GEMM's epilogue: permute's gather (permute.cu), and the
 // quantizing step before and after a GEMM (quantize.cu).
@@ -79,15 +79,17 @@ struct ActivatedRow {
   }
 };
 
-// Called by a whole warp: quantizes `row` (a StoredRow or ActivatedRow of `width` values) into
-// `destination` [width] e4m3 and `scales` [fp8Blocks(width)]. `vectorStores`: four bytes may be
-// written at once (width % 4 == 0 and `destination` 4-byte aligned).
+// Called by a whole warp: quantizes groups [firstGroup, endGroup) of `row` (a StoredRow or
+// ActivatedRow of `width` values; all of it by default) into `destination` [width] e4m3 and
+// `scales` [fp8Blocks(width)]. `vectorStores`: four bytes may be written at once (width % 4 == 0
+// and `destination` 4-byte aligned).
 template <class Row>
-__device__ void quantizeRowWarp(const Row& row, int64_t width, uint8_t* destination, float* scales, bool vectorStores) {
+__device__ void quantizeRowWarp(const Row& row, int64_t width, uint8_t* destination, float* scales, bool vectorStores,
+                                int64_t firstGroup = 0, int64_t endGroup = -1) {
   using namespace quantize_detail;
   const int lane = threadIdx.x % kWarpSize;
-  const int64_t groups = (width + kGroupColumns - 1) / kGroupColumns;
-  for (int64_t first = 0; first < groups; first += kGroupsPerStep) {
+  const int64_t groups = endGroup < 0 ? (width + kGroupColumns - 1) / kGroupColumns : endGroup;
+  for (int64_t first = firstGroup; first < groups; first += kGroupsPerStep) {
     float values[kGroupsPerStep][kValuesPerLane];
     float amax[kGroupsPerStep];
 #pragma unroll
