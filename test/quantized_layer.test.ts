@@ -205,13 +205,13 @@ describe('quantization at load', () => {
 
   it('refuses an unknown quantization, and dense weights that a config calls quantized', async () => {
     const config = swigluConfig({ hidden: 64, intermediate: 32, experts: 4, topK: 2 });
-    expectThrows(() => MoELayer.random(config, { quantize: 'int4' as never }), 'E_INVALID_ARGUMENT', /^MoELayer\.random: options\.quantize must be one of fp8, got "int4"$/);
-    expectThrows(() => MoELayer.random({ ...config, quantization: 'nf4' as never }), 'E_CONFIG', /^MoE config: quantization must be null or one of fp8, got "nf4"$/);
+    expectThrows(() => MoELayer.random(config, { quantize: 'nf4' as never }), 'E_INVALID_ARGUMENT', /^MoELayer\.random: options\.quantize must be one of fp8, int8, int4, got "nf4"$/);
+    expectThrows(() => MoELayer.random({ ...config, quantization: 'nf4' as never }), 'E_CONFIG', /^MoE config: quantization must be null or one of fp8, int8, int4, mxfp4, got "nf4"$/);
     expectThrows(() => MoELayer.random({ ...config, quantization: 'fp8' }), 'E_INVALID_ARGUMENT', /random weights are drawn dense, so ask for options\.quantize 'fp8' instead/);
     const host = await randomHostWeights({ name: 'test', description: 'test', config }, 'float32', 'cpu');
     expectThrows(() => MoELayer.fromWeights({ ...config, quantization: 'fp8' }, host), 'E_CHECKPOINT',
       /^MoE weights: w13 is dense but config\.quantization is fp8 \(to quantize dense weights, leave config\.quantization out and pass options\.quantize\)$/);
-    await expectRejects(MoELayer.fromPretrained(quantFixtureDir('mixtral_bf16'), { layer: 0, quantize: 'FP8' as never }), 'E_INVALID_ARGUMENT', /options\.quantize must be one of fp8, got "FP8"/);
+    await expectRejects(MoELayer.fromPretrained(quantFixtureDir('mixtral_bf16'), { layer: 0, quantize: 'FP8' as never }), 'E_INVALID_ARGUMENT', /options\.quantize must be one of fp8, int8, int4, got "FP8"/);
   });
 });
 

@@ -297,6 +297,7 @@ function asFloat32(tensor: HostTensor): Float32Array {
   switch (tensor.dtype) {
     case 'float32': return tensor.data as Float32Array;
     case 'float8_e4m3': return decodeFloat8(tensor.data as Uint8Array);
+    case 'uint8': throw new MoekitError('E_DTYPE', 'packed uint8 weights have no float values of their own (they are read beside their scales)');
     default: return decodeHalf(tensor.data as Uint16Array, tensor.dtype);
   }
 }
