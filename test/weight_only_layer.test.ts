@@ -145,6 +145,20 @@ describe('gpt-oss MXFP4 as published', () => {
     }
   });
 
+  it('MoELayer.random draws random MXFP4 experts for an MXFP4 config (as the gpt-oss-20b bench preset does)', async () => {
+    const config: MoEConfig = {
+      ...swigluConfig({ hidden: 64, intermediate: 96, experts: 4, topK: 2 }),
+      family: 'gpt_oss', activation: 'gptoss_swiglu', routerBias: true, expertBias: true, quantization: 'mxfp4',
+    };
+    using layer = MoELayer.random(config, { seed: 1 });
+    expect(layer.config.quantization).toBe('mxfp4');
+    expect(layer.weightBytes().experts).toBe(4 * ((3 * 64 * 96) / 2 + (3 * 64 * 96) / 32));
+    using x = Tensor.random([3, 64], { seed: 2 });
+    using result = layer.forward(x);
+    const output = await result.output.toFloat32Array();
+    expect(output.every(Number.isFinite) && output.some((v) => v !== 0)).toBe(true);
+  });
+
   const cases: { name: string; prepare: (dir: string) => Promise<void> | void; code: string; message: RegExp }[] = [
     {
       name: 'scales that disagree with the blocks',

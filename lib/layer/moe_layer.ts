@@ -7,7 +7,7 @@ import { combine } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { permute } from '../ops/permute';
 import {
-  isQuantization, logicalShape, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
+  isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
   scaleShape, WEIGHT_FORMATS, type ExpertQuantization, type GroupSize, type Quantization, type QuantizedParts,
 } from '../ops/quantized';
 import { route } from '../ops/routing';
@@ -250,20 +250,25 @@ export class MoELayer {
     }
   }
 
-  /** A layer with uniform random weights (for benchmarks), generated on the device. */
+  /**
+   * A layer with uniform random weights (for benchmarks), generated on the device. A config whose
+   * experts are MXFP4 (gpt-oss as published) gets random MXFP4 experts: random e2m1 bytes with
+   * e8m0 scales near the dense weights' 1/sqrt(fan-in).
+   */
   static random(config: MoEConfig, options?: RandomLayerOptions | null): MoELayer {
     validateMoEConfig(config);
     const settings = optionalOptions(options, 'MoELayer.random: options');
     const device = parseDevice(settings.device ?? 'cpu');
     const dtype = parseFloatDType(settings.dtype ?? 'float32');
     const quantize = quantizeOption(settings, config, 'MoELayer.random');
-    if (!quantize && config.quantization) {
+    if (!quantize && config.quantization && config.quantization !== 'mxfp4') {
       throw new MoekitError('E_INVALID_ARGUMENT', `MoELayer.random: config.quantization is ${config.quantization}: random weights are drawn dense, so ask for options.quantize '${config.quantization}' instead`);
     }
     const dense = randomMoEWeights(config, { device, dtype, seed: settings.seed ?? 0 });
     let weights: LayerWeights = dense;
     try {
       if (quantize) weights = quantizeExperts(dense, quantize);
+      else if (config.quantization === 'mxfp4') weights = randomMxfp4Experts(dense);
       return new MoELayer(withQuantization(config, quantize), weights, device, dtype);
     } catch (error) {
       forEachWeight(weights, (tensor) => tensor.dispose());
@@ -553,6 +558,33 @@ function quantizeExperts(weights: LayerWeights, quantize: Quantizing): LayerWeig
     return mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
       tensor: (tensor) => tensor,
       matrix: (matrix, routed) => (isQuantized(matrix) || !quantizes(quantize.quantization, routed) ? matrix : made.keep(quantizeMatrix(matrix, quantize))),
+    });
+  } catch (error) {
+    made.disposeAll();
+    throw error;
+  }
+}
+
+/**
+ * The routed experts of random dense weights replaced by random MXFP4 ones: the bytes of their int4
+ * quantization read as e2m1 pairs (every nibble is a valid e2m1 pattern), with one e8m0 scale per
+ * 32 values of 2^-(ceil(log2 sqrt(K)) + 2), so that |w| stays near the dense 1/sqrt(K).
+ */
+function randomMxfp4Experts(weights: LayerWeights): LayerWeights {
+  const made = new Made();
+  try {
+    return mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
+      tensor: (tensor) => tensor,
+      matrix: (matrix, routed) => {
+        if (isQuantized(matrix) || !routed) return matrix;
+        const depth = matrix.shape.at(-1)!;
+        using int4 = quantizeWeights(matrix, 'int4', { groupSize: MXFP4_GROUP_SIZE });
+        const exponent = 127 - (Math.ceil(Math.log2(Math.sqrt(depth))) + 2);
+        const shape = scaleShape('mxfp4', matrix.shape);
+        const scales = made.keep(Tensor.fromArray(new Uint8Array(shape.reduce((a, b) => a * b, 1)).fill(exponent), shape, { dtype: 'uint8', device: matrix.device }));
+        const data = made.keep(int4.data.to(matrix.device));
+        return new QuantizedWeights({ format: 'mxfp4', data, scales });
+      },
     });
   } catch (error) {
     made.disposeAll();
