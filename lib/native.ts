@@ -36,6 +36,7 @@ export interface NativeQuantizedGemm {
   inputScales?: NativeTensor;
   weightScales?: NativeTensor;
   weightFormat?: number;
+  weightGroupSize?: number;
   outputScales?: NativeTensor;
 }
 
@@ -65,7 +66,7 @@ export interface NativeOps {
   }): void;
   cast(device: number, args: { input: NativeTensor; output: NativeTensor }): void;
   fillRandom(device: number, args: { output: NativeTensor; seed: number; scale: number }): void;
-  quantizeWeights(device: number, args: { input: NativeTensor; format: number; output: NativeTensor; scales: NativeTensor }): void;
+  quantizeWeights(device: number, args: { input: NativeTensor; format: number; groupSize?: number; output: NativeTensor; scales: NativeTensor }): void;
 }
 
 /** A captured CUDA graph (see beginCapture). */

@@ -6,9 +6,9 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { compareRows, formatComparison, formatComparisonPreamble, readTorchRows, type TorchRow } from '../lib/bench/compare';
-import { findPreset } from '../lib/bench/presets';
+import { findPreset, FULL_PRESETS } from '../lib/bench/presets';
 import { benchRow, formatHeader, formatPreamble, formatRow, measuredTouchedExperts, type BenchContext } from '../lib/bench/report';
-import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from '../lib/bench/roofline';
+import { activeWeightBytes, expectedTouchedExperts, expertWeightBytes, forwardFloor, forwardFlops, type Ceilings } from '../lib/bench/roofline';
 import { quantile } from '../lib/bench/timing';
 
 const qwen = findPreset('qwen3-30b-a3b')!;
@@ -47,7 +47,7 @@ describe('roofline', () => {
 });
 
 describe('bench rows', () => {
-  const context: BenchContext = { device: 'cuda:0', deviceName: 'NVIDIA H100 80GB HBM3', dtype: 'bfloat16', quantization: null, ceilings: H100 };
+  const context: BenchContext = { device: 'cuda:0', deviceName: 'NVIDIA H100 80GB HBM3', dtype: 'bfloat16', quantization: null, groupSize: null, ceilings: H100 };
   const timing = {
     ms: 2,
     p10Ms: 1.9,
@@ -162,5 +162,19 @@ describe('comparison with bench/torch_baseline.py', () => {
     fs.writeFileSync(bad, JSON.stringify([{ preset: 'x', tokens: 1 }]));
     expect(() => readTorchRows(bad)).toThrow(/bad\.json: row 0 is not a bench\/torch_baseline\.py row \(no pipeline, ms, floor_ms\)/);
     expect(() => readTorchRows(path.join(dir, 'missing.json'))).toThrow(expect.objectContaining({ code: 'E_NOT_FOUND' }));
+  });
+});
+
+describe('expert weight bytes (the floor counts real bytes)', () => {
+  it('int8 and int4 count their values and their group scales; mxfp4 half a byte and a byte per 32', () => {
+    const config = FULL_PRESETS[0]!.config;
+    expect(expertWeightBytes(config, 'bfloat16')).toBe(2);
+    expect(expertWeightBytes({ ...config, quantization: 'int4' }, 'bfloat16')).toBe(0.5 + 4 / 128);
+    expect(expertWeightBytes({ ...config, quantization: 'int4', quantizationGroupSize: 64 }, 'bfloat16')).toBe(0.5 + 4 / 64);
+    const { hiddenSize: H, intermediateSize: I } = config;
+    expect(expertWeightBytes({ ...config, quantization: 'int8' }, 'bfloat16')).toBeCloseTo(1 + (4 * (2 * I + H)) / (3 * H * I), 12);
+    expect(expertWeightBytes({ ...config, quantization: 'mxfp4' }, 'bfloat16')).toBe(0.5 + 1 / 32);
+    const gptOss = findPreset('gpt-oss-20b')!.config;
+    expect([gptOss.numExperts, gptOss.routing.topK, gptOss.hiddenSize, gptOss.intermediateSize, gptOss.quantization, gptOss.activation]).toEqual([32, 4, 2880, 2880, 'mxfp4', 'gptoss_swiglu']);
   });
 });

@@ -508,7 +508,7 @@ const BROKEN_CHECKPOINTS: BrokenCheckpoint[] = [
       delete map['model.layers.0.mlp.experts.gate_up_proj'];
     })),
     code: 'E_CHECKPOINT',
-    message: /missing tensor model\.layers\.0\.mlp\.experts\.gate_up_proj \(this checkpoint stores it MXFP4-quantized, which moekit does not read\)/,
+    message: /missing tensor model\.layers\.0\.mlp\.experts\.gate_up_proj \(this checkpoint stores it MXFP4-quantized, but config\.json has no quantization_config with quant_method mxfp4\)/,
   },
   {
     name: 'a weight of the wrong shape',

@@ -92,6 +92,29 @@ describe('moekit run with FP8 experts', () => {
     expect(relativeError(y, expected.tensors.output!)).toBeGreaterThan(1e-2);
   });
 
+  it('--quantize int4 and int8 (with --group-size) quantize a BF16 checkpoint at load, weight-only', async () => {
+    const dir = scratchDir();
+    const input = path.join(quantFixtureDir('mixtral_bf16'), 'expected.safetensors');
+    const expected = await readQuantExpectation('mixtral_bf16');
+    for (const [args, reference] of [[['--quantize', 'int4'], 'output_int4_g128'], [['--quantize', 'int8', '--group-size', 'channel'], 'output_int8']] as const) {
+      const output = path.join(dir, `${reference}.safetensors`);
+      const result = moekit(['run', quantFixtureDir('mixtral_bf16'), '--layer', '0', '--input', input, '--output', output, ...args]);
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      expect(relativeError((await readOutputs(output)).output.data as Float32Array, expected.tensors[reference]!)).toBeLessThanOrEqual(1e-4);
+    }
+  });
+
+  it('runs a gpt-oss MXFP4 folder as published', async () => {
+    const output = path.join(scratchDir(), 'out.safetensors');
+    const input = path.join(quantFixtureDir('gpt_oss_mxfp4'), 'expected.safetensors');
+    const result = moekit(['run', quantFixtureDir('gpt_oss_mxfp4'), '--layer', '0', '--input', input, '--output', output]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const expected = await readQuantExpectation('gpt_oss_mxfp4');
+    expect(relativeError((await readOutputs(output)).output.data as Float32Array, expected.tensors.output!)).toBeLessThanOrEqual(1e-4);
+  });
+
   it('--quantize fp8 of a checkpoint already in FP8 fails with one line and writes nothing', () => {
     const output = path.join(scratchDir(), 'out.safetensors');
     const input = path.join(quantFixtureDir('qwen3_moe_fp8'), 'expected.safetensors');
@@ -405,8 +428,11 @@ describe('moekit usage errors: exit code 2 and one line on stderr', () => {
     [[...runArgs, '--input', 'x.safetensors:'], /--input "x\.safetensors:": the tensor name after ':' is empty/],
     [[...runArgs, '--dtype', 'float64'], /--dtype: expected a float dtype .* got "float64"/],
     [[...runArgs, '--device', 'tpu'], /--device: expected 'cpu' or 'cuda:N', got "tpu"/],
-    [[...runArgs, '--quantize', 'int4'], /--quantize must be one of fp8, got "int4"/],
-    [['bench', '--quantize', 'fp16'], /--quantize must be one of fp8, got "fp16"/],
+    [[...runArgs, '--quantize', 'nf4'], /--quantize must be one of fp8, int8, int4, got "nf4"/],
+    [['bench', '--quantize', 'fp16'], /--quantize must be one of fp8, int8, int4, got "fp16"/],
+    [[...runArgs, '--quantize', 'int4', '--group-size', '48'], /--group-size: the group size must be a positive multiple of 32 or 'channel', got "48"|got 48/],
+    [[...runArgs, '--group-size', '64'], /--group-size goes with --quantize int8 or int4/],
+    [['bench', '--quantize', 'fp8', '--group-size', '64'], /--group-size goes with --quantize int8 or int4/],
     [[...runArgs, '--verbose'], /Unknown option '--verbose'/],
     [['bench', '--preset', 'gpt-5'], /unknown preset "gpt-5" \(presets: mixtral-8x7b, .*qwen3-30b-a3b-mini/],
     [['bench', '--tokens', '1,x'], /--tokens must be an integer >= 1, got "x"/],
@@ -444,6 +470,8 @@ describe('moekit info', () => {
     expect(result.stdout).toMatch(new RegExp(`^moekit ${PACKAGE_VERSION.replace(/\./g, '\\.')}\n`));
     expect(result.stdout).toMatch(/\naddon: (cpu|cuda) \(\S+\.node\)\n/);
     expect(result.stdout).toMatch(/\nquantization: fp8 \(e4m3 experts with 128x128 block scales, computed W8A8; FP8 checkpoints as published, or --quantize fp8\)\n/);
+    expect(result.stdout).toMatch(/\nquantization: int4 \(int4 experts, weight-only \(W4A16\), .*--quantize int4\)\n/);
+    expect(result.stdout).toMatch(/\nquantization: mxfp4 \(e2m1 experts with e8m0 scales per 32 K values, weight-only \(W4A16\); gpt-oss checkpoints as published\)\n/);
     expect(result.stdout).toMatch(/\ncuda devices: (none|\d+(\n {2}cuda:\d+ {2}.+, [\d.]+ GiB, compute capability \d+\.\d+, \d+ SMs)+)\n/);
     expect(result.stdout).toMatch(/\nnccl: .+\n$/);
   });
@@ -519,6 +547,18 @@ describe('moekit bench', () => {
     expect(row!.weightGBps as number).toBeCloseTo(weightBytes / ((row!.msPerForward as number) / 1e3) / 1e9, 6);
     const ceilings = row!.ceilings as unknown as { copyGBps: number };
     expect(row!.floorWeightsMs as number).toBeCloseTo((weightBytes / (ceilings.copyGBps * 1e9)) * 1e3, 9);
+  });
+
+  it('--quantize int4 times weight-only experts: the floor counts half a byte per expert weight and its group scales', () => {
+    const json = path.join(scratchDir(), 'bench.json');
+    const result = moekit(['bench', '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1', '--warmup', '0', '--runs', '1', '--json', json, '--quantize', 'int4', '--group-size', '64']);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.split('\n')[0]).toMatch(/^# cpu \(.+\), float32, experts int4 \(weight-only W4A16; 0\.5 byte per weight and its scale in the floor, group size 64\)$/);
+    const [row] = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, number | string>[];
+    expect(row).toMatchObject({ preset: 'qwen3-30b-a3b-mini', quantization: 'int4', dtype: 'float32' });
+    const weightBytes = 8 * 3 * 1024 * 384 * (0.5 + 4 / 64);
+    expect(row!.weightGBps as number).toBeCloseTo(weightBytes / ((row!.msPerForward as number) / 1e3) / 1e9, 6);
   });
 
   it('--from with --compare joins earlier rows with bench/torch_baseline.py\'s, as a Markdown table', () => {

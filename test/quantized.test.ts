@@ -77,7 +77,7 @@ describe('quantizeWeights (the at-load rule: 128×128 blocks, scale = amax / 448
     expectThrows(() => quantizeWeights(vector, 'fp8_block128'), 'E_SHAPE', /^quantizeWeights: weights must be \[N, K\] or \[E, N, K\], got \[3\]$/);
     expectThrows(() => quantizeWeights(ints, 'fp8_block128'), 'E_DTYPE', /weights must be float32 or float16 or bfloat16, got int32/);
     using matrix = Tensor.fromArray([1, 2, 3, 4], [2, 2]);
-    expectThrows(() => quantizeWeights(matrix, 'int4' as never), 'E_INVALID_ARGUMENT', /^quantizeWeights: format must be one of fp8_block128, got "int4"$/);
+    expectThrows(() => quantizeWeights(matrix, 'nf4' as never), 'E_INVALID_ARGUMENT', /^quantizeWeights: format must be one of fp8_block128, int8, int4, mxfp4, got "nf4"$/);
   });
 });
 
@@ -288,7 +288,7 @@ describe('FP8 weights made from parts (a checkpoint\'s tensors)', () => {
     expectThrows(() => new QuantizedWeights({ format: 'fp8_block128', data, scales: badScales }), 'E_SHAPE', /^QuantizedWeights: scales must have shape \[1, 2\], got \[2, 1\]$/);
     expectThrows(() => new QuantizedWeights({ format: 'fp8_block128', data: floatData, scales }), 'E_DTYPE', /^QuantizedWeights: data must be float8_e4m3, got float32$/);
     expectThrows(() => new QuantizedWeights({ format: 'fp8_block128', data, scales: bf16Scales }), 'E_DTYPE', /^QuantizedWeights: scales must be float32, got bfloat16$/);
-    expectThrows(() => new QuantizedWeights({ format: 'mxfp4' as never, data, scales }), 'E_INVALID_ARGUMENT', /format must be one of fp8_block128, got "mxfp4"/);
+    expectThrows(() => new QuantizedWeights({ format: 'nf4' as never, data, scales }), 'E_INVALID_ARGUMENT', /format must be one of fp8_block128, int8, int4, mxfp4, got "nf4"/);
     expectThrows(() => new QuantizedWeights({ format: 'fp8_block128', data, scales: undefined as never }), 'E_INVALID_ARGUMENT', /scales must be a Tensor/);
     expectThrows(() => new QuantizedWeights(null as never), 'E_INVALID_ARGUMENT', /^QuantizedWeights: expected \{ format, data, scales \}, got null$/);
   });
@@ -308,8 +308,8 @@ describe('malformed FP8 calls', () => {
     using t = make();
     using ids = Tensor.fromArray(Int32Array.from([0, 1, 2, 3]), [rows, 1]);
     const sorted = permute(t.x, ids, EXPERTS, { quantize: 'fp8' });
-    expectThrows(() => groupedGemm(sorted.permuted, t.denseW, t.offsets), 'E_DTYPE', /^groupedGemm: FP8 input rows \(Fp8Rows\) need quantized weights, but weights is a float32 Tensor$/);
-    expectThrows(() => groupedGemm(t.x, t.denseW, t.offsets, { outDtype: 'float8_e4m3' }), 'E_DTYPE', /^groupedGemm: outDtype float8_e4m3 needs quantized weights$/);
+    expectThrows(() => groupedGemm(sorted.permuted, t.denseW, t.offsets), 'E_DTYPE', /^groupedGemm: FP8 input rows \(Fp8Rows\) need fp8_block128 weights, but weights is a float32 Tensor$/);
+    expectThrows(() => groupedGemm(t.x, t.denseW, t.offsets, { outDtype: 'float8_e4m3' }), 'E_DTYPE', /^groupedGemm: outDtype float8_e4m3 needs fp8_block128 weights$/);
     expectThrows(() => linear(t.x, t.w as never), 'E_SHAPE', /^linear: weight must have shape \[\*, 200\], got \[4, 8, 200\]$/);
     expectThrows(() => groupedGemm(t.x, {} as never, t.offsets), 'E_INVALID_ARGUMENT', /^groupedGemm: weights must be a Tensor or QuantizedWeights, got an object$/);
     expectThrows(() => groupedGemm(5 as never, t.w, t.offsets), 'E_INVALID_ARGUMENT', /^groupedGemm: input must be a Tensor or Fp8Rows, got 5$/);
@@ -376,7 +376,7 @@ describe('malformed FP8 calls', () => {
     expectThrows(() => callNative(() => addon().quantizeWeights(-1, { input: t.x.toNative(), format: 1, output: fp8Values.toNative(), scales: wrongScales.toNative() })),
       'E_INVALID_ARGUMENT', /^quantizeWeights: output must have the shape of input$/);
     expectThrows(() => callNative(() => addon().quantizeWeights(-1, { input: t.x.toNative(), format: 0, output: fp8Input.toNative(), scales: inputScales.toNative() })),
-      'E_INVALID_ARGUMENT', /^quantizeWeights: format must be Fp8Block128$/);
+      'E_INVALID_ARGUMENT', /^quantizeWeights: format must be Fp8Block128, Int8 or Int4$/);
   });
 });
 

@@ -205,13 +205,13 @@ describe('quantization at load', () => {
 
   it('refuses an unknown quantization, and dense weights that a config calls quantized', async () => {
     const config = swigluConfig({ hidden: 64, intermediate: 32, experts: 4, topK: 2 });
-    expectThrows(() => MoELayer.random(config, { quantize: 'int4' as never }), 'E_INVALID_ARGUMENT', /^MoELayer\.random: options\.quantize must be one of fp8, got "int4"$/);
-    expectThrows(() => MoELayer.random({ ...config, quantization: 'nf4' as never }), 'E_CONFIG', /^MoE config: quantization must be null or one of fp8, got "nf4"$/);
+    expectThrows(() => MoELayer.random(config, { quantize: 'nf4' as never }), 'E_INVALID_ARGUMENT', /^MoELayer\.random: options\.quantize must be one of fp8, int8, int4, got "nf4"$/);
+    expectThrows(() => MoELayer.random({ ...config, quantization: 'nf4' as never }), 'E_CONFIG', /^MoE config: quantization must be null or one of fp8, int8, int4, mxfp4, got "nf4"$/);
     expectThrows(() => MoELayer.random({ ...config, quantization: 'fp8' }), 'E_INVALID_ARGUMENT', /random weights are drawn dense, so ask for options\.quantize 'fp8' instead/);
     const host = await randomHostWeights({ name: 'test', description: 'test', config }, 'float32', 'cpu');
     expectThrows(() => MoELayer.fromWeights({ ...config, quantization: 'fp8' }, host), 'E_CHECKPOINT',
       /^MoE weights: w13 is dense but config\.quantization is fp8 \(to quantize dense weights, leave config\.quantization out and pass options\.quantize\)$/);
-    await expectRejects(MoELayer.fromPretrained(quantFixtureDir('mixtral_bf16'), { layer: 0, quantize: 'FP8' as never }), 'E_INVALID_ARGUMENT', /options\.quantize must be one of fp8, got "FP8"/);
+    await expectRejects(MoELayer.fromPretrained(quantFixtureDir('mixtral_bf16'), { layer: 0, quantize: 'FP8' as never }), 'E_INVALID_ARGUMENT', /options\.quantize must be one of fp8, int8, int4, got "FP8"/);
   });
 });
 
@@ -249,7 +249,7 @@ describe('malformed FP8 checkpoints', () => {
         config.quantization_config = { quant_method: 'awq', bits: 4 };
       }),
       code: 'E_UNSUPPORTED_MODEL',
-      message: /config\.json: quantization_config\.quant_method "awq" is not supported \(supported: fp8, the FP8 block-scale layout of DeepSeek-V3 and Qwen3-FP8\)$/,
+      message: /config\.json: quantization_config\.quant_method "awq" is not supported \(supported: fp8, the FP8 block-scale layout of DeepSeek-V3 and Qwen3-FP8; mxfp4, gpt-oss's experts as published\)$/,
     },
     {
       name: 'static activation scales',
@@ -367,7 +367,7 @@ describe('FP8 layers under TP and EP (CPU shards)', () => {
       /^the group size 2 would cut the fp8 weights' 128×128 blocks: each rank's share of the shared expert's intermediate size \(128 \/ 2 = 64\) must be a multiple of 128$/);
     const plan = resolvePlan(2, { moeTpSize: 2 }, { ...config, quantization: null });
     await expectRejects(MoELayer.fromPretrained(quantFixtureDir('qwen3_moe_fp8'), { layer: 0, shard: shardForRank(plan, config, 1) }), 'E_INVALID_ARGUMENT',
-      /^shard\.intermediate \[64, 128\) of 128 cuts the quantized weights' 128×128 blocks/);
+      /^shard\.intermediate \[64, 128\) of 128 cuts the fp8 weights' 128×128 blocks/);
     // Quantizing at load asks the same of the plan.
     const mixtral = readMoEConfig(quantFixtureDir('mixtral_bf16'), 0);
     expect(() => resolvePlan(2, { moeTpSize: 2 }, mixtral)).not.toThrow();

@@ -17,6 +17,8 @@ interface PresetShape {
   routing?: Partial<RoutingConfig>;
   /** The shared expert's intermediate size; absent when the model has none. */
   sharedIntermediate?: number;
+  /** Anything else of the config (gpt-oss's activation, biases and MXFP4 experts). */
+  config?: Partial<MoEConfig>;
 }
 
 function preset(name: string, description: string, shape: PresetShape): BenchPreset {
@@ -35,6 +37,7 @@ function preset(name: string, description: string, shape: PresetShape): BenchPre
       routerBias: false,
       expertBias: false,
       sharedExpert: shape.sharedIntermediate === undefined ? null : { intermediateSize: shape.sharedIntermediate, gated: false },
+      ...shape.config,
     },
   };
 }
@@ -51,6 +54,17 @@ const DEEPSEEK_V3 = preset('deepseek-v3', 'DeepSeek-V3', {
   intermediate: 2048,
   routing: { method: 'sigmoid_group_topk', numGroups: 8, topkGroups: 4, scalingFactor: 2.5 },
   sharedIntermediate: 2048,
+});
+
+/** gpt-oss-20b's MoE block as published: MXFP4 experts (random 4-bit weights here), clamped SwiGLU, biases. */
+const GPT_OSS_20B = preset('gpt-oss-20b', 'gpt-oss-20b (MXFP4 experts)', {
+  family: 'gpt_oss',
+  experts: 32,
+  topK: 4,
+  hidden: 2880,
+  intermediate: 2880,
+  routing: { method: 'topk_softmax', renormalize: false },
+  config: { activation: 'gptoss_swiglu', routerBias: true, expertBias: true, quantization: 'mxfp4' },
 });
 
 /** The same experts and top-k with hidden and intermediate sizes divided by `divisor`. */
@@ -78,7 +92,10 @@ export const FULL_PRESETS: readonly BenchPreset[] = [MIXTRAL_8X7B, QWEN3_30B_A3B
  */
 export const MINI_PRESETS: readonly BenchPreset[] = [scaledDown(MIXTRAL_8X7B, 2), scaledDown(QWEN3_30B_A3B, 2), scaledDown(DEEPSEEK_V3, 8)];
 
-export const ALL_PRESETS: readonly BenchPreset[] = [...FULL_PRESETS, ...MINI_PRESETS];
+/** Presets run only when named (--preset): gpt-oss-20b's experts are MXFP4 as published. */
+export const NAMED_PRESETS: readonly BenchPreset[] = [GPT_OSS_20B];
+
+export const ALL_PRESETS: readonly BenchPreset[] = [...FULL_PRESETS, ...MINI_PRESETS, ...NAMED_PRESETS];
 
 export function findPreset(name: string): BenchPreset | undefined {
   return ALL_PRESETS.find((candidate) => candidate.name === name);

@@ -4,11 +4,12 @@ import * as os from 'node:os';
 
 import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
+import type { MoEConfig } from '../layer/config';
 import { MoekitError } from '../errors';
 import { fileSystemError, readRegularTextFile } from '../files';
 import { FORWARD_STAGES, type ForwardStage } from '../layer/moe_layer';
 import { addon } from '../native';
-import type { Quantization } from '../ops/quantized';
+import type { ExpertQuantization, GroupSize, Quantization } from '../ops/quantized';
 import type { BenchPreset } from './presets';
 import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from './roofline';
 import type { ForwardTiming } from './timing';
@@ -19,8 +20,10 @@ export interface BenchContext {
   /** The GPU's name, or the CPU's model. */
   deviceName: string;
   dtype: FloatDType;
-  /** What the experts are quantized to (null: they compute in dtype). */
+  /** What --quantize asked the experts to be quantized to (null: as the preset has them). */
   quantization: Quantization | null;
+  /** With int8 / int4: --group-size (null: the default). */
+  groupSize: GroupSize | null;
   ceilings: Ceilings;
 }
 
@@ -30,7 +33,7 @@ export interface BenchRow {
   deviceName: string;
   dtype: FloatDType;
   /** The experts' quantization (null: dense); absent in files from before it existed. */
-  quantization?: Quantization | null;
+  quantization?: ExpertQuantization | null;
   tokens: number;
   experts: number;
   topK: number;
@@ -72,7 +75,8 @@ export function measuredTouchedExperts(expertCounts: readonly Int32Array[]): num
 }
 
 export function benchRow(preset: BenchPreset, context: BenchContext, tokens: number, timing: ForwardTiming): BenchRow {
-  const config = { ...preset.config, quantization: context.quantization };
+  // A preset's own quantization (gpt-oss-20b's MXFP4), else what --quantize asked for.
+  const config = preset.config.quantization ? preset.config : withBenchQuantization(preset.config, context);
   const seconds = timing.ms / 1e3;
   const floor = forwardFloor(config, tokens, context.dtype, context.ceilings);
   return {
@@ -80,7 +84,7 @@ export function benchRow(preset: BenchPreset, context: BenchContext, tokens: num
     device: context.device,
     deviceName: context.deviceName,
     dtype: context.dtype,
-    quantization: context.quantization,
+    quantization: config.quantization ?? null,
     tokens,
     experts: config.numExperts,
     topK: config.routing.topK,
@@ -145,10 +149,22 @@ export function formatLine<Row>(columns: readonly Column<Row>[], cells: readonly
     .trimEnd();
 }
 
+/** What each --quantize means for the floor, in the preamble. */
+const QUANTIZATION_PREAMBLES: Readonly<Record<Quantization, string>> = {
+  fp8: 'e4m3, 128x128 block scales, W8A8; 1 byte per weight in the floor',
+  int8: 'weight-only W8A16; 1 byte per weight and its scale in the floor',
+  int4: 'weight-only W4A16; 0.5 byte per weight and its scale in the floor',
+};
+
+/** A preset's config with the experts quantized as the run asked (--quantize, --group-size). */
+export function withBenchQuantization(config: MoEConfig, context: Pick<BenchContext, 'quantization' | 'groupSize'>): MoEConfig {
+  return { ...config, quantization: context.quantization, ...(context.groupSize !== null && { quantizationGroupSize: context.groupSize }) };
+}
+
 /** What the run measured before any forward: the device and both ceilings, as '#' lines. */
 export function formatPreamble(context: BenchContext): string[] {
   const { ceilings } = context;
-  const experts = context.quantization === 'fp8' ? ', experts fp8 (e4m3, 128x128 block scales, W8A8; 1 byte per weight in the floor)' : '';
+  const experts = context.quantization === null ? '' : `, experts ${context.quantization} (${QUANTIZATION_PREAMBLES[context.quantization]}${context.groupSize === null ? '' : `, group size ${context.groupSize}`})`;
   return [
     `# ${context.device} (${context.deviceName}), ${context.dtype}${experts}`,
     `# matmul ceiling ${ceilings.matmulTflops.toFixed(1)} TFLOP/s: ${ceilings.matmulSource}`,

@@ -5,7 +5,7 @@
  */
 import { DTYPE_BYTES, type FloatDType } from '../dtype';
 import type { MoEConfig } from '../layer/config';
-import { FP8_BLOCK_SIZE } from '../ops/quantized';
+import { DEFAULT_GROUP_SIZES, FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, QUANTIZATION_FORMATS } from '../ops/quantized';
 
 /** The two rates the floor divides by, measured in the same run on the same device (ceilings.ts). */
 export interface Ceilings {
@@ -46,11 +46,26 @@ export function expectedTouchedExperts(config: MoEConfig, tokens: number): numbe
 }
 
 /**
- * Bytes an expert weight takes: the compute dtype's, or for FP8 experts one byte and its share of
- * its 128×128 block's float32 scale.
+ * Bytes an expert weight takes: the compute dtype's, or for quantized experts their real bytes:
+ * fp8 one byte and its share of its 128×128 block's float32 scale; int8 one byte, int4 half a byte,
+ * each with its share of its group's float32 scale (per channel: one per row of w13 and w2);
+ * mxfp4 half a byte and a byte of e8m0 scale per 32 values.
  */
 export function expertWeightBytes(config: MoEConfig, dtype: FloatDType): number {
-  return config.quantization === 'fp8' ? 1 + DTYPE_BYTES.float32 / (FP8_BLOCK_SIZE * FP8_BLOCK_SIZE) : DTYPE_BYTES[dtype];
+  const { quantization } = config;
+  switch (quantization) {
+    case undefined:
+    case null: return DTYPE_BYTES[dtype];
+    case 'fp8': return 1 + DTYPE_BYTES.float32 / (FP8_BLOCK_SIZE * FP8_BLOCK_SIZE);
+    case 'mxfp4': return 0.5 + 1 / MXFP4_GROUP_SIZE;
+    default: {
+      const values = quantization === 'int8' ? 1 : 0.5;
+      const groupSize = config.quantizationGroupSize ?? DEFAULT_GROUP_SIZES[QUANTIZATION_FORMATS[quantization]];
+      if (groupSize !== 'channel') return values + DTYPE_BYTES.float32 / groupSize;
+      const { hiddenSize: H, intermediateSize: I } = config;
+      return values + (DTYPE_BYTES.float32 * (2 * I + H)) / (3 * H * I);
+    }
+  }
 }
 
 /**

@@ -9,7 +9,7 @@
 import { describeValue, MoekitError } from '../errors';
 import { groupLimitedExperts, MODEL_FAMILIES, type ActivationKind, type ModelFamily, type MoEConfig } from '../layer/config';
 import { FLOAT32_MAX } from '../dtype';
-import type { Quantization } from '../ops/quantized';
+import type { ExpertQuantization } from '../ops/quantized';
 
 /** A parsed config.json. */
 export type ConfigJson = Readonly<Record<string, unknown>>;
@@ -111,15 +111,17 @@ function unsupportedQuantization(file: string, message: string): never {
 /**
  * quantization_config: absent for a 16-bit checkpoint; moekit reads the FP8 block-scale layout of
  * DeepSeek-V3 and Qwen3-FP8 (quant_method fp8, e4m3, weight_block_size [128, 128], dynamic
- * activation scales). Anything else is E_UNSUPPORTED_MODEL, saying what is supported.
+ * activation scales) and gpt-oss's MXFP4 experts (quant_method mxfp4). Anything else is
+ * E_UNSUPPORTED_MODEL, saying what is supported.
  */
-export function parseQuantization(config: ConfigJson, file: string): Quantization | null {
+export function parseQuantization(config: ConfigJson, file: string): ExpertQuantization | null {
   const raw = config.quantization_config;
   if (isAbsent(raw)) return null;
   if (typeof raw !== 'object' || Array.isArray(raw)) configError(file, `quantization_config must be an object, got ${describeValue(raw)}`);
   const { quant_method: method, weight_block_size: block, activation_scheme: scheme, fmt } = raw as Record<string, unknown>;
+  if (method === 'mxfp4') return 'mxfp4';
   if (method !== 'fp8') {
-    unsupportedQuantization(file, `quantization_config.quant_method ${describeValue(method)} is not supported (supported: fp8, the FP8 block-scale layout of DeepSeek-V3 and Qwen3-FP8)`);
+    unsupportedQuantization(file, `quantization_config.quant_method ${describeValue(method)} is not supported (supported: fp8, the FP8 block-scale layout of DeepSeek-V3 and Qwen3-FP8; mxfp4, gpt-oss's experts as published)`);
   }
   if (!Array.isArray(block) || block.length !== 2 || block[0] !== 128 || block[1] !== 128) {
     const shortNumbers = Array.isArray(block) && block.length <= 4 && block.every((extent) => typeof extent === 'number');

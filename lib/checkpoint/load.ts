@@ -7,7 +7,10 @@
  * FP8 checkpoints (quantization_config quant_method fp8, as DeepSeek-V3 and Qwen3-FP8 publish
  * them) store each expert projection as `….weight` F8_E4M3 [N, K] beside `….weight_scale_inv`
  * [ceil(N/128), ceil(K/128)] (F32 or BF16), one scale per 128×128 block: they load as quantized
- * weights (lib/ops/quantized.ts, 'fp8_block128') with float32 scales. Routers stay 16-bit.
+ * weights (lib/ops/quantized.ts, 'fp8_block128') with float32 scales. gpt-oss's MXFP4 checkpoints
+ * (quant_method mxfp4) store its fused expert projections as `…_blocks` U8 [E, N, K/32, 16] (two
+ * e2m1 values a byte) beside `…_scales` U8 [E, N, K/32] (e8m0): they load as 'mxfp4' weights,
+ * the blocks' bytes as [E, N, K/2]. Routers and biases stay 16-bit.
  */
 import * as path from 'node:path';
 
@@ -15,7 +18,7 @@ import { allocateHostArray, decodeFloat8, decodeHalf, type FloatDType } from '..
 import { describeValue, MoekitError } from '../errors';
 import { fileKind, readRegularTextFile, statIfPresent } from '../files';
 import type { HostQuantized, HostTensor, MoEConfig, MoEWeights } from '../layer/config';
-import { FP8_BLOCK_SIZE, scaleShape } from '../ops/quantized';
+import { FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, scaleShape } from '../ops/quantized';
 import type { Slice } from '../parallel/plan';
 import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';
 import { SafetensorsFile, type SafetensorsDType } from './safetensors';
@@ -40,8 +43,8 @@ export interface LoadedCheckpoint {
 
 const WEIGHT_DTYPES: Partial<Record<SafetensorsDType, FloatDType>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
-/** What a tensor may be stored as: float values, or FP8 values (an FP8 checkpoint's expert weights). */
-type StoredAs = 'float' | 'fp8';
+/** What a tensor may be stored as: float values, FP8 values (an FP8 checkpoint's expert weights), or bytes (MXFP4's). */
+type StoredAs = 'float' | 'fp8' | 'bytes';
 
 /** The suffix FP8 checkpoints give a weight's block scales. */
 const SCALE_SUFFIX = '_scale_inv';
@@ -70,7 +73,7 @@ function formatShape(shape: readonly number[]): string {
 interface LocatedTensor {
   name: string;
   file: SafetensorsFile;
-  dtype: FloatDType | 'float8_e4m3';
+  dtype: FloatDType | 'float8_e4m3' | 'uint8';
   shape: number[];
 }
 
@@ -143,6 +146,12 @@ class CheckpointFiles {
       }
       return { name, file, dtype: 'float8_e4m3', shape: info.shape };
     }
+    if (as === 'bytes') {
+      if (info.dtype !== 'U8') {
+        throw new MoekitError('E_CHECKPOINT', `${file.path}: tensor ${name} is ${info.dtype}; config.json's quantization_config says mxfp4, so its blocks and scales must be U8`);
+      }
+      return { name, file, dtype: 'uint8', shape: info.shape };
+    }
     const dtype = WEIGHT_DTYPES[info.dtype];
     if (dtype === undefined) {
       const hint = info.dtype === 'F8_E4M3' ? ' (an FP8 checkpoint says so in config.json: quantization_config with quant_method fp8)' : '';
@@ -155,7 +164,7 @@ class CheckpointFiles {
   async read(tensor: LocatedTensor, rows?: Slice): Promise<HostTensor> {
     const { file, name } = tensor;
     const read = rows ? await file.readRows(name, rows.first, rows.count) : await file.read(name);
-    // locate() admitted only F32, F16, BF16 and F8_E4M3, whose data are Float32Array, Uint16Array or Uint8Array.
+    // locate() admitted only F32, F16, BF16, F8_E4M3 and U8, whose data are Float32Array, Uint16Array or Uint8Array.
     return { dtype: tensor.dtype, shape: read.shape, data: read.data as HostTensor['data'] };
   }
 
@@ -174,7 +183,7 @@ class CheckpointFiles {
 
   /** gpt-oss as released stores its experts MXFP4-quantized, under other names. */
   #missingHint(name: string): string {
-    return this.#shardOf(`${name}_blocks`) === undefined ? '' : ' (this checkpoint stores it MXFP4-quantized, which moekit does not read)';
+    return this.#shardOf(`${name}_blocks`) === undefined ? '' : ' (this checkpoint stores it MXFP4-quantized, but config.json has no quantization_config with quant_method mxfp4)';
   }
 
   #file(shard: string): Promise<SafetensorsFile> {
@@ -207,7 +216,14 @@ type LocatedExperts =
   /** Each expert's gate then up ([I, H] each), and each expert's down [H, I]. */
   | { layout: 'per_expert'; gateUp: LocatedMatrix[]; down: LocatedMatrix[] }
   /** gpt-oss's fused tensors, all experts in each (see ExpertTensorNames). */
-  | { layout: 'fused_interleaved'; gateUp: LocatedTensor; gateUpBias: LocatedTensor; down: LocatedTensor; downBias: LocatedTensor };
+  | { layout: 'fused_interleaved'; gateUp: LocatedTensor; gateUpBias: LocatedTensor; down: LocatedTensor; downBias: LocatedTensor }
+  /** gpt-oss's MXFP4 experts: blocks [E, N, K/32, 16] and scales [E, N, K/32] per projection, gate/up rows interleaved. */
+  | { layout: 'fused_mxfp4'; gateUp: LocatedMxfp4; gateUpBias: LocatedTensor; down: LocatedMxfp4; downBias: LocatedTensor };
+
+interface LocatedMxfp4 {
+  blocks: LocatedTensor;
+  scales: LocatedTensor;
+}
 
 interface LocatedSharedExpert {
   gateUp: LocatedMatrix[];
@@ -239,8 +255,30 @@ function checkFp8GateUp(config: MoEConfig, intermediate: number, field: string):
   }
 }
 
+/** An MXFP4 projection [E, N, K] as gpt-oss publishes it: `name`_blocks and `name`_scales. */
+async function locateMxfp4(files: CheckpointFiles, name: string, [E, N, K]: [number, number, number]): Promise<LocatedMxfp4> {
+  const groups = K / MXFP4_GROUP_SIZE;
+  const why = ` (e8m0 scales, one per 32 values of the MXFP4 blocks ${name}_blocks [${E}, ${N}, ${groups}, 16])`;
+  return {
+    blocks: await files.locate(`${name}_blocks`, [E, N, groups, MXFP4_GROUP_SIZE / 2], 'bytes', ` (MXFP4 blocks of the [${E}, ${N}, ${K}] weights: 16 bytes per 32 values)`),
+    scales: await files.locate(`${name}_scales`, [E, N, groups], 'bytes', why),
+  };
+}
+
 async function locateExperts(files: CheckpointFiles, names: ExpertTensorNames, config: MoEConfig, experts: Slice): Promise<LocatedExperts> {
   const { numExperts: E, hiddenSize: H, intermediateSize: I } = config;
+  if (config.quantization === 'mxfp4') {
+    if (names.layout !== 'fused_interleaved') {
+      throw new MoekitError('E_UNSUPPORTED_MODEL', `MXFP4 checkpoints of ${config.family} are not supported (MXFP4 is read in gpt-oss's layout)`);
+    }
+    return {
+      layout: 'fused_mxfp4',
+      gateUp: await locateMxfp4(files, names.gateUp, [E, 2 * I, H]),
+      gateUpBias: await files.locate(names.gateUpBias, [E, 2 * I]),
+      down: await locateMxfp4(files, names.down, [E, H, I]),
+      downBias: await files.locate(names.downBias, [E, H]),
+    };
+  }
   if (names.layout === 'fused_interleaved') {
     if (config.quantization === 'fp8') throw new MoekitError('E_UNSUPPORTED_MODEL', `FP8 checkpoints of ${config.family} are not supported (FP8 is read for per-expert layouts)`);
     return {
@@ -278,6 +316,10 @@ async function locateSharedExpert(files: CheckpointFiles, names: BlockTensorName
 async function locateBlock(files: CheckpointFiles, config: CheckpointMoEConfig, layer: number, experts: Slice): Promise<LocatedBlock> {
   const names = blockTensorNames(config.family, layer);
   const { numExperts: E, hiddenSize: H } = config;
+  // Before any tensor is looked at: a config like this has no MXFP4 blocks to find.
+  if (config.quantization === 'mxfp4' && (H % MXFP4_GROUP_SIZE !== 0 || config.intermediateSize % MXFP4_GROUP_SIZE !== 0)) {
+    throw new MoekitError('E_UNSUPPORTED_MODEL', `MXFP4 experts need hidden_size and intermediate_size to be multiples of 32, got ${H} and ${config.intermediateSize}`);
+  }
   const block: LocatedBlock = {
     router: await files.locate(names.router, [E, H]),
     experts: await locateExperts(files, names.experts, config, experts),
@@ -297,6 +339,7 @@ function asFloat32(tensor: HostTensor): Float32Array {
   switch (tensor.dtype) {
     case 'float32': return tensor.data as Float32Array;
     case 'float8_e4m3': return decodeFloat8(tensor.data as Uint8Array);
+    case 'uint8': throw new MoekitError('E_DTYPE', 'packed uint8 weights have no float values of their own (they are read beside their scales)');
     default: return decodeHalf(tensor.data as Uint16Array, tensor.dtype);
   }
 }
@@ -398,9 +441,48 @@ async function readFusedExperts(
   return { w13, w13Bias: deinterleaveRows(await files.read(located.gateUpBias, experts)), w2, w2Bias: await files.read(located.downBias, experts) };
 }
 
+/** Rows [r0, r1, …] of a [rows, width] matrix, interleaved gate/up, reordered as gate rows then up rows. */
+function deinterleaveMatrixRows(source: Uint8Array, target: Uint8Array, offset: number, rows: number, width: number): void {
+  const half = rows / 2;
+  for (let i = 0; i < half; i++) {
+    target.set(source.subarray(2 * i * width, (2 * i + 1) * width), offset + i * width);
+    target.set(source.subarray((2 * i + 1) * width, (2 * i + 2) * width), offset + (half + i) * width);
+  }
+}
+
+/**
+ * gpt-oss's MXFP4 experts: the wanted experts' blocks and scales, one expert at a time; gate_up's
+ * interleaved rows (with their scales) reordered as gate rows then up rows, blocks [N, K/32, 16]
+ * read as the bytes [N, K/2] of 'mxfp4' weights.
+ */
+async function readMxfp4Experts(
+  files: CheckpointFiles,
+  located: Extract<LocatedExperts, { layout: 'fused_mxfp4' }>,
+  config: MoEConfig,
+  experts: Slice,
+): Promise<ExpertWeights> {
+  const { hiddenSize: H, intermediateSize: I } = config;
+  const w13Data = allocateHostTensor('uint8', [experts.count, 2 * I, H / 2]);
+  const w13Scales = allocateHostTensor('uint8', [experts.count, 2 * I, H / MXFP4_GROUP_SIZE]);
+  for (const [index, expert] of expertIds(experts).entries()) {
+    const one = { first: expert, count: 1 };
+    deinterleaveMatrixRows((await files.read(located.gateUp.blocks, one)).data as Uint8Array, w13Data.data as Uint8Array, index * 2 * I * (H / 2), 2 * I, H / 2);
+    deinterleaveMatrixRows((await files.read(located.gateUp.scales, one)).data as Uint8Array, w13Scales.data as Uint8Array,
+      index * 2 * I * (H / MXFP4_GROUP_SIZE), 2 * I, H / MXFP4_GROUP_SIZE);
+  }
+  const downBlocks = await files.read(located.down.blocks, experts);
+  return {
+    w13: { format: 'mxfp4', data: w13Data, scales: w13Scales },
+    w13Bias: deinterleaveRows(await files.read(located.gateUpBias, experts)),
+    w2: { format: 'mxfp4', data: { ...downBlocks, shape: [experts.count, H, I / 2] }, scales: await files.read(located.down.scales, experts) },
+    w2Bias: await files.read(located.downBias, experts),
+  };
+}
+
 /** w13 [n, 2I, H] (per expert: gate rows, then up rows) and w2 [n, H, I] for the n experts asked for. */
 async function readExperts(files: CheckpointFiles, located: LocatedExperts, config: MoEConfig, experts: Slice): Promise<ExpertWeights> {
   if (located.layout === 'fused_interleaved') return readFusedExperts(files, located, config, experts);
+  if (located.layout === 'fused_mxfp4') return readMxfp4Experts(files, located, config, experts);
   const { hiddenSize: H, intermediateSize: I } = config;
   return { w13: await stackMatrices(files, located.gateUp, [experts.count, 2 * I, H]), w2: await stackMatrices(files, located.down, [experts.count, H, I]) };
 }

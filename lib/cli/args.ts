@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { parseDevice, type Device } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
-import { isQuantization, QUANTIZATIONS, type Quantization } from '../ops/quantized';
+import { isQuantization, QUANTIZATION_FORMATS, QUANTIZATIONS, requireGroupSize, type GroupSize, type Quantization } from '../ops/quantized';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -105,6 +105,14 @@ export function quantizeOption(value: string | undefined): Quantization | undefi
   if (value === undefined) return undefined;
   if (!isQuantization(value)) throw new UsageError(`--quantize must be one of ${QUANTIZATIONS.join(', ')}, got ${JSON.stringify(value)}`);
   return value;
+}
+
+/** --group-size: a number or 'channel', only with --quantize int8 or int4; undefined when not given. */
+export function groupSizeOption(value: string | undefined, quantize: Quantization | undefined): GroupSize | undefined {
+  if (value === undefined) return undefined;
+  if (quantize !== 'int8' && quantize !== 'int4') throw new UsageError('--group-size goes with --quantize int8 or int4');
+  const given = value === 'channel' ? value : /^\d+$/.test(value) ? Number(value) : value;
+  return asUsageError(() => requireGroupSize(given, QUANTIZATION_FORMATS[quantize], '--group-size', { name: 'the group size' }));
 }
 
 // The library's parsers throw MoekitError; for a command-line option that is a usage mistake.

@@ -8,10 +8,10 @@ import { timeForward, type TimingOptions } from '../bench/timing';
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoELayer } from '../layer/moe_layer';
-import type { Quantization } from '../ops/quantized';
+import type { GroupSize, Quantization } from '../ops/quantized';
 import type { ParallelOptions } from '../parallel/plan';
 import {
-  deviceOption, dtypeOption, expectPositionals, integerListOption, integerOption, listOption, parseCommandLine, quantizeOption, UsageError,
+  deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerListOption, integerOption, listOption, parseCommandLine, quantizeOption, UsageError,
   type CommandLine,
 } from './args';
 
@@ -36,7 +36,7 @@ const PARALLEL_DEFAULTS: BenchDefaults = {
 const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
 
 const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--tokens LIST] [--device cpu|cuda:N]
-                   [--dtype float32|bfloat16|float16] [--quantize fp8] [--json FILE] [--warmup N] [--runs N]
+                   [--dtype float32|bfloat16|float16] [--quantize fp8|int8|int4] [--group-size N|channel] [--json FILE] [--warmup N] [--runs N]
                    [--compare TORCH_JSON [--from MOEKIT_JSON]]
        moekit launch --nproc N moekit bench --parallel [--moe-tp N] [--moe-ep M] [options above]
 
@@ -53,8 +53,11 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
   --tokens    comma-separated token counts (default ${CPU_DEFAULTS.tokens.join(',')} on the CPU, ${CUDA_DEFAULTS.tokens.join(',')} on CUDA)
   --device    cpu or cuda:N (default cpu)
   --dtype     compute dtype (default ${CPU_DEFAULTS.dtype} on the CPU, ${CUDA_DEFAULTS.dtype} on CUDA)
-  --quantize  quantize the experts: fp8 (e4m3, 128x128 block scales, computed W8A8); the floor
-              then counts 1 byte per expert weight (and its share of the scales)
+  --quantize  quantize the experts: fp8 (e4m3, 128x128 block scales, computed W8A8), int8 or
+              int4 (weight-only); the floor then counts the real bytes per expert weight (1 for
+              fp8 and int8, 0.5 for int4, and its share of the scales). A preset that is
+              quantized as published (gpt-oss-20b: MXFP4, random 4-bit weights) keeps its own
+  --group-size  with int8/int4: K values per scale, a multiple of 32, or channel
   --json      also write the rows to FILE as a JSON array
   --warmup    untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
   --runs      timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)
@@ -71,7 +74,7 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
 
 cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
 
-const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'quantize', 'json', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
+const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
 const BENCH_FLAG_NAMES = ['parallel'] as const;
 
 type BenchCommandLine = CommandLine<(typeof BENCH_OPTION_NAMES)[number], (typeof BENCH_FLAG_NAMES)[number]>;
@@ -79,6 +82,7 @@ type BenchCommandLine = CommandLine<(typeof BENCH_OPTION_NAMES)[number], (typeof
 interface BenchPlan extends BenchDefaults {
   device: Device;
   quantize: Quantization | undefined;
+  groupSize: GroupSize | undefined;
   json: string | undefined;
   /** bench/torch_baseline.py's JSON to compare with. */
   compare: string | undefined;
@@ -130,6 +134,7 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
     tokens: options.tokens === undefined ? defaults.tokens : integerListOption(options.tokens, 'tokens', 1),
     dtype: dtypeOption(options.dtype, defaults.dtype),
     quantize: quantizeOption(options.quantize),
+    groupSize: groupSizeOption(options['group-size'], quantizeOption(options.quantize)),
     warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
     runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
     ...(defaults.graphMaxTokens !== undefined && { graphMaxTokens: defaults.graphMaxTokens }),
@@ -144,10 +149,12 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
 async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchContext): Promise<BenchRow[]> {
   console.log(`# ${preset.name}: E ${preset.config.numExperts}, top-${preset.config.routing.topK}, H ${preset.config.hiddenSize}, I ${preset.config.intermediateSize}` +
     (preset.config.sharedExpert ? `, shared I ${preset.config.sharedExpert.intermediateSize}` : ''));
-  using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype, quantize: plan.quantize });
+  // A preset quantized as published (gpt-oss-20b) draws its own random quantized weights.
+  const quantize = preset.config.quantization ? {} : { quantize: plan.quantize, groupSize: plan.groupSize };
+  using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype, ...quantize });
   const rows: BenchRow[] = [];
   for (const tokens of plan.tokens) {
-    const row = benchRow(preset, context, tokens, await timeForward(layer, tokens, plan));
+    const row = benchRow({ ...preset, config: layer.config }, context, tokens, await timeForward(layer, tokens, plan));
     console.log(formatRow(row));
     rows.push(row);
   }
@@ -161,6 +168,7 @@ async function runBench(plan: BenchPlan): Promise<BenchRow[]> {
     deviceName: deviceName(plan.device),
     dtype: plan.dtype,
     quantization: plan.quantize ?? null,
+    groupSize: plan.groupSize ?? null,
     ceilings: await measureCeilings(plan.device, plan.dtype),
   };
   for (const line of formatPreamble(context)) console.log(line);

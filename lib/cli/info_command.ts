@@ -1,6 +1,6 @@
 /** `moekit info`: the version, the native addon this process loaded, CUDA devices and NCCL. */
 import type { CudaDeviceInfo } from '../native';
-import { QUANTIZATIONS, type Quantization } from '../ops/quantized';
+import { EXPERT_QUANTIZATIONS, type ExpertQuantization } from '../ops/quantized';
 import { runtimeInfo, type RuntimeInfo } from '../runtime';
 import { expectPositionals, parseCommandLine } from './args';
 
@@ -11,8 +11,11 @@ quantizations it computes, the CUDA devices it sees, and whether NCCL loads: lib
 dynamic loader finds it, or the file (or folder) MOEKIT_NCCL_PATH names.`;
 
 /** What each quantization is, in words. */
-const QUANTIZATION_NOTES: Readonly<Record<Quantization, string>> = {
+const QUANTIZATION_NOTES: Readonly<Record<ExpertQuantization, string>> = {
   fp8: 'e4m3 experts with 128x128 block scales, computed W8A8; FP8 checkpoints as published, or --quantize fp8',
+  int8: 'int8 experts, weight-only (W8A16), one scale per output channel or per --group-size K values; --quantize int8',
+  int4: 'int4 experts, weight-only (W4A16), one scale per 128 K values or per --group-size; --quantize int4',
+  mxfp4: 'e2m1 experts with e8m0 scales per 32 K values, weight-only (W4A16); gpt-oss checkpoints as published',
 };
 
 const GIB = 1024 ** 3;
@@ -40,7 +43,7 @@ export async function infoCommand(args: readonly string[]): Promise<void> {
   const lines = [
     `moekit ${info.version}`,
     `addon: ${info.variant} (${info.addonPath})`,
-    ...QUANTIZATIONS.map((quantization) => `quantization: ${quantization} (${QUANTIZATION_NOTES[quantization]})`),
+    ...EXPERT_QUANTIZATIONS.map((quantization) => `quantization: ${quantization} (${QUANTIZATION_NOTES[quantization]})`),
     devices.length === 0 ? 'cuda devices: none' : `cuda devices: ${devices.length}`,
     ...devices.map(describeDevice),
     `nccl: ${describeNccl(info.nccl)}`,

@@ -8,14 +8,14 @@ import { MoekitError } from '../errors';
 import { regularWriteTarget } from '../files';
 import type { HostTensor } from '../layer/config';
 import { MoELayer } from '../layer/moe_layer';
-import type { Quantization } from '../ops/quantized';
+import type { GroupSize, Quantization } from '../ops/quantized';
 import { Tensor } from '../tensor';
 import {
-  type CommandLine, deviceOption, dtypeOption, expectPositionals, integerOption, parseCommandLine, quantizeOption, requireOption, UsageError,
+  type CommandLine, deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerOption, parseCommandLine, quantizeOption, requireOption, UsageError,
 } from './args';
 
 const RUN_USAGE = `usage: moekit run <checkpoint-dir> --layer N --input <file.safetensors>[:<tensor>] --output <file.safetensors>
-                 [--device cpu|cuda:N] [--dtype float32|bfloat16|float16] [--quantize fp8]
+                 [--device cpu|cuda:N] [--dtype float32|bfloat16|float16] [--quantize fp8|int8|int4] [--group-size N|channel]
 
 Runs decoder layer N's MoE block of a Hugging Face checkpoint on the input tensor [T, H]
 (F32, F16 or BF16; default tensor name: input) and writes output [T, H] (float32),
@@ -27,7 +27,10 @@ them) run as published: FP8 experts, computed W8A8.
   --device    where to run (default cpu)
   --dtype     compute dtype of activations and unquantized weights (default float32)
   --quantize  quantize a 16-bit checkpoint's experts at load: fp8 (e4m3, 128x128 block
-              scales, computed W8A8); routers stay unquantized`;
+              scales, computed W8A8), int8 or int4 (weight-only: activations stay in --dtype);
+              routers (and, for int8/int4, shared experts) stay unquantized
+  --group-size  with int8/int4: K values per scale, a multiple of 32, or channel (one scale per
+              output row); default int8 channel, int4 128`;
 
 const DEFAULT_INPUT_TENSOR = 'input';
 
@@ -82,9 +85,10 @@ interface RunOptions {
   device: Device;
   dtype: FloatDType;
   quantize: Quantization | undefined;
+  groupSize: GroupSize | undefined;
 }
 
-const RUN_OPTION_NAMES = ['layer', 'input', 'output', 'device', 'dtype', 'quantize'] as const;
+const RUN_OPTION_NAMES = ['layer', 'input', 'output', 'device', 'dtype', 'quantize', 'group-size'] as const;
 
 function runOptions({ options, positionals }: CommandLine<(typeof RUN_OPTION_NAMES)[number]>): RunOptions {
   expectPositionals(positionals, ['<checkpoint-dir>']);
@@ -96,6 +100,7 @@ function runOptions({ options, positionals }: CommandLine<(typeof RUN_OPTION_NAM
     device: deviceOption(options.device, 'cpu'),
     dtype: dtypeOption(options.dtype, 'float32'),
     quantize: quantizeOption(options.quantize),
+    groupSize: groupSizeOption(options['group-size'], quantizeOption(options.quantize)),
   };
 }
 
@@ -111,7 +116,7 @@ export async function runCommand(args: readonly string[]): Promise<void> {
   const outputFile = regularWriteTarget(run.output);
   // The input is read first: it is cheap to check, the checkpoint may be large.
   const hostInput = await readInput(run.input);
-  using layer = await MoELayer.fromPretrained(run.checkpoint, { layer: run.layer, device: run.device, dtype: run.dtype, quantize: run.quantize });
+  using layer = await MoELayer.fromPretrained(run.checkpoint, { layer: run.layer, device: run.device, dtype: run.dtype, quantize: run.quantize, groupSize: run.groupSize });
   checkInputWidth(hostInput, run.input, layer.config.hiddenSize);
   using x = Tensor.fromArray(hostInput.data, hostInput.shape, { dtype: hostInput.dtype, device: run.device });
   using result = layer.forward(x);

@@ -1,5 +1,5 @@
 import type { FloatDType } from '../dtype';
-import type { Quantization, QuantizedParts } from '../ops/quantized';
+import type { ExpertQuantization, GroupSize, QuantizedParts } from '../ops/quantized';
 
 /** The checkpoint families moekit reads (Hugging Face `model_type`). */
 export type ModelFamily = 'mixtral' | 'qwen2_moe' | 'qwen3_moe' | 'deepseek_v3' | 'gpt_oss';
@@ -69,21 +69,27 @@ export interface MoEConfig {
   sharedExpert: SharedExpertConfig | null;
   /**
    * What the experts' weights (routed and shared) are quantized to; routers stay unquantized.
-   * Absent or null: dense. 'fp8': FP8 e4m3 with 128×128 block scales, computed W8A8
-   * (lib/ops/quantized.ts).
+   * Absent or null: dense. 'fp8': FP8 e4m3 with 128×128 block scales, computed W8A8; 'int8',
+   * 'int4': weight-only integers in groups along K; 'mxfp4': gpt-oss's published 4-bit experts,
+   * weight-only (lib/ops/quantized.ts).
    */
-  quantization?: Quantization | null;
+  quantization?: ExpertQuantization | null;
+  /**
+   * int8 / int4: K values per scale, a positive multiple of 32 or 'channel' (absent: int8
+   * 'channel', int4 128). Only with those quantizations.
+   */
+  quantizationGroupSize?: GroupSize | null;
 }
 
 /** A tensor's data on the host, in the dtype it was stored in. */
 export interface HostTensor {
-  dtype: FloatDType | 'float8_e4m3';
+  dtype: FloatDType | 'float8_e4m3' | 'uint8';
   shape: number[];
-  /** float32 values, the raw 16-bit patterns of float16/bfloat16, or the 8-bit patterns of float8_e4m3. */
+  /** float32 values, the raw 16-bit patterns of float16/bfloat16, or the bytes of float8_e4m3 and uint8 (packed formats). */
   data: Float32Array | Uint16Array | Uint8Array;
 }
 
-/** Quantized weights held on the host: float8_e4m3 values and float32 scales. */
+/** Quantized weights held on the host: their data and scales (lib/ops/quantized.ts, QuantizedParts). */
 export type HostQuantized = QuantizedParts<HostTensor>;
 
 /**

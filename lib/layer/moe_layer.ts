@@ -7,7 +7,8 @@ import { combine } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { permute } from '../ops/permute';
 import {
-  isQuantization, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, scaleShape, WEIGHT_FORMATS, type Quantization, type QuantizedParts,
+  isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
+  scaleShape, WEIGHT_FORMATS, type ExpertQuantization, type GroupSize, type Quantization, type QuantizedParts,
 } from '../ops/quantized';
 import { route } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
@@ -26,7 +27,7 @@ export interface MoELayerOptions {
   device?: Device;
   /**
    * The compute dtype of weights and activations (accumulation is always float32). Default
-   * float32. Quantized expert weights keep their own dtype (float8_e4m3, float32 scales).
+   * float32. Quantized expert weights keep their own dtypes (lib/ops/quantized.ts).
    */
   dtype?: FloatDType;
   /**
@@ -35,11 +36,17 @@ export interface MoELayerOptions {
    */
   shard?: RankShard;
   /**
-   * Quantize the experts (routed and shared; routers stay as they are) when the layer is built,
-   * on its device: 'fp8' is FP8 e4m3 in 128×128 blocks (scale = block amax / 448), computed W8A8.
-   * Weights that are already quantized (an FP8 checkpoint) are refused.
+   * Quantize the experts when the layer is built, on its device (routers stay as they are):
+   * - 'fp8': FP8 e4m3 in 128×128 blocks (scale = block amax / 448), computed W8A8; the shared
+   *   expert too.
+   * - 'int8', 'int4': weight-only (the activations stay in the compute dtype), symmetric, in
+   *   groups of `groupSize` K values per output row (int8 default 'channel', int4 128); the
+   *   shared expert stays in the compute dtype.
+   * Weights that are already quantized (an FP8 or MXFP4 checkpoint) are refused.
    */
   quantize?: Quantization;
+  /** With quantize 'int8' / 'int4': K values per scale, a positive multiple of 32 or 'channel'. */
+  groupSize?: GroupSize;
 }
 
 export interface ParallelLayerOptions extends MoELayerOptions {
@@ -159,8 +166,8 @@ export class MoELayer {
   static async fromPretrained(dir: string, options: FromPretrainedOptions): Promise<MoELayer> {
     const settings = requiredObject(options, 'MoELayer.fromPretrained: options', ['layer']);
     const stored = readMoEConfig(dir, settings.layer);
-    const quantize = quantizeOption(settings.quantize, stored, 'MoELayer.fromPretrained');
-    const config = quantize ? { ...stored, quantization: quantize } : stored;
+    const quantize = quantizeOption(settings, stored, 'MoELayer.fromPretrained');
+    const config = withQuantization(stored, quantize);
     const { group } = settings;
     // The plan is checked against the config (quantized weights: whole blocks per rank) before any weight is read.
     const shard = MoELayer.#shardFor(config, settings);
@@ -178,9 +185,9 @@ export class MoELayer {
     validateMoEConfig(config);
     checkHostWeights(config, requiredObject(weights, 'MoELayer.fromWeights: weights'), null);
     const settings = optionalOptions(options, 'MoELayer.fromWeights: options');
-    const quantize = quantizeOption(settings.quantize, config, 'MoELayer.fromWeights');
+    const quantize = quantizeOption(settings, config, 'MoELayer.fromWeights');
     const { group } = settings;
-    const shard = MoELayer.#shardFor(quantize ? { ...config, quantization: quantize } : config, settings);
+    const shard = MoELayer.#shardFor(withQuantization(config, quantize), settings);
     const device = group?.device ?? settings.device;
     return MoELayer.#upload(config, shard ? shardWeights(config, weights, shard) : weights, { ...settings, device }, { shard, group });
   }
@@ -208,7 +215,7 @@ export class MoELayer {
     validateMoEConfig(config);
     const device = parseDevice(options.device ?? 'cpu');
     const dtype = parseFloatDType(options.dtype ?? 'float32');
-    const quantize = quantizeOption(options.quantize, config, 'MoELayer');
+    const quantize = quantizeOption(options, config, 'MoELayer');
     checkHostWeights(config, weights, parts.shard ?? null);
     const made = new Made();
     const keep = <T extends Disposable>(item: T): T => made.keep(item);
@@ -221,42 +228,48 @@ export class MoELayer {
         tensor.dispose();
       }
     };
-    const uploadMatrix = (host: HostTensor | HostQuantized): Tensor | QuantizedWeights => {
+    const uploadMatrix = (host: HostTensor | HostQuantized, routed: boolean): Tensor | QuantizedWeights => {
       if (isQuantized(host)) {
-        const data = keep(upload(host.data, 'float8_e4m3'));
-        return new QuantizedWeights({ format: host.format, data, scales: keep(upload(host.scales, 'float32')) });
+        const dtypes = partDTypes(host.format);
+        const data = keep(upload(host.data, dtypes.data));
+        return new QuantizedWeights({ format: host.format, data, scales: keep(upload(host.scales, dtypes.scales)), groupSize: host.groupSize });
       }
-      if (!quantize) return keep(upload(host, dtype));
+      if (!quantize || !quantizes(quantize.quantization, routed)) return keep(upload(host, dtype));
       using stored = upload(host, host.dtype);
-      return keep(quantizeWeights(stored, QUANTIZATION_FORMATS[quantize]));
+      return keep(quantizeMatrix(stored, quantize));
     };
     try {
       const uploadedWeights = mapWeights<HostTensor, HostQuantized, Tensor, QuantizedWeights>(weights, {
         tensor: (host, as) => keep(upload(host, as ?? dtype)),
         matrix: uploadMatrix,
       });
-      return new MoELayer(quantize ? { ...config, quantization: quantize } : config, uploadedWeights, device, dtype, parts);
+      return new MoELayer(withQuantization(config, quantize), uploadedWeights, device, dtype, parts);
     } catch (error) {
       made.disposeAll();
       throw error;
     }
   }
 
-  /** A layer with uniform random weights (for benchmarks), generated on the device. */
+  /**
+   * A layer with uniform random weights (for benchmarks), generated on the device. A config whose
+   * experts are MXFP4 (gpt-oss as published) gets random MXFP4 experts: random e2m1 bytes with
+   * e8m0 scales near the dense weights' 1/sqrt(fan-in).
+   */
   static random(config: MoEConfig, options?: RandomLayerOptions | null): MoELayer {
     validateMoEConfig(config);
     const settings = optionalOptions(options, 'MoELayer.random: options');
     const device = parseDevice(settings.device ?? 'cpu');
     const dtype = parseFloatDType(settings.dtype ?? 'float32');
-    const quantize = quantizeOption(settings.quantize, config, 'MoELayer.random');
-    if (!quantize && config.quantization) {
+    const quantize = quantizeOption(settings, config, 'MoELayer.random');
+    if (!quantize && config.quantization && config.quantization !== 'mxfp4') {
       throw new MoekitError('E_INVALID_ARGUMENT', `MoELayer.random: config.quantization is ${config.quantization}: random weights are drawn dense, so ask for options.quantize '${config.quantization}' instead`);
     }
     const dense = randomMoEWeights(config, { device, dtype, seed: settings.seed ?? 0 });
     let weights: LayerWeights = dense;
     try {
       if (quantize) weights = quantizeExperts(dense, quantize);
-      return new MoELayer(quantize ? { ...config, quantization: quantize } : config, weights, device, dtype);
+      else if (config.quantization === 'mxfp4') weights = randomMxfp4Experts(dense);
+      return new MoELayer(withQuantization(config, quantize), weights, device, dtype);
     } catch (error) {
       forEachWeight(weights, (tensor) => tensor.dispose());
       throw error;
@@ -502,22 +515,22 @@ export function randomMoEWeights(config: MoEConfig, options: { device: Device; d
 export interface WeightMapping<A, QA extends QuantizedParts<A>, B, QB extends QuantizedParts<B>> {
   /** The router, biases and the shared expert's gate; `as` is set where a weight keeps a dtype of its own. */
   tensor(weight: A, as?: FloatDType): B;
-  /** An expert matrix (w13, w2, the shared expert's), dense or quantized. */
-  matrix(weight: A | QA): B | QB;
+  /** An expert matrix (w13, w2: `routed`; or the shared expert's), dense or quantized. */
+  matrix(weight: A | QA, routed: boolean): B | QB;
 }
 
 export function mapWeights<A, QA extends QuantizedParts<A>, B, QB extends QuantizedParts<B>>(
   weights: MoEWeights<A, QA>, mapping: WeightMapping<A, QA, B, QB>,
 ): MoEWeights<B, QB> {
   const { tensor, matrix } = mapping;
-  const mapped: MoEWeights<B, QB> = { router: tensor(weights.router), w13: matrix(weights.w13), w2: matrix(weights.w2) };
+  const mapped: MoEWeights<B, QB> = { router: tensor(weights.router), w13: matrix(weights.w13, true), w2: matrix(weights.w2, true) };
   if (weights.routerBias) mapped.routerBias = tensor(weights.routerBias);
   // The routing kernel reads the correction bias in float32 whatever the compute dtype.
   if (weights.correctionBias) mapped.correctionBias = tensor(weights.correctionBias, 'float32');
   if (weights.w13Bias) mapped.w13Bias = tensor(weights.w13Bias);
   if (weights.w2Bias) mapped.w2Bias = tensor(weights.w2Bias);
   if (weights.shared) {
-    mapped.shared = { w13: matrix(weights.shared.w13), w2: matrix(weights.shared.w2) };
+    mapped.shared = { w13: matrix(weights.shared.w13, false), w2: matrix(weights.shared.w2, false) };
     if (weights.shared.gate) mapped.shared.gate = tensor(weights.shared.gate);
   }
   return mapped;
@@ -539,12 +552,39 @@ export function forEachWeight<T, Q extends QuantizedParts<T>>(weights: MoEWeight
 }
 
 /** The weights with their dense expert matrices quantized on their device (the dense ones are left to the caller). */
-function quantizeExperts(weights: LayerWeights, quantization: Quantization): LayerWeights {
+function quantizeExperts(weights: LayerWeights, quantize: Quantizing): LayerWeights {
   const made = new Made();
   try {
     return mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
       tensor: (tensor) => tensor,
-      matrix: (matrix) => (isQuantized(matrix) ? matrix : made.keep(quantizeWeights(matrix, QUANTIZATION_FORMATS[quantization]))),
+      matrix: (matrix, routed) => (isQuantized(matrix) || !quantizes(quantize.quantization, routed) ? matrix : made.keep(quantizeMatrix(matrix, quantize))),
+    });
+  } catch (error) {
+    made.disposeAll();
+    throw error;
+  }
+}
+
+/**
+ * The routed experts of random dense weights replaced by random MXFP4 ones: the bytes of their int4
+ * quantization read as e2m1 pairs (every nibble is a valid e2m1 pattern), with one e8m0 scale per
+ * 32 values of 2^-(ceil(log2 sqrt(K)) + 2), so that |w| stays near the dense 1/sqrt(K).
+ */
+function randomMxfp4Experts(weights: LayerWeights): LayerWeights {
+  const made = new Made();
+  try {
+    return mapWeights<Tensor, QuantizedWeights, Tensor, QuantizedWeights>(weights, {
+      tensor: (tensor) => tensor,
+      matrix: (matrix, routed) => {
+        if (isQuantized(matrix) || !routed) return matrix;
+        const depth = matrix.shape.at(-1)!;
+        using int4 = quantizeWeights(matrix, 'int4', { groupSize: MXFP4_GROUP_SIZE });
+        const exponent = 127 - (Math.ceil(Math.log2(Math.sqrt(depth))) + 2);
+        const shape = scaleShape('mxfp4', matrix.shape);
+        const scales = made.keep(Tensor.fromArray(new Uint8Array(shape.reduce((a, b) => a * b, 1)).fill(exponent), shape, { dtype: 'uint8', device: matrix.device }));
+        const data = made.keep(int4.data.to(matrix.device));
+        return new QuantizedWeights({ format: 'mxfp4', data, scales });
+      },
     });
   } catch (error) {
     made.disposeAll();
@@ -561,12 +601,22 @@ function disposeReplaced(old: LayerWeights, kept: LayerWeights): void {
   });
 }
 
+/** What the layer quantizes its experts to when it is built, and in which groups. */
+interface Quantizing {
+  quantization: Quantization;
+  groupSize: GroupSize;
+}
+
 /**
- * options.quantize checked against the config: a known quantization, asked of dense weights only.
- * Returns it, or undefined when not asked.
+ * options.quantize (and options.groupSize) checked against the config: a known quantization, asked
+ * of dense weights only, a group size only for int8 / int4. Returns them, or undefined when not asked.
  */
-function quantizeOption(value: unknown, config: MoEConfig, where: string): Quantization | undefined {
-  if (value === undefined || value === null) return undefined;
+function quantizeOption(options: { quantize?: unknown; groupSize?: unknown }, config: MoEConfig, where: string): Quantizing | undefined {
+  const { quantize: value, groupSize } = options;
+  if (value === undefined || value === null) {
+    if (groupSize !== undefined) throw new MoekitError('E_INVALID_ARGUMENT', `${where}: options.groupSize ${describeValue(groupSize)} goes with options.quantize 'int8' or 'int4'`);
+    return undefined;
+  }
   if (!isQuantization(value)) {
     throw new MoekitError('E_INVALID_ARGUMENT', `${where}: options.quantize must be one of ${QUANTIZATIONS.join(', ')}, got ${describeValue(value)}`);
   }
@@ -574,7 +624,30 @@ function quantizeOption(value: unknown, config: MoEConfig, where: string): Quant
     throw new MoekitError('E_INVALID_ARGUMENT',
       `${where}: options.quantize '${value}' asks to quantize weights that are already quantized (${config.quantization}); leave quantize out to use them as they are`);
   }
-  return value;
+  if (value === 'fp8' && groupSize !== undefined) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${where}: options.groupSize goes with quantize 'int8' or 'int4' (fp8 has 128×128 blocks), got ${describeValue(groupSize)}`);
+  }
+  return { quantization: value, groupSize: requireGroupSize(groupSize, QUANTIZATION_FORMATS[value], where, { name: 'options.groupSize' }) };
+}
+
+/** The config of a layer whose experts are quantized as `quantize` says (unchanged without it). */
+function withQuantization(config: MoEConfig, quantize: Quantizing | undefined): MoEConfig {
+  if (!quantize) return config;
+  const { quantization, groupSize } = quantize;
+  return { ...config, quantization, ...((quantization === 'int8' || quantization === 'int4') && { quantizationGroupSize: groupSize }) };
+}
+
+/**
+ * Whether a layer quantized to `quantization` holds a matrix quantized: always the routed experts';
+ * the shared expert's only under FP8 (weight-only quantizations leave it in 16 bits).
+ */
+function quantizes(quantization: ExpertQuantization, routed: boolean): boolean {
+  return routed || quantization === 'fp8';
+}
+
+function quantizeMatrix(weights: Tensor, quantize: Quantizing): QuantizedWeights {
+  const format = QUANTIZATION_FORMATS[quantize.quantization];
+  return quantizeWeights(weights, format, format === 'fp8_block128' ? undefined : { groupSize: quantize.groupSize });
 }
 
 function isHostTensor(value: unknown): value is HostTensor {
@@ -594,28 +667,32 @@ function givenWeights(weights: MoEWeights<HostTensor>): [string, unknown][] {
   return [...given, ...(['w13', 'w2', 'gate'] as const).map((name): [string, unknown] => [`shared.${name}`, sharedWeights[name]])];
 }
 
-/** A quantized expert matrix on the host: a known format, float8_e4m3 values and float scales of the format's shape. */
+/** A quantized expert matrix on the host: a known format, data and scales of the format's dtypes and shapes. */
 function checkHostQuantized(name: string, weight: HostQuantized): void {
   const problem = (message: string): never => {
     throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} ${message}`);
   };
   if (!(WEIGHT_FORMATS as readonly string[]).includes(weight.format)) problem(`has format ${describeValue(weight.format)}, expected one of ${WEIGHT_FORMATS.join(', ')}`);
   const { data, scales } = weight;
-  if (!isHostTensor(data) || data.dtype !== 'float8_e4m3' || !(data.data instanceof Uint8Array)) {
-    problem(`must hold its values as { dtype: 'float8_e4m3', shape, data: Uint8Array }, got ${describeValue(data)}`);
+  const dtypes = partDTypes(weight.format);
+  if (!isHostTensor(data) || data.dtype !== dtypes.data || !(data.data instanceof Uint8Array)) {
+    problem(`must hold its values as { dtype: '${dtypes.data}', shape, data: Uint8Array }, got ${describeValue(data)}`);
   }
-  if (!isHostTensor(scales) || !['float32', 'float16', 'bfloat16'].includes(scales.dtype)) {
-    problem(`must hold float scales as { dtype, shape, data }, got ${describeValue(scales)}`);
+  const scaleDTypes = dtypes.scales === 'uint8' ? ['uint8'] : ['float32', 'float16', 'bfloat16'];
+  if (!isHostTensor(scales) || !scaleDTypes.includes(scales.dtype)) {
+    problem(`must hold ${scaleDTypes.join(' or ')} scales as { dtype, shape, data }, got ${describeValue(scales)}`);
   }
-  const expected = scaleShape(weight.format, data.shape);
+  const groupSize = requireGroupSize(weight.groupSize, weight.format, `MoE weights: ${name}`);
+  const expected = scaleShape(weight.format, shapeOf(weight), groupSize);
   if (scales.shape.join(',') !== expected.join(',')) {
-    problem(`has scales of shape [${scales.shape.join(', ')}], expected [${expected.join(', ')}] (one per 128×128 block of its [${data.shape.join(', ')}] values)`);
+    const per = weight.format === 'fp8_block128' ? 'one per 128×128 block' : `one per ${groupSize === 'channel' ? 'output row' : `${groupSize} K values of an output row`}`;
+    problem(`has scales of shape [${scales.shape.join(', ')}], expected [${expected.join(', ')}] (${per} of its [${shapeOf(weight).join(', ')}] values)`);
   }
 }
 
-/** A weight's shape: a tensor's, or a quantized matrix's values'. */
+/** A weight's shape: a tensor's, or a quantized matrix's logical [.., N, K]. */
 function shapeOf(weight: HostTensor | HostQuantized): number[] {
-  return isQuantized(weight) ? weight.data.shape : weight.shape;
+  return isQuantized(weight) ? logicalShape(weight.format, weight.data.shape) : weight.shape;
 }
 
 function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, shard: RankShard | null): void {
@@ -628,7 +705,7 @@ function checkHostWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, sh
       continue;
     }
     if (!isHostTensor(weight)) throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} must be { dtype, shape, data }, got ${describeValue(weight)}`);
-    if (EXPERT_MATRICES.has(name) && config.quantization) {
+    if (EXPERT_MATRICES.has(name) && config.quantization && quantizes(config.quantization, !name.startsWith('shared.'))) {
       throw new MoekitError('E_CHECKPOINT', `MoE weights: ${name} is dense but config.quantization is ${config.quantization} (to quantize dense weights, leave config.quantization out and pass options.quantize)`);
     }
   }

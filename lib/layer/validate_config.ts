@@ -1,6 +1,6 @@
 import { FLOAT32_MAX } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
-import { isQuantization, QUANTIZATIONS } from '../ops/quantized';
+import { EXPERT_QUANTIZATIONS, isExpertQuantization, QUANTIZATION_FORMATS, requireGroupSize } from '../ops/quantized';
 import { GATED_ACTIVATIONS, groupLimitedExperts, type ActivationKind, type MoEConfig, type RoutingMethod } from './config';
 
 const ROUTING_METHODS: readonly RoutingMethod[] = ['softmax_topk', 'topk_softmax', 'sigmoid_group_topk'];
@@ -65,8 +65,15 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
     }
   }
   const { quantization } = config;
-  if (quantization !== undefined && quantization !== null && !isQuantization(quantization)) {
-    throw new MoekitError('E_CONFIG', `MoE config: quantization must be null or one of ${QUANTIZATIONS.join(', ')}, got ${describeValue(quantization)}`);
+  if (quantization !== undefined && quantization !== null && !isExpertQuantization(quantization)) {
+    throw new MoekitError('E_CONFIG', `MoE config: quantization must be null or one of ${EXPERT_QUANTIZATIONS.join(', ')}, got ${describeValue(quantization)}`);
+  }
+  const { quantizationGroupSize } = config;
+  if (quantizationGroupSize !== undefined && quantizationGroupSize !== null) {
+    if (quantization !== 'int8' && quantization !== 'int4') {
+      throw new MoekitError('E_CONFIG', `MoE config: quantizationGroupSize goes only with quantization int8 or int4, got ${describeValue(quantizationGroupSize)} with ${describeValue(quantization ?? null)}`);
+    }
+    requireGroupSize(quantizationGroupSize, QUANTIZATION_FORMATS[quantization], 'MoE config', { name: 'quantizationGroupSize', code: 'E_CONFIG' });
   }
   return config;
 }

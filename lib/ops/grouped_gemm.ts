@@ -5,7 +5,7 @@ import type { ActivationKind } from '../layer/config';
 import { addon, type NativeQuantizedGemm } from '../native';
 import { optionalOptions, requiredObject } from '../options';
 import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';
-import { fp8Blocks, Fp8Rows, QuantizedWeights, scaleShape, WEIGHT_FORMAT_CODES } from './quantized';
+import { fp8Blocks, Fp8Rows, isWeightOnly, nativeGroupSize, QuantizedWeights, WEIGHT_FORMAT_CODES } from './quantized';
 import { Tensor } from '../tensor';
 import { MAX_EXPERTS, requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -18,9 +18,10 @@ export interface GemmOptions {
   /** Bias added to every output row: [E, N] for groupedGemm, [N] for linear. */
   bias?: Tensor;
   /**
-   * float32, or the input's dtype (the default). Accumulation is float32 either way. With quantized
-   * weights any float dtype (the default for Fp8Rows input: float32), or 'float8_e4m3': the
-   * results quantized by the W8A8 rule, returned as Fp8Rows for the next GEMM.
+   * float32, or the input's dtype (the default). Accumulation is float32 either way. With
+   * fp8_block128 weights any float dtype (the default for Fp8Rows input: float32), or
+   * 'float8_e4m3': the results quantized by the W8A8 rule, returned as Fp8Rows for the next GEMM.
+   * Weight-only weights (int8, int4, mxfp4) take what dense weights take.
    */
   outDtype?: FloatDType | 'float8_e4m3';
 }
@@ -50,7 +51,8 @@ interface CheckedOperands {
   /** [N, K] or [E, N, K] */
   weightShape: readonly number[];
   device: Device;
-  quantized: boolean;
+  /** fp8_block128 weights (W8A8): FP8 input rows and outputs are allowed. */
+  w8a8: boolean;
   /** The input's dtype when it is float. */
   inputDType: FloatDType | undefined;
   native: NativeQuantizedGemm & { input: ReturnType<Tensor['toNative']>; weights: ReturnType<Tensor['toNative']> };
@@ -69,33 +71,48 @@ function checkOperands(op: string, input: GemmInput, weights: GemmWeights, weigh
   if (weights.disposed) throw new MoekitError('E_DISPOSED', `${op}: ${weightsName} was used after dispose()`);
   const inputData = fp8Input ? input.data : input;
   const weightData = quantized ? weights.data : weights;
+  const w8a8 = quantized && !isWeightOnly(weights.format);
   if (!quantized) requireFloat(weightData, op, weightsName);
-  if (fp8Input && !quantized) {
-    throw new MoekitError('E_DTYPE', `${op}: FP8 input rows (Fp8Rows) need quantized weights, but ${weightsName} is a ${weightData.dtype} Tensor`);
+  if (fp8Input && !w8a8) {
+    const what = quantized ? `${weights.format} QuantizedWeights (weight-only: the input stays float)` : `a ${weightData.dtype} Tensor`;
+    throw new MoekitError('E_DTYPE', `${op}: FP8 input rows (Fp8Rows) need fp8_block128 weights, but ${weightsName} is ${what}`);
   }
   if (!fp8Input) requireFloat(inputData, op, 'input');
   const [rows, inFeatures] = requireShape(inputData, op, 'input', [null, null]) as [number, number];
   const expected = weightRank === 3 ? [null, null, inFeatures] : [null, inFeatures];
-  const weightShape = requireShape(weightData, op, weightsName, expected);
+  const weightShape = quantized ? requireLogicalShape(weights, op, weightsName, expected) : requireShape(weightData, op, weightsName, expected);
   const device = requireSameDevice(op, { input: inputData, [weightsName]: weightData });
   const native: CheckedOperands['native'] = { input: inputData.toNative(), weights: weightData.toNative() };
   if (fp8Input) native.inputScales = input.scales.toNative();
   if (quantized) {
     native.weightScales = weights.scales.toNative();
     native.weightFormat = WEIGHT_FORMAT_CODES[weights.format];
+    const groupSize = nativeGroupSize(weights.format, weights.groupSize);
+    if (groupSize !== 0) native.weightGroupSize = groupSize;
   }
-  return { rows, weightShape, device, quantized, inputDType: fp8Input ? undefined : (inputData.dtype as FloatDType), native };
+  return { rows, weightShape, device, w8a8, inputDType: fp8Input ? undefined : (inputData.dtype as FloatDType), native };
 }
 
-/** The output dtype: float32 or the input's for dense weights; any float or float8_e4m3 for quantized ones. */
+/** Quantized weights' logical shape [.., N, K] checked against `expected` (as requireShape does a tensor's). */
+function requireLogicalShape(weights: QuantizedWeights, op: string, name: string, expected: readonly (number | null)[]): readonly number[] {
+  const { shape } = weights;
+  const matches = shape.length === expected.length && expected.every((extent, axis) => extent === null || shape[axis] === extent);
+  if (!matches) {
+    const wanted = `[${expected.map((extent) => (extent === null ? '*' : String(extent))).join(', ')}]`;
+    throw new MoekitError('E_SHAPE', `${op}: ${name} must have shape ${wanted}, got [${shape.join(', ')}]`);
+  }
+  return shape;
+}
+
+/** The output dtype: float32 or the input's for dense and weight-only weights; any float or float8_e4m3 for fp8_block128 ones. */
 function outputDType(op: string, operands: CheckedOperands, requested: FloatDType | 'float8_e4m3' | undefined): FloatDType | 'float8_e4m3' {
-  const { inputDType, quantized } = operands;
+  const { inputDType, w8a8 } = operands;
   if (requested === undefined) return inputDType ?? 'float32';
-  if (quantized) {
+  if (w8a8) {
     if (requested === 'float8_e4m3' || requested === 'float32' || requested === 'float16' || requested === 'bfloat16') return requested;
     throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32, float16, bfloat16 or float8_e4m3, got ${describeValue(requested)}`);
   }
-  if (requested === 'float8_e4m3') throw new MoekitError('E_DTYPE', `${op}: outDtype float8_e4m3 needs quantized weights`);
+  if (requested === 'float8_e4m3') throw new MoekitError('E_DTYPE', `${op}: outDtype float8_e4m3 needs fp8_block128 weights`);
   if (requested !== 'float32' && requested !== inputDType) {
     throw new MoekitError('E_DTYPE', `${op}: outDtype must be float32 or the input dtype ${inputDType}, got ${describeValue(requested)}`);
   }
@@ -140,9 +157,11 @@ function fusedActivation(op: string, activation: GroupedGemmOptions['activation'
  * input [M, K]; weights [E, N, K] (PyTorch Linear layout); expertOffsets [E+1] int32, read on the
  * device. Rows outside [offsets[0], offsets[E]) are left as they were.
  *
- * With QuantizedWeights the product is W8A8 (see lib/ops/quantized.ts): the input, float or
- * Fp8Rows, is used as its per-row-per-128 quantization q · scale; outDtype 'float8_e4m3' returns
- * the output quantized the same way (Fp8Rows), ready for the next GEMM.
+ * With fp8_block128 QuantizedWeights the product is W8A8 (see lib/ops/quantized.ts): the input,
+ * float or Fp8Rows, is used as its per-row-per-128 quantization q · scale; outDtype 'float8_e4m3'
+ * returns the output quantized the same way (Fp8Rows), ready for the next GEMM. With weight-only
+ * QuantizedWeights (int8, int4, mxfp4) the input stays float and the weights are dequantized
+ * (w = q · scale of its group), accumulating in float32.
  */
 export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffsets: Tensor, options?: FloatOut<GroupedGemmOptions> | null): Tensor;
 export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffsets: Tensor, options: Fp8Out<GroupedGemmOptions>): Fp8Rows;

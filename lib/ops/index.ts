@@ -3,6 +3,7 @@ export { combine, type CombineOptions } from './combine';
 export { groupedGemm, linear, type GemmInput, type GemmOptions, type GemmWeights, type GroupedGemmOptions } from './grouped_gemm';
 export { permute, type PermuteOptions, type PermuteResult } from './permute';
 export {
-  FP8_BLOCK_SIZE, Fp8Rows, QUANTIZATIONS, QuantizedWeights, quantizeWeights, WEIGHT_FORMATS, type Quantization, type QuantizedParts, type WeightFormat,
+  EXPERT_QUANTIZATIONS, FP8_BLOCK_SIZE, Fp8Rows, QUANTIZATIONS, QuantizedWeights, quantizeWeights, WEIGHT_FORMATS, type ExpertQuantization, type GroupSize,
+  type QuantizableFormat, type Quantization, type QuantizedParts, type QuantizeWeightsOptions, type WeightFormat,
 } from './quantized';
 export { route, type RoutingOptions, type RoutingResult } from './routing';

@@ -6,7 +6,7 @@
  */
 import { describeValue, MoekitError } from '../errors';
 import type { MoEConfig } from '../layer/config';
-import { FP8_BLOCK_SIZE } from '../ops/quantized';
+import { DEFAULT_GROUP_SIZES, FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, QUANTIZATION_FORMATS } from '../ops/quantized';
 import { optionalOptions, requiredObject } from '../options';
 
 export interface ParallelOptions {
@@ -78,30 +78,59 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
     throw new MoekitError('E_INVALID_ARGUMENT',
       `the group size ${worldSize} does not divide the shared expert's intermediate size ${config.sharedExpert.intermediateSize}`);
   }
-  if (config.quantization) {
-    checkBlockAlignedSplit(config, 'moeTpSize', moeTpSize, config.intermediateSize, 'the intermediate size');
-    if (config.sharedExpert) checkBlockAlignedSplit(config, 'the group size', worldSize, config.sharedExpert.intermediateSize, "the shared expert's intermediate size");
-  }
+  const routed = splitQuantum(config, config.intermediateSize, true);
+  if (routed) checkAlignedSplit(routed, 'moeTpSize', moeTpSize, config.intermediateSize, 'the intermediate size');
+  const shared = config.sharedExpert && splitQuantum(config, config.sharedExpert.intermediateSize, false);
+  if (shared) checkAlignedSplit(shared, 'the group size', worldSize, config.sharedExpert!.intermediateSize, "the shared expert's intermediate size");
   return { worldSize, moeTpSize, moeEpSize };
 }
 
-/**
- * Quantized weights keep one scale per 128×128 block: a TP split must give each rank whole blocks,
- * so that its slice of the weights comes with its own scales.
- */
-function checkBlockAlignedSplit(config: MoEConfig, what: string, ways: number, extent: number, name: string): void {
-  if (ways === 1 || (extent / ways) % FP8_BLOCK_SIZE === 0) return;
-  throw new MoekitError('E_INVALID_ARGUMENT',
-    `${what} ${ways} would cut the ${config.quantization} weights' 128×128 blocks: each rank's share of ${name} (${extent} / ${ways} = ${extent / ways}) must be a multiple of 128`);
+/** The slices of an intermediate dimension that keep quantization groups whole: multiples of `size`. */
+interface SplitQuantum {
+  size: number;
+  /** What a cut would break, for messages. */
+  what: string;
 }
 
-/** A hand-made slice of a quantized layer's intermediate dimension: the whole of it, or whole 128-blocks. */
-function requireBlockAlignedSlice(slice: Slice, name: string, extent: number): void {
+/**
+ * What a TP slice of an intermediate dimension of `extent` must keep whole so that each rank's
+ * slice of quantized weights comes with its own scales (undefined: dense, any slice will do):
+ * - fp8: 128×128 blocks (w13's rows and w2's columns; gate and up are sliced alike, so the up
+ *   half must begin on a block too);
+ * - int8 / int4: the groups along w2's K (its columns); per output channel, the whole of K;
+ * - mxfp4: the groups of 32 along w2's K.
+ * w13's scales are per row for the weight-only formats, so slicing its rows is free. The shared
+ * expert (`routed` false) is quantized only under fp8.
+ */
+function splitQuantum(config: MoEConfig, extent: number, routed: boolean): SplitQuantum | undefined {
+  const { quantization } = config;
+  if (!quantization || (!routed && quantization !== 'fp8')) return undefined;
+  switch (quantization) {
+    case 'fp8': return { size: FP8_BLOCK_SIZE, what: "fp8 weights' 128×128 blocks" };
+    case 'mxfp4': return { size: MXFP4_GROUP_SIZE, what: `mxfp4 weights' groups of ${MXFP4_GROUP_SIZE} along the down projection's K` };
+    default: {
+      const groupSize = config.quantizationGroupSize ?? DEFAULT_GROUP_SIZES[QUANTIZATION_FORMATS[quantization]];
+      return groupSize === 'channel'
+        ? { size: extent, what: `${quantization} weights' per-channel scales (one per output row of the down projection, over all of its K: give a groupSize to split it)` }
+        : { size: groupSize, what: `${quantization} weights' groups of ${groupSize} along the down projection's K` };
+    }
+  }
+}
+
+/** A TP split `ways` ways of `extent` gives each rank whole quantization groups. */
+function checkAlignedSplit(quantum: SplitQuantum, what: string, ways: number, extent: number, name: string): void {
+  if (ways === 1 || (extent / ways) % quantum.size === 0) return;
+  throw new MoekitError('E_INVALID_ARGUMENT',
+    `${what} ${ways} would cut the ${quantum.what}: each rank's share of ${name} (${extent} / ${ways} = ${extent / ways}) must be a multiple of ${quantum.size}`);
+}
+
+/** A hand-made slice of a quantized layer's intermediate dimension: the whole of it, or whole groups. */
+function requireAlignedSlice(quantum: SplitQuantum, slice: Slice, name: string, extent: number): void {
   const whole = slice.first === 0 && slice.count === extent;
-  // Gate and up rows are sliced alike, so the up half must begin on a block too.
-  if (!whole && (slice.first % FP8_BLOCK_SIZE !== 0 || slice.count % FP8_BLOCK_SIZE !== 0 || extent % FP8_BLOCK_SIZE !== 0)) {
+  const { size } = quantum;
+  if (!whole && (slice.first % size !== 0 || slice.count % size !== 0 || extent % size !== 0)) {
     throw new MoekitError('E_INVALID_ARGUMENT',
-      `${name} [${slice.first}, ${slice.first + slice.count}) of ${extent} cuts the quantized weights' 128×128 blocks: a slice must be whole, or begin and end on multiples of 128 of an extent that is one`);
+      `${name} [${slice.first}, ${slice.first + slice.count}) of ${extent} cuts the ${quantum.what}: a slice must be whole, or begin and end on multiples of ${size} of an extent that is one`);
   }
 }
 
@@ -148,10 +177,10 @@ export function checkShard(shard: RankShard, config: MoEConfig): RankShard {
   requireSlice(shard.experts, 'shard.experts', config.numExperts);
   requireSlice(shard.intermediate, 'shard.intermediate', config.intermediateSize);
   if (config.sharedExpert) requireSlice(shard.sharedIntermediate, 'shard.sharedIntermediate', config.sharedExpert.intermediateSize);
-  if (config.quantization) {
-    requireBlockAlignedSlice(shard.intermediate, 'shard.intermediate', config.intermediateSize);
-    if (config.sharedExpert) requireBlockAlignedSlice(shard.sharedIntermediate!, 'shard.sharedIntermediate', config.sharedExpert.intermediateSize);
-  }
+  const routed = splitQuantum(config, config.intermediateSize, true);
+  if (routed) requireAlignedSlice(routed, shard.intermediate, 'shard.intermediate', config.intermediateSize);
+  const shared = config.sharedExpert && splitQuantum(config, config.sharedExpert.intermediateSize, false);
+  if (shared) requireAlignedSlice(shared, shard.sharedIntermediate!, 'shard.sharedIntermediate', config.sharedExpert!.intermediateSize);
   if (typeof shard.ownsOutputBias !== 'boolean') {
     throw new MoekitError('E_INVALID_ARGUMENT', `shard.ownsOutputBias must be true or false, got ${describeValue(shard.ownsOutputBias)}`);
   }

@@ -2,25 +2,46 @@
  * Cutting a layer's host weights down to one rank's shard (lib/parallel/plan.ts): its experts,
  * and its slice of every expert's intermediate dimension. Used when the full weights are already
  * in memory; the checkpoint loader reads a shard's bytes directly instead. Quantized expert
- * matrices are cut alike, their block scales along with their values (the plan has checked that
- * slices fall on block boundaries).
+ * matrices are cut alike, their scales along with their values (the plan has checked that slices
+ * fall on block or group boundaries).
  */
 import { allocateHostArray } from '../dtype';
 import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../layer/config';
-import { FP8_BLOCK_SIZE } from '../ops/quantized';
+import { FP8_BLOCK_SIZE, logicalShape, MXFP4_GROUP_SIZE, requireGroupSize } from '../ops/quantized';
 import type { RankShard, Slice } from './plan';
 
 function allocateLike(tensor: HostTensor, shape: number[]): HostTensor {
   return { dtype: tensor.dtype, shape, data: allocateHostArray(tensor.dtype, shape.reduce((total, extent) => total * extent, 1)) };
 }
 
+/** How many values of a matrix's rows and columns one element of a stored tensor stands for. */
+interface Units {
+  rows: number;
+  cols: number;
+}
+
+/** The units of a quantized matrix's data and scales (values along rows; along K, bytes or groups). */
+function quantizedUnits(matrix: HostQuantized): { data: Units; scales: Units } {
+  const depth = logicalShape(matrix.format, matrix.data.shape).at(-1)!;
+  const perByte = depth / matrix.data.shape.at(-1)!;
+  switch (matrix.format) {
+    case 'fp8_block128': return { data: { rows: 1, cols: 1 }, scales: { rows: FP8_BLOCK_SIZE, cols: FP8_BLOCK_SIZE } };
+    case 'mxfp4': return { data: { rows: 1, cols: perByte }, scales: { rows: 1, cols: MXFP4_GROUP_SIZE } };
+    default: {
+      const groupSize = requireGroupSize(matrix.groupSize, matrix.format, 'shardWeights');
+      return { data: { rows: 1, cols: perByte }, scales: { rows: 1, cols: groupSize === 'channel' ? depth : groupSize } };
+    }
+  }
+}
+
 /**
- * An expert matrix cut by `cut`: its values (in units of 1), and for quantized weights its scales,
- * in units of their 128-blocks.
+ * An expert matrix cut by `cut`: its values, and for quantized weights its data and scales, each
+ * in its own units.
  */
-function cutMatrix(matrix: HostTensor | HostQuantized, cut: (tensor: HostTensor, unit: number) => HostTensor): HostTensor | HostQuantized {
-  if (!isQuantized(matrix)) return cut(matrix, 1);
-  return { format: matrix.format, data: cut(matrix.data, 1), scales: cut(matrix.scales, FP8_BLOCK_SIZE) };
+function cutMatrix(matrix: HostTensor | HostQuantized, cut: (tensor: HostTensor, units: Units) => HostTensor): HostTensor | HostQuantized {
+  if (!isQuantized(matrix)) return cut(matrix, { rows: 1, cols: 1 });
+  const units = quantizedUnits(matrix);
+  return { ...matrix, data: cut(matrix.data, units.data), scales: cut(matrix.scales, units.scales) };
 }
 
 /** A slice of values as a slice of `unit`-wide blocks. */
@@ -41,9 +62,9 @@ function whole(tensor: HostTensor, axis: number): Slice {
 function shardExpertPair(w13: HostTensor | HostQuantized, w2: HostTensor | HostQuantized, experts: Slice, inter: Slice, extent: number) {
   const all = inter.first === 0 && inter.count === extent;
   return {
-    w13: cutMatrix(w13, (tensor, unit) =>
-      all ? sliceExperts(tensor, experts, whole(tensor, 1), whole(tensor, 2)) : sliceGateUp(tensor, experts, inUnits(inter, unit), extent / unit)),
-    w2: cutMatrix(w2, (tensor, unit) => sliceExperts(tensor, experts, whole(tensor, 1), all ? whole(tensor, 2) : inUnits(inter, unit))),
+    w13: cutMatrix(w13, (tensor, units) =>
+      all ? sliceExperts(tensor, experts, whole(tensor, 1), whole(tensor, 2)) : sliceGateUp(tensor, experts, inUnits(inter, units.rows), extent / units.rows)),
+    w2: cutMatrix(w2, (tensor, units) => sliceExperts(tensor, experts, whole(tensor, 1), all ? whole(tensor, 2) : inUnits(inter, units.cols))),
   };
 }
 

@@ -8,11 +8,26 @@ namespace {
 
 // ---- Quantized operands (op_args.h, "Quantized weights and activations") --------------------
 
-WeightFormat readWeightFormat(const OpArgs& in) {
-  const int32_t format = in.optionalInt32("weightFormat", static_cast<int32_t>(WeightFormat::Dense));
-  in.expect(format == static_cast<int32_t>(WeightFormat::Dense) || format == static_cast<int32_t>(WeightFormat::Fp8Block128),
-            "unknown weightFormat");
+WeightFormat readWeightFormat(const OpArgs& in, const char* key) {
+  const int32_t format = in.optionalInt32(key, static_cast<int32_t>(WeightFormat::Dense));
+  in.expect(format >= static_cast<int32_t>(WeightFormat::Dense) && format <= static_cast<int32_t>(WeightFormat::Mxfp4),
+            std::string("unknown ") + key);
   return static_cast<WeightFormat>(format);
+}
+
+// A weight-only format's group size (`key`: weightGroupSize or groupSize) for weights of depth K.
+int64_t readWeightGroupSize(const OpArgs& in, const char* key, WeightFormat format, int64_t depth) {
+  const int64_t groupSize = in.optionalInt32(key, 0);
+  if (format == WeightFormat::Mxfp4) {
+    in.expect(groupSize == 0 || groupSize == kMxfp4GroupSize, std::string(key) + " must be 0 or 32 with MXFP4 weights");
+    in.expect(depth % kMxfp4GroupSize == 0, "MXFP4 weights need K to be a multiple of 32");
+  } else if (isWeightOnly(format)) {
+    in.expect(groupSize == 0 || (groupSize > 0 && groupSize % kWeightGroupQuantum == 0),
+              std::string(key) + " must be 0 (per output channel) or a positive multiple of 32");
+  } else {
+    in.expect(groupSize == 0, std::string(key) + " goes only with weight-only formats (Int8, Int4, Mxfp4)");
+  }
+  return groupSize;
 }
 
 // Row scales of an FP8 activation [rows, width]: float32 [rows, ceil(width/128)].
@@ -34,17 +49,38 @@ void checkGemmInput(const OpArgs& in, WeightFormat format, const TensorView& inp
   expectRowScales(in, inputScales, "inputScales", input, "input");
 }
 
-// A GEMM's weights: float with no scales (Dense), or Float8E4M3 with float32 weightScales
-// (Fp8Block128), whose shape the caller checks.
-void checkGemmWeights(const OpArgs& in, WeightFormat format, const TensorView& weights, const char* key, const TensorView& weightScales) {
+// A GEMM's weights [lead.., N, stored K] for an input of depth K, and their weightScales, by
+// format: float with no scales (Dense), Float8E4M3 with float32 block scales (Fp8Block128), or
+// UInt8 bytes with group scales (weight-only). `lead` is {E} (grouped GEMM) or {} (linear).
+// Returns the weight-only group size (0 otherwise).
+int64_t checkGemmWeights(const OpArgs& in, WeightFormat format, const TensorView& weights, const char* key,
+                         const TensorView& weightScales, std::vector<int64_t> lead, int64_t depth) {
+  std::vector<int64_t> shape = lead;
+  shape.insert(shape.end(), {-1, isWeightOnly(format) ? -1 : depth});
+  in.expectShape(weights, key, shape);
+  const int64_t groupSize = readWeightGroupSize(in, "weightGroupSize", format, depth);
   if (format == WeightFormat::Dense) {
     in.expectFloat(weights, key);
     in.expect(!weightScales.present(), std::string("dense ") + key + " take no weightScales");
-    return;
+    return groupSize;
   }
-  in.expectDType(weights, key, DType::Float8E4M3);
-  in.expect(weightScales.present(), std::string("FP8 ") + key + " need weightScales");
-  in.expectDType(weightScales, "weightScales", DType::Float32);
+  const int64_t outFeatures = weights.shape[lead.size()];
+  std::vector<int64_t> scaleShape = lead;
+  if (format == WeightFormat::Fp8Block128) {
+    in.expectDType(weights, key, DType::Float8E4M3);
+    in.expect(weightScales.present(), std::string("FP8 ") + key + " need weightScales");
+    in.expectDType(weightScales, "weightScales", DType::Float32);
+    scaleShape.insert(scaleShape.end(), {fp8Blocks(outFeatures), fp8Blocks(depth)});
+  } else {
+    in.expectDType(weights, key, DType::UInt8);
+    in.expect(weightDepth(format, weights.shape.back()) == depth,
+              std::string(key) + " hold a different K (weightDepth of their last extent) than the input");
+    in.expect(weightScales.present(), std::string("weight-only ") + key + " need weightScales");
+    in.expectDType(weightScales, "weightScales", format == WeightFormat::Mxfp4 ? DType::UInt8 : DType::Float32);
+    scaleShape.insert(scaleShape.end(), {outFeatures, weightScaleGroups(format, groupSize, depth)});
+  }
+  in.expectShape(weightScales, "weightScales", scaleShape);
+  return groupSize;
 }
 
 // A GEMM's output (rank already checked): float32 or the input's dtype; with FP8 weights any float,
@@ -153,7 +189,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   args.inputScales = in.optionalTensor("inputScales");
   args.weights = in.tensor("weights");
   args.weightScales = in.optionalTensor("weightScales");
-  args.weightFormat = readWeightFormat(in);
+  args.weightFormat = readWeightFormat(in, "weightFormat");
   args.bias = in.optionalTensor("bias");
   args.expertOffsets = in.tensor("expertOffsets");
   args.output = in.output("output");
@@ -162,13 +198,10 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   in.expectShape(args.input, "input", {-1, -1});
   checkGemmInput(in, args.weightFormat, args.input, args.inputScales);
   const int64_t depth = args.input.dim(1);
-  in.expectShape(args.weights, "weights", {-1, -1, depth});
-  checkGemmWeights(in, args.weightFormat, args.weights, "weights", args.weightScales);
+  in.expectShape(args.weights, "weights", {-1, -1, -1});
   const int64_t rows = args.input.dim(0), experts = args.weights.dim(0), outFeatures = args.weights.dim(1);
+  args.weightGroupSize = checkGemmWeights(in, args.weightFormat, args.weights, "weights", args.weightScales, {experts}, depth);
   in.expect(experts <= kMaxExperts, "weights hold more experts than kMaxExperts");
-  if (args.weightScales.present()) {
-    in.expectShape(args.weightScales, "weightScales", {experts, fp8Blocks(outFeatures), fp8Blocks(depth)});
-  }
   in.expectShape(args.expertOffsets, "expertOffsets", {experts + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
   // activation: an ActivationKind, or absent for none (then layout, alpha and limit are unread).
@@ -201,7 +234,7 @@ void Linear(const Napi::CallbackInfo& info) {
   args.inputScales = in.optionalTensor("inputScales");
   args.weight = in.tensor("weight");
   args.weightScales = in.optionalTensor("weightScales");
-  args.weightFormat = readWeightFormat(in);
+  args.weightFormat = readWeightFormat(in, "weightFormat");
   args.bias = in.optionalTensor("bias");
   args.output = in.output("output");
   args.outputScales = in.optionalOutput("outputScales");
@@ -209,11 +242,7 @@ void Linear(const Napi::CallbackInfo& info) {
   in.expectShape(args.input, "input", {-1, -1});
   checkGemmInput(in, args.weightFormat, args.input, args.inputScales);
   const int64_t depth = args.input.dim(1);
-  in.expectShape(args.weight, "weight", {-1, depth});
-  checkGemmWeights(in, args.weightFormat, args.weight, "weight", args.weightScales);
-  if (args.weightScales.present()) {
-    in.expectShape(args.weightScales, "weightScales", {fp8Blocks(args.weight.dim(0)), fp8Blocks(depth)});
-  }
+  args.weightGroupSize = checkGemmWeights(in, args.weightFormat, args.weight, "weight", args.weightScales, {}, depth);
   in.expectShape(args.output, "output", {args.input.dim(0), args.weight.dim(0)});
   checkGemmOutput(in, args.weightFormat, args.input, args.output, args.outputScales);
   if (args.bias.present()) {
@@ -307,21 +336,31 @@ void QuantizeWeights(const Napi::CallbackInfo& info) {
   args.input = in.tensor("input");
   args.output = in.output("output");
   args.scales = in.output("scales");
-  args.format = static_cast<WeightFormat>(in.int32("format"));
+  args.format = readWeightFormat(in, "format");
 
-  in.expect(args.format == WeightFormat::Fp8Block128, "format must be Fp8Block128");
+  in.expect(args.format == WeightFormat::Fp8Block128 || args.format == WeightFormat::Int8 || args.format == WeightFormat::Int4,
+            "format must be Fp8Block128, Int8 or Int4");
   in.expectFloat(args.input, "input");
   const size_t rank = args.input.shape.size();
   in.expect(rank == 2 || rank == 3, "input must be [N, K] or [E, N, K]");
-  in.expectDType(args.output, "output", DType::Float8E4M3);
-  in.expect(args.output.shape == args.input.shape, "output must have the shape of input");
-  in.expectDType(args.scales, "scales", DType::Float32);
-  const int64_t rowBlocks = fp8Blocks(args.input.shape[rank - 2]), colBlocks = fp8Blocks(args.input.shape[rank - 1]);
-  if (rank == 3) {
-    in.expectShape(args.scales, "scales", {args.input.dim(0), rowBlocks, colBlocks});
+  const int64_t rows = args.input.shape[rank - 2], depth = args.input.shape[rank - 1];
+  args.groupSize = readWeightGroupSize(in, "groupSize", args.format, depth);
+  std::vector<int64_t> lead(args.input.shape.begin(), args.input.shape.end() - 2);
+  std::vector<int64_t> scaleShape = lead;
+  if (args.format == WeightFormat::Fp8Block128) {
+    in.expectDType(args.output, "output", DType::Float8E4M3);
+    in.expect(args.output.shape == args.input.shape, "output must have the shape of input");
+    scaleShape.insert(scaleShape.end(), {fp8Blocks(rows), fp8Blocks(depth)});
   } else {
-    in.expectShape(args.scales, "scales", {rowBlocks, colBlocks});
+    in.expect(args.format != WeightFormat::Int4 || depth % 2 == 0, "Int4 weights need an even K");
+    in.expectDType(args.output, "output", DType::UInt8);
+    std::vector<int64_t> outputShape = lead;
+    outputShape.insert(outputShape.end(), {rows, weightRowBytes(args.format, depth)});
+    in.expectShape(args.output, "output", outputShape);
+    scaleShape.insert(scaleShape.end(), {rows, weightScaleGroups(args.format, args.groupSize, depth)});
   }
+  in.expectDType(args.scales, "scales", DType::Float32);
+  in.expectShape(args.scales, "scales", scaleShape);
   in.enqueueOp(args, &Device::quantizeWeights);
 }
 

@@ -98,7 +98,7 @@ bool OpArgs::boolean(const char* key) const {
   return value.As<Napi::Boolean>().Value();
 }
 
-void OpArgs::expectShape(const TensorView& view, const char* key, std::initializer_list<int64_t> extents) const {
+void OpArgs::expectShape(const TensorView& view, const char* key, const std::vector<int64_t>& extents) const {
   bool matches = view.shape.size() == extents.size();
   size_t axis = 0;
   for (int64_t extent : extents) {

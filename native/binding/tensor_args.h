@@ -8,8 +8,8 @@
 #include <napi.h>
 
 #include <functional>
-#include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "core/device.h"
 #include "core/op_args.h"
@@ -56,7 +56,7 @@ class OpArgs {
   bool boolean(const char* key) const;
 
   // Throws unless view has exactly these extents (-1 = any) — guards memory, names the tensor.
-  void expectShape(const TensorView& view, const char* key, std::initializer_list<int64_t> extents) const;
+  void expectShape(const TensorView& view, const char* key, const std::vector<int64_t>& extents) const;
   void expectDType(const TensorView& view, const char* key, DType dtype) const;
   void expectFloat(const TensorView& view, const char* key) const;
   void expect(bool condition, const std::string& message) const;

@@ -166,13 +166,20 @@ constexpr bool isWeightOnly(WeightFormat format) {
 }
 
 // Weight-only group sizes: Int8 and Int4 take weightGroupSize 0 (per output channel) or a
-// positive multiple of kWeightGroupQuantum; MXFP4's group is fixed at kMxfp4GroupSize.
+// positive multiple of kWeightGroupQuantum; MXFP4's group is fixed at kMxfp4GroupSize (it takes
+// weightGroupSize 0 or kMxfp4GroupSize, and reads either as kMxfp4GroupSize).
 constexpr int64_t kWeightGroupQuantum = 32;
 constexpr int64_t kMxfp4GroupSize = 32;
 // The K values one scale covers, for a weight-only format with weightGroupSize `groupSize`.
 inline int64_t weightGroupWidth(WeightFormat format, int64_t groupSize, int64_t depth) {
   if (format == WeightFormat::Mxfp4) return kMxfp4GroupSize;
   return groupSize == 0 ? depth : groupSize;
+}
+// How many scales a row of K values has (ceil(K / group width); none when K is 0).
+inline int64_t weightScaleGroups(WeightFormat format, int64_t groupSize, int64_t depth) {
+  if (depth == 0) return 0;
+  const int64_t width = weightGroupWidth(format, groupSize, depth);
+  return (depth + width - 1) / width;
 }
 // Bytes per row of K values in a weight-only format (Int8: K; Int4 and MXFP4: K/2), and back:
 // the weights' last extent says K.

@@ -1,4 +1,4 @@
-// The FP8 rules on the CPU, and the quantizeWeights op (the at-load block rule).
+// The FP8 rules on the CPU, and quantizeWeights for Fp8Block128 (the at-load block rule).
 #include "fp8.h"
 
 #include <algorithm>
@@ -69,7 +69,7 @@ void w8a8RowsAsFloat(const TensorView& input, int64_t first, int64_t count, floa
 }
 
 // One block row (128 rows of a matrix, fewer at the edge) at a time: each block's amax, then its values.
-void quantizeWeights(const QuantizeWeightsArgs& args) {
+void quantizeWeightsFp8Block(const QuantizeWeightsArgs& args) {
   const size_t rank = args.input.shape.size();
   const int64_t rows = args.input.shape[rank - 2];
   const int64_t cols = args.input.shape[rank - 1];

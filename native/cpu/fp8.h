@@ -53,4 +53,7 @@ void quantizeRowsFp8(const float* values, int64_t first, int64_t count, int64_t 
 // x' = q * scale, as float32 rows of the same layout (`values` points at row 0).
 void w8a8RowsAsFloat(const TensorView& input, int64_t first, int64_t count, float* values);
 
+// quantizeWeights for Fp8Block128 (the at-load block rule of QuantizeWeightsArgs).
+void quantizeWeightsFp8Block(const QuantizeWeightsArgs& args);
+
 }  // namespace moekit::cpu

@@ -19,6 +19,11 @@
 // FP8 weights (Fp8Block128) follow the W8A8 rule of op_args.h around the same float32 GEMM: the
 // input rows become x' = q * scale in a float32 scratch matrix, weights are converted to q * scale
 // as tiles pack them, and an FP8 output is quantized from the float32 results.
+//
+// Weight-only weights (Int8, Int4, Mxfp4) are dequantized to float32, a slice of kSliceFloats at
+// most at a time (whole tiles of columns of one expert), and the slice runs through the same tiles
+// as float32 weights: the tiles' columns and sums are those of an unsliced matrix, so results equal
+// the float32 GEMM on the dequantized weights.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -30,6 +35,7 @@
 #include "fp8.h"
 #include "kernels.h"
 #include "parallel.h"
+#include "weight_only.h"
 
 namespace moekit::cpu {
 namespace {
@@ -48,6 +54,9 @@ constexpr int64_t kPanelPathMinRows = 16;
 constexpr int64_t kTileRows = 64;
 constexpr int64_t kTileCols = 128;
 constexpr int64_t kDepthChunk = 256;
+// A weight-only slice of dequantized weights: 16 MiB of float32, so that slicing costs nothing
+// against the reads of the weights (per slice, one pass over its tiles).
+constexpr int64_t kSliceFloats = int64_t{1} << 22;
 // Weights are packed one cache line of each column at a time.
 constexpr int64_t kCacheLineBytes = 64;
 static_assert(kTileRows % kPanelRows == 0 && kTileCols % kPanelCols == 0, "tiles hold whole micro-kernel blocks");
@@ -205,7 +214,14 @@ struct GemmOperands {
   int64_t depth;
   int64_t cols;
   const float* bScales = nullptr;  // FP8 weights: B's block scales [ceil(cols/128), ceil(depth/128)]
+  int64_t bFirstCol = 0;           // B holds columns [bFirstCol, ...) (a slice of dequantized weights)
 };
+
+// B's row of column `col` (indexed in the whole matrix).
+template <typename Storage>
+const Storage* weightRow(const GemmOperands& op, int64_t col) {
+  return static_cast<const Storage*>(op.b) + (col - op.bFirstCol) * op.depth;
+}
 
 // The storage "format" of FP8 weights with 128×128 block scales: a value is q * its block's scale,
 // so it is read through loadWeight rather than a load of its own.
@@ -232,7 +248,7 @@ inline float loadWeight(typename Format::Storage value, float scale) {
 // B's row `col` (all depths) as float32.
 template <typename Format>
 void weightRowAsFloat(const GemmOperands& op, int64_t col, float* values) {
-  const auto* row = static_cast<const typename Format::Storage*>(op.b) + col * op.depth;
+  const auto* row = weightRow<typename Format::Storage>(op, col);
   if constexpr (std::is_same_v<Format, F8Block128>) {
     for (int64_t begin = 0; begin < op.depth; begin += kFp8BlockSize) {
       const int64_t end = std::min(op.depth, begin + kFp8BlockSize);
@@ -294,7 +310,7 @@ void packPanels(const GemmOperands& op, int64_t colBegin, int64_t cols, int64_t 
                 std::vector<float>& panels) {
   using Storage = typename Format::Storage;
   constexpr int64_t kDepthsPerLine = kCacheLineBytes / sizeof(Storage);
-  const auto* b = static_cast<const Storage*>(op.b) + colBegin * op.depth + k;
+  const auto* b = weightRow<Storage>(op, colBegin) + k;
   panels.resize(static_cast<size_t>(roundUp(cols, kPanelCols) * width));
   for (int64_t panelBegin = 0; panelBegin < cols; panelBegin += kPanelCols) {
     const int64_t panelCols = std::min<int64_t>(kPanelCols, cols - panelBegin);
@@ -356,7 +372,7 @@ void runPanelTile(const Tile& tile, const MicroKernels& kernels, TileBuffers& bu
 template <typename Format>
 FloatRows dotGroupColumns(const GemmOperands& op, int64_t first, int64_t count, std::vector<float>& buffer) {
   if constexpr (std::is_same_v<Format, F32>) {
-    if (count == kDotCols) return {static_cast<const float*>(op.b) + first * op.depth, op.depth};
+    if (count == kDotCols) return {weightRow<float>(op, first), op.depth};
   }
   buffer.resize(static_cast<size_t>(kDotCols * op.depth));
   for (int64_t c = 0; c < count; ++c) weightRowAsFloat<Format>(op, first + c, buffer.data() + c * op.depth);
@@ -386,15 +402,20 @@ void runDotTile(const Tile& tile, const MicroKernels& kernels, TileBuffers& buff
   storeTile<C>(tile, buffers.sums.data(), cols);
 }
 
-// Tiles for rows [rowBegin, rowEnd) of one matrix product, all on the path their row count calls for.
-void addTiles(const GemmOperands& operands, int64_t rowBegin, int64_t rowEnd, std::vector<Tile>& tiles) {
+// Tiles for rows [rowBegin, rowEnd) and columns [colBegin, colEnd) (colBegin a multiple of
+// kTileCols) of one matrix product, all on the path their row count calls for.
+void addTiles(const GemmOperands& operands, int64_t rowBegin, int64_t rowEnd, int64_t colBegin, int64_t colEnd,
+              std::vector<Tile>& tiles) {
   const TilePath path = rowEnd - rowBegin >= kPanelPathMinRows ? TilePath::Panels : TilePath::DotProducts;
   for (int64_t row = rowBegin; row < rowEnd; row += kTileRows) {
-    for (int64_t col = 0; col < operands.cols; col += kTileCols) {
-      tiles.push_back(
-          {operands, path, row, std::min(row + kTileRows, rowEnd), col, std::min(col + kTileCols, operands.cols)});
+    for (int64_t col = colBegin; col < colEnd; col += kTileCols) {
+      tiles.push_back({operands, path, row, std::min(row + kTileRows, rowEnd), col, std::min(col + kTileCols, colEnd)});
     }
   }
+}
+
+void addTiles(const GemmOperands& operands, int64_t rowBegin, int64_t rowEnd, std::vector<Tile>& tiles) {
+  addTiles(operands, rowBegin, rowEnd, 0, operands.cols, tiles);
 }
 
 // Calls body(Format{}) with the format of the weights: a float dtype, or FP8 with block scales.
@@ -470,8 +491,61 @@ RowRange expertRows(const GroupedGemmArgs& args) {
   return {begin, std::clamp<int64_t>(offsets[args.weights.dim(0)], begin, rows)};
 }
 
+// Float32 working memory, left uninitialized: only the rows an op uses are written and read.
+using Scratch = std::unique_ptr<float[]>;
+
+Scratch scratchMatrix(int64_t rows, int64_t cols) { return Scratch(new float[static_cast<size_t>(rows * cols)]); }
+
+// Rows [rowBegin, rowEnd) of A against weight-only weights `w`: `operands` as for float32 weights
+// (b unset), the weights dequantized a slice of whole tiles of columns at a time into `slice`.
+void weightOnlyProduct(GemmOperands operands, const WeightOnlyMatrix& w, int64_t rowBegin, int64_t rowEnd, DType a,
+                       DType c, float* slice, int64_t sliceCols) {
+  std::vector<Tile> tiles;
+  for (int64_t first = 0; first < operands.cols; first += sliceCols) {
+    const int64_t last = std::min(operands.cols, first + sliceCols);
+    dequantizeWeightRows(w, first, last - first, slice);
+    operands.b = slice;
+    operands.bFirstCol = first;
+    tiles.clear();
+    addTiles(operands, rowBegin, rowEnd, first, last, tiles);
+    runTiles(tiles, a, DType::Float32, c);
+  }
+}
+
+// Columns per slice of dequantized weights of depth K (whole tiles, at least one).
+int64_t sliceColumns(int64_t depth, int64_t cols) {
+  const int64_t fitting = std::max<int64_t>(kTileCols, kSliceFloats / std::max<int64_t>(depth, 1) / kTileCols * kTileCols);
+  return std::min(fitting, roundUp(cols, kTileCols));
+}
+
+// The products of every expert's rows with weight-only weights (no activation).
+void groupedGemmWeightOnlyProducts(const GroupedGemmArgs& args) {
+  const int64_t experts = args.weights.dim(0);
+  const int64_t cols = args.weights.dim(1);
+  const int64_t depth = args.input.dim(1);
+  const int64_t rows = args.input.dim(0);
+  const int32_t* offsets = args.expertOffsets.as<int32_t>();
+  const std::vector<float> bias = biasAsFloat(args.bias);
+  const int64_t sliceCols = sliceColumns(depth, cols);
+  Scratch slice;
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t begin = std::clamp<int64_t>(offsets[e], 0, rows);
+    const int64_t end = std::clamp<int64_t>(offsets[e + 1], begin, rows);
+    if (begin == end) continue;
+    if (!slice) slice = scratchMatrix(sliceCols, depth);
+    const GemmOperands operands{args.input.data, nullptr, bias.empty() ? nullptr : bias.data() + e * cols, args.output.data,
+                                depth, cols};
+    const WeightOnlyMatrix w = weightOnlyMatrix(args.weights, args.weightScales, args.weightFormat, args.weightGroupSize, e);
+    weightOnlyProduct(operands, w, begin, end, args.input.dtype, args.output.dtype, slice.get(), sliceCols);
+  }
+}
+
 // The products of every expert's rows (no activation), written to the output in its dtype.
 void groupedGemmProducts(const GroupedGemmArgs& args) {
+  if (isWeightOnly(args.weightFormat)) {
+    groupedGemmWeightOnlyProducts(args);
+    return;
+  }
   const int64_t experts = args.weights.dim(0);
   const int64_t cols = args.weights.dim(1);
   const int64_t depth = args.weights.dim(2);
@@ -535,15 +609,18 @@ void linearFloat(const LinearArgs& args) {
   const std::vector<float> bias = biasAsFloat(args.bias);
   const GemmOperands operands{args.input.data, args.weight.data, bias.empty() ? nullptr : bias.data(), args.output.data,
                               args.input.dim(1), args.weight.dim(0), args.weightScales.as<float>()};
+  if (isWeightOnly(args.weightFormat)) {
+    if (args.input.dim(0) == 0) return;
+    const int64_t sliceCols = sliceColumns(operands.depth, operands.cols);
+    Scratch slice = scratchMatrix(sliceCols, operands.depth);
+    const WeightOnlyMatrix w = weightOnlyMatrix(args.weight, args.weightScales, args.weightFormat, args.weightGroupSize, 0);
+    weightOnlyProduct(operands, w, 0, args.input.dim(0), args.input.dtype, args.output.dtype, slice.get(), sliceCols);
+    return;
+  }
   std::vector<Tile> tiles;
   addTiles(operands, 0, args.input.dim(0), tiles);
   runTiles(tiles, args.input.dtype, args.weight.dtype, args.output.dtype);
 }
-
-// Float32 working memory, left uninitialized: only the rows an op uses are written and read.
-using Scratch = std::unique_ptr<float[]>;
-
-Scratch scratchMatrix(int64_t rows, int64_t cols) { return Scratch(new float[static_cast<size_t>(rows * cols)]); }
 
 // Runs a GEMM with FP8 weights by the W8A8 rule: `floatGemm` computes on rows [rows.begin,
 // rows.end) of the input as x' = q * scale in float32 (the FP8 input dequantized, or the float

@@ -1,10 +1,12 @@
-// cast and fillRandom on the CPU.
+// cast, fillRandom and quantizeWeights on the CPU.
 #include <cstring>
 
 #include "../core/random.h"
 #include "float_access.h"
+#include "fp8.h"
 #include "kernels.h"
 #include "parallel.h"
+#include "weight_only.h"
 
 namespace moekit::cpu {
 namespace {
@@ -43,6 +45,14 @@ void fillRandom(const FillRandomArgs& args) {
       }
     });
   });
+}
+
+void quantizeWeights(const QuantizeWeightsArgs& args) {
+  if (args.format == WeightFormat::Fp8Block128) {
+    quantizeWeightsFp8Block(args);
+  } else {
+    quantizeWeightsWeightOnly(args);
+  }
 }
 
 }  // namespace moekit::cpu

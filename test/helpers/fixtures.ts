@@ -54,7 +54,7 @@ export async function readExpectation(family: ModelFamily): Promise<FixtureExpec
 
 /** The quantized fixtures (../shared/fixtures/hf-moe-quant; its README says what each holds). */
 export const QUANT_FIXTURES_DIR = path.resolve(__dirname, '../../../shared/fixtures/hf-moe-quant');
-export type QuantFixture = 'deepseek_v3_fp8' | 'qwen3_moe_fp8' | 'mixtral_bf16';
+export type QuantFixture = 'deepseek_v3_fp8' | 'qwen3_moe_fp8' | 'mixtral_bf16' | 'gpt_oss_mxfp4';
 
 export function quantFixtureDir(name: QuantFixture): string {
   return path.join(QUANT_FIXTURES_DIR, name);
