@@ -17,14 +17,13 @@ const BF16_TOLERANCE = 1.5e-2;
 type Quantize = { quantize?: 'int8' | 'int4'; groupSize?: number | 'channel' };
 
 // [fixture, reference output, quantization at load, the layer's expected config.quantization]
-const CASES: Array<[string, string, Quantize, string]> = [
+const CASES: Array<[QuantFixture, string, Quantize, string]> = [
   ['gpt_oss_mxfp4', 'output', {}, 'mxfp4'],
   ['mixtral_bf16', 'output_int8', { quantize: 'int8' }, 'int8'],
   ['mixtral_bf16', 'output_int4_g128', { quantize: 'int4', groupSize: 128 }, 'int4'],
 ];
 
-async function fixtureError(name: string, reference: string, quantize: Quantize, quantization: string): Promise<number> {
-  const fixture = name as QuantFixture;
+async function fixtureError(fixture: QuantFixture, reference: string, quantize: Quantize, quantization: string): Promise<number> {
   const expected = await readQuantExpectation(fixture);
   using layer = await MoELayer.fromPretrained(quantFixtureDir(fixture), { layer: 0, device: GPU, dtype: 'bfloat16', ...quantize });
   expect(layer.config.quantization).toBe(quantization);
@@ -77,7 +76,9 @@ describe.skipIf(!HAS_GPU)('weight-only experts on cuda:0', () => {
           data: Tensor.fromArray(blocks, [experts, outFeatures, depth / 2], { device }),
           scales: Tensor.fromArray(scales, [experts, outFeatures, depth / 32], { device }),
         });
-        const outputs: Float32Array[] = [await int8.data.toFloat32Array(), await int4.data.toFloat32Array(), await int4.scales.toFloat32Array()];
+        // Packed bytes compare as numbers (toFloat32Array is for float tensors).
+        const bytes = async (t: Tensor): Promise<Float32Array> => Float32Array.from((await t.toArray()) as Uint8Array);
+        const outputs: Float32Array[] = [await bytes(int8.data), await bytes(int4.data), await int4.scales.toFloat32Array()];
         for (const w of [int8, int4, mxfp4]) {
           using plain = groupedGemm(x, w, expertOffsets, { outDtype: 'float32' });
           using gated = groupedGemm(x, w, expertOffsets, { outDtype: 'float32', activation: { kind: 'swiglu' } });
@@ -111,7 +112,7 @@ describe.skipIf(!HAS_GPU)('weight-only experts on cuda:0', () => {
   });
 
   it('a captured MXFP4 forward of gpt-oss replays the plain one', async () => {
-    const fixture = 'gpt_oss_mxfp4' as QuantFixture;
+    const fixture: QuantFixture = 'gpt_oss_mxfp4';
     const expected = await readQuantExpectation(fixture);
     using layer = await MoELayer.fromPretrained(quantFixtureDir(fixture), { layer: 0, device: GPU, dtype: 'bfloat16' });
     using x = Tensor.fromArray(expected.input, [expected.tokens, expected.hidden], { device: GPU, dtype: 'bfloat16' });
