@@ -29,6 +29,7 @@
 #include "kernels.h"
 #include "per_device.h"
 #include "row_tiles.cuh"
+#include "scratch.h"
 #include "skinny_linear.h"
 #include "weight_only.h"
 
@@ -397,9 +398,36 @@ GemmFamily pickFamily(const GroupedGemmArgs& args) {
   return GemmFamily::Mma;
 }
 
-// Weight-only weights (Int8, Int4, MXFP4): the small_m family streams the packed bytes and
-// dequantizes them in registers (grouped_gemm_small_m_wq.cu). Every other call goes through
-// denseFromWeightOnly: forced or not, sm90 and mma both multiply dense weights.
+// ---- Weight-only weights ------------------------------------------------------------------------
+// The dtype weight-only weights are dequantized to for a dense GEMM: the input's 16-bit dtype
+// (float32 for a float32 input).
+DType denseWeightDType(const GroupedGemmArgs& args) {
+  const DType input = args.input.dtype;
+  return input == DType::BFloat16 || input == DType::Float16 ? input : DType::Float32;
+}
+
+// The call with `weights` [E, N, K] dense in place of the packed ones.
+GroupedGemmArgs denseArgsOf(const GroupedGemmArgs& args, const TensorView& weights) {
+  GroupedGemmArgs dense = args;
+  dense.weights = weights;
+  dense.weightScales = TensorView{};
+  dense.weightFormat = WeightFormat::Dense;
+  dense.weightGroupSize = 0;
+  return dense;
+}
+
+// Whether the sm90 kernel would take the call once its weights are dequantized. The dense copy
+// lives in pool scratch, aligned far beyond the 16 bytes asked for: a stand-in pointer with that
+// alignment answers the same as the real one will.
+bool sm90TakesDequantized(const GroupedGemmArgs& args) {
+  void* const alignedStandIn = reinterpret_cast<void*>(ScratchBuffer::kPartAlignment);
+  const TensorView dense{alignedStandIn, denseWeightDType(args), {args.weights.dim(0), args.weights.dim(1), args.input.dim(1)}};
+  return sm90::supports(denseArgsOf(args, dense));
+}
+
+// Weight-only weights (Int8, Int4, MXFP4): small_m (decode) and mma (elsewhere, and the A100-class
+// path) dequantize them in registers; sm90 multiplies them dequantized into scratch
+// (denseFromWeightOnly): at prefill sizes its wgmma is worth more than the extra bytes cost.
 GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
   const GemmFamily forced = forcedFamily();
   if (forced == GemmFamily::Mma || forced == GemmFamily::Sm90) return forced;
@@ -407,26 +435,34 @@ GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
   const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= small_m::kAutoMaxRowsPerExpert) ||
                        args.input.dim(0) <= small_m::kAutoMeanRowsPerExpert * experts;
   const bool preferSmall = forced == GemmFamily::SmallM || fewRows;
-  return preferSmall && small_m::supports(args) ? GemmFamily::SmallM : GemmFamily::Sm90;
+  if (preferSmall && small_m::supports(args)) return GemmFamily::SmallM;
+  return sm90TakesDequantized(args) ? GemmFamily::Sm90 : GemmFamily::Mma;
 }
 
-// v1 of weight-only prefill: the weights are dequantized into stream-ordered scratch in the
-// input's dtype (float32 for a float32 input) and the dense call runs on whichever family takes
-// it (sm90 where it can, else mma; MOEKIT_GEMM still applies). This costs a full write and read of
-// E × N × K 16-bit weights per call, on top of the packed read: 2 + 2 bytes per weight more than a
-// bf16 layer, and scratch of the dense weights' size. Fine for large batches, where the GEMM's
-// arithmetic dominates; the in-loop dequantizing kernels (issue 13) remove it.
+// v1 of weight-only prefill, now sm90's and the fallback for what the register-dequantizing
+// kernels refuse (float32 input, K not a multiple of 32, unaligned bases): the weights are
+// dequantized into stream-ordered scratch in denseWeightDType and the dense call runs on whichever
+// family takes it (MOEKIT_GEMM still applies). This costs a full write and read of E × N × K
+// 16-bit weights per call, on top of the packed read: 2 + 2 bytes per weight more than a bf16
+// layer, and scratch of the dense weights' size. The sm90 in-loop kernel (issue 13) removes it.
 void denseFromWeightOnly(const GroupedGemmArgs& args, cudaStream_t stream) {
-  const DType input = args.input.dtype;
-  const DType dense = input == DType::BFloat16 || input == DType::Float16 ? input : DType::Float32;
-  const DequantizedWeights weights(PackedWeights::of(args), dense, stream);
-  GroupedGemmArgs denseArgs = args;
-  denseArgs.weights = weights.view();
-  denseArgs.weightScales = TensorView{};
-  denseArgs.weightFormat = WeightFormat::Dense;
-  denseArgs.weightGroupSize = 0;
-  groupedGemm(denseArgs, stream);
+  const DequantizedWeights weights(PackedWeights::of(args), denseWeightDType(args), stream);
+  groupedGemm(denseArgsOf(args, weights.view()), stream);
 }  // the scratch is freed in stream order, after the GEMM's kernels
+
+void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
+  switch (pickWeightOnlyFamily(args)) {
+    case GemmFamily::SmallM: small_m::groupedGemm(args, stream); return;
+    case GemmFamily::Mma:
+      if (mma::supportsWeightOnly(args)) {
+        mma::weightOnlyGroupedGemm(args, stream);
+        return;
+      }
+      denseFromWeightOnly(args, stream);
+      return;
+    default: denseFromWeightOnly(args, stream); return;
+  }
+}
 
 GemmProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputDType) {
   return GemmProblem{args.input.data,
@@ -519,11 +555,7 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
     return;
   }
   if (isWeightOnly(args.weightFormat)) {
-    if (pickWeightOnlyFamily(args) == GemmFamily::SmallM) {
-      small_m::groupedGemm(args, stream);
-    } else {
-      denseFromWeightOnly(args, stream);
-    }
+    weightOnlyGroupedGemm(args, stream);
     return;
   }
   switch (pickFamily(args)) {

@@ -27,22 +27,15 @@
 #include <cstdint>
 
 #include "alignment.h"
-#include "async_copy.cuh"
-#include "check.h"
-#include "float_access.cuh"
 #include "fp8.cuh"
+#include "grouped_gemm_mma.cuh"
 #include "grouped_gemm_paths.h"
-#include "kernels.h"
 #include "mma_sync.cuh"
-#include "per_device.h"
 #include "quantize.h"
-#include "row_tiles.cuh"
 #include "scratch.h"
 
 namespace moekit::cuda::mma {
 namespace {
-
-constexpr int kWarpSize = 32;
 
 struct Fp8Problem {
   const uint8_t* input;        // [rows, depth] e4m3
@@ -63,61 +56,19 @@ struct Fp8Problem {
   FaultSink faults;
 };
 
-struct Fp8Tile {
-  static constexpr int kRows = 128;
-  static constexpr int kCols = static_cast<int>(kFp8BlockSize);  // one weight-scale block of columns
+// The block's warp grid is WarpGrid's (grouped_gemm_mma.cuh); K arrives in slices of kDepth bytes.
+struct Fp8Tile : WarpGrid {
+  static_assert(kCols == kFp8BlockSize, "one weight-scale block of columns per tile");
   static constexpr int kDepth = 64;                              // K values (bytes) per stage
   static constexpr int kStages = 4;
   static constexpr int kSlicesPerBlock = static_cast<int>(kFp8BlockSize) / kDepth;
-  static constexpr int kWarpsAlongRows = 2;
-  static constexpr int kWarpsAlongCols = 4;
-  static constexpr int kThreads = kWarpSize * kWarpsAlongRows * kWarpsAlongCols;
-  static constexpr int kWarpRows = kRows / kWarpsAlongRows;  // 64
-  static constexpr int kWarpCols = kCols / kWarpsAlongCols;  // 32
-  static constexpr int kMmaRows = 16;
-  static constexpr int kMmaCols = 8;
-  static constexpr int kMmaDepth = 16;
-  static constexpr int kRowFragments = kWarpRows / kMmaRows;  // 4
-  static constexpr int kColFragments = kWarpCols / kMmaCols;  // 4
-  static constexpr int kLanesPerRow = 4;                      // lanes that share a fragment row
   static constexpr int kBytesPerLane = kDepth / kLanesPerRow;  // 16: one vector per row and stage
   static constexpr int kMmasPerSlice = kDepth / kMmaDepth;     // 4: one word of the vector each
-  static constexpr int kCopyBytes = 16;                        // cp.async granule
   static constexpr int kStageBytes = (kRows + kCols) * kDepth;
   static constexpr int kSharedBytes = kStages * kStageBytes;
   static_assert(kBytesPerLane == kCopyBytes && kMmasPerSlice * 4 == kBytesPerLane, "a lane's vector is one word per mma");
   static_assert(kSlicesPerBlock * kDepth == kFp8BlockSize, "slices tile a scale block");
 };
-
-// Loads a [tileRows, kDepth] slice of a K-contiguous e4m3 matrix into shared memory (row stride
-// kDepth), zeros at or past `validRows` and `depth` (zero bytes are e4m3 zeros).
-template <bool kVectorLoads, int tileRows>
-__device__ void loadSlice(uint8_t* shared, const uint8_t* global, int64_t validRows, int64_t depth, int64_t k0) {
-  using Tile = Fp8Tile;
-  if constexpr (kVectorLoads) {
-    constexpr int kCopiesPerRow = Tile::kDepth / Tile::kCopyBytes;
-    for (int copy = threadIdx.x; copy < tileRows * kCopiesPerRow; copy += Tile::kThreads) {
-      const int row = copy / kCopiesPerRow;
-      const int column = (copy % kCopiesPerRow) * Tile::kCopyBytes;
-      const bool valid = row < validRows && k0 + column < depth;  // depth % 16 == 0: all or nothing
-      copyAsync16(shared + row * Tile::kDepth + column, valid ? global + row * depth + k0 + column : global, valid);
-    }
-  } else {
-    for (int i = threadIdx.x; i < tileRows * Tile::kDepth; i += Tile::kThreads) {
-      const int row = i / Tile::kDepth;
-      const int column = i % Tile::kDepth;
-      const bool valid = row < validRows && k0 + column < depth;
-      shared[i] = valid ? global[row * depth + k0 + column] : uint8_t{0};
-    }
-  }
-}
-
-__device__ __forceinline__ uint32_t word(const uint4& vector, int index) {
-  return index == 0 ? vector.x : index == 1 ? vector.y : index == 2 ? vector.z : vector.w;
-}
-
-// One lane's accumulators: [row fragment][column fragment][register].
-using Accumulators = float[Fp8Tile::kRowFragments][Fp8Tile::kColFragments][4];
 
 // partial += this slice's products (scaled by 2^-16: both operands are widened, fp8.cuh).
 __device__ __forceinline__ void multiplySlice(const uint8_t* sharedA, const uint8_t* sharedB, int warpRow, int warpCol,
@@ -157,11 +108,7 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads) fp8GemmKernel(Fp8Problem p)
   if (!blockRowTile(p, Tile::kRows, &tile)) return;
   const int64_t colBlock = blockIdx.y;
   const int64_t colBegin = colBlock * Tile::kCols;
-  const int warp = threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  const int g = lane / Tile::kLanesPerRow;
-  const int warpRow = (warp / Tile::kWarpsAlongCols) * Tile::kWarpRows;
-  const int warpCol = (warp % Tile::kWarpsAlongCols) * Tile::kWarpCols;
+  const LanePlace at = LanePlace::ofThread();
 
   const uint8_t* a = p.input + tile.begin * p.depth;
   const uint8_t* b = p.weights + (static_cast<int64_t>(tile.group) * p.cols + colBegin) * p.depth;
@@ -170,8 +117,8 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads) fp8GemmKernel(Fp8Problem p)
   const auto stageA = [&](int stage) { return shared + stage * Tile::kStageBytes; };
   const auto stageB = [&](int stage) { return shared + stage * Tile::kStageBytes + Tile::kRows * Tile::kDepth; };
   const auto loadStage = [&](int stage, int64_t slice) {
-    loadSlice<kVectorLoads, Tile::kRows>(stageA(stage), a, validRows, p.depth, slice * Tile::kDepth);
-    loadSlice<kVectorLoads, Tile::kCols>(stageB(stage), b, validCols, p.depth, slice * Tile::kDepth);
+    loadSlice<kVectorLoads, Tile::kRows, Tile::kDepth, Tile::kDepth>(stageA(stage), a, validRows, p.depth, slice * Tile::kDepth);
+    loadSlice<kVectorLoads, Tile::kCols, Tile::kDepth, Tile::kDepth>(stageB(stage), b, validCols, p.depth, slice * Tile::kDepth);
   };
 
   Accumulators total = {};
@@ -185,7 +132,7 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads) fp8GemmKernel(Fp8Problem p)
     for (int i = 0; i < Tile::kRowFragments; ++i) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int64_t row = tile.begin + warpRow + i * Tile::kMmaRows + h * (Tile::kMmaRows / 2) + g;
+        const int64_t row = tile.begin + at.warpRow + i * Tile::kMmaRows + h * (Tile::kMmaRows / 2) + at.g;
         const float inputScale = row < tile.end ? p.inputScales[row * p.depthBlocks + block] : 0.0f;
         rowFactors[i][h] = inputScale * weightScale * kFp8WidenedProductScale;
       }
@@ -205,54 +152,14 @@ __global__ void __launch_bounds__(Fp8Tile::kThreads) fp8GemmKernel(Fp8Problem p)
     }
   };
 
-  // A ring of kStages slices: kStages - 1 in flight while one is multiplied. Every iteration
-  // commits one group (empty past the end) so that "all but the newest kStages - 2" is always
-  // the slice about to be used.
   const int64_t slices = (p.depth + Tile::kDepth - 1) / Tile::kDepth;
-  for (int stage = 0; stage < Tile::kStages - 1; ++stage) {
-    if (stage < slices) loadStage(stage, stage);
-    commitAsyncCopies();
-  }
-  for (int64_t slice = 0; slice < slices; ++slice) {
-    waitAsyncCopies<Tile::kStages - 2>();
-    __syncthreads();  // the slice is visible to all; every warp is done with the stage refilled next
-    const int64_t next = slice + Tile::kStages - 1;
-    if (next < slices) loadStage(static_cast<int>(next % Tile::kStages), next);
-    commitAsyncCopies();
-
+  pipelineSlices<Tile::kStages>(slices, loadStage, [&](int stage, int64_t slice) {
     // The block's scales are read now and used two slices later: their latency hides behind the mmas.
     if (slice % Tile::kSlicesPerBlock == 0) loadFactors(slice / Tile::kSlicesPerBlock);
-    const int stage = static_cast<int>(slice % Tile::kStages);
-    multiplySlice(stageA(stage), stageB(stage), warpRow, warpCol, lane, partial);
+    multiplySlice(stageA(stage), stageB(stage), at.warpRow, at.warpCol, at.lane, partial);
     if ((slice + 1) % Tile::kSlicesPerBlock == 0 || slice + 1 == slices) promote();
-  }
-
-  // Epilogue: bias and the output dtype, straight from the registers.
-#pragma unroll
-  for (int i = 0; i < Tile::kRowFragments; ++i) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int64_t row = tile.begin + warpRow + i * Tile::kMmaRows + (r / 2) * (Tile::kMmaRows / 2) + g;
-      if (row >= tile.end) continue;
-#pragma unroll
-      for (int j = 0; j < Tile::kColFragments; ++j) {
-        const int64_t col = colBegin + warpCol + j * Tile::kMmaCols + 2 * (lane % Tile::kLanesPerRow) + r % 2;
-        if (col >= p.cols) continue;
-        float value = total[i][j][r];
-        if (p.bias != nullptr) value += loadAsFloat(p.bias, p.biasDType, tile.group * p.cols + col);
-        storeAsFloat(p.output, p.outputDType, row * p.cols + col, value);
-      }
-    }
-  }
-}
-
-// Raises a kernel's dynamic shared-memory limit past the default 48 KB, once per device.
-template <typename Kernel>
-void allowSharedMemory(Kernel kernel, PerDevice<bool>& raised) {
-  raised.get([&](int) {
-    MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Fp8Tile::kSharedBytes));
-    return true;
   });
+  storeAccumulators(p, tile, colBegin, at, total);
 }
 
 void runFp8Gemm(const Fp8Problem& p, cudaStream_t stream) {
@@ -260,7 +167,7 @@ void runFp8Gemm(const Fp8Problem& p, cudaStream_t stream) {
   const dim3 grid = rowTileGrid(p, Fp8Tile::kRows, Fp8Tile::kCols);
   const bool vectorLoads = p.depth % Fp8Tile::kCopyBytes == 0 && aligned16(p.input) && aligned16(p.weights);
   const auto launch = [&](auto kernel, PerDevice<bool>& raised) {
-    allowSharedMemory(kernel, raised);
+    allowSharedMemory(kernel, Fp8Tile::kSharedBytes, raised);
     kernel<<<grid, Fp8Tile::kThreads, Fp8Tile::kSharedBytes, stream>>>(p);
     MOEKIT_CHECK_LAUNCH("fp8GemmKernel");
   };
@@ -321,14 +228,7 @@ void fp8GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
     quantizeRows(quantize, stream);
     return;
   }
-  ActivationArgs act;
-  act.input = productsView;
-  act.output = args.output;
-  act.kind = args.activation.kind;
-  act.layout = args.activation.layout;
-  act.alpha = args.activation.alpha;
-  act.limit = args.activation.limit;
-  activationInRows(act, p.offsets, p.groups, stream);
+  activateProducts(args, productsView, p.offsets, p.groups, stream);
 }
 
 }  // namespace moekit::cuda::mma

@@ -6,9 +6,10 @@
 //   mma      mma.sync tiles (bfloat16/float16, sm_80 and up) or SIMT float32: any shape, the
 //            fallback and the A100-class path.                          grouped_gemm.cu
 //            FP8 weights (Fp8Block128): widened to float16 in registers. grouped_gemm_mma_fp8.cu
-// Weight-only weights (Int8, Int4, MXFP4; W8A16 / W4A16): smallM dequantizes them in registers
-// (grouped_gemm_small_m_wq.cu); sm90 and mma take them dequantized into scratch first
-// (grouped_gemm.cu, denseFromWeightOnly).
+//            Weight-only weights: dequantized in the main loop.         grouped_gemm_mma_wq.cu
+// Weight-only weights (Int8, Int4, MXFP4; W8A16 / W4A16): smallM and mma dequantize them in
+// registers (grouped_gemm_small_m_wq.cu, grouped_gemm_mma_wq.cu); sm90, and shapes those two
+// refuse, take them dequantized into scratch first (grouped_gemm.cu, denseFromWeightOnly).
 // MOEKIT_GEMM=auto|sm90|small_m|mma forces a family (the tests run the sm_80 path on an H100 so);
 // a forced family that cannot take a call falls back to the next one as in auto.
 //
@@ -35,6 +36,11 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 namespace mma {
 // Any Fp8Block128 call (every shape, input and output dtype), on sm_80 and up.
 void fp8GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+// Weight-only weights dequantized inside the main loop (grouped_gemm_mma_wq.cu): bfloat16 /
+// float16 input, K a multiple of 32, scale groups of a whole row or a multiple of 16 values,
+// 16-byte aligned input and weights, sm_80 and up. Other calls take denseFromWeightOnly.
+bool supportsWeightOnly(const GroupedGemmArgs& args);
+void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 }  // namespace mma
 
 namespace small_m {

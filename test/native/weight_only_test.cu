@@ -11,12 +11,19 @@
 //   multiple of 32 but not 128, a partial last group, K and N that only the dense fallback takes,
 //   empty experts, 1 to ~300 rows, rows outside the offsets, every activation and gate layout.
 //   Which family runs depends on MOEKIT_GEMM: run the harness once per family (--wq).
+// - the mma family's in-loop dequantizing kernel (grouped_gemm_mma_wq.cu) on its own shapes: several
+//   row tiles per expert, K a multiple of 32 but not of its 64-value slices, partial column tiles,
+//   two scale groups inside one slice (g = 32), empty experts, every activation in both layouts;
+//   under MOEKIT_GEMM=mma every 16-bit call whose K is a multiple of 32 must be one it takes.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
 #include "cpu/kernels.h"
+#include "cuda/grouped_gemm_paths.h"
 #include "cuda/kernels.h"
 #include "harness.h"
 
@@ -190,6 +197,11 @@ Packed makeWeights(const WqCase& wq, std::vector<int64_t> shape) {
   return quantizeOnHost(randomTensor(DType::Float32, std::move(shape), 72, 0.1f), wq.format, wq.groupSize);
 }
 
+bool mmaForced() {
+  const char* forced = std::getenv("MOEKIT_GEMM");
+  return forced != nullptr && std::string(forced) == "mma";
+}
+
 void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
   const GemmCase& c = wq.shape;
   const bool grouped = c.experts > 0;
@@ -224,6 +236,15 @@ void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
         args.activation.enabled = true;
         args.activation.kind = kind;
         args.activation.layout = c.layout;
+      }
+      if (gpu && mmaForced()) {
+        // The in-loop kernel's shapes (supports()): a 16-bit input and whole 32-value K quanta
+        // (every group size here is per channel or a multiple of 32; bases come from the pool).
+        const bool inLoop = (dtype == DType::BFloat16 || dtype == DType::Float16) && c.depth % 32 == 0;
+        const bool taken = cuda::mma::supportsWeightOnly(args);
+        record(taken == inLoop, describe("wq route  mma %s K=%lld g=%lld: %s (expected %s)", formatName(wq.format),
+                                         static_cast<long long>(c.depth), static_cast<long long>(wq.groupSize),
+                                         taken ? "in-loop kernel" : "dequantize first", inLoop ? "in-loop kernel" : "dequantize first"));
       }
       if (gpu) {
         cuda::groupedGemm(args, gStream);
@@ -300,6 +321,27 @@ void runWeightOnlyTests() {
       for (const GemmCase& shape : shapes) testGemmWq(dtype, dtype, WqCase{shape, format, groupSize});
     }
     testGemmWq(dtype, DType::Float32, WqCase{shapes[1], WeightFormat::Int4, 128});
+  }
+  // The mma family's in-loop kernel (and, under other families, more of the same): 128-row tiles,
+  // 64-value K slices, 128-column tiles. {rows, K, N, E, bias, lead, tail, activation, layout}
+  const std::vector<GemmCase> mmaShapes = {
+      {600, 352, 384, 3, true, 7, 9, -1},                                    // 2+ row tiles per expert, K = 5.5 slices, expert 1 empty
+      {260, 96, 200, 5, true, 0, 0, swiglu, GateLayout::Interleaved},       // partial column tile, K = 1.5 slices
+      {129, 224, 136, 2, false, 0, 3, geglu, GateLayout::Interleaved},      // one row past a tile; 136 = 128 + 8 columns
+      {3, 64, 24, 8, true, 0, 0, gptOss, GateLayout::Halves},                // fewer rows than experts: most are empty
+      {150, 160, 264, 3, true, 2, 0, gptOss, GateLayout::Interleaved},      // partial last group (g = 128)
+      {140, 128, 72, 2, true, 0, 0, swiglu, GateLayout::Halves},
+      {131, 192, 40, 4, false, 0, 0, geglu, GateLayout::Halves},
+      {90, 288, 136, 3, true, 0, 0, silu},
+      {200, 64, 130, 2, true, 1, 1, gelu},                                   // N not a multiple of 8
+      {33, 32, 96, 1, true, 0, 0, relu},                                     // K = 32: half a slice
+  };
+  for (DType dtype : {DType::BFloat16, DType::Float16}) {
+    for (const auto& [format, groupSize] : formats) {
+      for (const GemmCase& shape : mmaShapes) testGemmWq(dtype, dtype, WqCase{shape, format, groupSize});
+    }
+    testGemmWq(dtype, DType::Float32, WqCase{mmaShapes[0], WeightFormat::Mxfp4, 0});
+    testGemmWq(dtype, DType::Float32, WqCase{mmaShapes[4], WeightFormat::Int4, 32});
   }
   // Shapes only the dense fallback takes: K not a multiple of a 16-byte vector.
   testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 40, 32, 2, true, 0, 0}, WeightFormat::Int8, 0});
