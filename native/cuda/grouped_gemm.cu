@@ -425,17 +425,32 @@ bool sm90TakesDequantized(const GroupedGemmArgs& args) {
   return sm90::supports(denseArgsOf(args, dense));
 }
 
-// Weight-only weights (Int8, Int4, MXFP4): small_m (decode) and mma (elsewhere, and the A100-class
-// path) dequantize them in registers; sm90 multiplies them dequantized into scratch
-// (denseFromWeightOnly): at prefill sizes its wgmma is worth more than the extra bytes cost.
+// Weight-only weights (Int8, Int4, MXFP4), by rows per expert (the caller's bound
+// args.maxRowsPerExpert when it gives one, else the mean rows / E):
+//   up to kWeightOnlySmallMRows: small_m, which dequantizes in registers and re-reads the packed
+//     weights once per 32-row pass: at 0.5 (Int4) or 1 (Int8) byte per weight, two passes still
+//     stream fewer bytes than one pass of bfloat16, where the 16-bit rule stops at 16 to 32;
+//   up to kWeightOnlyMmaRows: mma's in-loop kernel (128-row tiles, packed weights read once per
+//     row tile, no dense copy);
+//   above: sm90 on the weights dequantized into scratch (denseFromWeightOnly), whose wgmma is
+//     worth the extra write and read of 16-bit weights at prefill sizes; mma where sm90 would not
+//     take the dense call.
+// PROVISIONAL, not yet measured: the lead tunes both with `moekit bench --quantize int4` (and
+// int8, mxfp4) under MOEKIT_GEMM=small_m|mma|sm90 at 128, 1024 and 4096 tokens.
+constexpr int64_t kWeightOnlySmallMRows = 64;
+constexpr int64_t kWeightOnlyMmaRows = 512;
+
 GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
   const GemmFamily forced = forcedFamily();
   if (forced == GemmFamily::Mma || forced == GemmFamily::Sm90) return forced;
   const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
-  const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= small_m::kAutoMaxRowsPerExpert) ||
-                       args.input.dim(0) <= small_m::kAutoMeanRowsPerExpert * experts;
-  const bool preferSmall = forced == GemmFamily::SmallM || fewRows;
+  const auto atMost = [&](int64_t rowsPerExpert) {
+    return (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= rowsPerExpert) ||
+           args.input.dim(0) <= rowsPerExpert * experts;
+  };
+  const bool preferSmall = forced == GemmFamily::SmallM || atMost(kWeightOnlySmallMRows);
   if (preferSmall && small_m::supports(args)) return GemmFamily::SmallM;
+  if (atMost(kWeightOnlyMmaRows) && mma::supportsWeightOnly(args)) return GemmFamily::Mma;
   return sm90TakesDequantized(args) ? GemmFamily::Sm90 : GemmFamily::Mma;
 }
 

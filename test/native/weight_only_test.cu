@@ -9,7 +9,12 @@
 //   backend's dense float32 GEMM (bias, activation) on those weights. What differs is summation
 //   order and the output's rounding, so the dtype's usual tolerance applies. Odd sizes: K a
 //   multiple of 32 but not 128, a partial last group, K and N that only the dense fallback takes,
-//   empty experts, 1 to ~300 rows, rows outside the offsets, every activation and gate layout.
+//   empty experts, 1 to ~300 rows, rows outside the offsets, every activation and gate layout;
+//   every scale stage of the decode kernel (group sizes 0, 32, 64, 128, 256) and MXFP4 with
+//   e8m0 codes over 80 binades. Results of scales applied after the mma are more exact than
+//   the reference's rounded w: inside the dtype's tolerance.
+// - the decode kernel's conversions (weight_only.cuh) bit for bit on every Int4 nibble, Int8
+//   byte and (e2m1, e8m0 0..255) pair, and its token permutation.
 //   Which family runs depends on MOEKIT_GEMM: run the harness once per family (--wq).
 // - the mma family's in-loop dequantizing kernel (grouped_gemm_mma_wq.cu) on its own shapes: several
 //   row tiles per expert, K a multiple of 32 but not of its 64-value slices, partial column tiles,
@@ -18,13 +23,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "core/dtype.h"
 #include "cpu/kernels.h"
+#include "cuda/check.h"
 #include "cuda/grouped_gemm_paths.h"
 #include "cuda/kernels.h"
+#include "cuda/weight_only.cuh"
 #include "harness.h"
 
 namespace moekit::harness {
@@ -98,15 +106,14 @@ Packed quantizeOnHost(const Tensor& weights, WeightFormat format, int64_t groupS
 
 // Random MXFP4 bytes and e8m0 scales 2^-5 .. 2^0 (gpt-oss's checkpoints sit near there; larger
 // ones would overflow float16 products under a gated activation).
-Packed randomMxfp4(std::vector<int64_t> shape, uint64_t seed) {
+// e8m0 codes drawn from [lowestScale, lowestScale + scaleCodes).
+Packed randomMxfp4(std::vector<int64_t> shape, uint64_t seed, uint32_t lowestScale = 122, uint32_t scaleCodes = 6) {
   const int64_t depth = shape.back();
   Packed packed{Tensor(DType::UInt8, withLast(shape, depth / 2)), Tensor(DType::UInt8, withLast(shape, depth / kMxfp4GroupSize)),
                 WeightFormat::Mxfp4, 0, depth};
   for (int64_t i = 0; i < packed.bytes.numel(); ++i) packed.bytes.host[i] = static_cast<uint8_t>(randomBelow(seed, i, 256));
-  constexpr uint32_t kLowestScale = 122;
-  constexpr uint32_t kScaleCodes = 6;
   for (int64_t i = 0; i < packed.scales.numel(); ++i) {
-    packed.scales.host[i] = static_cast<uint8_t>(kLowestScale + randomBelow(seed + 1, i, kScaleCodes));
+    packed.scales.host[i] = static_cast<uint8_t>(lowestScale + randomBelow(seed + 1, i, scaleCodes));
   }
   return packed;
 }
@@ -185,14 +192,142 @@ void testQuantize(DType dtype, WeightFormat format, std::vector<int64_t> shape, 
   expectSameBytes("wq quantize", dtype, what + " scales", scales.fromDevice(), expected.scales);
 }
 
+// ---- The decode kernel's conversions, bit for bit --------------------------------------------------
+// weight_only.cuh's packed decoding (spanPairs, PairScale, tokenPairs) on every Int4 nibble and
+// Int8 byte in every position, every e2m1 nibble with every e8m0 code 0..255 (255 NaN; 0 and the
+// largest codes make 16-bit subnormals and overflow), and Int scales applied before the mma:
+// against rn16(value) computed here (rn16(q × rn16(scale)) for the Int scales, the documented
+// extra rounding). The token permutation must put the same K values where the weights' are.
+template <WeightFormat kFormat, typename Element>
+__global__ void decodeSpansKernel(const uint32_t* packed, const void* scales, bool scaled, int count, uint32_t* pairs,
+                                  uint32_t* tokens) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  using Scale = cuda::weight_only::PairScale<kFormat, Element>;
+  const uint32_t words[4] = {packed[2 * i], packed[2 * i + 1], 0u, 0u};
+  uint32_t out[cuda::weight_only::kSpanPairs];
+  cuda::weight_only::spanPairs<kFormat, Element>(words, 0, out);
+  if (scaled) {
+    const uint32_t scale = Scale::load(scales, i);
+    for (uint32_t& pair : out) pair = Scale::apply(pair, scale);
+  }
+  for (int p = 0; p < cuda::weight_only::kSpanPairs; ++p) pairs[4 * i + p] = out[p];
+  if (i == 0) {
+    // Token words holding the 16-bit patterns 0..7 in K order.
+    const uint32_t tokenWords[4] = {0x00010000u, 0x00030002u, 0x00050004u, 0x00070006u};
+    uint32_t permuted[cuda::weight_only::kSpanPairs];
+    cuda::weight_only::tokenPairs<kFormat>(tokenWords, permuted);
+    for (int p = 0; p < cuda::weight_only::kSpanPairs; ++p) tokens[p] = permuted[p];
+  }
+}
+
+// The K value (0..7 within the span) of half h of pair p, in weight_only.cuh's pair order.
+int spanValueOf(WeightFormat format, int p, int h) {
+  if (format != WeightFormat::Int8) return p + 4 * h;
+  return p % 2 + 4 * (p / 2) + 2 * h;
+}
+
+uint32_t packedValue(WeightFormat format, uint32_t word0, uint32_t word1, int k) {
+  if (format == WeightFormat::Int8) return ((k < 4 ? word0 : word1) >> (8 * (k % 4))) & 0xFFu;
+  return (word0 >> (4 * k)) & 0xFu;
+}
+
+void testDecodeSpans(WeightFormat format, DType dtype, bool scaled) {
+  // Inputs: Int4 / MXFP4 rotate the 16 nibbles through the 8 positions; Int8 the 256 bytes
+  // through 8; MXFP4 (scaled) pairs each rotation with every code; Int (scaled) with a few scales.
+  const std::vector<float> intScales = {1.0f, 0.0123f, 3.7e-5f, 1000.5f, 7.0e-3f / 7.0f};
+  const int rotations = format == WeightFormat::Int8 ? 256 : 16;
+  const int scaleCount = !scaled ? 1 : format == WeightFormat::Mxfp4 ? 256 : static_cast<int>(intScales.size());
+  const int count = rotations * scaleCount;
+  Tensor packed(DType::Int32, {count, 2});
+  Tensor scales = format == WeightFormat::Mxfp4 ? Tensor(DType::UInt8, {count}) : Tensor(DType::Float32, {count});
+  std::vector<uint32_t> words(2 * count);
+  for (int i = 0; i < count; ++i) {
+    const uint32_t rotation = i % rotations;
+    for (int k = 0; k < 8; ++k) {
+      if (format == WeightFormat::Int8) {
+        words[2 * i + k / 4] |= ((rotation + k) & 0xFFu) << (8 * (k % 4));
+      } else {
+        words[2 * i] |= ((rotation + k) & 0xFu) << (4 * k);
+      }
+    }
+    if (format == WeightFormat::Mxfp4) {
+      scales.host[i] = static_cast<uint8_t>(i / rotations);
+    } else {
+      scales.set(i, intScales[i / rotations]);
+    }
+  }
+  std::memcpy(packed.host.data(), words.data(), words.size() * 4);
+  Tensor pairs(DType::Int32, {count, 4});
+  Tensor tokens(DType::Int32, {4});
+  const TensorView packedView = packed.deviceView(), scaleView = scales.deviceView();
+  const TensorView pairView = pairs.deviceView(), tokenView = tokens.deviceView();
+  constexpr int kThreads = 128;
+  const unsigned blocks = static_cast<unsigned>((count + kThreads - 1) / kThreads);
+  const auto launch = [&](auto kernel) {
+    kernel<<<blocks, kThreads, 0, gStream>>>(packedView.as<uint32_t>(), scaleView.data, scaled, count, pairView.as<uint32_t>(),
+                                            tokenView.as<uint32_t>());
+    MOEKIT_CHECK_LAUNCH("decodeSpansKernel");
+  };
+  const bool bf16 = dtype == DType::BFloat16;
+  switch (format) {
+    case WeightFormat::Int8: bf16 ? launch(decodeSpansKernel<WeightFormat::Int8, cuda::BF16>) : launch(decodeSpansKernel<WeightFormat::Int8, cuda::F16>); break;
+    case WeightFormat::Int4: bf16 ? launch(decodeSpansKernel<WeightFormat::Int4, cuda::BF16>) : launch(decodeSpansKernel<WeightFormat::Int4, cuda::F16>); break;
+    default: bf16 ? launch(decodeSpansKernel<WeightFormat::Mxfp4, cuda::BF16>) : launch(decodeSpansKernel<WeightFormat::Mxfp4, cuda::F16>); break;
+  }
+  const Tensor gotPairs = pairs.fromDevice(), gotTokens = tokens.fromDevice();
+  const auto bitsOf = [&](float value) -> uint32_t { return bf16 ? floatToBfloat16(value) : floatToFloat16(value); };
+  const auto isNaN16 = [&](uint32_t bits) { return bf16 ? (bits & 0x7FFFu) > 0x7F80u : (bits & 0x7FFFu) > 0x7C00u; };
+  int64_t mismatches = 0;
+  std::string first;
+  for (int i = 0; i < count; ++i) {
+    for (int p = 0; p < 4; ++p) {
+      uint32_t pairBits;
+      std::memcpy(&pairBits, gotPairs.host.data() + 4 * (4 * i + p), 4);
+      for (int h = 0; h < 2; ++h) {
+        const int k = spanValueOf(format, p, h);
+        const uint32_t raw = packedValue(format, words[2 * i], words[2 * i + 1], k);
+        float expected;
+        if (format == WeightFormat::Mxfp4) {
+          const int code = scales.host[i];
+          const float factor = !scaled ? 1.0f : code == 255 ? NAN : std::ldexp(1.0f, code - 127);
+          expected = roundTo(dtype, e2m1(raw) * factor);
+        } else {
+          const float q = format == WeightFormat::Int8 ? static_cast<float>(static_cast<int8_t>(raw))
+                                                       : static_cast<float>(static_cast<int32_t>(raw ^ 8u) - 8);
+          expected = scaled ? roundTo(dtype, q * roundTo(dtype, scales.get(i))) : q;
+        }
+        const uint32_t got = (pairBits >> (16 * h)) & 0xFFFFu;
+        const bool same = std::isnan(expected) ? isNaN16(got) : got == bitsOf(expected);
+        if (!same && mismatches++ == 0) {
+          first = describe(" first: value %d of input %d: got 0x%04x, expected 0x%04x (%g)", k, i, got, bitsOf(expected), expected);
+        }
+      }
+    }
+  }
+  bool tokensAgree = true;
+  for (int p = 0; p < 4; ++p) {
+    uint32_t pairBits;
+    std::memcpy(&pairBits, gotTokens.host.data() + 4 * p, 4);
+    for (int h = 0; h < 2; ++h) tokensAgree = tokensAgree && ((pairBits >> (16 * h)) & 0xFFFFu) == static_cast<uint32_t>(spanValueOf(format, p, h));
+  }
+  record(mismatches == 0 && tokensAgree,
+         describe("wq decode %-5s %-8s %-8s %d values, %lld differ%s; token order %s", formatName(format), dtypeName(dtype),
+                  scaled ? "scaled" : "unscaled", count * 8, static_cast<long long>(mismatches), first.c_str(),
+                  tokensAgree ? "agrees" : "DIFFERS"));
+}
+
 // ---- GEMMs -------------------------------------------------------------------------------------------------
 struct WqCase {
   GemmCase shape;
   WeightFormat format;
   int64_t groupSize;  // Int8 / Int4 (0: per channel)
+  bool wideScales = false;  // MXFP4: e8m0 codes over [90, 170) (2^-37 .. 2^42) instead of [122, 128)
 };
 
 Packed makeWeights(const WqCase& wq, std::vector<int64_t> shape) {
+  constexpr uint32_t kWideLowest = 90, kWideCodes = 80;
+  if (wq.format == WeightFormat::Mxfp4 && wq.wideScales) return randomMxfp4(std::move(shape), 71, kWideLowest, kWideCodes);
   if (wq.format == WeightFormat::Mxfp4) return randomMxfp4(std::move(shape), 71);
   return quantizeOnHost(randomTensor(DType::Float32, std::move(shape), 72, 0.1f), wq.format, wq.groupSize);
 }
@@ -272,7 +407,8 @@ void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
     }
   }
   const std::string act = activated ? describe(" +%s%s", activationName(kind), c.layout == GateLayout::Interleaved ? "(interleaved)" : "") : "";
-  const std::string hint = c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)) : "";
+  const std::string hint = describe("%s%s", c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)).c_str() : "",
+                                    wq.wideScales ? " wide e8m0" : "");
   const std::string what = describe("%s %s g=%lld M=%lld K=%lld N=%lld E=%d%s%s%s out %s", grouped ? "grouped" : "linear",
                                     formatName(wq.format), static_cast<long long>(wq.groupSize), static_cast<long long>(c.rows),
                                     static_cast<long long>(c.depth), static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "",
@@ -294,6 +430,13 @@ void runWeightOnlyTests() {
   }
   if (!gQuick) testQuantize(DType::BFloat16, WeightFormat::Int4, {8, 1024, 4096}, 128);
 
+  for (DType dtype : {DType::BFloat16, DType::Float16}) {
+    for (WeightFormat format : {WeightFormat::Int8, WeightFormat::Int4, WeightFormat::Mxfp4}) {
+      testDecodeSpans(format, dtype, false);
+      testDecodeSpans(format, dtype, true);
+    }
+  }
+
   const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
   const int geglu = static_cast<int>(ActivationKind::GeGLU);
   const int gptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
@@ -310,17 +453,25 @@ void runWeightOnlyTests() {
       {300, 192, 96, 4, false, 0, 5, silu, GateLayout::Halves, 0},         // ~300 rows: dense fallback in auto
       {70, 128, 64, 2, true, 0, 0, gelu, GateLayout::Halves, 64},          // several passes of 32 rows
       {9, 64, 40, 3, true, 0, 0, relu, GateLayout::Halves, 0},             // N not a multiple of 16: dense fallback
+      {12, 224, 96, 3, true, 0, 1, swiglu, GateLayout::Halves, 16},        // K = 7 × 32; N = 3 mma tiles: one-tile items
+      {16, 416, 64, 4, true, 1, 0, -1, GateLayout::Halves, 16},            // K = 13 × 32; two-tile items, a partial chunk
       {5, 256, 64, 0, true, 0, 0},                                          // linear
       {130, 128, 32, 0, false, 0, 0},                                       // linear, more rows
   };
+  // small_m's scale stages (grouped_gemm_small_m_wq.cuh): per channel (after the pass), groups a
+  // multiple of the chunk (after each chunk: Int8 g64 / g128, Int4 g128 / g256), narrower groups
+  // (before the mma: Int8 g32, Int4 g32 / g64) and MXFP4 (before, exact).
   const std::vector<std::pair<WeightFormat, int64_t>> formats = {
-      {WeightFormat::Int8, 0}, {WeightFormat::Int8, 128}, {WeightFormat::Int4, 32},
-      {WeightFormat::Int4, 128}, {WeightFormat::Int4, 0}, {WeightFormat::Mxfp4, 0}};
+      {WeightFormat::Int8, 0},  {WeightFormat::Int8, 32},   {WeightFormat::Int8, 64},  {WeightFormat::Int8, 128},
+      {WeightFormat::Int4, 32}, {WeightFormat::Int4, 64},   {WeightFormat::Int4, 128}, {WeightFormat::Int4, 256},
+      {WeightFormat::Int4, 0},  {WeightFormat::Mxfp4, 0}};
   for (DType dtype : {DType::BFloat16, DType::Float16}) {
     for (const auto& [format, groupSize] : formats) {
       for (const GemmCase& shape : shapes) testGemmWq(dtype, dtype, WqCase{shape, format, groupSize});
     }
     testGemmWq(dtype, DType::Float32, WqCase{shapes[1], WeightFormat::Int4, 128});
+    testGemmWq(dtype, dtype, WqCase{shapes[1], WeightFormat::Mxfp4, 0, true});
+    testGemmWq(dtype, dtype, WqCase{shapes[9], WeightFormat::Mxfp4, 0, true});
   }
   // The mma family's in-loop kernel (and, under other families, more of the same): 128-row tiles,
   // 64-value K slices, 128-column tiles. {rows, K, N, E, bias, lead, tail, activation, layout}

@@ -1,0 +1,367 @@
+// The small_m family with weight-only weights (Int8, Int4, MXFP4: W8A16 / W4A16, the rule in
+// native/core/op_args.h): decode, where a step's time is the time to read the active experts'
+// packed weights once. Included by grouped_gemm_small_m_wq.cu (the dispatch) and by
+// bench/native/gemm_small_m_bench.cu (--wq: configurations timed by name).
+//
+// The decode kernel of grouped_gemm_small_m.cuh with packed weights: each lane streams 16-byte
+// vectors of packed weight rows from HBM, turns them in registers into 16-bit mma operands and
+// multiplies them with the tokens by mma.sync m16n8k16, swap-AB. The work split (persistent
+// blocks over the experts that own rows, items of kColumnTiles × 16 weight rows, warps splitting
+// K), the passes of up to 32 rows and the epilogue (bias, fused activation, output dtype:
+// finishPass) are that kernel's.
+//
+// Conversions (weight_only.cuh, "Packed 16-bit decoding"): Marlin's. An Int4 pair costs a shift,
+// a LOP3 and an HSUB2 (1.5 instructions per value, against about 4 for q → float32 → × scale →
+// 16 bits, which left v1 ALU-bound at a fifth of copy speed); an Int8 pair a PRMT and an HSUB2
+// (float16) or two PRMT, two FADD and a PRMT (bfloat16, whose 7-bit mantissa cannot hold a byte);
+// an MXFP4 pair two shifts, two LOPs and an HMUL2. They produce pairs of K values (k, k + 4) or
+// (k, k + 2) rather than (k, k + 1); the token words of each 8-value span are permuted the same
+// way (one PRMT per token pair, shared by every column tile of the item), which an mma allows:
+// any one-to-one K mapping shared by both operands (mma_sync.cuh).
+//
+// K positions: a lane's 16-byte vector holds V consecutive K values (V = 16 for Int8, 32 for Int4
+// / MXFP4: kValues); the 4 lanes of a weight row read 64 contiguous bytes, a chunk of 4V values
+// (kChunkDepth: 64 or 128). Each mma sums 16 K values, 4 from each lane of a row, so the K terms
+// of one chunk are summed by the mmas of that chunk only.
+//
+// Scales (ScaleStage), and the exact arithmetic:
+//   AfterPass (Int8 / Int4, one group per row): the mmas multiply exact q (|q| ≤ 128 is a 16-bit
+//     value) by the tokens with float32 accumulation; the pass's sums are multiplied by the
+//     row's float32 scale:  out = scale · Σ_k q_k x_k  (float32).
+//   AfterChunk (Int8 / Int4, groups a multiple of the chunk: Int4 g128, g256 ...; Int8 g64 ...):
+//     each chunk's sums start from zero and are promoted into the running sums as
+//     sums = fma(chunkSum, scale of the chunk's group, sums), as the FP8 kernel promotes its
+//     block scales:  out = Σ_groups scale_g · Σ_{k in chunk} q_k x_k  (float32).
+//   BeforeMma (Int8 / Int4 groups narrower than a chunk: Int4 g32 / g64, Int8 g32; every MXFP4):
+//     the decoded pairs are multiplied by the scale before the mma (PairScale): for Int8 / Int4
+//     w = rn16(q × rn16(scale)) (one more rounding than the contract's rn16(q × scale)); for
+//     MXFP4 w = e2m1 × 2^(s - 127) rounded once, exactly the contract's w.
+// So the first two compute w = q × scale without rounding it to 16 bits at all: more exact than
+// op_args.h's "rounds w to the input's 16-bit dtype", which the lead's contract wording covers
+// (grouped_gemm_small_m_wq.cu's report).
+#pragma once
+
+#include <cstdint>
+
+#include "grouped_gemm_small_m.cuh"
+#include "weight_only.cuh"
+#include "weight_only.h"
+
+namespace moekit::cuda::small_m::detail {
+
+// Where the group scales enter the sums (above).
+enum class ScaleStage : int32_t { AfterPass, AfterChunk, BeforeMma };
+
+// The problem of the 16-bit kernel (shapes, offsets, epilogue; `weights` are the packed bytes and
+// `depth` is K) and the packing.
+struct WqProblem {
+  StreamProblem base;
+  const void* scales;   // [experts, cols, scaleGroups]: float32, or e8m0 bytes (MXFP4)
+  int64_t rowBytes;     // bytes per weight row: weightRowBytes(format, depth)
+  int64_t groupWidth;   // K values per scale
+  int64_t scaleGroups;  // scales per weight row
+};
+
+// What a 16-byte vector of packed weights holds.
+template <WeightFormat kFormat>
+struct WqVector {
+  static constexpr int kValuesPerWord = weight_only::Decoder<kFormat>::kValuesPerWord;
+  static constexpr int kValues = kVectorBytes / 4 * kValuesPerWord;   // V: 16 or 32
+  static constexpr int kSpans = kValues / weight_only::kSpanValues;   // 16-byte token vectors: 2 or 4
+  static constexpr int kChunkDepth = kLanesPerRow * kValues;          // K per chunk: 64 or 128
+  static_assert(kWeightGroupQuantum % kValues == 0, "a vector lies in one scale group");
+};
+
+// The stage of a call's scales.
+inline ScaleStage scaleStageOf(const PackedWeights& packed) {
+  if (packed.format == WeightFormat::Mxfp4) return ScaleStage::BeforeMma;
+  const int64_t chunkDepth = packed.format == WeightFormat::Int8 ? WqVector<WeightFormat::Int8>::kChunkDepth
+                                                                 : WqVector<WeightFormat::Int4>::kChunkDepth;
+  if (packed.groupWidth() >= packed.depth) return ScaleStage::AfterPass;
+  return packed.groupWidth() % chunkDepth == 0 ? ScaleStage::AfterChunk : ScaleStage::BeforeMma;
+}
+
+__device__ __forceinline__ void wordsOf(const uint4& vector, uint32_t (&words)[4]) {
+  words[0] = vector.x;
+  words[1] = vector.y;
+  words[2] = vector.z;
+  words[3] = vector.w;
+}
+
+// acc += the products of one 16-byte vector per weight row (both rows of every column tile) with
+// the same V K values of every token group: span by span, the tokens loaded and permuted once and
+// each tile's two rows decoded (and, BeforeMma, scaled) right before their two mmas.
+template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage, int tokenGroups>
+__device__ __forceinline__ void multiplyVector(const uint4 (&packed)[Config::kColumnTiles][2],
+                                               const uint32_t (&pairScales)[Config::kColumnTiles][2],
+                                               const typename Element::Storage* const (&tokenRows)[tokenGroups],
+                                               int64_t depthOffset, bool inside,
+                                               float (&acc)[Config::kColumnTiles][tokenGroups][kAccumulators]) {
+  using Vector = WqVector<kFormat>;
+  using Scale = weight_only::PairScale<kFormat, Element>;
+  constexpr int kPairs = weight_only::kSpanPairs;
+#pragma unroll
+  for (int span = 0; span < Vector::kSpans; ++span) {
+    uint32_t tokens[tokenGroups][kPairs];
+#pragma unroll
+    for (int j = 0; j < tokenGroups; ++j) {
+      uint32_t words[4];
+      wordsOf(loadCached(tokenRows[j] + depthOffset + span * weight_only::kSpanValues, inside && tokenRows[j] != nullptr),
+              words);
+      weight_only::tokenPairs<kFormat>(words, tokens[j]);
+    }
+#pragma unroll
+    for (int t = 0; t < Config::kColumnTiles; ++t) {
+      uint32_t weights[2][kPairs];  // rows g and g + 8
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t words[4];
+        wordsOf(packed[t][h], words);
+        weight_only::spanPairs<kFormat, Element>(words, span, weights[h]);
+        if constexpr (kStage == ScaleStage::BeforeMma) {
+#pragma unroll
+          for (int p = 0; p < kPairs; ++p) weights[h][p] = Scale::apply(weights[h][p], pairScales[t][h]);
+        }
+      }
+      // mma m takes pairs 2m (K 2c, 2c + 1 of the fragment) and 2m + 1 (K 2c + 8, 2c + 9).
+#pragma unroll
+      for (int m = 0; m < kPairs / 2; ++m) {
+#pragma unroll
+        for (int j = 0; j < tokenGroups; ++j) {
+          mma16816<Element>(acc[t][j], weights[0][2 * m], weights[1][2 * m], weights[0][2 * m + 1], weights[1][2 * m + 1],
+                            tokens[j][2 * m], tokens[j][2 * m + 1]);
+        }
+      }
+    }
+  }
+}
+
+// One pass: rows [passBegin, passEnd) of `expert` (at most 8 · tokenGroups) against the item's
+// column tiles. Contains __syncthreads(): call from every thread.
+template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage, int tokenGroups>
+__device__ void wqPass(const WqProblem& p, float* partials, int32_t expert, int64_t firstTile, int64_t passBegin,
+                       int64_t passEnd) {
+  if constexpr (tokenGroups > 1) {
+    // Fewer rows than half the groups: the smaller pass loads and multiplies less.
+    if (passEnd - passBegin <= kMmaTokens * (tokenGroups / 2)) {
+      wqPass<kFormat, Element, Config, kStage, tokenGroups / 2>(p, partials, expert, firstTile, passBegin, passEnd);
+      return;
+    }
+  }
+  using Vector = WqVector<kFormat>;
+  using Decode = weight_only::Decoder<kFormat>;
+  using Scale = weight_only::PairScale<kFormat, Element>;
+  using T = typename Element::Storage;
+  constexpr int kTiles = Config::kColumnTiles;
+  const StreamProblem& q = p.base;
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const int g = lane / kLanesPerRow;
+  const int c = lane % kLanesPerRow;
+  const int64_t laneDepth = c * Vector::kValues;  // the lane's first K within a chunk
+
+  // The lane's weight rows g and g + 8 of each tile (or gate/up pairs) and their scale rows; its
+  // token rows (nullptr: past the pass).
+  const uint8_t* weightRows[kTiles][2];
+  int64_t scaleRows[kTiles][2];
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) {
+    int64_t rows[2];
+    tileRows(q, firstTile + t, g, &rows[0], &rows[1]);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = static_cast<int64_t>(expert) * q.cols + rows[h];
+      weightRows[t][h] = static_cast<const uint8_t*>(q.weights) + row * p.rowBytes + c * kVectorBytes;
+      scaleRows[t][h] = row * p.scaleGroups;
+    }
+  }
+  const T* tokenRows[tokenGroups];
+#pragma unroll
+  for (int j = 0; j < tokenGroups; ++j) {
+    const int64_t row = passBegin + j * kMmaTokens + g;
+    tokenRows[j] = row < passEnd ? static_cast<const T*>(q.input) + row * q.depth + laneDepth : nullptr;
+  }
+  float rowScales[kTiles][2];  // AfterPass: loaded now, in flight with the first chunks
+  if constexpr (kStage == ScaleStage::AfterPass) {
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) rowScales[t][h] = Decode::scale(p.scales, scaleRows[t][h]);
+    }
+  }
+
+  float sums[kTiles][tokenGroups][kAccumulators] = {};
+  const int64_t chunks = (q.depth + Vector::kChunkDepth - 1) / Vector::kChunkDepth;
+  for (int64_t first = warp; first < chunks; first += Config::kWarps * Config::kUnroll) {
+    // Every chunk's weight bytes and scales first: kUnroll × tiles × 2 loads of 16 bytes in flight.
+    uint4 packed[Config::kUnroll][kTiles][2];
+    uint32_t scales[Config::kUnroll][kTiles][2];  // AfterChunk: float32 bits; BeforeMma: Scale's
+#pragma unroll
+    for (int u = 0; u < Config::kUnroll; ++u) {
+      const int64_t chunkDepth = (first + u * Config::kWarps) * Vector::kChunkDepth;  // the chunk's first K
+      // K % V == 0 (supports()): the lane's vector is wholly inside K or wholly past it.
+      const bool inside = chunkDepth + laneDepth < q.depth;
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          packed[u][t][h] = loadStreamed(weightRows[t][h] + chunkDepth / weight_only::kValuesPerByte<kFormat>, inside);
+          if constexpr (kStage == ScaleStage::AfterChunk) {
+            // The chunk's group, for every lane of it (a lane past K still holds sums of the others).
+            scales[u][t][h] = chunkDepth < q.depth ? __float_as_uint(Decode::scale(p.scales, scaleRows[t][h] + chunkDepth / p.groupWidth)) : 0u;
+          } else if constexpr (kStage == ScaleStage::BeforeMma) {
+            scales[u][t][h] = inside ? Scale::load(p.scales, scaleRows[t][h] + (chunkDepth + laneDepth) / p.groupWidth) : 0u;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < Config::kUnroll; ++u) {
+      const int64_t chunkDepth = (first + u * Config::kWarps) * Vector::kChunkDepth;
+      if (chunkDepth >= q.depth) break;  // the rest of the batch lies past K (warp-uniform)
+      const bool inside = chunkDepth + laneDepth < q.depth;
+      if constexpr (kStage == ScaleStage::AfterChunk) {
+        float chunkSums[kTiles][tokenGroups][kAccumulators] = {};
+        multiplyVector<kFormat, Element, Config, kStage, tokenGroups>(packed[u], scales[u], tokenRows, chunkDepth, inside,
+                                                                      chunkSums);
+#pragma unroll
+        for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+          for (int j = 0; j < tokenGroups; ++j) {
+#pragma unroll
+            for (int i = 0; i < kAccumulators; ++i) {
+              // c0, c1: weight row g; c2, c3: row g + 8.
+              sums[t][j][i] = fmaf(chunkSums[t][j][i], __uint_as_float(scales[u][t][i / 2]), sums[t][j][i]);
+            }
+          }
+        }
+      } else {
+        multiplyVector<kFormat, Element, Config, kStage, tokenGroups>(packed[u], scales[u], tokenRows, chunkDepth, inside, sums);
+      }
+    }
+  }
+  if constexpr (kStage == ScaleStage::AfterPass) {
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+      for (int j = 0; j < tokenGroups; ++j) {
+#pragma unroll
+        for (int i = 0; i < kAccumulators; ++i) sums[t][j][i] *= rowScales[t][i / 2];
+      }
+    }
+  }
+
+  constexpr int kWarpStride = kTiles * tokenGroups * kAccumulators * kWarpSize;
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+    for (int j = 0; j < tokenGroups; ++j) {
+#pragma unroll
+      for (int r = 0; r < kAccumulators; ++r) {
+        partials[warp * kWarpStride + ((t * tokenGroups + j) * kAccumulators + r) * kWarpSize + lane] = sums[t][j][r];
+      }
+    }
+  }
+  __syncthreads();
+  finishPass<Config, tokenGroups>(q, partials, expert, firstTile, passBegin, passEnd);
+  __syncthreads();  // partials are rewritten by the next pass
+}
+
+template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage>
+__global__ void __launch_bounds__(Config::kThreads) wqStreamKernel(WqProblem p) {
+  __shared__ int32_t active[kMaxExperts];
+  __shared__ float partials[Config::kWarps * Config::kColumnTiles * Config::kMaxTokenGroups * kAccumulators * kWarpSize];
+
+  const int activeExperts = listActiveExperts<Config>(p.base, active);
+  const int64_t items = activeExperts * p.base.itemsPerExpert;
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const int32_t expert = active[item / p.base.itemsPerExpert];
+    const int64_t firstTile = (item % p.base.itemsPerExpert) * Config::kColumnTiles;
+    int64_t begin, end;
+    expertRows(p.base, expert, &begin, &end);
+    for (int64_t passBegin = begin; passBegin < end; passBegin += Config::kRowsPerPass) {
+      wqPass<kFormat, Element, Config, kStage, Config::kMaxTokenGroups>(p, partials, expert, firstTile, passBegin,
+                                                                         min(passBegin + Config::kRowsPerPass, end));
+    }
+  }
+}
+
+// Resident blocks of one instantiation on the current device, queried once per device.
+template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage>
+int64_t wqResidentBlocks() {
+  static PerDevice<int64_t> cached;
+  return cached.get([](int device) {
+    int multiprocessors = 0;
+    int perMultiprocessor = 0;
+    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    MOEKIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &perMultiprocessor, wqStreamKernel<kFormat, Element, Config, kStage>, Config::kThreads, 0));
+    return static_cast<int64_t>(multiprocessors) * std::max(perMultiprocessor, 1);
+  });
+}
+
+// Calls body(std::integral_constant<ScaleStage, stage>{}) for the call's stage (MXFP4: BeforeMma only).
+template <WeightFormat kFormat, typename Body>
+void dispatchScaleStage(ScaleStage stage, Body&& body) {
+  using Stage = ScaleStage;
+  if constexpr (kFormat == WeightFormat::Mxfp4) {
+    body(std::integral_constant<Stage, Stage::BeforeMma>{});
+  } else if (stage == Stage::AfterPass) {
+    body(std::integral_constant<Stage, Stage::AfterPass>{});
+  } else if (stage == Stage::AfterChunk) {
+    body(std::integral_constant<Stage, Stage::AfterChunk>{});
+  } else {
+    body(std::integral_constant<Stage, Stage::BeforeMma>{});
+  }
+}
+
+// A weight-only call (supportsWeightOnly()) on configuration Config: N must fill whole items.
+template <WeightFormat kFormat, typename Element, class Config>
+void launchWq(const GroupedGemmArgs& args, cudaStream_t stream) {
+  const PackedWeights packed = PackedWeights::of(args);
+  WqProblem p{};
+  p.base = problemOf<Config>(args, args.output.data, args.output.dtype);
+  p.base.input = args.input.data;
+  p.base.weightScales = nullptr;  // the FP8 field; weight-only scales are p.scales
+  p.base.depth = packed.depth;    // K, not the packed row's bytes
+  p.scales = args.weightScales.data;
+  p.rowBytes = weightRowBytes(kFormat, packed.depth);
+  p.groupWidth = packed.groupWidth();
+  p.scaleGroups = packed.scaleGroups();
+  if (p.base.rows == 0 || p.base.cols == 0 || p.base.experts == 0) return;
+  if (p.base.cols % (kMmaRows * Config::kColumnTiles) != 0) {
+    throw NativeError("E_INVALID_ARGUMENT", "small_m weight-only GEMM: " + std::to_string(p.base.cols) +
+                                                " columns do not fill whole column tiles");
+  }
+  dispatchScaleStage<kFormat>(scaleStageOf(packed), [&](auto stage) {
+    constexpr ScaleStage kStage = decltype(stage)::value;
+    const int64_t maxItems = std::min<int64_t>(p.base.experts, p.base.rows) * p.base.itemsPerExpert;
+    const int64_t blocks = std::max<int64_t>(std::min(maxItems, wqResidentBlocks<kFormat, Element, Config, kStage>()), 1);
+    wqStreamKernel<kFormat, Element, Config, kStage><<<static_cast<unsigned>(blocks), Config::kThreads, 0, stream>>>(p);
+    MOEKIT_CHECK_LAUNCH("wqStreamKernel");
+  });
+}
+
+// The configurations (not yet measured: bench/native/gemm_small_m_bench.cu --wq times them and
+// others by name). A packed row is a quarter (Int4) or half (Int8) of a 16-bit one, like FP8's,
+// so the FP8 kernel's measured choice is the starting point: two column tiles per item (which
+// share each token load and its permutation) and two warps splitting K, four on long rows.
+// kUnroll 4: a chunk is one vector per lane and row, so 4 × 2 tiles × 2 rows = 16 loads of 16
+// bytes in flight per lane, as FP8's 2 chunks × 2 vectors × 2 × 2.
+using WqConfig = StreamConfig<2, 2, 4, 4>;
+using WqLongRowConfig = StreamConfig<4, 2, 4, 4>;
+using WqNarrowConfig = StreamConfig<2, 1, 4, 4>;  // N that does not fill two-tile items
+constexpr int64_t kWqLongRowBytes = kFp8LongDepth;  // packed bytes per row above this: 4 warps (FP8's rule in bytes)
+
+template <typename Body>
+void dispatchWqConfig(int64_t rowBytes, int64_t cols, Body&& body) {
+  if (cols % (kMmaRows * WqConfig::kColumnTiles) != 0) {
+    body(WqNarrowConfig{});
+  } else if (rowBytes > kWqLongRowBytes) {
+    body(WqLongRowConfig{});
+  } else {
+    body(WqConfig{});
+  }
+}
+
+}  // namespace moekit::cuda::small_m::detail
