@@ -193,9 +193,13 @@ inline int64_t weightDepth(WeightFormat format, int64_t rowBytes) {
 // The weight-only rule (TensorRT-LLM's weight-only GEMMs, transformers' MXFP4 dequantization):
 //   output[r, n] = sum_k x[r, k] * w[n, k]   (+ bias, activation: as for dense weights)
 // with w the dequantized weight above, x the float input as given, float32 accumulation. The
-// CUDA backend multiplies in the input's 16-bit dtype: it rounds w to it first (exact for MXFP4
-// values; q * scale computed in float32 and then rounded otherwise), as TensorRT-LLM does. Inputs and
-// outputs are float (no inputScales / outputScales).
+// CUDA backend multiplies in the input's 16-bit dtype (rn16: rounding to it), as TensorRT-LLM does:
+// - MXFP4: w = rn16(e2m1 · 2^(s − 127)), exact unless it overflows.
+// - Int8 / Int4 on the decode path (small_m) with one scale per row, or groups a multiple of 64
+//   (Int8) or 128 (Int4): q (exact in 16 bits) times x, accumulated in float32, times the scale in
+//   float32, so w is never rounded. Narrower groups there: w = rn16(q · rn16(scale)).
+// - Other paths: w = rn16(q · scale), the product taken in float32.
+// Inputs and outputs are float (no inputScales / outputScales).
 //
 // Quantizing float weights to Int8 / Int4 (QuantizeWeightsArgs), per group of one output row's
 // g consecutive K values (the last group may be shorter), as ../shared/fixtures/hf-moe-quant:
