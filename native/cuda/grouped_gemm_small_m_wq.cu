@@ -41,8 +41,7 @@ bool supportsWeightOnly(const GroupedGemmArgs& args) {
 void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   weight_only::dispatchFormat(args.weightFormat, [&](auto format) {
     constexpr WeightFormat kFormat = decltype(format)::value;
-    const int64_t depth = args.input.dim(1);
-    detail::dispatchWqConfig(weightRowBytes(kFormat, depth), args.weights.dim(1), [&](auto config) {
+    detail::dispatchWqConfig<kFormat>(args.weights.dim(1), [&](auto config) {
       using Config = decltype(config);
       if (args.input.dtype == DType::BFloat16) {
         detail::launchWq<kFormat, BF16, Config>(args, stream);

@@ -342,25 +342,26 @@ void launchWq(const GroupedGemmArgs& args, cudaStream_t stream) {
   });
 }
 
-// The configurations (not yet measured: bench/native/gemm_small_m_bench.cu --wq times them and
-// others by name). A packed row is a quarter (Int4) or half (Int8) of a 16-bit one, like FP8's,
-// so the FP8 kernel's measured choice is the starting point: two column tiles per item (which
-// share each token load and its permutation) and two warps splitting K, four on long rows.
-// kUnroll 4: a chunk is one vector per lane and row, so 4 × 2 tiles × 2 rows = 16 loads of 16
-// bytes in flight per lane, as FP8's 2 chunks × 2 vectors × 2 × 2.
-using WqConfig = StreamConfig<2, 2, 4, 4>;
-using WqLongRowConfig = StreamConfig<4, 2, 4, 4>;
+// The configurations, from `gemm_small_m_bench --wq` on an H200 (bench/NOTES.md, wq-v1: 1, 16
+// and 64 tokens on the three models, against two-tile and 4/8-warp variants):
+// - Int4 and MXFP4 (32 values per 16-byte vector, the most conversion work per byte): one column
+//   tile, two warps splitting K, four chunks in flight per warp.
+// - Int8 (16 values per vector): two column tiles (which share each token load and its
+//   permutation), four warps, two chunks in flight.
+using WqPackedConfig = StreamConfig<2, 1, 4, 4>;
+using WqInt8Config = StreamConfig<4, 2, 2, 4>;
 using WqNarrowConfig = StreamConfig<2, 1, 4, 4>;  // N that does not fill two-tile items
-constexpr int64_t kWqLongRowBytes = kFp8LongDepth;  // packed bytes per row above this: 4 warps (FP8's rule in bytes)
 
-template <typename Body>
-void dispatchWqConfig(int64_t rowBytes, int64_t cols, Body&& body) {
-  if (cols % (kMmaRows * WqConfig::kColumnTiles) != 0) {
-    body(WqNarrowConfig{});
-  } else if (rowBytes > kWqLongRowBytes) {
-    body(WqLongRowConfig{});
+template <WeightFormat kFormat, typename Body>
+void dispatchWqConfig(int64_t cols, Body&& body) {
+  if constexpr (kFormat == WeightFormat::Int8) {
+    if (cols % (kMmaRows * WqInt8Config::kColumnTiles) == 0) {
+      body(WqInt8Config{});
+    } else {
+      body(WqNarrowConfig{});
+    }
   } else {
-    body(WqConfig{});
+    body(WqPackedConfig{});
   }
 }
 
