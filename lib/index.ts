@@ -43,3 +43,4 @@ export { CudaStream, currentStream, useStream } from './streams';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';
 export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';
+export { memoryInfo, type MemoryInfo } from './memory';
