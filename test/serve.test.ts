@@ -90,7 +90,7 @@ type Format = 'F32' | 'BF16' | 'json';
 
 /** One request of `tokens` random rows in `format`; resolves with what the server and a direct forward say. */
 async function forwardBoth(tokens: number, format: Format, random: () => number) {
-  let rows = Float32Array.from({ length: tokens * hidden }, () => random() * 4 - 2);
+  let rows: Float32Array = Float32Array.from({ length: tokens * hidden }, () => random() * 4 - 2);
   let reply: Reply;
   if (format === 'json') {
     const input = Array.from({ length: tokens }, (_, token) => Array.from(rows.subarray(token * hidden, (token + 1) * hidden)));
