@@ -1,6 +1,7 @@
 /** `moekit serve`: one layer's MoE block behind HTTP, requests merged by a ForwardBatcher. */
 import type { AddressInfo } from 'node:net';
 
+import { ALL_PRESETS, findPreset, type BenchPreset } from '../bench/presets';
 import { MoELayer } from '../layer/moe_layer';
 import { ForwardBatcher } from '../serve/forward_batcher';
 import { createForwardServer, DEFAULT_MAX_BODY_BYTES, shutdownForwardServer } from '../serve/http_server';
@@ -9,11 +10,12 @@ import {
   type CommandLine, deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerOption, parseCommandLine, quantizeOption, requireOption, UsageError,
 } from './args';
 
-const SERVE_USAGE = `usage: moekit serve <checkpoint-dir> --layer N [--device cpu|cuda:N] [--dtype float32|bfloat16|float16]
+const SERVE_USAGE = `usage: moekit serve <checkpoint-dir> --layer N | --preset NAME  [--device cpu|cuda:N] [--dtype float32|bfloat16|float16]
                    [--quantize fp8|int8|int4] [--group-size N|channel] [--port 8000] [--host 127.0.0.1]
                    [--max-batch-tokens 64] [--max-delay-ms 2] [--max-queued-tokens N] [--max-body-bytes B]
 
-Serves decoder layer N's MoE block of a Hugging Face checkpoint over HTTP:
+Serves decoder layer N's MoE block of a Hugging Face checkpoint (or, with --preset, a layer of
+random weights in a real model's shape, as 'moekit bench' runs) over HTTP:
   POST /v1/forward  a safetensors body with input [T, H] (F32, F16 or BF16), answered with output
                     (the input's dtype), topk_ids (I32) and topk_weights (F32); or a JSON body
                     {"input": [[...], ...]} (Content-Type: application/json), answered in JSON
@@ -24,13 +26,14 @@ Concurrent requests are merged into one forward of up to --max-batch-tokens toke
 4xx with a JSON error. SIGTERM or SIGINT stops accepting, answers what is queued, and exits 0.
 
   --device, --dtype, --quantize, --group-size   as for 'moekit run'
+  --preset             instead of a checkpoint: ${ALL_PRESETS.map((preset) => preset.name).join(', ')}
   --port               TCP port (default 8000; 0 picks a free one, printed at start)
   --host               address to listen on (default 127.0.0.1)
   --max-queued-tokens  tokens waiting before requests get 503 (default 16 x --max-batch-tokens)
   --max-body-bytes     largest request body (default ${DEFAULT_MAX_BODY_BYTES})`;
 
 const SERVE_OPTION_NAMES = [
-  'layer', 'device', 'dtype', 'quantize', 'group-size', 'port', 'host', 'max-batch-tokens', 'max-delay-ms', 'max-queued-tokens', 'max-body-bytes',
+  'layer', 'preset', 'device', 'dtype', 'quantize', 'group-size', 'port', 'host', 'max-batch-tokens', 'max-delay-ms', 'max-queued-tokens', 'max-body-bytes',
 ] as const;
 
 /** At most one line per this many milliseconds. */
@@ -44,8 +47,16 @@ function delayOption(value: string | undefined): number | undefined {
   return delay;
 }
 
+/** What is served: a checkpoint's layer, or random weights in a preset's shape. */
+type LayerSource = { preset: BenchPreset } | { checkpoint: string; layer: number };
+
 function serveOptions({ options, positionals }: CommandLine<(typeof SERVE_OPTION_NAMES)[number]>) {
-  expectPositionals(positionals, ['<checkpoint-dir>']);
+  const presetName = options.preset;
+  const preset = presetName === undefined ? undefined : findPreset(presetName);
+  if (presetName !== undefined && preset === undefined) throw new UsageError(`unknown --preset ${JSON.stringify(presetName)} (presets: ${ALL_PRESETS.map((known) => known.name).join(', ')})`);
+  if (preset && options.layer !== undefined) throw new UsageError('--layer goes with a checkpoint, not with --preset');
+  expectPositionals(positionals, preset ? [] : ['<checkpoint-dir>']);
+  const source: LayerSource = preset ? { preset } : { checkpoint: positionals[0]!, layer: integerOption(requireOption(options.layer, 'layer'), 'layer', 0) };
   const quantize = quantizeOption(options.quantize);
   const optionalInteger = (name: (typeof SERVE_OPTION_NAMES)[number], min: number): number | undefined => {
     const value = options[name];
@@ -54,8 +65,7 @@ function serveOptions({ options, positionals }: CommandLine<(typeof SERVE_OPTION
   const port = optionalInteger('port', 0) ?? 8000;
   if (port > MAX_PORT) throw new UsageError(`--port must be at most ${MAX_PORT}, got ${port}`);
   return {
-    checkpoint: positionals[0]!,
-    layer: integerOption(requireOption(options.layer, 'layer'), 'layer', 0),
+    source,
     device: deviceOption(options.device, 'cpu'),
     dtype: dtypeOption(options.dtype, 'float32'),
     quantize,
@@ -95,7 +105,10 @@ export async function serveCommand(args: readonly string[]): Promise<void> {
     return;
   }
   const serve = serveOptions(commandLine);
-  const layer = await MoELayer.fromPretrained(serve.checkpoint, { layer: serve.layer, device: serve.device, dtype: serve.dtype, quantize: serve.quantize, groupSize: serve.groupSize });
+  const { source } = serve;
+  const settings = { device: serve.device, dtype: serve.dtype, quantize: serve.quantize, groupSize: serve.groupSize };
+  const layer = 'preset' in source ? MoELayer.random(source.preset.config, settings) : await MoELayer.fromPretrained(source.checkpoint, { layer: source.layer, ...settings });
+  const serving = 'preset' in source ? `random ${source.preset.name} layer` : `layer ${source.layer} of ${source.checkpoint}`;
   const stats = new LayerStats(layer);
   const batcher = new ForwardBatcher(layer, { maxBatchTokens: serve.maxBatchTokens, maxDelayMs: serve.maxDelayMs, maxQueuedTokens: serve.maxQueuedTokens, stats });
   const server = createForwardServer({ batcher, stats, maxBodyBytes: serve.maxBodyBytes });
@@ -104,7 +117,7 @@ export async function serveCommand(args: readonly string[]): Promise<void> {
     server.listen(serve.port, serve.host, () => resolve());
   });
   const { address, port } = server.address() as AddressInfo;
-  console.log(`moekit serve: layer ${serve.layer} of ${serve.checkpoint} on ${layer.device} (${layer.dtype}), listening on http://${address.includes(':') ? `[${address}]` : address}:${port}`);
+  console.log(`moekit serve: ${serving} on ${layer.device} (${layer.dtype}), listening on http://${address.includes(':') ? `[${address}]` : address}:${port}`);
   const log = startActivityLog(batcher);
   await new Promise<void>((resolve) => {
     const stop = (): void => {
