@@ -2,7 +2,7 @@
 // mixtral fixture on the CPU: hundreds of concurrent requests of random sizes in safetensors and
 // JSON, each checked bit for bit against a direct forward; /metrics counting them; every kind of
 // bad request answered with a 4xx naming the problem; memory that stays put; SIGTERM → exit 0.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -228,5 +228,21 @@ describe('moekit serve on the mixtral fixture (CPU)', () => {
     const results = await Promise.all(inFlight);
     results.forEach((result, index) => checkAnswer(result, 'F32', 1 + (index % 4)));
     expect(await exited).toBe(0);
+  });
+});
+
+describe('moekit serve usage', () => {
+  const usage = (args: string[]) => spawnSync(process.execPath, [MAIN, 'serve', ...args], { encoding: 'utf8', timeout: 30_000 });
+
+  it.each([
+    [['--preset', 'nope'], /unknown --preset "nope" \(presets: mixtral-8x7b,/],
+    [['--preset', 'mixtral-8x7b-mini', '--layer', '0'], /--layer goes with a checkpoint, not with --preset/],
+    [[fixtureDir('mixtral')], /missing required option --layer/],
+    [[fixtureDir('mixtral'), '--layer', '0', '--max-delay-ms', 'soon'], /--max-delay-ms must be a number >= 0, got "soon"/],
+    [[fixtureDir('mixtral'), '--layer', '0', '--port', '70000'], /--port must be at most 65535, got 70000/],
+  ])('refuses %j with exit code 2', (args, message) => {
+    const result = usage(args);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(message);
   });
 });
