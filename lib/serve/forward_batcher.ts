@@ -18,6 +18,7 @@ import type { FloatDType } from '../dtype';
 import { describeValue, fromNativeError, MoekitError } from '../errors';
 import type { CapturedForward, CapturedOutputs } from '../layer/captured_forward';
 import type { MoEForwardResult } from '../layer/moe_layer';
+import { requireInteger } from '../ops/validate';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
 import { exponentialBounds, Histogram, type HistogramSnapshot } from './histogram';
@@ -100,12 +101,9 @@ const DEFAULT_MAX_GRAPHS = 8;
 /** 0.1 ms … ~26 s, doubling. */
 const LATENCY_BOUNDS = exponentialBounds(1e-4, 2, 19);
 
-function positiveInteger(value: unknown, name: string, fallback: number, min = 1): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `ForwardBatcher: options.${name} must be an integer >= ${min}, got ${describeValue(value)}`);
-  }
-  return value;
+/** options[name], an integer >= min, or `fallback` when left out. */
+function integerOption(value: unknown, name: string, fallback: number, min = 1): number {
+  return value === undefined ? fallback : requireInteger(value, 'ForwardBatcher', `options.${name}`, min);
 }
 
 export class ForwardBatcher {
@@ -135,16 +133,16 @@ export class ForwardBatcher {
     }
     const given = optionalOptions(options, 'ForwardBatcher: options');
     this.layer = layer;
-    this.maxBatchTokens = positiveInteger(given.maxBatchTokens, 'maxBatchTokens', DEFAULT_MAX_BATCH_TOKENS);
+    this.maxBatchTokens = integerOption(given.maxBatchTokens, 'maxBatchTokens', DEFAULT_MAX_BATCH_TOKENS);
     const delay = given.maxDelayMs ?? DEFAULT_MAX_DELAY_MS;
     if (typeof delay !== 'number' || !(delay >= 0) || !Number.isFinite(delay)) {
       throw new MoekitError('E_INVALID_ARGUMENT', `ForwardBatcher: options.maxDelayMs must be a finite number >= 0, got ${describeValue(delay)}`);
     }
     this.maxDelayMs = delay;
-    this.maxQueuedTokens = positiveInteger(given.maxQueuedTokens, 'maxQueuedTokens', DEFAULT_QUEUE_BATCHES * this.maxBatchTokens);
+    this.maxQueuedTokens = integerOption(given.maxQueuedTokens, 'maxQueuedTokens', DEFAULT_QUEUE_BATCHES * this.maxBatchTokens);
     this.stats = given.stats;
-    this.#graphAfter = positiveInteger(given.graphAfter, 'graphAfter', DEFAULT_GRAPH_AFTER, 0);
-    this.#maxGraphs = positiveInteger(given.maxGraphs, 'maxGraphs', DEFAULT_MAX_GRAPHS, 0);
+    this.#graphAfter = integerOption(given.graphAfter, 'graphAfter', DEFAULT_GRAPH_AFTER, 0);
+    this.#maxGraphs = integerOption(given.maxGraphs, 'maxGraphs', DEFAULT_MAX_GRAPHS, 0);
     this.#batchTokens = new Histogram(exponentialBounds(1, 2, Math.max(1, Math.ceil(Math.log2(this.maxBatchTokens)) + 1)));
   }
 
