@@ -30,7 +30,11 @@ export type MoekitErrorCode =
   /** NCCL is missing or a collective failed. */
   | 'E_NCCL'
   /** An internal failure in native code. */
-  | 'E_NATIVE';
+  | 'E_NATIVE'
+  /** A bounded queue (a ForwardBatcher's) has no room for the request. */
+  | 'E_QUEUE_FULL'
+  /** The object (a ForwardBatcher) was closed and takes no more work. */
+  | 'E_CLOSED';
 
 export class MoekitError extends Error {
   readonly code: MoekitErrorCode;

@@ -43,3 +43,10 @@ export { CudaStream, currentStream, useStream } from './streams';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';
 export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';
+export { memoryInfo, type MemoryInfo } from './memory';
+export {
+  ForwardBatcher, type BatchedForwardResult, type BatchedLayer, type ForwardBatcherMetrics, type ForwardBatcherOptions,
+} from './serve/forward_batcher';
+export type { HistogramSnapshot } from './serve/histogram';
+export { LayerStats, type CountedLayer, type ForwardCounts, type LayerStatsSnapshot } from './serve/layer_stats';
+export { PROMETHEUS_CONTENT_TYPE, toPrometheus, type PrometheusSources } from './serve/prometheus';

@@ -67,6 +67,16 @@ export interface NativeOps {
   cast(device: number, args: { input: NativeTensor; output: NativeTensor }): void;
   fillRandom(device: number, args: { output: NativeTensor; seed: number; scale: number }): void;
   quantizeWeights(device: number, args: { input: NativeTensor; format: number; groupSize?: number; output: NativeTensor; scales: NativeTensor }): void;
+  /** accumulator[i] += input[i], int32, wrapping. */
+  addInt32(device: number, args: { input: NativeTensor; accumulator: NativeTensor }): void;
+}
+
+/** A device's memory counts (native/core/device.h, MemoryInfo), in bytes. */
+export interface NativeMemoryInfo {
+  inUse: number;
+  reserved: number;
+  free: number;
+  total: number;
 }
 
 /** A captured CUDA graph (see beginCapture). */
@@ -131,6 +141,8 @@ export interface NativeAddon extends NativeOps {
    * itself failed (an op's own failure poisons its outputs instead: see download).
    */
   synchronize(device: number): Promise<void>;
+  /** The device's memory counts now (not ordered with its queued work). */
+  memoryInfo(device: number): NativeMemoryInfo;
   ncclInfo(): NcclInfo;
   ncclUniqueId(): Uint8Array;
   /** Joins a group of worldSize ranks on CUDA device `device`; resolves once every rank has joined. */

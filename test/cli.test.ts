@@ -416,8 +416,8 @@ describe('moekit usage errors: exit code 2 and one line on stderr', () => {
   const mixtral = fixtureDir('mixtral');
   const runArgs = ['run', mixtral, '--layer', '0', '--input', 'x.safetensors', '--output', 'y.safetensors'];
   it.each([
-    [[], /missing command \(commands: run, bench, info, launch\)/],
-    [['frobnicate'], /unknown command "frobnicate" \(commands: run, bench, info, launch\)/],
+    [[], /missing command \(commands: run, bench, info, launch, serve\)/],
+    [['frobnicate'], /unknown command "frobnicate" \(commands: run, bench, info, launch, serve\)/],
     [['run', mixtral, '--input', 'x.safetensors', '--output', 'y.safetensors'], /missing required option --layer/],
     [['run', mixtral, '--layer', '0', '--output', 'y.safetensors'], /missing required option --input/],
     [['run', mixtral, '--layer', '0', '--input', 'x.safetensors'], /missing required option --output/],

@@ -290,6 +290,37 @@ export class SafetensorsFile {
 }
 
 /**
+ * Every tensor of a safetensors image held in memory (a request body, say), checked as open()
+ * checks a file; `source` names the image in errors. A tensor of a dtype moekit does not read is
+ * E_DTYPE. The data are copied out, so the image can be let go.
+ */
+export function decodeSafetensors(bytes: Uint8Array, source: string): Map<string, SafetensorsTensor> {
+  if (bytes.length < HEADER_LENGTH_BYTES) malformed(source, `${bytes.length} bytes is too short for a safetensors header`);
+  const length = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).readBigUInt64LE(0);
+  if (length === 0n || length > BigInt(Math.min(MAX_HEADER_BYTES, bytes.length - HEADER_LENGTH_BYTES))) {
+    malformed(source, `absurd header length ${length} (${bytes.length} bytes in all)`);
+  }
+  const dataStart = HEADER_LENGTH_BYTES + Number(length);
+  const json = Buffer.from(bytes.buffer, bytes.byteOffset + HEADER_LENGTH_BYTES, Number(length)).toString('utf8');
+  const tensors = new Map<string, SafetensorsTensor>();
+  for (const [name, { dtype, shape, begin, end }] of parseHeader(source, json, bytes.length - dataStart)) {
+    if (!(READABLE_DTYPES as readonly string[]).includes(dtype)) {
+      throw new MoekitError('E_DTYPE', `${source}: tensor ${name} is ${dtype}, which moekit does not read (it reads ${READABLE_DTYPES.join(', ')})`);
+    }
+    // A copy (a Buffer's slice() would be a view of memory it may share with others).
+    const copy = new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end));
+    tensors.set(name, typedView(dtype as ReadableDType, [...shape], copy.buffer));
+  }
+  return tensors;
+}
+
+/** The bytes of a safetensors file holding `tensors`: what writeSafetensors writes, in memory. */
+export function encodeSafetensors(tensors: Record<string, TensorToWrite>): Buffer {
+  for (const [name, tensor] of Object.entries(tensors)) checkTensorToWrite('safetensors', name, tensor);
+  return Buffer.concat([...fileChunks(encodeHeader(tensors), tensors)]);
+}
+
+/**
  * What to write: F32 as Float32Array, F16/BF16 as their raw 16-bit patterns, I32 as Int32Array,
  * F8_E4M3 patterns and U8 bytes as Uint8Array.
  */

@@ -9,6 +9,7 @@ import { benchCommand } from './bench_command';
 import { infoCommand } from './info_command';
 import { launchCommand } from './launch_command';
 import { runCommand } from './run_command';
+import { serveCommand } from './serve_command';
 
 interface Command {
   summary: string;
@@ -21,6 +22,7 @@ const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['bench', { summary: "time MoE layer forwards with random weights in real models' shapes", run: benchCommand }],
   ['info', { summary: 'version, native addon, CUDA devices and NCCL', run: infoCommand }],
   ['launch', { summary: 'start one process per GPU with torchrun-style rank variables', run: launchCommand }],
+  ['serve', { summary: "serve one layer's MoE block over HTTP, merging concurrent requests", run: serveCommand }],
 ]);
 
 const USAGE = `usage: moekit <command> [options]

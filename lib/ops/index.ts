@@ -7,3 +7,4 @@ export {
   type QuantizableFormat, type Quantization, type QuantizedParts, type QuantizeWeightsOptions, type WeightFormat,
 } from './quantized';
 export { route, type RoutingOptions, type RoutingResult } from './routing';
+export { addInt32 } from './add_int32';

@@ -364,6 +364,17 @@ void QuantizeWeights(const Napi::CallbackInfo& info) {
   in.enqueueOp(args, &Device::quantizeWeights);
 }
 
+void AddInt32(const Napi::CallbackInfo& info) {
+  OpArgs in(info, "addInt32");
+  AddInt32Args args;
+  args.input = in.tensor("input");
+  args.accumulator = in.inPlace("accumulator");
+  in.expectDType(args.input, "input", DType::Int32);
+  in.expectDType(args.accumulator, "accumulator", DType::Int32);
+  in.expect(args.input.numel() == args.accumulator.numel(), "input and accumulator sizes differ");
+  in.enqueueOp(args, &Device::addInt32, false);
+}
+
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
@@ -376,6 +387,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("cast", Napi::Function::New<Cast>(env, "cast"));
   exports.Set("fillRandom", Napi::Function::New<FillRandom>(env, "fillRandom"));
   exports.Set("quantizeWeights", Napi::Function::New<QuantizeWeights>(env, "quantizeWeights"));
+  exports.Set("addInt32", Napi::Function::New<AddInt32>(env, "addInt32"));
 }
 
 }  // namespace moekit::binding

@@ -121,6 +121,22 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   return whenDeviceIdle(env, device, "moekit.synchronize", nullptr, [](Napi::Env jsEnv) { return jsEnv.Undefined(); });
 }
 
+// memoryInfo(device): the device's MemoryInfo (core/device.h) as { inUse, reserved, free, total }.
+Napi::Value ReadMemoryInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throwJsError(env, "E_INVALID_ARGUMENT", "memoryInfo: expected (device)");
+  const int device = info[0].As<Napi::Number>().Int32Value();
+  return translateErrors(env, [&] {
+    const moekit::MemoryInfo counts = deviceFor(device).memoryInfo();
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("inUse", static_cast<double>(counts.inUse));
+    result.Set("reserved", static_cast<double>(counts.reserved));
+    result.Set("free", static_cast<double>(counts.free));
+    result.Set("total", static_cast<double>(counts.total));
+    return result;
+  });
+}
+
 }  // namespace
 
 void RegisterTransfers(Napi::Env env, Napi::Object exports) {
@@ -129,6 +145,7 @@ void RegisterTransfers(Napi::Env env, Napi::Object exports) {
   exports.Set("download", Napi::Function::New<Download>(env, "download"));
   exports.Set("copy", Napi::Function::New<Copy>(env, "copy"));
   exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
+  exports.Set("memoryInfo", Napi::Function::New<ReadMemoryInfo>(env, "memoryInfo"));
 }
 
 }  // namespace moekit::binding

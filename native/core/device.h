@@ -45,6 +45,17 @@ struct FailureReport {
 // marker's IdleCallback runs.
 using FailureSink = std::function<void(FailureReport report)>;
 
+// A device's memory as moekit sees it. inUse: bytes handed out to tensors and scratch; reserved:
+// bytes the device holds for them (the CUDA pool's reservation; on the CPU, where memory comes from
+// the C heap, equal to inUse). free / total: the device's (the CUDA driver's view; on the CPU the
+// machine's physical memory, or MOEKIT_CPU_MEMORY_MB's budget when that is set).
+struct MemoryInfo {
+  size_t inUse = 0;
+  size_t reserved = 0;
+  size_t free = 0;
+  size_t total = 0;
+};
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -61,6 +72,9 @@ class Device {
   virtual void* allocate(size_t nbytes) = 0;
   // Frees memory once the work enqueued before this call has finished with it.
   virtual void release(void* ptr) = 0;
+  // The memory counts now (not ordered with the queued work: memory whose release is queued may
+  // still count as in use). Never blocks on the device's work.
+  virtual MemoryInfo memoryInfo() = 0;
 
   // ---- Copies ----
   // Copies nbytes from host memory to device memory, ordered after earlier work. hostSrc is read
@@ -91,6 +105,7 @@ class Device {
   virtual void cast(const CastArgs& args) = 0;
   virtual void fillRandom(const FillRandomArgs& args) = 0;
   virtual void quantizeWeights(const QuantizeWeightsArgs& args) = 0;
+  virtual void addInt32(const AddInt32Args& args) = 0;
 };
 
 }  // namespace moekit

@@ -336,6 +336,14 @@ struct CastArgs : OpIdentity {
   TensorView output;  // same numel
 };
 
+// Adds int32 counts into an accumulator on the device: accumulator[i] += input[i], wrapping in
+// two's complement. It lets a caller total routing's expertCounts over many forwards without
+// reading them back to the host in between (lib/serve/layer_stats.ts).
+struct AddInt32Args : OpIdentity {
+  TensorView input;        // any shape, Int32
+  TensorView accumulator;  // in/out, Int32, same numel as input
+};
+
 // Fills output with uniform values in [-scale, scale) from a counter-based generator, so the same
 // seed gives the same values on every backend up to the output dtype's rounding:
 // value(i) = scale * (2 * u(seed, i) - 1), u from moekit::uniformHash (native/core/random.h).

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../core/errors.h"
 #include "kernels.h"
 
@@ -137,6 +139,7 @@ class MemoryBudget {
 
   void give(size_t nbytes) { used_.fetch_sub(nbytes, std::memory_order_relaxed); }
   size_t limitBytes() const { return limit_; }
+  size_t usedBytes() const { return used_.load(std::memory_order_relaxed); }
 
  private:
   size_t limit_ = SIZE_MAX;
@@ -177,6 +180,20 @@ class CpuDevice final : public Device {
     });
   }
 
+  MemoryInfo memoryInfo() override {
+    MemoryInfo info;
+    info.inUse = info.reserved = budget_.usedBytes();
+    if (budget_.limitBytes() != SIZE_MAX) {
+      info.total = budget_.limitBytes();
+      info.free = info.total - std::min(info.total, info.inUse);
+      return info;
+    }
+    const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    info.total = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * page;
+    info.free = static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * page;
+    return info;
+  }
+
   // Host memory is the device memory here, but the copy still waits its turn in the queue, so
   // it cannot overwrite data that earlier ops are still reading. hostSrc must be read now:
   // it is copied into a buffer that travels with the task.
@@ -213,6 +230,7 @@ class CpuDevice final : public Device {
   void cast(const CastArgs& args) override { pushOp(args, cpu::cast); }
   void fillRandom(const FillRandomArgs& args) override { pushOp(args, cpu::fillRandom); }
   void quantizeWeights(const QuantizeWeightsArgs& args) override { pushOp(args, cpu::quantizeWeights); }
+  void addInt32(const AddInt32Args& args) override { pushOp(args, cpu::addInt32); }
 
  private:
   template <typename Args>

@@ -16,5 +16,6 @@ void combine(const CombineArgs& args);
 void cast(const CastArgs& args);
 void fillRandom(const FillRandomArgs& args);
 void quantizeWeights(const QuantizeWeightsArgs& args);
+void addInt32(const AddInt32Args& args);
 
 }  // namespace moekit::cpu

@@ -1,4 +1,4 @@
-// cast, fillRandom and quantizeWeights on the CPU.
+// cast, fillRandom, quantizeWeights and addInt32 on the CPU.
 #include <cstring>
 
 #include "../core/random.h"
@@ -52,6 +52,15 @@ void quantizeWeights(const QuantizeWeightsArgs& args) {
     quantizeWeightsFp8Block(args);
   } else {
     quantizeWeightsWeightOnly(args);
+  }
+}
+
+void addInt32(const AddInt32Args& args) {
+  const auto* input = args.input.as<int32_t>();
+  auto* accumulator = args.accumulator.as<int32_t>();
+  // Unsigned arithmetic: wrapping is defined (op_args.h), where signed overflow is not.
+  for (int64_t i = 0, count = args.input.numel(); i < count; ++i) {
+    accumulator[i] = static_cast<int32_t>(static_cast<uint32_t>(accumulator[i]) + static_cast<uint32_t>(input[i]));
   }
 }
 

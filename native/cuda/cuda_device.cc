@@ -523,6 +523,20 @@ class CudaDeviceImpl final : public CudaDevice {
     return pointer;
   }
 
+  // The pool's counters and the driver's free / total; none of these calls waits on the stream.
+  MemoryInfo memoryInfo() override {
+    if (capturing_) throw NativeError("E_DEVICE", deviceName(index_) + ": cannot read memory counters while capturing a graph");
+    useDevice(index_);
+    uint64_t used = 0, reserved = 0;  // the attributes are cuuint64_t (cuda.h), 64 bits
+    MOEKIT_CUDA_CHECK(cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrUsedMemCurrent, &used));
+    MOEKIT_CUDA_CHECK(cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrReservedMemCurrent, &reserved));
+    MemoryInfo info;
+    info.inUse = static_cast<size_t>(used);
+    info.reserved = static_cast<size_t>(reserved);
+    MOEKIT_CUDA_CHECK(cudaMemGetInfo(&info.free, &info.total));
+    return info;
+  }
+
   // Never throws: it runs from finalizers, possibly after the CUDA runtime has shut down.
   void release(void* pointer) override {
     if (pointer == nullptr) return;
@@ -600,6 +614,7 @@ class CudaDeviceImpl final : public CudaDevice {
   void cast(const CastArgs& args) override { run(args, false, moekit::cuda::cast); }
   void fillRandom(const FillRandomArgs& args) override { run(args, false, moekit::cuda::fillRandom); }
   void quantizeWeights(const QuantizeWeightsArgs& args) override { run(args, false, moekit::cuda::quantizeWeights); }
+  void addInt32(const AddInt32Args& args) override { run(args, false, moekit::cuda::addInt32); }
 
   void launchGraph(cudaGraphExec_t graph) override {
     useDevice(index_);

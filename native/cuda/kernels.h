@@ -20,6 +20,7 @@ void activationInRows(const ActivationArgs& args, const int32_t* rowOffsets, int
 void combine(const CombineArgs& args, cudaStream_t stream);
 void cast(const CastArgs& args, cudaStream_t stream);
 void fillRandom(const FillRandomArgs& args, cudaStream_t stream);
+void addInt32(const AddInt32Args& args, cudaStream_t stream);
 void quantizeWeights(const QuantizeWeightsArgs& args, cudaStream_t stream);
 
 // Index checks alone (index_checks.cu), for calls whose main kernel has nothing to compute: a

@@ -1,5 +1,5 @@
-// cast and fillRandom on the GPU: grid-stride elementwise kernels. cast converts between the float
-// dtypes and Float8E4M3 (float_access.cuh) in any direction.
+// cast, fillRandom and addInt32 on the GPU: grid-stride elementwise kernels. cast converts between
+// the float dtypes and Float8E4M3 (float_access.cuh) in any direction.
 #include <algorithm>
 
 #include "../core/random.h"
@@ -38,6 +38,14 @@ __global__ void fillRandomKernel(typename Out::Storage* output, int64_t count, u
   }
 }
 
+// Unsigned arithmetic: wrapping is defined (op_args.h), where signed overflow is not.
+__global__ void addInt32Kernel(const int32_t* input, int32_t* accumulator, int64_t count) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    accumulator[i] = static_cast<int32_t>(static_cast<uint32_t>(accumulator[i]) + static_cast<uint32_t>(input[i]));
+  }
+}
+
 }  // namespace
 
 void cast(const CastArgs& args, cudaStream_t stream) {
@@ -68,6 +76,14 @@ void fillRandom(const FillRandomArgs& args, cudaStream_t stream) {
         static_cast<typename Out::Storage*>(args.output.data), count, args.seed, args.scale);
     MOEKIT_CHECK_LAUNCH("fillRandomKernel");
   });
+}
+
+void addInt32(const AddInt32Args& args, cudaStream_t stream) {
+  const int64_t count = args.input.numel();
+  if (count == 0) return;
+  addInt32Kernel<<<ElementwiseLaunch::blocks(count), ElementwiseLaunch::kThreads, 0, stream>>>(
+      args.input.as<int32_t>(), args.accumulator.as<int32_t>(), count);
+  MOEKIT_CHECK_LAUNCH("addInt32Kernel");
 }
 
 }  // namespace moekit::cuda
