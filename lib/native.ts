@@ -191,7 +191,7 @@ export function loadAddon(): LoadedAddon {
     throw new MoekitError('E_NATIVE', `moekit's native addon is not built: run 'npm install' (or 'npm run build:native') in ${root}`, { cause: error });
   }
   try {
-    loaded = { addon: nodeGypBuild(root) as NativeAddon, path: file };
+    loaded = { addon: translatingErrors(nodeGypBuild(root) as Record<string, unknown>, RESULTS_WITH_METHODS) as unknown as NativeAddon, path: file };
   } catch (error) {
     throw fromNativeError(error);
   }
@@ -200,4 +200,53 @@ export function loadAddon(): LoadedAddon {
 
 export function addon(): NativeAddon {
   return loadAddon().addon;
+}
+
+/**
+ * Calls whose result is an object with methods of its own (a graph, a communicator): those
+ * methods are wrapped too. Other results (storage, events) go back into native calls unchanged,
+ * which need the native objects themselves.
+ */
+const RESULTS_WITH_METHODS = new Set(['endCapture', 'ncclInit']);
+
+/**
+ * The one place native failures become MoekitError: a copy of `native` whose functions throw
+ * (or reject with) MoekitError where the addon throws its plain coded Error. Its methods are found
+ * on the object and its prototypes (a native class keeps them on the prototype); classes
+ * (capitalized, like Storage) and plain values pass as they are.
+ */
+function translatingErrors(native: object, resultsWithMethods: ReadonlySet<string> = new Set()): Record<string, unknown> {
+  const wrapped: Record<string, unknown> = {};
+  for (const name of propertyNames(native)) {
+    const value: unknown = (native as Record<string, unknown>)[name];
+    if (typeof value !== 'function' || /^[A-Z]/.test(name)) {
+      wrapped[name] = value;
+      continue;
+    }
+    const wrapResult = resultsWithMethods.has(name) ? (result: unknown): unknown => translatingErrors(result as object) : (result: unknown): unknown => result;
+    wrapped[name] = (...args: unknown[]): unknown => {
+      let result: unknown;
+      try {
+        result = (value as (...args: unknown[]) => unknown).apply(native, args);
+      } catch (error) {
+        throw fromNativeError(error);
+      }
+      if (result instanceof Promise) {
+        return result.then(wrapResult, (error: unknown) => {
+          throw fromNativeError(error);
+        });
+      }
+      return wrapResult(result);
+    };
+  }
+  return wrapped;
+}
+
+/** Own and inherited property names, up to (not including) Object.prototype. */
+function propertyNames(object: object): string[] {
+  const names = new Set<string>();
+  for (let level: object | null = object; level !== null && level !== Object.prototype; level = Object.getPrototypeOf(level) as object | null) {
+    for (const name of Object.getOwnPropertyNames(level)) if (name !== 'constructor') names.add(name);
+  }
+  return [...names];
 }

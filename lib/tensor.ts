@@ -1,6 +1,6 @@
 import { allocateHostArray, decodeFloat8, decodeHalf, DTYPE_BYTES, DTYPE_CODES, FLOAT32_MAX, isConvertibleDType, isFloatDType, parseDType, type DType, type HostArray } from './dtype';
 import { deviceIndex, parseDevice, type Device } from './device';
-import { describeValue, fromNativeError, MoekitError } from './errors';
+import { describeValue, MoekitError } from './errors';
 import { optionalOptions } from './options';
 import { addon, type NativeStorage, type NativeTensor } from './native';
 
@@ -73,13 +73,7 @@ export class Tensor {
     const dtype = parseDType(dtypeName ?? 'float32');
     const device = parseDevice(deviceName ?? 'cpu');
     const nbytes = shapeNumel(dims) * DTYPE_BYTES[dtype];
-    let storage: NativeStorage;
-    try {
-      storage = addon().allocate(deviceIndex(device), nbytes);
-    } catch (error) {
-      throw fromNativeError(error);
-    }
-    return new Tensor(storage, dtype, dims, device);
+    return new Tensor(addon().allocate(deviceIndex(device), nbytes), dtype, dims, device);
   }
 
   /**
@@ -101,7 +95,7 @@ export class Tensor {
       addon().upload(staged.#native(), host.values, 0);
     } catch (error) {
       staged.dispose();
-      throw fromNativeError(error);
+      throw error;
     }
     if (host.dtype === dtype) return staged;
     try {
@@ -172,11 +166,7 @@ export class Tensor {
       throw new MoekitError('E_SHAPE', `copyFrom: source is ${source.toString()} but this is ${this.toString()}`);
     }
     const [target, from] = [this.#native(), source.#native()];
-    try {
-      addon().copy(target, from, this.nbytes);
-    } catch (error) {
-      throw fromNativeError(error);
-    }
+    addon().copy(target, from, this.nbytes);
   }
 
   /**
@@ -190,11 +180,7 @@ export class Tensor {
   async toArray(): Promise<HostArray> {
     const host = allocateHostArray(this.dtype, this.numel);
     const storage = this.#native();
-    try {
-      await addon().download(storage, host);
-    } catch (error) {
-      throw fromNativeError(error);
-    }
+    await addon().download(storage, host);
     return host;
   }
 
@@ -247,7 +233,7 @@ export class Tensor {
       call();
     } catch (error) {
       this.dispose();
-      throw fromNativeError(error);
+      throw error;
     }
   }
 }
