@@ -13,30 +13,16 @@ export { decodeFloat8, decodeHalf, encodeHalf } from './dtype';
 export type { Device } from './device';
 export { MoekitError, type MoekitErrorCode } from './errors';
 export * from './ops/index';
+export { FORWARD_STAGES, type ForwardOptions, type ForwardProfiler, type ForwardStage, type MoEForwardResult } from './layer/forward';
 export {
-  FORWARD_STAGES,
   MoELayer,
-  type ForwardOptions,
-  type ForwardProfiler,
-  type ForwardStage,
   type FromPretrainedOptions,
   type ParallelLayerOptions,
-  type MoEForwardResult,
   type MoELayerOptions,
   type RandomLayerOptions,
 } from './layer/moe_layer';
-export type {
-  ActivationKind,
-  HostQuantized,
-  HostTensor,
-  ModelFamily,
-  MoEConfig,
-  MoEWeights,
-  RoutingConfig,
-  RoutingMethod,
-  SharedExpertConfig,
-} from './layer/config';
-export { MODEL_FAMILIES } from './layer/config';
+export type { HostQuantized, HostTensor, MoEConfig, MoEWeights, SharedExpertConfig } from './model/config';
+export { isGated, MODEL_FAMILIES, type ActivationKind, type GateLayout, type ModelFamily, type RoutingMethod } from './vocabulary';
 export { runtimeInfo, type RuntimeInfo } from './runtime';
 export { synchronize } from './sync';
 export { CudaStream, currentStream, useStream } from './streams';

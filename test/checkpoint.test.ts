@@ -13,7 +13,8 @@ import { loadMoECheckpoint } from '../lib/checkpoint/load';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import { decodeHalf, encodeHalf } from '../lib/dtype';
 import { MoekitError, type MoekitErrorCode } from '../lib/errors';
-import type { ModelFamily, MoEConfig } from '../lib/layer/config';
+import type { ModelFamily } from '../lib/vocabulary';
+import type { MoEConfig } from '../lib/model/config';
 import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, loadDense, makeFifo, withinTime } from './helpers/fixtures';
 
 const INDEX = 'model.safetensors.index.json';

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { SafetensorsFile, writeSafetensors } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
-import type { ModelFamily } from '../lib/layer/config';
+import type { ModelFamily } from '../lib/vocabulary';
 import {
   FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, makeFifo, quantFixtureDir, readExpectation, readQuantExpectation, relativeError,
 } from './helpers/fixtures';

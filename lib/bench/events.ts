@@ -5,7 +5,7 @@
  * thread, so waiting never blocks the event loop.
  */
 import { deviceIndex, type Device } from '../device';
-import type { ForwardProfiler, ForwardStage } from '../layer/moe_layer';
+import type { ForwardProfiler, ForwardStage } from '../layer/forward';
 import { addon, type NativeEvent } from '../native';
 
 /** An event at this point of `device`'s work order (after everything enqueued so far). */

@@ -4,10 +4,10 @@ import * as os from 'node:os';
 
 import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
-import type { MoEConfig } from '../layer/config';
+import type { MoEConfig } from '../model/config';
 import { MoekitError } from '../errors';
 import { fileSystemError, readRegularTextFile } from '../files';
-import { FORWARD_STAGES, type ForwardStage } from '../layer/moe_layer';
+import { FORWARD_STAGES, type ForwardStage } from '../layer/forward';
 import { addon } from '../native';
 import type { ExpertQuantization, GroupSize, Quantization } from '../ops/quantized';
 import type { BenchPreset } from './presets';

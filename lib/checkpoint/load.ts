@@ -1,7 +1,7 @@
 /**
  * Loading one MoE block from a Hugging Face checkpoint folder: config.json, then the block's
  * tensors from model.safetensors or the shards named by model.safetensors.index.json, assembled
- * into moekit's canonical layout (lib/layer/config.ts, MoEWeights). Only the block's bytes are
+ * into moekit's canonical layout (lib/model/config.ts, MoEWeights). Only the block's bytes are
  * read, and only once every one of its tensors has been found and shape-checked.
  *
  * FP8 checkpoints (quantization_config quant_method fp8, as DeepSeek-V3 and Qwen3-FP8 publish
@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { allocateHostArray, decodeFloat8, decodeHalf, type FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import { fileKind, readRegularTextFile, statIfPresent } from '../files';
-import type { HostQuantized, HostTensor, MoEConfig, MoEWeights } from '../layer/config';
+import type { HostQuantized, HostTensor, MoEConfig, MoEWeights } from '../model/config';
 import { FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, scaleShape } from '../ops/quantized';
 import type { Slice } from '../parallel/plan';
 import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';

@@ -6,7 +6,7 @@ import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 import { regularWriteTarget } from '../files';
-import type { HostTensor } from '../layer/config';
+import type { HostTensor } from '../model/config';
 import { MoELayer } from '../layer/moe_layer';
 import type { GroupSize, Quantization } from '../ops/quantized';
 import { Tensor } from '../tensor';

@@ -2,7 +2,7 @@ import { deviceIndex } from '../device';
 import { MoekitError } from '../errors';
 import { addon, type NativeGraph } from '../native';
 import { Tensor } from '../tensor';
-import type { MoEForwardResult } from './moe_layer';
+import type { MoEForwardResult } from './forward';
 
 /** The outputs a captured forward writes on every replay. */
 export interface CapturedOutputs {

@@ -6,7 +6,7 @@
  * fall on block or group boundaries).
  */
 import { allocateHostArray } from '../dtype';
-import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../layer/config';
+import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../model/config';
 import { FP8_BLOCK_SIZE, logicalShape, MXFP4_GROUP_SIZE, requireGroupSize } from '../ops/quantized';
 import type { RankShard, Slice } from './plan';
 
