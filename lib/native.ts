@@ -113,6 +113,15 @@ export interface NativeCommunicator {
 export interface NativeAddon extends NativeOps {
   /** 'cuda' when the CUDA backend was compiled in (it may still find no GPU at run time). */
   readonly variant: 'cpu' | 'cuda';
+  /** The native enums' codes under lib/'s names (native/binding/codes.cc); test/vocabulary.test.ts checks them. */
+  readonly codes: {
+    dtype: Record<string, number>;
+    routingMethod: Record<string, number>;
+    activation: Record<string, number>;
+    gatedActivations: string[];
+    gateLayout: Record<string, number>;
+    weightFormat: Record<string, number>;
+  };
   cudaDeviceCount(): number;
   cudaDeviceInfo(index: number): CudaDeviceInfo;
   /** Allocates nbytes on a device; throws E_OOM when it cannot. */

@@ -2,6 +2,7 @@
 // JavaScript-side interface).
 #include <napi.h>
 
+#include "codes.h"
 #include "collectives.h"
 #include "cublas_gemm.h"
 #include "device_registry.h"
@@ -47,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("variant", Napi::String::New(env, cudaCompiledIn() ? "cuda" : "cpu"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("cudaDeviceInfo", Napi::Function::New<CudaDeviceInfo>(env, "cudaDeviceInfo"));
+  RegisterCodes(env, exports);
   Storage::Register(env, exports);
   RegisterTransfers(env, exports);
   RegisterOps(env, exports);

@@ -60,7 +60,7 @@ struct OpIdentity {
 };
 
 // ---- 1. Routing ----------------------------------------------------------------------------
-// Numeric values shared with lib/ops/routing.ts.
+// Numeric values shared with lib/vocabulary.ts (checked by test/vocabulary.test.ts).
 enum class RoutingMethod : int32_t {
   // probabilities = softmax(logits) over all experts; take the top-k; if renormalize, divide the
   // k weights by their sum. (Mixtral, Qwen2/3-MoE.)
@@ -113,7 +113,7 @@ struct PermuteArgs : OpIdentity {
 };
 
 // ---- Activation kinds (used by 3 and 4) ----------------------------------------------------
-// Numeric values shared with lib/ops/activation.ts.
+// Numeric values shared with lib/vocabulary.ts (checked by test/vocabulary.test.ts).
 enum class ActivationKind : int32_t {
   SwiGLU = 0,        // silu(gate) * up
   GeGLU = 1,         // gelu_tanh(gate) * up
@@ -135,7 +135,7 @@ constexpr bool isGated(ActivationKind kind) {
 }
 
 // ---- Quantized weights and activations (used by 2, 3 and 4) ----------------------------------
-// How a GEMM's weights are stored. Numeric values shared with lib/ops/quantized.ts.
+// How a GEMM's weights are stored. Numeric values shared with lib/ops/quantized.ts (checked by test/vocabulary.test.ts).
 enum class WeightFormat : int32_t {
   // weights hold float values (float32, float16 or bfloat16); activations are not quantized.
   Dense = 0,
