@@ -49,7 +49,7 @@ export interface NativeOps {
   }): void;
   permute(device: number, args: {
     input: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
-    expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; numExperts: number;
+    expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; localExpertCount: number;
     firstExpert?: number; totalExperts?: number;
   }): void;
   groupedGemm(device: number, args: NativeQuantizedGemm & {

@@ -132,7 +132,7 @@ void testPermute(DType dtype, const PermuteCase& c) {
     args.expertOffsets = gpu ? offsets[side].deviceView() : offsets[side].hostView();
     args.sourceToPermuted = gpu ? toPermuted[side].deviceView() : toPermuted[side].hostView();
     args.permutedToSource = gpu ? toSource[side].deviceView() : toSource[side].hostView();
-    args.numExperts = c.localExperts;
+    args.localExpertCount = c.localExperts;
     args.firstExpert = c.firstExpert;
     args.totalExperts = c.totalExperts;
     if (gpu) {
@@ -346,7 +346,7 @@ void forwardThroughDevice(Device& device, const ForwardWeights& w, void* x, void
   permute.expertOffsets = view(temporary((E + 1) * 4), DType::Int32, {E + 1});
   permute.sourceToPermuted = view(temporary(pairs * 4), DType::Int32, {tokens, w.topK});
   permute.permutedToSource = view(temporary(pairs * 4), DType::Int32, {pairs});
-  permute.numExperts = static_cast<int32_t>(E);
+  permute.localExpertCount = static_cast<int32_t>(E);
   permute.totalExperts = static_cast<int32_t>(E);
   device.permute(permute);
   GroupedGemmArgs up;
@@ -561,7 +561,7 @@ void testFaults() {
     permute.expertOffsets = TensorView{offsets, DType::Int32, {5}};
     permute.sourceToPermuted = TensorView{sourceToPermuted, DType::Int32, {tokens, 1}};
     permute.permutedToSource = TensorView{permutedToSource, DType::Int32, {tokens}};
-    permute.numExperts = permute.totalExperts = 4;
+    permute.localExpertCount = permute.totalExperts = 4;
     device.permute(permute);
     device.waitIdle(11);
     const std::vector<OpFailure> failures = take();
@@ -769,7 +769,7 @@ void timeRoutingAndPermute() {
   permute.expertOffsets = offsets.deviceView();
   permute.sourceToPermuted = toPermuted.deviceView();
   permute.permutedToSource = toSource.deviceView();
-  permute.numExperts = E;
+  permute.localExpertCount = E;
   permute.totalExperts = E;
   const float permuteMs = timeMilliseconds([&] { cuda::permute(permute, gStream); }, 5);
   std::printf("TIME  routing sigmoid_group_topk T=%lld E=%d K=%d: %.3f ms; permute (H=%lld bf16): %.3f ms\n",
