@@ -23,6 +23,7 @@ export {
 } from './layer/moe_layer';
 export type { HostQuantized, HostTensor, MoEConfig, MoEWeights, SharedExpertConfig } from './model/config';
 export { isGated, MODEL_FAMILIES, type ActivationKind, type GateLayout, type ModelFamily, type RoutingMethod } from './vocabulary';
+export type { LoadProgress } from './checkpoint/load';
 export { runtimeInfo, type RuntimeInfo } from './runtime';
 export { synchronize } from './sync';
 export { CudaStream, currentStream, useStream } from './streams';

@@ -1,7 +1,7 @@
 import { parseDevice, type Device } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
-import { loadMoECheckpoint, readMoEConfig } from '../checkpoint/load';
+import { loadMoECheckpoint, readMoEConfig, type LoadProgress } from '../checkpoint/load';
 import { activation } from '../ops/activation';
 import { combine } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
@@ -65,6 +65,8 @@ export interface ParallelLayerOptions extends MoELayerOptions {
 export interface FromPretrainedOptions extends ParallelLayerOptions {
   /** Which decoder layer's MoE block to load. */
   layer: number;
+  /** Told after each tensor is read: weight bytes read of the total (lib/checkpoint/load.ts, LoadProgress). */
+  onProgress?: (progress: LoadProgress) => void;
 }
 
 export interface RandomLayerOptions extends MoELayerOptions {
@@ -133,7 +135,7 @@ export class MoELayer {
     const { group } = settings;
     // The plan is checked against the config (quantized weights: whole blocks per rank) before any weight is read.
     const shard = MoELayer.#shardFor(config, settings);
-    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts });
+    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts, onProgress: settings.onProgress });
     // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
     const local = shard ? shardWeights(stored, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
     return MoELayer.#upload(stored, local, { ...settings, device: group?.device ?? settings.device }, { shard, group, bytesRead });
