@@ -7,7 +7,7 @@
  *   const { output } = layer.forward(x);
  *   console.log(await output.toArray());
  */
-export { Tensor, type RandomTensorOptions, type TensorData, type TensorOptions } from './tensor';
+export { Tensor, type DevicePointerOptions, type RandomTensorOptions, type TensorData, type TensorOptions } from './tensor';
 export type { DType, FloatDType, HostArray } from './dtype';
 export { decodeFloat8, decodeHalf, encodeHalf } from './dtype';
 export type { Device } from './device';

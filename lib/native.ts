@@ -12,6 +12,8 @@ export interface NativeStorage {
   /** -1 for the CPU, N for cuda:N. */
   readonly device: number;
   readonly nbytes: number;
+  /** The memory's address (0n once released). */
+  readonly pointer: bigint;
   /** Frees the memory after all work already enqueued on its device (stream-ordered). Idempotent. */
   release(): void;
 }
@@ -124,6 +126,11 @@ export interface NativeAddon extends NativeOps {
   };
   cudaDeviceCount(): number;
   cudaDeviceInfo(index: number): CudaDeviceInfo;
+  /**
+   * A storage over memory another library owns (never freed by moekit; release() only stops using
+   * it). CUDA checks that the pointer is device memory of `device` (E_DEVICE otherwise).
+   */
+  wrapMemory(device: number, pointer: bigint, nbytes: number): NativeStorage;
   /** Allocates nbytes on a device; throws E_OOM when it cannot. */
   allocate(device: number, nbytes: number): NativeStorage;
   /** Copies host bytes into storage at byteOffset, ordered after work already enqueued. */

@@ -61,6 +61,10 @@ class Device {
   virtual void* allocate(size_t nbytes) = 0;
   // Frees memory once the work enqueued before this call has finished with it.
   virtual void release(void* ptr) = 0;
+  // Checks that memory another library allocated, [pointer, pointer + nbytes), can be used by this
+  // device's work as tensor memory (Tensor.fromDevicePointer); throws NativeError("E_DEVICE", ...)
+  // naming what is wrong. A device that cannot tell (the CPU: any host address) accepts it.
+  virtual void checkForeignMemory(const void* pointer, size_t nbytes) const = 0;
 
   // ---- Copies ----
   // Copies nbytes from host memory to device memory, ordered after earlier work. hostSrc is read
