@@ -24,7 +24,7 @@ export {
 export type { HostQuantized, HostTensor, MoEConfig, MoEWeights, SharedExpertConfig } from './model/config';
 export { isGated, MODEL_FAMILIES, type ActivationKind, type GateLayout, type ModelFamily, type RoutingMethod } from './vocabulary';
 export type { LoadProgress } from './checkpoint/load';
-export { runtimeInfo, type RuntimeInfo } from './runtime';
+export { runtimeInfo, type CudaDeviceReport, type CudaRuntime, type RuntimeInfo } from './runtime';
 export { synchronize } from './sync';
 export { CudaStream, currentStream, useStream } from './streams';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';

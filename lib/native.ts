@@ -126,6 +126,8 @@ export interface NativeAddon extends NativeOps {
   };
   cudaDeviceCount(): number;
   cudaDeviceInfo(index: number): CudaDeviceInfo;
+  /** What CUDA starting depends on (lib/runtime.ts diagnoses it); zeros and [] in a CPU-only build. */
+  cudaRuntimeInfo(): { runtimeVersion: number; driverVersion: number; architectures: string[]; deviceCountError: string };
   /**
    * A storage over memory another library owns (never freed by moekit; release() only stops using
    * it). CUDA checks that the pointer is device memory of `device` (E_DEVICE otherwise).
@@ -206,12 +208,26 @@ export function loadAddon(): LoadedAddon {
   } catch (error) {
     throw new MoekitError('E_NATIVE', `moekit's native addon is not built: run 'npm install' (or 'npm run build:native') in ${root}`, { cause: error });
   }
+  let native: unknown;
   try {
-    loaded = { addon: translatingErrors(nodeGypBuild(root) as Record<string, unknown>, RESULTS_WITH_METHODS) as unknown as NativeAddon, path: file };
+    native = nodeGypBuild(root);
   } catch (error) {
-    throw fromNativeError(error);
+    throw new MoekitError('E_NATIVE', `cannot load moekit's native addon ${path.relative(root, file)}: ${loadFailureAdvice(String((error as Error).message ?? error))}`, { cause: error });
   }
+  loaded = { addon: translatingErrors(native as Record<string, unknown>, RESULTS_WITH_METHODS) as unknown as NativeAddon, path: file };
   return loaded;
+}
+
+/** The loader's message, first line only, with what to do for the failures that have a known cause. */
+export function loadFailureAdvice(message: string): string {
+  const first = message.split('\n')[0]!;
+  if (/GLIBC(XX)?_[\d.]+' not found/.test(message)) {
+    return `${first}: this build needs a newer C library than this system's; build from source instead (npm install --build-from-source)`;
+  }
+  if (/wrong ELF class|invalid ELF header|cannot open shared object file: No such file/.test(message)) {
+    return `${first}: the addon file is for another platform or is damaged; reinstall (npm rebuild moekit)`;
+  }
+  return `${first}; rebuild it (npm rebuild moekit, or npm install --build-from-source)`;
 }
 
 export function addon(): NativeAddon {

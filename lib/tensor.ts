@@ -2,6 +2,7 @@ import { allocateHostArray, decodeFloat8, decodeHalf, DTYPE_BYTES, DTYPE_CODES, 
 import { deviceIndex, parseDevice, type Device } from './device';
 import { describeValue, MoekitError } from './errors';
 import { optionalOptions } from './options';
+import { requireUsableDevice } from './runtime';
 import { addon, type NativeStorage, type NativeTensor } from './native';
 
 export interface TensorOptions {
@@ -87,6 +88,7 @@ export class Tensor {
     const dims = checkShape(shape);
     const dtype = parseDType(dtypeName ?? 'float32');
     const device = parseDevice(deviceName ?? 'cpu');
+    requireUsableDevice(device);
     const nbytes = shapeNumel(dims) * DTYPE_BYTES[dtype];
     return new Tensor(addon().allocate(deviceIndex(device), nbytes), dtype, dims, device);
   }
@@ -107,6 +109,7 @@ export class Tensor {
     const dims = checkShape(shape);
     const parsedDType = parseDType(dtype);
     const target = parseDevice(device);
+    requireUsableDevice(target);
     const { release } = optionalOptions(options, `${op}: options`);
     if (release !== undefined && typeof release !== 'function') {
       throw new MoekitError('E_INVALID_ARGUMENT', `${op}: release must be a function, got ${describeValue(release)}`);

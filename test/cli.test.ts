@@ -471,7 +471,9 @@ describe('moekit info', () => {
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(new RegExp(`^moekit ${PACKAGE_VERSION.replace(/\./g, '\\.')}\n`));
-    expect(result.stdout).toMatch(/\naddon: (cpu|cuda) \(\S+\.node\)\n/);
+    expect(result.stdout).toMatch(/\naddon: (cpu|cuda) \(\S+\.node, (prebuild|built here)\)\n/);
+    // CUDA's state in one line: what the addon carries and the driver found, or why it is absent.
+    expect(result.stdout).toMatch(/\ncuda: (not in this build \(.+\); the CPU works|runtime \d+\.\d+ \(built in\), driver (none found|for CUDA \d+\.\d+), code for sm_80, sm_90a, compute_90)\n/);
     expect(result.stdout).toMatch(/\nquantization: fp8 \(e4m3 experts with 128x128 block scales, computed W8A8; FP8 checkpoints as published, or --quantize fp8\)\n/);
     expect(result.stdout).toMatch(/\nquantization: int4 \(int4 experts, weight-only \(W4A16\), .*--quantize int4\)\n/);
     expect(result.stdout).toMatch(/\nquantization: mxfp4 \(e2m1 experts with e8m0 scales per 32 K values, weight-only \(W4A16\); gpt-oss checkpoints as published\)\n/);

@@ -726,6 +726,19 @@ int deviceCount() {
   return count;
 }
 
+RuntimeStatus runtimeStatus() {
+  RuntimeStatus status;
+  if (cudaRuntimeGetVersion(&status.runtimeVersion) != cudaSuccess) (void)cudaGetLastError();
+  if (cudaDriverGetVersion(&status.driverVersion) != cudaSuccess) (void)cudaGetLastError();
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    (void)cudaGetLastError();
+    status.deviceCountError = std::string(cudaGetErrorName(error)) + ": " + cudaGetErrorString(error);
+  }
+  return status;
+}
+
 DeviceInfo deviceInfo(int index) {
   cudaDeviceProp properties;
   MOEKIT_CUDA_CHECK(cudaGetDeviceProperties(&properties, index));
