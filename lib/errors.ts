@@ -104,12 +104,3 @@ export function fromNativeError(error: unknown): MoekitError {
   const code = typeof rawCode === 'string' && rawCode.startsWith('E_') ? (rawCode as MoekitErrorCode) : 'E_NATIVE';
   return new MoekitError(code, message, { cause: error });
 }
-
-/** Runs a synchronous addon call, turning what it throws into a MoekitError. */
-export function callNative<T>(call: () => T): T {
-  try {
-    return call();
-  } catch (error) {
-    throw fromNativeError(error);
-  }
-}

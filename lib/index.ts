@@ -7,37 +7,24 @@
  *   const { output } = layer.forward(x);
  *   console.log(await output.toArray());
  */
-export { Tensor, type RandomTensorOptions, type TensorData, type TensorOptions } from './tensor';
+export { Tensor, type DevicePointerOptions, type RandomTensorOptions, type TensorData, type TensorOptions } from './tensor';
 export type { DType, FloatDType, HostArray } from './dtype';
 export { decodeFloat8, decodeHalf, encodeHalf } from './dtype';
 export type { Device } from './device';
 export { MoekitError, type MoekitErrorCode } from './errors';
 export * from './ops/index';
+export { FORWARD_STAGES, type ForwardOptions, type ForwardProfiler, type ForwardStage, type MoEForwardResult } from './layer/forward';
 export {
-  FORWARD_STAGES,
   MoELayer,
-  type ForwardOptions,
-  type ForwardProfiler,
-  type ForwardStage,
   type FromPretrainedOptions,
   type ParallelLayerOptions,
-  type MoEForwardResult,
   type MoELayerOptions,
   type RandomLayerOptions,
 } from './layer/moe_layer';
-export type {
-  ActivationKind,
-  HostQuantized,
-  HostTensor,
-  ModelFamily,
-  MoEConfig,
-  MoEWeights,
-  RoutingConfig,
-  RoutingMethod,
-  SharedExpertConfig,
-} from './layer/config';
-export { MODEL_FAMILIES } from './layer/config';
-export { runtimeInfo, type RuntimeInfo } from './runtime';
+export type { HostQuantized, HostTensor, MoEConfig, MoEWeights, SharedExpertConfig } from './model/config';
+export { isGated, MODEL_FAMILIES, type ActivationKind, type GateLayout, type ModelFamily, type RoutingMethod } from './vocabulary';
+export type { LoadProgress } from './checkpoint/load';
+export { runtimeInfo, type CudaDeviceReport, type CudaRuntime, type RuntimeInfo } from './runtime';
 export { synchronize } from './sync';
 export { CudaStream, currentStream, useStream } from './streams';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';

@@ -1,5 +1,4 @@
 import { deviceIndex, parseDevice, type Device } from './device';
-import { callNative } from './errors';
 import { addon } from './native';
 
 /** How much memory a device has and how much moekit holds of it, in bytes. */
@@ -26,6 +25,6 @@ export interface MemoryInfo {
  */
 export function memoryInfo(device: Device = 'cpu'): MemoryInfo {
   const target = parseDevice(device);
-  const counts = callNative(() => addon().memoryInfo(deviceIndex(target)));
+  const counts = addon().memoryInfo(deviceIndex(target));
   return { device: target, inUseBytes: counts.inUse, reservedBytes: counts.reserved, freeBytes: counts.free, totalBytes: counts.total };
 }

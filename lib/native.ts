@@ -12,6 +12,8 @@ export interface NativeStorage {
   /** -1 for the CPU, N for cuda:N. */
   readonly device: number;
   readonly nbytes: number;
+  /** The memory's address (0n once released). */
+  readonly pointer: bigint;
   /** Frees the memory after all work already enqueued on its device (stream-ordered). Idempotent. */
   release(): void;
 }
@@ -49,7 +51,7 @@ export interface NativeOps {
   }): void;
   permute(device: number, args: {
     input: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
-    expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; numExperts: number;
+    expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; localExpertCount: number;
     firstExpert?: number; totalExperts?: number;
   }): void;
   groupedGemm(device: number, args: NativeQuantizedGemm & {
@@ -123,8 +125,24 @@ export interface NativeCommunicator {
 export interface NativeAddon extends NativeOps {
   /** 'cuda' when the CUDA backend was compiled in (it may still find no GPU at run time). */
   readonly variant: 'cpu' | 'cuda';
+  /** The native enums' codes under lib/'s names (native/binding/codes.cc); test/vocabulary.test.ts checks them. */
+  readonly codes: {
+    dtype: Record<string, number>;
+    routingMethod: Record<string, number>;
+    activation: Record<string, number>;
+    gatedActivations: string[];
+    gateLayout: Record<string, number>;
+    weightFormat: Record<string, number>;
+  };
   cudaDeviceCount(): number;
   cudaDeviceInfo(index: number): CudaDeviceInfo;
+  /** What CUDA starting depends on (lib/runtime.ts diagnoses it); zeros and [] in a CPU-only build. */
+  cudaRuntimeInfo(): { runtimeVersion: number; driverVersion: number; architectures: string[]; deviceCountError: string };
+  /**
+   * A storage over memory another library owns (never freed by moekit; release() only stops using
+   * it). CUDA checks that the pointer is device memory of `device` (E_DEVICE otherwise).
+   */
+  wrapMemory(device: number, pointer: bigint, nbytes: number): NativeStorage;
   /** Allocates nbytes on a device; throws E_OOM when it cannot. */
   allocate(device: number, nbytes: number): NativeStorage;
   /** Copies host bytes into storage at byteOffset, ordered after work already enqueued. */
@@ -202,14 +220,77 @@ export function loadAddon(): LoadedAddon {
   } catch (error) {
     throw new MoekitError('E_NATIVE', `moekit's native addon is not built: run 'npm install' (or 'npm run build:native') in ${root}`, { cause: error });
   }
+  let native: unknown;
   try {
-    loaded = { addon: nodeGypBuild(root) as NativeAddon, path: file };
+    native = nodeGypBuild(root);
   } catch (error) {
-    throw fromNativeError(error);
+    throw new MoekitError('E_NATIVE', `cannot load moekit's native addon ${path.relative(root, file)}: ${loadFailureAdvice(String((error as Error).message ?? error))}`, { cause: error });
   }
+  loaded = { addon: translatingErrors(native as Record<string, unknown>, RESULTS_WITH_METHODS) as unknown as NativeAddon, path: file };
   return loaded;
+}
+
+/** The loader's message, first line only, with what to do for the failures that have a known cause. */
+export function loadFailureAdvice(message: string): string {
+  const first = message.split('\n')[0]!;
+  if (/GLIBC(XX)?_[\d.]+' not found/.test(message)) {
+    return `${first}: this build needs a newer C library than this system's; build from source instead (npm install --build-from-source)`;
+  }
+  if (/wrong ELF class|invalid ELF header|cannot open shared object file: No such file/.test(message)) {
+    return `${first}: the addon file is for another platform or is damaged; reinstall (npm rebuild moekit)`;
+  }
+  return `${first}; rebuild it (npm rebuild moekit, or npm install --build-from-source)`;
 }
 
 export function addon(): NativeAddon {
   return loadAddon().addon;
+}
+
+/**
+ * Calls whose result is an object with methods of its own (a graph, a communicator): those
+ * methods are wrapped too. Other results (storage, events) go back into native calls unchanged,
+ * which need the native objects themselves.
+ */
+const RESULTS_WITH_METHODS = new Set(['endCapture', 'ncclInit']);
+
+/**
+ * The one place native failures become MoekitError: a copy of `native` whose functions throw
+ * (or reject with) MoekitError where the addon throws its plain coded Error. Its methods are found
+ * on the object and its prototypes (a native class keeps them on the prototype); classes
+ * (capitalized, like Storage) and plain values pass as they are.
+ */
+function translatingErrors(native: object, resultsWithMethods: ReadonlySet<string> = new Set()): Record<string, unknown> {
+  const wrapped: Record<string, unknown> = {};
+  for (const name of propertyNames(native)) {
+    const value: unknown = (native as Record<string, unknown>)[name];
+    if (typeof value !== 'function' || /^[A-Z]/.test(name)) {
+      wrapped[name] = value;
+      continue;
+    }
+    const wrapResult = resultsWithMethods.has(name) ? (result: unknown): unknown => translatingErrors(result as object) : (result: unknown): unknown => result;
+    wrapped[name] = (...args: unknown[]): unknown => {
+      let result: unknown;
+      try {
+        result = (value as (...args: unknown[]) => unknown).apply(native, args);
+      } catch (error) {
+        throw fromNativeError(error);
+      }
+      if (result instanceof Promise) {
+        return result.then(wrapResult, (error: unknown) => {
+          throw fromNativeError(error);
+        });
+      }
+      return wrapResult(result);
+    };
+  }
+  return wrapped;
+}
+
+/** Own and inherited property names, up to (not including) Object.prototype. */
+function propertyNames(object: object): string[] {
+  const names = new Set<string>();
+  for (let level: object | null = object; level !== null && level !== Object.prototype; level = Object.getPrototypeOf(level) as object | null) {
+    for (const name of Object.getOwnPropertyNames(level)) if (name !== 'constructor') names.add(name);
+  }
+  return [...names];
 }

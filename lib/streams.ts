@@ -5,7 +5,7 @@
  * in stream order. Work enqueued before the switch still completes first.
  */
 import { deviceIndex, parseDevice, type Device } from './device';
-import { callNative, describeValue, MoekitError } from './errors';
+import { describeValue, MoekitError } from './errors';
 import { addon } from './native';
 
 function cudaIndex(device: Device, what: string): number {
@@ -23,12 +23,12 @@ export class CudaStream {
 
   constructor(device: Device) {
     this.device = parseDevice(device);
-    this.handle = callNative(() => addon().createStream(cudaIndex(this.device, 'CudaStream')));
+    this.handle = addon().createStream(cudaIndex(this.device, 'CudaStream'));
   }
 
   dispose(): void {
     if (this.#disposed) return;
-    callNative(() => addon().destroyStream(cudaIndex(this.device, 'CudaStream'), this.handle));
+    addon().destroyStream(cudaIndex(this.device, 'CudaStream'), this.handle);
     this.#disposed = true;
   }
 
@@ -41,10 +41,10 @@ export class CudaStream {
 export function useStream(device: Device, stream: CudaStream | bigint | null): void {
   const handle = stream instanceof CudaStream ? stream.handle : stream;
   if (handle !== null && typeof handle !== 'bigint') throw new MoekitError('E_INVALID_ARGUMENT', 'useStream: stream must be a CudaStream, a bigint handle or null');
-  callNative(() => addon().setStream(cudaIndex(device, 'useStream'), handle));
+  addon().setStream(cudaIndex(device, 'useStream'), handle);
 }
 
 /** The handle of the stream `device`'s work currently goes to. */
 export function currentStream(device: Device): bigint {
-  return callNative(() => addon().currentStream(cudaIndex(device, 'currentStream')));
+  return addon().currentStream(cudaIndex(device, 'currentStream'));
 }

@@ -1,5 +1,4 @@
 import { deviceIndex, parseDevice, type Device } from './device';
-import { fromNativeError } from './errors';
 import { addon } from './native';
 
 /**
@@ -8,9 +7,5 @@ import { addon } from './native';
  * toArray() rejects with its error.
  */
 export async function synchronize(device: Device): Promise<void> {
-  try {
-    await addon().synchronize(deviceIndex(parseDevice(device)));
-  } catch (error) {
-    throw fromNativeError(error);
-  }
+  await addon().synchronize(deviceIndex(parseDevice(device)));
 }

@@ -1,13 +1,26 @@
 import { allocateHostArray, decodeFloat8, decodeHalf, DTYPE_BYTES, DTYPE_CODES, FLOAT32_MAX, isConvertibleDType, isFloatDType, parseDType, type DType, type HostArray } from './dtype';
 import { deviceIndex, parseDevice, type Device } from './device';
-import { describeValue, fromNativeError, MoekitError } from './errors';
+import { describeValue, MoekitError } from './errors';
 import { optionalOptions } from './options';
+import { requireUsableDevice } from './runtime';
 import { addon, type NativeStorage, type NativeTensor } from './native';
 
 export interface TensorOptions {
   dtype?: DType;
   device?: Device;
 }
+
+/** Tensor.fromDevicePointer's options. */
+export interface DevicePointerOptions {
+  /**
+   * Called once, after dispose(), when the work moekit enqueued on the memory has finished: the
+   * owner may free or reuse it then. A tensor that is garbage-collected undisposed never calls it.
+   */
+  release?: () => void;
+}
+
+/** The largest address a pointer can hold (64 bits). */
+const MAX_POINTER = 2n ** 64n - 1n;
 
 export interface RandomTensorOptions extends TensorOptions {
   /** Values are uniform in [-scale, scale). Default 1. */
@@ -58,9 +71,12 @@ export class Tensor {
   readonly shape: readonly number[];
   readonly device: Device;
   #storage: NativeStorage | undefined;
+  /** fromDevicePointer's release callback, until it has been called. */
+  #releaseBorrowed: (() => void) | undefined;
 
-  private constructor(storage: NativeStorage, dtype: DType, shape: readonly number[], device: Device) {
+  private constructor(storage: NativeStorage, dtype: DType, shape: readonly number[], device: Device, releaseBorrowed?: () => void) {
     this.#storage = storage;
+    this.#releaseBorrowed = releaseBorrowed;
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
     this.device = device;
@@ -72,14 +88,39 @@ export class Tensor {
     const dims = checkShape(shape);
     const dtype = parseDType(dtypeName ?? 'float32');
     const device = parseDevice(deviceName ?? 'cpu');
+    requireUsableDevice(device);
     const nbytes = shapeNumel(dims) * DTYPE_BYTES[dtype];
-    let storage: NativeStorage;
-    try {
-      storage = addon().allocate(deviceIndex(device), nbytes);
-    } catch (error) {
-      throw fromNativeError(error);
+    return new Tensor(addon().allocate(deviceIndex(device), nbytes), dtype, dims, device);
+  }
+
+  /**
+   * A tensor over memory another library or runtime owns, with no copy: `pointer` is the address of
+   * `shape`'s elements of `dtype`, row-major and dense, on `device` (device memory of cuda:N, or host
+   * memory for 'cpu'). moekit's work on it is ordered on the device's current stream (see
+   * useStream to share a stream with the owner). The memory must stay valid until `release` is
+   * called (after dispose()); moekit never frees it.
+   */
+  static fromDevicePointer(pointer: bigint, shape: readonly number[], dtype: DType, device: Device, options?: DevicePointerOptions | null): Tensor {
+    const op = 'Tensor.fromDevicePointer';
+    if (typeof pointer !== 'bigint') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: pointer must be a bigint address, got ${describeValue(pointer)}`);
+    if (pointer <= 0n || pointer > MAX_POINTER) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `${op}: pointer must be a non-null 64-bit address, got ${describeValue(pointer)}`);
     }
-    return new Tensor(storage, dtype, dims, device);
+    const dims = checkShape(shape);
+    const parsedDType = parseDType(dtype);
+    const target = parseDevice(device);
+    requireUsableDevice(target);
+    const { release } = optionalOptions(options, `${op}: options`);
+    if (release !== undefined && typeof release !== 'function') {
+      throw new MoekitError('E_INVALID_ARGUMENT', `${op}: release must be a function, got ${describeValue(release)}`);
+    }
+    const elementBytes = DTYPE_BYTES[parsedDType];
+    if (pointer % BigInt(elementBytes) !== 0n) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `${op}: pointer 0x${pointer.toString(16)} is not aligned to ${parsedDType}'s ${elementBytes} bytes`);
+    }
+    const nbytes = shapeNumel(dims) * elementBytes;
+    if (pointer + BigInt(nbytes) - 1n > MAX_POINTER) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${nbytes} bytes from 0x${pointer.toString(16)} pass the end of the address space`);
+    return new Tensor(addon().wrapMemory(deviceIndex(target), pointer, nbytes), parsedDType, dims, target, release ?? (() => {}));
   }
 
   /**
@@ -101,7 +142,7 @@ export class Tensor {
       addon().upload(staged.#native(), host.values, 0);
     } catch (error) {
       staged.dispose();
-      throw fromNativeError(error);
+      throw error;
     }
     if (host.dtype === dtype) return staged;
     try {
@@ -133,6 +174,19 @@ export class Tensor {
 
   get nbytes(): number {
     return this.numel * DTYPE_BYTES[this.dtype];
+  }
+
+  /** The size of the tensor's memory in bytes (numel × the dtype's size), as fromDevicePointer takes it. */
+  get byteLength(): number {
+    return this.nbytes;
+  }
+
+  /**
+   * The address of the tensor's memory (device memory on cuda:N, host memory on the CPU), for
+   * another library to read or write on the same stream. Valid until dispose(); E_DISPOSED after.
+   */
+  get devicePointer(): bigint {
+    return this.#native().pointer;
   }
 
   get disposed(): boolean {
@@ -172,11 +226,7 @@ export class Tensor {
       throw new MoekitError('E_SHAPE', `copyFrom: source is ${source.toString()} but this is ${this.toString()}`);
     }
     const [target, from] = [this.#native(), source.#native()];
-    try {
-      addon().copy(target, from, this.nbytes);
-    } catch (error) {
-      throw fromNativeError(error);
-    }
+    addon().copy(target, from, this.nbytes);
   }
 
   /**
@@ -190,11 +240,7 @@ export class Tensor {
   async toArray(): Promise<HostArray> {
     const host = allocateHostArray(this.dtype, this.numel);
     const storage = this.#native();
-    try {
-      await addon().download(storage, host);
-    } catch (error) {
-      throw fromNativeError(error);
-    }
+    await addon().download(storage, host);
     return host;
   }
 
@@ -212,6 +258,13 @@ export class Tensor {
     const storage = this.#storage;
     this.#storage = undefined;
     storage?.release();
+    const releaseBorrowed = this.#releaseBorrowed;
+    this.#releaseBorrowed = undefined;
+    // Borrowed memory goes back to its owner once the work already enqueued on it is done, whether
+    // or not that work succeeded.
+    if (storage !== undefined && releaseBorrowed !== undefined) {
+      addon().synchronize(deviceIndex(this.device)).catch(() => {}).finally(releaseBorrowed);
+    }
   }
 
   [Symbol.dispose](): void {
@@ -247,7 +300,7 @@ export class Tensor {
       call();
     } catch (error) {
       this.dispose();
-      throw fromNativeError(error);
+      throw error;
     }
   }
 }

@@ -78,7 +78,7 @@ describe('bench rows', () => {
       '# matmul ceiling 751.0 TFLOP/s: cuBLAS',
       '# copy ceiling 2913 GB/s: copy',
     ]);
-    const titles = formatHeader().split(/\s{2,}/);
+    const titles = formatHeader(context).split(/\s{2,}/);
     expect(titles).toEqual(['preset', 'tokens', 'ms/forward', 'p10-p90', 'graph ms', 'floor ms', 'x floor', 'TFLOP/s', 'weights GB/s', 'experts',
       'router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine']);
     const cells = formatRow(benchRow(qwen, context, 128, timing)).split(/\s+/);

@@ -13,8 +13,10 @@ import { loadMoECheckpoint } from '../lib/checkpoint/load';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import { decodeHalf, encodeHalf } from '../lib/dtype';
 import { MoekitError, type MoekitErrorCode } from '../lib/errors';
-import type { ModelFamily, MoEConfig } from '../lib/layer/config';
+import type { ModelFamily } from '../lib/vocabulary';
+import type { MoEConfig } from '../lib/model/config';
 import { FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, loadDense, makeFifo, withinTime } from './helpers/fixtures';
+import { expectRejects } from './helpers/errors';
 
 const INDEX = 'model.safetensors.index.json';
 const SHARDS = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
@@ -656,5 +658,26 @@ describe('file-system failures in the loader are MoekitErrors naming the path an
   it('a checkpoint folder that is a file', async () => {
     const file = path.join(fixtureDir('mixtral'), 'config.json');
     await expectMoekitError(loadMoECheckpoint(file, { layer: 0 }), 'E_NOT_FOUND', /checkpoint folder \S+config\.json is a regular file, not a folder/);
+  });
+});
+
+describe('fromPretrained onProgress', () => {
+  it('reports weight bytes read, rising to the total, ending at bytesRead === totalBytes', async () => {
+    const { MoELayer } = await import('../lib/index');
+    const reports: { bytesRead: number; totalBytes: number }[] = [];
+    using layer = await MoELayer.fromPretrained(fixtureDir('mixtral'), { layer: 0, onProgress: (progress) => reports.push(progress) });
+    expect(reports.length).toBeGreaterThan(2);
+    const last = reports.at(-1)!;
+    expect(last.bytesRead).toBe(last.totalBytes);
+    expect(reports.every((report, index) => index === 0 || report.bytesRead >= reports[index - 1]!.bytesRead)).toBe(true);
+    expect(reports.every((report) => report.bytesRead <= report.totalBytes && report.totalBytes === last.totalBytes)).toBe(true);
+    // Headers are not weights: the weights read are a little less than all bytes read.
+    expect(last.bytesRead).toBeLessThanOrEqual(layer.checkpointBytesRead);
+    expect(last.bytesRead).toBeGreaterThan(0.9 * layer.checkpointBytesRead);
+  });
+
+  it('refuses a callback that is not a function', async () => {
+    const { MoELayer } = await import('../lib/index');
+    await expectRejects(MoELayer.fromPretrained(fixtureDir('mixtral'), { layer: 0, onProgress: 5 as never }), 'E_INVALID_ARGUMENT', /^onProgress must be a function, got 5$/);
   });
 });

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { SafetensorsFile, writeSafetensors } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
-import type { ModelFamily } from '../lib/layer/config';
+import type { ModelFamily } from '../lib/vocabulary';
 import {
   FIXTURE_FAMILIES, copyFixture, editJson, fixtureDir, idSets, makeFifo, quantFixtureDir, readExpectation, readQuantExpectation, relativeError,
 } from './helpers/fixtures';
@@ -57,6 +57,9 @@ describe.each(FIXTURE_FAMILIES)('moekit run on the %s fixture', (family) => {
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const expected = await readExpectation(family);
+    // One line says what was written; no progress bar (stderr is not a terminal here).
+    expect(result.stdout).toBe(`wrote ${output}: output [${expected.tokens}, ${expected.hidden}] float32, topk_ids [${expected.tokens}, ${expected.topK}] int32, ` +
+      `topk_weights [${expected.tokens}, ${expected.topK}] float32 (layer 0 on cpu)\n`);
     const { output: y, topkIds, topkWeights } = await readOutputs(output);
     expect(y).toMatchObject({ dtype: 'F32', shape: [expected.tokens, expected.hidden] });
     expect(topkIds).toMatchObject({ dtype: 'I32', shape: [expected.tokens, expected.topK] });
@@ -468,7 +471,9 @@ describe('moekit info', () => {
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(new RegExp(`^moekit ${PACKAGE_VERSION.replace(/\./g, '\\.')}\n`));
-    expect(result.stdout).toMatch(/\naddon: (cpu|cuda) \(\S+\.node\)\n/);
+    expect(result.stdout).toMatch(/\naddon: (cpu|cuda) \(\S+\.node, (prebuild|built here)\)\n/);
+    // CUDA's state in one line: what the addon carries and the driver found, or why it is absent.
+    expect(result.stdout).toMatch(/\ncuda: (not in this build \(.+\); the CPU works|runtime \d+\.\d+ \(built in\), driver (none found|for CUDA \d+\.\d+), code for sm_80, sm_90a, compute_90)\n/);
     expect(result.stdout).toMatch(/\nquantization: fp8 \(e4m3 experts with 128x128 block scales, computed W8A8; FP8 checkpoints as published, or --quantize fp8\)\n/);
     expect(result.stdout).toMatch(/\nquantization: int4 \(int4 experts, weight-only \(W4A16\), .*--quantize int4\)\n/);
     expect(result.stdout).toMatch(/\nquantization: mxfp4 \(e2m1 experts with e8m0 scales per 32 K values, weight-only \(W4A16\); gpt-oss checkpoints as published\)\n/);
@@ -494,13 +499,17 @@ describe('moekit bench', () => {
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const lines = result.stdout.trimEnd().split('\n');
-    const preamble = lines.filter((line) => line.startsWith('#'));
+    // The first line says which device and why (this machine: no GPU, or a CPU-only build).
+    expect(lines[0]).toMatch(/^# benchmarking on cpu \(no --device; (no CUDA device found|this moekit build has no CUDA backend) \(see moekit info\)\)$/);
+    const preamble = lines.filter((line) => line.startsWith('#')).slice(1);
     expect(preamble[0]).toMatch(/^# cpu \(.+\), float32$/);
-    expect(preamble[1]).toMatch(/^# matmul ceiling [\d.]+ TFLOP\/s: moekit linear float32 1024×1024×1024 \(the CPU has no vendor GEMM here\)$/);
+    // A CPU's rates in GFLOP/s; its floor is labelled an estimate (no vendor GEMM to bound it).
+    expect(preamble[1]).toMatch(/^# matmul ceiling [\d.]+ GFLOP\/s: moekit linear float32 1024×1024×1024 \(the CPU has no vendor GEMM here\)$/);
     expect(preamble[2]).toMatch(/^# copy ceiling \d+ GB\/s: 256 MiB copy in host memory, bytes read \+ written$/);
+    expect(preamble).toContain("# the floor is an ESTIMATE: its matmul ceiling is moekit's own linear, not a vendor GEMM, and a forward may beat it (x est floor below 1)");
     expect(preamble).toContain('# qwen3-30b-a3b-mini: E 128, top-8, H 1024, I 384');
     const [header, row, ...rest] = lines.filter((line) => !line.startsWith('#'));
-    expect(header).toMatch(/^preset +tokens +ms\/forward +p10-p90 +graph ms +floor ms +x floor +TFLOP\/s +weights GB\/s +experts +router +routing +permute +expert_up +expert_down +shared +combine$/);
+    expect(header).toMatch(/^preset +tokens +ms\/forward +p10-p90 +graph ms +floor ms +x est floor +GFLOP\/s +weights GB\/s +experts +router +routing +permute +expert_up +expert_down +shared +combine$/);
     // One token picks its 8 experts; no shared expert.
     // No graph replay on the CPU.
     expect(row).toMatch(/^qwen3-30b-a3b-mini +1 +[\d.]+ +[\d.]+-[\d.]+ +- +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +8\/8( +[\d.]+){5} +- +[\d.]+$/);
@@ -539,7 +548,7 @@ describe('moekit bench', () => {
     const result = moekit(['bench', '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1', '--warmup', '0', '--runs', '1', '--json', json, '--quantize', 'fp8']);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    expect(result.stdout.split('\n')[0]).toMatch(/^# cpu \(.+\), float32, experts fp8 \(e4m3, 128x128 block scales, W8A8; 1 byte per weight in the floor\)$/);
+    expect(result.stdout.split('\n')[1]).toMatch(/^# cpu \(.+\), float32, experts fp8 \(e4m3, 128x128 block scales, W8A8; 1 byte per weight in the floor\)$/);
     const [row] = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, number | string>[];
     expect(row).toMatchObject({ preset: 'qwen3-30b-a3b-mini', quantization: 'fp8', dtype: 'float32' });
     // One token reads its 8 experts' three H×I FP8 matrices: a byte per weight and 4 bytes per 128×128 block.
@@ -554,7 +563,7 @@ describe('moekit bench', () => {
     const result = moekit(['bench', '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1', '--warmup', '0', '--runs', '1', '--json', json, '--quantize', 'int4', '--group-size', '64']);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    expect(result.stdout.split('\n')[0]).toMatch(/^# cpu \(.+\), float32, experts int4 \(weight-only W4A16; 0\.5 byte per weight and its scale in the floor, group size 64\)$/);
+    expect(result.stdout.split('\n')[1]).toMatch(/^# cpu \(.+\), float32, experts int4 \(weight-only W4A16; 0\.5 byte per weight and its scale in the floor, group size 64\)$/);
     const [row] = JSON.parse(fs.readFileSync(json, 'utf8')) as Record<string, number | string>[];
     expect(row).toMatchObject({ preset: 'qwen3-30b-a3b-mini', quantization: 'int4', dtype: 'float32' });
     const weightBytes = 8 * 3 * 1024 * 384 * (0.5 + 4 / 64);
@@ -587,5 +596,18 @@ describe('moekit bench', () => {
     const bad = path.join(scratchDir(), 'bad.json');
     fs.writeFileSync(bad, '{"not": "rows"}');
     expectOneLineError(moekit(['bench', '--compare', bad]), 1, /bad\.json: expected a JSON array of bench\/torch_baseline\.py rows/);
+  });
+});
+
+describe('moekit bench --html', () => {
+  it('writes a page holding every row and says so', () => {
+    const html = path.join(scratchDir(), 'bench.html');
+    const result = moekit(['bench', '--preset', 'qwen3-30b-a3b-mini', '--tokens', '1,2', '--warmup', '0', '--runs', '1', '--html', html]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.trimEnd().split('\n').at(-1)).toBe(`# wrote ${html}`);
+    const page = fs.readFileSync(html, 'utf8');
+    expect(page.match(/<tr class="row">/g)).toHaveLength(2);
+    expect(page).toContain('<h2>qwen3-30b-a3b-mini</h2>');
   });
 });

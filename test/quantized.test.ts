@@ -9,7 +9,6 @@ import { describe, expect, it } from 'vitest';
 import {
   activation, Fp8Rows, groupedGemm, linear, permute, QuantizedWeights, quantizeWeights, Tensor,
 } from '../lib/index';
-import { callNative } from '../lib/errors';
 import { addon } from '../lib/native';
 import { expectThrows } from './helpers/errors';
 import { relativeError } from './helpers/fixtures';
@@ -334,7 +333,7 @@ describe('malformed FP8 calls', () => {
       input: t.x.toNative(), weights: t.w.data.toNative(), weightScales: t.w.scales.toNative(), weightFormat: 1,
       expertOffsets: t.offsets.toNative(), output: out.toNative(),
     });
-    const gemm = (args: Record<string, unknown>) => () => callNative(() => addon().groupedGemm(-1, args as never));
+    const gemm = (args: Record<string, unknown>) => () => addon().groupedGemm(-1, args as never);
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ ...base(), weightScales: undefined }, /^groupedGemm: FP8 weights need weightScales$/],
       [{ ...base(), weightScales: wrongScales.toNative() }, /^groupedGemm: weightScales has the wrong shape$/],
@@ -362,20 +361,20 @@ describe('malformed FP8 calls', () => {
     using maps = Tensor.empty([rows], { dtype: 'int32' });
     using offsets = Tensor.empty([EXPERTS + 1], { dtype: 'int32' });
     using sourceToPermuted = Tensor.empty([rows, 1], { dtype: 'int32' });
-    const permuteArgs = { input: t.x.toNative(), topkIds: ids.toNative(), expertOffsets: offsets.toNative(), sourceToPermuted: sourceToPermuted.toNative(), permutedToSource: maps.toNative(), numExperts: EXPERTS };
-    expectThrows(() => callNative(() => addon().permute(-1, { ...permuteArgs, permuted: permuted.toNative() })), 'E_INVALID_ARGUMENT', /^permute: permuted is float8_e4m3: permutedScales is required$/);
-    expectThrows(() => callNative(() => addon().permute(-1, { ...permuteArgs, permuted: permuted.toNative(), permutedScales: outScales.toNative() })), 'E_INVALID_ARGUMENT', /^permute: permutedScales has the wrong shape$/);
-    expectThrows(() => callNative(() => addon().permute(-1, { ...permuteArgs, permuted: floatPermuted.toNative(), permutedScales: inputScales.toNative() })), 'E_INVALID_ARGUMENT', /^permute: permutedScales goes only with float8_e4m3 permuted rows$/);
+    const permuteArgs = { input: t.x.toNative(), topkIds: ids.toNative(), expertOffsets: offsets.toNative(), sourceToPermuted: sourceToPermuted.toNative(), permutedToSource: maps.toNative(), localExpertCount: EXPERTS };
+    expectThrows(() => addon().permute(-1, { ...permuteArgs, permuted: permuted.toNative() }), 'E_INVALID_ARGUMENT', /^permute: permuted is float8_e4m3: permutedScales is required$/);
+    expectThrows(() => addon().permute(-1, { ...permuteArgs, permuted: permuted.toNative(), permutedScales: outScales.toNative() }), 'E_INVALID_ARGUMENT', /^permute: permutedScales has the wrong shape$/);
+    expectThrows(() => addon().permute(-1, { ...permuteArgs, permuted: floatPermuted.toNative(), permutedScales: inputScales.toNative() }), 'E_INVALID_ARGUMENT', /^permute: permutedScales goes only with float8_e4m3 permuted rows$/);
 
     using linearWeight = fp8Weights(randomArray(8 * HIDDEN, 15), [8, HIDDEN]);
     const linearArgs = { input: t.x.toNative(), weight: linearWeight.data.toNative(), weightScales: linearWeight.scales.toNative(), weightFormat: 1, output: out.toNative() };
-    expectThrows(() => callNative(() => addon().linear(-1, { ...linearArgs, weightScales: wrongScales.toNative() })), 'E_INVALID_ARGUMENT', /^linear: weightScales has the wrong shape$/);
-    expectThrows(() => callNative(() => addon().linear(-1, { ...linearArgs, weightScales: undefined })), 'E_INVALID_ARGUMENT', /^linear: FP8 weight need weightScales$/);
+    expectThrows(() => addon().linear(-1, { ...linearArgs, weightScales: wrongScales.toNative() }), 'E_INVALID_ARGUMENT', /^linear: weightScales has the wrong shape$/);
+    expectThrows(() => addon().linear(-1, { ...linearArgs, weightScales: undefined }), 'E_INVALID_ARGUMENT', /^linear: FP8 weight need weightScales$/);
 
     using fp8Values = Tensor.empty([8, HIDDEN], { dtype: 'float8_e4m3' });
-    expectThrows(() => callNative(() => addon().quantizeWeights(-1, { input: t.x.toNative(), format: 1, output: fp8Values.toNative(), scales: wrongScales.toNative() })),
+    expectThrows(() => addon().quantizeWeights(-1, { input: t.x.toNative(), format: 1, output: fp8Values.toNative(), scales: wrongScales.toNative() }),
       'E_INVALID_ARGUMENT', /^quantizeWeights: output must have the shape of input$/);
-    expectThrows(() => callNative(() => addon().quantizeWeights(-1, { input: t.x.toNative(), format: 0, output: fp8Input.toNative(), scales: inputScales.toNative() })),
+    expectThrows(() => addon().quantizeWeights(-1, { input: t.x.toNative(), format: 0, output: fp8Input.toNative(), scales: inputScales.toNative() }),
       'E_INVALID_ARGUMENT', /^quantizeWeights: format must be Fp8Block128, Int8 or Int4$/);
   });
 });

@@ -14,7 +14,7 @@ import {
   activation, combine, groupedGemm, linear, MoELayer, permute, quantizeWeights, route, Tensor, type HostTensor, type MoEConfig, type MoEWeights,
 } from '../lib/index';
 import { decodeHalf } from '../lib/dtype';
-import { isQuantized, type HostQuantized } from '../lib/layer/config';
+import { isQuantized, type HostQuantized } from '../lib/model/config';
 import { checkShard, resolvePlan, shardForRank } from '../lib/parallel/plan';
 import { swigluConfig } from './helpers/configs';
 import { expectRejects, expectThrows } from './helpers/errors';

@@ -10,7 +10,7 @@ import { randomHostWeights } from '../lib/bench/parallel_run';
 import { readMoEConfig } from '../lib/checkpoint/load';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import { MoELayer, quantizeWeights, Tensor, type HostTensor, type MoEConfig, type MoEWeights } from '../lib/index';
-import type { HostQuantized } from '../lib/layer/config';
+import type { HostQuantized } from '../lib/model/config';
 import { resolvePlan, shardForRank } from '../lib/parallel/plan';
 import { swigluConfig } from './helpers/configs';
 import { expectRejects, expectThrows } from './helpers/errors';

@@ -3,7 +3,7 @@
  * bench/torch_baseline.py --json on (preset, tokens), printed as a Markdown table (the form
  * bench/NOTES.md keeps).
  */
-import { FORWARD_STAGES } from '../layer/moe_layer';
+import { FORWARD_STAGES } from '../layer/forward';
 import { readJsonRows, type BenchRow } from './report';
 
 /** One row of bench/torch_baseline.py's JSON (its own key names). */

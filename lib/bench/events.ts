@@ -5,13 +5,12 @@
  * thread, so waiting never blocks the event loop.
  */
 import { deviceIndex, type Device } from '../device';
-import { callNative, fromNativeError } from '../errors';
-import type { ForwardProfiler, ForwardStage } from '../layer/moe_layer';
+import type { ForwardProfiler, ForwardStage } from '../layer/forward';
 import { addon, type NativeEvent } from '../native';
 
 /** An event at this point of `device`'s work order (after everything enqueued so far). */
 export function recordEvent(device: Device): NativeEvent {
-  return callNative(() => addon().recordEvent(deviceIndex(device)));
+  return addon().recordEvent(deviceIndex(device));
 }
 
 /**
@@ -21,8 +20,6 @@ export function recordEvent(device: Device): NativeEvent {
 export async function elapsedTimes(events: readonly NativeEvent[]): Promise<number[]> {
   try {
     return await addon().elapsedTimes([...events]);
-  } catch (error) {
-    throw fromNativeError(error);
   } finally {
     for (const event of events) event.release();
   }

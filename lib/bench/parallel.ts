@@ -5,8 +5,8 @@
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
-import type { MoEConfig } from '../layer/config';
-import { FORWARD_STAGES, type ForwardStage } from '../layer/moe_layer';
+import type { MoEConfig } from '../model/config';
+import { FORWARD_STAGES, type ForwardStage } from '../layer/forward';
 import { factorizations, resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan } from '../parallel/plan';
 import { formatLine, formatMs, stageColumns, type Column } from './report';
 import { forwardFlops } from './roofline';

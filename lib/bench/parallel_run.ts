@@ -6,7 +6,7 @@
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
-import type { HostQuantized, HostTensor, MoEWeights } from '../layer/config';
+import type { HostQuantized, HostTensor, MoEWeights } from '../model/config';
 import { forEachWeight, mapWeights, MoELayer, randomMoEWeights } from '../layer/moe_layer';
 import type { Quantization } from '../ops/quantized';
 import type { ParallelOptions } from '../parallel/plan';

@@ -1,5 +1,7 @@
 /** Layer shapes the benchmark runs: real models' MoE blocks, and scaled-down versions for the CPU. */
-import type { ModelFamily, MoEConfig, RoutingConfig } from '../layer/config';
+import type { ModelFamily } from '../vocabulary';
+import type { RoutingConfig } from '../ops/routing';
+import type { MoEConfig } from '../model/config';
 
 export interface BenchPreset {
   name: string;

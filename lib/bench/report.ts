@@ -4,10 +4,10 @@ import * as os from 'node:os';
 
 import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
-import type { MoEConfig } from '../layer/config';
+import type { MoEConfig } from '../model/config';
 import { MoekitError } from '../errors';
 import { fileSystemError, readRegularTextFile } from '../files';
-import { FORWARD_STAGES, type ForwardStage } from '../layer/moe_layer';
+import { FORWARD_STAGES, type ForwardStage } from '../layer/forward';
 import { addon } from '../native';
 import type { ExpertQuantization, GroupSize, Quantization } from '../ops/quantized';
 import type { BenchPreset } from './presets';
@@ -125,19 +125,40 @@ export function stageColumns<Row extends { stageMs: Partial<Record<ForwardStage,
   return stages.map((stage) => ({ title: stage, width: Math.max(stage.length, 8), cell: (row: Row) => formatMs(row.stageMs[stage]) }));
 }
 
-const COLUMNS: readonly Column<BenchRow>[] = [
+/**
+ * FLOP rates in the unit that fits the device: a CPU does GFLOP/s (TFLOP/s would read 0.0), a GPU
+ * TFLOP/s.
+ */
+export function flopRate(device: Device): { unit: string; fromTflops(tflops: number, decimals?: number): string } {
+  return device === 'cpu'
+    ? { unit: 'GFLOP/s', fromTflops: (tflops, decimals = 2) => (tflops * 1e3).toFixed(decimals) }
+    : { unit: 'TFLOP/s', fromTflops: (tflops, decimals = 2) => tflops.toFixed(decimals) };
+}
+
+/**
+ * Whether the floor is an estimate rather than a bound: its matmul ceiling is moekit's own linear
+ * (no vendor GEMM: the CPU, or cuBLAS missing), which a forward's kernels can outrun.
+ */
+export function floorIsEstimate(context: Pick<BenchContext, 'ceilings'>): boolean {
+  return !context.ceilings.matmulSource.startsWith('cuBLAS');
+}
+
+function columns(context: Pick<BenchContext, 'device' | 'ceilings'>): Column<BenchRow>[] {
+  const rate = flopRate(context.device);
+  return [
   { title: 'preset', width: 20, text: true, cell: (row) => row.preset },
   { title: 'tokens', width: 6, cell: (row) => String(row.tokens) },
   { title: 'ms/forward', width: 10, cell: (row) => formatMs(row.msPerForward) },
   { title: 'p10-p90', width: 15, cell: (row) => `${row.p10Ms.toFixed(3)}-${row.p90Ms.toFixed(3)}` },
   { title: 'graph ms', width: 8, cell: (row) => formatMs(row.graphMsPerForward) },
   { title: 'floor ms', width: 9, cell: (row) => formatMs(row.floorMs) },
-  { title: 'x floor', width: 7, cell: (row) => (row.msPerForward / row.floorMs).toFixed(1) },
-  { title: 'TFLOP/s', width: 8, cell: (row) => row.tflops.toFixed(2) },
+  { ...(floorIsEstimate(context) ? { title: 'x est floor', width: 11 } : { title: 'x floor', width: 7 }), cell: (row) => (row.msPerForward / row.floorMs).toFixed(1) },
+  { title: rate.unit, width: 8, cell: (row) => rate.fromTflops(row.tflops) },
   { title: 'weights GB/s', width: 12, cell: (row) => row.weightGBps.toFixed(1) },
   { title: 'experts', width: 11, cell: (row) => `${row.touchedExperts.measured.toFixed(0)}/${row.touchedExperts.expected.toFixed(0)}` },
   ...stageColumns<BenchRow>(FORWARD_STAGES.filter((stage) => stage !== 'all_reduce')),
-];
+  ];
+}
 
 export function formatLine<Row>(columns: readonly Column<Row>[], cells: readonly string[]): string {
   return columns
@@ -165,22 +186,29 @@ export function withBenchQuantization(config: MoEConfig, context: Pick<BenchCont
 export function formatPreamble(context: BenchContext): string[] {
   const { ceilings } = context;
   const experts = context.quantization === null ? '' : `, experts ${context.quantization} (${QUANTIZATION_PREAMBLES[context.quantization]}${context.groupSize === null ? '' : `, group size ${context.groupSize}`})`;
+  const rate = flopRate(context.device);
+  const estimate = floorIsEstimate(context)
+    ? ['# the floor is an ESTIMATE: its matmul ceiling is moekit\'s own linear, not a vendor GEMM, and a forward may beat it (x est floor below 1)']
+    : [];
   return [
     `# ${context.device} (${context.deviceName}), ${context.dtype}${experts}`,
-    `# matmul ceiling ${ceilings.matmulTflops.toFixed(1)} TFLOP/s: ${ceilings.matmulSource}`,
+    `# matmul ceiling ${rate.fromTflops(ceilings.matmulTflops, 1)} ${rate.unit}: ${ceilings.matmulSource}`,
     `# copy ceiling ${ceilings.copyGBps.toFixed(0)} GB/s: ${ceilings.copySource}`,
     '# floor = max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling); experts: touched (measured/expected);',
+    ...estimate,
     '# ms/forward, p10-p90 and the stage columns are device time (median of the runs); graph ms: one CUDA-graph replay of the forward',
   ];
 }
 
 /** The table's column titles; rows follow one by one as they are measured. */
-export function formatHeader(): string {
-  return formatLine(COLUMNS, COLUMNS.map((column) => column.title));
+export function formatHeader(context: Pick<BenchContext, 'device' | 'ceilings'>): string {
+  return formatLine(columns(context), columns(context).map((column) => column.title));
 }
 
+/** A row, in the units of the device it ran on. */
 export function formatRow(row: BenchRow): string {
-  return formatLine(COLUMNS, COLUMNS.map((column) => column.cell(row)));
+  const rowColumns = columns(row);
+  return formatLine(rowColumns, rowColumns.map((column) => column.cell(row)));
 }
 
 export function writeJsonReport(file: string, rows: readonly object[]): void {

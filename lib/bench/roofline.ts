@@ -4,7 +4,7 @@
  * bench/torch_baseline.py's, so the two compare.
  */
 import { DTYPE_BYTES, type FloatDType } from '../dtype';
-import type { MoEConfig } from '../layer/config';
+import type { MoEConfig } from '../model/config';
 import { DEFAULT_GROUP_SIZES, FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, QUANTIZATION_FORMATS } from '../ops/quantized';
 
 /** The two rates the floor divides by, measured in the same run on the same device (ceilings.ts). */

@@ -2,7 +2,8 @@
  * Timing a layer forward: warm-up runs, then timed runs over rotated inputs, each timed on the
  * device (events at the start and after each stage, lib/bench/events.ts) and on the host.
  */
-import type { ForwardStage, MoELayer } from '../layer/moe_layer';
+import type { ForwardStage } from '../layer/forward';
+import type { MoELayer } from '../layer/moe_layer';
 import { synchronize } from '../sync';
 import { Tensor } from '../tensor';
 import { StageTimer, timeOnDevice } from './events';

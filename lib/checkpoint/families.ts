@@ -7,7 +7,9 @@
  * required.
  */
 import { describeValue, MoekitError } from '../errors';
-import { groupLimitedExperts, MODEL_FAMILIES, type ActivationKind, type ModelFamily, type MoEConfig } from '../layer/config';
+import { MODEL_FAMILIES, type ActivationKind, type ModelFamily } from '../vocabulary';
+import { groupLimitedExperts } from '../ops/routing';
+import { type MoEConfig } from '../model/config';
 import { FLOAT32_MAX } from '../dtype';
 import type { ExpertQuantization } from '../ops/quantized';
 

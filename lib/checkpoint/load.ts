@@ -1,7 +1,7 @@
 /**
  * Loading one MoE block from a Hugging Face checkpoint folder: config.json, then the block's
  * tensors from model.safetensors or the shards named by model.safetensors.index.json, assembled
- * into moekit's canonical layout (lib/layer/config.ts, MoEWeights). Only the block's bytes are
+ * into moekit's canonical layout (lib/model/config.ts, MoEWeights). Only the block's bytes are
  * read, and only once every one of its tensors has been found and shape-checked.
  *
  * FP8 checkpoints (quantization_config quant_method fp8, as DeepSeek-V3 and Qwen3-FP8 publish
@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { allocateHostArray, decodeFloat8, decodeHalf, type FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import { fileKind, readRegularTextFile, statIfPresent } from '../files';
-import type { HostQuantized, HostTensor, MoEConfig, MoEWeights } from '../layer/config';
+import type { HostQuantized, HostTensor, MoEConfig, MoEWeights } from '../model/config';
 import { FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, scaleShape } from '../ops/quantized';
 import type { Slice } from '../parallel/plan';
 import { blockTensorNames, checkMoELayer, parseMoEConfig, type BlockTensorNames, type CheckpointMoEConfig, type ExpertTensorNames } from './families';
@@ -30,6 +30,18 @@ export interface LoadOptions {
   layer: number;
   /** Read only these experts (Expert Parallel); w13, w2 and their biases hold just them. Default: all. */
   experts?: Slice;
+  /** Told after each tensor read (see LoadProgress). */
+  onProgress?: (progress: LoadProgress) => void;
+}
+
+/**
+ * How far a load has got: the weight bytes read, of the weight bytes the load will read.
+ * `totalBytes` is exact for a whole layer; when only some experts are read (Expert Parallel) it
+ * counts the located tensors whole, an upper bound, and the last report sets it to `bytesRead`.
+ */
+export interface LoadProgress {
+  bytesRead: number;
+  totalBytes: number;
 }
 
 export interface LoadedCheckpoint {
@@ -109,6 +121,10 @@ class CheckpointFiles {
   readonly #shardOf: ShardLookup;
   readonly #opening = new Map<string, Promise<SafetensorsFile>>();
   readonly #opened: SafetensorsFile[] = [];
+  /** Weight bytes of the tensors located, and of those read so far (for LoadProgress). */
+  #locatedBytes = 0;
+  #weightBytesRead = 0;
+  #onProgress: ((progress: LoadProgress) => void) | undefined;
 
   private constructor(dir: string, shardOf: ShardLookup) {
     this.#dir = dir;
@@ -132,6 +148,12 @@ class CheckpointFiles {
    * names what is wrong. `why` says what the tensor is for, where that helps a message.
    */
   async locate(name: string, shape: readonly number[], as: StoredAs = 'float', why = ''): Promise<LocatedTensor> {
+    const located = await this.#locate(name, shape, as, why);
+    this.#locatedBytes += located.file.info(name).byteLength;
+    return located;
+  }
+
+  async #locate(name: string, shape: readonly number[], as: StoredAs, why: string): Promise<LocatedTensor> {
     const shard = this.#shardOf(name);
     if (shard === undefined) throw new MoekitError('E_CHECKPOINT', `${this.#dir}: missing tensor ${name}${why}${this.#missingHint(name)}`);
     const file = await this.#file(shard);
@@ -164,8 +186,20 @@ class CheckpointFiles {
   async read(tensor: LocatedTensor, rows?: Slice): Promise<HostTensor> {
     const { file, name } = tensor;
     const read = rows ? await file.readRows(name, rows.first, rows.count) : await file.read(name);
+    this.#weightBytesRead += read.data.byteLength;
+    this.#onProgress?.({ bytesRead: this.#weightBytesRead, totalBytes: Math.max(this.#locatedBytes, this.#weightBytesRead) });
     // locate() admitted only F32, F16, BF16, F8_E4M3 and U8, whose data are Float32Array, Uint16Array or Uint8Array.
     return { dtype: tensor.dtype, shape: read.shape, data: read.data as HostTensor['data'] };
+  }
+
+  /** Reports each read to `onProgress` from now on. */
+  reportProgress(onProgress: ((progress: LoadProgress) => void) | undefined): void {
+    this.#onProgress = onProgress;
+  }
+
+  /** Tells `onProgress` the load is complete: what was read is the total. */
+  finishProgress(): void {
+    this.#onProgress?.({ bytesRead: this.#weightBytesRead, totalBytes: this.#weightBytesRead });
   }
 
   /** Bytes read so far and the files opened, for the caller's accounting. */
@@ -538,13 +572,18 @@ export function readMoEConfig(dir: string, layer: number): CheckpointMoEConfig {
 
 /** Reads layer `options.layer`'s MoE block from a Hugging Face checkpoint folder. */
 export async function loadMoECheckpoint(dir: string, options: LoadOptions): Promise<LoadedCheckpoint> {
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw new MoekitError('E_INVALID_ARGUMENT', `onProgress must be a function, got ${describeValue(options.onProgress)}`);
+  }
   const config = readMoEConfig(dir, options.layer);
   const experts = options.experts ?? { first: 0, count: config.numExperts };
   checkExpertSlice(experts, config.numExperts);
   const files = await CheckpointFiles.open(dir);
   try {
     const block = await locateBlock(files, config, options.layer, experts);
+    files.reportProgress(options.onProgress);
     const weights = await readBlock(files, block, config, experts);
+    files.finishProgress();
     return { config, weights, ...files.usage() };
   } finally {
     await files.close();

@@ -1,19 +1,22 @@
 /** `moekit bench`: MoE layer forwards with random weights in real models' shapes, timed. */
 import { measureCeilings } from '../bench/ceilings';
-import { compareRows, formatComparison, formatComparisonPreamble, readBenchRows, readTorchRows, type ComparedBenchRow } from '../bench/compare';
+import { compareRows, formatComparison, formatComparisonPreamble, readBenchRows, readTorchRows, type ComparedBenchRow, type TorchRow } from '../bench/compare';
 import { runParallelBench } from '../bench/parallel_run';
 import { ALL_PRESETS, findPreset, FULL_PRESETS, MINI_PRESETS, type BenchPreset } from '../bench/presets';
 import { benchRow, deviceName, formatHeader, formatPreamble, formatRow, writeJsonReport, type BenchContext, type BenchRow } from '../bench/report';
+import { writeHtmlReport } from '../bench/html_report';
 import { timeForward, type TimingOptions } from '../bench/timing';
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoELayer } from '../layer/moe_layer';
+import { addon } from '../native';
 import type { GroupSize, Quantization } from '../ops/quantized';
 import type { ParallelOptions } from '../parallel/plan';
 import {
   deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerListOption, integerOption, listOption, parseCommandLine, quantizeOption, UsageError,
   type CommandLine,
 } from './args';
+import { progressBar, type Progress } from './progress';
 
 interface BenchDefaults extends TimingOptions {
   presets: readonly BenchPreset[];
@@ -36,8 +39,8 @@ const PARALLEL_DEFAULTS: BenchDefaults = {
 const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
 
 const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--tokens LIST] [--device cpu|cuda:N]
-                   [--dtype float32|bfloat16|float16] [--quantize fp8|int8|int4] [--group-size N|channel] [--json FILE] [--warmup N] [--runs N]
-                   [--compare TORCH_JSON [--from MOEKIT_JSON]]
+                   [--dtype float32|bfloat16|float16] [--quantize fp8|int8|int4] [--group-size N|channel] [--json FILE] [--html FILE]
+                   [--warmup N] [--runs N] [--compare TORCH_JSON [--from MOEKIT_JSON]] [--quiet]
        moekit launch --nproc N moekit bench --parallel [--moe-tp N] [--moe-ep M] [options above]
 
 Times MoE layer forwards with random weights in the shapes of real models. Before the forwards it
@@ -51,7 +54,8 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
               (default on the CPU: ${names(MINI_PRESETS)};
                on CUDA: ${names(FULL_PRESETS)})
   --tokens    comma-separated token counts (default ${CPU_DEFAULTS.tokens.join(',')} on the CPU, ${CUDA_DEFAULTS.tokens.join(',')} on CUDA)
-  --device    cpu or cuda:N (default cpu)
+  --device    cpu or cuda:N (default cuda:0 where a CUDA device is found, else cpu; the first
+              line says which and why)
   --dtype     compute dtype (default ${CPU_DEFAULTS.dtype} on the CPU, ${CUDA_DEFAULTS.dtype} on CUDA)
   --quantize  quantize the experts: fp8 (e4m3, 128x128 block scales, computed W8A8), int8 or
               int4 (weight-only); the floor then counts the real bytes per expert weight (1 for
@@ -59,6 +63,9 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
               quantized as published (gpt-oss-20b: MXFP4, random 4-bit weights) keeps its own
   --group-size  with int8/int4: K values per scale, a multiple of 32, or channel
   --json      also write the rows to FILE as a JSON array
+  --html      also write FILE: one self-contained page with charts (ms per forward and x floor
+              against tokens per preset, moekit beside PyTorch with --compare, stage breakdown)
+  --quiet     no progress bar (it is drawn on stderr only when stderr is a terminal)
   --warmup    untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
   --runs      timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)
   --compare   then print a Markdown table of moekit next to torch._grouped_mm from the JSON of
@@ -74,8 +81,8 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
 
 cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
 
-const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
-const BENCH_FLAG_NAMES = ['parallel'] as const;
+const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
+const BENCH_FLAG_NAMES = ['parallel', 'quiet'] as const;
 
 type BenchCommandLine = CommandLine<(typeof BENCH_OPTION_NAMES)[number], (typeof BENCH_FLAG_NAMES)[number]>;
 
@@ -83,7 +90,11 @@ interface BenchPlan extends BenchDefaults {
   device: Device;
   quantize: Quantization | undefined;
   groupSize: GroupSize | undefined;
+  /** Why the device is the one it is (the first line of the output). */
+  deviceReason: string;
   json: string | undefined;
+  html: string | undefined;
+  quiet: boolean;
   /** bench/torch_baseline.py's JSON to compare with. */
   compare: string | undefined;
   /** Earlier moekit rows to compare instead of running. */
@@ -110,7 +121,7 @@ function parallelOption({ options, flags }: BenchCommandLine): ParallelOptions |
     if (sizes.moeTpSize !== undefined || sizes.moeEpSize !== undefined) throw new UsageError('--moe-tp and --moe-ep need --parallel');
     return undefined;
   }
-  for (const name of ['compare', 'from'] as const) {
+  for (const name of ['compare', 'from', 'html'] as const) {
     if (options[name] !== undefined) throw new UsageError(`--${name} does not go with --parallel`);
   }
   // Each rank runs on its group's GPU (cuda:LOCAL_RANK); --device may only say CUDA.
@@ -120,13 +131,23 @@ function parallelOption({ options, flags }: BenchCommandLine): ParallelOptions |
   return sizes;
 }
 
+/** --device, or without it cuda:0 where the addon finds a CUDA device, else the CPU; and why. */
+function chooseDevice(given: string | undefined): { device: Device; reason: string } {
+  if (given !== undefined) return { device: deviceOption(given, 'cpu'), reason: '--device' };
+  const native = addon();
+  if (native.variant !== 'cuda') return { device: 'cpu', reason: 'no --device; this moekit build has no CUDA backend (see moekit info)' };
+  const count = native.cudaDeviceCount();
+  if (count === 0) return { device: 'cpu', reason: 'no --device; no CUDA device found (see moekit info)' };
+  return { device: 'cuda:0', reason: `no --device; ${count} CUDA device${count === 1 ? '' : 's'} found, using the first` };
+}
+
 function benchPlan(commandLine: BenchCommandLine): BenchPlan {
   const { options, positionals } = commandLine;
   expectPositionals(positionals, []);
   const parallel = parallelOption(commandLine);
   if (options.from !== undefined && options.compare === undefined) throw new UsageError('--from needs --compare');
   // Under --parallel the device is the group's; 'cuda:0' only picks the CUDA defaults.
-  const device = parallel ? 'cuda:0' : deviceOption(options.device, 'cpu');
+  const { device, reason } = parallel ? { device: 'cuda:0' as Device, reason: 'the group\'s GPUs' } : chooseDevice(options.device);
   const defaults = parallel ? PARALLEL_DEFAULTS : device === 'cpu' ? CPU_DEFAULTS : CUDA_DEFAULTS;
   return {
     device,
@@ -138,16 +159,44 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
     warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
     runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
     ...(defaults.graphMaxTokens !== undefined && { graphMaxTokens: defaults.graphMaxTokens }),
+    deviceReason: reason,
     json: options.json,
+    html: options.html,
+    quiet: commandLine.flags.has('quiet'),
     compare: options.compare,
     from: options.from,
     parallel,
   };
 }
 
+/** A sweep's output lines and its progress bar (points timed of all points). */
+class Sweep {
+  readonly #progress: Progress;
+  readonly #points: number;
+  #done = 0;
+
+  constructor(progress: Progress, points: number) {
+    this.#progress = progress;
+    this.#points = points;
+    progress.update(0, points);
+  }
+
+  print(line: string): void {
+    this.#progress.around(() => console.log(line));
+  }
+
+  pointDone(): void {
+    this.#progress.update(++this.#done, this.#points);
+  }
+
+  finish(): void {
+    this.#progress.finish();
+  }
+}
+
 /** Prints each row as soon as it is measured: a full run takes a while. */
-async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchContext): Promise<BenchRow[]> {
-  console.log(`# ${preset.name}: E ${preset.config.numExperts}, top-${preset.config.routing.topK}, H ${preset.config.hiddenSize}, I ${preset.config.intermediateSize}` +
+async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchContext, sweep: Sweep): Promise<BenchRow[]> {
+  sweep.print(`# ${preset.name}: E ${preset.config.numExperts}, top-${preset.config.routing.topK}, H ${preset.config.hiddenSize}, I ${preset.config.intermediateSize}` +
     (preset.config.sharedExpert ? `, shared I ${preset.config.sharedExpert.intermediateSize}` : ''));
   // A preset quantized as published (gpt-oss-20b) draws its own random quantized weights.
   const quantize = preset.config.quantization ? {} : { quantize: plan.quantize, groupSize: plan.groupSize };
@@ -155,14 +204,16 @@ async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchC
   const rows: BenchRow[] = [];
   for (const tokens of plan.tokens) {
     const row = benchRow({ ...preset, config: layer.config }, context, tokens, await timeForward(layer, tokens, plan));
-    console.log(formatRow(row));
     rows.push(row);
+    sweep.print(formatRow(row));
+    sweep.pointDone();
   }
   return rows;
 }
 
 /** Ceilings first, then one layer at a time: the full-size presets' weights would not all fit in memory together. */
 async function runBench(plan: BenchPlan): Promise<BenchRow[]> {
+  console.log(`# benchmarking on ${plan.device} (${plan.deviceReason})`);
   const context: BenchContext = {
     device: plan.device,
     deviceName: deviceName(plan.device),
@@ -172,15 +223,19 @@ async function runBench(plan: BenchPlan): Promise<BenchRow[]> {
     ceilings: await measureCeilings(plan.device, plan.dtype),
   };
   for (const line of formatPreamble(context)) console.log(line);
-  console.log(formatHeader());
+  console.log(formatHeader(context));
+  const sweep = new Sweep(progressBar({ label: 'bench', quiet: plan.quiet }), plan.presets.length * plan.tokens.length);
   const rows: BenchRow[] = [];
-  for (const preset of plan.presets) rows.push(...(await benchPreset(preset, plan, context)));
+  try {
+    for (const preset of plan.presets) rows.push(...(await benchPreset(preset, plan, context, sweep)));
+  } finally {
+    sweep.finish();
+  }
   if (plan.json !== undefined) writeJsonReport(plan.json, rows);
   return rows;
 }
 
-function printComparison(moekit: readonly ComparedBenchRow[], torchFile: string): void {
-  const torch = readTorchRows(torchFile);
+function printComparison(moekit: readonly ComparedBenchRow[], torch: readonly TorchRow[]): void {
   console.log('');
   for (const line of [...formatComparisonPreamble(moekit, torch), ...formatComparison(compareRows(moekit, torch))]) console.log(line);
 }
@@ -199,5 +254,10 @@ export async function benchCommand(args: readonly string[]): Promise<void> {
   // The baseline is read first: a bad file fails before a long run rather than after it.
   if (plan.compare !== undefined) readTorchRows(plan.compare);
   const rows = plan.from !== undefined ? readBenchRows(plan.from) : await runBench(plan);
-  if (plan.compare !== undefined) printComparison(rows, plan.compare);
+  const torch = plan.compare !== undefined ? readTorchRows(plan.compare) : undefined;
+  if (torch !== undefined) printComparison(rows, torch);
+  if (plan.html !== undefined) {
+    writeHtmlReport(plan.html, rows, torch);
+    console.log(`# wrote ${plan.html}`);
+  }
 }

@@ -1,7 +1,6 @@
 /** `moekit info`: the version, the native addon this process loaded, CUDA devices and NCCL. */
-import type { CudaDeviceInfo } from '../native';
 import { EXPERT_QUANTIZATIONS, type ExpertQuantization } from '../ops/quantized';
-import { runtimeInfo, type RuntimeInfo } from '../runtime';
+import { runtimeInfo, type CudaDeviceReport, type RuntimeInfo } from '../runtime';
 import { expectPositionals, parseCommandLine } from './args';
 
 const INFO_USAGE = `usage: moekit info
@@ -20,9 +19,18 @@ const QUANTIZATION_NOTES: Readonly<Record<ExpertQuantization, string>> = {
 
 const GIB = 1024 ** 3;
 
-function describeDevice(device: CudaDeviceInfo): string {
+function describeDevice(device: CudaDeviceReport): string {
   const memory = `${(device.totalMemory / GIB).toFixed(1)} GiB`;
-  return `  cuda:${device.index}  ${device.name}, ${memory}, compute capability ${device.computeCapability}, ${device.multiprocessors} SMs`;
+  const line = `  cuda:${device.index}  ${device.name}, ${memory}, compute capability ${device.computeCapability}, ${device.multiprocessors} SMs`;
+  return device.problem === null ? line : `${line}\n    cannot be used: ${device.problem}`;
+}
+
+/** The CUDA runtime built in, the driver found, the code carried; or why CUDA cannot start and what to do. */
+function describeCuda({ cuda, variant }: RuntimeInfo): string {
+  if (variant === 'cpu') return `not in this build (${cuda.problem ?? ''}); the CPU works`;
+  const facts = `runtime ${cuda.runtimeVersion ?? '?'} (built in), driver ${cuda.driverVersion === null ? 'none found' : `for CUDA ${cuda.driverVersion}`}, ` +
+    `code for ${cuda.architectures.join(', ')}`;
+  return cuda.problem === null ? facts : `${facts}\ncuda problem: ${cuda.problem}; the CPU works`;
 }
 
 function describeNccl(nccl: RuntimeInfo['nccl']): string {
@@ -42,8 +50,9 @@ export async function infoCommand(args: readonly string[]): Promise<void> {
   const devices = info.cudaDevices;
   const lines = [
     `moekit ${info.version}`,
-    `addon: ${info.variant} (${info.addonPath})`,
+    `addon: ${info.variant} (${info.addonPath}${info.prebuild ? ', prebuild' : ', built here'})`,
     ...EXPERT_QUANTIZATIONS.map((quantization) => `quantization: ${quantization} (${QUANTIZATION_NOTES[quantization]})`),
+    `cuda: ${describeCuda(info)}`,
     devices.length === 0 ? 'cuda devices: none' : `cuda devices: ${devices.length}`,
     ...devices.map(describeDevice),
     `nccl: ${describeNccl(info.nccl)}`,

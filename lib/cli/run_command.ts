@@ -6,16 +6,17 @@ import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoekitError } from '../errors';
 import { regularWriteTarget } from '../files';
-import type { HostTensor } from '../layer/config';
+import type { HostTensor } from '../model/config';
 import { MoELayer } from '../layer/moe_layer';
 import type { GroupSize, Quantization } from '../ops/quantized';
 import { Tensor } from '../tensor';
 import {
   type CommandLine, deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerOption, parseCommandLine, quantizeOption, requireOption, UsageError,
 } from './args';
+import { formatBytes, progressBar } from './progress';
 
 const RUN_USAGE = `usage: moekit run <checkpoint-dir> --layer N --input <file.safetensors>[:<tensor>] --output <file.safetensors>
-                 [--device cpu|cuda:N] [--dtype float32|bfloat16|float16] [--quantize fp8|int8|int4] [--group-size N|channel]
+                 [--device cpu|cuda:N] [--dtype float32|bfloat16|float16] [--quantize fp8|int8|int4] [--group-size N|channel] [--quiet]
 
 Runs decoder layer N's MoE block of a Hugging Face checkpoint on the input tensor [T, H]
 (F32, F16 or BF16; default tensor name: input) and writes output [T, H] (float32),
@@ -30,7 +31,11 @@ them) run as published: FP8 experts, computed W8A8.
               scales, computed W8A8), int8 or int4 (weight-only: activations stay in --dtype);
               routers (and, for int8/int4, shared experts) stay unquantized
   --group-size  with int8/int4: K values per scale, a multiple of 32, or channel (one scale per
-              output row); default int8 channel, int4 128`;
+              output row); default int8 channel, int4 128
+  --quiet     no progress bar while the checkpoint is read (it is drawn on stderr only when
+              stderr is a terminal)
+
+On success it prints one line: the file written and the shapes of what it holds.`;
 
 const DEFAULT_INPUT_TENSOR = 'input';
 
@@ -86,11 +91,13 @@ interface RunOptions {
   dtype: FloatDType;
   quantize: Quantization | undefined;
   groupSize: GroupSize | undefined;
+  quiet: boolean;
 }
 
 const RUN_OPTION_NAMES = ['layer', 'input', 'output', 'device', 'dtype', 'quantize', 'group-size'] as const;
+const RUN_FLAG_NAMES = ['quiet'] as const;
 
-function runOptions({ options, positionals }: CommandLine<(typeof RUN_OPTION_NAMES)[number]>): RunOptions {
+function runOptions({ options, flags, positionals }: CommandLine<(typeof RUN_OPTION_NAMES)[number], (typeof RUN_FLAG_NAMES)[number]>): RunOptions {
   expectPositionals(positionals, ['<checkpoint-dir>']);
   return {
     checkpoint: positionals[0]!,
@@ -101,11 +108,12 @@ function runOptions({ options, positionals }: CommandLine<(typeof RUN_OPTION_NAM
     dtype: dtypeOption(options.dtype, 'float32'),
     quantize: quantizeOption(options.quantize),
     groupSize: groupSizeOption(options['group-size'], quantizeOption(options.quantize)),
+    quiet: flags.has('quiet'),
   };
 }
 
 export async function runCommand(args: readonly string[]): Promise<void> {
-  const commandLine = parseCommandLine(args, RUN_OPTION_NAMES);
+  const commandLine = parseCommandLine(args, RUN_OPTION_NAMES, RUN_FLAG_NAMES);
   if (commandLine.help) {
     console.log(RUN_USAGE);
     return;
@@ -116,7 +124,12 @@ export async function runCommand(args: readonly string[]): Promise<void> {
   const outputFile = regularWriteTarget(run.output);
   // The input is read first: it is cheap to check, the checkpoint may be large.
   const hostInput = await readInput(run.input);
-  using layer = await MoELayer.fromPretrained(run.checkpoint, { layer: run.layer, device: run.device, dtype: run.dtype, quantize: run.quantize, groupSize: run.groupSize });
+  const progress = progressBar({ label: `reading layer ${run.layer}`, format: formatBytes, quiet: run.quiet });
+  const loading = MoELayer.fromPretrained(run.checkpoint, {
+    layer: run.layer, device: run.device, dtype: run.dtype, quantize: run.quantize, groupSize: run.groupSize,
+    onProgress: ({ bytesRead, totalBytes }) => progress.update(bytesRead, totalBytes),
+  });
+  using layer = await loading.finally(() => progress.finish());
   checkInputWidth(hostInput, run.input, layer.config.hiddenSize);
   using x = Tensor.fromArray(hostInput.data, hostInput.shape, { dtype: hostInput.dtype, device: run.device });
   using result = layer.forward(x);
@@ -129,4 +142,7 @@ export async function runCommand(args: readonly string[]): Promise<void> {
     topk_ids: { dtype: 'I32', shape: [...result.topkIds.shape], data: topkIds },
     topk_weights: { dtype: 'F32', shape: [...result.topkWeights.shape], data: topkWeights },
   });
+  const shape = (tensor: Tensor): string => `[${tensor.shape.join(', ')}]`;
+  console.log(`wrote ${run.output}: output ${shape(result.output)} float32, topk_ids ${shape(result.topkIds)} int32, topk_weights ${shape(result.topkWeights)} float32 ` +
+    `(layer ${run.layer} on ${run.device})`);
 }

@@ -1,8 +1,8 @@
 import { deviceIndex } from '../device';
-import { fromNativeError, MoekitError } from '../errors';
+import { MoekitError } from '../errors';
 import { addon, type NativeGraph } from '../native';
 import { Tensor } from '../tensor';
-import type { MoEForwardResult } from './moe_layer';
+import type { MoEForwardResult } from './forward';
 
 /** The outputs a captured forward writes on every replay. */
 export interface CapturedOutputs {
@@ -33,11 +33,7 @@ export class CapturedForward {
     const graph = this.#graph;
     if (graph === undefined) throw new MoekitError('E_DISPOSED', 'CapturedForward was used after dispose()');
     if (x !== undefined) this.input.copyFrom(x);
-    try {
-      graph.launch();
-    } catch (error) {
-      throw fromNativeError(error);
-    }
+    graph.launch();
     return this.outputs;
   }
 
@@ -82,7 +78,7 @@ export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForward
     addon().beginCapture(device);
   } catch (error) {
     for (const tensor of Object.values(outputs)) tensor.dispose();
-    throw fromNativeError(error);
+    throw error;
   }
   try {
     using result = forward(input);
@@ -95,13 +91,13 @@ export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForward
       // The original failure is the one worth reporting.
     }
     for (const tensor of Object.values(outputs)) tensor.dispose();
-    throw fromNativeError(error);
+    throw error;
   }
   try {
     graph = addon().endCapture(device);
   } catch (error) {
     for (const tensor of Object.values(outputs)) tensor.dispose();
-    throw fromNativeError(error);
+    throw error;
   }
   return new CapturedForward(input, outputs, graph);
 }

@@ -1,8 +1,8 @@
 import { parseDevice, type Device } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
-import { loadMoECheckpoint, readMoEConfig } from '../checkpoint/load';
-import { activation, isGated } from '../ops/activation';
+import { loadMoECheckpoint, readMoEConfig, type LoadProgress } from '../checkpoint/load';
+import { activation } from '../ops/activation';
 import { combine } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { permute } from '../ops/permute';
@@ -19,8 +19,10 @@ import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankS
 import { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
-import { isQuantized, type ActivationKind, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from './config';
-import { validateMoEConfig } from './validate_config';
+import type { ForwardOptions, ForwardStage, MoEForwardResult } from './forward';
+import { isGated, type ActivationKind } from '../vocabulary';
+import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../model/config';
+import { validateMoEConfig } from '../model/validate_config';
 
 export interface MoELayerOptions {
   /** Where the weights live and the forward runs. Default 'cpu'. */
@@ -63,6 +65,8 @@ export interface ParallelLayerOptions extends MoELayerOptions {
 export interface FromPretrainedOptions extends ParallelLayerOptions {
   /** Which decoder layer's MoE block to load. */
   layer: number;
+  /** Told after each tensor is read: weight bytes read of the total (lib/checkpoint/load.ts, LoadProgress). */
+  onProgress?: (progress: LoadProgress) => void;
 }
 
 export interface RandomLayerOptions extends MoELayerOptions {
@@ -71,46 +75,6 @@ export interface RandomLayerOptions extends MoELayerOptions {
 
 /** A layer's weights on its device: the expert matrices dense, or quantized. */
 type LayerWeights = MoEWeights<Tensor, QuantizedWeights>;
-
-/** The stages of a forward, in the order they are enqueued. */
-export const FORWARD_STAGES = ['router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine', 'all_reduce'] as const;
-
-/**
- * router: the router projection; routing: top-k; permute: rows sorted by expert; expert_up: the
- * first grouped GEMM with its fused activation; expert_down: the second; shared: the shared
- * expert; combine: the weighted sum back in token order; all_reduce: the group's sum.
- */
-export type ForwardStage = (typeof FORWARD_STAGES)[number];
-
-/**
- * Told as each stage of a forward has been enqueued (the work itself runs later, in order, on the
- * device). Stages a forward does not have are not reported: router when routerLogits are given,
- * shared without a shared expert, all_reduce without a group. The benchmark records a device
- * event at each mark (lib/bench/events.ts) to time the stages.
- */
-export interface ForwardProfiler {
-  mark(stage: ForwardStage): void;
-}
-
-export interface ForwardOptions {
-  /** [T, E] precomputed router logits (float32); skips the router projection. */
-  routerLogits?: Tensor;
-  profiler?: ForwardProfiler;
-}
-
-/** The outputs of one forward. Dispose them (or `using`) when done. */
-export interface MoEForwardResult {
-  /** [T, H] in the layer's dtype. */
-  output: Tensor;
-  /** [T, K] int32 chosen experts, best first. */
-  topkIds: Tensor;
-  /** [T, K] float32 routing weights (after renormalization and scaling). */
-  topkWeights: Tensor;
-  /** [E] int32 tokens routed to each expert. */
-  expertCounts: Tensor;
-  dispose(): void;
-  [Symbol.dispose](): void;
-}
 
 /** Weight shapes a config implies (for a shard: its experts and slices), for checking weights given by hand. */
 function expectedShapes(config: MoEConfig, shard: RankShard | null): Record<string, number[]> {
@@ -171,7 +135,7 @@ export class MoELayer {
     const { group } = settings;
     // The plan is checked against the config (quantized weights: whole blocks per rank) before any weight is read.
     const shard = MoELayer.#shardFor(config, settings);
-    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts });
+    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts, onProgress: settings.onProgress });
     // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
     const local = shard ? shardWeights(stored, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
     return MoELayer.#upload(stored, local, { ...settings, device: group?.device ?? settings.device }, { shard, group, bytesRead });

@@ -1,25 +1,11 @@
 import { deviceIndex } from '../device';
 import type { FloatDType } from '../dtype';
-import { GATED_ACTIVATIONS, type ActivationKind } from '../layer/config';
 import { describeValue, MoekitError } from '../errors';
 import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
+import { ACTIVATION_CODES, GATE_LAYOUT_CODES, isGated, type ActivationKind, type GateLayout } from '../vocabulary';
 import { requireFloat, requireFloat32, requireShape, requireTensor, withOutputs } from './validate';
-
-/** Numeric codes shared with native/core/op_args.h (ActivationKind, GateLayout). */
-const ACTIVATION_CODES: Readonly<Record<ActivationKind, number>> = {
-  swiglu: 0,
-  geglu: 1,
-  gptoss_swiglu: 2,
-  silu: 3,
-  gelu: 4,
-  relu: 5,
-};
-
-/** Where gate and up columns sit in a gated input [M, 2I]. */
-export type GateLayout = 'halves' | 'interleaved';
-const GATE_LAYOUT_CODES: Readonly<Record<GateLayout, number>> = { halves: 0, interleaved: 1 };
 
 /** How an activation is applied: its layout and gpt-oss parameters. */
 export interface ActivationParameters {
@@ -34,10 +20,6 @@ export interface ActivationParameters {
 export interface ActivationOptions extends ActivationParameters {
   /** Output dtype, default the input's. */
   outDtype?: FloatDType;
-}
-
-export function isGated(kind: ActivationKind): boolean {
-  return GATED_ACTIVATIONS.includes(kind);
 }
 
 /** An activation checked and turned into the native codes (native/core/op_args.h). */

@@ -1,5 +1,5 @@
 import { deviceIndex } from '../device';
-import { callNative, MoekitError } from '../errors';
+import { MoekitError } from '../errors';
 import { addon } from '../native';
 import { Tensor } from '../tensor';
 import { requireDType, requireSameDevice, requireTensor } from './validate';
@@ -19,5 +19,5 @@ export function addInt32(accumulator: Tensor, input: Tensor): void {
     throw new MoekitError('E_SHAPE', `${op}: input has ${input.numel} elements but accumulator has ${accumulator.numel}`);
   }
   const device = requireSameDevice(op, { accumulator, input });
-  callNative(() => addon().addInt32(deviceIndex(device), { input: input.toNative(), accumulator: accumulator.toNative() }));
+  addon().addInt32(deviceIndex(device), { input: input.toNative(), accumulator: accumulator.toNative() });
 }

@@ -1,7 +1,7 @@
 import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
-import type { ActivationKind } from '../layer/config';
+import type { ActivationKind } from '../vocabulary';
 import { addon, type NativeQuantizedGemm } from '../native';
 import { optionalOptions, requiredObject } from '../options';
 import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';

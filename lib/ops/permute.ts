@@ -72,7 +72,7 @@ export function permute(input: Tensor, topkIds: Tensor, numExperts: number, opti
         expertOffsets: out.expertOffsets.toNative(),
         sourceToPermuted: out.sourceToPermuted.toNative(),
         permutedToSource: out.permutedToSource.toNative(),
-        numExperts: local.count,
+        localExpertCount: local.count,
         firstExpert: local.first,
         totalExperts: numExperts,
       }),

@@ -1,17 +1,33 @@
 import { deviceIndex } from '../device';
-import { groupLimitedExperts, type RoutingConfig, type RoutingMethod } from '../layer/config';
 import { describeValue, MoekitError } from '../errors';
 import { addon } from '../native';
 import { requiredObject } from '../options';
 import { Tensor } from '../tensor';
+import { ROUTING_METHOD_CODES, type RoutingMethod } from '../vocabulary';
 import { MAX_EXPERTS, requireDType, requireFloat, requireFloat32, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
 
-/** Numeric codes shared with native/core/op_args.h (RoutingMethod). */
-const ROUTING_METHOD_CODES: Readonly<Record<RoutingMethod, number>> = {
-  softmax_topk: 0,
-  topk_softmax: 1,
-  sigmoid_group_topk: 2,
-};
+export interface RoutingConfig {
+  method: RoutingMethod;
+  topK: number;
+  /** Divide the k weights by their sum (softmax_topk, sigmoid_group_topk). */
+  renormalize: boolean;
+  /** sigmoid_group_topk: number of expert groups (1 = no group limit). */
+  numGroups: number;
+  /** sigmoid_group_topk: how many groups stay eligible. */
+  topkGroups: number;
+  /** Multiplies the final weights (DeepSeek-V3's routed_scaling_factor). */
+  scalingFactor: number;
+}
+
+/**
+ * sigmoid_group_topk: how many experts a token may choose from once the group limit has kept
+ * `topkGroups` whole groups of numExperts / numGroups experts. A larger topK cannot be filled
+ * with distinct eligible experts (the kernels would repeat ids or take excluded ones), so routing
+ * and every config check refuse it.
+ */
+export function groupLimitedExperts(numExperts: number, numGroups: number, topkGroups: number): number {
+  return topkGroups * (numExperts / numGroups);
+}
 
 export interface RoutingOptions extends Partial<Omit<RoutingConfig, 'topK'>> {
   topK: number;

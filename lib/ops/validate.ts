@@ -1,7 +1,7 @@
 /** Argument checks shared by the ops: each failure names the op and the argument. */
 import type { Device } from '../device';
 import { FLOAT32_MAX, type DType } from '../dtype';
-import { describeValue, fromNativeError, MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { Tensor } from '../tensor';
 
 /** The most experts an op takes (native/core/op_args.h: kMaxExperts). */
@@ -81,6 +81,6 @@ export function withOutputs<T extends Record<string, Tensor>>(outputs: () => T, 
     return created;
   } catch (error) {
     for (const tensor of made) tensor.dispose();
-    throw fromNativeError(error);
+    throw error;
   }
 }

@@ -5,7 +5,7 @@
  * both at once is the hybrid. Rank r has tpRank = r mod moeTpSize and epRank = ⌊r / moeTpSize⌋.
  */
 import { describeValue, MoekitError } from '../errors';
-import type { MoEConfig } from '../layer/config';
+import type { MoEConfig } from '../model/config';
 import { DEFAULT_GROUP_SIZES, FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, QUANTIZATION_FORMATS } from '../ops/quantized';
 import { optionalOptions, requiredObject } from '../options';
 

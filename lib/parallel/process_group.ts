@@ -9,7 +9,7 @@
  * the communicator (ncclCommAbort releases the stuck kernels), and synchronize() rejects.
  */
 import { deviceIndex, type Device } from '../device';
-import { describeValue, fromNativeError, MoekitError } from '../errors';
+import { describeValue, MoekitError } from '../errors';
 import { addon, type NativeCommunicator } from '../native';
 import { requireTensor } from '../ops/validate';
 import { optionalOptions } from '../options';
@@ -74,12 +74,7 @@ export class ProcessGroup {
       throw new MoekitError('E_DEVICE', `LOCAL_RANK ${env.localRank} has no GPU: this machine has ${native.cudaDeviceCount()}`);
     }
     const id = await exchangeId({ ...env, timeoutMs }, () => native.ncclUniqueId());
-    let communicator: NativeCommunicator;
-    try {
-      communicator = await withTimeout(native.ncclInit(env.localRank, id, env.worldSize, env.rank), timeoutMs, 'ncclCommInitRank', () => {});
-    } catch (error) {
-      throw fromNativeError(error);
-    }
+    const communicator = await withTimeout(native.ncclInit(env.localRank, id, env.worldSize, env.rank), timeoutMs, 'ncclCommInitRank', () => {});
     return new ProcessGroup(env, communicator, timeoutMs);
   }
 
@@ -88,11 +83,7 @@ export class ProcessGroup {
     const communicator = this.#live();
     requireTensor(tensor, 'allReduce', 'tensor');
     if (tensor.device !== this.device) throw new MoekitError('E_DEVICE', `allReduce: the tensor is on ${tensor.device}, the group on ${this.device}`);
-    try {
-      communicator.allReduce(deviceIndex(this.device), { tensor: tensor.toNative() });
-    } catch (error) {
-      throw fromNativeError(error);
-    }
+    communicator.allReduce(deviceIndex(this.device), { tensor: tensor.toNative() });
     this.#watchCollectives();
   }
 

@@ -6,8 +6,9 @@
  * fall on block or group boundaries).
  */
 import { allocateHostArray } from '../dtype';
-import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../layer/config';
+import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../model/config';
 import { FP8_BLOCK_SIZE, logicalShape, MXFP4_GROUP_SIZE, requireGroupSize } from '../ops/quantized';
+import { isGated } from '../vocabulary';
 import type { RankShard, Slice } from './plan';
 
 function allocateLike(tensor: HostTensor, shape: number[]): HostTensor {
@@ -55,15 +56,20 @@ function whole(tensor: HostTensor, axis: number): Slice {
 }
 
 /**
- * One rank's part of a stack of gated [E, 2X, H] and down [E, H, X] matrices: its experts, and its
- * slice of X. A slice that is all of X takes whole matrices (a quantized one's blocks may then
- * straddle gate and up rows, which a slice would have to cut).
+ * One rank's part of a stack of up [E, 2X, H] (gated: gate rows then up rows) or [E, X, H] and
+ * down [E, H, X] matrices: its experts, and its slice of X. A slice that is all of X takes whole
+ * matrices (a quantized one's blocks may then straddle gate and up rows, which a slice would have
+ * to cut).
  */
-function shardExpertPair(w13: HostTensor | HostQuantized, w2: HostTensor | HostQuantized, experts: Slice, inter: Slice, extent: number) {
+function shardExpertPair(w13: HostTensor | HostQuantized, w2: HostTensor | HostQuantized, experts: Slice, inter: Slice, extent: number, gated: boolean) {
   const all = inter.first === 0 && inter.count === extent;
+  const sliceUp = (tensor: HostTensor, units: Units): HostTensor => {
+    if (all) return sliceExperts(tensor, experts, whole(tensor, 1), whole(tensor, 2));
+    if (!gated) return sliceExperts(tensor, experts, inUnits(inter, units.rows), whole(tensor, 2));
+    return sliceGateUp(tensor, experts, inUnits(inter, units.rows), extent / units.rows);
+  };
   return {
-    w13: cutMatrix(w13, (tensor, units) =>
-      all ? sliceExperts(tensor, experts, whole(tensor, 1), whole(tensor, 2)) : sliceGateUp(tensor, experts, inUnits(inter, units.rows), extent / units.rows)),
+    w13: cutMatrix(w13, sliceUp),
     w2: cutMatrix(w2, (tensor, units) => sliceExperts(tensor, experts, whole(tensor, 1), all ? whole(tensor, 2) : inUnits(inter, units.cols))),
   };
 }
@@ -122,15 +128,19 @@ export function shardWeights(config: MoEConfig, weights: MoEWeights<HostTensor>,
   const all: Slice = { first: 0, count: H };
   const sharded: MoEWeights<HostTensor> = {
     router: weights.router,
-    ...shardExpertPair(weights.w13, weights.w2, shard.experts, shard.intermediate, I),
+    ...shardExpertPair(weights.w13, weights.w2, shard.experts, shard.intermediate, I, isGated(config.activation)),
   };
   if (weights.routerBias) sharded.routerBias = weights.routerBias;
   if (weights.correctionBias) sharded.correctionBias = weights.correctionBias;
   if (weights.w13Bias) {
-    const bias = asStack(weights.w13Bias); // [1, E, 2I]
+    const bias = asStack(weights.w13Bias); // [1, E, 2I] gated, [1, E, I] otherwise
     const gate = sliceExperts(bias, { first: 0, count: 1 }, shard.experts, shard.intermediate);
-    const up = sliceExperts(bias, { first: 0, count: 1 }, shard.experts, { first: I + shard.intermediate.first, count: shard.intermediate.count });
-    sharded.w13Bias = concatLastAxis(unstack(gate), unstack(up));
+    if (isGated(config.activation)) {
+      const up = sliceExperts(bias, { first: 0, count: 1 }, shard.experts, { first: I + shard.intermediate.first, count: shard.intermediate.count });
+      sharded.w13Bias = concatLastAxis(unstack(gate), unstack(up));
+    } else {
+      sharded.w13Bias = unstack(gate);
+    }
   }
   if (weights.w2Bias) {
     const bias = unstack(sliceExperts(asStack(weights.w2Bias), { first: 0, count: 1 }, shard.experts, all));
@@ -138,7 +148,8 @@ export function shardWeights(config: MoEConfig, weights: MoEWeights<HostTensor>,
   }
   if (weights.shared && config.sharedExpert && shard.sharedIntermediate) {
     const S = config.sharedExpert.intermediateSize;
-    const one = shardExpertPair(matrixAsStack(weights.shared.w13), matrixAsStack(weights.shared.w2), { first: 0, count: 1 }, shard.sharedIntermediate, S);
+    // Shared experts are always gated (validateMoEConfig).
+    const one = shardExpertPair(matrixAsStack(weights.shared.w13), matrixAsStack(weights.shared.w2), { first: 0, count: 1 }, shard.sharedIntermediate, S, true);
     sharded.shared = { w13: matrixUnstack(one.w13), w2: matrixUnstack(one.w2) };
     if (weights.shared.gate) sharded.shared.gate = weights.shared.gate;
   }

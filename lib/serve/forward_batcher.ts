@@ -17,7 +17,7 @@ import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { describeValue, fromNativeError, MoekitError } from '../errors';
 import type { CapturedForward, CapturedOutputs } from '../layer/captured_forward';
-import type { MoEForwardResult } from '../layer/moe_layer';
+import type { MoEForwardResult } from '../layer/forward';
 import { requireInteger } from '../ops/validate';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';

@@ -2,6 +2,10 @@
 // JavaScript-side interface).
 #include <napi.h>
 
+#include <algorithm>
+#include <string>
+
+#include "codes.h"
 #include "collectives.h"
 #include "cublas_gemm.h"
 #include "device_registry.h"
@@ -43,10 +47,40 @@ Napi::Value CudaDeviceInfo(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// cudaRuntimeInfo() → { runtimeVersion, driverVersion, architectures, deviceCountError }: the
+// facts lib/runtime.ts diagnoses a CUDA that cannot start from (zeros and [] in a CPU-only build).
+Napi::Value CudaRuntimeInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object result = Napi::Object::New(env);
+  Napi::Array architectures = Napi::Array::New(env);
+#if MOEKIT_WITH_CUDA
+  const cuda::RuntimeStatus status = cuda::runtimeStatus();
+  result.Set("runtimeVersion", status.runtimeVersion);
+  result.Set("driverVersion", status.driverVersion);
+  result.Set("deviceCountError", status.deviceCountError);
+  // MOEKIT_CUDA_ARCHITECTURES: "sm_80,sm_90a,compute_90", from CMakeLists.txt's -gencode list.
+  const std::string compiled = MOEKIT_CUDA_ARCHITECTURES;
+  uint32_t next = 0;
+  for (size_t start = 0; start <= compiled.size();) {
+    const size_t comma = std::min(compiled.find(',', start), compiled.size());
+    if (comma > start) architectures.Set(next++, compiled.substr(start, comma - start));
+    start = comma + 1;
+  }
+#else
+  result.Set("runtimeVersion", 0);
+  result.Set("driverVersion", 0);
+  result.Set("deviceCountError", "");
+#endif
+  result.Set("architectures", architectures);
+  return result;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("variant", Napi::String::New(env, cudaCompiledIn() ? "cuda" : "cpu"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("cudaDeviceInfo", Napi::Function::New<CudaDeviceInfo>(env, "cudaDeviceInfo"));
+  exports.Set("cudaRuntimeInfo", Napi::Function::New<CudaRuntimeInfo>(env, "cudaRuntimeInfo"));
+  RegisterCodes(env, exports);
   Storage::Register(env, exports);
   RegisterTransfers(env, exports);
   RegisterOps(env, exports);

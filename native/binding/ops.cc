@@ -152,12 +152,12 @@ void Permute(const Napi::CallbackInfo& info) {
   args.expertOffsets = in.output("expertOffsets");
   args.sourceToPermuted = in.output("sourceToPermuted");
   args.permutedToSource = in.output("permutedToSource");
-  args.numExperts = in.int32("numExperts");
+  args.localExpertCount = in.int32("localExpertCount");
   args.firstExpert = in.optionalInt32("firstExpert", 0);
-  args.totalExperts = in.optionalInt32("totalExperts", args.numExperts);
+  args.totalExperts = in.optionalInt32("totalExperts", args.localExpertCount);
 
   in.expect(args.totalExperts <= kMaxExperts, "totalExperts is larger than kMaxExperts");
-  in.expect(args.firstExpert >= 0 && static_cast<int64_t>(args.firstExpert) + args.numExperts <= args.totalExperts,
+  in.expect(args.firstExpert >= 0 && static_cast<int64_t>(args.firstExpert) + args.localExpertCount <= args.totalExperts,
             "local experts must lie within [0, totalExperts)");
   in.expectFloat(args.input, "input");
   in.expectShape(args.input, "input", {-1, -1});
@@ -165,7 +165,7 @@ void Permute(const Napi::CallbackInfo& info) {
   in.expectShape(args.topkIds, "topkIds", {tokens, -1});
   in.expectDType(args.topkIds, "topkIds", DType::Int32);
   const int64_t pairs = tokens * args.topkIds.dim(1);
-  in.expect(args.numExperts >= 1, "numExperts must be positive");
+  in.expect(args.localExpertCount >= 1, "localExpertCount must be positive");
   in.expectShape(args.permuted, "permuted", {pairs, hidden});
   if (args.permuted.dtype == DType::Float8E4M3) {
     expectRowScales(in, args.permutedScales, "permutedScales", args.permuted, "permuted");
@@ -173,7 +173,7 @@ void Permute(const Napi::CallbackInfo& info) {
     in.expectDType(args.permuted, "permuted", args.input.dtype);
     in.expect(!args.permutedScales.present(), "permutedScales goes only with float8_e4m3 permuted rows");
   }
-  in.expectShape(args.expertOffsets, "expertOffsets", {args.numExperts + 1});
+  in.expectShape(args.expertOffsets, "expertOffsets", {args.localExpertCount + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
   in.expectShape(args.sourceToPermuted, "sourceToPermuted", {tokens, args.topkIds.dim(1)});
   in.expectDType(args.sourceToPermuted, "sourceToPermuted", DType::Int32);

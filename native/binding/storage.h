@@ -14,6 +14,9 @@ class Storage : public Napi::ObjectWrap<Storage> {
   static void Register(Napi::Env env, Napi::Object exports);
   // Creates a Storage of nbytes on a device (throws E_OOM / E_DEVICE).
   static Napi::Object Create(Napi::Env env, int device, size_t nbytes);
+  // A Storage over memory another library owns (checked with Device::checkForeignMemory): moekit
+  // never frees it; release() only stops using it.
+  static Napi::Object Borrow(Napi::Env env, int device, Napi::BigInt pointer, size_t nbytes);
   // The Storage behind a JS value, or a thrown TypeError naming `what`.
   static Storage& FromValue(Napi::Value value, const std::string& what);
 
@@ -31,12 +34,14 @@ class Storage : public Napi::ObjectWrap<Storage> {
   Napi::Value DeviceGetter(const Napi::CallbackInfo& info);
   Napi::Value NbytesGetter(const Napi::CallbackInfo& info);
   Napi::Value ReleasedGetter(const Napi::CallbackInfo& info);
+  Napi::Value PointerGetter(const Napi::CallbackInfo& info);
   void Release(const Napi::CallbackInfo& info);
   void releaseMemory();
 
   int device_ = -1;
   size_t nbytes_ = 0;
   void* data_ = nullptr;
+  bool borrowed_ = false;
   LineageRef lineage_ = std::make_shared<Lineage>();
   Napi::Env env_;
 };

@@ -21,6 +21,17 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
   return Storage::Create(env, info[0].As<Napi::Number>().Int32Value(), static_cast<size_t>(nbytes));
 }
 
+// wrapMemory(device, pointer: bigint, nbytes) → a Storage over memory another library owns.
+Napi::Value WrapMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsBigInt() || !info[2].IsNumber()) {
+    throwJsError(env, "E_INVALID_ARGUMENT", "wrapMemory: expected (device, pointer: bigint, nbytes)");
+  }
+  const double nbytes = info[2].As<Napi::Number>().DoubleValue();
+  if (!(nbytes >= 0 && nbytes <= 9007199254740991.0)) throwJsError(env, "E_INVALID_ARGUMENT", "wrapMemory: bad byte count");
+  return Storage::Borrow(env, info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::BigInt>(), static_cast<size_t>(nbytes));
+}
+
 // Host views are ArrayBufferViews; their bytes are [data, data + byteLength).
 struct HostBytes {
   uint8_t* data;
@@ -140,6 +151,7 @@ Napi::Value ReadMemoryInfo(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterTransfers(Napi::Env env, Napi::Object exports) {
+  exports.Set("wrapMemory", Napi::Function::New<WrapMemory>(env, "wrapMemory"));
   exports.Set("allocate", Napi::Function::New<Allocate>(env, "allocate"));
   exports.Set("upload", Napi::Function::New<Upload>(env, "upload"));
   exports.Set("download", Napi::Function::New<Download>(env, "download"));

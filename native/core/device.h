@@ -76,6 +76,11 @@ class Device {
   // still count as in use). Never blocks on the device's work.
   virtual MemoryInfo memoryInfo() = 0;
 
+  // Checks that memory another library allocated, [pointer, pointer + nbytes), can be used by this
+  // device's work as tensor memory (Tensor.fromDevicePointer); throws NativeError("E_DEVICE", ...)
+  // naming what is wrong. A device that cannot tell (the CPU: any host address) accepts it.
+  virtual void checkForeignMemory(const void* pointer, size_t nbytes) const = 0;
+
   // ---- Copies ----
   // Copies nbytes from host memory to device memory, ordered after earlier work. hostSrc is read
   // before upload() returns (the caller may reuse it at once).

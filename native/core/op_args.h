@@ -60,7 +60,7 @@ struct OpIdentity {
 };
 
 // ---- 1. Routing ----------------------------------------------------------------------------
-// Numeric values shared with lib/ops/routing.ts.
+// Numeric values shared with lib/vocabulary.ts (checked by test/vocabulary.test.ts).
 enum class RoutingMethod : int32_t {
   // probabilities = softmax(logits) over all experts; take the top-k; if renormalize, divide the
   // k weights by their sum. (Mixtral, Qwen2/3-MoE.)
@@ -94,26 +94,26 @@ struct RoutingArgs : OpIdentity {
 // Gathers each (token t, slot j) pair's input row into expert-sorted order. Rows of one expert are
 // contiguous and, within an expert, ordered by the flat pair index t*K + j (stable).
 //
-// Expert Parallel: only experts [firstExpert, firstExpert + numExperts) are local. Pairs routed to
-// other experts are dropped: no row, sourceToPermuted = -1. Local expert e (global id
-// firstExpert + e) owns rows [offsets[e], offsets[e+1]); rows from offsets[numExperts] on are
-// unused (left as they were). Without EP, firstExpert = 0 and numExperts = totalExperts.
+// Expert Parallel: only experts [firstExpert, firstExpert + localExpertCount) are local. Pairs
+// routed to other experts are dropped: no row, sourceToPermuted = -1. Local expert e (global id
+// firstExpert + e) owns rows [offsets[e], offsets[e+1]); rows from offsets[localExpertCount] on
+// are unused (left as they were). Without EP, firstExpert = 0 and localExpertCount = totalExperts.
 struct PermuteArgs : OpIdentity {
   TensorView input;             // [T, H] float
   TensorView topkIds;           // [T, K] int32, each in [0, totalExperts) (checked: ExpertIdOutOfRange)
   TensorView permuted;          // out [T*K, H], dtype of input; or Float8E4M3 with permutedScales:
                                 //   each row quantized by the W8A8 rule (see "Quantized weights")
   TensorView permutedScales;    // optional out float32 [T*K, ceil(H/128)]
-  TensorView expertOffsets;     // out [numExperts+1] int32
+  TensorView expertOffsets;     // out [localExpertCount+1] int32
   TensorView sourceToPermuted;  // out [T, K] int32: row of pair (t, j) in `permuted`, or -1 (dropped)
   TensorView permutedToSource;  // out [T*K] int32: flat pair index t*K + j of each used row
-  int32_t numExperts = 0;       // local experts
+  int32_t localExpertCount = 0; // how many experts are local (EP); all of them without EP
   int32_t firstExpert = 0;      // global id of local expert 0
   int32_t totalExperts = 0;     // all experts; ids outside [0, totalExperts) are an error
 };
 
 // ---- Activation kinds (used by 3 and 4) ----------------------------------------------------
-// Numeric values shared with lib/ops/activation.ts.
+// Numeric values shared with lib/vocabulary.ts (checked by test/vocabulary.test.ts).
 enum class ActivationKind : int32_t {
   SwiGLU = 0,        // silu(gate) * up
   GeGLU = 1,         // gelu_tanh(gate) * up
@@ -135,7 +135,7 @@ constexpr bool isGated(ActivationKind kind) {
 }
 
 // ---- Quantized weights and activations (used by 2, 3 and 4) ----------------------------------
-// How a GEMM's weights are stored. Numeric values shared with lib/ops/quantized.ts.
+// How a GEMM's weights are stored. Numeric values shared with lib/ops/quantized.ts (checked by test/vocabulary.test.ts).
 enum class WeightFormat : int32_t {
   // weights hold float values (float32, float16 or bfloat16); activations are not quantized.
   Dense = 0,

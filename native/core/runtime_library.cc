@@ -29,4 +29,14 @@ void* openFirstLibrary(const std::vector<std::string>& candidates, std::string* 
   return nullptr;
 }
 
+void* openRuntimeLibrary(const RuntimeLibrarySpec& spec, LibraryAvailability* availability) {
+  const std::vector<std::string> candidates = libraryCandidates(spec.pathVariable, spec.names);
+  std::string failures;
+  void* handle = openFirstLibrary(candidates, &availability->path, &failures);
+  if (handle == nullptr) {
+    availability->problem = "cannot load " + candidates.front() + " (" + failures + "); " + spec.advice;
+  }
+  return handle;
+}
+
 }  // namespace moekit

@@ -64,7 +64,7 @@ void permute(const PermuteArgs& args) {
   const int64_t tokens = args.input.dim(0);
   const int64_t topK = args.topkIds.dim(1);
   const int64_t pairs = tokens * topK;
-  const int32_t experts = args.numExperts;
+  const int32_t experts = args.localExpertCount;
   const int32_t* ids = args.topkIds.as<int32_t>();
   checkIds(ids, pairs, args.totalExperts);
   // Local expert of a pair, or -1 when its expert lives on another rank.

@@ -23,7 +23,7 @@ enum LibraryProperty : int { kMajorVersion = 0, kMinorVersion = 1, kPatchLevel =
 
 // Newest first: the CUDA 13 library, then CUDA 12's. MOEKIT_CUBLAS_PATH may name the file or its
 // folder instead.
-const std::vector<std::string> kLibraryNames = {"libcublas.so.13", "libcublas.so.12"};
+const RuntimeLibrarySpec kLibrary = {"cuBLAS", "MOEKIT_CUBLAS_PATH", {"libcublas.so.13", "libcublas.so.12"}, "set MOEKIT_CUBLAS_PATH"};
 
 struct Api {
   void* handle = nullptr;
@@ -37,12 +37,8 @@ struct Api {
 
 Api load() {
   Api api;
-  std::string failures;
-  api.handle = openFirstLibrary(libraryCandidates("MOEKIT_CUBLAS_PATH", kLibraryNames), &api.availability.path, &failures);
-  if (api.handle == nullptr) {
-    api.availability.problem = "cannot load cuBLAS (" + failures + "); set MOEKIT_CUBLAS_PATH";
-    return api;
-  }
+  api.handle = openRuntimeLibrary(kLibrary, &api.availability);
+  if (api.handle == nullptr) return api;
   const bool complete = resolveSymbol(api.handle, "cublasCreate_v2", api.create) &&
                         resolveSymbol(api.handle, "cublasSetStream_v2", api.setStream) &&
                         resolveSymbol(api.handle, "cublasGetProperty", api.getProperty) &&
@@ -60,18 +56,9 @@ Api load() {
   return api;
 }
 
-const Api& api() {
-  static std::once_flag once;
-  static Api* loaded = nullptr;
-  std::call_once(once, [] { loaded = new Api(load()); });
-  return *loaded;
-}
+const Api& api() { return loadOnce<Api, load>(); }
 
-const Api& requireApi() {
-  const Api& library = api();
-  if (!library.availability.available) throw NativeError("E_CUDA", "cuBLAS is not available: " + library.availability.problem);
-  return library;
-}
+const Api& requireApi() { return requireAvailable(api(), "E_CUDA", kLibrary.displayName); }
 
 void check(Status status, const char* what) {
   if (status != kSuccess) throw NativeError("E_CUDA", std::string(what) + " failed with cuBLAS status " + std::to_string(status));

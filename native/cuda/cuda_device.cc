@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -537,6 +538,31 @@ class CudaDeviceImpl final : public CudaDevice {
     return info;
   }
 
+  void checkForeignMemory(const void* pointer, size_t nbytes) const override {
+    useDevice(index_);
+    cudaPointerAttributes attributes{};
+    const cudaError_t status = cudaPointerGetAttributes(&attributes, pointer);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw NativeError("E_DEVICE", deviceName(index_) + ": CUDA does not know pointer " + hexAddress(pointer) + ": " + cudaGetErrorString(status));
+    }
+    if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged) {
+      throw NativeError("E_DEVICE", "pointer " + hexAddress(pointer) + " is not CUDA device memory (" +
+                                        (attributes.type == cudaMemoryTypeHost ? "pinned host memory" : "unregistered host memory") + ")");
+    }
+    if (attributes.type == cudaMemoryTypeDevice && attributes.device != index_) {
+      throw NativeError("E_DEVICE", "pointer " + hexAddress(pointer) + " is memory of cuda:" + std::to_string(attributes.device) + ", not of " +
+                                        deviceName(index_));
+    }
+    (void)nbytes;  // CUDA does not report an allocation's extent: the caller's size is taken.
+  }
+
+  static std::string hexAddress(const void* pointer) {
+    char text[2 + 16 + 1];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(pointer)));
+    return text;
+  }
+
   // Never throws: it runs from finalizers, possibly after the CUDA runtime has shut down.
   void release(void* pointer) override {
     if (pointer == nullptr) return;
@@ -713,6 +739,19 @@ int deviceCount() {
     return 0;
   }
   return count;
+}
+
+RuntimeStatus runtimeStatus() {
+  RuntimeStatus status;
+  if (cudaRuntimeGetVersion(&status.runtimeVersion) != cudaSuccess) (void)cudaGetLastError();
+  if (cudaDriverGetVersion(&status.driverVersion) != cudaSuccess) (void)cudaGetLastError();
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    (void)cudaGetLastError();
+    status.deviceCountError = std::string(cudaGetErrorName(error)) + ": " + cudaGetErrorString(error);
+  }
+  return status;
 }
 
 DeviceInfo deviceInfo(int index) {

@@ -23,6 +23,14 @@ struct DeviceInfo {
 int deviceCount();
 DeviceInfo deviceInfo(int index);
 
+// Whether CUDA can start here, in numbers (lib/runtime.ts turns them into advice).
+struct RuntimeStatus {
+  int runtimeVersion = 0;       // the CUDA runtime linked in (cudart is static), e.g. 12040 for 12.4
+  int driverVersion = 0;        // the newest CUDA the driver supports; 0 when no driver loads
+  std::string deviceCountError; // why cudaGetDeviceCount failed ("" when it did not)
+};
+RuntimeStatus runtimeStatus();
+
 // A captured CUDA graph, instantiated and ready to replay on the stream it was captured from.
 class Graph {
  public:

@@ -36,4 +36,15 @@ class PerDevice {
   std::atomic<T> values_[kMaxDevices] = {};
 };
 
+// The current device's multiprocessor count, queried once per device. (grouped_gemm.cu's
+// computeCapability() is the other device fact the kernel families choose by; it belongs here too.)
+inline int deviceMultiprocessors() {
+  static PerDevice<int> cached;
+  return cached.get([](int device) {
+    int count = 0;
+    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    return count;
+  });
+}
+
 }  // namespace moekit::cuda

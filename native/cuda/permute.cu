@@ -288,8 +288,8 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   const int64_t tokens = args.input.dim(0);
   const int64_t topK = args.topkIds.dim(1);
   const int64_t pairs = tokens * topK;
-  const int32_t experts = args.numExperts;
-  const LocalExperts local{args.firstExpert, args.numExperts, args.totalExperts};
+  const int32_t experts = args.localExpertCount;
+  const LocalExperts local{args.firstExpert, args.localExpertCount, args.totalExperts};
   const FaultSink faults = FaultSink::of(args);
   const int32_t* ids = args.topkIds.as<int32_t>();
   auto* offsets = args.expertOffsets.as<int32_t>();

@@ -44,13 +44,8 @@ Api load() {
   Api api;
   connectPeersAtInit();
   // MOEKIT_NCCL_PATH may name the library file or the folder holding it.
-  const std::vector<std::string> candidates = libraryCandidates("MOEKIT_NCCL_PATH", {kDefaultLibrary});
-  std::string failures;
-  api.handle = openFirstLibrary(candidates, &api.availability.path, &failures);
-  if (api.handle == nullptr) {
-    api.availability.problem = "cannot load " + candidates.front() + " (" + failures + "); install NCCL or set MOEKIT_NCCL_PATH";
-    return api;
-  }
+  api.handle = openRuntimeLibrary({"NCCL", "MOEKIT_NCCL_PATH", {kDefaultLibrary}, "install NCCL or set MOEKIT_NCCL_PATH"}, &api.availability);
+  if (api.handle == nullptr) return api;
   const bool complete = resolveSymbol(api.handle, "ncclGetVersion", api.getVersion) &&
                         resolveSymbol(api.handle, "ncclGetUniqueId", api.getUniqueId) &&
                         resolveSymbol(api.handle, "ncclCommInitRank", api.commInitRank) &&
@@ -68,18 +63,9 @@ Api load() {
   return api;
 }
 
-const Api& api() {
-  static std::once_flag once;
-  static Api* loaded = nullptr;
-  std::call_once(once, [] { loaded = new Api(load()); });
-  return *loaded;
-}
+const Api& api() { return loadOnce<Api, load>(); }
 
-const Api& requireApi() {
-  const Api& nccl = api();
-  if (!nccl.availability.available) throw NativeError("E_NCCL", "NCCL is not available: " + nccl.availability.problem);
-  return nccl;
-}
+const Api& requireApi() { return requireAvailable(api(), "E_NCCL", "NCCL"); }
 
 void check(Result result, const char* what) {
   if (result == kSuccess) return;

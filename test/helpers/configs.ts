@@ -1,5 +1,5 @@
 /** MoE configs for tests that build layers by hand. */
-import type { MoEConfig } from '../../lib/layer/config';
+import type { MoEConfig } from '../../lib/model/config';
 
 /** A SwiGLU layer with softmax top-k routing; override any field. */
 export function swigluConfig(shape: { hidden: number; intermediate: number; experts: number; topK: number }, overrides: Partial<MoEConfig> = {}): MoEConfig {

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 
 import { loadMoECheckpoint, type LoadedCheckpoint, type LoadOptions } from '../../lib/checkpoint/load';
 import { SafetensorsFile } from '../../lib/checkpoint/safetensors';
-import { isQuantized, type HostTensor, type ModelFamily, type MoEWeights } from '../../lib/layer/config';
+import { type ModelFamily } from '../../lib/vocabulary';
+import { isQuantized, type HostTensor, type MoEWeights } from '../../lib/model/config';
 
 export const FIXTURES_DIR = path.resolve(__dirname, '../../../shared/fixtures/hf-moe');
 export const FIXTURE_FAMILIES: readonly ModelFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v3', 'gpt_oss'];

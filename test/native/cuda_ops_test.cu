@@ -2,12 +2,13 @@
 // reference backend (moekit::cpu::) on random inputs with awkward sizes, for float32, float16 and
 // bfloat16, and FP8 (float8_e4m3 activations and block-scaled weights: fp8_ops_test.cu); then the
 // CudaDevice itself (pool allocation, staged transfers, whenIdle, out of memory, graph capture and
-// replay); then timings of Mixtral-sized grouped GEMMs. What the files share: harness.h.
+// replay); then Mixtral-sized grouped GEMMs against float64 dot products. Checks only: the ops'
+// timings are bench/native/ops_bench.cu. What the files share: harness.h.
 //
 //   cuda_ops_test            everything
-//   cuda_ops_test --quick    small sizes only, no timings (for compute-sanitizer)
-//   cuda_ops_test --fp8      the FP8 tests only (and no timings)
-//   cuda_ops_test --wq       the weight-only tests only (and no timings)
+//   cuda_ops_test --quick    small sizes only, no model-sized checks (for compute-sanitizer)
+//   cuda_ops_test --fp8      the FP8 tests only
+//   cuda_ops_test --wq       the weight-only tests only
 // MOEKIT_GEMM=sm90|small_m|mma forces a grouped GEMM family for the whole run.
 //
 // Prints one line per check with max abs / max rel / norm-relative error, a summary of the worst
@@ -22,7 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -132,7 +132,7 @@ void testPermute(DType dtype, const PermuteCase& c) {
     args.expertOffsets = gpu ? offsets[side].deviceView() : offsets[side].hostView();
     args.sourceToPermuted = gpu ? toPermuted[side].deviceView() : toPermuted[side].hostView();
     args.permutedToSource = gpu ? toSource[side].deviceView() : toSource[side].hostView();
-    args.numExperts = c.localExperts;
+    args.localExpertCount = c.localExperts;
     args.firstExpert = c.firstExpert;
     args.totalExperts = c.totalExperts;
     if (gpu) {
@@ -346,7 +346,7 @@ void forwardThroughDevice(Device& device, const ForwardWeights& w, void* x, void
   permute.expertOffsets = view(temporary((E + 1) * 4), DType::Int32, {E + 1});
   permute.sourceToPermuted = view(temporary(pairs * 4), DType::Int32, {tokens, w.topK});
   permute.permutedToSource = view(temporary(pairs * 4), DType::Int32, {pairs});
-  permute.numExperts = static_cast<int32_t>(E);
+  permute.localExpertCount = static_cast<int32_t>(E);
   permute.totalExperts = static_cast<int32_t>(E);
   device.permute(permute);
   GroupedGemmArgs up;
@@ -561,7 +561,7 @@ void testFaults() {
     permute.expertOffsets = TensorView{offsets, DType::Int32, {5}};
     permute.sourceToPermuted = TensorView{sourceToPermuted, DType::Int32, {tokens, 1}};
     permute.permutedToSource = TensorView{permutedToSource, DType::Int32, {tokens}};
-    permute.numExperts = permute.totalExperts = 4;
+    permute.localExpertCount = permute.totalExperts = 4;
     device.permute(permute);
     device.waitIdle(11);
     const std::vector<OpFailure> failures = take();
@@ -647,23 +647,7 @@ void testFaults() {
   device.waitIdle();
 }
 
-// ---- Timings -----------------------------------------------------------------------------------
-float timeMilliseconds(const std::function<void()>& work, int repeats) {
-  cudaEvent_t start, stop;
-  CUDA_OK(cudaEventCreate(&start));
-  CUDA_OK(cudaEventCreate(&stop));
-  work();  // warm-up
-  CUDA_OK(cudaEventRecord(start, gStream));
-  for (int i = 0; i < repeats; ++i) work();
-  CUDA_OK(cudaEventRecord(stop, gStream));
-  CUDA_OK(cudaEventSynchronize(stop));
-  float milliseconds = 0;
-  CUDA_OK(cudaEventElapsedTime(&milliseconds, start, stop));
-  CUDA_OK(cudaEventDestroy(start));
-  CUDA_OK(cudaEventDestroy(stop));
-  return milliseconds / repeats;
-}
-
+// ---- Model-sized checks (their timings: bench/native/ops_bench.cu) -----------------------------
 void* deviceRandom(DType dtype, int64_t count, uint64_t seed, float scale) {
   void* data;
   CUDA_OK(cudaMallocAsync(&data, count * dtypeSize(dtype), gStream));
@@ -675,39 +659,22 @@ void* deviceRandom(DType dtype, int64_t count, uint64_t seed, float scale) {
   return data;
 }
 
-// Mixtral-8x7B expert GEMMs (H 4096, I 14336, 8 experts, top-2) for `tokens` tokens; a few output
-// rows are checked against float64 dot products on the host.
-void timeMixtral(DType dtype, int64_t tokens) {
+// Mixtral-8x7B expert GEMM (H 4096, I 14336, 8 experts, top-2) for `tokens` tokens: a few output
+// rows of w13 checked against float64 dot products on the host.
+void checkMixtralSized(DType dtype, int64_t tokens) {
   const int64_t E = 8, H = 4096, I = 14336, rows = tokens * 2;
   Tensor offsets = makeOffsets(rows, E, 0, 0, 90);
   offsets.ints()[2] = offsets.ints()[1] + 1;  // no empty expert here; expert 1 gets one row
   offsets.toDevice();
   void* x = deviceRandom(dtype, rows * H, 91, 1.0f);
   void* w13 = deviceRandom(dtype, E * 2 * I * H, 92, 0.02f);
-  void* w2 = deviceRandom(dtype, E * H * I, 93, 0.02f);
   void* hidden;
-  void* y;
   CUDA_OK(cudaMallocAsync(&hidden, rows * 2 * I * dtypeSize(dtype), gStream));
-  CUDA_OK(cudaMallocAsync(&y, rows * H * dtypeSize(dtype), gStream));
   GroupedGemmArgs up;
   up.input = TensorView{x, dtype, {rows, H}};
   up.weights = TensorView{w13, dtype, {E, 2 * I, H}};
   up.expertOffsets = TensorView{offsets.device, DType::Int32, {E + 1}};
   up.output = TensorView{hidden, dtype, {rows, 2 * I}};
-  GroupedGemmArgs down;
-  down.input = TensorView{hidden, dtype, {rows, I}};  // the first I columns' worth of rows, reinterpreted
-  down.weights = TensorView{w2, dtype, {E, H, I}};
-  down.expertOffsets = up.expertOffsets;
-  down.output = TensorView{y, dtype, {rows, H}};
-  const int repeats = dtype == DType::Float32 ? 1 : 3;
-  const float upMs = timeMilliseconds([&] { cuda::groupedGemm(up, gStream); }, repeats);
-  const float downMs = timeMilliseconds([&] { cuda::groupedGemm(down, gStream); }, repeats);
-  const double upFlops = 2.0 * rows * 2 * I * H, downFlops = 2.0 * rows * H * I;
-  std::printf("TIME  groupedGemm %-8s Mixtral T=%lld (M=%lld): w13 %.2f ms (%.1f TFLOP/s), w2 %.2f ms (%.1f TFLOP/s), "
-              "expert GEMMs %.2f ms\n",
-              dtypeName(dtype), static_cast<long long>(tokens), static_cast<long long>(rows), upMs, upFlops / upMs / 1e9,
-              downMs, downFlops / downMs / 1e9, upMs + downMs);
-
   // Spot check: rows 0 and rows - 1 of the w13 output (experts 0 and 7) in float64.
   cuda::groupedGemm(up, gStream);
   const size_t elementBytes = dtypeSize(dtype);
@@ -735,47 +702,7 @@ void timeMixtral(DType dtype, int64_t tokens) {
   std::snprintf(line, sizeof(line), "%-14s %-8s %-60s normRel %.3e", "groupedGemm", dtypeName(dtype),
                 "Mixtral-sized w13 rows vs float64 host dot products", worst);
   record(worst <= toleranceFor(dtype), line);
-  for (void* pointer : {x, w13, w2, hidden, y}) CUDA_OK(cudaFreeAsync(pointer, gStream));
-}
-
-// Routing + permute at 20000 tokens, 256 experts, top-8 (DeepSeek-V3-like).
-void timeRoutingAndPermute() {
-  const int64_t T = 20000, H = 7168;
-  const int32_t E = 256, K = 8;
-  Tensor logits = randomTensor(DType::Float32, {T, E}, 95, 3.0f);
-  Tensor bias = randomTensor(DType::Float32, {E}, 96, 0.5f);
-  Tensor ids(DType::Int32, {T, K}), weights(DType::Float32, {T, K}), counts(DType::Int32, {E});
-  RoutingArgs routing;
-  routing.logits = logits.deviceView();
-  routing.correctionBias = bias.deviceView();
-  routing.topkIds = ids.deviceView();
-  routing.topkWeights = weights.deviceView();
-  routing.expertCounts = counts.deviceView();
-  routing.method = RoutingMethod::SigmoidGroupTopK;
-  routing.topK = K;
-  routing.renormalize = true;
-  routing.numGroups = 8;
-  routing.topkGroups = 4;
-  routing.scalingFactor = 2.5f;
-  const float routingMs = timeMilliseconds([&] { cuda::routing(routing, gStream); }, 5);
-  void* x = deviceRandom(DType::BFloat16, T * H, 97, 1.0f);
-  Tensor offsets(DType::Int32, {E + 1}), toPermuted(DType::Int32, {T, K}), toSource(DType::Int32, {T * K});
-  void* permuted;
-  CUDA_OK(cudaMallocAsync(&permuted, T * K * H * 2, gStream));
-  PermuteArgs permute;
-  permute.input = TensorView{x, DType::BFloat16, {T, H}};
-  permute.topkIds = routing.topkIds;
-  permute.permuted = TensorView{permuted, DType::BFloat16, {T * K, H}};
-  permute.expertOffsets = offsets.deviceView();
-  permute.sourceToPermuted = toPermuted.deviceView();
-  permute.permutedToSource = toSource.deviceView();
-  permute.numExperts = E;
-  permute.totalExperts = E;
-  const float permuteMs = timeMilliseconds([&] { cuda::permute(permute, gStream); }, 5);
-  std::printf("TIME  routing sigmoid_group_topk T=%lld E=%d K=%d: %.3f ms; permute (H=%lld bf16): %.3f ms\n",
-              static_cast<long long>(T), E, K, routingMs, static_cast<long long>(H), permuteMs);
-  CUDA_OK(cudaFreeAsync(x, gStream));
-  CUDA_OK(cudaFreeAsync(permuted, gStream));
+  for (void* pointer : {x, w13, hidden}) CUDA_OK(cudaFreeAsync(pointer, gStream));
 }
 
 // ---- The suite ---------------------------------------------------------------------------------
@@ -978,11 +905,10 @@ int main(int argc, char** argv) {
       testFaults();
     }
     if (!gQuick && !fp8Only) {
-      timeRoutingAndPermute();
-      timeMixtral(DType::BFloat16, 8192);
-      timeMixtral(DType::BFloat16, 20000);
-      timeMixtral(DType::Float16, 20000);
-      timeMixtral(DType::Float32, 8192);
+      checkMixtralSized(DType::BFloat16, 8192);
+      checkMixtralSized(DType::BFloat16, 20000);
+      checkMixtralSized(DType::Float16, 20000);
+      checkMixtralSized(DType::Float32, 8192);
     }
     CUDA_OK(cudaStreamSynchronize(gStream));
   } catch (const NativeError& error) {

@@ -225,7 +225,7 @@ void testPermuteFp8(DType inputType, const Fp8PermuteCase& c) {
     args.expertOffsets = view(offsets[side]);
     args.sourceToPermuted = view(toPermuted[side]);
     args.permutedToSource = view(toSource[side]);
-    args.numExperts = c.localExperts;
+    args.localExpertCount = c.localExperts;
     args.firstExpert = c.firstExpert;
     args.totalExperts = c.totalExperts;
     if (gpu) {
@@ -375,7 +375,7 @@ void testFp8Layer(const Fp8LayerCase& c) {
     permute.expertOffsets = view(s.offsets);
     permute.sourceToPermuted = view(s.toPermuted);
     permute.permutedToSource = view(s.toSource);
-    permute.numExperts = permute.totalExperts = c.experts;
+    permute.localExpertCount = permute.totalExperts = c.experts;
     GroupedGemmArgs up;
     up.input = permute.permuted;
     up.inputScales = permute.permutedScales;

@@ -199,15 +199,6 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 }
 
 // ---- Launch ------------------------------------------------------------------------------------------------
-int multiprocessorCount() {
-  static PerDevice<int> cached;
-  return cached.get([](int device) {
-    int count = 0;
-    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    return count;
-  });
-}
-
 // Raises a kernel's dynamic shared-memory limit, once per device. Every instantiation of the
 // kernel has the same function type, so the caller keys the cache: one `raised` per instantiation.
 template <typename Kernel>
@@ -255,7 +246,7 @@ void launchGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRo
   static PerDevice<bool> sharedMemoryAllowed;
   allowSharedMemory(kernel, Shape::kDynamicSharedBytes, sharedMemoryAllowed);
   const int64_t blocks = std::max<int64_t>(
-      std::min<int64_t>(multiprocessorCount(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
+      std::min<int64_t>(deviceMultiprocessors(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
   kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, weightMap, p);
   MOEKIT_CHECK_LAUNCH("sm90 groupedGemmKernel");
 }

@@ -213,7 +213,7 @@ void launchFp8Gemm(const GroupedGemmArgs& args, const uint8_t* input, const floa
   static PerDevice<bool> sharedMemoryAllowed;
   allowSharedMemory(kernel, Shape::kDynamicSharedBytes, sharedMemoryAllowed);
   const int64_t blocks = std::max<int64_t>(
-      std::min<int64_t>(multiprocessorCount(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
+      std::min<int64_t>(deviceMultiprocessors(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
   kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, weightMap, p);
   MOEKIT_CHECK_LAUNCH("sm90 groupedGemmFp8Kernel");
 }

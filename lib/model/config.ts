@@ -1,48 +1,7 @@
 import type { FloatDType } from '../dtype';
 import type { ExpertQuantization, GroupSize, QuantizedParts } from '../ops/quantized';
-
-/** The checkpoint families moekit reads (Hugging Face `model_type`). */
-export type ModelFamily = 'mixtral' | 'qwen2_moe' | 'qwen3_moe' | 'deepseek_v3' | 'gpt_oss';
-export const MODEL_FAMILIES: readonly ModelFamily[] = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v3', 'gpt_oss'];
-
-/**
- * How router logits become top-k experts and weights (semantics in native/core/op_args.h):
- * - 'softmax_topk': softmax over all experts, top-k, optionally renormalized (Mixtral, Qwen).
- * - 'topk_softmax': top-k logits, softmax over the k (gpt-oss; TensorRT-LLM's RENORM).
- * - 'sigmoid_group_topk': sigmoid scores + correction bias, group-limited top-k (DeepSeek-V3).
- */
-export type RoutingMethod = 'softmax_topk' | 'topk_softmax' | 'sigmoid_group_topk';
-
-export interface RoutingConfig {
-  method: RoutingMethod;
-  topK: number;
-  /** Divide the k weights by their sum (softmax_topk, sigmoid_group_topk). */
-  renormalize: boolean;
-  /** sigmoid_group_topk: number of expert groups (1 = no group limit). */
-  numGroups: number;
-  /** sigmoid_group_topk: how many groups stay eligible. */
-  topkGroups: number;
-  /** Multiplies the final weights (DeepSeek-V3's routed_scaling_factor). */
-  scalingFactor: number;
-}
-
-/**
- * sigmoid_group_topk: how many experts a token may choose from once the group limit has kept
- * `topkGroups` whole groups of numExperts / numGroups experts. A larger topK cannot be filled
- * with distinct eligible experts (the kernels would repeat ids or take excluded ones), so routing
- * and every config check refuse it.
- */
-export function groupLimitedExperts(numExperts: number, numGroups: number, topkGroups: number): number {
-  return topkGroups * (numExperts / numGroups);
-}
-
-/**
- * The expert MLP's activation. Gated kinds read a [rows, 2I] input (gate and up halves):
- * 'swiglu' = silu(gate)·up, 'geglu' = gelu_tanh(gate)·up, 'gptoss_swiglu' = gpt-oss's clamped form.
- * Non-gated kinds ('silu', 'gelu', 'relu') read [rows, I].
- */
-export type ActivationKind = 'swiglu' | 'geglu' | 'gptoss_swiglu' | 'silu' | 'gelu' | 'relu';
-export const GATED_ACTIVATIONS: readonly ActivationKind[] = ['swiglu', 'geglu', 'gptoss_swiglu'];
+import type { RoutingConfig } from '../ops/routing';
+import type { ActivationKind, ModelFamily } from '../vocabulary';
 
 export interface SharedExpertConfig {
   intermediateSize: number;

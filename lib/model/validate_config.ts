@@ -1,10 +1,9 @@
 import { FLOAT32_MAX } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import { EXPERT_QUANTIZATIONS, isExpertQuantization, QUANTIZATION_FORMATS, requireGroupSize } from '../ops/quantized';
-import { GATED_ACTIVATIONS, groupLimitedExperts, type ActivationKind, type MoEConfig, type RoutingMethod } from './config';
-
-const ROUTING_METHODS: readonly RoutingMethod[] = ['softmax_topk', 'topk_softmax', 'sigmoid_group_topk'];
-const ACTIVATIONS: readonly ActivationKind[] = ['swiglu', 'geglu', 'gptoss_swiglu', 'silu', 'gelu', 'relu'];
+import { groupLimitedExperts } from '../ops/routing';
+import { ACTIVATIONS, GATED_ACTIVATIONS, ROUTING_METHODS } from '../vocabulary';
+import type { MoEConfig } from './config';
 
 function positiveInteger(value: unknown, field: string): void {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
