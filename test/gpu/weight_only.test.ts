@@ -73,8 +73,8 @@ describe.skipIf(!HAS_GPU)('weight-only experts on cuda:0', () => {
         const scales = Uint8Array.from({ length: experts * outFeatures * depth / 32 }, (_, i) => 122 + (i % 6));
         using mxfp4 = new QuantizedWeights({
           format: 'mxfp4',
-          data: Tensor.fromArray(blocks, [experts, outFeatures, depth / 2], { device }),
-          scales: Tensor.fromArray(scales, [experts, outFeatures, depth / 32], { device }),
+          data: Tensor.fromArray(blocks, [experts, outFeatures, depth / 2], { device, dtype: 'uint8' }),
+          scales: Tensor.fromArray(scales, [experts, outFeatures, depth / 32], { device, dtype: 'uint8' }),
         });
         // Packed bytes compare as numbers (toFloat32Array is for float tensors).
         const bytes = async (t: Tensor): Promise<Float32Array> => Float32Array.from((await t.toArray()) as Uint8Array);
