@@ -430,27 +430,23 @@ bool sm90TakesDequantized(const GroupedGemmArgs& args) {
 //   up to kWeightOnlySmallMRows: small_m, which dequantizes in registers and re-reads the packed
 //     weights once per 32-row pass: at 0.5 (Int4) or 1 (Int8) byte per weight, two passes still
 //     stream fewer bytes than one pass of bfloat16, where the 16-bit rule stops at 16 to 32;
-//   up to kWeightOnlyMmaRows: mma's in-loop kernel (128-row tiles, packed weights read once per
-//     row tile, no dense copy);
-//   above: sm90 on the weights dequantized into scratch (denseFromWeightOnly), whose wgmma is
-//     worth the extra write and read of 16-bit weights at prefill sizes; mma where sm90 would not
-//     take the dense call.
-// PROVISIONAL, not yet measured: the lead tunes both with `moekit bench --quantize int4` (and
-// int8, mxfp4) under MOEKIT_GEMM=small_m|mma|sm90 at 128, 1024 and 4096 tokens.
+//   above, where sm90 takes the dense call (Hopper): sm90 on the weights dequantized into scratch
+//     (denseFromWeightOnly);
+//   else (sm_80-class GPUs): mma's in-loop kernel where it takes the call, else the same
+//     dequantize-then-dense path.
+// Measured on an H200 (bench/NOTES.md, wq-v1, int4 g128): small_m at 32 rows per expert beats
+// dequantizing DeepSeek-V3's 11 G weights; mma's in-loop kernel took 5.6 ms for Mixtral's GEMM1 at
+// 1024 tokens and 78 ms for DeepSeek-V3's at 16384, several times the dequantize + sm90 estimate,
+// so on Hopper it is only taken when forced.
 constexpr int64_t kWeightOnlySmallMRows = 64;
-constexpr int64_t kWeightOnlyMmaRows = 512;
 
 GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
   const GemmFamily forced = forcedFamily();
   if (forced == GemmFamily::Mma || forced == GemmFamily::Sm90) return forced;
   const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
-  const auto atMost = [&](int64_t rowsPerExpert) {
-    return (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= rowsPerExpert) ||
-           args.input.dim(0) <= rowsPerExpert * experts;
-  };
-  const bool preferSmall = forced == GemmFamily::SmallM || atMost(kWeightOnlySmallMRows);
-  if (preferSmall && small_m::supports(args)) return GemmFamily::SmallM;
-  if (atMost(kWeightOnlyMmaRows) && mma::supportsWeightOnly(args)) return GemmFamily::Mma;
+  const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= kWeightOnlySmallMRows) ||
+                       args.input.dim(0) <= kWeightOnlySmallMRows * experts;
+  if ((forced == GemmFamily::SmallM || fewRows) && small_m::supports(args)) return GemmFamily::SmallM;
   return sm90TakesDequantized(args) ? GemmFamily::Sm90 : GemmFamily::Mma;
 }
 
