@@ -3,13 +3,11 @@
 // output, so the tests see the activation quantization); quantization at load against output_fp8;
 // the fused forward against the same ops run unfused; every malformed FP8 checkpoint and misuse,
 // each with its code and a message naming the culprit; TP/EP shards that sum to the whole.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { randomHostWeights } from '../lib/bench/parallel_run';
 import { loadMoECheckpoint, readMoEConfig } from '../lib/checkpoint/load';
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import {
   activation, combine, groupedGemm, linear, MoELayer, permute, quantizeWeights, route, Tensor, type HostTensor, type MoEConfig, type MoEWeights,
 } from '../lib/index';
@@ -18,10 +16,9 @@ import { isQuantized, type HostQuantized } from '../lib/model/config';
 import { checkShard, resolvePlan, shardForRank } from '../lib/parallel/plan';
 import { swigluConfig } from './helpers/configs';
 import { expectRejects, expectThrows } from './helpers/errors';
-import { editJson, idSets, quantFixtureDir, readQuantExpectation, relativeError, scratchDir, type QuantFixture } from './helpers/fixtures';
+import { copyQuantFixture, rewriteShards, editJson, idSets, quantFixtureDir, readQuantExpectation, relativeError, type QuantFixture } from './helpers/fixtures';
 
 const INDEX = 'model.safetensors.index.json';
-const SHARDS = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
 
 /** The layer's output on the fixture's input. */
 async function forwardOn(layer: MoELayer, name: QuantFixture): Promise<{ output: Float32Array; ids: Int32Array }> {
@@ -31,30 +28,7 @@ async function forwardOn(layer: MoELayer, name: QuantFixture): Promise<{ output:
   return { output: await result.output.toFloat32Array(), ids: (await result.topkIds.toArray()) as Int32Array };
 }
 
-/** A writable copy of a quantized fixture. */
-function copyQuantFixture(name: QuantFixture): string {
-  const target = path.join(scratchDir('moekit-fp8-'), name);
-  fs.cpSync(quantFixtureDir(name), target, { recursive: true });
-  for (const file of fs.readdirSync(target)) fs.chmodSync(path.join(target, file), 0o644);
-  return target;
-}
 
-/** Rewrites each shard of a copied checkpoint, tensor by tensor, keeping dtypes; `transform` returns null to drop one. */
-async function rewriteShards(dir: string, transform: (name: string, tensor: TensorToWrite) => TensorToWrite | null): Promise<void> {
-  for (const shard of SHARDS) {
-    const opened = await SafetensorsFile.open(path.join(dir, shard));
-    const kept: Record<string, TensorToWrite> = {};
-    try {
-      for (const name of opened.names()) {
-        const rewritten = transform(name, (await opened.read(name)) as TensorToWrite);
-        if (rewritten) kept[name] = rewritten;
-      }
-    } finally {
-      await opened.close();
-    }
-    await writeSafetensors(path.join(dir, shard), kept);
-  }
-}
 
 /** bfloat16 bits of float32 values, rounded to nearest even. */
 function toBfloat16(values: Float32Array): Uint16Array {

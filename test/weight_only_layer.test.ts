@@ -2,19 +2,17 @@
 // (groups of 128) against transformers' output_int8 / output_int4_g128; gpt-oss's MXFP4 checkpoint
 // as published against its output; the real bytes in weightBytes(); TP/EP shards that sum to the
 // whole (groups kept whole); and every misuse, each with its code and a message naming the culprit.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { randomHostWeights } from '../lib/bench/parallel_run';
 import { readMoEConfig } from '../lib/checkpoint/load';
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import { MoELayer, quantizeWeights, Tensor, type HostTensor, type MoEConfig, type MoEWeights } from '../lib/index';
 import type { HostQuantized } from '../lib/model/config';
 import { resolvePlan, shardForRank } from '../lib/parallel/plan';
 import { swigluConfig } from './helpers/configs';
 import { expectRejects, expectThrows } from './helpers/errors';
-import { editJson, quantFixtureDir, readQuantExpectation, relativeError, scratchDir, type QuantFixture } from './helpers/fixtures';
+import { copyQuantFixture, rewriteShards, editJson, quantFixtureDir, readQuantExpectation, relativeError, type QuantFixture } from './helpers/fixtures';
 
 async function forwardOn(layer: MoELayer, name: QuantFixture): Promise<Float32Array> {
   const expected = await readQuantExpectation(name);
@@ -23,30 +21,7 @@ async function forwardOn(layer: MoELayer, name: QuantFixture): Promise<Float32Ar
   return result.output.toFloat32Array();
 }
 
-/** A writable copy of a quantized fixture. */
-function copyQuantFixture(name: QuantFixture): string {
-  const target = path.join(scratchDir('moekit-weight-only-'), name);
-  fs.cpSync(quantFixtureDir(name), target, { recursive: true });
-  for (const file of fs.readdirSync(target)) fs.chmodSync(path.join(target, file), 0o644);
-  return target;
-}
 
-/** Rewrites each shard of a copied checkpoint, tensor by tensor; `transform` returns null to drop one. */
-async function rewriteShards(dir: string, transform: (name: string, tensor: TensorToWrite) => TensorToWrite | null): Promise<void> {
-  for (const shard of ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) {
-    const opened = await SafetensorsFile.open(path.join(dir, shard));
-    const kept: Record<string, TensorToWrite> = {};
-    try {
-      for (const name of opened.names()) {
-        const rewritten = transform(name, (await opened.read(name)) as TensorToWrite);
-        if (rewritten) kept[name] = rewritten;
-      }
-    } finally {
-      await opened.close();
-    }
-    await writeSafetensors(path.join(dir, shard), kept);
-  }
-}
 
 describe('quantization at load to int8 and int4 (weight-only)', () => {
   const [E, H, I] = [8, 256, 384];

@@ -475,6 +475,30 @@ __device__ void finishPass(const StreamProblem& p, const float* partials, int32_
   }
 }
 
+// Parks this warp's sums in `partials`, then adds the warps' sums and writes the pass's outputs
+// (finishPass). Contains __syncthreads(): call from every thread.
+template <class Config, int tokenGroups>
+__device__ void reduceAndFinishPass(const StreamProblem& p, float* partials,
+                                    const float (&sums)[Config::kColumnTiles][tokenGroups][kAccumulators], int32_t expert,
+                                    int64_t firstTile, int64_t passBegin, int64_t passEnd) {
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  constexpr int kWarpStride = Config::kColumnTiles * tokenGroups * kAccumulators * kWarpSize;
+#pragma unroll
+  for (int t = 0; t < Config::kColumnTiles; ++t) {
+#pragma unroll
+    for (int j = 0; j < tokenGroups; ++j) {
+#pragma unroll
+      for (int r = 0; r < kAccumulators; ++r) {
+        partials[warp * kWarpStride + ((t * tokenGroups + j) * kAccumulators + r) * kWarpSize + lane] = sums[t][j][r];
+      }
+    }
+  }
+  __syncthreads();
+  finishPass<Config, tokenGroups>(p, partials, expert, firstTile, passBegin, passEnd);
+  __syncthreads();  // partials are rewritten by the next pass
+}
+
 // One pass: rows [passBegin, passEnd) of `expert` (at most 8 · tokenGroups) against the item's
 // column tile. Contains __syncthreads(): call from every thread.
 template <class Operands, class Config, int tokenGroups>
@@ -488,7 +512,6 @@ __device__ void runPass(const StreamProblem& p, float* partials, int32_t expert,
     }
   }
   using T = typename Operands::Storage;
-  const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int g = lane / kLanesPerRow;
   const int c = lane % kLanesPerRow;
@@ -525,21 +548,7 @@ __device__ void runPass(const StreamProblem& p, float* partials, int32_t expert,
 
   float sums[Config::kColumnTiles][tokenGroups][kAccumulators] = {};
   streamDepth<Operands, Config, tokenGroups>(p, operands, sums);
-
-  constexpr int kWarpStride = Config::kColumnTiles * tokenGroups * kAccumulators * kWarpSize;
-#pragma unroll
-  for (int t = 0; t < Config::kColumnTiles; ++t) {
-#pragma unroll
-    for (int j = 0; j < tokenGroups; ++j) {
-#pragma unroll
-      for (int r = 0; r < kAccumulators; ++r) {
-        partials[warp * kWarpStride + ((t * tokenGroups + j) * kAccumulators + r) * kWarpSize + lane] = sums[t][j][r];
-      }
-    }
-  }
-  __syncthreads();
-  finishPass<Config, tokenGroups>(p, partials, expert, firstTile, passBegin, passEnd);
-  __syncthreads();  // partials are rewritten by the next pass
+  reduceAndFinishPass<Config, tokenGroups>(p, partials, sums, expert, firstTile, passBegin, passEnd);
 }
 
 template <class Operands, class Config>

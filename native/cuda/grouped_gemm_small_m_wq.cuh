@@ -251,20 +251,7 @@ __device__ void wqPass(const WqProblem& p, float* partials, int32_t expert, int6
     }
   }
 
-  constexpr int kWarpStride = kTiles * tokenGroups * kAccumulators * kWarpSize;
-#pragma unroll
-  for (int t = 0; t < kTiles; ++t) {
-#pragma unroll
-    for (int j = 0; j < tokenGroups; ++j) {
-#pragma unroll
-      for (int r = 0; r < kAccumulators; ++r) {
-        partials[warp * kWarpStride + ((t * tokenGroups + j) * kAccumulators + r) * kWarpSize + lane] = sums[t][j][r];
-      }
-    }
-  }
-  __syncthreads();
-  finishPass<Config, tokenGroups>(q, partials, expert, firstTile, passBegin, passEnd);
-  __syncthreads();  // partials are rewritten by the next pass
+  reduceAndFinishPass<Config, tokenGroups>(q, partials, sums, expert, firstTile, passBegin, passEnd);
 }
 
 template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage>

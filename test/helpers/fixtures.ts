@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { loadMoECheckpoint, type LoadedCheckpoint, type LoadOptions } from '../../lib/checkpoint/load';
-import { SafetensorsFile } from '../../lib/checkpoint/safetensors';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../lib/checkpoint/safetensors';
 import { type ModelFamily } from '../../lib/vocabulary';
 import { isQuantized, type HostTensor, type MoEWeights } from '../../lib/model/config';
 
@@ -99,12 +99,45 @@ export function scratchDir(prefix = 'moekit-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-/** A writable copy of a fixture (the fixtures themselves are read-only). */
-export function copyFixture(family: ModelFamily): string {
-  const target = path.join(scratchDir('moekit-fixture-'), family);
-  fs.cpSync(fixtureDir(family), target, { recursive: true });
+/** A writable copy of a folder (the fixtures themselves are read-only) under a scratch folder. */
+function writableCopy(source: string, name: string): string {
+  const target = path.join(scratchDir('moekit-fixture-'), name);
+  fs.cpSync(source, target, { recursive: true });
   for (const file of fs.readdirSync(target)) fs.chmodSync(path.join(target, file), 0o644);
   return target;
+}
+
+/** A writable copy of a fixture. */
+export function copyFixture(family: ModelFamily): string {
+  return writableCopy(fixtureDir(family), family);
+}
+
+/** A writable copy of a quantized fixture. */
+export function copyQuantFixture(name: QuantFixture): string {
+  return writableCopy(quantFixtureDir(name), name);
+}
+
+/** The two shards every quantized fixture is written in. */
+export const QUANT_FIXTURE_SHARDS = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'] as const;
+
+/**
+ * Rewrites each shard of a copied quantized fixture, tensor by tensor, keeping dtypes;
+ * `transform` returns null to drop one.
+ */
+export async function rewriteShards(dir: string, transform: (name: string, tensor: TensorToWrite) => TensorToWrite | null): Promise<void> {
+  for (const shard of QUANT_FIXTURE_SHARDS) {
+    const opened = await SafetensorsFile.open(path.join(dir, shard));
+    const kept: Record<string, TensorToWrite> = {};
+    try {
+      for (const name of opened.names()) {
+        const rewritten = transform(name, (await opened.read(name)) as TensorToWrite);
+        if (rewritten) kept[name] = rewritten;
+      }
+    } finally {
+      await opened.close();
+    }
+    await writeSafetensors(path.join(dir, shard), kept);
+  }
 }
 
 /** Rewrites a JSON file through `edit`. */
