@@ -89,6 +89,13 @@ describe('bench rows', () => {
     expect(cells.slice(9)).toEqual([`95/${expectedTouchedExperts(qwen.config, 128).toFixed(0)}`, '0.100', '0.050', '0.050', '1.200', '0.500', '-', '0.100']);
   });
 
+  it('labels an FP8 run\'s own floor as an estimate (its matmul ceiling is a 16-bit GEMM\'s)', () => {
+    const fp8Context = { ...context, quantization: 'fp8' as const };
+    expect(formatHeader(fp8Context).split(/\s{2,}/)).toContain('x est floor');
+    expect(formatPreamble(fp8Context).join('\n')).toMatch(/the floor is an ESTIMATE: the experts compute in FP8 but the matmul ceiling is a 16-bit GEMM's/);
+    expect(formatHeader(context).split(/\s{2,}/)).toContain('x floor');
+  });
+
   it('quantiles interpolate and the touched-expert count averages over inputs', () => {
     expect(quantile([4, 1, 3, 2], 0.5)).toBe(2.5);
     expect(quantile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 0.1)).toBe(2);
@@ -139,6 +146,16 @@ describe('comparison with bench/torch_baseline.py', () => {
     expect(row!.gemmSpeedup).toBeCloseTo(2.5, 12);
     expect(row!.torchMs).toBe(0.5);
     expect(formatComparison([row!])[2]).toMatch(/\| 0\.4 \| 0\.040 \| 0\.100 \| 2\.50× \| — \| — \| — \| 0\.030 \| 0\.010 \|/);
+  });
+
+  it('measures FP8 experts against an FP8 baseline\'s floor (FP8 ceiling), not moekit\'s 16-bit-GEMM estimate', () => {
+    const fp8Torch = torch.map((row) => ({ ...row, quantize: 'fp8', floor_ms: 0.01 }));
+    const moekit = [{ preset: 'qwen3-30b-a3b', tokens: 1, msPerForward: 0.05, tflops: 0.4, floorMs: 0.02, quantization: 'fp8' as const }];
+    expect(compareRows(moekit, fp8Torch)[0]).toMatchObject({ floorMs: 0.01, overFloor: 5 });
+    // A 16-bit baseline's floor is no FP8 floor: moekit's own stands.
+    expect(compareRows(moekit, torch)[0]).toMatchObject({ floorMs: 0.02 });
+    // Dense experts keep moekit's floor beside an FP8 baseline too.
+    expect(compareRows([{ ...moekit[0]!, quantization: null }], fp8Torch)[0]).toMatchObject({ floorMs: 0.02 });
   });
 
   it('leaves a point the baseline lacks blank, and warns when the GPUs differ', () => {

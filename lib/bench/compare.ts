@@ -21,6 +21,8 @@ export interface TorchRow {
   matmul_ceiling_tflops: number;
   copy_ceiling_tbps: number;
   gpu: string;
+  /** 'fp8' for a `--quantize fp8` run: its floor takes the FP8 matmul ceiling and 1 byte per weight. */
+  quantize?: string;
 }
 
 /** The moekit fields the comparison reads; older result files lack the rest (floor, stages). */
@@ -38,7 +40,10 @@ export interface ComparedRow {
   torchMs: number | undefined;
   /** torchMs / bestMs: above 1, moekit is faster. */
   speedup: number | undefined;
-  /** moekit's own floor (its ceilings), else the baseline's. */
+  /**
+   * moekit's own floor (its ceilings), else the baseline's; for FP8 experts the FP8 baseline's
+   * (moekit's own run has no FP8 GEMM yardstick: floorOf).
+   */
   floorMs: number | undefined;
   overFloor: number | undefined;
   tflops: number;
@@ -62,6 +67,15 @@ export function readBenchRows(file: string): ComparedBenchRow[] {
   return readJsonRows<ComparedBenchRow>(file, MOEKIT_KEYS, 'moekit bench');
 }
 
+/**
+ * The floor a row is measured against: moekit's own, except for FP8 experts beside an FP8
+ * baseline, whose floor takes torch._scaled_mm's FP8 ceiling where moekit's takes a 16-bit GEMM's.
+ */
+function floorOf(row: ComparedBenchRow, baseline: TorchRow | undefined): number | undefined {
+  if (row.quantization === 'fp8' && baseline?.quantize === 'fp8') return baseline.floor_ms;
+  return row.floorMs ?? baseline?.floor_ms;
+}
+
 export function compareRows(moekit: readonly ComparedBenchRow[], torch: readonly TorchRow[]): ComparedRow[] {
   return moekit.map((row) => {
     const find = (pipeline: string): TorchRow | undefined =>
@@ -71,7 +85,7 @@ export function compareRows(moekit: readonly ComparedBenchRow[], torch: readonly
     const up = row.stageMs?.expert_up;
     const down = row.stageMs?.expert_down;
     const gemmMs = up === undefined || down === undefined ? undefined : up + down;
-    const floorMs = row.floorMs ?? baseline?.floor_ms;
+    const floorMs = floorOf(row, baseline);
     const graphMs = row.graphMsPerForward;
     const bestMs = Math.min(row.msPerForward, graphMs ?? Infinity);
     return {

@@ -135,15 +135,28 @@ export function flopRate(device: Device): { unit: string; fromTflops(tflops: num
     : { unit: 'TFLOP/s', fromTflops: (tflops, decimals = 2) => tflops.toFixed(decimals) };
 }
 
+/** What says whether a floor is a bound: the run's ceilings and its experts' quantization. */
+type FloorContext = Pick<BenchContext, 'ceilings'> & { quantization?: ExpertQuantization | null };
+
 /**
- * Whether the floor is an estimate rather than a bound: its matmul ceiling is moekit's own linear
- * (no vendor GEMM: the CPU, or cuBLAS missing), which a forward's kernels can outrun.
+ * Why the floor is an estimate rather than a bound, or null when it is a bound: its matmul ceiling
+ * is moekit's own linear (no vendor GEMM: the CPU, or cuBLAS missing), which a forward's kernels
+ * can outrun; or the experts compute in FP8 while the ceiling is a 16-bit GEMM's (FP8 tensor cores
+ * are faster: `--compare` with `torch_baseline.py --quantize fp8` takes torch's FP8 floor).
  */
-export function floorIsEstimate(context: Pick<BenchContext, 'ceilings'>): boolean {
-  return !context.ceilings.matmulSource.startsWith('cuBLAS');
+export function floorEstimateReason(context: FloorContext): string | null {
+  if (!context.ceilings.matmulSource.startsWith('cuBLAS')) return 'its matmul ceiling is moekit\'s own linear, not a vendor GEMM';
+  if (context.quantization === 'fp8') {
+    return 'the experts compute in FP8 but the matmul ceiling is a 16-bit GEMM\'s (for the FP8 floor, --compare a torch_baseline.py --quantize fp8 run)';
+  }
+  return null;
 }
 
-function columns(context: Pick<BenchContext, 'device' | 'ceilings'>): Column<BenchRow>[] {
+export function floorIsEstimate(context: FloorContext): boolean {
+  return floorEstimateReason(context) !== null;
+}
+
+function columns(context: Pick<BenchContext, 'device'> & FloorContext): Column<BenchRow>[] {
   const rate = flopRate(context.device);
   return [
   { title: 'preset', width: 20, text: true, cell: (row) => row.preset },
@@ -187,9 +200,8 @@ export function formatPreamble(context: BenchContext): string[] {
   const { ceilings } = context;
   const experts = context.quantization === null ? '' : `, experts ${context.quantization} (${QUANTIZATION_PREAMBLES[context.quantization]}${context.groupSize === null ? '' : `, group size ${context.groupSize}`})`;
   const rate = flopRate(context.device);
-  const estimate = floorIsEstimate(context)
-    ? ['# the floor is an ESTIMATE: its matmul ceiling is moekit\'s own linear, not a vendor GEMM, and a forward may beat it (x est floor below 1)']
-    : [];
+  const reason = floorEstimateReason(context);
+  const estimate = reason === null ? [] : [`# the floor is an ESTIMATE: ${reason}, and a forward may beat it (x est floor below 1)`];
   return [
     `# ${context.device} (${context.deviceName}), ${context.dtype}${experts}`,
     `# matmul ceiling ${rate.fromTflops(ceilings.matmulTflops, 1)} ${rate.unit}: ${ceilings.matmulSource}`,
@@ -201,7 +213,7 @@ export function formatPreamble(context: BenchContext): string[] {
 }
 
 /** The table's column titles; rows follow one by one as they are measured. */
-export function formatHeader(context: Pick<BenchContext, 'device' | 'ceilings'>): string {
+export function formatHeader(context: Pick<BenchContext, 'device'> & FloorContext): string {
   return formatLine(columns(context), columns(context).map((column) => column.title));
 }
 
