@@ -5,13 +5,16 @@
  *   node bench/serve_load.js [--preset mixtral-8x7b-mini | --checkpoint DIR --layer N]
  *                            [--device cpu|cuda:N] [--dtype float32|bfloat16] [--min-tokens 1] [--max-tokens 16]
  *                            [--connections 64] [--duration 10] [--max-batch-tokens 128] [--max-delay-ms 2]
- *                            [--json FILE]
+ *                            [--json FILE] [--cpu-prof DIR]
  *
  * For each mode it starts `node dist/cli/main.js serve` (build first: npm run build) on 127.0.0.1,
  * warms it up, and sends POST /v1/forward bodies (safetensors, input [T, H] with T uniform in
  * [min-tokens, max-tokens], in --dtype's format) from `connections` keep-alive connections for
  * `duration` seconds. Modes: unbatched (--max-batch-tokens 1: each request runs alone) and
  * batched (--max-batch-tokens as given). Prints one line per mode and the ratio; --json writes all.
+ * --cpu-prof DIR runs each server under `node --cpu-prof`, its profile written into DIR at exit
+ * (warm-up included); --preset mixtral-8x7b-host gives full-size rows with a forward that costs
+ * almost nothing, so a CPU profile shows what serving costs on the host.
  */
 'use strict';
 const { spawn } = require('node:child_process');
@@ -33,7 +36,7 @@ const { values: options } = parseArgs({
     'min-tokens': { type: 'string', default: '1' }, 'max-tokens': { type: 'string', default: '16' },
     connections: { type: 'string', default: '64' }, duration: { type: 'string', default: '10' },
     'max-batch-tokens': { type: 'string', default: '128' }, 'max-delay-ms': { type: 'string', default: '2' },
-    json: { type: 'string' },
+    json: { type: 'string' }, 'cpu-prof': { type: 'string' },
   },
 });
 const device = options.device;
@@ -60,7 +63,8 @@ function bodies() {
 }
 
 function startServer(maxBatchTokens) {
-  const args = [path.join(root, 'dist/cli/main.js'), 'serve', ...layerArgs, '--device', device, '--dtype', dtype, '--port', '0',
+  const profile = options['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', options['cpu-prof'], '--cpu-prof-name', `serve-max-batch-${maxBatchTokens}.cpuprofile`] : [];
+  const args = [...profile, path.join(root, 'dist/cli/main.js'), 'serve', ...layerArgs, '--device', device, '--dtype', dtype, '--port', '0',
     '--max-batch-tokens', String(maxBatchTokens), '--max-delay-ms', options['max-delay-ms'], '--max-queued-tokens', String(1 << 20)];
   const server = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {

@@ -8,6 +8,8 @@ import { describeValue, MoekitError } from './errors';
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'float8_e4m3' | 'uint8';
 /** The dtypes ops compute in. */
 export type FloatDType = 'float32' | 'float16' | 'bfloat16';
+/** The 16-bit float dtypes, held on the host as their bit patterns in a Uint16Array. */
+export type HalfDType = 'float16' | 'bfloat16';
 
 export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'int32', 'float8_e4m3', 'uint8'];
 export const FLOAT_DTYPES: readonly FloatDType[] = ['float32', 'float16', 'bfloat16'];
@@ -143,6 +145,19 @@ export function decodeHalf(bits: Uint16Array, dtype: 'float16' | 'bfloat16'): Fl
   const values = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) values[i] = decode(bits[i]!);
   return values;
+}
+
+/** Values of a FloatDType on the host: float32 in a Float32Array, float16/bfloat16 bits in a Uint16Array. */
+export type FloatHostArray = Float32Array | Uint16Array;
+
+/**
+ * `values` of dtype `from` as dtype `to`: the same array, not a copy, when the dtypes agree;
+ * otherwise converted on the host (rounding to nearest even where `to` is narrower).
+ */
+export function convertFloatArray(values: FloatHostArray, from: FloatDType, to: FloatDType): FloatHostArray {
+  if (from === to) return values;
+  const floats = from === 'float32' ? (values as Float32Array) : decodeHalf(values as Uint16Array, from);
+  return to === 'float32' ? floats : encodeHalf(floats, to);
 }
 
 // ---- float8 e4m3 (e4m3fn: no infinities, 0x7f/0xff NaN, largest finite 448) ----

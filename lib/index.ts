@@ -8,7 +8,7 @@
  *   console.log(await output.toArray());
  */
 export { Tensor, type DevicePointerOptions, type RandomTensorOptions, type TensorData, type TensorOptions } from './tensor';
-export type { DType, FloatDType, HostArray } from './dtype';
+export type { DType, FloatDType, FloatHostArray, HalfDType, HostArray } from './dtype';
 export { decodeFloat8, decodeHalf, encodeHalf } from './dtype';
 export type { Device } from './device';
 export { MoekitError, type MoekitErrorCode } from './errors';
@@ -32,7 +32,7 @@ export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, typ
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';
 export { memoryInfo, type MemoryInfo } from './memory';
 export {
-  ForwardBatcher, type BatchedForwardResult, type BatchedLayer, type ForwardBatcherMetrics, type ForwardBatcherOptions,
+  ForwardBatcher, type BatchedForwardOptions, type BatchedForwardResult, type BatchedLayer, type ForwardBatcherMetrics, type ForwardBatcherOptions,
 } from './serve/forward_batcher';
 export type { HistogramSnapshot } from './serve/histogram';
 export { LayerStats, type CountedLayer, type ForwardCounts, type LayerStatsSnapshot } from './serve/layer_stats';

@@ -1,9 +1,10 @@
 // ForwardBatcher (lib/serve/forward_batcher.ts): concurrent forwards merged, split back per
 // caller in order and bit-identical to lone forwards; the bounded queue; a failing forward failing
-// only its own requests; close() draining or refusing.
+// only its own requests; close() draining or refusing; float16/bfloat16 rows kept as bits from
+// caller to layer and back, mixed dtypes in one batch; batches pipelined.
 import { describe, expect, it } from 'vitest';
 
-import { ForwardBatcher, MoELayer, Tensor, type BatchedLayer, type MoEForwardResult } from '../lib/index';
+import { encodeHalf, ForwardBatcher, MoELayer, Tensor, type BatchedLayer, type FloatDType, type MoEForwardResult } from '../lib/index';
 import { expectRejects } from './helpers/errors';
 import { swigluConfig } from './helpers/configs';
 
@@ -25,16 +26,38 @@ async function loneForward(layer: MoELayer, rows: Float32Array) {
   };
 }
 
+/** Rows as `dtype` holds them on the host: float32 values, or float16/bfloat16 bits. */
+function rowsIn(dtype: FloatDType, tokens: number, seed: number): Float32Array | Uint16Array {
+  const rows = rowsOf(tokens, seed);
+  return dtype === 'float32' ? rows : encodeHalf(rows, dtype);
+}
+
+/** A lone forward of `rows` of `dtype` in the layer's dtype, its output read back in `dtype` (bits for float16/bfloat16). */
+async function loneForwardIn(layer: MoELayer, rows: Float32Array | Uint16Array, dtype: FloatDType) {
+  using given = Tensor.fromArray(rows, [rows.length / HIDDEN, HIDDEN], { dtype });
+  using x = given.to('cpu', layer.dtype);
+  using result = layer.forward(x);
+  using output = result.output.to('cpu', dtype);
+  return {
+    output: await output.toArray(),
+    topkIds: (await result.topkIds.toArray()) as Int32Array,
+    topkWeights: (await result.topkWeights.toArray()) as Float32Array,
+  };
+}
+
 /** A layer that counts its forwards and fails the ones `fails` picks (by call number, from 1). */
-function instrumented(layer: MoELayer, fails: (call: number) => boolean = () => false): BatchedLayer & { calls: number[] } {
+function instrumented(layer: MoELayer, fails: (call: number) => boolean = () => false): BatchedLayer & { calls: number[]; dtypes: string[] } {
   const calls: number[] = [];
+  const dtypes: string[] = [];
   return {
     config: layer.config,
     device: layer.device,
     dtype: layer.dtype,
     calls,
+    dtypes,
     forward(x: Tensor): MoEForwardResult {
       calls.push(x.shape[0]!);
+      dtypes.push(x.dtype);
       if (fails(calls.length)) throw new Error(`forward ${calls.length} failed on purpose`);
       return layer.forward(x);
     },
@@ -139,8 +162,90 @@ describe('ForwardBatcher', () => {
     expect(batcher.closed).toBe(true);
   });
 
+  it('keeps bfloat16 rows as bits end to end: bit-identical to lone forwards, answers as views of one batch', async () => {
+    using layer = MoELayer.random(config, { seed: 11, dtype: 'bfloat16' });
+    const counted = instrumented(layer);
+    const batcher = new ForwardBatcher(counted, { maxBatchTokens: 15, maxDelayMs: 20 });
+    const sizes = [2, 1, 4, 3];
+    const requests = sizes.map((tokens, index) => rowsIn('bfloat16', tokens, 20 + index) as Uint16Array);
+    const answers = await Promise.all(requests.map((rows) => batcher.forward(rows, { dtype: 'bfloat16' })));
+    expect(counted.calls).toEqual([10]);
+    expect(counted.dtypes).toEqual(['bfloat16']);
+    for (const [index, rows] of requests.entries()) {
+      const answer = answers[index]!;
+      const lone = await loneForwardIn(layer, rows, 'bfloat16');
+      expect(answer.dtype).toBe('bfloat16');
+      expect(answer.output).toBeInstanceOf(Uint16Array);
+      expect(answer.output).toEqual(lone.output);
+      expect(answer.topkIds).toEqual(lone.topkIds);
+      expect(answer.topkWeights).toEqual(lone.topkWeights);
+    }
+    // No per-request conversion or copy: every answer is a view of the batch's one download.
+    expect(new Set(answers.map((answer) => answer.output.buffer)).size).toBe(1);
+    await batcher.close();
+  });
+
+  it('answers each request of a mixed-dtype batch in its own dtype, as a lone forward of it would', async () => {
+    using layer = MoELayer.random(config, { seed: 12, dtype: 'bfloat16' });
+    const batcher = new ForwardBatcher(layer, { maxBatchTokens: 15, maxDelayMs: 20 });
+    const dtypes: FloatDType[] = ['float32', 'bfloat16', 'float16', 'float32', 'bfloat16'];
+    const requests = dtypes.map((dtype, index) => rowsIn(dtype, 1 + (index % 3), 30 + index));
+    const answers = await Promise.all(requests.map((rows, index) => batcher.forward(rows, { dtype: dtypes[index]! })));
+    expect(batcher.metrics().batches).toBe(1);
+    for (const [index, rows] of requests.entries()) {
+      const lone = await loneForwardIn(layer, rows, dtypes[index]!);
+      expect(answers[index]!.dtype).toBe(dtypes[index]);
+      expect(answers[index]!.output).toBeInstanceOf(dtypes[index] === 'float32' ? Float32Array : Uint16Array);
+      expect(answers[index]!.output).toEqual(lone.output);
+      expect(answers[index]!.topkIds).toEqual(lone.topkIds);
+    }
+    await batcher.close();
+  });
+
+  it('sends a batch whose requests share a dtype other than the layer\'s in that dtype, the device converting both ways', async () => {
+    using layer = MoELayer.random(config, { seed: 13, dtype: 'bfloat16' });
+    const counted = instrumented(layer);
+    const batcher = new ForwardBatcher(counted, { maxBatchTokens: 15, maxDelayMs: 20 });
+    const requests = [3, 1, 2].map((tokens, index) => rowsOf(tokens, 40 + index));
+    const answers = await Promise.all(requests.map((rows) => batcher.forward(rows)));
+    expect(counted.dtypes).toEqual(['bfloat16']);
+    for (const [index, rows] of requests.entries()) {
+      expect(answers[index]!.dtype).toBe('float32');
+      expect(answers[index]!.output).toEqual((await loneForwardIn(layer, rows, 'float32')).output);
+    }
+    await batcher.close();
+  });
+
+  it('refuses rows whose array and dtype disagree, naming both', async () => {
+    using layer = MoELayer.random(config, { seed: 14 });
+    const batcher = new ForwardBatcher(layer, { maxBatchTokens: 4, maxDelayMs: 1 });
+    const bits = new Uint16Array(HIDDEN);
+    await expectRejects(batcher.forward(bits as never), 'E_DTYPE', /a Uint16Array holds float16 or bfloat16 bits: options.dtype must say which, got undefined/);
+    await expectRejects(batcher.forward(bits, { dtype: 'float32' as never }), 'E_DTYPE', /options.dtype must say which, got "float32"/);
+    await expectRejects(batcher.forward(rowsOf(1, 1), { dtype: 'bfloat16' as never }), 'E_DTYPE', /a Float32Array holds float32 rows, but options.dtype is "bfloat16"/);
+    await expectRejects(batcher.forward(new Int32Array(HIDDEN) as never), 'E_INVALID_ARGUMENT', /rows must be a Float32Array \(float32\) or a Uint16Array/);
+    await expectRejects(batcher.forward(rowsOf(1, 1), 'bfloat16' as never), 'E_INVALID_ARGUMENT', /options must be an object/);
+    expect(batcher.metrics().rejectedRequests).toBe(5);
+    await batcher.close();
+  });
+
+  it('launches the next batch while the previous one is in flight, up to pipelineDepth', async () => {
+    using layer = MoELayer.random(config, { seed: 15 });
+    for (const pipelineDepth of [1, 2]) {
+      let answered = 0;
+      const answeredAtLaunch: number[] = [];
+      const watched: BatchedLayer = { ...instrumented(layer), forward: (x) => (answeredAtLaunch.push(answered), layer.forward(x)) };
+      const batcher = new ForwardBatcher(watched, { maxBatchTokens: 2, maxDelayMs: 10_000, pipelineDepth });
+      await Promise.all([1, 2, 3].map((seed) => batcher.forward(rowsOf(2, seed)).then(() => (answered += 1))));
+      // Depth 1: each batch after the one before was answered. Depth 2: the first two launched at once.
+      expect(answeredAtLaunch).toEqual(pipelineDepth === 1 ? [0, 1, 2] : [0, 0, 1]);
+      await batcher.close();
+    }
+  });
+
   it('checks its options', () => {
     using layer = MoELayer.random(config, { seed: 10 });
+    expect(() => new ForwardBatcher(layer, { pipelineDepth: 0 })).toThrow(/pipelineDepth must be an integer >= 1, got 0/);
     expect(() => new ForwardBatcher(layer, { maxBatchTokens: 0 })).toThrow(/maxBatchTokens must be an integer >= 1, got 0/);
     expect(() => new ForwardBatcher(layer, { maxDelayMs: -1 })).toThrow(/maxDelayMs must be a finite number >= 0, got -1/);
     expect(() => new ForwardBatcher(null as unknown as MoELayer)).toThrow(/layer must be a MoELayer, got null/);

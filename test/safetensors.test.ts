@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
+import { decodeSafetensors, encodeSafetensors, SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
 import { MoekitError, type MoekitErrorCode } from '../lib/errors';
 
@@ -374,5 +374,32 @@ describe('the shared fixtures, written by real tools, satisfy every check', () =
 
   it.each(files)('%s opens', async (file) => {
     await withFile(path.join(fixtureRoot, file), async (opened) => expect(opened.names().length).toBeGreaterThan(0));
+  });
+});
+
+describe('decodeSafetensors', () => {
+  const image = encodeSafetensors({ a: { dtype: 'F32', shape: [2], data: Float32Array.of(1.5, -2) }, b: { dtype: 'BF16', shape: [3], data: Uint16Array.of(1, 2, 3) } });
+
+  it('copies the data out by default, and hands out views of the image with { view: true }', () => {
+    const copied = decodeSafetensors(image, 'image');
+    const viewed = decodeSafetensors(image, 'image', { view: true });
+    for (const name of ['a', 'b']) {
+      expect(viewed.get(name)).toEqual(copied.get(name));
+      expect(copied.get(name)!.data.buffer).not.toBe(image.buffer);
+      expect(viewed.get(name)!.data.buffer).toBe(image.buffer);
+    }
+  });
+
+  it('copies a tensor whose data is not aligned for its array, even with { view: true }', () => {
+    // The same image one byte into a larger buffer: F32 data at an odd address cannot be viewed.
+    const shifted = new Uint8Array(image.length + 1).subarray(1);
+    shifted.set(image);
+    const tensor = decodeSafetensors(shifted, 'shifted', { view: true }).get('a')!;
+    expect(tensor.data).toEqual(Float32Array.of(1.5, -2));
+    expect(tensor.data.buffer).not.toBe(shifted.buffer);
+  });
+
+  it('refuses a view option that is not a boolean', () => {
+    expect(() => decodeSafetensors(image, 'image', { view: 'yes' as never })).toThrow(/decodeSafetensors: options.view must be a boolean, got "yes"/);
   });
 });

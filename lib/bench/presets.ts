@@ -94,8 +94,20 @@ export const FULL_PRESETS: readonly BenchPreset[] = [MIXTRAL_8X7B, QWEN3_30B_A3B
  */
 export const MINI_PRESETS: readonly BenchPreset[] = [scaledDown(MIXTRAL_8X7B, 2), scaledDown(QWEN3_30B_A3B, 2), scaledDown(DEEPSEEK_V3, 8)];
 
-/** Presets run only when named (--preset): gpt-oss-20b's experts are MXFP4 as published. */
-export const NAMED_PRESETS: readonly BenchPreset[] = [GPT_OSS_20B];
+/**
+ * Mixtral-8x7B's hidden size, routing and experts with an intermediate size of 4: rows and
+ * results as large as the real layer's, a forward that costs little. For measuring what
+ * serving costs on the host (`moekit serve`, bench/serve_load.js) on a machine without the GPU.
+ */
+const MIXTRAL_8X7B_HOST = preset('mixtral-8x7b-host', 'Mixtral-8x7B hidden size, intermediate 4 (host-side serving cost)', {
+  family: 'mixtral', experts: 8, topK: 2, hidden: 4096, intermediate: 4,
+});
+
+/**
+ * Presets run only when named (--preset): gpt-oss-20b's experts are MXFP4 as published, and
+ * mixtral-8x7b-host measures the host, not the layer.
+ */
+export const NAMED_PRESETS: readonly BenchPreset[] = [GPT_OSS_20B, MIXTRAL_8X7B_HOST];
 
 export const ALL_PRESETS: readonly BenchPreset[] = [...FULL_PRESETS, ...MINI_PRESETS, ...NAMED_PRESETS];
 

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 
 import { describeValue, MoekitError } from '../errors';
 import { fileSystemError, openRegularFile } from '../files';
+import { optionalOptions } from '../options';
 
 /** Bits per element of every dtype the format defines (some pack several elements per byte). */
 const ELEMENT_BITS = {
@@ -174,15 +175,21 @@ async function readHeaderLength(file: string, handle: fs.promises.FileHandle, fi
   return Number(length);
 }
 
-function typedView(dtype: ReadableDType, shape: number[], bytes: ArrayBuffer): SafetensorsTensor {
+/** Bytes per element of the typed array each readable dtype is handed out in. */
+const ARRAY_ELEMENT_BYTES: Readonly<Record<ReadableDType, number>> = { F32: 4, F16: 2, BF16: 2, I32: 4, I64: 8, F8_E4M3: 1, U8: 1 };
+
+/** A typed array over `bytes`' memory (no copy); its byteOffset must be a multiple of the element size. */
+function typedView(dtype: ReadableDType, shape: number[], bytes: Uint8Array): SafetensorsTensor {
+  const { buffer, byteOffset } = bytes;
+  const length = bytes.length / ARRAY_ELEMENT_BYTES[dtype];
   switch (dtype) {
-    case 'F32': return { dtype, shape, data: new Float32Array(bytes) };
+    case 'F32': return { dtype, shape, data: new Float32Array(buffer, byteOffset, length) };
     case 'F16':
-    case 'BF16': return { dtype, shape, data: new Uint16Array(bytes) };
-    case 'I32': return { dtype, shape, data: new Int32Array(bytes) };
-    case 'I64': return { dtype, shape, data: new BigInt64Array(bytes) };
+    case 'BF16': return { dtype, shape, data: new Uint16Array(buffer, byteOffset, length) };
+    case 'I32': return { dtype, shape, data: new Int32Array(buffer, byteOffset, length) };
+    case 'I64': return { dtype, shape, data: new BigInt64Array(buffer, byteOffset, length) };
     case 'F8_E4M3':
-    case 'U8': return { dtype, shape, data: new Uint8Array(bytes) };
+    case 'U8': return { dtype, shape, data: new Uint8Array(buffer, byteOffset, length) };
   }
 }
 
@@ -285,16 +292,27 @@ export class SafetensorsFile {
     this.#bytesRead += bytesRead;
     // The header was checked against the file's size at open; a shorter read means it shrank since.
     if (bytesRead !== byteLength) malformed(this.path, `tensor ${name}: file ended after ${bytesRead} of ${byteLength} bytes`);
-    return typedView(dtype, shape, bytes);
+    return typedView(dtype, shape, new Uint8Array(bytes));
   }
+}
+
+export interface DecodeSafetensorsOptions {
+  /**
+   * Hand out views of the image rather than copies wherever a tensor's data is aligned for its
+   * typed array (as writers that pad the header to 8 bytes make all of them): no copying, but the
+   * image must then be kept, unchanged, while the tensors are used. Default false.
+   */
+  view?: boolean;
 }
 
 /**
  * Every tensor of a safetensors image held in memory (a request body, say), checked as open()
  * checks a file; `source` names the image in errors. A tensor of a dtype moekit does not read is
- * E_DTYPE. The data are copied out, so the image can be let go.
+ * E_DTYPE. The data are copied out, so the image can be let go, unless `view` says otherwise.
  */
-export function decodeSafetensors(bytes: Uint8Array, source: string): Map<string, SafetensorsTensor> {
+export function decodeSafetensors(bytes: Uint8Array, source: string, options?: DecodeSafetensorsOptions | null): Map<string, SafetensorsTensor> {
+  const { view = false } = optionalOptions(options, 'decodeSafetensors: options');
+  if (typeof view !== 'boolean') throw new MoekitError('E_INVALID_ARGUMENT', `decodeSafetensors: options.view must be a boolean, got ${describeValue(view)}`);
   if (bytes.length < HEADER_LENGTH_BYTES) malformed(source, `${bytes.length} bytes is too short for a safetensors header`);
   const length = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).readBigUInt64LE(0);
   if (length === 0n || length > BigInt(Math.min(MAX_HEADER_BYTES, bytes.length - HEADER_LENGTH_BYTES))) {
@@ -307,9 +325,10 @@ export function decodeSafetensors(bytes: Uint8Array, source: string): Map<string
     if (!(READABLE_DTYPES as readonly string[]).includes(dtype)) {
       throw new MoekitError('E_DTYPE', `${source}: tensor ${name} is ${dtype}, which moekit does not read (it reads ${READABLE_DTYPES.join(', ')})`);
     }
-    // A copy (a Buffer's slice() would be a view of memory it may share with others).
-    const copy = new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end));
-    tensors.set(name, typedView(dtype as ReadableDType, [...shape], copy.buffer));
+    const data = bytes.subarray(dataStart + begin, dataStart + end);
+    const aligned = data.byteOffset % ARRAY_ELEMENT_BYTES[dtype as ReadableDType] === 0;
+    // Else a copy (a Buffer's slice() would be a view of memory it may share with others).
+    tensors.set(name, typedView(dtype as ReadableDType, [...shape], view && aligned ? data : new Uint8Array(data)));
   }
   return tensors;
 }

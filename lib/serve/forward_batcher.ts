@@ -12,9 +12,20 @@
  * more the panel path, which sums in another order), so on the CPU the bits match while a batch
  * keeps every GEMM on the path its requests take alone: batches of at most 15 tokens always do.
  * Larger batches agree to float32 rounding.
+ *
+ * Rows stay in their dtype from caller to layer and back: float16/bfloat16 rows travel as their
+ * bits (Uint16Array), merged with TypedArray.set and handed back as subarrays of the batch's
+ * results. A batch whose requests all share one dtype is uploaded in it and the device converts to
+ * and from the layer's dtype; in a batch of mixed dtypes the rows not in the layer's dtype are
+ * converted on the host. Either way the values equal a lone forward of
+ * Tensor.fromArray(rows, { dtype: layer.dtype }): both conversions round to nearest even.
+ *
+ * Up to pipelineDepth batches are in flight: the next batch is merged, uploaded and launched
+ * while the previous one runs and its results download. Work on a device runs in order, so this
+ * changes no result.
  */
 import type { Device } from '../device';
-import type { FloatDType } from '../dtype';
+import { allocateHostArray, convertFloatArray, type FloatDType, type FloatHostArray, type HalfDType } from '../dtype';
 import { describeValue, fromNativeError, MoekitError } from '../errors';
 import type { CapturedForward, CapturedOutputs } from '../layer/captured_forward';
 import type { MoEForwardResult } from '../layer/forward';
@@ -51,13 +62,32 @@ export interface ForwardBatcherOptions {
   graphAfter?: number;
   /** The most graphs kept (each holds its own input, outputs and pool memory). Default 8. */
   maxGraphs?: number;
+  /**
+   * The most batches in flight at once: with 2, the next batch is merged, uploaded and launched
+   * while the previous one's forward runs and its results download. 1 runs one at a time. Default 2.
+   */
+  pipelineDepth?: number;
+}
+
+/** What forward() takes beside the rows. */
+export interface BatchedForwardOptions {
+  /**
+   * The rows' dtype, which is also the output's: 'float32' (the default) for a Float32Array,
+   * 'float16' or 'bfloat16' for a Uint16Array of their bits.
+   */
+  dtype?: FloatDType;
 }
 
 /** One caller's rows of a merged forward, read back to the host. */
-export interface BatchedForwardResult {
+export interface BatchedForwardResult<Output extends FloatHostArray = Float32Array> {
   tokens: number;
-  /** [tokens, H] as float32 (values of the layer's dtype, exactly). */
-  output: Float32Array;
+  /** The dtype of `output`: the request's. */
+  dtype: FloatDType;
+  /**
+   * [tokens, H] in the request's dtype: float32 values (a float32 request's are the layer dtype's
+   * values, exactly), or float16/bfloat16 bits.
+   */
+  output: Output;
   /** [tokens, K] chosen experts, best first. */
   topkIds: Int32Array;
   /** [tokens, K] routing weights. */
@@ -86,11 +116,20 @@ export interface ForwardBatcherMetrics {
 }
 
 interface Pending {
-  rows: Float32Array;
+  rows: FloatHostArray;
+  dtype: FloatDType;
   tokens: number;
   arrived: number;
-  resolve(result: BatchedForwardResult): void;
+  resolve(result: BatchedForwardResult<FloatHostArray>): void;
   reject(error: unknown): void;
+}
+
+/** A batch's results on the host, the output in the batch's dtype. */
+interface MergedResults {
+  dtype: FloatDType;
+  output: FloatHostArray;
+  topkIds: Int32Array;
+  topkWeights: Float32Array;
 }
 
 const DEFAULT_MAX_BATCH_TOKENS = 64;
@@ -98,6 +137,7 @@ const DEFAULT_MAX_DELAY_MS = 2;
 const DEFAULT_QUEUE_BATCHES = 16;
 const DEFAULT_GRAPH_AFTER = 8;
 const DEFAULT_MAX_GRAPHS = 8;
+const DEFAULT_PIPELINE_DEPTH = 2;
 /** 0.1 ms … ~26 s, doubling. */
 const LATENCY_BOUNDS = exponentialBounds(1e-4, 2, 19);
 
@@ -106,17 +146,72 @@ function integerOption(value: unknown, name: string, fallback: number, min = 1):
   return value === undefined ? fallback : requireInteger(value, 'ForwardBatcher', `options.${name}`, min);
 }
 
+/** The rows' dtype: options.dtype checked against the array that holds them. */
+function rowsDType(rows: unknown, options: BatchedForwardOptions | null | undefined): FloatDType {
+  const { dtype } = optionalOptions(options, 'ForwardBatcher.forward: options');
+  if (rows instanceof Float32Array) {
+    if (dtype !== undefined && dtype !== 'float32') {
+      throw new MoekitError('E_DTYPE', `ForwardBatcher.forward: a Float32Array holds float32 rows, but options.dtype is ${describeValue(dtype)}; send float16/bfloat16 rows as a Uint16Array of their bits`);
+    }
+    return 'float32';
+  }
+  if (rows instanceof Uint16Array) {
+    if (dtype !== 'float16' && dtype !== 'bfloat16') {
+      throw new MoekitError('E_DTYPE', `ForwardBatcher.forward: a Uint16Array holds float16 or bfloat16 bits: options.dtype must say which, got ${describeValue(dtype)}`);
+    }
+    return dtype;
+  }
+  throw new MoekitError('E_INVALID_ARGUMENT', `ForwardBatcher.forward: rows must be a Float32Array (float32) or a Uint16Array (float16/bfloat16 bits), got ${describeValue(rows)}`);
+}
+
+/**
+ * The dtype a batch travels in: the one all its requests share (the device converts to and from
+ * the layer's dtype), or the layer's when they differ (the others are converted on the host).
+ */
+function batchDType(batch: readonly Pending[], layerDType: FloatDType): FloatDType {
+  const first = batch[0]!.dtype;
+  return batch.every((request) => request.dtype === first) ? first : layerDType;
+}
+
+/** The batch's rows, in order, as one [tokens, H] array of `dtype`: a request's own array when it is alone. */
+function mergeRows(batch: readonly Pending[], dtype: FloatDType): FloatHostArray {
+  const only = batch.length === 1 ? batch[0]! : undefined;
+  if (only !== undefined && only.dtype === dtype) return only.rows;
+  const merged = allocateHostArray(dtype, batch.reduce((sum, request) => sum + request.rows.length, 0));
+  let offset = 0;
+  for (const request of batch) {
+    merged.set(convertFloatArray(request.rows, request.dtype, dtype), offset);
+    offset += request.rows.length;
+  }
+  return merged;
+}
+
+/** `rows` (host values of `dtype`) as a [tokens, hidden] tensor on the layer's device, in its dtype. */
+function uploadRows(layer: BatchedLayer, rows: FloatHostArray, dtype: FloatDType): Tensor {
+  const shape = [rows.length / layer.config.hiddenSize, layer.config.hiddenSize];
+  const staged = Tensor.fromArray(rows, shape, { dtype, device: layer.device });
+  if (dtype === layer.dtype) return staged;
+  try {
+    return staged.to(layer.device, layer.dtype);
+  } finally {
+    staged.dispose();
+  }
+}
+
 export class ForwardBatcher {
   readonly layer: BatchedLayer;
   readonly maxBatchTokens: number;
   readonly maxDelayMs: number;
   readonly maxQueuedTokens: number;
   readonly stats: LayerStats | undefined;
+  readonly pipelineDepth: number;
   readonly #graphAfter: number;
   readonly #maxGraphs: number;
   readonly #queue: Pending[] = [];
   #queuedTokens = 0;
-  #running: Promise<void> | undefined;
+  /** Batches started and not yet answered, and the latest of them. */
+  readonly #inFlight = new Set<Promise<void>>();
+  #latest: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #graphs = new Map<number, CapturedForward>();
@@ -143,20 +238,29 @@ export class ForwardBatcher {
     this.stats = given.stats;
     this.#graphAfter = integerOption(given.graphAfter, 'graphAfter', DEFAULT_GRAPH_AFTER, 0);
     this.#maxGraphs = integerOption(given.maxGraphs, 'maxGraphs', DEFAULT_MAX_GRAPHS, 0);
+    this.pipelineDepth = integerOption(given.pipelineDepth, 'pipelineDepth', DEFAULT_PIPELINE_DEPTH);
     this.#batchTokens = new Histogram(exponentialBounds(1, 2, Math.max(1, Math.ceil(Math.log2(this.maxBatchTokens)) + 1)));
   }
 
   /**
-   * Runs the layer on `rows` ([T, H] row-major float32, T ≥ 1) as part of a merged forward and
-   * resolves with this request's rows of the results. Rejects with E_SHAPE for rows that are not
-   * whole rows of the hidden size, E_QUEUE_FULL when the queue has no room for them, E_CLOSED
-   * after close(), and with the forward's error when the forward they ran in failed.
+   * Runs the layer on `rows` ([T, H] row-major, T ≥ 1) as part of a merged forward and resolves
+   * with this request's rows of the results, the output in the rows' dtype: float32 in a
+   * Float32Array, or float16/bfloat16 bits in a Uint16Array with `{ dtype }` naming which. Rows
+   * in the layer's dtype are neither converted nor copied on the way in, nor the output on the
+   * way out (it is a view of the batch's results). Rejects with E_INVALID_ARGUMENT or E_DTYPE for
+   * rows of another kind or a dtype that does not match them, E_SHAPE for rows that are not whole
+   * rows of the hidden size, E_QUEUE_FULL when the queue has no room for them, E_CLOSED after
+   * close(), and with the forward's error when the forward they ran in failed.
    */
-  forward(rows: Float32Array): Promise<BatchedForwardResult> {
+  forward(rows: Float32Array, options?: BatchedForwardOptions & { dtype?: 'float32' } | null): Promise<BatchedForwardResult<Float32Array>>;
+  forward(rows: Uint16Array, options: BatchedForwardOptions & { dtype: HalfDType }): Promise<BatchedForwardResult<Uint16Array>>;
+  forward(rows: FloatHostArray, options?: BatchedForwardOptions | null): Promise<BatchedForwardResult<FloatHostArray>>;
+  forward(rows: FloatHostArray, options?: BatchedForwardOptions | null): Promise<BatchedForwardResult<FloatHostArray>> {
     try {
+      const dtype = rowsDType(rows, options);
       const tokens = this.#admit(rows);
-      return new Promise<BatchedForwardResult>((resolve, reject) => {
-        this.#queue.push({ rows, tokens, arrived: performance.now(), resolve, reject });
+      return new Promise<BatchedForwardResult<FloatHostArray>>((resolve, reject) => {
+        this.#queue.push({ rows, dtype, tokens, arrived: performance.now(), resolve, reject });
         this.#queuedTokens += tokens;
         this.#schedule();
       });
@@ -199,15 +303,14 @@ export class ForwardBatcher {
       }
     }
     this.#schedule();
-    while (this.#running) await this.#running;
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
     for (const graph of this.#graphs.values()) graph.dispose();
     this.#graphs.clear();
   }
 
-  #admit(rows: Float32Array): number {
+  #admit(rows: FloatHostArray): number {
     if (this.#closed) throw new MoekitError('E_CLOSED', 'ForwardBatcher.forward: the batcher is closed');
     const hidden = this.layer.config.hiddenSize;
-    if (!(rows instanceof Float32Array)) throw new MoekitError('E_INVALID_ARGUMENT', `ForwardBatcher.forward: rows must be a Float32Array, got ${describeValue(rows)}`);
     if (rows.length === 0 || rows.length % hidden !== 0) {
       throw new MoekitError('E_SHAPE', `ForwardBatcher.forward: rows must hold whole rows of the hidden size ${hidden} (at least one), got ${rows.length} values`);
     }
@@ -222,9 +325,9 @@ export class ForwardBatcher {
     return tokens;
   }
 
-  /** Starts a batch now, or arms the timer for the oldest request's deadline. */
+  /** Starts a batch now, or arms the timer for the oldest request's deadline, while a pipeline slot is free. */
   #schedule(): void {
-    if (this.#running || this.#queue.length === 0) return;
+    if (this.#inFlight.size >= this.pipelineDepth || this.#queue.length === 0) return;
     const waited = performance.now() - this.#queue[0]!.arrived;
     if (this.#closed || this.#queuedTokens >= this.maxBatchTokens || waited >= this.maxDelayMs) {
       this.#start();
@@ -240,10 +343,14 @@ export class ForwardBatcher {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const batch = this.#takeBatch();
-    this.#running = this.#run(batch).finally(() => {
-      this.#running = undefined;
+    const running: Promise<void> = this.#run(batch, this.#latest).finally(() => {
+      this.#inFlight.delete(running);
       this.#schedule();
     });
+    this.#inFlight.add(running);
+    this.#latest = running;
+    // The rest of the queue may fill the next slot at once, or need its timer.
+    this.#schedule();
   }
 
   /** The oldest requests, in order, up to maxBatchTokens (at least one). */
@@ -259,11 +366,15 @@ export class ForwardBatcher {
     return this.#queue.splice(0, count);
   }
 
-  async #run(batch: Pending[]): Promise<void> {
+  /** Runs one batch and answers its requests; `previous` is the batch started before it. */
+  async #run(batch: Pending[], previous: Promise<void> | undefined): Promise<void> {
+    const tokens = batch.reduce((sum, request) => sum + request.tokens, 0);
+    // A capture records the device's stream: the batch before must be done, none of its work still queued there.
+    if (previous !== undefined && this.#captureDue(tokens)) await previous;
     const started = performance.now();
-    let results: BatchedForwardResult;
+    let results: MergedResults;
     try {
-      results = await this.#forwardMerged(batch);
+      results = await this.#forwardMerged(batch, tokens);
     } catch (error) {
       this.#counters.failedRequests += batch.length;
       const failure = fromNativeError(error);
@@ -272,18 +383,19 @@ export class ForwardBatcher {
     }
     const finished = performance.now();
     this.#forwardSeconds.observe((finished - started) / 1000);
-    this.#batchTokens.observe(results.tokens);
+    this.#batchTokens.observe(tokens);
     this.#counters.batches += 1;
     const hidden = this.layer.config.hiddenSize;
-    const topK = results.topkIds.length / results.tokens;
+    const topK = results.topkIds.length / tokens;
     let first = 0;
     for (const request of batch) {
       const last = first + request.tokens;
       request.resolve({
         tokens: request.tokens,
-        output: results.output.slice(first * hidden, last * hidden),
-        topkIds: results.topkIds.slice(first * topK, last * topK),
-        topkWeights: results.topkWeights.slice(first * topK, last * topK),
+        dtype: request.dtype,
+        output: convertFloatArray(results.output.subarray(first * hidden, last * hidden), results.dtype, request.dtype),
+        topkIds: results.topkIds.subarray(first * topK, last * topK),
+        topkWeights: results.topkWeights.subarray(first * topK, last * topK),
       });
       this.#counters.completedRequests += 1;
       this.#counters.completedTokens += request.tokens;
@@ -292,20 +404,11 @@ export class ForwardBatcher {
     }
   }
 
-  /** One forward of the batch's rows, read back to the host. */
-  async #forwardMerged(batch: Pending[]): Promise<BatchedForwardResult> {
+  /** One forward of the batch's `tokens` rows, read back to the host in the batch's dtype. */
+  async #forwardMerged(batch: Pending[], tokens: number): Promise<MergedResults> {
     const { layer } = this;
-    const hidden = layer.config.hiddenSize;
-    const tokens = batch.reduce((sum, request) => sum + request.tokens, 0);
-    const merged = batch.length === 1 ? batch[0]!.rows : new Float32Array(tokens * hidden);
-    if (batch.length > 1) {
-      let offset = 0;
-      for (const request of batch) {
-        merged.set(request.rows, offset);
-        offset += request.rows.length;
-      }
-    }
-    using x = Tensor.fromArray(merged, [tokens, hidden], { dtype: layer.dtype, device: layer.device });
+    const dtype = batchDType(batch, layer.dtype);
+    using x = uploadRows(layer, mergeRows(batch, dtype), dtype);
     const graph = this.#graphFor(tokens);
     let eager: MoEForwardResult | undefined;
     let outputs: CapturedOutputs;
@@ -318,16 +421,24 @@ export class ForwardBatcher {
     }
     try {
       this.stats?.record(outputs.expertCounts, tokens);
+      using converted = dtype === layer.dtype ? undefined : outputs.output.to(layer.device, dtype);
       // Queued now, before any later replay of the same graph can overwrite its outputs.
       const [output, topkIds, topkWeights] = await Promise.all([
-        outputs.output.toFloat32Array(),
+        (converted ?? outputs.output).toArray() as Promise<FloatHostArray>,
         outputs.topkIds.toArray() as Promise<Int32Array>,
         outputs.topkWeights.toArray() as Promise<Float32Array>,
       ]);
-      return { tokens, output, topkIds, topkWeights };
+      return { dtype, output, topkIds, topkWeights };
     } finally {
       eager?.dispose();
     }
+  }
+
+  /** Whether a batch of `tokens` tokens run now would be captured as a graph (#graphFor's rule). */
+  #captureDue(tokens: number): boolean {
+    const { layer } = this;
+    if (this.#graphAfter === 0 || layer.device === 'cpu' || typeof layer.capture !== 'function' || this.#graphs.has(tokens)) return false;
+    return (this.#sizeCounts.get(tokens) ?? 0) + 1 >= this.#graphAfter && this.#graphs.size < this.#maxGraphs;
   }
 
   /**
@@ -340,9 +451,9 @@ export class ForwardBatcher {
     if (this.#graphAfter === 0 || layer.device === 'cpu' || typeof layer.capture !== 'function') return undefined;
     const known = this.#graphs.get(tokens);
     if (known) return known;
-    const runs = (this.#sizeCounts.get(tokens) ?? 0) + 1;
-    this.#sizeCounts.set(tokens, runs);
-    if (runs < this.#graphAfter || this.#graphs.size >= this.#maxGraphs) return undefined;
+    const due = this.#captureDue(tokens);
+    this.#sizeCounts.set(tokens, (this.#sizeCounts.get(tokens) ?? 0) + 1);
+    if (!due) return undefined;
     try {
       const graph = layer.capture(tokens);
       this.#graphs.set(tokens, graph);

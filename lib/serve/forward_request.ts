@@ -2,9 +2,11 @@
  * The body of POST /v1/forward and its answer: a safetensors image with `input` [T, H] (F32, F16
  * or BF16), answered with `output` (in the input's dtype), `topk_ids` (I32) and `topk_weights`
  * (F32); or JSON {"input": [[...], ...]}, answered with the same three names as nested arrays.
+ * F16 and BF16 rows stay bits from request to response: the batcher converts them only when the
+ * layer computes in another dtype.
  */
 import { decodeSafetensors, encodeSafetensors } from '../checkpoint/safetensors';
-import { decodeHalf, encodeHalf } from '../dtype';
+import type { FloatDType, FloatHostArray } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import type { BatchedForwardResult } from './forward_batcher';
 
@@ -12,7 +14,9 @@ import type { BatchedForwardResult } from './forward_batcher';
 export type BodyFormat = 'json' | 'F32' | 'F16' | 'BF16';
 
 export interface ForwardRequest {
-  rows: Float32Array;
+  /** [tokens, H]: float32 values, or float16/bfloat16 bits as `dtype` says. */
+  rows: FloatHostArray;
+  dtype: FloatDType;
   tokens: number;
   format: BodyFormat;
 }
@@ -34,7 +38,8 @@ function wrongHiddenSize(shape: string, hiddenSize: number): never {
 }
 
 function parseSafetensorsRequest(body: Uint8Array, hiddenSize: number): ForwardRequest {
-  const tensors = decodeSafetensors(body, 'request body');
+  // Views: the body is this request's alone, and its rows are read only until the answer is sent.
+  const tensors = decodeSafetensors(body, 'request body', { view: true });
   const input = tensors.get(INPUT_NAME);
   if (input === undefined) {
     throw new MoekitError('E_INVALID_ARGUMENT', `request body: no tensor named ${INPUT_NAME} (it has: ${[...tensors.keys()].join(', ') || 'none'})`);
@@ -44,9 +49,9 @@ function parseSafetensorsRequest(body: Uint8Array, hiddenSize: number): ForwardR
   if (shape[1] !== hiddenSize) wrongHiddenSize(`[${shape.join(', ')}]`, hiddenSize);
   if (shape[0] === 0) throw new MoekitError('E_SHAPE', 'input has no tokens');
   switch (input.dtype) {
-    case 'F32': return { rows: input.data, tokens: shape[0]!, format: 'F32' };
-    case 'F16': return { rows: decodeHalf(input.data, 'float16'), tokens: shape[0]!, format: 'F16' };
-    case 'BF16': return { rows: decodeHalf(input.data, 'bfloat16'), tokens: shape[0]!, format: 'BF16' };
+    case 'F32': return { rows: input.data, dtype: 'float32', tokens: shape[0]!, format: 'F32' };
+    case 'F16': return { rows: input.data, dtype: 'float16', tokens: shape[0]!, format: 'F16' };
+    case 'BF16': return { rows: input.data, dtype: 'bfloat16', tokens: shape[0]!, format: 'BF16' };
     default: throw new MoekitError('E_DTYPE', `input is ${input.dtype}; it must be F32, F16 or BF16`);
   }
 }
@@ -71,11 +76,14 @@ function parseJsonRequest(body: Uint8Array, hiddenSize: number): ForwardRequest 
       rows[token * hiddenSize + column] = value;
     });
   });
-  return { rows, tokens: input.length, format: 'json' };
+  return { rows, dtype: 'float32', tokens: input.length, format: 'json' };
 }
 
-/** The answer to a request, in its format: the body and its Content-Type. */
-export function encodeForwardResponse(result: BatchedForwardResult, format: BodyFormat, hiddenSize: number): { body: Buffer; contentType: string } {
+/**
+ * The answer to a request, in its format: the body and its Content-Type. The output goes out in
+ * the result's dtype as it is (the request's, as the batcher answers it).
+ */
+export function encodeForwardResponse(result: BatchedForwardResult<FloatHostArray>, format: BodyFormat, hiddenSize: number): { body: Buffer; contentType: string } {
   const { tokens } = result;
   const topK = result.topkIds.length / tokens;
   if (format === 'json') {
@@ -85,9 +93,9 @@ export function encodeForwardResponse(result: BatchedForwardResult, format: Body
     return { body: Buffer.from(body, 'utf8'), contentType: 'application/json' };
   }
   const outputShape = [tokens, hiddenSize];
-  const output = format === 'F32'
+  const output = result.output instanceof Float32Array
     ? { dtype: 'F32' as const, shape: outputShape, data: result.output }
-    : { dtype: format, shape: outputShape, data: encodeHalf(result.output, format === 'F16' ? 'float16' : 'bfloat16') };
+    : { dtype: result.dtype === 'float16' ? ('F16' as const) : ('BF16' as const), shape: outputShape, data: result.output };
   const body = encodeSafetensors({
     output,
     topk_ids: { dtype: 'I32', shape: [tokens, topK], data: result.topkIds },

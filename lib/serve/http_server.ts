@@ -92,7 +92,7 @@ export function createForwardServer(options: ForwardServerOptions): http.Server 
   const forward = async (request: http.IncomingMessage, response: http.ServerResponse): Promise<void> => {
     const body = await readBody(request, maxBodyBytes);
     const parsed = parseForwardRequest(body, isJsonContentType(request.headers['content-type']), hidden);
-    const result = await batcher.forward(parsed.rows);
+    const result = await batcher.forward(parsed.rows, { dtype: parsed.dtype });
     const answer = encodeForwardResponse(result, parsed.format, hidden);
     send(response, 200, answer.contentType, answer.body);
   };
