@@ -64,7 +64,8 @@ export interface ForwardBatcherOptions {
   maxGraphs?: number;
   /**
    * The most batches in flight at once: with 2, the next batch is merged, uploaded and launched
-   * while the previous one's forward runs and its results download. 1 runs one at a time. Default 2.
+   * while the previous one's forward runs and its results download. 1 runs one at a time. Default 1
+   * (depth 2 is correct on the CPU, not yet measured on a GPU).
    */
   pipelineDepth?: number;
 }
@@ -137,7 +138,9 @@ const DEFAULT_MAX_DELAY_MS = 2;
 const DEFAULT_QUEUE_BATCHES = 16;
 const DEFAULT_GRAPH_AFTER = 8;
 const DEFAULT_MAX_GRAPHS = 8;
-const DEFAULT_PIPELINE_DEPTH = 2;
+// One batch at a time by default: overlapping batches with CUDA-graph capture has not yet run on a
+// GPU (bench/NOTES.md, serve-v1), so depth 2 is for callers who measure it.
+const DEFAULT_PIPELINE_DEPTH = 1;
 /** 0.1 ms … ~26 s, doubling. */
 const LATENCY_BOUNDS = exponentialBounds(1e-4, 2, 19);
 
