@@ -3,15 +3,17 @@ import { configProperty } from '../properties/config';
 import { opsProperty } from '../properties/ops';
 import { safetensorsProperty } from '../properties/safetensors';
 import { selftestProperty } from '../properties/selftest';
+import { weightOnlyProperty } from '../properties/weight_only';
 import type { PropertyFactory } from './property';
 
 export const PROPERTIES: Readonly<Record<string, PropertyFactory>> = {
   safetensors: safetensorsProperty,
   config: configProperty,
   ops: opsProperty,
+  weightOnly: weightOnlyProperty,
   selftest: selftestProperty,
 };
 
 /** The properties of moekit (selftest only tests the harness). */
-export const MOEKIT_PROPERTIES = ['safetensors', 'config', 'ops'] as const;
+export const MOEKIT_PROPERTIES = ['safetensors', 'config', 'ops', 'weightOnly'] as const;
 export type MoekitPropertyName = (typeof MOEKIT_PROPERTIES)[number];
