@@ -1,5 +1,6 @@
 /** Every fuzz property by name: what a child can run (`--property NAME`). */
 import { configProperty } from '../properties/config';
+import { decodeSafetensorsProperty } from '../properties/decode_safetensors';
 import { opsProperty } from '../properties/ops';
 import { safetensorsProperty } from '../properties/safetensors';
 import { selftestProperty } from '../properties/selftest';
@@ -11,9 +12,10 @@ export const PROPERTIES: Readonly<Record<string, PropertyFactory>> = {
   config: configProperty,
   ops: opsProperty,
   weightOnly: weightOnlyProperty,
+  decodeSafetensors: decodeSafetensorsProperty,
   selftest: selftestProperty,
 };
 
 /** The properties of moekit (selftest only tests the harness). */
-export const MOEKIT_PROPERTIES = ['safetensors', 'config', 'ops', 'weightOnly'] as const;
+export const MOEKIT_PROPERTIES = ['safetensors', 'config', 'ops', 'weightOnly', 'decodeSafetensors'] as const;
 export type MoekitPropertyName = (typeof MOEKIT_PROPERTIES)[number];
