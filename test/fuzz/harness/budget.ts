@@ -3,7 +3,8 @@
  * together well under a minute) and its share of the long run (`npm run fuzz`). Measured on the
  * 2-core development machine, in cases per second of one core with generation and the case log
  * included: ops ~3400 (~5300 before its FP8 cases, which make and read more tensors), safetensors
- * ~2200, config ~540. The short run is then about 19 s of one core, and the long run's 10^6 cases
+ * ~2200, config ~540, weightOnly ~2800, decodeSafetensors ~7000, interop ~5000 (the last three
+ * take a second or two of the short run and under a minute of the long one). The short run is then about 19 s of one core, and the long run's 10^6 cases
  * about 410 s (about 3.5 minutes on 2 cores).
  */
 import type { MoekitPropertyName } from './registry';
