@@ -311,6 +311,8 @@ export interface DecodeSafetensorsOptions {
  * E_DTYPE. The data are copied out, so the image can be let go, unless `view` says otherwise.
  */
 export function decodeSafetensors(bytes: Uint8Array, source: string, options?: DecodeSafetensorsOptions | null): Map<string, SafetensorsTensor> {
+  if (!(bytes instanceof Uint8Array)) throw new MoekitError('E_INVALID_ARGUMENT', `decodeSafetensors: bytes must be a Uint8Array (or Buffer), got ${describeValue(bytes)}`);
+  if (typeof source !== 'string') throw new MoekitError('E_INVALID_ARGUMENT', `decodeSafetensors: source must be a string naming the image, got ${describeValue(source)}`);
   const { view = false } = optionalOptions(options, 'decodeSafetensors: options');
   if (typeof view !== 'boolean') throw new MoekitError('E_INVALID_ARGUMENT', `decodeSafetensors: options.view must be a boolean, got ${describeValue(view)}`);
   if (bytes.length < HEADER_LENGTH_BYTES) malformed(source, `${bytes.length} bytes is too short for a safetensors header`);

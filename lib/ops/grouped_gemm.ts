@@ -5,7 +5,7 @@ import type { ActivationKind } from '../vocabulary';
 import { addon, type NativeQuantizedGemm } from '../native';
 import { optionalOptions, requiredObject } from '../options';
 import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';
-import { fp8Blocks, Fp8Rows, isWeightOnly, nativeGroupSize, QuantizedWeights, WEIGHT_FORMAT_CODES } from './quantized';
+import { fp8Blocks, Fp8Rows, isWeightOnly, nativeGroupSize, QuantizedWeights, requireFormat, requireGroupSize, WEIGHT_FORMAT_CODES } from './quantized';
 import { Tensor } from '../tensor';
 import { MAX_EXPERTS, requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -85,9 +85,11 @@ function checkOperands(op: string, input: GemmInput, weights: GemmWeights, weigh
   const native: CheckedOperands['native'] = { input: inputData.toNative(), weights: weightData.toNative() };
   if (fp8Input) native.inputScales = input.scales.toNative();
   if (quantized) {
+    // Checked again: a JavaScript caller can reassign the fields after construction.
+    const format = requireFormat(weights.format, `${op}: ${weightsName}`);
     native.weightScales = weights.scales.toNative();
-    native.weightFormat = WEIGHT_FORMAT_CODES[weights.format];
-    const groupSize = nativeGroupSize(weights.format, weights.groupSize);
+    native.weightFormat = WEIGHT_FORMAT_CODES[format];
+    const groupSize = nativeGroupSize(format, requireGroupSize(weights.groupSize, format, `${op}: ${weightsName}`));
     if (groupSize !== 0) native.weightGroupSize = groupSize;
   }
   return { rows, weightShape, device, w8a8, inputDType: fp8Input ? undefined : (inputData.dtype as FloatDType), native };

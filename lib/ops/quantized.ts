@@ -162,7 +162,7 @@ export function depthProblem(format: WeightFormat, depth: number): string | unde
   return undefined;
 }
 
-function requireFormat(value: unknown, where: string): WeightFormat {
+export function requireFormat(value: unknown, where: string): WeightFormat {
   if (typeof value !== 'string' || !(WEIGHT_FORMATS as readonly string[]).includes(value)) {
     throw new MoekitError('E_INVALID_ARGUMENT', `${where}: format must be one of ${WEIGHT_FORMATS.join(', ')}, got ${describeValue(value)}`);
   }

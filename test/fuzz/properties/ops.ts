@@ -24,7 +24,7 @@ type Fp8Rows = MoekitApi['Fp8Rows']['prototype'];
 type HostArray = Awaited<ReturnType<Tensor['toArray']>>;
 
 /** The codes a bad argument may earn; anything else (E_NATIVE above all) means moekit did not recognise bad input. */
-const INPUT_ERROR_CODES: ReadonlySet<string> = new Set(['E_INVALID_ARGUMENT', 'E_SHAPE', 'E_DTYPE', 'E_DEVICE', 'E_DISPOSED', 'E_OOM']);
+export const INPUT_ERROR_CODES: ReadonlySet<string> = new Set(['E_INVALID_ARGUMENT', 'E_SHAPE', 'E_DTYPE', 'E_DEVICE', 'E_DISPOSED', 'E_OOM']);
 
 /** Helpers the reproducers call, after RENDER_PRELUDE's. */
 export const OPS_PRELUDE = [
@@ -39,7 +39,7 @@ class PropertyViolation extends Error {}
 
 // ---- Describing a case as code ------------------------------------------------------------
 
-function renderTensor({ dtype, shape, values, seed, device, disposed }: TensorSpecBody, caseDevice: string): string {
+export function renderTensor({ dtype, shape, values, seed, device, disposed }: TensorSpecBody, caseDevice: string): string {
   const where = device ?? caseDevice;
   const shapeText = `[${shape.join(', ')}]`;
   let expression: string;
@@ -112,7 +112,7 @@ export function renderCall(call: OpCase, device: string): string {
 // ---- Running a case -----------------------------------------------------------------------
 
 /** Builds the tensor a spec describes (disposed afterwards when the spec says so). */
-function buildTensor(api: MoekitApi, body: TensorSpecBody, caseDevice: string): Tensor {
+export function buildTensor(api: MoekitApi, body: TensorSpecBody, caseDevice: string): Tensor {
   const device = (body.device ?? caseDevice) as 'cpu';
   let tensor: Tensor;
   if (body.values === undefined && body.dtype === 'float8_e4m3') {

@@ -139,7 +139,7 @@ const rowsRead: fc.Arbitrary<RowsRead> = fc.record({ tensor: tensorIndex, first:
 
 const reads = fc.array(rowsRead, { maxLength: 3 });
 
-const fileCase: fc.Arbitrary<FileCase> = fc.record({
+export const fileCase: fc.Arbitrary<FileCase> = fc.record({
   kind: fc.constant('file' as const),
   tensors: fc.array(builtTensor, { maxLength: 4 }),
   metadata: fc.option(fc.oneof(fc.dictionary(fc.string({ maxLength: 6 }), fc.string({ maxLength: 6 }), { maxKeys: 2 }), jsonJunk), { nil: undefined }),
@@ -152,7 +152,7 @@ const fileCase: fc.Arbitrary<FileCase> = fc.record({
   reads,
 });
 
-const bytesCase: fc.Arbitrary<BytesCase> = fc.record({
+export const bytesCase: fc.Arbitrary<BytesCase> = fc.record({
   kind: fc.constant('bytes' as const),
   bytes: fc.oneof(
     fc.uint8Array({ maxLength: 64 }),
@@ -179,7 +179,7 @@ const WRITABLE: Record<string, (length: number) => fc.Arbitrary<unknown>> = {
   I32: (length) => fc.int32Array({ minLength: length, maxLength: length }),
 };
 
-const writtenTensor = fc.record({ name: tensorName, dtype: fc.constantFrom('F32', 'F16', 'BF16', 'I32'), shape }).chain(({ name, dtype, shape: dims }) => {
+export const writtenTensor = fc.record({ name: tensorName, dtype: fc.constantFrom('F32', 'F16', 'BF16', 'I32'), shape }).chain(({ name, dtype, shape: dims }) => {
   const length = dims.reduce((product, extent) => product * extent, 1);
   return fc.record({
     name: fc.constant(name),
@@ -314,7 +314,7 @@ async function moekitFailure(api: MoekitApi, what: string, codes: readonly strin
   }
 }
 
-function bytesOf(view: ArrayBufferView): Buffer {
+export function bytesOf(view: ArrayBufferView): Buffer {
   return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }
 
