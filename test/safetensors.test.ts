@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeSafetensors, encodeSafetensors, SafetensorsFile, writeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import { encodeHalf } from '../lib/dtype';
 import { MoekitError, type MoekitErrorCode } from '../lib/errors';
+import { expectRejects, expectThrows } from './helpers/errors';
 
 function scratchDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-safetensors-'));
@@ -374,6 +375,19 @@ describe('the shared fixtures, written by real tools, satisfy every check', () =
 
   it.each(files)('%s opens', async (file) => {
     await withFile(path.join(fixtureRoot, file), async (opened) => expect(opened.names().length).toBeGreaterThan(0));
+  });
+});
+
+describe('encodeSafetensors and writeSafetensors refuse what is not an object of tensors', () => {
+  it.each([null, undefined, 7, [], 'x'])('tensors = %s', async (tensors) => {
+    expectThrows(() => encodeSafetensors(tensors as never), 'E_INVALID_ARGUMENT', /^safetensors: tensors must be an object of named tensors, got /);
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-write-')), 'x.safetensors');
+    await expectRejects(writeSafetensors(file, tensors as never), 'E_INVALID_ARGUMENT', /tensors must be an object of named tensors/);
+    expect(fs.existsSync(file)).toBe(false);
+  });
+
+  it.each([null, 3, 'F32'])('a tensor = %s', (tensor) => {
+    expectThrows(() => encodeSafetensors({ a: tensor as never }), 'E_INVALID_ARGUMENT', /^safetensors: tensor "a": must be \{ dtype, shape, data \}, got /);
   });
 });
 

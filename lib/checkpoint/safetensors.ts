@@ -337,7 +337,7 @@ export function decodeSafetensors(bytes: Uint8Array, source: string, options?: D
 
 /** The bytes of a safetensors file holding `tensors`: what writeSafetensors writes, in memory. */
 export function encodeSafetensors(tensors: Record<string, TensorToWrite>): Buffer {
-  for (const [name, tensor] of Object.entries(tensors)) checkTensorToWrite('safetensors', name, tensor);
+  checkTensorsToWrite('safetensors', tensors);
   return Buffer.concat([...fileChunks(encodeHeader(tensors), tensors)]);
 }
 
@@ -358,11 +358,20 @@ const WRITE_ARRAYS: Readonly<Record<WritableDType, Float32ArrayConstructor | Uin
 };
 
 /** The types say all this to TypeScript callers; JavaScript callers learn it here, before any file is touched. */
-function checkTensorToWrite(file: string, name: string, tensor: TensorToWrite): void {
+/** Checks what a caller asks to write: an object of tensors, each one well-formed. */
+function checkTensorsToWrite(file: string, tensors: unknown): void {
+  if (typeof tensors !== 'object' || tensors === null || Array.isArray(tensors)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${file}: tensors must be an object of named tensors, got ${describeValue(tensors)}`);
+  }
+  for (const [name, tensor] of Object.entries(tensors)) checkTensorToWrite(file, name, tensor);
+}
+
+function checkTensorToWrite(file: string, name: string, tensor: unknown): void {
   const invalid = (message: string): never => {
     throw new MoekitError('E_INVALID_ARGUMENT', `${file}: tensor ${describeValue(name)}: ${message}`);
   };
-  const { dtype, shape, data } = tensor;
+  if (typeof tensor !== 'object' || tensor === null) invalid(`must be { dtype, shape, data }, got ${describeValue(tensor)}`);
+  const { dtype, shape, data } = tensor as TensorToWrite;
   if (name === '' || name === '__metadata__') invalid('is not a usable tensor name');
   if (typeof dtype !== 'string' || !Object.hasOwn(WRITE_ARRAYS, dtype)) invalid(`dtype ${describeValue(dtype)} is not one of ${Object.keys(WRITE_ARRAYS).join(', ')}`);
   if (!isShape(shape)) invalid(`shape ${describeValue(shape)} is not a list of non-negative integers`);
@@ -400,7 +409,7 @@ function* fileChunks(header: Buffer, tensors: Record<string, TensorToWrite>): Ge
  * regularWriteTarget, as `moekit run --output` does).
  */
 export async function writeSafetensors(file: string, tensors: Record<string, TensorToWrite>): Promise<void> {
-  for (const [name, tensor] of Object.entries(tensors)) checkTensorToWrite(file, name, tensor);
+  checkTensorsToWrite(file, tensors);
   const header = encodeHeader(tensors);
   const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   try {
