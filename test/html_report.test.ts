@@ -80,7 +80,7 @@ describe('htmlReport', () => {
   });
 
   const chromium = ['chromium', 'chromium-browser', 'google-chrome'].find((name) => spawnSync(name, ['--version'], { stdio: 'ignore' }).status === 0);
-  it.skipIf(chromium === undefined)('renders in a headless browser (skipped: no chromium on PATH; apt-get install chromium to run it)', () => {
+  it.skipIf(chromium === undefined)('renders in a headless browser (chromium, google-chrome; skipped where none is on PATH: apt-get install chromium)', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-html-')), 'bench.html');
     fs.writeFileSync(file, html);
     const result = spawnSync(chromium!, ['--headless', '--no-sandbox', '--disable-gpu', '--dump-dom', `file://${file}`], { encoding: 'utf8', timeout: 60_000 });
