@@ -79,6 +79,15 @@ describe('htmlReport', () => {
     expect(html).toContain('GPU &lt;0&gt; &amp; &quot;co&quot;');
   });
 
+  it('takes the comparison\'s times and floors: a graph replay where it is faster, an FP8 baseline\'s floor for FP8 experts', () => {
+    const rows: ComparedBenchRow[] = [{ ...ROWS[0]!, msPerForward: 1, graphMsPerForward: 0.5, floorMs: 0.5, quantization: 'fp8' }];
+    const fp8Torch = [{ ...TORCH[0]!, quantize: 'fp8', floor_ms: 0.25 }];
+    const row = /<tr class="row">(.*?)<\/tr>/.exec(htmlReport(rows, fp8Torch))![1]!;
+    const cells = [...row.matchAll(/<td>(.*?)<\/td>/g)].map((match) => match[1]);
+    // preset, device, dtype, experts, tokens, ms/forward, graph ms, floor ms, × floor (on the graph replay), TFLOP/s
+    expect(cells.slice(3, 9)).toEqual(['fp8', '1', '1', '0.5', '0.25', '2']);
+  });
+
   const chromium = ['chromium', 'chromium-browser', 'google-chrome'].find((name) => spawnSync(name, ['--version'], { stdio: 'ignore' }).status === 0);
   it.skipIf(chromium === undefined)('renders in a headless browser (chromium, google-chrome; skipped where none is on PATH: apt-get install chromium)', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'moekit-html-')), 'bench.html');

@@ -3,13 +3,15 @@
  * fetched) with, for each preset, ms per forward and × floor against tokens (moekit beside
  * PyTorch's torch._grouped_mm when compared) and each forward's stage breakdown; then a table of
  * every row, and the rows as JSON in a <script type="application/json"> for tools. The markup is
- * well-formed XML as well as HTML, so any parser reads it.
+ * well-formed XML as well as HTML, so any parser reads it. moekit's times and floors are the
+ * comparison's (compare.ts): the better of eager and graph replay, and for FP8 experts beside an
+ * FP8 baseline, the baseline's FP8 floor.
  */
 import * as fs from 'node:fs';
 
 import { fileSystemError } from '../files';
 import { FORWARD_STAGES, type ForwardStage } from '../layer/forward';
-import type { ComparedBenchRow, TorchRow } from './compare';
+import { compareRows, type ComparedBenchRow, type TorchRow } from './compare';
 
 const WIDTH = 560;
 const HEIGHT = 300;
@@ -76,7 +78,7 @@ function stageChart(title: string, rows: readonly ComparedBenchRow[]): string {
   const withStages = rows.filter((row) => row.stageMs !== undefined);
   if (withStages.length === 0) return '';
   const barHeight = 18;
-  const height = MARGIN.top + withStages.length * (barHeight + 8) + 40;
+  const height = MARGIN.top + withStages.length * (barHeight + 8) + 56;  // two legend lines below the bars
   const plotWidth = WIDTH - MARGIN.left - MARGIN.right;
   const parts = [`<text x="${WIDTH / 2}" y="18" text-anchor="middle" class="title">${escapeHtml(title)}</text>`];
   withStages.forEach((row, index) => {
@@ -92,20 +94,35 @@ function stageChart(title: string, rows: readonly ComparedBenchRow[]): string {
       x += width;
     }
   });
-  const legendY = height - 14;
-  FORWARD_STAGES.forEach((stage, index) => {
-    const x = MARGIN.left + index * 62;
-    parts.push(`<rect x="${x}" y="${legendY - 9}" width="10" height="10" fill="${STAGE_COLORS[stage]}"/>`, `<text x="${x + 13}" y="${legendY}">${stage}</text>`);
-  });
+  // A legend entry per stage some row has, each as wide as its label (11px text: about 6.5px a
+  // character), wrapping to a second line where the chart's width runs out.
+  const present = FORWARD_STAGES.filter((stage) => withStages.some((row) => row.stageMs![stage] !== undefined));
+  const swatch = 13;
+  const characterWidth = 6.5;
+  const gap = 12;
+  const lineHeight = 16;
+  const legendLeft = MARGIN.right;
+  let legendX = legendLeft;
+  let legendY = height - 14 - lineHeight;
+  for (const stage of present) {
+    const entryWidth = swatch + stage.length * characterWidth + gap;
+    if (legendX + entryWidth > WIDTH - MARGIN.right) {
+      legendX = legendLeft;
+      legendY += lineHeight;
+    }
+    parts.push(`<rect x="${legendX}" y="${legendY - 9}" width="10" height="10" fill="${STAGE_COLORS[stage]}"/>`, `<text x="${legendX + swatch}" y="${legendY}">${stage}</text>`);
+    legendX += entryWidth;
+  }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" role="img">${parts.join('')}</svg>`;
 }
 
 function presetSection(preset: string, rows: readonly ComparedBenchRow[], torch: readonly TorchRow[]): string {
   const torchRows = torch.filter((row) => row.preset === preset && row.pipeline === 'grouped_mm');
-  const ms: Series[] = [{ name: 'moekit', color: MOEKIT_COLOR, points: rows.map((row) => [row.tokens, row.msPerForward]) }];
+  const compared = compareRows(rows, torch);
+  const ms: Series[] = [{ name: 'moekit', color: MOEKIT_COLOR, points: compared.map((row) => [row.tokens, row.bestMs]) }];
   if (torchRows.length > 0) ms.push({ name: 'PyTorch grouped_mm', color: TORCH_COLOR, points: torchRows.map((row) => [row.tokens, row.ms]) });
-  const floored = rows.filter((row) => row.floorMs !== undefined);
-  const overFloor: Series[] = [{ name: 'moekit', color: MOEKIT_COLOR, points: floored.map((row) => [row.tokens, row.msPerForward / row.floorMs!]) }];
+  const floored = compared.filter((row) => row.overFloor !== undefined);
+  const overFloor: Series[] = [{ name: 'moekit', color: MOEKIT_COLOR, points: floored.map((row) => [row.tokens, row.overFloor!]) }];
   const torchFloored = torchRows.filter((row) => row.floor_ms > 0);
   if (torchFloored.length > 0) overFloor.push({ name: 'PyTorch grouped_mm', color: TORCH_COLOR, points: torchFloored.map((row) => [row.tokens, row.ms / row.floor_ms]) });
   return [
@@ -117,15 +134,20 @@ function presetSection(preset: string, rows: readonly ComparedBenchRow[], torch:
   ].join('');
 }
 
-function rowTable(rows: readonly ComparedBenchRow[]): string {
-  const head = ['preset', 'device', 'dtype', 'tokens', 'ms/forward', 'floor ms', '× floor', 'TFLOP/s'];
-  const cells = (row: ComparedBenchRow): string[] => [
-    row.preset, row.device ?? '', row.dtype ?? '', String(row.tokens), short(row.msPerForward),
-    row.floorMs === undefined ? '' : short(row.floorMs), row.floorMs === undefined ? '' : short(row.msPerForward / row.floorMs), short(row.tflops),
-  ];
+function rowTable(rows: readonly ComparedBenchRow[], torch: readonly TorchRow[]): string {
+  const head = ['preset', 'device', 'dtype', 'experts', 'tokens', 'ms/forward', 'graph ms', 'floor ms', '× floor', 'TFLOP/s'];
+  const compared = compareRows(rows, torch);
+  const cells = (row: ComparedBenchRow, index: number): string[] => {
+    const { floorMs, overFloor } = compared[index]!;
+    return [
+      row.preset, row.device ?? '', row.dtype ?? '', row.quantization ?? 'dense', String(row.tokens), short(row.msPerForward),
+      row.graphMsPerForward === undefined ? '' : short(row.graphMsPerForward),
+      floorMs === undefined ? '' : short(floorMs), overFloor === undefined ? '' : short(overFloor), short(row.tflops),
+    ];
+  };
   return [
     '<table><thead><tr>', ...head.map((title) => `<th>${escapeHtml(title)}</th>`), '</tr></thead><tbody>',
-    ...rows.map((row) => `<tr class="row">${cells(row).map((cell) => `<td>${escapeHtml(cell)}</td>`).join('')}</tr>`),
+    ...rows.map((row, index) => `<tr class="row">${cells(row, index).map((cell) => `<td>${escapeHtml(cell)}</td>`).join('')}</tr>`),
     '</tbody></table>',
   ].join('');
 }
@@ -144,7 +166,7 @@ export function htmlReport(rows: readonly ComparedBenchRow[], torch: readonly To
     '.charts{display:flex;flex-wrap:wrap}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}</style></head><body>',
     `<h1>moekit bench${device === '' ? '' : `: ${escapeHtml(device)}`}</h1>`,
     ...presets.map((preset) => presetSection(preset, rows.filter((row) => row.preset === preset), torch)),
-    '<h2>Every row</h2>', rowTable(rows),
+    '<h2>Every row</h2>', rowTable(rows, torch),
     `<script type="application/json" id="moekit-bench-rows">${json}</script>`,
     '</body></html>',
     '',
