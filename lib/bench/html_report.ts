@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 
 import { fileSystemError } from '../files';
 import { FORWARD_STAGES, type ForwardStage } from '../layer/forward';
-import { compareRows, type ComparedBenchRow, type TorchRow } from './compare';
+import { compareRows, type ComparedBenchRow, type ComparedRow, type TorchRow } from './compare';
 
 const WIDTH = 560;
 const HEIGHT = 300;
@@ -116,9 +116,8 @@ function stageChart(title: string, rows: readonly ComparedBenchRow[]): string {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" role="img">${parts.join('')}</svg>`;
 }
 
-function presetSection(preset: string, rows: readonly ComparedBenchRow[], torch: readonly TorchRow[]): string {
+function presetSection(preset: string, rows: readonly ComparedBenchRow[], compared: readonly ComparedRow[], torch: readonly TorchRow[]): string {
   const torchRows = torch.filter((row) => row.preset === preset && row.pipeline === 'grouped_mm');
-  const compared = compareRows(rows, torch);
   const ms: Series[] = [{ name: 'moekit', color: MOEKIT_COLOR, points: compared.map((row) => [row.tokens, row.bestMs]) }];
   if (torchRows.length > 0) ms.push({ name: 'PyTorch grouped_mm', color: TORCH_COLOR, points: torchRows.map((row) => [row.tokens, row.ms]) });
   const floored = compared.filter((row) => row.overFloor !== undefined);
@@ -134,9 +133,8 @@ function presetSection(preset: string, rows: readonly ComparedBenchRow[], torch:
   ].join('');
 }
 
-function rowTable(rows: readonly ComparedBenchRow[], torch: readonly TorchRow[]): string {
+function rowTable(rows: readonly ComparedBenchRow[], compared: readonly ComparedRow[]): string {
   const head = ['preset', 'device', 'dtype', 'experts', 'tokens', 'ms/forward', 'graph ms', 'floor ms', '× floor', 'TFLOP/s'];
-  const compared = compareRows(rows, torch);
   const cells = (row: ComparedBenchRow, index: number): string[] => {
     const { floorMs, overFloor } = compared[index]!;
     return [
@@ -155,6 +153,7 @@ function rowTable(rows: readonly ComparedBenchRow[], torch: readonly TorchRow[])
 /** The page for `rows` (and the PyTorch baseline's, when compared). */
 export function htmlReport(rows: readonly ComparedBenchRow[], torch: readonly TorchRow[] = []): string {
   const presets = [...new Set(rows.map((row) => row.preset))];
+  const compared = compareRows(rows, torch);  // row by row: moekit's times and floors as the comparison takes them
   const device = rows[0] === undefined ? '' : `${rows[0].device ?? ''} ${rows[0].deviceName ?? ''}`.trim();
   // JSON inside a script element: '<' escaped so no value can close the element.
   const json = JSON.stringify({ rows, torch }).replace(/</g, '\\u003c');
@@ -165,8 +164,11 @@ export function htmlReport(rows: readonly ComparedBenchRow[], torch: readonly To
     'svg text{font-size:11px;fill:#333}svg .title{font-size:13px;font-weight:600}.axis{stroke:#333}.grid{stroke:#eee}',
     '.charts{display:flex;flex-wrap:wrap}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}</style></head><body>',
     `<h1>moekit bench${device === '' ? '' : `: ${escapeHtml(device)}`}</h1>`,
-    ...presets.map((preset) => presetSection(preset, rows.filter((row) => row.preset === preset), torch)),
-    '<h2>Every row</h2>', rowTable(rows, torch),
+    ...presets.map((preset) => {
+      const mine = (_: unknown, index: number): boolean => rows[index]!.preset === preset;
+      return presetSection(preset, rows.filter(mine), compared.filter(mine), torch);
+    }),
+    '<h2>Every row</h2>', rowTable(rows, compared),
     `<script type="application/json" id="moekit-bench-rows">${json}</script>`,
     '</body></html>',
     '',
