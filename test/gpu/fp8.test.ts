@@ -13,7 +13,14 @@ import { GPU, HAS_GPU } from './gpu';
 
 /** Relative error allowed against the W8A8 reference (the issue's bar for bf16 on a GPU). */
 const BF16_TOLERANCE = 1.5e-2;
-const FLOAT32_TOLERANCE = 2e-3;
+/**
+ * In float32 the products are exact, but the intermediate activations are quantized to e4m3 again
+ * before the second GEMM, so a value that a different summation order moves across an e4m3
+ * rounding boundary lands one e4m3 step (6%) away. The auto and small_m paths sum as the reference
+ * does (about 1e-7 measured on an H200); mma sums in another order (1.6e-3) and sm90's FP8 wgmma
+ * keeps fewer accumulator bits within a 128-value block (3.7e-3). A wrong scale costs 1e-1 or more.
+ */
+const FLOAT32_TOLERANCE = 5e-3;
 
 const CASES: Array<[QuantFixture, 'output' | 'output_fp8', boolean]> = [
   ['deepseek_v3_fp8', 'output', false],
@@ -31,7 +38,7 @@ async function fixtureError(name: QuantFixture, reference: string, quantizeAtLoa
 }
 
 describe.skipIf(!HAS_GPU)('FP8 experts on cuda:0', () => {
-  it.each(CASES)('%s (%s) in bfloat16 within 1.5e-2 and in float32 within 2e-3 of the W8A8 reference', async (name, reference, atLoad) => {
+  it.each(CASES)('%s (%s) in bfloat16 within 1.5e-2 and in float32 within 5e-3 of the W8A8 reference', async (name, reference, atLoad) => {
     const bf16 = await fixtureError(name, reference, atLoad, 'bfloat16');
     const f32 = await fixtureError(name, reference, atLoad, 'float32');
     console.log(`${name} on ${GPU}: relative error bfloat16 ${bf16.toExponential(2)}, float32 ${f32.toExponential(2)}`);
