@@ -430,8 +430,8 @@ bool sm90TakesDequantized(const GroupedGemmArgs& args) {
 //   up to kWeightOnlySmallMRows: small_m, which dequantizes in registers and re-reads the packed
 //     weights once per 32-row pass: at 0.5 (Int4) or 1 (Int8) byte per weight, two passes still
 //     stream fewer bytes than one pass of bfloat16, where the 16-bit rule stops at 16 to 32;
-//   above, where sm90 takes the dense call (Hopper): sm90 on the weights dequantized into scratch
-//     (denseFromWeightOnly);
+//   above, on Hopper: sm90's in-loop kernel (sm90/kernel_wq.cuh) where it takes the call, else
+//     sm90 on the weights dequantized into scratch (denseFromWeightOnly) where the dense call fits;
 //   else (sm_80-class GPUs): mma's in-loop kernel where it takes the call, else the same
 //     dequantize-then-dense path.
 // Measured on an H200 (bench/NOTES.md, wq-v1, int4 g128): small_m at 32 rows per expert beats
@@ -447,15 +447,15 @@ GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
   const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= kWeightOnlySmallMRows) ||
                        args.input.dim(0) <= kWeightOnlySmallMRows * experts;
   if ((forced == GemmFamily::SmallM || fewRows) && small_m::supports(args)) return GemmFamily::SmallM;
-  return sm90TakesDequantized(args) ? GemmFamily::Sm90 : GemmFamily::Mma;
+  return sm90::supportsWeightOnly(args) || sm90TakesDequantized(args) ? GemmFamily::Sm90 : GemmFamily::Mma;
 }
 
-// v1 of weight-only prefill, now sm90's and the fallback for what the register-dequantizing
-// kernels refuse (float32 input, K not a multiple of 32, unaligned bases): the weights are
+// v1 of weight-only prefill, now the fallback for what the in-loop kernels refuse (float32
+// input, K not a multiple of 32, unaligned bases): the weights are
 // dequantized into stream-ordered scratch in denseWeightDType and the dense call runs on whichever
 // family takes it (MOEKIT_GEMM still applies). This costs a full write and read of E × N × K
 // 16-bit weights per call, on top of the packed read: 2 + 2 bytes per weight more than a bf16
-// layer, and scratch of the dense weights' size. The sm90 in-loop kernel (issue 13) removes it.
+// layer, and scratch of the dense weights' size.
 void denseFromWeightOnly(const GroupedGemmArgs& args, cudaStream_t stream) {
   const DequantizedWeights weights(PackedWeights::of(args), denseWeightDType(args), stream);
   groupedGemm(denseArgsOf(args, weights.view()), stream);
@@ -467,6 +467,13 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
     case GemmFamily::Mma:
       if (mma::supportsWeightOnly(args)) {
         mma::weightOnlyGroupedGemm(args, stream);
+        return;
+      }
+      denseFromWeightOnly(args, stream);
+      return;
+    case GemmFamily::Sm90:
+      if (sm90::supportsWeightOnly(args)) {
+        sm90::weightOnlyGroupedGemm(args, stream);
         return;
       }
       denseFromWeightOnly(args, stream);

@@ -8,8 +8,9 @@
 //            FP8 weights (Fp8Block128): widened to float16 in registers. grouped_gemm_mma_fp8.cu
 //            Weight-only weights: dequantized in the main loop.         grouped_gemm_mma_wq.cu
 // Weight-only weights (Int8, Int4, MXFP4; W8A16 / W4A16): smallM and mma dequantize them in
-// registers (grouped_gemm_small_m_wq.cu, grouped_gemm_mma_wq.cu); sm90, and shapes those two
-// refuse, take them dequantized into scratch first (grouped_gemm.cu, denseFromWeightOnly).
+// registers (grouped_gemm_small_m_wq.cu, grouped_gemm_mma_wq.cu), sm90 in shared memory inside its
+// main loop (sm90/kernel_wq.cuh); shapes these refuse take them dequantized into scratch first
+// (grouped_gemm.cu, denseFromWeightOnly).
 // MOEKIT_GEMM=auto|sm90|small_m|mma forces a family (the tests run the sm_80 path on an H100 so);
 // a forced family that cannot take a call falls back to the next one as in auto.
 //
@@ -31,6 +32,10 @@ namespace sm90 {
 // Whether this path handles the call (dtypes, alignment, shapes, the current GPU).
 bool supports(const GroupedGemmArgs& args);
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+// Weight-only weights dequantized inside the main loop (sm90/kernel_wq.cuh): bfloat16 / float16
+// input, K at least 64 and whole 16-byte rows of packed bytes, 16-byte aligned bases, Hopper.
+bool supportsWeightOnly(const GroupedGemmArgs& args);
+void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 }  // namespace sm90
 
 namespace mma {

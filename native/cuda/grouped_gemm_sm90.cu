@@ -83,11 +83,51 @@ bool supportsFp8(const GroupedGemmArgs& args) {
   return computeCapability() == 90;
 }
 
+// Weight-only weights (sm90/kernel_wq.cuh): K whole 16-byte rows of packed bytes for TMA (Int8: 16
+// values; Int4 and MXFP4: 32) and at least one K slice; group scales that never split a converter
+// chunk of 8 values (groups are a whole row or a multiple of 32 values, by the contract).
+constexpr int64_t kWqChunkValues = 8;
+
+bool supportsWeightOnlyShape(const GroupedGemmArgs& args) {
+  const DType dtype = args.input.dtype;
+  if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
+  if (args.output.dtype != DType::Float32 && args.output.dtype != dtype) return false;
+  if (args.bias.present() && args.bias.dtype == DType::Int32) return false;
+  const int64_t rows = args.input.dim(0), depth = args.input.dim(1);
+  const int64_t experts = args.weights.dim(0), cols = args.weights.dim(1);
+  if (experts < 1 || experts > kMaxExperts) return false;
+  const int64_t rowBytes = weightRowBytes(args.weightFormat, depth);
+  if (depth < kMinDepth || depth % kDepthMultiple != 0 || rowBytes % 16 != 0) return false;
+  if (args.weights.dim(2) != rowBytes) return false;
+  const int64_t groupWidth = weightGroupWidth(args.weightFormat, args.weightGroupSize, depth);
+  if (groupWidth < depth && groupWidth % kWqChunkValues != 0) return false;
+  if (cols < kColumnMultiple || cols % kColumnMultiple != 0) return false;
+  if (rows > kMaxCoordinate || experts * cols > kMaxCoordinate || depth > kMaxCoordinate) return false;
+  if (tileBound(args, WqNibbleTile::kBlockM, WqNibbleTile::kBlockN) > kMaxCoordinate) return false;
+  return aligned16(args.input.data) && aligned16(args.weights.data) && aligned16(args.output.data);
+}
+
 }  // namespace
+
+bool supportsWeightOnly(const GroupedGemmArgs& args) {
+  if (args.weightFormat != WeightFormat::Int8 && args.weightFormat != WeightFormat::Int4 && args.weightFormat != WeightFormat::Mxfp4) {
+    return false;
+  }
+  return supportsWeightOnlyShape(args) && computeCapability() == 90;
+}
+
+void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
+  if (args.input.dim(0) == 0) return;
+  if (args.input.dtype == DType::BFloat16) {
+    launchWqShape<BF16>(args, stream);
+  } else {
+    launchWqShape<F16>(args, stream);
+  }
+}
 
 bool supports(const GroupedGemmArgs& args) {
   if (args.weightFormat == WeightFormat::Fp8Block128) return supportsFp8(args);
-  // Weight-only weights reach this family dequantized (grouped_gemm.cu, denseFromWeightOnly).
+  // Weight-only weights: supportsWeightOnly() (or dequantized first: grouped_gemm.cu).
   if (args.weightFormat != WeightFormat::Dense) return false;
   const DType dtype = args.input.dtype;
   if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;

@@ -332,9 +332,19 @@ Packed makeWeights(const WqCase& wq, std::vector<int64_t> shape) {
   return quantizeOnHost(randomTensor(DType::Float32, std::move(shape), 72, 0.1f), wq.format, wq.groupSize);
 }
 
-bool mmaForced() {
+bool familyForced(const char* family) {
   const char* forced = std::getenv("MOEKIT_GEMM");
-  return forced != nullptr && std::string(forced) == "mma";
+  return forced != nullptr && std::string(forced) == family;
+}
+
+// Which calls the sm90 in-loop kernel must take (grouped_gemm_sm90.cu, supportsWeightOnly), from
+// the shape alone: a 16-bit input, K at least one 64-value slice and whole 16-byte packed rows,
+// N a multiple of 16, groups a whole row or a multiple of 8 values. Bases come from the pool.
+bool sm90TakesInLoop(DType dtype, const GemmCase& c, const WqCase& wq) {
+  const int64_t rowBytes = weightRowBytes(wq.format, c.depth);
+  const int64_t groupWidth = weightGroupWidth(wq.format, wq.groupSize, c.depth);
+  return (dtype == DType::BFloat16 || dtype == DType::Float16) && c.depth >= 64 && c.depth % 8 == 0 && rowBytes % 16 == 0 &&
+         c.cols % 16 == 0 && (groupWidth >= c.depth || groupWidth % 8 == 0);
 }
 
 void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
@@ -372,7 +382,15 @@ void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
         args.activation.kind = kind;
         args.activation.layout = c.layout;
       }
-      if (gpu && mmaForced()) {
+      if (gpu && familyForced("sm90") && cuda::computeCapability() == 90) {
+        const bool inLoop = sm90TakesInLoop(dtype, c, wq);
+        const bool taken = cuda::sm90::supportsWeightOnly(args);
+        record(taken == inLoop, describe("wq route  sm90 %s K=%lld N=%lld g=%lld: %s (expected %s)", formatName(wq.format),
+                                         static_cast<long long>(c.depth), static_cast<long long>(c.cols),
+                                         static_cast<long long>(wq.groupSize), taken ? "in-loop kernel" : "dequantize first",
+                                         inLoop ? "in-loop kernel" : "dequantize first"));
+      }
+      if (gpu && familyForced("mma")) {
         // The in-loop kernel's shapes (supports()): a 16-bit input and whole 32-value K quanta
         // (every group size here is per channel or a multiple of 32; bases come from the pool).
         const bool inLoop = (dtype == DType::BFloat16 || dtype == DType::Float16) && c.depth % 32 == 0;
@@ -488,6 +506,7 @@ void runWeightOnlyTests() {
       {90, 288, 136, 3, true, 0, 0, silu},
       {200, 64, 130, 2, true, 1, 1, gelu},                                   // N not a multiple of 8
       {33, 32, 96, 1, true, 0, 0, relu},                                     // K = 32: half a slice
+      {520, 320, 288, 3, true, 3, 5, swiglu, GateLayout::Halves},            // sm90: gate/up halves over 3 column tiles
   };
   for (DType dtype : {DType::BFloat16, DType::Float16}) {
     for (const auto& [format, groupSize] : formats) {

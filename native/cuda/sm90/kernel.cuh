@@ -62,6 +62,8 @@ struct Ring {
 
   __device__ uint8_t* a(int stage) const { return stages + stage * Shape::kStageBytes; }
   __device__ uint8_t* b(int stage) const { return a(stage) + Shape::kABytes; }
+  // Blocks until both operand boxes of `stage` have landed (the consumers' wait).
+  __device__ void waitReady(int stage, uint32_t phase) const { waitBarrier(&full[stage], phase); }
 };
 
 // Walks the ring: stage index and the parity of the barrier phase expected there.
@@ -114,9 +116,11 @@ __device__ __forceinline__ void releaseStage(uint64_t* empty, int stage) {
   if (threadIdx.x % detail::kWarpSize == 0) arrive(&empty[stage]);
 }
 
-template <typename Element, class Shape, Pairing pairing>
+// The consumer warpgroups' loop, shared with the weight-only kernel (sm90/kernel_wq.cuh): any ring
+// with a(), b(), waitReady() and `empty` barriers counted in consumer warps.
+template <typename Element, class Shape, Pairing pairing, class StageRing>
 __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler,
-                        const Ring<Shape>& ring) {
+                        const StageRing& ring) {
   constexpr int kSteps = Shape::kBlockK / Shape::kStepK;
   constexpr uint32_t kStepBytes = Shape::kStepK * Shape::kElementBytes;
   const int32_t slices = depthSlices(p, Shape::kBlockK);
@@ -127,7 +131,7 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
     const Tile tile = scheduler.locate(index);
     int previousStage = 0;
     for (int32_t slice = 0; slice < slices; ++slice) {
-      waitBarrier(&ring.full[position.stage], position.phase);
+      ring.waitReady(position.stage, position.phase);
       const uint64_t descA = matrixDescriptor(ring.a(position.stage) + consumer * Shape::kConsumerABytes);
       const uint64_t descB = matrixDescriptor(ring.b(position.stage));
       wgmmaFence();

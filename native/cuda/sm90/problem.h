@@ -38,6 +38,10 @@ struct Problem {
   int32_t depthBlocks;        // ceil(depth / 128)
   int32_t colBlocks;          // ceil(cols / 128)
   int32_t outputBlocks;       // ceil(outputCols / 128)
+  // Weight-only group scales (Int8, Int4: float32; MXFP4: e8m0 bytes; sm90/kernel_wq.cuh).
+  const void* groupScales;    // [experts * cols, scaleGroups]
+  int32_t scaleGroups;        // scales per weight row
+  int32_t groupWidth;         // K values per scale
   bool activate;            // apply `kind` in the epilogue
   ActivationKind kind;
   float alpha;

@@ -52,6 +52,10 @@ __device__ __forceinline__ void waitBarrier(uint64_t* barrier, uint32_t parity) 
   } while (done == 0);
 }
 
+// Makes this thread's ordinary shared-memory writes visible to the async proxy (TMA, wgmma)
+// before a barrier arrival tells the readers they may start.
+__device__ __forceinline__ void fenceAsyncShared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
 // ---- TMA -----------------------------------------------------------------------------------------------
 __device__ __forceinline__ void prefetchTensorMap(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");

@@ -92,6 +92,30 @@ struct Fp8TileShape {
 using Fp8WideTile = Fp8TileShape<2, 4>;
 using Fp8NarrowTile = Fp8TileShape<1, 6>;
 
+// ---- Weight-only tile shapes ----------------------------------------------------------------------------
+// Int8 / Int4 / MXFP4 weights (sm90/kernel_wq.cuh): TMA brings each K slice's packed weight bytes
+// into a plain (unswizzled) "raw" box beside the stage, a converter warpgroup writes them out as
+// the 16-bit B box the consumers' wgmmas read, so a stage holds A, B and the raw bytes. The tile
+// is 128 × 128: a fourth warpgroup (the converter) leaves too few registers for two 64 × 256
+// accumulator tiles. Five stages fit shared memory with Int8's raw boxes (the largest).
+template <int bitsPerWeight, int stages>
+struct WqTileShape : TileShape<128, stages> {
+  using Base = TileShape<128, stages>;
+  static constexpr int kWarpgroups = 2 + kConsumers;  // producer, converter, consumers
+  static constexpr int kThreads = kWarpgroups * kWarpgroupThreads;
+  static constexpr int kRawRowBytes = Base::kBlockK * bitsPerWeight / 8;  // one row's packed K slice
+  static constexpr int kRawBytes = Base::kBlockN * kRawRowBytes;
+  static constexpr int kStageBytes = Base::kABytes + Base::kBBytes + kRawBytes;
+  static constexpr int kDynamicSharedBytes = stages * kStageBytes + kSwizzleAlignment;
+  static_assert(kRawRowBytes % 16 == 0, "TMA box rows are multiples of 16 bytes");
+  static_assert(kStageBytes % kSwizzleAlignment == 0, "every stage's A and B boxes start on a swizzle atom");
+  static_assert(kDynamicSharedBytes + static_cast<int>(sizeof(ExpertTiles)) + 3 * stages * 8 <= kMaxSharedBytes,
+                "the ring, the expert table and the barriers fit in shared memory");
+};
+
+using WqNibbleTile = WqTileShape<4, 5>;  // Int4, MXFP4
+using WqByteTile = WqTileShape<8, 5>;    // Int8
+
 // ---- Host-side tile arithmetic ------------------------------------------------------------------------
 inline bool gatedPairs(const GroupedGemmArgs& args) { return args.activation.enabled && isGated(args.activation.kind); }
 
@@ -124,5 +148,10 @@ void launchShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandR
 template <class Shape>
 void launchFp8Shape(const GroupedGemmArgs& args, const uint8_t* input, const float* inputScales, cudaStream_t stream,
                     int32_t bandRowTiles = kBandRowTiles);
+
+// Launches the weight-only kernel (Int8, Int4 or MXFP4 weights dequantized in shared memory) for
+// one 16-bit operand type (BF16 or F16). Instantiated per type in sm90/instances_wq_*.cu.
+template <typename Element>
+void launchWqShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles = kBandRowTiles);
 
 }  // namespace moekit::cuda::sm90

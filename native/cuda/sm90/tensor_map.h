@@ -63,4 +63,25 @@ inline CUtensorMap operandTensorMap(const void* data, DType dtype, int64_t rows,
   return map;
 }
 
+// Packed weight bytes [rows, rowBytes] (weight-only formats), read in boxes of boxRows × boxBytes
+// into plain row-major shared memory (no swizzle: the converter reads them with ordinary loads).
+// Parts of a box outside the matrix arrive as zeros. rowBytes must be a multiple of 16.
+inline CUtensorMap packedTensorMap(const void* data, int64_t rows, int64_t rowBytes, uint32_t boxRows, uint32_t boxBytes) {
+  constexpr uint32_t kRank = 2;
+  const cuuint64_t extents[kRank] = {static_cast<cuuint64_t>(rowBytes), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t rowStrideBytes[kRank - 1] = {static_cast<cuuint64_t>(rowBytes)};
+  const cuuint32_t box[kRank] = {boxBytes, boxRows};
+  const cuuint32_t elementStrides[kRank] = {1, 1};
+  CUtensorMap map;
+  const CUresult status = tensorMapEncoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, kRank, const_cast<void*>(data), extents,
+                                             rowStrideBytes, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                             CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (status != CUDA_SUCCESS) {
+    throw CudaError("E_CUDA", "sm90 grouped GEMM: cuTensorMapEncodeTiled failed with CUresult " + std::to_string(status) +
+                                  " for [" + std::to_string(rows) + ", " + std::to_string(rowBytes) + "] packed weights");
+  }
+  return map;
+}
+
 }  // namespace moekit::cuda::sm90

@@ -1,0 +1,8 @@
+// The sm90 grouped GEMM for weight-only weights (sm90/kernel_wq.cuh) with f16 operands, compiled on its own.
+#include "kernel_wq.cuh"
+
+namespace moekit::cuda::sm90 {
+
+template void launchWqShape<F16>(const GroupedGemmArgs&, cudaStream_t, int32_t);
+
+}  // namespace moekit::cuda::sm90

@@ -1,0 +1,290 @@
+// The Hopper grouped GEMM for weight-only weights (W8A16 / W4A16: Int8, Int4, MXFP4; the rule in
+// native/core/op_args.h): C[rows, N] = A[rows, K] · w_e[N, K]ᵀ with w = q × scale dequantized
+// inside the main loop, so the weights are read once, packed, and never written back out in 16
+// bits (v1 dequantized the whole E × N × K into scratch first: bench/NOTES.md, wq-v1).
+//
+// The 16-bit kernel (sm90/kernel.cuh) with one more warpgroup between the copy engine and the
+// tensor cores. Four warpgroups per CTA, one CTA per SM:
+//   producer   (warpgroup 0, one thread): TMA copies of each K slice's A box (swizzled, as in
+//              the 16-bit kernel) and the matching packed weight bytes (a plain "raw" box) into
+//              a ring of stages, counted on the stage's `loaded` barrier;
+//   converter  (warpgroup 1): per stage, every 16-byte chunk of the B box (8 K values of one
+//              weight row) from its 4 or 8 packed bytes and the row's group scale: w = q × scale
+//              in float32, rounded once to the 16-bit dtype (the contract's "other paths" rule,
+//              the same w as the dequantizing step), written where the 128-byte swizzle puts it;
+//              then a proxy fence and an arrival on the stage's `converted` barrier;
+//   consumers  (warpgroups 2 and 3): the 16-bit kernel's consume() unchanged: wgmma from the A
+//              and B boxes, the fused epilogue, `empty` released per stage.
+// The tile is 128 × 128 (sm90/shapes.h, WqTileShape): the converter's registers leave room for
+// two 64 × 128 float32 accumulator tiles, not two 64 × 256 ones.
+//
+// Tails as in the 16-bit kernel: TMA fills A's and the raw box's parts outside the tensors with
+// zeros; the converter writes zeros for K past the end and for rows past the last expert (whose
+// scales do not exist), so no product reads a scale out of bounds.
+#pragma once
+
+#include "../weight_only.cuh"
+#include "kernel.cuh"
+
+namespace moekit::cuda::sm90 {
+namespace {
+
+// Register budget after setmaxnreg, out of the 512 × 128 a CTA of four warpgroups starts with:
+// 128 · 40 (producer) + 128 · 128 (converter, unchanged) + 256 · 168 (consumers) ≤ 65,536.
+constexpr uint32_t kWqConsumerRegisters = 168;
+
+constexpr int kConverterWarpgroup = 1;
+constexpr int kFirstConsumerWarpgroup = 2;
+
+#if MOEKIT_SM90A_DEVICE
+
+template <class Shape>
+struct WqRing {
+  uint8_t* stages;      // kStages × (A box, B box, raw box), 1024-byte aligned
+  uint64_t* loaded;     // the A box and the raw box of stage s have landed
+  uint64_t* converted;  // every converter warp has written its part of stage s's B box
+  uint64_t* empty;      // every consumer warp has finished reading stage s
+
+  __device__ uint8_t* a(int stage) const { return stages + stage * Shape::kStageBytes; }
+  __device__ uint8_t* b(int stage) const { return a(stage) + Shape::kABytes; }
+  __device__ uint8_t* raw(int stage) const { return b(stage) + Shape::kBBytes; }
+  // The consumers' wait: the B box is written, and (for the A box's bytes) the copy has landed.
+  __device__ void waitReady(int stage, uint32_t phase) const {
+    waitBarrier(&converted[stage], phase);
+    waitBarrier(&loaded[stage], phase);
+  }
+};
+
+template <class Shape, Pairing pairing>
+__device__ void produceWq(const CUtensorMap* inputMap, const CUtensorMap* packedMap, const Problem& p,
+                          const TileScheduler<Shape::kBlockM>& scheduler, const WqRing<Shape>& ring) {
+  prefetchTensorMap(inputMap);
+  prefetchTensorMap(packedMap);
+  const int32_t slices = depthSlices(p, Shape::kBlockK);
+  const int32_t tiles = scheduler.tileCount();
+  RingPosition<Shape> position;
+  for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
+    const Tile tile = scheduler.locate(index);
+    const int32_t expertRow = tile.expert * p.cols;
+    for (int32_t slice = 0; slice < slices; ++slice) {
+      waitBarrier(&ring.empty[position.stage], position.phase ^ 1);
+      uint64_t* loaded = &ring.loaded[position.stage];
+      arriveExpectBytes(loaded, Shape::kABytes + Shape::kRawBytes);
+      loadTile2d(ring.a(position.stage), inputMap, slice * Shape::kBlockK, tile.rowStart, loaded);
+      const int32_t byte = slice * Shape::kRawRowBytes;
+      if constexpr (pairing == Pairing::Halves) {
+        constexpr int kHalfRows = Shape::kBlockN / 2;
+        const int32_t gateRow = expertRow + tile.columnTile * kHalfRows;
+        loadTile2d(ring.raw(position.stage), packedMap, byte, gateRow, loaded);
+        loadTile2d(ring.raw(position.stage) + Shape::kRawBytes / 2, packedMap, byte, gateRow + p.cols / 2, loaded);
+      } else {
+        loadTile2d(ring.raw(position.stage), packedMap, byte, expertRow + tile.columnTile * Shape::kBlockN, loaded);
+      }
+      position.advance();
+    }
+  }
+}
+
+// The weight row (of all experts' E × N) behind row r of a tile's B box, or -1 past the last one.
+template <class Shape, Pairing pairing>
+__device__ __forceinline__ int64_t weightRowOf(const Problem& p, const Tile& tile, int r) {
+  const int64_t expertRow = static_cast<int64_t>(tile.expert) * p.cols;
+  int64_t row;
+  if constexpr (pairing == Pairing::Halves) {
+    constexpr int kHalfRows = Shape::kBlockN / 2;
+    const int half = r / kHalfRows;  // 0: gate rows, 1: the matching up rows
+    row = expertRow + half * (p.cols / 2) + static_cast<int64_t>(tile.columnTile) * kHalfRows + r % kHalfRows;
+  } else {
+    row = expertRow + static_cast<int64_t>(tile.columnTile) * Shape::kBlockN + r;
+  }
+  return row < static_cast<int64_t>(p.experts) * p.cols ? row : -1;
+}
+
+// One 16-byte chunk of the B box: 8 consecutive K values of one weight row, as 16-bit Elements.
+constexpr int kChunkBytes = 16;
+constexpr int kChunkValues = 8;
+
+// The chunk's 8 weights from its packed bytes at `packed` (4 bytes of nibbles, or 8 of Int8).
+template <WeightFormat kFormat, typename Element>
+__device__ __forceinline__ uint4 decodeChunk(const uint8_t* packed, float scale) {
+  using Decode = weight_only::Decoder<kFormat>;
+  constexpr int kWords = kChunkValues / Decode::kValuesPerWord;
+  uint32_t words[kWords];
+  if constexpr (kWords == 1) {
+    words[0] = *reinterpret_cast<const uint32_t*>(packed);
+  } else {
+    const uint2 pair = *reinterpret_cast<const uint2*>(packed);
+    words[0] = pair.x;
+    words[1] = pair.y;
+  }
+  uint32_t pairs[kChunkValues / 2];
+#pragma unroll
+  for (int w = 0; w < kWords; ++w) weight_only::decodePairs<kFormat, Element>(words[w], scale, &pairs[w * Decode::kValuesPerWord / 2]);
+  return make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
+}
+
+// The converter's group scales for one K slice: one per weight row of the thread (0 past the
+// last row or past K, where the chunk is written as zeros without a scale).
+template <WeightFormat kFormat, int kPasses>
+struct SliceScales {
+  float values[kPasses];
+  int32_t group = -1;  // the scale column they were read from
+
+  __device__ void load(const Problem& p, const int64_t (&scaleRows)[kPasses], int32_t k) {
+    group = k < p.depth ? k / p.groupWidth : -1;
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+      values[pass] = group >= 0 && scaleRows[pass] >= 0 ? weight_only::Decoder<kFormat>::scale(p.groupScales, scaleRows[pass] + group) : 0.0f;
+    }
+  }
+};
+
+// The converter warpgroup. Thread t converts chunk t % 8 of rows t / 8, t / 8 + 16, ... of every
+// stage's B box: a warp reads 4 whole raw rows (conflict-free) and writes 4 whole 128-byte B rows.
+// The scales of the next slice are loaded while this one is converted (a slice's worth of work
+// hides their latency; an exposed load per slice cost v1 of this kernel most of its time), and
+// not at all where the next slice lies in the same groups (per-row scales, groups of 128 and up).
+template <WeightFormat kFormat, typename Element, class Shape, Pairing pairing>
+__device__ void convert(const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler, const WqRing<Shape>& ring) {
+  constexpr int kChunksPerRow = Shape::kRowBytes / kChunkBytes;
+  constexpr int kRowsPerPass = kWarpgroupThreads / kChunksPerRow;
+  constexpr int kPasses = Shape::kBlockN / kRowsPerPass;
+  constexpr int kPackedChunkBytes = kChunkValues * Shape::kRawRowBytes / Shape::kBlockK;
+  constexpr int kSwizzleRows = kSwizzleAtomBytes / Shape::kRowBytes;  // 8: rows of one 128-byte swizzle atom
+  static_assert(kPackedChunkBytes == 4 || kPackedChunkBytes == 8, "a chunk packs into one or two words");
+
+  const int thread = threadIdx.x % kWarpgroupThreads;
+  const int chunk = thread % kChunksPerRow;
+  const int firstRow = thread / kChunksPerRow;
+  const int32_t slices = depthSlices(p, Shape::kBlockK);
+  const int32_t tiles = scheduler.tileCount();
+  RingPosition<Shape> position;
+  for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
+    const Tile tile = scheduler.locate(index);
+    int64_t scaleRows[kPasses];  // first scale of each of this thread's weight rows, or -1
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const int64_t row = weightRowOf<Shape, pairing>(p, tile, firstRow + pass * kRowsPerPass);
+      scaleRows[pass] = row < 0 ? -1 : row * p.scaleGroups;
+    }
+    SliceScales<kFormat, kPasses> current, next;
+    current.load(p, scaleRows, chunk * kChunkValues);
+    for (int32_t slice = 0; slice < slices; ++slice) {
+      const int32_t k = slice * Shape::kBlockK + chunk * kChunkValues;
+      const int32_t nextK = k + Shape::kBlockK;
+      const int32_t nextGroup = nextK < p.depth ? nextK / p.groupWidth : -1;
+      if (nextGroup == current.group) {
+        next = current;
+      } else if (slice + 1 < slices) {
+        next.load(p, scaleRows, nextK);
+      }
+      waitBarrier(&ring.loaded[position.stage], position.phase);
+      const uint8_t* raw = ring.raw(position.stage);
+      uint8_t* b = ring.b(position.stage);
+#pragma unroll
+      for (int pass = 0; pass < kPasses; ++pass) {
+        const int r = firstRow + pass * kRowsPerPass;
+        uint4 values = make_uint4(0, 0, 0, 0);
+        if (current.group >= 0 && scaleRows[pass] >= 0) {
+          values = decodeChunk<kFormat, Element>(raw + r * Shape::kRawRowBytes + chunk * kPackedChunkBytes, current.values[pass]);
+        }
+        const int swizzled = chunk ^ (r % kSwizzleRows);
+        *reinterpret_cast<uint4*>(b + r * Shape::kRowBytes + swizzled * kChunkBytes) = values;
+      }
+      fenceAsyncShared();
+      __syncwarp();
+      if (threadIdx.x % detail::kWarpSize == 0) arrive(&ring.converted[position.stage]);
+      current = next;
+      position.advance();
+    }
+  }
+}
+
+#endif  // MOEKIT_SM90A_DEVICE
+
+template <typename Element, WeightFormat kFormat, class Shape, Pairing pairing>
+__global__ void __launch_bounds__(Shape::kThreads, 1)
+    groupedGemmWqKernel(const __grid_constant__ CUtensorMap inputMap, const __grid_constant__ CUtensorMap packedMap,
+                        const Problem p) {
+#if MOEKIT_SM90A_DEVICE
+  extern __shared__ uint8_t dynamicShared[];
+  __shared__ uint64_t loadedBarriers[Shape::kStages];
+  __shared__ uint64_t convertedBarriers[Shape::kStages];
+  __shared__ uint64_t emptyBarriers[Shape::kStages];
+  __shared__ ExpertTiles expertTiles;
+
+  const uintptr_t base = reinterpret_cast<uintptr_t>(dynamicShared);
+  const uintptr_t aligned = (base + kSwizzleAlignment - 1) / kSwizzleAlignment * kSwizzleAlignment;
+  const WqRing<Shape> ring{reinterpret_cast<uint8_t*>(aligned), loadedBarriers, convertedBarriers, emptyBarriers};
+
+  const int warp = threadIdx.x / detail::kWarpSize;
+  const int lane = threadIdx.x % detail::kWarpSize;
+  if (warp == 0) buildExpertTiles<Shape::kBlockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, p.faults, lane);
+  if (warp == 1 && lane == 0) {
+    for (int stage = 0; stage < Shape::kStages; ++stage) {
+      initBarrier(&loadedBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
+      initBarrier(&convertedBarriers[stage], kWarpsPerWarpgroup);
+      initBarrier(&emptyBarriers[stage], kConsumers * kWarpsPerWarpgroup);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const TileScheduler<Shape::kBlockM> scheduler(expertTiles, p.experts, p.columnTiles, p.bandRowTiles);
+  const int warpgroup = threadIdx.x / kWarpgroupThreads;
+  if (warpgroup == 0) {
+    releaseRegisters<kProducerRegisters>();
+    if (threadIdx.x == 0) produceWq<Shape, pairing>(&inputMap, &packedMap, p, scheduler, ring);
+  } else if (warpgroup == kConverterWarpgroup) {
+    convert<kFormat, Element, Shape, pairing>(p, scheduler, ring);
+  } else {
+    claimRegisters<kWqConsumerRegisters>();
+    consume<Element, Shape, pairing>(warpgroup - kFirstConsumerWarpgroup, p, scheduler, ring);
+  }
+#endif
+}
+
+template <WeightFormat kFormat>
+using WqShapeOf = std::conditional_t<kFormat == WeightFormat::Int8, WqByteTile, WqNibbleTile>;
+
+template <typename Element, WeightFormat kFormat, Pairing pairing>
+void launchWqGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles) {
+  using Shape = WqShapeOf<kFormat>;
+  Problem p = problemOf<Shape>(args, pairing, bandRowTiles);
+  const int64_t depth = args.input.dim(1);  // the packed weights' last extent is bytes, not K
+  p.depth = static_cast<int32_t>(depth);
+  p.groupScales = args.weightScales.data;
+  p.scaleGroups = static_cast<int32_t>(weightScaleGroups(kFormat, args.weightGroupSize, depth));
+  p.groupWidth = static_cast<int32_t>(weightGroupWidth(kFormat, args.weightGroupSize, depth));
+  const uint32_t weightBoxRows = pairing == Pairing::Halves ? Shape::kBlockN / 2 : Shape::kBlockN;
+  const CUtensorMap inputMap = operandTensorMap(args.input.data, args.input.dtype, p.rows, depth, Shape::kBlockM, Shape::kBlockK);
+  const CUtensorMap packedMap = packedTensorMap(args.weights.data, static_cast<int64_t>(p.experts) * p.cols,
+                                                weightRowBytes(kFormat, depth), weightBoxRows, Shape::kRawRowBytes);
+  const auto kernel = groupedGemmWqKernel<Element, kFormat, Shape, pairing>;
+  static PerDevice<bool> sharedMemoryAllowed;
+  allowSharedMemory(kernel, Shape::kDynamicSharedBytes, sharedMemoryAllowed);
+  const int64_t blocks = std::max<int64_t>(
+      std::min<int64_t>(deviceMultiprocessors(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
+  kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, packedMap, p);
+  MOEKIT_CHECK_LAUNCH("sm90 groupedGemmWqKernel");
+}
+
+template <typename Element, WeightFormat kFormat>
+void launchWqFormat(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles) {
+  switch (pairingOf(args)) {
+    case Pairing::Halves: launchWqGemm<Element, kFormat, Pairing::Halves>(args, stream, bandRowTiles); return;
+    case Pairing::Interleaved: launchWqGemm<Element, kFormat, Pairing::Interleaved>(args, stream, bandRowTiles); return;
+    default: launchWqGemm<Element, kFormat, Pairing::Plain>(args, stream, bandRowTiles); return;
+  }
+}
+
+}  // namespace
+
+template <typename Element>
+void launchWqShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles) {
+  weight_only::dispatchFormat(args.weightFormat, [&](auto format) {
+    launchWqFormat<Element, decltype(format)::value>(args, stream, bandRowTiles);
+  });
+}
+
+}  // namespace moekit::cuda::sm90
