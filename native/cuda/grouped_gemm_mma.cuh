@@ -1,11 +1,15 @@
-// What the mma family's register-dequantizing kernels share (grouped_gemm_mma_fp8.cu: FP8 block-
-// scaled weights; grouped_gemm_mma_wq.cu: Int8 / Int4 / MXFP4 weight-only weights): the block's
-// warp grid over a 128 × 128 output tile, the cp.async ring that streams K slices through shared
-// memory, the slice loader, and the epilogue from the mma accumulators. What differs between them
-// is only how a slice turns into mma operands (and, for FP8, the per-block scale promotion).
+// What the mma family's kernels share. The family (grouped_gemm_paths.h) runs on one tile
+// scheduler (row_tiles.cuh: which rows and expert a block owns, bad offsets reported as faults):
+//   - dense weights (GemmProblem below; grouped_gemm.cu picks the kernel): bfloat16 / float16
+//     through WMMA (grouped_gemm_wmma.cu), float32 and mixed dtypes on SIMT FMAs (grouped_gemm.cu);
+//   - register-dequantizing kernels through mma.sync: FP8 block-scaled weights
+//     (grouped_gemm_mma_fp8.cu) and Int8 / Int4 / MXFP4 weight-only weights (grouped_gemm_mma_wq.cu).
 //
-// The tile scheduler (which rows and expert a block owns, bad offsets reported as faults) is
-// row_tiles.cuh's; the mma instruction and its fragment layout are mma_sync.cuh's.
+// The mma.sync kernels share the block's warp grid over a 128 × 128 output tile, the cp.async ring
+// that streams K slices through shared memory, the slice loader, and the epilogue from the mma
+// accumulators. What differs between them is only how a slice turns into mma operands (and, for
+// FP8, the per-block scale promotion). The mma instruction and its fragment layout are
+// mma_sync.cuh's.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,12 +19,41 @@
 #include "../core/op_args.h"
 #include "async_copy.cuh"
 #include "check.h"
+#include "faults.cuh"
 #include "float_access.cuh"
 #include "kernels.h"
 #include "per_device.h"
 #include "row_tiles.cuh"
 
 namespace moekit::cuda::mma {
+
+// ---- Dense weights: the problem, its epilogue and its kernels --------------------------------------
+struct GemmProblem {
+  const void* input;       // [rows, depth]
+  const void* weights;     // [groups, cols, depth]
+  const void* bias;        // [groups, cols] or nullptr
+  DType biasDType;
+  void* output;            // [rows, cols]
+  DType outputDType;
+  const int32_t* offsets;  // [groups + 1] on the device; nullptr: one group of every row (linear)
+  int32_t groups;
+  int64_t rows;
+  int64_t cols;
+  int64_t depth;
+  FaultSink faults;        // where a bad offset is reported
+};
+
+// C[row, col] = sum (+ bias[group, col]), in the output's dtype.
+__device__ inline void storeResult(const GemmProblem& p, int32_t group, int64_t row, int64_t col, float sum) {
+  if (p.bias != nullptr) sum += loadAsFloat(p.bias, p.biasDType, group * p.cols + col);
+  storeAsFloat(p.output, p.outputDType, row * p.cols + col, sum);
+}
+
+// bfloat16 × bfloat16 or float16 × float16 (`dtype`, both operands), through WMMA
+// (grouped_gemm_wmma.cu). Any shape; p.rows and p.cols are not 0.
+void wmmaGemm(const GemmProblem& p, DType dtype, cudaStream_t stream);
+
+// ---- The mma.sync kernels --------------------------------------------------------------------------
 
 // The block's output tile and its warps: 8 warps as 2 × 4, each owning 64 rows × 32 columns,
 // i.e. 4 × 4 mma.sync m16n8k16 tiles.
