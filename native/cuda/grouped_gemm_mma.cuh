@@ -1,7 +1,7 @@
 // What the mma family's kernels share. The family (grouped_gemm_paths.h) runs on one tile
 // scheduler (row_tiles.cuh: which rows and expert a block owns, bad offsets reported as faults):
 //   - dense weights (GemmProblem below; grouped_gemm.cu picks the kernel): bfloat16 / float16
-//     through WMMA (grouped_gemm_wmma.cu), float32 and mixed dtypes on SIMT FMAs (grouped_gemm.cu);
+//     through WMMA (grouped_gemm_wmma.cu), float32 and mixed dtypes on SIMT FMAs (grouped_gemm_simt.cu);
 //   - register-dequantizing kernels through mma.sync: FP8 block-scaled weights
 //     (grouped_gemm_mma_fp8.cu) and Int8 / Int4 / MXFP4 weight-only weights (grouped_gemm_mma_wq.cu).
 //
@@ -52,6 +52,9 @@ __device__ inline void storeResult(const GemmProblem& p, int32_t group, int64_t 
 // bfloat16 × bfloat16 or float16 × float16 (`dtype`, both operands), through WMMA
 // (grouped_gemm_wmma.cu). Any shape; p.rows and p.cols are not 0.
 void wmmaGemm(const GemmProblem& p, DType dtype, cudaStream_t stream);
+// Any float input and weight dtypes, with float32 FMAs (grouped_gemm_simt.cu). Any shape; p.rows and
+// p.cols are not 0.
+void simtGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStream_t stream);
 
 // ---- The mma.sync kernels --------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@
 //   mma      warp-level tensor-core MMA, sm_80 and up: any shape, the fallback and the
 //            A100-class path. 128 × 128 tiles on one scheduler (row_tiles.cuh):
 //            bfloat16/float16 through WMMA,                             grouped_gemm_wmma.cu
-//            float32 and mixed dtypes on SIMT FMAs,                     grouped_gemm.cu
+//            float32 and mixed dtypes on SIMT FMAs,                     grouped_gemm_simt.cu
 //            FP8 weights (Fp8Block128) widened to float16 for mma.sync, grouped_gemm_mma_fp8.cu
 //            weight-only weights dequantized in the main loop, mma.sync. grouped_gemm_mma_wq.cu
 // Weight-only weights (Int8, Int4, MXFP4; W8A16 / W4A16): smallM and mma dequantize them in
