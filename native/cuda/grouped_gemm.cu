@@ -162,9 +162,7 @@ GemmProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputDTy
                      FaultSink::of(args)};
 }
 
-// The mma family has no fused epilogue: with an activation, the products go to a float32
-// scratch buffer (stream-ordered allocation, so this stays capturable) and the activation kernel
-// reads them, which is the contract's "activation on the float32 products".
+// With an activation, the products go to float32 scratch first (mma::activateProducts).
 void mmaGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   if (!args.activation.enabled) {
     runGemm(problemOf(args, args.output.data, args.output.dtype), args.input.dtype, args.weights.dtype, stream);
@@ -176,14 +174,8 @@ void mmaGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   MOEKIT_CUDA_CHECK(cudaMallocAsync(&scratch, static_cast<size_t>(std::max<int64_t>(rows * cols, 1)) * sizeof(float), stream));
   try {
     runGemm(problemOf(args, scratch, DType::Float32), args.input.dtype, args.weights.dtype, stream);
-    ActivationArgs act;
-    act.input = TensorView{scratch, DType::Float32, {rows, cols}};
-    act.output = args.output;
-    act.kind = args.activation.kind;
-    act.layout = args.activation.layout;
-    act.alpha = args.activation.alpha;
-    act.limit = args.activation.limit;
-    activationInRows(act, args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), stream);
+    mma::activateProducts(args, TensorView{scratch, DType::Float32, {rows, cols}}, args.expertOffsets.as<int32_t>(),
+                          static_cast<int32_t>(args.weights.dim(0)), stream);
   } catch (...) {
     (void)cudaFreeAsync(scratch, stream);
     throw;

@@ -43,11 +43,6 @@ struct GemmProblem {
   FaultSink faults;        // where a bad offset is reported
 };
 
-// C[row, col] = sum (+ bias[group, col]), in the output's dtype.
-__device__ inline void storeResult(const GemmProblem& p, int32_t group, int64_t row, int64_t col, float sum) {
-  if (p.bias != nullptr) sum += loadAsFloat(p.bias, p.biasDType, group * p.cols + col);
-  storeAsFloat(p.output, p.outputDType, row * p.cols + col, sum);
-}
 
 // bfloat16 × bfloat16 or float16 × float16 (`dtype`, both operands), through WMMA
 // (grouped_gemm_wmma.cu). Any shape; p.rows and p.cols are not 0.
@@ -55,6 +50,30 @@ void wmmaGemm(const GemmProblem& p, DType dtype, cudaStream_t stream);
 // Any float input and weight dtypes, with float32 FMAs (grouped_gemm_simt.cu). Any shape; p.rows and
 // p.cols are not 0.
 void simtGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStream_t stream);
+
+// ---- What every kernel of the family shares -------------------------------------------------------
+// The epilogue's store: C[row, col] = sum (+ bias[group, col]), in the output's dtype. `Problem` has
+// bias, biasDType ([groups, cols] or nullptr), output, outputDType ([rows, cols]) and cols.
+template <class Problem>
+__device__ void storeResult(const Problem& p, int32_t group, int64_t row, int64_t col, float sum) {
+  if (p.bias != nullptr) sum += loadAsFloat(p.bias, p.biasDType, group * p.cols + col);
+  storeAsFloat(p.output, p.outputDType, row * p.cols + col, sum);
+}
+
+// The family has no fused activation: a call that asks for one multiplies into float32 products
+// (stream-ordered scratch) and this finishes the rows the experts own, the contract's "activation
+// on the float32 products".
+inline void activateProducts(const GroupedGemmArgs& args, const TensorView& products, const int32_t* offsets, int32_t groups,
+                             cudaStream_t stream) {
+  ActivationArgs act;
+  act.input = products;
+  act.output = args.output;
+  act.kind = args.activation.kind;
+  act.layout = args.activation.layout;
+  act.alpha = args.activation.alpha;
+  act.limit = args.activation.limit;
+  activationInRows(act, offsets, groups, stream);
+}
 
 // ---- The mma.sync kernels --------------------------------------------------------------------------
 
@@ -151,8 +170,7 @@ __device__ __forceinline__ void pipelineSlices(int64_t slices, LoadStage&& loadS
   }
 }
 
-// Epilogue: bias and the output dtype, straight from the registers. `Problem` has bias, biasDType
-// ([groups, cols] or nullptr), output, outputDType ([rows, cols]) and cols.
+// Epilogue: bias and the output dtype, straight from the registers (storeResult's `Problem`).
 template <class Problem>
 __device__ void storeAccumulators(const Problem& p, const RowTile& tile, int64_t colBegin, const LanePlace& at,
                                   const Accumulators& total) {
@@ -166,10 +184,7 @@ __device__ void storeAccumulators(const Problem& p, const RowTile& tile, int64_t
 #pragma unroll
       for (int j = 0; j < Grid::kColFragments; ++j) {
         const int64_t col = colBegin + at.warpCol + j * Grid::kMmaCols + 2 * at.c + r % 2;
-        if (col >= p.cols) continue;
-        float value = total[i][j][r];
-        if (p.bias != nullptr) value += loadAsFloat(p.bias, p.biasDType, tile.group * p.cols + col);
-        storeAsFloat(p.output, p.outputDType, row * p.cols + col, value);
+        if (col < p.cols) storeResult(p, tile.group, row, col, total[i][j][r]);
       }
     }
   }
@@ -182,21 +197,6 @@ void allowSharedMemory(Kernel kernel, int bytes, PerDevice<bool>& raised) {
     MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     return true;
   });
-}
-
-// The family has no fused activation: a call that asks for one multiplies into float32 products
-// (stream-ordered scratch) and this finishes the rows the experts own, the contract's "activation
-// on the float32 products".
-inline void activateProducts(const GroupedGemmArgs& args, const TensorView& products, const int32_t* offsets, int32_t groups,
-                             cudaStream_t stream) {
-  ActivationArgs act;
-  act.input = products;
-  act.output = args.output;
-  act.kind = args.activation.kind;
-  act.layout = args.activation.layout;
-  act.alpha = args.activation.alpha;
-  act.limit = args.activation.limit;
-  activationInRows(act, offsets, groups, stream);
 }
 
 }  // namespace moekit::cuda::mma
