@@ -27,7 +27,7 @@
 
 namespace moekit::cuda::mma {
 
-// ---- Dense weights: the problem, its epilogue and its kernels --------------------------------------
+// ---- Dense weights: the problem and its two kernels -----------------------------------------------
 struct GemmProblem {
   const void* input;       // [rows, depth]
   const void* weights;     // [groups, cols, depth]
@@ -42,7 +42,6 @@ struct GemmProblem {
   int64_t depth;
   FaultSink faults;        // where a bad offset is reported
 };
-
 
 // bfloat16 × bfloat16 or float16 × float16 (`dtype`, both operands), through WMMA
 // (grouped_gemm_wmma.cu). Any shape; p.rows and p.cols are not 0.
