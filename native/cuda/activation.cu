@@ -1,23 +1,13 @@
 // Activations on the GPU: one thread per output element (grid-stride), float32 arithmetic with the
 // accurate libm functions (expf, tanhf, erff), so results track the CPU backend's std:: versions.
-#include <algorithm>
-
 #include "activation_math.cuh"
 #include "check.h"
+#include "flat_launch.h"
 #include "float_access.cuh"
 #include "kernels.h"
 
 namespace moekit::cuda {
 namespace {
-
-struct ElementwiseLaunch {
-  static constexpr int kThreads = 256;
-  static constexpr int64_t kMaxBlocks = 1 << 16;  // the grid-stride loop covers the rest
-
-  static unsigned blocks(int64_t count) {
-    return static_cast<unsigned>(std::min<int64_t>((count + kThreads - 1) / kThreads, kMaxBlocks));
-  }
-};
 
 struct ActivationParams {
   const void* input;   // [rows, inputWidth]
@@ -72,7 +62,7 @@ void activationInRows(const ActivationArgs& args, const int32_t* rowOffsets, int
   dispatchFloat(args.input.dtype, "activation input", [&](auto in) {
     dispatchFloat(args.output.dtype, "activation output", [&](auto out) {
       activationKernel<decltype(in), decltype(out)>
-          <<<ElementwiseLaunch::blocks(count), ElementwiseLaunch::kThreads, 0, stream>>>(params);
+          <<<FlatLaunch::blocks(count), FlatLaunch::kThreads, 0, stream>>>(params);
       MOEKIT_CHECK_LAUNCH("activationKernel");
     });
   });

@@ -1,21 +1,14 @@
 // Combine (unpermute) on the GPU: one block per token, threads across the hidden dimension. Each
 // output element sums its token's K expert rows in slot order j = 0..K-1 (skipping pairs dropped
 // by an expert-parallel permute), then adds the shared expert: the CPU backend's order, with no atomics, so results are deterministic.
-#include <algorithm>
-
 #include "check.h"
 #include "faults.cuh"
+#include "flat_launch.h"
 #include "float_access.cuh"
 #include "kernels.h"
 
 namespace moekit::cuda {
 namespace {
-
-struct CombineLaunch {
-  static constexpr int kThreads = 256;
-  // Tokens beyond gridDim.x's limit are walked by the grid-stride loop.
-  static constexpr int64_t kMaxBlocks = 1 << 30;
-};
 
 struct CombineParams {
   const void* expertOutput;       // [T*K, H], expert-sorted rows
@@ -32,7 +25,7 @@ struct CombineParams {
 };
 
 template <typename In, typename Shared, typename Out>
-__global__ void __launch_bounds__(CombineLaunch::kThreads) combineKernel(CombineParams p) {
+__global__ void __launch_bounds__(FlatLaunch::kThreads) combineKernel(CombineParams p) {
   const auto* rows = static_cast<const typename In::Storage*>(p.expertOutput);
   const auto* shared = static_cast<const typename Shared::Storage*>(p.shared);
   auto* output = static_cast<typename Out::Storage*>(p.output);
@@ -83,14 +76,14 @@ void combine(const CombineArgs& args, cudaStream_t stream) {
     checkSourceRows(params.sourceToPermuted, params.tokens * params.slots, params.rows, args, stream);
     return;
   }
-  const auto blocks = static_cast<unsigned>(std::min<int64_t>(params.tokens, CombineLaunch::kMaxBlocks));
+  const unsigned blocks = FlatLaunch::blocks(params.tokens, 1);  // one token per block and pass
   // Without a shared expert its format is irrelevant; dispatch on the expert output's.
   const DType sharedDType = args.shared.present() ? args.shared.dtype : args.expertOutput.dtype;
   dispatchFloat(args.expertOutput.dtype, "combine expertOutput", [&](auto in) {
     dispatchFloat(sharedDType, "combine shared", [&](auto sharedFormat) {
       dispatchFloat(args.output.dtype, "combine output", [&](auto out) {
         combineKernel<decltype(in), decltype(sharedFormat), decltype(out)>
-            <<<blocks, CombineLaunch::kThreads, 0, stream>>>(params);
+            <<<blocks, FlatLaunch::kThreads, 0, stream>>>(params);
         MOEKIT_CHECK_LAUNCH("combineKernel");
       });
     });

@@ -1,34 +1,22 @@
 // Grouped GEMM and linear on the GPU: C[rows, N] = A[rows, K] · B[N, K]ᵀ (+ bias), one B per expert.
 //
-// Both ops are one problem to the kernels: linear is a single group holding every row. The grid
-// has one block per (row tile, column tile); row tiles never straddle two experts (row_tiles.cuh).
-//
-// Two kernels share that scheduler and epilogue:
-// - tensorCoreGemmKernel: bfloat16 × bfloat16 or float16 × float16, on tensor cores (WMMA
-//   16×16×16, float32 accumulation), 128×128×32 block tiles double-buffered in shared memory by
-//   cp.async. Rows of 16 bytes are copied asynchronously when K % 8 == 0 and the bases are
-//   16-byte aligned; other shapes fall back to element-wise copies into the same tiles.
-// - simtGemmKernel: every other dtype combination (float32, or mixed input/weight dtypes), with
-//   float32 FMAs: 128×128×8 block tiles, 8×8 results per thread, the next K slice prefetched into
-//   registers while the current one is multiplied. No TF32: float32 results match the CPU.
-// Each output element's K sum runs in a fixed order, so results are deterministic run to run.
-#include <mma.h>
-
+// The dispatcher: groupedGemm() and linear() pick a kernel family per call (grouped_gemm_paths.h:
+// sm90, small_m or mma; MOEKIT_GEMM forces one), and weight-only weights are dequantized either
+// inside a family's kernel or into scratch first. For dense weights on the mma family, runGemm
+// picks the kernel: bfloat16 × bfloat16 or float16 × float16 through WMMA (grouped_gemm_wmma.cu),
+// every other dtype combination on SIMT FMAs (grouped_gemm_simt.cu). Both ops are one problem to
+// those kernels: linear is a single group holding every row.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
-#include "alignment.h"
-#include "async_copy.cuh"
 #include "check.h"
-#include "expert_offsets.cuh"
-#include "float_access.cuh"
+#include "grouped_gemm_mma.cuh"
 #include "grouped_gemm_paths.h"
 #include "kernels.h"
 #include "per_device.h"
-#include "row_tiles.cuh"
 #include "scratch.h"
 #include "skinny_linear.h"
 #include "weight_only.h"
@@ -36,333 +24,17 @@
 namespace moekit::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
+using mma::GemmProblem;
 
-constexpr int kWarpSize = 32;
-
-// ---- The problem -------------------------------------------------------------------------------
-struct GemmProblem {
-  const void* input;       // [rows, depth]
-  const void* weights;     // [groups, cols, depth]
-  const void* bias;        // [groups, cols] or nullptr
-  DType biasDType;
-  void* output;            // [rows, cols]
-  DType outputDType;
-  const int32_t* offsets;  // [groups + 1] on the device; nullptr: one group of every row (linear)
-  int32_t groups;
-  int64_t rows;
-  int64_t cols;
-  int64_t depth;
-  FaultSink faults;        // where a bad offset is reported
-};
-
-// ---- The epilogue --------------------------------------------------------------------------------
-// C[row, col] = sum (+ bias[group, col]), in the output's dtype.
-__device__ void storeResult(const GemmProblem& p, int32_t group, int64_t row, int64_t col, float sum) {
-  if (p.bias != nullptr) sum += loadAsFloat(p.bias, p.biasDType, group * p.cols + col);
-  storeAsFloat(p.output, p.outputDType, row * p.cols + col, sum);
-}
-
-// ---- Tensor-core kernel (16-bit inputs) -----------------------------------------------------------
-struct TensorCoreTile {
-  static constexpr int kRows = 128;  // rows of A (tokens) per block
-  static constexpr int kCols = 128;  // rows of B (output features) per block
-  static constexpr int kDepth = 32;  // K per pipeline stage
-  static constexpr int kStages = 2;
-  static constexpr int kWarpsAlongRows = 2;
-  static constexpr int kWarpsAlongCols = 4;
-  static constexpr int kThreads = kWarpSize * kWarpsAlongRows * kWarpsAlongCols;
-  static constexpr int kFragment = 16;  // WMMA m = n = k
-  static constexpr int kWarpRows = kRows / kWarpsAlongRows;
-  static constexpr int kWarpCols = kCols / kWarpsAlongCols;
-  static constexpr int kFragmentsAlongRows = kWarpRows / kFragment;
-  static constexpr int kFragmentsAlongCols = kWarpCols / kFragment;
-  // Shared-memory rows are kDepth + 8 elements (80 bytes): still 16-byte aligned for cp.async and
-  // a multiple of 8 for WMMA, while consecutive rows start in different banks.
-  static constexpr int kStride = kDepth + 8;
-  static constexpr int kElementsPerCopy = 8;  // 16 bytes of 16-bit values
-  static constexpr int kStageElements = (kRows + kCols) * kStride;
-  static constexpr int kEpilogueFloatsPerWarp = kFragment * kFragment;
-};
-
-// Loads a [tileRows, kDepth] slice of a K-contiguous matrix into shared memory (row stride
-// kStride), zero-filling rows at or past `validRows` and columns at or past `depth`.
-template <bool kVectorLoads, int tileRows, typename T>
-__device__ void loadTileSlice(T* shared, const T* global, int64_t validRows, int64_t depth, int64_t k0) {
-  using Tile = TensorCoreTile;
-  if constexpr (kVectorLoads) {
-    constexpr int kCopiesPerRow = Tile::kDepth / Tile::kElementsPerCopy;
-    for (int copy = threadIdx.x; copy < tileRows * kCopiesPerRow; copy += Tile::kThreads) {
-      const int row = copy / kCopiesPerRow;
-      const int column = (copy % kCopiesPerRow) * Tile::kElementsPerCopy;
-      const bool valid = row < validRows && k0 + column < depth;  // depth % 8 == 0: all or nothing
-      const T* source = valid ? global + row * depth + k0 + column : global;
-      copyAsync16(shared + row * Tile::kStride + column, source, valid);
-    }
-  } else {
-    // Any K: element by element through registers (bit copies; zero is all-zero bits).
-    const auto* source = reinterpret_cast<const uint16_t*>(global);
-    auto* destination = reinterpret_cast<uint16_t*>(shared);
-    for (int i = threadIdx.x; i < tileRows * Tile::kDepth; i += Tile::kThreads) {
-      const int row = i / Tile::kDepth;
-      const int column = i % Tile::kDepth;
-      const bool valid = row < validRows && k0 + column < depth;
-      destination[row * Tile::kStride + column] = valid ? source[row * depth + k0 + column] : uint16_t{0};
-    }
-  }
-}
-
-template <typename Element, bool kVectorLoads>
-__global__ void __launch_bounds__(TensorCoreTile::kThreads) tensorCoreGemmKernel(GemmProblem p) {
-  using Tile = TensorCoreTile;
-  using T = typename Element::Storage;
-  __shared__ __align__(128) T shared[Tile::kStages * Tile::kStageElements];
-  static_assert(sizeof(shared) >= sizeof(float) * Tile::kEpilogueFloatsPerWarp * (Tile::kThreads / kWarpSize),
-                "the epilogue reuses the pipeline's shared memory");
-
-  RowTile tile;
-  if (!blockRowTile(p, Tile::kRows, &tile)) return;
-  const int64_t colBegin = static_cast<int64_t>(blockIdx.y) * Tile::kCols;
-  const int warp = threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  const int warpRow = (warp / Tile::kWarpsAlongCols) * Tile::kWarpRows;
-  const int warpCol = (warp % Tile::kWarpsAlongCols) * Tile::kWarpCols;
-
-  const T* a = static_cast<const T*>(p.input) + tile.begin * p.depth;
-  const T* b = static_cast<const T*>(p.weights) + (static_cast<int64_t>(tile.group) * p.cols + colBegin) * p.depth;
-  const int64_t validRows = tile.end - tile.begin;
-  const int64_t validCols = min(static_cast<int64_t>(Tile::kCols), p.cols - colBegin);
-  const auto stageA = [&](int stage) { return shared + stage * Tile::kStageElements; };
-  const auto stageB = [&](int stage) { return shared + stage * Tile::kStageElements + Tile::kRows * Tile::kStride; };
-  const auto loadStage = [&](int stage, int64_t k0) {
-    loadTileSlice<kVectorLoads, Tile::kRows>(stageA(stage), a, validRows, p.depth, k0);
-    loadTileSlice<kVectorLoads, Tile::kCols>(stageB(stage), b, validCols, p.depth, k0);
-    commitAsyncCopies();
-  };
-
-  wmma::fragment<wmma::accumulator, Tile::kFragment, Tile::kFragment, Tile::kFragment, float>
-      accumulators[Tile::kFragmentsAlongRows][Tile::kFragmentsAlongCols];
-#pragma unroll
-  for (auto& row : accumulators) {
-#pragma unroll
-    for (auto& fragment : row) wmma::fill_fragment(fragment, 0.0f);
-  }
-
-  const int64_t slices = (p.depth + Tile::kDepth - 1) / Tile::kDepth;
-  if (slices > 0) loadStage(0, 0);
-  for (int64_t slice = 0; slice < slices; ++slice) {
-    const int stage = static_cast<int>(slice % Tile::kStages);
-    // Start the next slice's copy into the other buffer (freed by the __syncthreads() that ended
-    // the previous iteration), then wait only for this slice's copy.
-    if (slice + 1 < slices) {
-      loadStage((stage + 1) % Tile::kStages, (slice + 1) * Tile::kDepth);
-      waitAsyncCopies<1>();
-    } else {
-      waitAsyncCopies<0>();
-    }
-    __syncthreads();
-
-    const T* sharedA = stageA(stage);
-    const T* sharedB = stageB(stage);
-#pragma unroll
-    for (int k = 0; k < Tile::kDepth; k += Tile::kFragment) {
-      wmma::fragment<wmma::matrix_a, Tile::kFragment, Tile::kFragment, Tile::kFragment, T, wmma::row_major>
-          aFragments[Tile::kFragmentsAlongRows];
-      // B is stored [N][K], i.e. the K × N operand in column-major order.
-      wmma::fragment<wmma::matrix_b, Tile::kFragment, Tile::kFragment, Tile::kFragment, T, wmma::col_major>
-          bFragments[Tile::kFragmentsAlongCols];
-#pragma unroll
-      for (int i = 0; i < Tile::kFragmentsAlongRows; ++i) {
-        wmma::load_matrix_sync(aFragments[i], sharedA + (warpRow + i * Tile::kFragment) * Tile::kStride + k, Tile::kStride);
-      }
-#pragma unroll
-      for (int j = 0; j < Tile::kFragmentsAlongCols; ++j) {
-        wmma::load_matrix_sync(bFragments[j], sharedB + (warpCol + j * Tile::kFragment) * Tile::kStride + k, Tile::kStride);
-      }
-#pragma unroll
-      for (int i = 0; i < Tile::kFragmentsAlongRows; ++i) {
-#pragma unroll
-        for (int j = 0; j < Tile::kFragmentsAlongCols; ++j) {
-          wmma::mma_sync(accumulators[i][j], aFragments[i], bFragments[j], accumulators[i][j]);
-        }
-      }
-    }
-    __syncthreads();  // every warp is done with this stage before it is refilled
-  }
-
-  // Epilogue: each warp parks one 16×16 accumulator at a time in its own shared-memory patch and
-  // writes it out with bounds checks, bias and the output dtype.
-  float* patch = reinterpret_cast<float*>(shared) + warp * Tile::kEpilogueFloatsPerWarp;
-  constexpr int kColumnsPerLane = Tile::kFragment * Tile::kFragment / kWarpSize;  // 8
-  const int patchRow = lane / (Tile::kFragment / kColumnsPerLane);
-  const int patchCol = (lane % (Tile::kFragment / kColumnsPerLane)) * kColumnsPerLane;
-#pragma unroll
-  for (int i = 0; i < Tile::kFragmentsAlongRows; ++i) {
-#pragma unroll
-    for (int j = 0; j < Tile::kFragmentsAlongCols; ++j) {
-      wmma::store_matrix_sync(patch, accumulators[i][j], Tile::kFragment, wmma::mem_row_major);
-      __syncwarp();
-      const int64_t row = tile.begin + warpRow + i * Tile::kFragment + patchRow;
-      const int64_t colStart = colBegin + warpCol + j * Tile::kFragment + patchCol;
-      if (row < tile.end) {
-        for (int c = 0; c < kColumnsPerLane; ++c) {
-          if (colStart + c < p.cols) storeResult(p, tile.group, row, colStart + c, patch[patchRow * Tile::kFragment + patchCol + c]);
-        }
-      }
-      __syncwarp();  // the patch is overwritten by the next fragment
-    }
-  }
-}
-
-// ---- SIMT kernel (float32 and mixed dtypes) ------------------------------------------------------
-struct SimtTile {
-  static constexpr int kRows = 128;
-  static constexpr int kCols = 128;
-  static constexpr int kDepth = 8;
-  static constexpr int kThreads = 256;
-  static constexpr int kThreadsAlongCols = 16;  // threads form a 16 × 16 grid
-  // Each thread owns a 4×4 patch in each quadrant's half: rows {r, r + 64} × cols {c, c + 64}
-  // blocks of 4, read from shared memory as float4.
-  static constexpr int kVector = 4;
-  static constexpr int kHalf = 64;
-  static constexpr int kResultsPerThread = 2 * kVector;  // along rows and along cols
-  // Shared slices are stored transposed ([k][row]) so a thread's 4 rows are one float4; +4 floats
-  // per row keeps float4 alignment and puts the two halves of a load warp in different banks.
-  static constexpr int kStride = kRows + 4;
-  // Global → shared: each thread moves kLoadsPerThread consecutive K values of one row.
-  static constexpr int kLoadsPerThread = kRows * kDepth / kThreads;  // 4
-  static constexpr int kLoadersPerRow = kDepth / kLoadsPerThread;    // 2
-};
-static_assert(SimtTile::kRows == SimtTile::kCols, "one loader layout serves both operands");
-
-// Registers holding one thread's share of a [kRows, kDepth] slice in float32.
-struct SimtSlice {
-  float values[SimtTile::kLoadsPerThread];
-};
-
-template <typename Format>
-__device__ SimtSlice loadSimtSlice(const typename Format::Storage* global, int64_t validRows, int64_t depth, int64_t k0) {
-  using Tile = SimtTile;
-  const int row = threadIdx.x / Tile::kLoadersPerRow;
-  const int64_t k = k0 + (threadIdx.x % Tile::kLoadersPerRow) * Tile::kLoadsPerThread;
-  SimtSlice slice;
-  for (int i = 0; i < Tile::kLoadsPerThread; ++i) {
-    const bool valid = row < validRows && k + i < depth;
-    slice.values[i] = valid ? Format::load(global[row * depth + k + i]) : 0.0f;
-  }
-  return slice;
-}
-
-__device__ void storeSimtSlice(float* shared, const SimtSlice& slice) {
-  using Tile = SimtTile;
-  const int row = threadIdx.x / Tile::kLoadersPerRow;
-  const int k = (threadIdx.x % Tile::kLoadersPerRow) * Tile::kLoadsPerThread;
-  for (int i = 0; i < Tile::kLoadsPerThread; ++i) shared[(k + i) * Tile::kStride + row] = slice.values[i];
-}
-
-// The 8 rows (or columns) a thread owns, as offsets inside the tile.
-__device__ int simtOwned(int threadCoordinate, int i) {
-  using Tile = SimtTile;
-  return (i < Tile::kVector ? 0 : Tile::kHalf) + threadCoordinate * Tile::kVector + i % Tile::kVector;
-}
-
-__device__ void loadOwned(const float* sharedRow, int threadCoordinate, float (&values)[SimtTile::kResultsPerThread]) {
-  using Tile = SimtTile;
-  const float4 low = *reinterpret_cast<const float4*>(sharedRow + threadCoordinate * Tile::kVector);
-  const float4 high = *reinterpret_cast<const float4*>(sharedRow + Tile::kHalf + threadCoordinate * Tile::kVector);
-  values[0] = low.x, values[1] = low.y, values[2] = low.z, values[3] = low.w;
-  values[4] = high.x, values[5] = high.y, values[6] = high.z, values[7] = high.w;
-}
-
-template <typename InputFormat, typename WeightFormat>
-__global__ void __launch_bounds__(SimtTile::kThreads) simtGemmKernel(GemmProblem p) {
-  using Tile = SimtTile;
-  __shared__ __align__(16) float sharedA[2][Tile::kDepth * Tile::kStride];
-  __shared__ __align__(16) float sharedB[2][Tile::kDepth * Tile::kStride];
-
-  RowTile tile;
-  if (!blockRowTile(p, Tile::kRows, &tile)) return;
-  const int64_t colBegin = static_cast<int64_t>(blockIdx.y) * Tile::kCols;
-  const auto* a = static_cast<const typename InputFormat::Storage*>(p.input) + tile.begin * p.depth;
-  const auto* b = static_cast<const typename WeightFormat::Storage*>(p.weights) +
-                  (static_cast<int64_t>(tile.group) * p.cols + colBegin) * p.depth;
-  const int64_t validRows = tile.end - tile.begin;
-  const int64_t validCols = min(static_cast<int64_t>(Tile::kCols), p.cols - colBegin);
-  const int threadRow = threadIdx.x / Tile::kThreadsAlongCols;
-  const int threadCol = threadIdx.x % Tile::kThreadsAlongCols;
-
-  float sums[Tile::kResultsPerThread][Tile::kResultsPerThread] = {};
-  int stage = 0;
-  if (p.depth > 0) {
-    storeSimtSlice(sharedA[0], loadSimtSlice<InputFormat>(a, validRows, p.depth, 0));
-    storeSimtSlice(sharedB[0], loadSimtSlice<WeightFormat>(b, validCols, p.depth, 0));
-  }
-  __syncthreads();
-  for (int64_t k0 = 0; k0 < p.depth; k0 += Tile::kDepth) {
-    // Issue the next slice's global loads first; their latency hides behind this slice's FMAs.
-    const bool hasNext = k0 + Tile::kDepth < p.depth;
-    SimtSlice nextA, nextB;
-    if (hasNext) {
-      nextA = loadSimtSlice<InputFormat>(a, validRows, p.depth, k0 + Tile::kDepth);
-      nextB = loadSimtSlice<WeightFormat>(b, validCols, p.depth, k0 + Tile::kDepth);
-    }
-#pragma unroll
-    for (int k = 0; k < Tile::kDepth; ++k) {
-      float aValues[Tile::kResultsPerThread], bValues[Tile::kResultsPerThread];
-      loadOwned(sharedA[stage] + k * Tile::kStride, threadRow, aValues);
-      loadOwned(sharedB[stage] + k * Tile::kStride, threadCol, bValues);
-      for (int i = 0; i < Tile::kResultsPerThread; ++i) {
-        for (int j = 0; j < Tile::kResultsPerThread; ++j) sums[i][j] = fmaf(aValues[i], bValues[j], sums[i][j]);
-      }
-    }
-    if (hasNext) {
-      // The other buffer was last read before the previous __syncthreads(): safe to overwrite.
-      storeSimtSlice(sharedA[stage ^ 1], nextA);
-      storeSimtSlice(sharedB[stage ^ 1], nextB);
-    }
-    __syncthreads();
-    stage ^= 1;
-  }
-
-#pragma unroll
-  for (int i = 0; i < Tile::kResultsPerThread; ++i) {
-    const int64_t row = tile.begin + simtOwned(threadRow, i);
-    if (row >= tile.end) continue;
-#pragma unroll
-    for (int j = 0; j < Tile::kResultsPerThread; ++j) {
-      const int64_t col = colBegin + simtOwned(threadCol, j);
-      if (col < p.cols) storeResult(p, tile.group, row, col, sums[i][j]);
-    }
-  }
-}
-
-// ---- Launch: configuration and kernel choice in one place ------------------------------------------
+// ---- The mma family on dense weights: which kernel ------------------------------------------------
 void runGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStream_t stream) {
   if (p.rows == 0 || p.cols == 0) return;
   const bool tensorCores = inputDType == weightDType && (inputDType == DType::BFloat16 || inputDType == DType::Float16);
   if (tensorCores) {
-    const dim3 grid = rowTileGrid(p, TensorCoreTile::kRows, TensorCoreTile::kCols);
-    const bool vectorLoads = p.depth % TensorCoreTile::kElementsPerCopy == 0 && aligned16(p.input) && aligned16(p.weights);
-    const auto launch = [&](auto format) {
-      using Element = decltype(format);
-      if (vectorLoads) {
-        tensorCoreGemmKernel<Element, true><<<grid, TensorCoreTile::kThreads, 0, stream>>>(p);
-      } else {
-        tensorCoreGemmKernel<Element, false><<<grid, TensorCoreTile::kThreads, 0, stream>>>(p);
-      }
-      MOEKIT_CHECK_LAUNCH("tensorCoreGemmKernel");
-    };
-    if (inputDType == DType::BFloat16) launch(BF16{});
-    else launch(F16{});
-    return;
+    mma::wmmaGemm(p, inputDType, stream);
+  } else {
+    mma::simtGemm(p, inputDType, weightDType, stream);
   }
-  const dim3 grid = rowTileGrid(p, SimtTile::kRows, SimtTile::kCols);
-  dispatchFloat(inputDType, "gemm input", [&](auto inputFormat) {
-    dispatchFloat(weightDType, "gemm weights", [&](auto weightFormat) {
-      simtGemmKernel<decltype(inputFormat), decltype(weightFormat)><<<grid, SimtTile::kThreads, 0, stream>>>(p);
-      MOEKIT_CHECK_LAUNCH("simtGemmKernel");
-    });
-  });
 }
 
 void checkFloat(DType dtype, const char* what) {
@@ -497,9 +169,7 @@ GemmProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputDTy
                      FaultSink::of(args)};
 }
 
-// The mma family has no fused epilogue: with an activation, the products go to a float32
-// scratch buffer (stream-ordered allocation, so this stays capturable) and the activation kernel
-// reads them, which is the contract's "activation on the float32 products".
+// With an activation, the products go to float32 scratch first (mma::activateProducts).
 void mmaGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   if (!args.activation.enabled) {
     runGemm(problemOf(args, args.output.data, args.output.dtype), args.input.dtype, args.weights.dtype, stream);
@@ -511,14 +181,8 @@ void mmaGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   MOEKIT_CUDA_CHECK(cudaMallocAsync(&scratch, static_cast<size_t>(std::max<int64_t>(rows * cols, 1)) * sizeof(float), stream));
   try {
     runGemm(problemOf(args, scratch, DType::Float32), args.input.dtype, args.weights.dtype, stream);
-    ActivationArgs act;
-    act.input = TensorView{scratch, DType::Float32, {rows, cols}};
-    act.output = args.output;
-    act.kind = args.activation.kind;
-    act.layout = args.activation.layout;
-    act.alpha = args.activation.alpha;
-    act.limit = args.activation.limit;
-    activationInRows(act, args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), stream);
+    mma::activateProducts(args, TensorView{scratch, DType::Float32, {rows, cols}}, args.expertOffsets.as<int32_t>(),
+                          static_cast<int32_t>(args.weights.dim(0)), stream);
   } catch (...) {
     (void)cudaFreeAsync(scratch, stream);
     throw;

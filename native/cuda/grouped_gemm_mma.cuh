@@ -1,11 +1,15 @@
-// What the mma family's register-dequantizing kernels share (grouped_gemm_mma_fp8.cu: FP8 block-
-// scaled weights; grouped_gemm_mma_wq.cu: Int8 / Int4 / MXFP4 weight-only weights): the block's
-// warp grid over a 128 × 128 output tile, the cp.async ring that streams K slices through shared
-// memory, the slice loader, and the epilogue from the mma accumulators. What differs between them
-// is only how a slice turns into mma operands (and, for FP8, the per-block scale promotion).
+// What the mma family's kernels share. The family (grouped_gemm_paths.h) runs on one tile
+// scheduler (row_tiles.cuh: which rows and expert a block owns, bad offsets reported as faults):
+//   - dense weights (GemmProblem below; grouped_gemm.cu picks the kernel): bfloat16 / float16
+//     through WMMA (grouped_gemm_wmma.cu), float32 and mixed dtypes on SIMT FMAs (grouped_gemm_simt.cu);
+//   - register-dequantizing kernels through mma.sync: FP8 block-scaled weights
+//     (grouped_gemm_mma_fp8.cu) and Int8 / Int4 / MXFP4 weight-only weights (grouped_gemm_mma_wq.cu).
 //
-// The tile scheduler (which rows and expert a block owns, bad offsets reported as faults) is
-// row_tiles.cuh's; the mma instruction and its fragment layout are mma_sync.cuh's.
+// The mma.sync kernels share the block's warp grid over a 128 × 128 output tile, the cp.async ring
+// that streams K slices through shared memory, the slice loader, and the epilogue from the mma
+// accumulators. What differs between them is only how a slice turns into mma operands (and, for
+// FP8, the per-block scale promotion). The mma instruction and its fragment layout are
+// mma_sync.cuh's.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,12 +19,62 @@
 #include "../core/op_args.h"
 #include "async_copy.cuh"
 #include "check.h"
+#include "faults.cuh"
 #include "float_access.cuh"
 #include "kernels.h"
 #include "per_device.h"
 #include "row_tiles.cuh"
 
 namespace moekit::cuda::mma {
+
+// ---- Dense weights: the problem and its two kernels -----------------------------------------------
+struct GemmProblem {
+  const void* input;       // [rows, depth]
+  const void* weights;     // [groups, cols, depth]
+  const void* bias;        // [groups, cols] or nullptr
+  DType biasDType;
+  void* output;            // [rows, cols]
+  DType outputDType;
+  const int32_t* offsets;  // [groups + 1] on the device; nullptr: one group of every row (linear)
+  int32_t groups;
+  int64_t rows;
+  int64_t cols;
+  int64_t depth;
+  FaultSink faults;        // where a bad offset is reported
+};
+
+// bfloat16 × bfloat16 or float16 × float16 (`dtype`, both operands), through WMMA
+// (grouped_gemm_wmma.cu). Any shape; p.rows and p.cols are not 0.
+void wmmaGemm(const GemmProblem& p, DType dtype, cudaStream_t stream);
+// Any float input and weight dtypes, with float32 FMAs (grouped_gemm_simt.cu). Any shape; p.rows and
+// p.cols are not 0.
+void simtGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStream_t stream);
+
+// ---- What every kernel of the family shares -------------------------------------------------------
+// The epilogue's store: C[row, col] = sum (+ bias[group, col]), in the output's dtype. `Problem` has
+// bias, biasDType ([groups, cols] or nullptr), output, outputDType ([rows, cols]) and cols.
+template <class Problem>
+__device__ void storeResult(const Problem& p, int32_t group, int64_t row, int64_t col, float sum) {
+  if (p.bias != nullptr) sum += loadAsFloat(p.bias, p.biasDType, group * p.cols + col);
+  storeAsFloat(p.output, p.outputDType, row * p.cols + col, sum);
+}
+
+// The family has no fused activation: a call that asks for one multiplies into float32 products
+// (stream-ordered scratch) and this finishes the rows the experts own, the contract's "activation
+// on the float32 products".
+inline void activateProducts(const GroupedGemmArgs& args, const TensorView& products, const int32_t* offsets, int32_t groups,
+                             cudaStream_t stream) {
+  ActivationArgs act;
+  act.input = products;
+  act.output = args.output;
+  act.kind = args.activation.kind;
+  act.layout = args.activation.layout;
+  act.alpha = args.activation.alpha;
+  act.limit = args.activation.limit;
+  activationInRows(act, offsets, groups, stream);
+}
+
+// ---- The mma.sync kernels --------------------------------------------------------------------------
 
 // The block's output tile and its warps: 8 warps as 2 × 4, each owning 64 rows × 32 columns,
 // i.e. 4 × 4 mma.sync m16n8k16 tiles.
@@ -115,8 +169,7 @@ __device__ __forceinline__ void pipelineSlices(int64_t slices, LoadStage&& loadS
   }
 }
 
-// Epilogue: bias and the output dtype, straight from the registers. `Problem` has bias, biasDType
-// ([groups, cols] or nullptr), output, outputDType ([rows, cols]) and cols.
+// Epilogue: bias and the output dtype, straight from the registers (storeResult's `Problem`).
 template <class Problem>
 __device__ void storeAccumulators(const Problem& p, const RowTile& tile, int64_t colBegin, const LanePlace& at,
                                   const Accumulators& total) {
@@ -130,10 +183,7 @@ __device__ void storeAccumulators(const Problem& p, const RowTile& tile, int64_t
 #pragma unroll
       for (int j = 0; j < Grid::kColFragments; ++j) {
         const int64_t col = colBegin + at.warpCol + j * Grid::kMmaCols + 2 * at.c + r % 2;
-        if (col >= p.cols) continue;
-        float value = total[i][j][r];
-        if (p.bias != nullptr) value += loadAsFloat(p.bias, p.biasDType, tile.group * p.cols + col);
-        storeAsFloat(p.output, p.outputDType, row * p.cols + col, value);
+        if (col < p.cols) storeResult(p, tile.group, row, col, total[i][j][r]);
       }
     }
   }
@@ -146,21 +196,6 @@ void allowSharedMemory(Kernel kernel, int bytes, PerDevice<bool>& raised) {
     MOEKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     return true;
   });
-}
-
-// The family has no fused activation: a call that asks for one multiplies into float32 products
-// (stream-ordered scratch) and this finishes the rows the experts own, the contract's "activation
-// on the float32 products".
-inline void activateProducts(const GroupedGemmArgs& args, const TensorView& products, const int32_t* offsets, int32_t groups,
-                             cudaStream_t stream) {
-  ActivationArgs act;
-  act.input = products;
-  act.output = args.output;
-  act.kind = args.activation.kind;
-  act.layout = args.activation.layout;
-  act.alpha = args.activation.alpha;
-  act.limit = args.activation.limit;
-  activationInRows(act, offsets, groups, stream);
 }
 
 }  // namespace moekit::cuda::mma

@@ -3,10 +3,12 @@
 //            (Hopper, bfloat16/float16): prefill and mid-sized batches.  grouped_gemm_sm90.cu
 //   smallM   weight streaming for a few rows per expert (decode), sm_80 and up.
 //                                                                       grouped_gemm_small_m.cu
-//   mma      mma.sync tiles (bfloat16/float16, sm_80 and up) or SIMT float32: any shape, the
-//            fallback and the A100-class path.                          grouped_gemm.cu
-//            FP8 weights (Fp8Block128): widened to float16 in registers. grouped_gemm_mma_fp8.cu
-//            Weight-only weights: dequantized in the main loop.         grouped_gemm_mma_wq.cu
+//   mma      warp-level tensor-core MMA, sm_80 and up: any shape, the fallback and the
+//            A100-class path. 128 × 128 tiles on one scheduler (row_tiles.cuh):
+//            bfloat16/float16 through WMMA,                             grouped_gemm_wmma.cu
+//            float32 and mixed dtypes on SIMT FMAs,                     grouped_gemm_simt.cu
+//            FP8 weights (Fp8Block128) widened to float16 for mma.sync, grouped_gemm_mma_fp8.cu
+//            weight-only weights dequantized in the main loop, mma.sync. grouped_gemm_mma_wq.cu
 // Weight-only weights (Int8, Int4, MXFP4; W8A16 / W4A16): smallM and mma dequantize them in
 // registers (grouped_gemm_small_m_wq.cu, grouped_gemm_mma_wq.cu), sm90 in shared memory inside its
 // main loop (sm90/kernel_wq.cuh); shapes these refuse take them dequantized into scratch first

@@ -2,23 +2,13 @@
 // rows or 0 columns, a combine of 0-wide rows): the indices are still the op's input, and a bad one
 // must still fault the op (native/core/op_args.h, "Faults"). A correct run never takes these paths
 // at a size where their extra launch would matter.
-#include <algorithm>
-
 #include "check.h"
 #include "faults.cuh"
+#include "flat_launch.h"
 #include "kernels.h"
 
 namespace moekit::cuda {
 namespace {
-
-struct CheckLaunch {
-  static constexpr int kThreads = 256;
-  static constexpr int64_t kMaxBlocks = 1024;  // a grid-stride loop walks the rest
-
-  static unsigned blocks(int64_t count) {
-    return static_cast<unsigned>(std::clamp<int64_t>((count + kThreads - 1) / kThreads, 1, kMaxBlocks));
-  }
-};
 
 // Each of offsets[0..experts] must lie in [the offset before it (0 for the first), rows].
 __global__ void checkExpertOffsetsKernel(const int32_t* offsets, int32_t experts, int64_t rows, FaultSink faults) {
@@ -40,14 +30,15 @@ __global__ void checkSourceRowsKernel(const int32_t* sources, int64_t count, int
 
 void checkExpertOffsets(const int32_t* offsets, int32_t experts, int64_t rows, const OpIdentity& op, cudaStream_t stream) {
   const FaultSink faults = FaultSink::of(op);
-  checkExpertOffsetsKernel<<<CheckLaunch::blocks(static_cast<int64_t>(experts) + 1), CheckLaunch::kThreads, 0, stream>>>(offsets, experts, rows, faults);
+  checkExpertOffsetsKernel<<<FlatLaunch::blocks(static_cast<int64_t>(experts) + 1), FlatLaunch::kThreads, 0, stream>>>(
+      offsets, experts, rows, faults);
   MOEKIT_CHECK_LAUNCH("checkExpertOffsetsKernel");
 }
 
 void checkSourceRows(const int32_t* sources, int64_t count, int64_t rows, const OpIdentity& op, cudaStream_t stream) {
   const FaultSink faults = FaultSink::of(op);
   if (count == 0) return;
-  checkSourceRowsKernel<<<CheckLaunch::blocks(count), CheckLaunch::kThreads, 0, stream>>>(sources, count, rows, faults);
+  checkSourceRowsKernel<<<FlatLaunch::blocks(count), FlatLaunch::kThreads, 0, stream>>>(sources, count, rows, faults);
   MOEKIT_CHECK_LAUNCH("checkSourceRowsKernel");
 }
 

@@ -19,12 +19,12 @@
 //
 // Expert ids outside [0, totalExperts) are dropped like remote experts' pairs, so every write stays
 // in bounds, and reported as a fault (faults.cuh) that poisons the op's outputs.
-#include <algorithm>
 #include <cstdint>
 
 #include "alignment.h"
 #include "check.h"
 #include "faults.cuh"
+#include "flat_launch.h"
 #include "float_access.cuh"
 #include "kernels.h"
 #include "quantize.cuh"
@@ -35,10 +35,6 @@ namespace {
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullWarp = 0xffffffffu;
 
-struct CountLaunch {
-  static constexpr int kThreads = 256;
-  static constexpr int64_t kMaxBlocks = 4096;
-};
 struct ScanLaunch {
   static constexpr int kThreads = 1024;
 };
@@ -266,10 +262,8 @@ void sortPairs(const int32_t* ids, int64_t pairs, LocalExperts local, int32_t* o
   const int32_t experts = local.count;
   MOEKIT_CUDA_CHECK(cudaMemsetAsync(offsets, 0, sizeof(int32_t) * (experts + 1), stream));
   if (pairs > 0) {
-    const auto countBlocks = static_cast<unsigned>(
-        std::min<int64_t>((pairs + CountLaunch::kThreads - 1) / CountLaunch::kThreads, CountLaunch::kMaxBlocks));
-    countExpertsKernel<<<countBlocks, CountLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets, sourceToPermuted,
-                                                                          faults);
+    countExpertsKernel<<<FlatLaunch::blocks(pairs), FlatLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets,
+                                                                                      sourceToPermuted, faults);
     MOEKIT_CHECK_LAUNCH("countExpertsKernel");
   }
   scanOffsetsKernel<<<1, ScanLaunch::kThreads, 0, stream>>>(offsets, experts);
@@ -297,7 +291,7 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   auto* permutedToSource = args.permutedToSource.as<int32_t>();
 
   if (pairs > 0 && pairs <= FewPairs::kMaxPairs && experts <= FewPairs::kMaxExperts) {
-    const int threads = static_cast<int>((pairs + kWarpSize - 1) / kWarpSize) * kWarpSize;
+    const int threads = static_cast<int>(ceilDiv(pairs, kWarpSize)) * kWarpSize;
     sortFewPairsKernel<<<1, threads, 0, stream>>>(ids, static_cast<int32_t>(pairs), local, offsets, sourceToPermuted,
                                                   permutedToSource, faults);
     MOEKIT_CHECK_LAUNCH("sortFewPairsKernel");
@@ -310,7 +304,7 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   const size_t rowBytes = static_cast<size_t>(hidden) * dtypeSize(args.input.dtype);
   if (rowBytes == 0) return;
   // Sized for every pair being local; blocks past offsets[E] return at once.
-  const auto gatherBlocks = static_cast<unsigned>((pairs + GatherLaunch::kRowsPerBlock - 1) / GatherLaunch::kRowsPerBlock);
+  const auto gatherBlocks = static_cast<unsigned>(ceilDiv(pairs, GatherLaunch::kRowsPerBlock));
   if (args.permuted.dtype == DType::Float8E4M3) {
     constexpr int64_t kFour = quantize_detail::kValuesPerLane;
     const bool vectorLoads = hidden % kFour == 0 && alignedTo(args.input.data, kFour * dtypeSize(args.input.dtype));

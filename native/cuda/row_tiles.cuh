@@ -1,4 +1,4 @@
-// The mma family's tile scheduler (grouped_gemm.cu, grouped_gemm_mma_fp8.cu): one block per
+// The mma family's tile scheduler (all its kernels: grouped_gemm_mma.cuh): one block per
 // (row tile, column tile), row tiles never straddling two experts. The expert offsets live on the
 // device (and the op must be capturable in a CUDA graph, so no host read-back): the host sizes the
 // grid for the worst case, ceil(rows / tileRows) + experts row tiles, and each block's first warp

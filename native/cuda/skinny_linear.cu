@@ -1,6 +1,6 @@
 // Linear for a few rows: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]) when M is
-// small (the router at decode: M = tokens, N = experts). The tile kernel in grouped_gemm.cu gives
-// such a product one or two blocks that walk all of K alone (0.1–0.2 ms for a 1-token router);
+// small (the router at decode: M = tokens, N = experts). The WMMA tile kernel (grouped_gemm_wmma.cu)
+// gives such a product one or two blocks that walk all of K alone (0.1–0.2 ms for a 1-token router);
 // here every block takes kColumns weight rows × kRowGroup input rows, and its warps split K
 // between them, so even N = 8 spreads K over 16 warps and the call costs a few microseconds.
 //

@@ -1,23 +1,13 @@
 // cast, fillRandom and addInt32 on the GPU: grid-stride elementwise kernels. cast converts between
 // the float dtypes and Float8E4M3 (float_access.cuh) in any direction.
-#include <algorithm>
-
 #include "../core/random.h"
 #include "check.h"
+#include "flat_launch.h"
 #include "float_access.cuh"
 #include "kernels.h"
 
 namespace moekit::cuda {
 namespace {
-
-struct ElementwiseLaunch {
-  static constexpr int kThreads = 256;
-  static constexpr int64_t kMaxBlocks = 1 << 16;  // the grid-stride loop covers the rest
-
-  static unsigned blocks(int64_t count) {
-    return static_cast<unsigned>(std::min<int64_t>((count + kThreads - 1) / kThreads, kMaxBlocks));
-  }
-};
 
 template <typename In, typename Out>
 __global__ void castKernel(const typename In::Storage* input, typename Out::Storage* output, int64_t count) {
@@ -60,7 +50,7 @@ void cast(const CastArgs& args, cudaStream_t stream) {
     dispatchConvertible(args.output.dtype, "cast output", [&](auto out) {
       using In = decltype(in);
       using Out = decltype(out);
-      castKernel<In, Out><<<ElementwiseLaunch::blocks(count), ElementwiseLaunch::kThreads, 0, stream>>>(
+      castKernel<In, Out><<<FlatLaunch::blocks(count), FlatLaunch::kThreads, 0, stream>>>(
           static_cast<const typename In::Storage*>(args.input.data), static_cast<typename Out::Storage*>(args.output.data), count);
       MOEKIT_CHECK_LAUNCH("castKernel");
     });
@@ -72,7 +62,7 @@ void fillRandom(const FillRandomArgs& args, cudaStream_t stream) {
   if (count == 0) return;
   dispatchFloat(args.output.dtype, "fillRandom output", [&](auto out) {
     using Out = decltype(out);
-    fillRandomKernel<Out><<<ElementwiseLaunch::blocks(count), ElementwiseLaunch::kThreads, 0, stream>>>(
+    fillRandomKernel<Out><<<FlatLaunch::blocks(count), FlatLaunch::kThreads, 0, stream>>>(
         static_cast<typename Out::Storage*>(args.output.data), count, args.seed, args.scale);
     MOEKIT_CHECK_LAUNCH("fillRandomKernel");
   });
@@ -81,7 +71,7 @@ void fillRandom(const FillRandomArgs& args, cudaStream_t stream) {
 void addInt32(const AddInt32Args& args, cudaStream_t stream) {
   const int64_t count = args.input.numel();
   if (count == 0) return;
-  addInt32Kernel<<<ElementwiseLaunch::blocks(count), ElementwiseLaunch::kThreads, 0, stream>>>(
+  addInt32Kernel<<<FlatLaunch::blocks(count), FlatLaunch::kThreads, 0, stream>>>(
       args.input.as<int32_t>(), args.accumulator.as<int32_t>(), count);
   MOEKIT_CHECK_LAUNCH("addInt32Kernel");
 }

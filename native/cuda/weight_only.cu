@@ -1,7 +1,6 @@
 // Weight-only formats as steps of their own (weight_only.h): the dequantizing step and the Int8 /
 // Int4 quantizer. Both are elementwise over the packed bytes and bound by memory; neither is on
 // the decode path (the small_m family dequantizes in registers).
-#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -9,6 +8,7 @@
 
 #include "alignment.h"
 #include "check.h"
+#include "flat_launch.h"
 #include "float_access.cuh"
 #include "kernels.h"
 #include "weight_only.cuh"
@@ -19,14 +19,6 @@ namespace {
 
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullWarp = 0xffffffffu;
-
-// A grid-stride launch: enough blocks to fill any GPU several times, never past the grid limit.
-constexpr int kStrideThreads = 256;
-constexpr int64_t kMaxStrideBlocks = int64_t{1} << 16;
-
-unsigned strideBlocks(int64_t work, int64_t perBlock) {
-  return static_cast<unsigned>(std::clamp<int64_t>((work + perBlock - 1) / perBlock, 1, kMaxStrideBlocks));
-}
 
 // ---- Dequantizing -----------------------------------------------------------------------------------
 struct DequantizeParams {
@@ -50,7 +42,7 @@ struct DequantizeParams {
 constexpr int kPackedVectorBytes = 16;
 
 template <WeightFormat kFormat, typename Format>
-__global__ void __launch_bounds__(kStrideThreads) dequantizeVectorKernel(DequantizeParams p) {
+__global__ void __launch_bounds__(FlatLaunch::kThreads) dequantizeVectorKernel(DequantizeParams p) {
   using Decode = weight_only::Decoder<kFormat>;
   using Storage = typename Format::Storage;
   constexpr int kWords = kPackedVectorBytes / 4;
@@ -90,7 +82,7 @@ __global__ void __launch_bounds__(kStrideThreads) dequantizeVectorKernel(Dequant
 // byte, Int8 writing one value and Int4 / MXFP4 two (the low nibble is the even k). Any K: a
 // byte never straddles two rows (K is even for the nibble formats).
 template <WeightFormat kFormat, typename Format>
-__global__ void __launch_bounds__(kStrideThreads) dequantizeKernel(DequantizeParams p) {
+__global__ void __launch_bounds__(FlatLaunch::kThreads) dequantizeKernel(DequantizeParams p) {
   using Decode = weight_only::Decoder<kFormat>;
   constexpr int kPerByte = weight_only::kValuesPerByte<kFormat>;
   auto* output = static_cast<typename Format::Storage*>(p.output);
@@ -121,7 +113,8 @@ struct QuantizeGroupsParams {
   int64_t scaleGroups;
 };
 
-constexpr int kQuantizeWarps = 8;
+// Warps per block of the flat launch: each walks (row, group) units with a grid-stride loop.
+constexpr int kQuantizeWarps = FlatLaunch::kThreads / kWarpSize;
 
 __device__ __forceinline__ float warpMax(float value) {
 #pragma unroll
@@ -138,7 +131,7 @@ __device__ __forceinline__ int32_t quantizeValue(float value, float scale, int32
 }
 
 template <WeightFormat kFormat, typename Format>
-__global__ void __launch_bounds__(kQuantizeWarps * kWarpSize) quantizeGroupsKernel(QuantizeGroupsParams p) {
+__global__ void __launch_bounds__(FlatLaunch::kThreads) quantizeGroupsKernel(QuantizeGroupsParams p) {
   constexpr bool kInt8 = kFormat == WeightFormat::Int8;
   constexpr float kMaxCode = kInt8 ? 127.0f : 7.0f;  // scale = amax / kMaxCode
   constexpr int32_t kLow = kInt8 ? -127 : -8;
@@ -197,12 +190,12 @@ void dequantizeWeights(const PackedWeights& packed, void* output, DType dtype, c
       constexpr WeightFormat kFormat = decltype(format)::value;
       using Format = decltype(element);
       if (vectors) {
-        const unsigned blocks = strideBlocks(rows * rowBytes / kPackedVectorBytes, kStrideThreads);
-        dequantizeVectorKernel<kFormat, Format><<<blocks, kStrideThreads, 0, stream>>>(params);
+        const unsigned blocks = FlatLaunch::blocks(rows * rowBytes / kPackedVectorBytes);
+        dequantizeVectorKernel<kFormat, Format><<<blocks, FlatLaunch::kThreads, 0, stream>>>(params);
         MOEKIT_CHECK_LAUNCH("dequantizeVectorKernel");
       } else {
-        const unsigned blocks = strideBlocks(rows * rowBytes, kStrideThreads);
-        dequantizeKernel<kFormat, Format><<<blocks, kStrideThreads, 0, stream>>>(params);
+        const unsigned blocks = FlatLaunch::blocks(rows * rowBytes);
+        dequantizeKernel<kFormat, Format><<<blocks, FlatLaunch::kThreads, 0, stream>>>(params);
         MOEKIT_CHECK_LAUNCH("dequantizeKernel");
       }
     });
@@ -227,10 +220,10 @@ void quantizeWeightGroups(const QuantizeWeightsArgs& args, cudaStream_t stream) 
   const int64_t scaleGroups = (depth + groupWidth - 1) / groupWidth;
   const QuantizeGroupsParams params{input.data, args.output.as<uint8_t>(), args.scales.as<float>(), rows, depth,
                                     weightRowBytes(args.format, depth), groupWidth, scaleGroups};
-  const unsigned blocks = strideBlocks(rows * scaleGroups, kQuantizeWarps);
+  const unsigned blocks = FlatLaunch::blocks(rows * scaleGroups, kQuantizeWarps);
   const auto launch = [&](auto format) {
     dispatchFloat(input.dtype, "quantizeWeights input", [&](auto element) {
-      quantizeGroupsKernel<decltype(format)::value, decltype(element)><<<blocks, kQuantizeWarps * kWarpSize, 0, stream>>>(params);
+      quantizeGroupsKernel<decltype(format)::value, decltype(element)><<<blocks, FlatLaunch::kThreads, 0, stream>>>(params);
       MOEKIT_CHECK_LAUNCH("quantizeGroupsKernel");
     });
   };
