@@ -57,6 +57,16 @@ GemmFamily forcedFamily() {
   return family;
 }
 
+// MOEKIT_WQ_PREFILL=dequantize sends weight-only calls that sm90 would take in its main loop
+// through the dequantize-then-dense path instead, so a bench can time both strategies.
+bool weightOnlyDequantizeForced() {
+  static const bool forced = [] {
+    const char* value = std::getenv("MOEKIT_WQ_PREFILL");
+    return value != nullptr && std::string(value) == "dequantize";
+  }();
+  return forced;
+}
+
 GemmFamily pickFamily(const GroupedGemmArgs& args) {
   const GemmFamily forced = forcedFamily();
   if (forced == GemmFamily::Mma) return GemmFamily::Mma;
@@ -144,7 +154,7 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
       denseFromWeightOnly(args, stream);
       return;
     case GemmFamily::Sm90:
-      if (sm90::supportsWeightOnly(args)) {
+      if (sm90::supportsWeightOnly(args) && !weightOnlyDequantizeForced()) {
         sm90::weightOnlyGroupedGemm(args, stream);
         return;
       }

@@ -139,63 +139,86 @@ struct SliceScales {
   }
 };
 
-// The converter warpgroup. Thread t converts chunk t % 8 of rows t / 8, t / 8 + 16, ... of every
-// stage's B box: a warp reads 4 whole raw rows (conflict-free) and writes 4 whole 128-byte B rows.
-// The scales of the next slice are loaded while this one is converted (a slice's worth of work
-// hides their latency; an exposed load per slice cost v1 of this kernel most of its time), and
-// not at all where the next slice lies in the same groups (per-row scales, groups of 128 and up).
-template <WeightFormat kFormat, typename Element, class Shape, Pairing pairing>
-__device__ void convert(const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler, const WqRing<Shape>& ring) {
-  constexpr int kChunksPerRow = Shape::kRowBytes / kChunkBytes;
-  constexpr int kRowsPerPass = kWarpgroupThreads / kChunksPerRow;
-  constexpr int kPasses = Shape::kBlockN / kRowsPerPass;
-  constexpr int kPackedChunkBytes = kChunkValues * Shape::kRawRowBytes / Shape::kBlockK;
-  constexpr int kSwizzleRows = kSwizzleAtomBytes / Shape::kRowBytes;  // 8: rows of one 128-byte swizzle atom
+// The converter warpgroup's geometry. Thread t converts chunk t % 8 of rows t / 8, t / 8 + 16, ...
+// of every stage's B box: a warp reads 4 whole raw rows (conflict-free) and writes 4 whole 128-byte
+// B rows (the fewest shared-memory wavefronts).
+template <class Shape>
+struct ConverterLayout {
+  static constexpr int kChunksPerRow = Shape::kRowBytes / kChunkBytes;
+  static constexpr int kRowsPerPass = kWarpgroupThreads / kChunksPerRow;
+  static constexpr int kPasses = Shape::kBlockN / kRowsPerPass;
+  static constexpr int kPackedChunkBytes = kChunkValues * Shape::kRawRowBytes / Shape::kBlockK;
+  static constexpr int kSwizzleRows = kSwizzleAtomBytes / Shape::kRowBytes;  // 8: rows of one 128-byte swizzle atom
   static_assert(kPackedChunkBytes == 4 || kPackedChunkBytes == 8, "a chunk packs into one or two words");
 
+  int chunk;     // this thread's 16-byte chunk of each row
+  int firstRow;  // its first row; the others follow every kRowsPerPass
+  int64_t scaleRows[kPasses];  // index of each of its weight rows' first scale, or -1 past the last row
+};
+
+// Converts one K slice of a tile into stage `position` with the scales in `use`, after starting
+// the loads of the next slice's scales into `fill` (they land while this slice is converted; an
+// exposed load per slice cost the first version of this kernel most of its time). Where the next
+// slice lies in the same groups (per-row scales, groups of 128 and up) `fill` is a copy.
+template <WeightFormat kFormat, typename Element, class Shape>
+__device__ __forceinline__ void convertSlice(const Problem& p, const WqRing<Shape>& ring, const RingPosition<Shape>& position,
+                                             const ConverterLayout<Shape>& layout, int32_t slice, int32_t slices,
+                                             const SliceScales<kFormat, ConverterLayout<Shape>::kPasses>& use,
+                                             SliceScales<kFormat, ConverterLayout<Shape>::kPasses>& fill) {
+  using Layout = ConverterLayout<Shape>;
+  const int32_t nextK = (slice + 1) * Shape::kBlockK + layout.chunk * kChunkValues;
+  const int32_t nextGroup = nextK < p.depth ? nextK / p.groupWidth : -1;
+  if (nextGroup == use.group) {
+    fill = use;
+  } else if (slice + 1 < slices) {
+    fill.load(p, layout.scaleRows, nextK);
+  }
+  waitBarrier(&ring.loaded[position.stage], position.phase);
+  const uint8_t* raw = ring.raw(position.stage);
+  uint8_t* b = ring.b(position.stage);
+#pragma unroll
+  for (int pass = 0; pass < Layout::kPasses; ++pass) {
+    const int r = layout.firstRow + pass * Layout::kRowsPerPass;
+    uint4 values = make_uint4(0, 0, 0, 0);
+    if (use.group >= 0 && layout.scaleRows[pass] >= 0) {
+      values = decodeChunk<kFormat, Element>(raw + r * Shape::kRawRowBytes + layout.chunk * Layout::kPackedChunkBytes, use.values[pass]);
+    }
+    const int swizzled = layout.chunk ^ (r % Layout::kSwizzleRows);
+    *reinterpret_cast<uint4*>(b + r * Shape::kRowBytes + swizzled * kChunkBytes) = values;
+  }
+  fenceAsyncShared();
+  __syncwarp();
+  if (threadIdx.x % detail::kWarpSize == 0) arrive(&ring.converted[position.stage]);
+}
+
+// The converter warpgroup: every tile's slices, two at a time so that the two sets of scales
+// trade places (use / fill) without register copies that would wait for loads in flight.
+template <WeightFormat kFormat, typename Element, class Shape, Pairing pairing>
+__device__ void convert(const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler, const WqRing<Shape>& ring) {
+  using Layout = ConverterLayout<Shape>;
   const int thread = threadIdx.x % kWarpgroupThreads;
-  const int chunk = thread % kChunksPerRow;
-  const int firstRow = thread / kChunksPerRow;
+  Layout layout;
+  layout.chunk = thread % Layout::kChunksPerRow;
+  layout.firstRow = thread / Layout::kChunksPerRow;
   const int32_t slices = depthSlices(p, Shape::kBlockK);
   const int32_t tiles = scheduler.tileCount();
   RingPosition<Shape> position;
   for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
     const Tile tile = scheduler.locate(index);
-    int64_t scaleRows[kPasses];  // first scale of each of this thread's weight rows, or -1
 #pragma unroll
-    for (int pass = 0; pass < kPasses; ++pass) {
-      const int64_t row = weightRowOf<Shape, pairing>(p, tile, firstRow + pass * kRowsPerPass);
-      scaleRows[pass] = row < 0 ? -1 : row * p.scaleGroups;
+    for (int pass = 0; pass < Layout::kPasses; ++pass) {
+      const int64_t row = weightRowOf<Shape, pairing>(p, tile, layout.firstRow + pass * Layout::kRowsPerPass);
+      layout.scaleRows[pass] = row < 0 ? -1 : row * p.scaleGroups;
     }
-    SliceScales<kFormat, kPasses> current, next;
-    current.load(p, scaleRows, chunk * kChunkValues);
-    for (int32_t slice = 0; slice < slices; ++slice) {
-      const int32_t k = slice * Shape::kBlockK + chunk * kChunkValues;
-      const int32_t nextK = k + Shape::kBlockK;
-      const int32_t nextGroup = nextK < p.depth ? nextK / p.groupWidth : -1;
-      if (nextGroup == current.group) {
-        next = current;
-      } else if (slice + 1 < slices) {
-        next.load(p, scaleRows, nextK);
-      }
-      waitBarrier(&ring.loaded[position.stage], position.phase);
-      const uint8_t* raw = ring.raw(position.stage);
-      uint8_t* b = ring.b(position.stage);
-#pragma unroll
-      for (int pass = 0; pass < kPasses; ++pass) {
-        const int r = firstRow + pass * kRowsPerPass;
-        uint4 values = make_uint4(0, 0, 0, 0);
-        if (current.group >= 0 && scaleRows[pass] >= 0) {
-          values = decodeChunk<kFormat, Element>(raw + r * Shape::kRawRowBytes + chunk * kPackedChunkBytes, current.values[pass]);
-        }
-        const int swizzled = chunk ^ (r % kSwizzleRows);
-        *reinterpret_cast<uint4*>(b + r * Shape::kRowBytes + swizzled * kChunkBytes) = values;
-      }
-      fenceAsyncShared();
-      __syncwarp();
-      if (threadIdx.x % detail::kWarpSize == 0) arrive(&ring.converted[position.stage]);
-      current = next;
+    SliceScales<kFormat, Layout::kPasses> even, odd;
+    even.load(p, layout.scaleRows, layout.chunk * kChunkValues);
+    for (int32_t slice = 0; slice < slices; slice += 2) {
+      convertSlice<kFormat, Element, Shape>(p, ring, position, layout, slice, slices, even, odd);
       position.advance();
+      if (slice + 1 < slices) {
+        convertSlice<kFormat, Element, Shape>(p, ring, position, layout, slice + 1, slices, odd, even);
+        position.advance();
+      }
     }
   }
 }
