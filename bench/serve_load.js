@@ -5,7 +5,7 @@
  *   node bench/serve_load.js [--preset mixtral-8x7b-mini | --checkpoint DIR --layer N]
  *                            [--device cpu|cuda:N] [--dtype float32|bfloat16] [--min-tokens 1] [--max-tokens 16]
  *                            [--connections 64] [--duration 10] [--max-batch-tokens 128] [--max-delay-ms 2]
- *                            [--json FILE] [--cpu-prof DIR] [--workers N]
+ *                            [--json FILE] [--cpu-prof DIR] [--workers N] [--keep-bodies]
  *
  * For each mode it starts `node dist/cli/main.js serve` (build first: npm run build) on 127.0.0.1,
  * warms it up, and sends POST /v1/forward bodies (safetensors, input [T, H] with T uniform in
@@ -17,7 +17,10 @@
  * `--workers N` worker threads (default max(1, min(8, CPUs - 2)), leaving cores to the server;
  * 0 runs it in this thread), each with connections / N of the connections (rounded down), and
  * merges their counts and latency histograms. Each worker builds its own bodies
- * (bench/serve_load_request.js, parameters passed in the environment).
+ * (bench/serve_load_request.js, parameters passed in the environment). autocannon keeps every
+ * response body as a string, which cost the client most of its time on these binary answers;
+ * bench/serve_load_client.js turns that off per connection (nothing here reads the bodies),
+ * --keep-bodies leaves it on.
  * --cpu-prof DIR runs each server under `node --cpu-prof`, its profile written into DIR at exit
  * (warm-up included); --preset mixtral-8x7b-host gives full-size rows with a forward that costs
  * almost nothing, so a CPU profile shows what serving costs on the host.
@@ -42,7 +45,7 @@ const { values: options } = parseArgs({
     connections: { type: 'string', default: '64' }, duration: { type: 'string', default: '10' },
     'max-batch-tokens': { type: 'string', default: '128' }, 'max-delay-ms': { type: 'string', default: '2' },
     json: { type: 'string' }, 'cpu-prof': { type: 'string' },
-    workers: { type: 'string' },
+    workers: { type: 'string' }, 'keep-bodies': { type: 'boolean', default: false },
   },
 });
 const device = options.device;
@@ -58,6 +61,7 @@ if (!Number.isInteger(workers) || workers < 0) throw new Error(`--workers must b
 // autocannon gives each worker connections / workers, rounded down, at least 1.
 const connectionsUsed = workers > 0 ? workers * Math.max(1, Math.floor(connections / workers)) : connections;
 const requestModule = path.join(__dirname, 'serve_load_request.js');
+const clientModule = path.join(__dirname, 'serve_load_client.js');
 // Read by serve_load_request.js in each worker thread (workers copy this environment when created).
 process.env.MOEKIT_SERVE_LOAD_BODIES = JSON.stringify({ hidden, dtype, minTokens, maxTokens });
 
@@ -78,7 +82,7 @@ function startServer(maxBatchTokens) {
 }
 
 function load(port, duration) {
-  // With workers, autocannon requires this path in each worker; without, we require it here
+  // With workers, autocannon requires these paths in each worker; without, we require them here
   // (autocannon would too, but swallows a module's errors).
   const hook = (file) => (workers > 0 ? file : require(file));
   return autocannon({
@@ -86,6 +90,7 @@ function load(port, duration) {
     connections,
     duration,
     workers,
+    ...(options['keep-bodies'] ? {} : { setupClient: hook(clientModule) }),
     requests: [{
       method: 'POST',
       path: '/v1/forward',
@@ -113,7 +118,7 @@ async function measure(mode, maxBatchTokens) {
 
 async function main() {
   console.log(`load: ${workers === 0 ? 'autocannon in this thread' : `${workers} autocannon worker thread${workers === 1 ? '' : 's'}`}, ${connectionsUsed} connections` +
-    `${connectionsUsed === connections ? '' : ` (of ${connections}: autocannon rounds per worker)`}`);
+    `${connectionsUsed === connections ? '' : ` (of ${connections}: autocannon rounds per worker)`}, response bodies ${options['keep-bodies'] ? 'kept' : 'discarded'}`);
   const runs = [];
   for (const [mode, maxBatchTokens] of [['unbatched', 1], ['batched', Number(options['max-batch-tokens'])]]) {
     const run = await measure(mode, maxBatchTokens);
@@ -123,7 +128,7 @@ async function main() {
   }
   const [unbatched, batched] = runs;
   console.log(`batched / unbatched: ${(batched.requestsPerSecond / unbatched.requestsPerSecond).toFixed(2)}x requests/s, p99 ${(batched.p99Ms / unbatched.p99Ms).toFixed(2)}x`);
-  const report = { layer: layerArgs.join(' '), device, dtype, tokens: [minTokens, maxTokens], connections, workers, connectionsUsed, duration: Number(options.duration), maxDelayMs: Number(options['max-delay-ms']), runs };
+  const report = { layer: layerArgs.join(' '), device, dtype, tokens: [minTokens, maxTokens], connections, workers, connectionsUsed, responseBodies: options['keep-bodies'] ? 'kept' : 'discarded', duration: Number(options.duration), maxDelayMs: Number(options['max-delay-ms']), runs };
   if (options.json) fs.writeFileSync(options.json, `${JSON.stringify(report, null, 2)}\n`);
 }
 
