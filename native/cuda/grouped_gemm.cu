@@ -57,14 +57,19 @@ GemmFamily forcedFamily() {
   return family;
 }
 
-// MOEKIT_WQ_PREFILL=dequantize sends weight-only calls that sm90 would take in its main loop
-// through the dequantize-then-dense path instead, so a bench can time both strategies.
-bool weightOnlyDequantizeForced() {
-  static const bool forced = [] {
+// How sm90 takes weight-only calls: MOEKIT_WQ_PREFILL=in_loop|dequantize forces one strategy where
+// it applies (so a bench can time both), anything else leaves the choice to weightOnlyInLoop().
+enum class WqPrefill { Auto, InLoop, Dequantize };
+
+WqPrefill forcedWqPrefill() {
+  static const WqPrefill prefill = [] {
     const char* value = std::getenv("MOEKIT_WQ_PREFILL");
-    return value != nullptr && std::string(value) == "dequantize";
+    const std::string name = value == nullptr ? "auto" : value;
+    if (name == "in_loop") return WqPrefill::InLoop;
+    if (name == "dequantize") return WqPrefill::Dequantize;
+    return WqPrefill::Auto;
   }();
-  return forced;
+  return prefill;
 }
 
 GemmFamily pickFamily(const GroupedGemmArgs& args) {
@@ -132,6 +137,23 @@ GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
   return sm90::supportsWeightOnly(args) || sm90TakesDequantized(args) ? GemmFamily::Sm90 : GemmFamily::Mma;
 }
 
+// On sm90, between small_m's rows and kWeightOnlyInLoopMaxRows rows per expert (mean) the in-loop
+// kernel, above them dequantize-then-dense: the in-loop kernel's converter costs it about 2/3 of
+// the 16-bit kernel's throughput, the dense copy a write and a read of 2 bytes per weight, which
+// many rows per weight amortize. Measured on an H200 (bench/NOTES.md, wq-v2, int4 g128): in-loop
+// 19.8 ms against 25.1 for DeepSeek-V3 at 128 rows per expert, 4.4 against 3.8 for Mixtral at 256.
+constexpr int64_t kWeightOnlyInLoopMaxRows = 192;
+
+bool weightOnlyInLoop(const GroupedGemmArgs& args) {
+  switch (forcedWqPrefill()) {
+    case WqPrefill::InLoop: return true;
+    case WqPrefill::Dequantize: return false;
+    default: break;
+  }
+  const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
+  return args.input.dim(0) <= kWeightOnlyInLoopMaxRows * experts || !sm90TakesDequantized(args);
+}
+
 // v1 of weight-only prefill, now the fallback for what the in-loop kernels refuse (float32
 // input, K not a multiple of 32, unaligned bases): the weights are
 // dequantized into stream-ordered scratch in denseWeightDType and the dense call runs on whichever
@@ -154,7 +176,7 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
       denseFromWeightOnly(args, stream);
       return;
     case GemmFamily::Sm90:
-      if (sm90::supportsWeightOnly(args) && !weightOnlyDequantizeForced()) {
+      if (sm90::supportsWeightOnly(args) && weightOnlyInLoop(args)) {
         sm90::weightOnlyGroupedGemm(args, stream);
         return;
       }

@@ -176,13 +176,14 @@ __device__ __forceinline__ void convertSlice(const Problem& p, const WqRing<Shap
   waitBarrier(&ring.loaded[position.stage], position.phase);
   const uint8_t* raw = ring.raw(position.stage);
   uint8_t* b = ring.b(position.stage);
+  // Branch-free, so the compiler interleaves the passes' dependent chains (with a branch per pass
+  // each chain ran alone, one warp per scheduler waiting on its own ALU latencies: v2 of this
+  // kernel). Chunks past K or past the last row decode to zero: their raw bytes are TMA's zero
+  // fill and their scale is 0.
 #pragma unroll
   for (int pass = 0; pass < Layout::kPasses; ++pass) {
     const int r = layout.firstRow + pass * Layout::kRowsPerPass;
-    uint4 values = make_uint4(0, 0, 0, 0);
-    if (use.group >= 0 && layout.scaleRows[pass] >= 0) {
-      values = decodeChunk<kFormat, Element>(raw + r * Shape::kRawRowBytes + layout.chunk * Layout::kPackedChunkBytes, use.values[pass]);
-    }
+    const uint4 values = decodeChunk<kFormat, Element>(raw + r * Shape::kRawRowBytes + layout.chunk * Layout::kPackedChunkBytes, use.values[pass]);
     const int swizzled = layout.chunk ^ (r % Layout::kSwizzleRows);
     *reinterpret_cast<uint4*>(b + r * Shape::kRowBytes + swizzled * kChunkBytes) = values;
   }
