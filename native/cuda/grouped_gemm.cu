@@ -138,11 +138,13 @@ GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
 }
 
 // On sm90, between small_m's rows and kWeightOnlyInLoopMaxRows rows per expert (mean) the in-loop
-// kernel, above them dequantize-then-dense: the in-loop kernel's converter costs it about 2/3 of
-// the 16-bit kernel's throughput, the dense copy a write and a read of 2 bytes per weight, which
-// many rows per weight amortize. Measured on an H200 (bench/NOTES.md, wq-v2, int4 g128): in-loop
-// 19.8 ms against 25.1 for DeepSeek-V3 at 128 rows per expert, 4.4 against 3.8 for Mixtral at 256.
-constexpr int64_t kWeightOnlyInLoopMaxRows = 192;
+// kernel, above them dequantize-then-dense: the in-loop kernel runs at about half the 16-bit
+// kernel's throughput (its 128 x 128 tile and the converter), the dense copy costs a write and a
+// read of 2 bytes per weight, which many rows per weight amortize. Measured on an H200
+// (bench/NOTES.md, wq-v2, int4 g128, in-loop against dequantize ms): Mixtral 128 rows per expert
+// 2.67 / 3.46, 256 rows 3.64 / 3.80, 512 rows 6.34 / 4.65; Qwen3-30B-A3B 256 rows 1.82 / 1.98;
+// DeepSeek-V3 128 rows 16.5 / 25.1, 512 rows 50.1 / 54.1 (the one point this rule misses).
+constexpr int64_t kWeightOnlyInLoopMaxRows = 384;
 
 bool weightOnlyInLoop(const GroupedGemmArgs& args) {
   switch (forcedWqPrefill()) {
