@@ -35,5 +35,5 @@ export {
   ForwardBatcher, type BatchedForwardOptions, type BatchedForwardResult, type BatchedLayer, type ForwardBatcherMetrics, type ForwardBatcherOptions,
 } from './serve/forward_batcher';
 export type { HistogramSnapshot } from './serve/histogram';
-export { LayerStats, type CountedLayer, type ForwardCounts, type LayerStatsSnapshot } from './serve/layer_stats';
+export { gatherLayerStats, LayerStats, type CountedLayer, type ForwardCounts, type LayerStatsSnapshot, type StatsGroup } from './serve/layer_stats';
 export { PROMETHEUS_CONTENT_TYPE, toPrometheus, type PrometheusSources } from './serve/prometheus';

@@ -36,6 +36,7 @@ tests() {
   for n in "${sizes[@]}"; do
     step "fixtures-nproc$n" launch --nproc "$n" test/gpu/multi/parallel_fixtures.js
     step "random-mixtral-nproc$n" launch --nproc "$n" test/gpu/multi/parallel_random.js
+    step "stats-gather-nproc$n" launch --nproc "$n" test/gpu/multi/stats_gather.js
   done
   step collective-failures node test/gpu/multi/collective_failures.js
 }

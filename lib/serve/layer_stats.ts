@@ -110,3 +110,80 @@ export class LayerStats {
     if (this.#disposed) throw new MoekitError('E_DISPOSED', 'LayerStats was used after dispose()');
   }
 }
+
+// ---- Gathering every rank's counts -----------------------------------------------------------------
+/** What gatherLayerStats needs of a group: ProcessGroup (lib/parallel) has it. */
+export interface StatsGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly device: Device;
+  allReduce(tensor: Tensor): void;
+  synchronize(): Promise<void>;
+}
+
+// Counts travel as int32 pairs (the high and the low 30 bits): a long-running server's token count
+// outgrows int32, and the all-reduce has no 64-bit integers. Each rank fills only its own row of
+// zeros, so the sum never adds two counts.
+const DIGIT = 2 ** 30;
+const MAX_COUNT = DIGIT * DIGIT - 1;
+
+function countsNumbers(c: ForwardCounts): number[] {
+  return [c.forwards, c.tokens, ...c.expertPairs];
+}
+
+/** A snapshot's numbers as int32 digit pairs: total (forwards, tokens, pairs per expert), then the window's. */
+export function packSnapshot(snapshot: LayerStatsSnapshot): Int32Array {
+  const numbers = [...countsNumbers(snapshot.total), ...countsNumbers(snapshot.window)];
+  const packed = new Int32Array(2 * numbers.length);
+  numbers.forEach((value, i) => {
+    if (!Number.isSafeInteger(value) || value < 0 || value > MAX_COUNT) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `gatherLayerStats: count ${value} is not an integer in [0, 2^60)`);
+    }
+    packed[2 * i] = Math.floor(value / DIGIT);
+    packed[2 * i + 1] = value % DIGIT;
+  });
+  return packed;
+}
+
+/** The inverse of packSnapshot for a layer of `numExperts` experts. */
+export function unpackSnapshot(packed: ArrayLike<number>, numExperts: number): LayerStatsSnapshot {
+  const perCounts = 2 + numExperts;
+  const numbers = Array.from({ length: 2 * perCounts }, (_, i) => packed[2 * i]! * DIGIT + packed[2 * i + 1]!);
+  const read = (first: number): ForwardCounts => counts(numbers[first]!, numbers[first + 1]!, numbers.slice(first + 2, first + perCounts));
+  return { total: read(0), window: read(perCounts) };
+}
+
+/** All-reduces `rows` [worldSize, width] int32 (this rank's row filled) and reads the sum back. */
+async function allGatherRows(group: StatsGroup, row: Int32Array): Promise<Int32Array> {
+  const rows = new Int32Array(group.worldSize * row.length);
+  rows.set(row, group.rank * row.length);
+  const tensor = Tensor.fromArray(rows, [group.worldSize, row.length], { dtype: 'int32', device: group.device });
+  try {
+    group.allReduce(tensor);
+    await group.synchronize(); // rejects, rather than hangs, if a peer died or stalled
+    return Int32Array.from(await tensor.toArray());
+  } finally {
+    tensor.dispose();
+  }
+}
+
+/**
+ * Every rank's snapshot (LayerStats.read() on each), in rank order, on every rank: a collective,
+ * to be called by all ranks of the group together, each with its own snapshot. Under TP/EP rank 0
+ * typically renders them (toPrometheus with a `rank` label each). The ranks' layers must count the
+ * same number of experts; that is checked first, so a mismatch rejects instead of hanging.
+ */
+export async function gatherLayerStats(group: StatsGroup, snapshot: LayerStatsSnapshot): Promise<LayerStatsSnapshot[]> {
+  const numExperts = snapshot.total.expertPairs.length;
+  if (snapshot.window.expertPairs.length !== numExperts) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `gatherLayerStats: the snapshot's total counts ${numExperts} experts, its window ${snapshot.window.expertPairs.length}`);
+  }
+  const packed = packSnapshot(snapshot);
+  const experts = await allGatherRows(group, Int32Array.of(numExperts));
+  const mismatch = Array.from(experts).findIndex((count) => count !== numExperts);
+  if (mismatch >= 0) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `gatherLayerStats: rank ${mismatch} counts ${experts[mismatch]} experts, rank ${group.rank} ${numExperts}`);
+  }
+  const rows = await allGatherRows(group, packed);
+  return Array.from({ length: group.worldSize }, (_, rank) => unpackSnapshot(rows.subarray(rank * packed.length, (rank + 1) * packed.length), numExperts));
+}
