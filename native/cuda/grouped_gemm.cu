@@ -25,6 +25,7 @@ namespace moekit::cuda {
 namespace {
 
 using mma::GemmProblem;
+using mma::GemmShape;
 
 // ---- The mma family on dense weights: which kernel ------------------------------------------------
 void runGemm(const GemmProblem& p, DType inputDType, DType weightDType, cudaStream_t stream) {
@@ -44,11 +45,16 @@ void checkFloat(DType dtype, const char* what) {
 // ---- Which kernel family takes a call ----------------------------------------------------------
 enum class GemmFamily { Auto, Sm90, SmallM, Mma };
 
+// A switch read from the environment: the value of `variable`, or "auto" where it is not set.
+std::string environmentSwitch(const char* variable) {
+  const char* value = std::getenv(variable);
+  return value == nullptr ? "auto" : value;
+}
+
 // MOEKIT_GEMM, read once: forcing a family lets the tests run every path on one GPU.
 GemmFamily forcedFamily() {
   static const GemmFamily family = [] {
-    const char* value = std::getenv("MOEKIT_GEMM");
-    const std::string name = value == nullptr ? "auto" : value;
+    const std::string name = environmentSwitch("MOEKIT_GEMM");
     if (name == "sm90") return GemmFamily::Sm90;
     if (name == "small_m") return GemmFamily::SmallM;
     if (name == "mma") return GemmFamily::Mma;
@@ -63,8 +69,7 @@ enum class WqPrefill { Auto, InLoop, Dequantize };
 
 WqPrefill forcedWqPrefill() {
   static const WqPrefill prefill = [] {
-    const char* value = std::getenv("MOEKIT_WQ_PREFILL");
-    const std::string name = value == nullptr ? "auto" : value;
+    const std::string name = environmentSwitch("MOEKIT_WQ_PREFILL");
     if (name == "in_loop") return WqPrefill::InLoop;
     if (name == "dequantize") return WqPrefill::Dequantize;
     return WqPrefill::Auto;
@@ -189,18 +194,7 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
 }
 
 GemmProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputDType) {
-  return GemmProblem{args.input.data,
-                     args.weights.data,
-                     args.bias.present() ? args.bias.data : nullptr,
-                     args.bias.dtype,
-                     output,
-                     outputDType,
-                     args.expertOffsets.as<int32_t>(),
-                     static_cast<int32_t>(args.weights.dim(0)),
-                     args.input.dim(0),
-                     args.weights.dim(1),
-                     args.weights.dim(2),
-                     FaultSink::of(args)};
+  return GemmProblem{GemmShape::of(args, args.weights.dim(2), output, outputDType), args.input.data, args.weights.data};
 }
 
 // With an activation, the products go to float32 scratch first (mma::activateProducts).
@@ -309,18 +303,17 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
       return;
     }
   }
-  const GemmProblem problem{args.input.data,
-                            args.weight.data,
-                            args.bias.present() ? args.bias.data : nullptr,
-                            args.bias.dtype,
-                            args.output.data,
-                            args.output.dtype,
-                            nullptr,
-                            1,
-                            args.input.dim(0),
-                            args.weight.dim(0),
-                            args.input.dim(1),
-                            FaultSink::of(args)};
+  const GemmShape shape{args.bias.present() ? args.bias.data : nullptr,
+                        args.bias.dtype,
+                        args.output.data,
+                        args.output.dtype,
+                        nullptr,
+                        1,
+                        args.input.dim(0),
+                        args.weight.dim(0),
+                        args.input.dim(1),
+                        FaultSink::of(args)};
+  const GemmProblem problem{shape, args.input.data, args.weight.data};
   runGemm(problem, args.input.dtype, args.weight.dtype, stream);
 }
 

@@ -27,10 +27,10 @@
 
 namespace moekit::cuda::mma {
 
-// ---- Dense weights: the problem and its two kernels -----------------------------------------------
-struct GemmProblem {
-  const void* input;       // [rows, depth]
-  const void* weights;     // [groups, cols, depth]
+// ---- What every problem of the family says about its groups and output -----------------------------
+// The tile grid, the epilogue (storeResult) and the fault report read these; each kernel's problem
+// adds its operands.
+struct GemmShape {
   const void* bias;        // [groups, cols] or nullptr
   DType biasDType;
   void* output;            // [rows, cols]
@@ -41,6 +41,19 @@ struct GemmProblem {
   int64_t cols;
   int64_t depth;
   FaultSink faults;        // where a bad offset is reported
+
+  // A grouped call's shape (weights [groups, cols, ...], K = `depth`), writing `output`.
+  static GemmShape of(const GroupedGemmArgs& args, int64_t depth, void* output, DType outputDType) {
+    return GemmShape{args.bias.present() ? args.bias.data : nullptr, args.bias.dtype, output, outputDType,
+                     args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), args.input.dim(0),
+                     args.weights.dim(1), depth, FaultSink::of(args)};
+  }
+};
+
+// ---- Dense weights: the problem and its two kernels -----------------------------------------------
+struct GemmProblem : GemmShape {
+  const void* input;       // [rows, depth]
+  const void* weights;     // [groups, cols, depth]
 };
 
 // bfloat16 × bfloat16 or float16 × float16 (`dtype`, both operands), through WMMA

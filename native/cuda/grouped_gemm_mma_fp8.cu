@@ -37,23 +37,13 @@
 namespace moekit::cuda::mma {
 namespace {
 
-struct Fp8Problem {
+struct Fp8Problem : GemmShape {  // output: float
   const uint8_t* input;        // [rows, depth] e4m3
   const float* inputScales;    // [rows, depthBlocks]
   const uint8_t* weights;      // [groups, cols, depth] e4m3
   const float* weightScales;   // [groups, colBlocks, depthBlocks]
-  const void* bias;            // [groups, cols] or nullptr
-  DType biasDType;
-  void* output;                // [rows, cols], float
-  DType outputDType;
-  const int32_t* offsets;      // [groups + 1] on the device; nullptr: one group of every row (linear)
-  int32_t groups;
-  int64_t rows;
-  int64_t cols;
-  int64_t depth;
   int64_t depthBlocks;         // ceil(depth / 128)
   int64_t colBlocks;           // ceil(cols / 128)
-  FaultSink faults;
 };
 
 // The block's warp grid is WarpGrid's (grouped_gemm_mma.cuh); K arrives in slices of kDepth bytes.
@@ -188,20 +178,13 @@ void fp8GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   const int64_t cols = args.weights.dim(1);
   const int64_t depth = args.weights.dim(2);
   Fp8Problem p{};
+  static_cast<GemmShape&>(p) = GemmShape::of(args, depth, nullptr, DType::Float32);  // the output is set below
   p.input = input.values();
   p.inputScales = input.scales();
   p.weights = args.weights.as<uint8_t>();
   p.weightScales = args.weightScales.as<float>();
-  p.bias = args.bias.present() ? args.bias.data : nullptr;
-  p.biasDType = args.bias.dtype;
-  p.offsets = args.expertOffsets.as<int32_t>();
-  p.groups = static_cast<int32_t>(args.weights.dim(0));
-  p.rows = rows;
-  p.cols = cols;
-  p.depth = depth;
   p.depthBlocks = fp8Blocks(depth);
   p.colBlocks = fp8Blocks(cols);
-  p.faults = FaultSink::of(args);
 
   const bool fp8Output = args.output.dtype == DType::Float8E4M3;
   if (!fp8Output && !args.activation.enabled) {

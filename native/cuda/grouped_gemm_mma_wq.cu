@@ -39,23 +39,13 @@
 namespace moekit::cuda::mma {
 namespace {
 
-struct WqProblem {
+struct WqProblem : GemmShape {  // output: float
   const void* input;       // [rows, depth] bfloat16 or float16
   const uint8_t* weights;  // [groups, cols, rowBytes] packed
   const void* scales;      // [groups, cols, scaleGroups]: float32, or e8m0 bytes (MXFP4)
-  const void* bias;        // [groups, cols] or nullptr
-  DType biasDType;
-  void* output;            // [rows, cols], float
-  DType outputDType;
-  const int32_t* offsets;  // [groups + 1] on the device; nullptr: one group of every row (linear)
-  int32_t groups;
-  int64_t rows;
-  int64_t cols;
-  int64_t depth;           // K
   int64_t rowBytes;        // bytes per packed weight row: weightRowBytes(format, depth)
   int64_t groupWidth;      // K values per scale
   int64_t scaleGroups;     // scales per weight row
-  FaultSink faults;
 };
 
 // The block's warp grid is WarpGrid's (grouped_gemm_mma.cuh); K arrives in slices of kDepth values.
@@ -246,20 +236,13 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   const int64_t rows = args.input.dim(0);
   const int64_t cols = args.weights.dim(1);
   WqProblem p{};
+  static_cast<GemmShape&>(p) = GemmShape::of(args, packed.depth, nullptr, DType::Float32);  // the output is set below
   p.input = args.input.data;
   p.weights = args.weights.as<uint8_t>();
   p.scales = args.weightScales.data;
-  p.bias = args.bias.present() ? args.bias.data : nullptr;
-  p.biasDType = args.bias.dtype;
-  p.offsets = args.expertOffsets.as<int32_t>();
-  p.groups = static_cast<int32_t>(args.weights.dim(0));
-  p.rows = rows;
-  p.cols = cols;
-  p.depth = packed.depth;
   p.rowBytes = weightRowBytes(args.weightFormat, packed.depth);
   p.groupWidth = packed.groupWidth();
   p.scaleGroups = packed.scaleGroups();
-  p.faults = FaultSink::of(args);
 
   const auto run = [&] {
     weight_only::dispatchFormat(args.weightFormat, [&](auto format) {

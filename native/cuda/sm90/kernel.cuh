@@ -62,6 +62,9 @@ struct Ring {
 
   __device__ uint8_t* a(int stage) const { return stages + stage * Shape::kStageBytes; }
   __device__ uint8_t* b(int stage) const { return a(stage) + Shape::kABytes; }
+  // Where the producer's copies of `stage` go and are counted (produce()).
+  __device__ uint8_t* weightBox(int stage) const { return b(stage); }
+  __device__ uint64_t* landed(int stage) const { return &full[stage]; }
   // Blocks until both operand boxes of `stage` have landed (the consumers' wait).
   __device__ void waitReady(int stage, uint32_t phase) const { waitBarrier(&full[stage], phase); }
 };
@@ -81,9 +84,14 @@ struct RingPosition {
 
 __device__ __forceinline__ int32_t depthSlices(const Problem& p, int blockK) { return (p.depth + blockK - 1) / blockK; }
 
-template <class Shape, Pairing pairing>
+// The producer's loop, shared by every sm90 kernel: for each K slice of each of the CTA's tiles, once
+// the consumers have released the stage, the A box and the weight box(es) by TMA, counted on the
+// stage's landed() barrier. The ring says where the weight box goes (the B box, or the weight-only
+// kernel's raw box); the shape says its bytes (kWeightBoxBytes, kLoadedBytes) and the width of a
+// K slice in the weight map's inner coordinate (kWeightSliceWidth: elements, or packed bytes).
+template <class Shape, Pairing pairing, class StageRing>
 __device__ void produce(const CUtensorMap* inputMap, const CUtensorMap* weightMap, const Problem& p,
-                        const TileScheduler<Shape::kBlockM>& scheduler, const Ring<Shape>& ring) {
+                        const TileScheduler<Shape::kBlockM>& scheduler, const StageRing& ring) {
   prefetchTensorMap(inputMap);
   prefetchTensorMap(weightMap);
   const int32_t slices = depthSlices(p, Shape::kBlockK);
@@ -93,22 +101,49 @@ __device__ void produce(const CUtensorMap* inputMap, const CUtensorMap* weightMa
     const Tile tile = scheduler.locate(index);
     const int32_t expertRow = tile.expert * p.cols;
     for (int32_t slice = 0; slice < slices; ++slice) {
-      const int32_t k = slice * Shape::kBlockK;
       waitBarrier(&ring.empty[position.stage], position.phase ^ 1);
-      uint64_t* full = &ring.full[position.stage];
-      arriveExpectBytes(full, Shape::kStageBytes);
-      loadTile2d(ring.a(position.stage), inputMap, k, tile.rowStart, full);
+      uint64_t* landed = ring.landed(position.stage);
+      arriveExpectBytes(landed, Shape::kLoadedBytes);
+      loadTile2d(ring.a(position.stage), inputMap, slice * Shape::kBlockK, tile.rowStart, landed);
+      uint8_t* weights = ring.weightBox(position.stage);
+      const int32_t k = slice * Shape::kWeightSliceWidth;
       if constexpr (pairing == Pairing::Halves) {
         constexpr int kHalfRows = Shape::kBlockN / 2;
         const int32_t gateRow = expertRow + tile.columnTile * kHalfRows;
-        loadTile2d(ring.b(position.stage), weightMap, k, gateRow, full);
-        loadTile2d(ring.b(position.stage) + Shape::kBBytes / 2, weightMap, k, gateRow + p.cols / 2, full);
+        loadTile2d(weights, weightMap, k, gateRow, landed);
+        loadTile2d(weights + Shape::kWeightBoxBytes / 2, weightMap, k, gateRow + p.cols / 2, landed);
       } else {
-        loadTile2d(ring.b(position.stage), weightMap, k, expertRow + tile.columnTile * Shape::kBlockN, full);
+        loadTile2d(weights, weightMap, k, expertRow + tile.columnTile * Shape::kBlockN, landed);
       }
       position.advance();
     }
   }
+}
+
+// The two barriers per stage of a kernel whose stages are filled by TMA alone.
+template <class Shape>
+__device__ void initStageBarriers(uint64_t* fullBarriers, uint64_t* emptyBarriers) {
+  for (int stage = 0; stage < Shape::kStages; ++stage) {
+    initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
+    initBarrier(&emptyBarriers[stage], kConsumers * kWarpsPerWarpgroup);
+  }
+}
+
+// The start every sm90 kernel shares: the ring's stages at the first 1024-byte boundary of dynamic
+// shared memory (128-byte swizzling needs it), the expert tile table built by warp 0, the stage
+// barriers initialized by one thread of warp 1 (initBarriers), all visible before any warp goes on.
+template <int blockM, class InitBarriers>
+__device__ uint8_t* startCta(uint8_t* dynamicShared, ExpertTiles& expertTiles, const Problem& p, InitBarriers initBarriers) {
+  const int warp = threadIdx.x / detail::kWarpSize;
+  const int lane = threadIdx.x % detail::kWarpSize;
+  if (warp == 0) buildExpertTiles<blockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, p.faults, lane);
+  if (warp == 1 && lane == 0) {
+    initBarriers();
+    fenceBarrierInit();
+  }
+  __syncthreads();
+  const uintptr_t base = reinterpret_cast<uintptr_t>(dynamicShared);
+  return reinterpret_cast<uint8_t*>((base + kSwizzleAlignment - 1) / kSwizzleAlignment * kSwizzleAlignment);
 }
 
 // Tells the producer this warp is done with `stage` (the empty barrier counts consumer warps).
@@ -173,22 +208,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   __shared__ uint64_t fullBarriers[Shape::kStages];
   __shared__ uint64_t emptyBarriers[Shape::kStages];
   __shared__ ExpertTiles expertTiles;
-
-  const uintptr_t base = reinterpret_cast<uintptr_t>(dynamicShared);
-  const uintptr_t aligned = (base + kSwizzleAlignment - 1) / kSwizzleAlignment * kSwizzleAlignment;
-  const Ring<Shape> ring{reinterpret_cast<uint8_t*>(aligned), fullBarriers, emptyBarriers};
-
-  const int warp = threadIdx.x / detail::kWarpSize;
-  const int lane = threadIdx.x % detail::kWarpSize;
-  if (warp == 0) buildExpertTiles<Shape::kBlockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, p.faults, lane);
-  if (warp == 1 && lane == 0) {
-    for (int stage = 0; stage < Shape::kStages; ++stage) {
-      initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
-      initBarrier(&emptyBarriers[stage], kConsumers * kWarpsPerWarpgroup);
-    }
-    fenceBarrierInit();
-  }
-  __syncthreads();
+  uint8_t* const stages = startCta<Shape::kBlockM>(dynamicShared, expertTiles, p, [&] { initStageBarriers<Shape>(fullBarriers, emptyBarriers); });
+  const Ring<Shape> ring{stages, fullBarriers, emptyBarriers};
 
   const TileScheduler<Shape::kBlockM> scheduler(expertTiles, p.experts, p.columnTiles, p.bandRowTiles);
   const int warpgroup = threadIdx.x / kWarpgroupThreads;

@@ -165,22 +165,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   __shared__ uint64_t fullBarriers[Shape::kStages];
   __shared__ uint64_t emptyBarriers[Shape::kStages];
   __shared__ ExpertTiles expertTiles;
-
-  const uintptr_t base = reinterpret_cast<uintptr_t>(dynamicShared);
-  const uintptr_t aligned = (base + kSwizzleAlignment - 1) / kSwizzleAlignment * kSwizzleAlignment;
-  const Ring<Shape> ring{reinterpret_cast<uint8_t*>(aligned), fullBarriers, emptyBarriers};
-
-  const int warp = threadIdx.x / detail::kWarpSize;
-  const int lane = threadIdx.x % detail::kWarpSize;
-  if (warp == 0) buildExpertTiles<Shape::kBlockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, p.faults, lane);
-  if (warp == 1 && lane == 0) {
-    for (int stage = 0; stage < Shape::kStages; ++stage) {
-      initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
-      initBarrier(&emptyBarriers[stage], kConsumers * kWarpsPerWarpgroup);
-    }
-    fenceBarrierInit();
-  }
-  __syncthreads();
+  uint8_t* const stages = startCta<Shape::kBlockM>(dynamicShared, expertTiles, p, [&] { initStageBarriers<Shape>(fullBarriers, emptyBarriers); });
+  const Ring<Shape> ring{stages, fullBarriers, emptyBarriers};
 
   const TileScheduler<Shape::kBlockM> scheduler(expertTiles, p.experts, p.columnTiles, p.bandRowTiles);
   const int warpgroup = threadIdx.x / kWarpgroupThreads;

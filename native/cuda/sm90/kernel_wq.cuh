@@ -48,42 +48,15 @@ struct WqRing {
   __device__ uint8_t* a(int stage) const { return stages + stage * Shape::kStageBytes; }
   __device__ uint8_t* b(int stage) const { return a(stage) + Shape::kABytes; }
   __device__ uint8_t* raw(int stage) const { return b(stage) + Shape::kBBytes; }
+  // Where the producer's copies of `stage` go and are counted (produce(): A and the raw box).
+  __device__ uint8_t* weightBox(int stage) const { return raw(stage); }
+  __device__ uint64_t* landed(int stage) const { return &loaded[stage]; }
   // The consumers' wait: the B box is written, and (for the A box's bytes) the copy has landed.
   __device__ void waitReady(int stage, uint32_t phase) const {
     waitBarrier(&converted[stage], phase);
     waitBarrier(&loaded[stage], phase);
   }
 };
-
-template <class Shape, Pairing pairing>
-__device__ void produceWq(const CUtensorMap* inputMap, const CUtensorMap* packedMap, const Problem& p,
-                          const TileScheduler<Shape::kBlockM>& scheduler, const WqRing<Shape>& ring) {
-  prefetchTensorMap(inputMap);
-  prefetchTensorMap(packedMap);
-  const int32_t slices = depthSlices(p, Shape::kBlockK);
-  const int32_t tiles = scheduler.tileCount();
-  RingPosition<Shape> position;
-  for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
-    const Tile tile = scheduler.locate(index);
-    const int32_t expertRow = tile.expert * p.cols;
-    for (int32_t slice = 0; slice < slices; ++slice) {
-      waitBarrier(&ring.empty[position.stage], position.phase ^ 1);
-      uint64_t* loaded = &ring.loaded[position.stage];
-      arriveExpectBytes(loaded, Shape::kABytes + Shape::kRawBytes);
-      loadTile2d(ring.a(position.stage), inputMap, slice * Shape::kBlockK, tile.rowStart, loaded);
-      const int32_t byte = slice * Shape::kRawRowBytes;
-      if constexpr (pairing == Pairing::Halves) {
-        constexpr int kHalfRows = Shape::kBlockN / 2;
-        const int32_t gateRow = expertRow + tile.columnTile * kHalfRows;
-        loadTile2d(ring.raw(position.stage), packedMap, byte, gateRow, loaded);
-        loadTile2d(ring.raw(position.stage) + Shape::kRawBytes / 2, packedMap, byte, gateRow + p.cols / 2, loaded);
-      } else {
-        loadTile2d(ring.raw(position.stage), packedMap, byte, expertRow + tile.columnTile * Shape::kBlockN, loaded);
-      }
-      position.advance();
-    }
-  }
-}
 
 // The weight row (of all experts' E × N) behind row r of a tile's B box, or -1 past the last one.
 template <class Shape, Pairing pairing>
@@ -236,29 +209,17 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   __shared__ uint64_t convertedBarriers[Shape::kStages];
   __shared__ uint64_t emptyBarriers[Shape::kStages];
   __shared__ ExpertTiles expertTiles;
-
-  const uintptr_t base = reinterpret_cast<uintptr_t>(dynamicShared);
-  const uintptr_t aligned = (base + kSwizzleAlignment - 1) / kSwizzleAlignment * kSwizzleAlignment;
-  const WqRing<Shape> ring{reinterpret_cast<uint8_t*>(aligned), loadedBarriers, convertedBarriers, emptyBarriers};
-
-  const int warp = threadIdx.x / detail::kWarpSize;
-  const int lane = threadIdx.x % detail::kWarpSize;
-  if (warp == 0) buildExpertTiles<Shape::kBlockM>(expertTiles, p.offsets, p.experts, p.rows, p.columnTiles, p.faults, lane);
-  if (warp == 1 && lane == 0) {
-    for (int stage = 0; stage < Shape::kStages; ++stage) {
-      initBarrier(&loadedBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
-      initBarrier(&convertedBarriers[stage], kWarpsPerWarpgroup);
-      initBarrier(&emptyBarriers[stage], kConsumers * kWarpsPerWarpgroup);
-    }
-    fenceBarrierInit();
-  }
-  __syncthreads();
+  uint8_t* const stages = startCta<Shape::kBlockM>(dynamicShared, expertTiles, p, [&] {
+    initStageBarriers<Shape>(loadedBarriers, emptyBarriers);
+    for (int stage = 0; stage < Shape::kStages; ++stage) initBarrier(&convertedBarriers[stage], kWarpsPerWarpgroup);
+  });
+  const WqRing<Shape> ring{stages, loadedBarriers, convertedBarriers, emptyBarriers};
 
   const TileScheduler<Shape::kBlockM> scheduler(expertTiles, p.experts, p.columnTiles, p.bandRowTiles);
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   if (warpgroup == 0) {
     releaseRegisters<kProducerRegisters>();
-    if (threadIdx.x == 0) produceWq<Shape, pairing>(&inputMap, &packedMap, p, scheduler, ring);
+    if (threadIdx.x == 0) produce<Shape, pairing>(&inputMap, &packedMap, p, scheduler, ring);
   } else if (warpgroup == kConverterWarpgroup) {
     convert<kFormat, Element, Shape, pairing>(p, scheduler, ring);
   } else {

@@ -36,6 +36,10 @@ struct TileShape {
   static constexpr int kConsumerABytes = kABytes / kConsumers;  // one consumer's 64 rows of A
   static constexpr int kAccumulators = kBlockN / 2;              // per thread (wgmma.cuh)
   static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+  // What the producer copies per stage (sm90/kernel.cuh, produce()).
+  static constexpr int kWeightBoxBytes = kBBytes;
+  static constexpr int kWeightSliceWidth = kBlockK;
+  static constexpr int kLoadedBytes = kABytes + kWeightBoxBytes;
   static_assert(kRowBytes == 128, "one K slice is one 128-byte swizzle row");
   static_assert(kBlockK % kStepK == 0, "whole wgmma steps per K slice");
   static_assert(kConsumerABytes % kSwizzleAlignment == 0, "each consumer's rows start on a swizzle atom");
@@ -77,6 +81,9 @@ struct Fp8TileShape {
   static constexpr int kAccumulators = kBlockN / 2;      // per thread: the tile's float32 sums
   static constexpr int kHalfAccumulators = kHalfN / 2;   // per thread: one half's block products
   static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+  static constexpr int kWeightBoxBytes = kBBytes;  // what the producer copies per stage (produce())
+  static constexpr int kWeightSliceWidth = kBlockK;
+  static constexpr int kLoadedBytes = kABytes + kWeightBoxBytes;
   static_assert(kRowBytes == 128, "one K slice is one 128-byte swizzle row");
   static_assert(kBlockK % kStepK == 0, "whole wgmma steps per K slice");
   static_assert(kConsumerABytes % kSwizzleAlignment == 0 && kHalfBBytes % kSwizzleAlignment == 0,
@@ -107,6 +114,10 @@ struct WqTileShape : TileShape<128, stages> {
   static constexpr int kRawBytes = Base::kBlockN * kRawRowBytes;
   static constexpr int kStageBytes = Base::kABytes + Base::kBBytes + kRawBytes;
   static constexpr int kDynamicSharedBytes = stages * kStageBytes + kSwizzleAlignment;
+  // The producer copies A and the raw box; K slices of the packed map are counted in bytes.
+  static constexpr int kWeightBoxBytes = kRawBytes;
+  static constexpr int kWeightSliceWidth = kRawRowBytes;
+  static constexpr int kLoadedBytes = Base::kABytes + kRawBytes;
   static_assert(kRawRowBytes % 16 == 0, "TMA box rows are multiples of 16 bytes");
   static_assert(kStageBytes % kSwizzleAlignment == 0, "every stage's A and B boxes start on a swizzle atom");
   static_assert(kDynamicSharedBytes + static_cast<int>(sizeof(ExpertTiles)) + 3 * stages * 8 <= kMaxSharedBytes,

@@ -5,19 +5,9 @@
 // every rank reject, not hang. Rank 0 prints one line per check; exits 1 on any failure.
 const { gatherLayerStats, LayerStats, MoELayer, ProcessGroup, Tensor } = require('../../../dist/index');
 
-const config = {
-  family: 'custom',
-  hiddenSize: 64,
-  intermediateSize: 32,
-  numExperts: 8,
-  routing: { method: 'softmax_topk', topK: 2, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
-  activation: 'swiglu',
-  activationAlpha: 1.702,
-  activationLimit: 7,
-  routerBias: false,
-  expertBias: false,
-  sharedExpert: null,
-};
+const { findPreset } = require('../../../dist/bench/presets');
+
+const { config } = findPreset('mixtral-8x7b-mini');
 
 async function countedSnapshot(group, numExperts) {
   const layer = MoELayer.random({ ...config, numExperts }, { device: group.device, dtype: 'float32', seed: 1 });
