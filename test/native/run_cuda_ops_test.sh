@@ -31,9 +31,11 @@ for argument in "$@"; do
   esac
 done
 
+# The addon's architectures (CMakeLists.txt), or only those in MOEKIT_CUDA_SASS (e.g. "90a").
+GENCODE=()
+for arch in ${MOEKIT_CUDA_SASS:-80 90a}; do GENCODE+=("-gencode=arch=compute_$arch,code=sm_$arch"); done
 FLAGS=(-std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -Inative
-  -gencode=arch=compute_80,code=sm_80
-  -gencode=arch=compute_90a,code=sm_90a
+  "${GENCODE[@]}"
   -gencode=arch=compute_90,code=compute_90
   -Xcompiler=-Wall,-Wextra,-pthread)
 
