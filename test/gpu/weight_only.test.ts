@@ -4,7 +4,6 @@
 // against the whole layer. gpu_check.sh runs this file under every forced GEMM family
 // (MOEKIT_GEMM=sm90|small_m|mma; sm90 with MOEKIT_WQ_PREFILL=in_loop), so each family's weight-only
 // path (small_m's in-register dequantization, sm90's and mma's in-loop kernels) meets the same bar.
-// The shard test was written after this session's last GPU run: not yet run.
 import { describe, expect, it } from 'vitest';
 
 import { randomHostWeights } from '../../lib/bench/parallel_run';
