@@ -26,6 +26,16 @@ describe('roofline', () => {
     expect(activeWeightBytes(deepseek.config, 1, 'bfloat16')).toBeCloseTo((8 * 3 * 7168 * 2048 + 3 * 7168 * 2048) * 2, 0);
   });
 
+  it('counts two H×I matrices per expert under a non-gated activation (w13 is [E, I, H]), three under a gated one', () => {
+    const relu = { ...qwen.config, activation: 'relu' as const };
+    expect(forwardFlops(relu, 16)).toBe(2 * 16 * 8 * 2 * 2048 * 768 + 2 * 16 * 2048 * 128);
+    expect(activeWeightBytes(relu, 1, 'bfloat16')).toBeCloseTo(8 * 2 * 2048 * 768 * 2, 0);
+    // Per-channel int8: a float32 scale per row, I rows of w13 and H of w2, over the 2·H·I values.
+    const channel = { ...relu, quantization: 'int8' as const, quantizationGroupSize: 'channel' as const };
+    expect(expertWeightBytes(channel, 'bfloat16')).toBeCloseTo(1 + (4 * (768 + 2048)) / (2 * 2048 * 768), 12);
+    expect(expertWeightBytes({ ...channel, activation: 'swiglu' }, 'bfloat16')).toBeCloseTo(1 + (4 * (2 * 768 + 2048)) / (3 * 2048 * 768), 12);
+  });
+
   it('counts FP8 experts (routed and shared) at a byte per weight plus a float32 scale per 128×128 block', () => {
     const fp8 = { ...deepseek.config, quantization: 'fp8' as const };
     const weights = 8 * 3 * 7168 * 2048 + 3 * 7168 * 2048;
