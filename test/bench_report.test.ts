@@ -80,6 +80,11 @@ describe('bench rows', () => {
     expect(row.tflops).toBeCloseTo(forwardFlops(qwen.config, 128) / 2e-3 / 1e12, 9);
     expect(row.weightGBps).toBeCloseTo(activeWeightBytes(qwen.config, 128, 'bfloat16') / 2e-3 / 1e9, 6);
     expect(row.tokensPerSecond).toBe(64000);
+    // What --shape E,K,H,I,S and --routing would rebuild the layer from.
+    expect(row).toMatchObject({ sharedIntermediate: 0, routing: qwen.config.routing, activation: 'swiglu' });
+    expect(benchRow(deepseek, context, 128, timing)).toMatchObject({
+      sharedIntermediate: 2048, routing: { method: 'sigmoid_group_topk', numGroups: 8, topkGroups: 4, scalingFactor: 2.5 }, activation: 'swiglu',
+    });
   });
 
   it('print under a preamble naming the device and both ceilings, a stage per column', () => {

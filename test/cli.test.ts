@@ -507,7 +507,7 @@ describe('moekit bench', () => {
     expect(preamble[1]).toMatch(/^# matmul ceiling [\d.]+ GFLOP\/s: moekit linear float32 1024×1024×1024 \(the CPU has no vendor GEMM here\)$/);
     expect(preamble[2]).toMatch(/^# copy ceiling \d+ GB\/s: 256 MiB copy in host memory, bytes read \+ written$/);
     expect(preamble).toContain("# the floor is an ESTIMATE: its matmul ceiling is moekit's own linear, not a vendor GEMM, and a forward may beat it (x est floor below 1)");
-    expect(preamble).toContain('# qwen3-30b-a3b-mini: E 128, top-8, H 1024, I 384');
+    expect(preamble).toContain('# qwen3-30b-a3b-mini: E 128, top-8, H 1024, I 384, softmax_topk, swiglu');
     const [header, row, ...rest] = lines.filter((line) => !line.startsWith('#'));
     expect(header).toMatch(/^preset +tokens +ms\/forward +p10-p90 +graph ms +floor ms +x est floor +GFLOP\/s +weights GB\/s +experts +router +routing +permute +expert_up +expert_down +shared +combine$/);
     // One token picks its 8 experts; no shared expert.
@@ -518,11 +518,15 @@ describe('moekit bench', () => {
     expect(rows).toHaveLength(1);
     const measured = rows[0]!;
     expect(Object.keys(measured).sort()).toEqual(
-      ['preset', 'device', 'deviceName', 'dtype', 'quantization', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'msPerForward', 'p10Ms', 'p90Ms',
+      ['preset', 'device', 'deviceName', 'dtype', 'quantization', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'sharedIntermediate', 'routing', 'activation',
+        'msPerForward', 'p10Ms', 'p90Ms',
         'hostMsPerForward', 'stageMs', 'tokensPerSecond', 'tflops', 'weightGBps', 'touchedExperts', 'floorMs', 'floorComputeMs',
         'floorWeightsMs', 'ceilings'].sort(),
     );
-    expect(measured).toMatchObject({ preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', quantization: null, tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384 });
+    expect(measured).toMatchObject({
+      preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', quantization: null, tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384, sharedIntermediate: 0,
+      routing: { method: 'softmax_topk', topK: 8, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 }, activation: 'swiglu',
+    });
     expect(Object.keys(measured.stageMs as object)).toEqual(['router', 'routing', 'permute', 'expert_up', 'expert_down', 'combine']);
     expect(measured.touchedExperts).toEqual({ expected: expect.closeTo(8, 9), measured: 8 });
     const seconds = (measured.msPerForward as number) / 1e3;

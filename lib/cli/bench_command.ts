@@ -9,6 +9,7 @@ import { timeForward, type TimingOptions } from '../bench/timing';
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { MoELayer } from '../layer/moe_layer';
+import type { MoEConfig } from '../model/config';
 import { addon } from '../native';
 import type { GroupSize, Quantization } from '../ops/quantized';
 import type { ParallelOptions } from '../parallel/plan';
@@ -194,10 +195,17 @@ class Sweep {
   }
 }
 
+/** A layer's shape, routing and activation in words: E 8, top-2, H 64, I 32, shared I 64, softmax_topk, swiglu. */
+function describeLayer(config: MoEConfig): string {
+  const { routing, sharedExpert } = config;
+  const groups = routing.numGroups > 1 ? ` (${routing.topkGroups} of ${routing.numGroups} groups)` : '';
+  return `E ${config.numExperts}, top-${routing.topK}, H ${config.hiddenSize}, I ${config.intermediateSize}` +
+    `${sharedExpert ? `, shared I ${sharedExpert.intermediateSize}` : ''}, ${routing.method}${groups}, ${config.activation}`;
+}
+
 /** Prints each row as soon as it is measured: a full run takes a while. */
 async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchContext, sweep: Sweep): Promise<BenchRow[]> {
-  sweep.print(`# ${preset.name}: E ${preset.config.numExperts}, top-${preset.config.routing.topK}, H ${preset.config.hiddenSize}, I ${preset.config.intermediateSize}` +
-    (preset.config.sharedExpert ? `, shared I ${preset.config.sharedExpert.intermediateSize}` : ''));
+  sweep.print(`# ${preset.name}: ${describeLayer(preset.config)}`);
   // A preset quantized as published (gpt-oss-20b) draws its own random quantized weights.
   const quantize = preset.config.quantization ? {} : { quantize: plan.quantize, groupSize: plan.groupSize };
   using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype, ...quantize });
