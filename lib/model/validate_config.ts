@@ -72,7 +72,7 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
     }
     positiveInteger(config.sharedExpert.intermediateSize, 'sharedExpert.intermediateSize');
     if (!GATED_ACTIVATIONS.includes(config.activation)) {
-      throw new MoekitError('E_CONFIG', 'MoE config: shared experts need a gated activation');
+      throw new MoekitError('E_CONFIG', `MoE config: shared experts need a gated activation (${GATED_ACTIVATIONS.join(', ')}), got ${config.activation}`);
     }
   }
   const { quantization } = config;
