@@ -1,8 +1,14 @@
 // Custom bench presets from `--shape E,K,H,I[,S]` (lib/bench/custom_shape.ts): the config each
-// becomes, its name, --routing and --activation, and every refusal with its code and message.
+// becomes, its name, --routing and --activation, every refusal with its code and message; and
+// bench/torch_baseline.py reading the same text into the same layers under the same names (its
+// command line, bench/baseline_shapes.py, runs without torch), which `--compare` pairs rows by.
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { DEFAULT_SHAPE_SETTINGS, parseShapeActivation, parseShapeRouting, shapePreset, type ShapeSettings } from '../lib/bench/custom_shape';
+import { FULL_PRESETS, type BenchPreset } from '../lib/bench/presets';
+import { ROUTING_METHODS } from '../lib/vocabulary';
 import { expectThrows } from './helpers/errors';
 
 const withRouting = (text: string): ShapeSettings => ({ ...DEFAULT_SHAPE_SETTINGS, routing: parseShapeRouting(text) });
@@ -86,5 +92,50 @@ describe('parseShapeRouting and parseShapeActivation', () => {
     [() => parseShapeActivation('mish'), /^--activation must be one of swiglu, geglu, gptoss_swiglu, silu, gelu, relu, got "mish"$/],
   ])('refuse a bad value, naming the option (%#)', (parse, message) => {
     expectThrows(parse, 'E_INVALID_ARGUMENT', message);
+  });
+});
+
+describe('bench/torch_baseline.py --shape', () => {
+  const python = spawnSync('python3', ['--version']).status === 0;
+  const benchDir = path.resolve(__dirname, '../bench');
+  // Each layer as [name, E, K, H, I, S, routing method, groups, kept], from either side.
+  const PRINT_LAYERS = 'import json, sys; from baseline_shapes import parse_args, ROUTING_METHODS;' +
+    'print(json.dumps({"layers": [[name, *shape[:5], *shape.routing[:3]] for name, shape in parse_args(sys.argv[1:]).layers], "methods": ROUTING_METHODS}))';
+  const baseline = (args: readonly string[]) => spawnSync('python3', ['-B', '-c', PRINT_LAYERS, ...args], { cwd: benchDir, encoding: 'utf8' });
+  const baselineLayers = (args: readonly string[]) => {
+    const result = baseline(args);
+    expect(result.stderr).toBe('');
+    return JSON.parse(result.stdout) as { layers: unknown[][]; methods: string[] };
+  };
+  const moekitLayer = ({ name, config }: BenchPreset) =>
+    [name, config.numExperts, config.routing.topK, config.hiddenSize, config.intermediateSize, config.sharedExpert?.intermediateSize ?? 0,
+      config.routing.method, config.routing.numGroups, config.routing.topkGroups];
+
+  it.skipIf(!python)('names and builds each shape as moekit does, after the presets asked for', () => {
+    const shapes = ['64,6,2048,1408,2816', '8,2,64,32', '16, 4, 64, 32, 0'];
+    const { layers } = baselineLayers(['--presets', 'mixtral-8x7b', ...shapes.flatMap((shape) => ['--shape', shape]), '--routing', 'sigmoid_group_topk,4,2']);
+    const settings = withRouting('sigmoid_group_topk,4,2');
+    expect(layers).toEqual([moekitLayer(FULL_PRESETS[0]!), ...shapes.map((shape) => moekitLayer(shapePreset(shape, settings)))]);
+  });
+
+  it.skipIf(!python)('runs the full-size presets without --shape, as moekit bench does on a GPU, and knows the routing methods moekit does', () => {
+    const { layers, methods } = baselineLayers([]);
+    expect(layers).toEqual(FULL_PRESETS.map(moekitLayer));
+    expect(methods).toEqual(ROUTING_METHODS);
+    expect(baselineLayers(['--shape', '8,2,64,32']).layers.map(([name]) => name)).toEqual(['shape-E8-K2-H64-I32']);
+  });
+
+  it.skipIf(!python)('refuses what moekit refuses, naming it (exit 2, argparse)', () => {
+    for (const [args, message] of [
+      [['--shape', '8,2,64'], /argument --shape: '8,2,64': expected E,K,H,I\[,S\] .*, got 3 fields/],
+      [['--shape', '8,9,64,32'], /argument --shape: '8,9,64,32': K \(9\) is larger than E \(8\)/],
+      [['--shape', '8,2,64,32,-1'], /argument --shape: '8,2,64,32,-1': S must be an integer >= 0 \(0: no shared expert\), got '-1'/],
+      [['--shape', '8,2,64,32', '--routing', 'top1'], /argument --routing: must be one of softmax_topk, topk_softmax, sigmoid_group_topk, got 'top1'/],
+      [['--shape', '12,2,64,32', '--routing', 'sigmoid_group_topk,8,4'], /shape-E12-K2-H64-I32 with --routing sigmoid_group_topk,8,4: GROUPS \(8\) must divide E \(12\)/],
+    ] as const) {
+      const result = baseline(args);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toMatch(message);
+    }
   });
 });
