@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_SHAPE_SETTINGS, parseShapeActivation, parseShapeRouting, shapePreset, type ShapeSettings } from '../lib/bench/custom_shape';
 import { FULL_PRESETS, type BenchPreset } from '../lib/bench/presets';
 import { ROUTING_METHODS } from '../lib/vocabulary';
+import { swigluConfig } from './helpers/configs';
 import { expectThrows } from './helpers/errors';
 
 const withRouting = (text: string): ShapeSettings => ({ ...DEFAULT_SHAPE_SETTINGS, routing: parseShapeRouting(text) });
@@ -17,19 +18,8 @@ describe('shapePreset', () => {
   it('makes E,K,H,I,S a preset named from its numbers: softmax top-k renormalized, SwiGLU, an ungated shared expert', () => {
     const preset = shapePreset('64,6,2048,1408,2816');
     expect(preset.name).toBe('shape-E64-K6-H2048-I1408-S2816');
-    expect(preset.config).toEqual({
-      family: 'custom',
-      hiddenSize: 2048,
-      intermediateSize: 1408,
-      numExperts: 64,
-      routing: { method: 'softmax_topk', topK: 6, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
-      activation: 'swiglu',
-      activationAlpha: 1.702,
-      activationLimit: 7,
-      routerBias: false,
-      expertBias: false,
-      sharedExpert: { intermediateSize: 2816, gated: false },
-    });
+    // swigluConfig: softmax top-k renormalized, unscaled, no group limit; SwiGLU; no biases.
+    expect(preset.config).toEqual(swigluConfig({ experts: 64, topK: 6, hidden: 2048, intermediate: 1408 }, { sharedExpert: { intermediateSize: 2816, gated: false } }));
   });
 
   it('reads S absent or 0 as no shared expert, and blanks around the commas as nothing', () => {
