@@ -35,8 +35,10 @@ export const MAX_SHAPE_WIDTH = 2 ** 17;
  */
 export const MAX_SHAPE_WEIGHTS = 2 ** 36;
 
-/** The fields of `E,K,H,I[,S]`, in order, and what each means. */
+/** The fields of `E,K,H,I[,S]` in order, as errors name them (SHAPE_SYNTAX says what each means). */
 const SHAPE_FIELDS = ['E', 'K', 'H', 'I', 'S'] as const;
+/** E, K, H, I and S (0: no shared expert). */
+type ShapeNumbers = readonly [number, number, number, number, number];
 const SHAPE_SYNTAX = "E,K,H,I[,S] (experts, top-k, hidden size, expert intermediate size, and the shared expert's)";
 
 function invalid(message: string): MoekitError {
@@ -75,7 +77,7 @@ export function parseShapeActivation(text: string): ActivationKind {
 }
 
 /** The numbers of `E,K,H,I[,S]` (S 0 when absent), each checked. */
-function shapeNumbers(text: string, where: string): [number, number, number, number, number] {
+function shapeNumbers(text: string, where: string): ShapeNumbers {
   const parts = text.split(',').map((part) => part.trim());
   if (parts.length !== 4 && parts.length !== 5) throw invalid(`${where}: expected ${SHAPE_SYNTAX}, got ${parts.length} field${parts.length === 1 ? '' : 's'}`);
   const [E, K, H, I, S = 0] = parts.map((part, index) => integerField(part, SHAPE_FIELDS[index]!, where, index === 4 ? 0 : 1));
@@ -83,19 +85,19 @@ function shapeNumbers(text: string, where: string): [number, number, number, num
 }
 
 /** Refuses sizes no layer has, before any weight is drawn for them. */
-function checkLimits([E, , H, I, S]: readonly number[], where: string): void {
-  if (E! > MAX_EXPERTS) throw invalid(`${where}: E (${E}) is more than the ${MAX_EXPERTS} experts moekit takes`);
-  for (const [field, width] of [['H', H!], ['I', I!], ['S', S!]] as const) {
+function checkLimits([E, , H, I, S]: ShapeNumbers, where: string): void {
+  if (E > MAX_EXPERTS) throw invalid(`${where}: E (${E}) is more than the ${MAX_EXPERTS} experts moekit takes`);
+  for (const [field, width] of [['H', H], ['I', I], ['S', S]] as const) {
     if (width > MAX_SHAPE_WIDTH) throw invalid(`${where}: ${field} (${width}) is more than ${MAX_SHAPE_WIDTH}, the widest a shape may be (four times the widest published expert)`);
   }
-  const weights = E! * 3 * H! * I! + 3 * H! * S!;
+  const weights = E * 3 * H * I + 3 * H * S;
   if (weights > MAX_SHAPE_WEIGHTS) {
     throw invalid(`${where}: its expert weights (E·3·H·I + 3·H·S = ${weights} values) are more than ${MAX_SHAPE_WEIGHTS} (2^36, six times DeepSeek-V3's layer), the most a shape may have`);
   }
 }
 
 /** A custom shape's preset name: its numbers, e.g. shape-E64-K6-H2048-I1408-S2816 (no -S without a shared expert). */
-export function shapeName([E, K, H, I, S]: readonly number[]): string {
+function shapeName([E, K, H, I, S]: ShapeNumbers): string {
   return `shape-E${E}-K${K}-H${H}-I${I}${S ? `-S${S}` : ''}`;
 }
 
