@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch baselines for moekit's MoE layer benchmark, on the same GPU and shapes.
 
-Two pipelines per point, bf16, random weights, softmax top-k routing (group-limited sigmoid for
-DeepSeek-V3, shared expert included):
+Two pipelines per point, bf16, random weights, SwiGLU experts, softmax top-k routing (group-limited
+sigmoid for DeepSeek-V3, shared expert included):
   - `hf_loop`: a per-expert Python loop, as Hugging Face's MoE blocks run;
   - `grouped_mm`: route, sort by expert, two `torch._grouped_mm` calls around SwiGLU, index_add.
 and `gemms`: the grouped GEMMs alone (the two `torch._grouped_mm` calls and SwiGLU between them)
@@ -20,22 +20,21 @@ per row (rowwise scales) before each GEMM, and the same pipeline names on `torch
 The matmul ceiling is then `torch._scaled_mm` at 8192^3 (e4m3, rowwise scales, bf16 out), and the
 floors count one byte per weight. No `hf_loop` in that mode.
 
-Usage: python3 bench/torch_baseline.py [--presets a,b] [--tokens 1,16,...] [--quantize fp8] [--json FILE]
+Custom shapes as `moekit bench --shape` takes them: `--shape E,K,H,I[,S]` (repeatable) and
+`--routing METHOD[,GROUPS,KEPT]`, their rows named as moekit's so `moekit bench --compare` pairs
+them (bench/baseline_shapes.py holds the presets and the command line, without torch).
+
+Usage: python3 bench/torch_baseline.py [--presets a,b] [--shape E,K,H,I[,S] ...] [--routing METHOD[,GROUPS,KEPT]]
+                                       [--tokens 1,16,...] [--quantize fp8] [--json FILE]
 """
-import argparse
 import json
 import math
 import statistics
 
 import torch
 
-PRESETS = {
-    # name: (experts, top_k, hidden, intermediate, shared_intermediate, deepseek_routing)
-    'mixtral-8x7b': (8, 2, 4096, 14336, 0, False),
-    'qwen3-30b-a3b': (128, 8, 2048, 768, 0, False),
-    'deepseek-v3': (256, 8, 7168, 2048, 2048, True),
-}
-DEFAULT_TOKENS = [1, 16, 128, 1024, 4096, 16384]
+from baseline_shapes import parse_args
+
 WARMUP = 3
 REPEATS = 20
 ROTATIONS = 4  # distinct inputs cycled through so the L2 cache does not flatter small points
@@ -95,11 +94,13 @@ def measure_ceilings():
 
 
 class Layer:
-    def __init__(self, experts, top_k, hidden, inter, shared, deepseek):
+    def __init__(self, shape):
+        """shape: a baseline_shapes.LayerShape."""
         g = torch.Generator(device='cuda').manual_seed(0)
-        rand = lambda *shape, fan: (torch.rand(*shape, device='cuda', generator=g, dtype=torch.bfloat16) * 2 - 1) / math.sqrt(fan)
-        self.E, self.K, self.H, self.I = experts, top_k, hidden, inter
-        self.deepseek = deepseek
+        rand = lambda *dims, fan: (torch.rand(*dims, device='cuda', generator=g, dtype=torch.bfloat16) * 2 - 1) / math.sqrt(fan)
+        experts, hidden, inter, shared = shape.experts, shape.hidden, shape.inter, shape.shared
+        self.E, self.K, self.H, self.I = experts, shape.top_k, hidden, inter
+        self.routing = shape.routing
         self.router = rand(experts, hidden, fan=hidden)
         self.bias = torch.rand(experts, device='cuda', generator=g) * 0.1
         self.w13 = rand(experts, 2 * inter, hidden, fan=hidden)   # [E, 2I, H]: gate rows then up rows
@@ -108,17 +109,22 @@ class Layer:
 
     def route(self, x):
         logits = (x @ self.router.T).float()
-        if not self.deepseek:
+        method, groups, kept, scale = self.routing
+        if method == 'softmax_topk':
             weights, ids = torch.softmax(logits, -1).topk(self.K, -1)
             return weights / weights.sum(-1, keepdim=True), ids
+        if method == 'topk_softmax':
+            top, ids = logits.topk(self.K, -1)
+            return torch.softmax(top, -1), ids
         scores = logits.sigmoid()
         choice = scores + self.bias
-        groups = choice.view(x.shape[0], 8, -1).topk(2, -1).values.sum(-1)
-        keep = torch.zeros_like(groups).scatter_(1, groups.topk(4, -1).indices, 1)
-        masked = choice.masked_fill(keep.repeat_interleave(self.E // 8, -1) == 0, float('-inf'))
+        per_group = self.E // groups
+        group_scores = choice.view(x.shape[0], groups, per_group).topk(min(2, per_group), -1).values.sum(-1)
+        keep = torch.zeros_like(group_scores).scatter_(1, group_scores.topk(kept, -1).indices, 1)
+        masked = choice.masked_fill(keep.repeat_interleave(per_group, -1) == 0, float('-inf'))
         ids = masked.topk(self.K, -1).indices
         weights = scores.gather(1, ids)
-        return weights / weights.sum(-1, keepdim=True) * 2.5, ids
+        return weights / weights.sum(-1, keepdim=True) * scale, ids
 
     def shared_out(self, x):
         if self.shared is None:
@@ -218,13 +224,7 @@ def floors(layer, tokens, shared, matmul_tflops, copy_tbps, bytes_per_weight=2):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--presets', default=','.join(PRESETS))
-    parser.add_argument('--tokens', default=','.join(map(str, DEFAULT_TOKENS)))
-    parser.add_argument('--quantize', choices=['fp8'], help='FP8 experts on torch._scaled_grouped_mm')
-    parser.add_argument('--json')
-    parser.add_argument('--skip-loop-above', type=int, default=4096, help='skip hf_loop above this many tokens')
-    args = parser.parse_args()
+    args = parse_args()
     fp8 = args.quantize == 'fp8'
     matmul_tflops, copy_tbps = measure_ceilings()
     bf16_matmul_tflops = matmul_tflops
@@ -235,9 +235,9 @@ def main():
     else:
         print(f'# {torch.cuda.get_device_name()}  matmul {matmul_tflops:.0f} TFLOP/s  copy {copy_tbps:.2f} TB/s')
     rows = []
-    for name in args.presets.split(','):
-        experts, top_k, hidden, inter, shared, deepseek = PRESETS[name]
-        layer = (Fp8Layer if fp8 else Layer)(experts, top_k, hidden, inter, shared, deepseek)
+    for name, shape in args.layers:
+        top_k, hidden, inter, shared = shape.top_k, shape.hidden, shape.inter, shape.shared
+        layer = (Fp8Layer if fp8 else Layer)(shape)
         for tokens in map(int, args.tokens.split(',')):
             inputs = [torch.randn(tokens, hidden, device='cuda', dtype=torch.bfloat16) for _ in range(ROTATIONS)]
             flops, weight_bytes, floor_ms = floors(layer, tokens, shared, matmul_tflops, copy_tbps, 1 if fp8 else 2)
@@ -262,7 +262,7 @@ def main():
                            matmul_ceiling_tflops=matmul_tflops, copy_ceiling_tbps=copy_tbps, gpu=torch.cuda.get_device_name(),
                            quantize=args.quantize or 'none', bf16_matmul_ceiling_tflops=bf16_matmul_tflops)
                 rows.append(row)
-                print(f'{name:14s} {pipeline:10s} T={tokens:6d} {ms:9.3f} ms  floor {floor_ms:8.3f} ms  '
+                print(f'{name:31s} {pipeline:10s} T={tokens:6d} {ms:9.3f} ms  floor {floor_ms:8.3f} ms  '
                       f'{row["tflops"]:7.1f} TFLOP/s  {row["weight_gbps"]:8.1f} GB/s')
             del inputs, sorted_inputs
         del layer

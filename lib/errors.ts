@@ -104,3 +104,16 @@ export function fromNativeError(error: unknown): MoekitError {
   const code = typeof rawCode === 'string' && rawCode.startsWith('E_') ? (rawCode as MoekitErrorCode) : 'E_NATIVE';
   return new MoekitError(code, message, { cause: error });
 }
+
+/**
+ * `run()`'s result; a MoekitError it throws is thrown again, same code, with `where: ` before its
+ * message (a config error inside a named shape says which shape).
+ */
+export function withContext<T>(where: string, run: () => T): T {
+  try {
+    return run();
+  } catch (error) {
+    if (error instanceof MoekitError) throw new MoekitError(error.code, `${where}: ${error.message}`, { cause: error });
+    throw error;
+  }
+}

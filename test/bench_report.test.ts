@@ -26,6 +26,16 @@ describe('roofline', () => {
     expect(activeWeightBytes(deepseek.config, 1, 'bfloat16')).toBeCloseTo((8 * 3 * 7168 * 2048 + 3 * 7168 * 2048) * 2, 0);
   });
 
+  it('counts two H×I matrices per expert under a non-gated activation (w13 is [E, I, H]), three under a gated one', () => {
+    const relu = { ...qwen.config, activation: 'relu' as const };
+    expect(forwardFlops(relu, 16)).toBe(2 * 16 * 8 * 2 * 2048 * 768 + 2 * 16 * 2048 * 128);
+    expect(activeWeightBytes(relu, 1, 'bfloat16')).toBeCloseTo(8 * 2 * 2048 * 768 * 2, 0);
+    // Per-channel int8: a float32 scale per row, I rows of w13 and H of w2, over the 2·H·I values.
+    const channel = { ...relu, quantization: 'int8' as const, quantizationGroupSize: 'channel' as const };
+    expect(expertWeightBytes(channel, 'bfloat16')).toBeCloseTo(1 + (4 * (768 + 2048)) / (2 * 2048 * 768), 12);
+    expect(expertWeightBytes({ ...channel, activation: 'swiglu' }, 'bfloat16')).toBeCloseTo(1 + (4 * (2 * 768 + 2048)) / (3 * 2048 * 768), 12);
+  });
+
   it('counts FP8 experts (routed and shared) at a byte per weight plus a float32 scale per 128×128 block', () => {
     const fp8 = { ...deepseek.config, quantization: 'fp8' as const };
     const weights = 8 * 3 * 7168 * 2048 + 3 * 7168 * 2048;
@@ -70,6 +80,11 @@ describe('bench rows', () => {
     expect(row.tflops).toBeCloseTo(forwardFlops(qwen.config, 128) / 2e-3 / 1e12, 9);
     expect(row.weightGBps).toBeCloseTo(activeWeightBytes(qwen.config, 128, 'bfloat16') / 2e-3 / 1e9, 6);
     expect(row.tokensPerSecond).toBe(64000);
+    // What --shape E,K,H,I,S and --routing would rebuild the layer from.
+    expect(row).toMatchObject({ sharedIntermediate: 0, routing: qwen.config.routing, activation: 'swiglu' });
+    expect(benchRow(deepseek, context, 128, timing)).toMatchObject({
+      sharedIntermediate: 2048, routing: { method: 'sigmoid_group_topk', numGroups: 8, topkGroups: 4, scalingFactor: 2.5 }, activation: 'swiglu',
+    });
   });
 
   it('print under a preamble naming the device and both ceilings, a stage per column', () => {

@@ -446,6 +446,20 @@ describe('moekit usage errors: exit code 2 and one line on stderr', () => {
     [['bench', '--parallel', '--device', 'cpu'], /--parallel runs on CUDA devices/],
     [['bench', '--parallel', '--compare', 'torch.json'], /--compare does not go with --parallel/],
     [['bench', '--parallel=yes'], /--parallel/],
+    [['bench', '--shape'], /Option '--shape <value>' argument missing/],
+    [['bench', '--shape', '8,2,64'], /--shape "8,2,64": expected E,K,H,I\[,S\] \(experts, top-k, hidden size, expert intermediate size, and the shared expert's\), got 3 fields/],
+    [['bench', '--shape', '8,2,64,32', '--shape', '8,2,x,32'], /--shape "8,2,x,32": H must be a positive integer, got "x"/],
+    [['bench', '--shape', '8,9,64,32'], /--shape "8,9,64,32": MoE config: routing\.topK \(9\) is larger than numExperts \(8\)/],
+    [['bench', '--shape', '70000,2,64,32'], /--shape "70000,2,64,32": E \(70000\) is more than the 65536 experts moekit takes/],
+    [['bench', '--routing', 'topk_softmax'], /--routing goes with --shape \(presets have their own routing\)/],
+    [['bench', '--preset', 'mixtral-8x7b-mini', '--activation', 'relu'], /--activation goes with --shape \(presets have their own activation\)/],
+    [['bench', '--shape', '8,2,64,32', '--routing', 'top1'], /--routing must be one of softmax_topk, topk_softmax, sigmoid_group_topk, got "top1"/],
+    [['bench', '--shape', '8,2,64,32', '--routing', 'sigmoid_group_topk,3,2'], /--shape "8,2,64,32": MoE config: routing\.numGroups \(3\) must divide numExperts \(8\)/],
+    [['bench', '--shape', '8,2,64,32', '--activation', 'mish'], /--activation must be one of swiglu, geglu, gptoss_swiglu, silu, gelu, relu, got "mish"/],
+    [['bench', '--shape', '8,2,64,32,64', '--activation', 'relu'], /--shape "8,2,64,32,64": MoE config: shared experts need a gated activation \(swiglu, geglu, gptoss_swiglu\), got relu/],
+    // Refused before the ceilings are timed or any layer runs, naming the shape.
+    [['bench', '--shape', '8,2,64,32', '--shape', '8,2,33,32', '--quantize', 'int4'],
+      /shape-E8-K2-H33-I32 with --quantize int4: MoE config: hiddenSize \(33\) is the K of the int4 experts' w13: int4 weights need an even K, got 33/],
     [['info', '--verbose'], /Unknown option '--verbose'/],
     [['info', 'extra'], /unexpected argument "extra"/],
   ])('%j', (args, message) => {
@@ -507,7 +521,7 @@ describe('moekit bench', () => {
     expect(preamble[1]).toMatch(/^# matmul ceiling [\d.]+ GFLOP\/s: moekit linear float32 1024×1024×1024 \(the CPU has no vendor GEMM here\)$/);
     expect(preamble[2]).toMatch(/^# copy ceiling \d+ GB\/s: 256 MiB copy in host memory, bytes read \+ written$/);
     expect(preamble).toContain("# the floor is an ESTIMATE: its matmul ceiling is moekit's own linear, not a vendor GEMM, and a forward may beat it (x est floor below 1)");
-    expect(preamble).toContain('# qwen3-30b-a3b-mini: E 128, top-8, H 1024, I 384');
+    expect(preamble).toContain('# qwen3-30b-a3b-mini: E 128, top-8, H 1024, I 384, softmax_topk, swiglu');
     const [header, row, ...rest] = lines.filter((line) => !line.startsWith('#'));
     expect(header).toMatch(/^preset +tokens +ms\/forward +p10-p90 +graph ms +floor ms +x est floor +GFLOP\/s +weights GB\/s +experts +router +routing +permute +expert_up +expert_down +shared +combine$/);
     // One token picks its 8 experts; no shared expert.
@@ -518,11 +532,15 @@ describe('moekit bench', () => {
     expect(rows).toHaveLength(1);
     const measured = rows[0]!;
     expect(Object.keys(measured).sort()).toEqual(
-      ['preset', 'device', 'deviceName', 'dtype', 'quantization', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'msPerForward', 'p10Ms', 'p90Ms',
+      ['preset', 'device', 'deviceName', 'dtype', 'quantization', 'tokens', 'experts', 'topK', 'hidden', 'intermediate', 'sharedIntermediate', 'routing', 'activation',
+        'msPerForward', 'p10Ms', 'p90Ms',
         'hostMsPerForward', 'stageMs', 'tokensPerSecond', 'tflops', 'weightGBps', 'touchedExperts', 'floorMs', 'floorComputeMs',
         'floorWeightsMs', 'ceilings'].sort(),
     );
-    expect(measured).toMatchObject({ preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', quantization: null, tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384 });
+    expect(measured).toMatchObject({
+      preset: 'qwen3-30b-a3b-mini', device: 'cpu', dtype: 'float32', quantization: null, tokens: 1, experts: 128, topK: 8, hidden: 1024, intermediate: 384, sharedIntermediate: 0,
+      routing: { method: 'softmax_topk', topK: 8, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 }, activation: 'swiglu',
+    });
     expect(Object.keys(measured.stageMs as object)).toEqual(['router', 'routing', 'permute', 'expert_up', 'expert_down', 'combine']);
     expect(measured.touchedExperts).toEqual({ expected: expect.closeTo(8, 9), measured: 8 });
     const seconds = (measured.msPerForward as number) / 1e3;
@@ -596,6 +614,94 @@ describe('moekit bench', () => {
     const bad = path.join(scratchDir(), 'bad.json');
     fs.writeFileSync(bad, '{"not": "rows"}');
     expectOneLineError(moekit(['bench', '--compare', bad]), 1, /bad\.json: expected a JSON array of bench\/torch_baseline\.py rows/);
+  });
+});
+
+describe('moekit bench --shape', () => {
+  // Tiny layers: each point is a fraction of a millisecond on the CPU.
+  const quick = ['--tokens', '1,4', '--warmup', '0', '--runs', '1'];
+  const readRows = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>[];
+
+  it('times each shape after the --preset ones, as preset rows named from its numbers, in the table and the JSON', () => {
+    const json = path.join(scratchDir(), 'bench.json');
+    const result = moekit(['bench', '--shape', '8,2,64,32,64', '--preset', 'mixtral-8x7b-host', '--shape', '16,4,64,32', '--routing', 'sigmoid_group_topk,4,2', ...quick, '--json', json]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const lines = result.stdout.trimEnd().split('\n');
+    expect(lines.filter((line) => /^# (mixtral|shape)/.test(line))).toEqual([
+      '# mixtral-8x7b-host: E 8, top-2, H 4096, I 4, softmax_topk, swiglu',
+      '# shape-E8-K2-H64-I32-S64: E 8, top-2, H 64, I 32, shared I 64, sigmoid_group_topk (2 of 4 groups), swiglu',
+      '# shape-E16-K4-H64-I32: E 16, top-4, H 64, I 32, sigmoid_group_topk (2 of 4 groups), swiglu',
+    ]);
+    const table = lines.filter((line) => !line.startsWith('#'));
+    expect(table.map((line) => line.split(/\s+/).slice(0, 2).join(' '))).toEqual([
+      'preset tokens', 'mixtral-8x7b-host 1', 'mixtral-8x7b-host 4', 'shape-E8-K2-H64-I32-S64 1', 'shape-E8-K2-H64-I32-S64 4', 'shape-E16-K4-H64-I32 1', 'shape-E16-K4-H64-I32 4',
+    ]);
+    // The preset column is wide enough that a shape's row lines up with the header.
+    expect(table[3]!.indexOf(' 1 ') + 2).toBe(table[0]!.indexOf('tokens') + 'tokens'.length);
+    // The shared expert's stage is timed; the shape without one has none.
+    expect(table[3]).toMatch(/ [\d.]+ +[\d.]+$/);
+    expect(table[5]).toMatch(/ - +[\d.]+$/);
+    const rows = readRows(json);
+    expect(rows.map((row) => [row.preset, row.tokens])).toEqual([
+      ['mixtral-8x7b-host', 1], ['mixtral-8x7b-host', 4], ['shape-E8-K2-H64-I32-S64', 1], ['shape-E8-K2-H64-I32-S64', 4], ['shape-E16-K4-H64-I32', 1], ['shape-E16-K4-H64-I32', 4],
+    ]);
+    expect(rows[2]).toMatchObject({
+      preset: 'shape-E8-K2-H64-I32-S64', device: 'cpu', dtype: 'float32', quantization: null, experts: 8, topK: 2, hidden: 64, intermediate: 32, sharedIntermediate: 64,
+      routing: { method: 'sigmoid_group_topk', topK: 2, renormalize: true, numGroups: 4, topkGroups: 2, scalingFactor: 1 }, activation: 'swiglu',
+    });
+    expect(rows[4]).toMatchObject({ experts: 16, topK: 4, sharedIntermediate: 0 });
+    // 2·T·K·3·H·I routed + 2·T·3·H·S shared + 2·T·H·E router, at one token.
+    const flops = 2 * 2 * 3 * 64 * 32 + 2 * 3 * 64 * 64 + 2 * 64 * 8;
+    expect(rows[2]!.tflops as number).toBeCloseTo(flops / ((rows[2]!.msPerForward as number) / 1e3) / 1e12, 9);
+  });
+
+  it('--activation relu: two H×I matrices per expert in the FLOPs', () => {
+    const json = path.join(scratchDir(), 'bench.json');
+    const result = moekit(['bench', '--shape', '8,2,64,32', '--activation', 'relu', ...quick, '--json', json]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('# shape-E8-K2-H64-I32: E 8, top-2, H 64, I 32, softmax_topk, relu\n');
+    const [row] = readRows(json);
+    expect(row).toMatchObject({ preset: 'shape-E8-K2-H64-I32', activation: 'relu' });
+    expect(row!.tflops as number).toBeCloseTo((2 * 2 * 2 * 64 * 32 + 2 * 64 * 8) / ((row!.msPerForward as number) / 1e3) / 1e12, 9);
+  });
+
+  it.each([
+    [['--quantize', 'int8'], 'int8', 1 + (4 * (2 * 32 + 64)) / (3 * 64 * 32)],
+    [['--quantize', 'int4', '--group-size', '32'], 'int4', 0.5 + 4 / 32],
+  ])('%j quantizes the shapes\' experts as the presets\'', (flags, quantization, bytesPerWeight) => {
+    const json = path.join(scratchDir(), 'bench.json');
+    const result = moekit(['bench', '--preset', 'mixtral-8x7b-host', '--shape', '8,2,64,32,64', ...quick, ...flags, '--json', json]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const rows = readRows(json);
+    expect(rows.map((row) => [row.preset, row.quantization])).toEqual([
+      ['mixtral-8x7b-host', quantization], ['mixtral-8x7b-host', quantization], ['shape-E8-K2-H64-I32-S64', quantization], ['shape-E8-K2-H64-I32-S64', quantization],
+    ]);
+    // One token reads its 2 experts' three H×I matrices at the quantized bytes; the shared
+    // expert stays in float32 (weight-only quantization leaves it dense).
+    const shape = rows[2]!;
+    const weightBytes = (2 * 3 * 64 * 32 + 3 * 64 * 64) * bytesPerWeight;
+    expect(shape.weightGBps as number).toBeCloseTo(weightBytes / ((shape.msPerForward as number) / 1e3) / 1e9, 6);
+  });
+
+  it('--compare pairs a shape\'s rows with bench/torch_baseline.py --shape rows by name; --html charts it as a preset', () => {
+    const dir = scratchDir();
+    const moekitJson = path.join(dir, 'moekit.json');
+    const torchJson = path.join(dir, 'torch.json');
+    const html = path.join(dir, 'bench.html');
+    expect(moekit(['bench', '--shape', '8,2,64,32', '--tokens', '1', '--warmup', '0', '--runs', '1', '--json', moekitJson]).code).toBe(0);
+    const torchRow = { preset: 'shape-E8-K2-H64-I32', pipeline: 'grouped_mm', tokens: 1, ms: 0.25, floor_ms: 0.001, tflops: 0.1, matmul_ceiling_tflops: 751, copy_ceiling_tbps: 2.91, gpu: 'NVIDIA H100 80GB HBM3' };
+    fs.writeFileSync(torchJson, JSON.stringify([torchRow]));
+    const result = moekit(['bench', '--from', moekitJson, '--compare', torchJson, '--html', html]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const [row] = readRows(moekitJson);
+    const table = result.stdout.split('\n').filter((line) => line.startsWith('| shape-'));
+    expect(table).toHaveLength(1);
+    expect(table[0]).toMatch(new RegExp(`^\\| shape-E8-K2-H64-I32 \\| 1 \\| ${(row!.msPerForward as number).toFixed(3)} \\| — \\| 0\\.250 \\| [\\d.]+× \\|`));
+    expect(fs.readFileSync(html, 'utf8')).toContain('<h2>shape-E8-K2-H64-I32</h2>');
   });
 });
 

@@ -4,6 +4,7 @@
 // (package.json's exports). The TypeScript `using` example compiles with the README's own
 // tsconfig.json under a plain `tsc` and runs, in a scratch project that depends on this checkout.
 // (Sketches such as the ops walk-through, which use names they do not define, are not programs.)
+// The `moekit bench --shape` example runs too, as written, through the CLI that `npx moekit` runs.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -24,6 +25,20 @@ describe("README's examples", () => {
   it.each(runnable.map((code, i) => [i, code] as const))('example %i runs as written from the clone', (_, code) => {
     const output = execFileSync(process.execPath, ['-e', code], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     expect(output.length).toBeGreaterThan(0);
+  });
+
+  it('the `moekit bench --shape` example runs as written on the CPU: its shape after the preset, in the table and the JSON', () => {
+    const lines = readme.split('\n').map((line) => line.trim()).filter((line) => line.startsWith('npx moekit bench ') && line.includes('--shape'));
+    expect(lines).toHaveLength(1);
+    // What `npx moekit` hands the package's bin (package.json: dist/cli/main.js).
+    const args = lines[0]!.split(/\s+/).slice(2);
+    const output = execFileSync(process.execPath, [path.join(root, 'dist', 'cli', 'main.js'), ...args], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(output).toMatch(/^shape-E64-K6-H512-I352-S704 +16 /m);
+    const json = args[args.indexOf('--json') + 1]!;
+    const rows = JSON.parse(fs.readFileSync(json, 'utf8')) as { preset: string; tokens: number }[];
+    expect(rows.map((row) => `${row.preset} ${row.tokens}`)).toEqual([
+      'qwen3-30b-a3b-mini 1', 'qwen3-30b-a3b-mini 16', 'shape-E64-K6-H512-I352-S704 1', 'shape-E64-K6-H512-I352-S704 16',
+    ]);
   });
 
   it("the TypeScript `using` example compiles with the README's tsconfig under plain tsc, and runs", () => {

@@ -9,6 +9,7 @@ import { randomHostWeights } from '../lib/bench/parallel_run';
 import { readMoEConfig } from '../lib/checkpoint/load';
 import { MoELayer, quantizeWeights, Tensor, type HostTensor, type MoEConfig, type MoEWeights } from '../lib/index';
 import type { HostQuantized } from '../lib/model/config';
+import { validateMoEConfig } from '../lib/model/validate_config';
 import { resolvePlan, shardForRank } from '../lib/parallel/plan';
 import { swigluConfig } from './helpers/configs';
 import { expectRejects, expectThrows } from './helpers/errors';
@@ -83,6 +84,12 @@ describe('quantization at load to int8 and int4 (weight-only)', () => {
     expectThrows(() => MoELayer.random(config, { quantize: 'fp8', groupSize: 64 }), 'E_INVALID_ARGUMENT', /options\.groupSize goes with quantize 'int8' or 'int4' \(fp8 has 128×128 blocks\)/);
     expectThrows(() => MoELayer.random({ ...config, quantization: 'fp8', quantizationGroupSize: 64 }), 'E_CONFIG',
       /^MoE config: quantizationGroupSize goes only with quantization int8 or int4, got 64 with "fp8"$/);
+    // int4 packs two values of K per byte: w13's K is hiddenSize, w2's intermediateSize.
+    expectThrows(() => validateMoEConfig({ ...swigluConfig({ hidden: 33, intermediate: 32, experts: 4, topK: 2 }), quantization: 'int4' }), 'E_CONFIG',
+      /^MoE config: hiddenSize \(33\) is the K of the int4 experts' w13: int4 weights need an even K, got 33$/);
+    expectThrows(() => validateMoEConfig({ ...swigluConfig({ hidden: 64, intermediate: 17, experts: 4, topK: 2 }), quantization: 'int4' }), 'E_CONFIG',
+      /^MoE config: intermediateSize \(17\) is the K of the int4 experts' w2: int4 weights need an even K, got 17$/);
+    expect(validateMoEConfig({ ...swigluConfig({ hidden: 33, intermediate: 17, experts: 4, topK: 2 }), quantization: 'int8' }).hiddenSize).toBe(33);
     await expectRejects(MoELayer.fromPretrained(quantFixtureDir('gpt_oss_mxfp4'), { layer: 0, quantize: 'int4' }), 'E_INVALID_ARGUMENT',
       /options\.quantize 'int4' asks to quantize weights that are already quantized \(mxfp4\)/);
     await expectRejects(MoELayer.fromPretrained(quantFixtureDir('qwen3_moe_fp8'), { layer: 0, quantize: 'int8' }), 'E_INVALID_ARGUMENT',

@@ -8,7 +8,7 @@ import { MoekitError } from '../errors';
 import type { MoEConfig } from '../model/config';
 import { FORWARD_STAGES, type ForwardStage } from '../layer/forward';
 import { factorizations, resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan } from '../parallel/plan';
-import { formatLine, formatMs, stageColumns, type Column } from './report';
+import { formatLine, formatMs, PRESET_COLUMN_WIDTH, stageColumns, type Column } from './report';
 import { forwardFlops } from './roofline';
 
 /**
@@ -129,7 +129,7 @@ export function parallelRow(point: ParallelPoint): ParallelRow {
 }
 
 const COLUMNS: readonly Column<ParallelRow>[] = [
-  { title: 'preset', width: 20, text: true, cell: (row) => row.preset },
+  { title: 'preset', width: PRESET_COLUMN_WIDTH, text: true, cell: (row) => row.preset },
   { title: 'plan', width: 9, text: true, cell: (row) => planName(row) },
   { title: 'tokens', width: 6, cell: (row) => String(row.tokens) },
   { title: 'ms/forward', width: 10, cell: (row) => formatMs(row.msPerForward) },

@@ -1,5 +1,4 @@
 /** Layer shapes the benchmark runs: real models' MoE blocks, and scaled-down versions for the CPU. */
-import type { ModelFamily } from '../vocabulary';
 import type { RoutingConfig } from '../ops/routing';
 import type { MoEConfig } from '../model/config';
 
@@ -10,8 +9,9 @@ export interface BenchPreset {
   config: MoEConfig;
 }
 
-interface PresetShape {
-  family: ModelFamily;
+/** A preset's shape; the rest of its config is Mixtral's unless given (softmax top-k, renormalized; SwiGLU). */
+export interface PresetShape {
+  family: MoEConfig['family'];
   experts: number;
   topK: number;
   hidden: number;
@@ -23,7 +23,7 @@ interface PresetShape {
   config?: Partial<MoEConfig>;
 }
 
-function preset(name: string, description: string, shape: PresetShape): BenchPreset {
+export function preset(name: string, description: string, shape: PresetShape): BenchPreset {
   return {
     name,
     description,

@@ -10,6 +10,8 @@ import { fileSystemError, readRegularTextFile } from '../files';
 import { FORWARD_STAGES, type ForwardStage } from '../layer/forward';
 import { addon } from '../native';
 import type { ExpertQuantization, GroupSize, Quantization } from '../ops/quantized';
+import type { RoutingConfig } from '../ops/routing';
+import type { ActivationKind } from '../vocabulary';
 import type { BenchPreset } from './presets';
 import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from './roofline';
 import type { ForwardTiming } from './timing';
@@ -39,6 +41,10 @@ export interface BenchRow {
   topK: number;
   hidden: number;
   intermediate: number;
+  /** The shared expert's intermediate size; 0 without one (as in `--shape E,K,H,I,S`). */
+  sharedIntermediate: number;
+  routing: RoutingConfig;
+  activation: ActivationKind;
   /** Device time per forward (CUDA events; worker-thread timestamps on the CPU): median, p10, p90. */
   msPerForward: number;
   p10Ms: number;
@@ -75,8 +81,7 @@ export function measuredTouchedExperts(expertCounts: readonly Int32Array[]): num
 }
 
 export function benchRow(preset: BenchPreset, context: BenchContext, tokens: number, timing: ForwardTiming): BenchRow {
-  // A preset's own quantization (gpt-oss-20b's MXFP4), else what --quantize asked for.
-  const config = preset.config.quantization ? preset.config : withBenchQuantization(preset.config, context);
+  const config = benchConfig(preset.config, context);
   const seconds = timing.ms / 1e3;
   const floor = forwardFloor(config, tokens, context.dtype, context.ceilings);
   return {
@@ -90,6 +95,9 @@ export function benchRow(preset: BenchPreset, context: BenchContext, tokens: num
     topK: config.routing.topK,
     hidden: config.hiddenSize,
     intermediate: config.intermediateSize,
+    sharedIntermediate: config.sharedExpert?.intermediateSize ?? 0,
+    routing: config.routing,
+    activation: config.activation,
     msPerForward: timing.ms,
     p10Ms: timing.p10Ms,
     p90Ms: timing.p90Ms,
@@ -156,10 +164,13 @@ export function floorIsEstimate(context: FloorContext): boolean {
   return floorEstimateReason(context) !== null;
 }
 
+/** Wide enough for a custom shape the size of DeepSeek-V3's (shape-E256-K8-H7168-I2048-S2048). */
+export const PRESET_COLUMN_WIDTH = 31;
+
 function columns(context: Pick<BenchContext, 'device'> & FloorContext): Column<BenchRow>[] {
   const rate = flopRate(context.device);
   return [
-  { title: 'preset', width: 20, text: true, cell: (row) => row.preset },
+  { title: 'preset', width: PRESET_COLUMN_WIDTH, text: true, cell: (row) => row.preset },
   { title: 'tokens', width: 6, cell: (row) => String(row.tokens) },
   { title: 'ms/forward', width: 10, cell: (row) => formatMs(row.msPerForward) },
   { title: 'p10-p90', width: 15, cell: (row) => `${row.p10Ms.toFixed(3)}-${row.p90Ms.toFixed(3)}` },
@@ -190,8 +201,12 @@ const QUANTIZATION_PREAMBLES: Readonly<Record<Quantization, string>> = {
   int4: 'weight-only W4A16; 0.5 byte per weight and its scale in the floor',
 };
 
-/** A preset's config with the experts quantized as the run asked (--quantize, --group-size). */
-export function withBenchQuantization(config: MoEConfig, context: Pick<BenchContext, 'quantization' | 'groupSize'>): MoEConfig {
+/**
+ * A preset's config as the run times it: with its own quantization (gpt-oss-20b's MXFP4), else
+ * with the experts quantized as the run asked (--quantize, --group-size).
+ */
+export function benchConfig(config: MoEConfig, context: Pick<BenchContext, 'quantization' | 'groupSize'>): MoEConfig {
+  if (config.quantization) return config;
   return { ...config, quantization: context.quantization, ...(context.groupSize !== null && { quantizationGroupSize: context.groupSize }) };
 }
 

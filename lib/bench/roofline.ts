@@ -6,6 +6,7 @@
 import { DTYPE_BYTES, type FloatDType } from '../dtype';
 import type { MoEConfig } from '../model/config';
 import { DEFAULT_GROUP_SIZES, FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, QUANTIZATION_FORMATS } from '../ops/quantized';
+import { isGated } from '../vocabulary';
 
 /** The two rates the floor divides by, measured in the same run on the same device (ceilings.ts). */
 export interface Ceilings {
@@ -28,13 +29,21 @@ export interface Floor {
 }
 
 /**
+ * H×I projections per expert: gate, up and down under a gated activation; up and down otherwise
+ * (a non-gated w13 is [E, I, H]).
+ */
+function projections(config: MoEConfig): number {
+  return isGated(config.activation) ? 3 : 2;
+}
+
+/**
  * Floating-point operations of one forward of `tokens` tokens: each token's K routed experts
- * (three H×I projections, 2 FLOPs per multiply-add), the shared expert if any, and the router.
+ * (their H×I projections, 2 FLOPs per multiply-add), the shared expert if any, and the router.
  */
 export function forwardFlops(config: MoEConfig, tokens: number): number {
   const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
-  const routed = 2 * tokens * config.routing.topK * 3 * H * I;
-  const shared = config.sharedExpert === null ? 0 : 2 * tokens * 3 * H * config.sharedExpert.intermediateSize;
+  const routed = 2 * tokens * config.routing.topK * projections(config) * H * I;
+  const shared = config.sharedExpert === null ? 0 : 2 * tokens * projections(config) * H * config.sharedExpert.intermediateSize;
   const router = 2 * tokens * H * E;
   return routed + shared + router;
 }
@@ -62,20 +71,22 @@ export function expertWeightBytes(config: MoEConfig, dtype: FloatDType): number 
       const values = quantization === 'int8' ? 1 : 0.5;
       const groupSize = config.quantizationGroupSize ?? DEFAULT_GROUP_SIZES[QUANTIZATION_FORMATS[quantization]];
       if (groupSize !== 'channel') return values + DTYPE_BYTES.float32 / groupSize;
+      // One scale per row: w13's (projections − 1)·I rows of H values and w2's H rows of I.
       const { hiddenSize: H, intermediateSize: I } = config;
-      return values + (DTYPE_BYTES.float32 * (2 * I + H)) / (3 * H * I);
+      const p = projections(config);
+      return values + (DTYPE_BYTES.float32 * ((p - 1) * I + H)) / (p * H * I);
     }
   }
 }
 
 /**
- * Expected bytes of expert weights one forward reads: each touched expert's three H×I matrices
- * once, plus the shared expert's.
+ * Expected bytes of expert weights one forward reads: each touched expert's H×I matrices once,
+ * plus the shared expert's.
  */
 export function activeWeightBytes(config: MoEConfig, tokens: number, dtype: FloatDType): number {
   const { hiddenSize: H, intermediateSize: I } = config;
-  const shared = config.sharedExpert === null ? 0 : 3 * H * config.sharedExpert.intermediateSize;
-  return (expectedTouchedExperts(config, tokens) * 3 * H * I + shared) * expertWeightBytes(config, dtype);
+  const shared = config.sharedExpert === null ? 0 : projections(config) * H * config.sharedExpert.intermediateSize;
+  return (expectedTouchedExperts(config, tokens) * projections(config) * H * I + shared) * expertWeightBytes(config, dtype);
 }
 
 export function forwardFloor(config: MoEConfig, tokens: number, dtype: FloatDType, ceilings: Ceilings): Floor {

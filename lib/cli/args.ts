@@ -13,9 +13,11 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-export interface CommandLine<Name extends string, Flag extends string = never> {
+export interface CommandLine<Name extends string, Flag extends string = never, Repeatable extends string = never> {
   /** The string options given, by name (without the leading --). */
   options: Partial<Record<Name, string>>;
+  /** The repeatable options given, by name, each with its values in the order given. */
+  repeated: Partial<Record<Repeatable, string[]>>;
   /** The flags given (options without a value). */
   flags: ReadonlySet<Flag>;
   positionals: string[];
@@ -24,21 +26,23 @@ export interface CommandLine<Name extends string, Flag extends string = never> {
 
 /**
  * Parses `args` strictly: each name in `optionNames` is a `--name value` option, each in
- * `flagNames` a `--name` flag, `--help`/`-h` is recognized everywhere, and anything else is a
- * usage error.
+ * `flagNames` a `--name` flag, each in `repeatableNames` a `--name value` option that may be given
+ * more than once, `--help`/`-h` is recognized everywhere, and anything else is a usage error.
  */
-export function parseCommandLine<Name extends string, Flag extends string = never>(
+export function parseCommandLine<Name extends string, Flag extends string = never, Repeatable extends string = never>(
   args: readonly string[],
   optionNames: readonly Name[],
   flagNames: readonly Flag[] = [],
-): CommandLine<Name, Flag> {
+  repeatableNames: readonly Repeatable[] = [],
+): CommandLine<Name, Flag, Repeatable> {
   const stringOptions = Object.fromEntries(optionNames.map((name) => [name, { type: 'string' as const }]));
   const flagOptions = Object.fromEntries(flagNames.map((name) => [name, { type: 'boolean' as const }]));
+  const repeatableOptions = Object.fromEntries(repeatableNames.map((name) => [name, { type: 'string' as const, multiple: true }]));
   let parsed;
   try {
     parsed = parseArgs({
       args: [...args],
-      options: { ...stringOptions, ...flagOptions, help: { type: 'boolean', short: 'h' } },
+      options: { ...stringOptions, ...flagOptions, ...repeatableOptions, help: { type: 'boolean', short: 'h' } },
       allowPositionals: true,
       strict: true,
     });
@@ -46,11 +50,16 @@ export function parseCommandLine<Name extends string, Flag extends string = neve
     if (isParseArgsError(error)) throw new UsageError(withoutPositionalHint(error.message));
     throw error;
   }
-  const { help, ...values } = parsed.values as Record<string, string | boolean | undefined>;
+  const { help, ...values } = parsed.values as Record<string, string | string[] | boolean | undefined>;
   const flags = new Set(flagNames.filter((name) => values[name] === true));
   for (const name of flagNames) delete values[name];
+  const repeated: Partial<Record<Repeatable, string[]>> = {};
+  for (const name of repeatableNames) {
+    if (values[name] !== undefined) repeated[name] = values[name] as string[];
+    delete values[name];
+  }
   // parseArgs types the values of options built at run time loosely; what remains are strings.
-  return { options: values as Partial<Record<Name, string>>, flags, positionals: parsed.positionals, help: help === true };
+  return { options: values as Partial<Record<Name, string>>, repeated, flags, positionals: parsed.positionals, help: help === true };
 }
 
 function isParseArgsError(error: unknown): error is Error {
@@ -116,7 +125,7 @@ export function groupSizeOption(value: string | undefined, quantize: Quantizatio
 }
 
 // The library's parsers throw MoekitError; for a command-line option that is a usage mistake.
-function asUsageError<T>(parse: () => T): T {
+export function asUsageError<T>(parse: () => T): T {
   try {
     return parse();
   } catch (error) {

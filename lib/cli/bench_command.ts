@@ -1,19 +1,24 @@
-/** `moekit bench`: MoE layer forwards with random weights in real models' shapes, timed. */
+/** `moekit bench`: MoE layer forwards with random weights in real models' shapes, or the user's own (--shape), timed. */
 import { measureCeilings } from '../bench/ceilings';
 import { compareRows, formatComparison, formatComparisonPreamble, readBenchRows, readTorchRows, type ComparedBenchRow, type TorchRow } from '../bench/compare';
+import { DEFAULT_SHAPE_SETTINGS, parseShapeActivation, parseShapeRouting, shapePreset, type ShapeSettings } from '../bench/custom_shape';
 import { runParallelBench } from '../bench/parallel_run';
 import { ALL_PRESETS, findPreset, FULL_PRESETS, MINI_PRESETS, type BenchPreset } from '../bench/presets';
-import { benchRow, deviceName, formatHeader, formatPreamble, formatRow, writeJsonReport, type BenchContext, type BenchRow } from '../bench/report';
+import { benchConfig, benchRow, deviceName, formatHeader, formatPreamble, formatRow, writeJsonReport, type BenchContext, type BenchRow } from '../bench/report';
 import { writeHtmlReport } from '../bench/html_report';
 import { timeForward, type TimingOptions } from '../bench/timing';
 import type { Device } from '../device';
 import type { FloatDType } from '../dtype';
+import { withContext } from '../errors';
 import { MoELayer } from '../layer/moe_layer';
+import type { MoEConfig } from '../model/config';
+import { validateMoEConfig } from '../model/validate_config';
 import { addon } from '../native';
 import type { GroupSize, Quantization } from '../ops/quantized';
 import type { ParallelOptions } from '../parallel/plan';
+import { ACTIVATIONS, ROUTING_METHODS } from '../vocabulary';
 import {
-  deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerListOption, integerOption, listOption, parseCommandLine, quantizeOption, UsageError,
+  asUsageError, deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerListOption, integerOption, listOption, parseCommandLine, quantizeOption, UsageError,
   type CommandLine,
 } from './args';
 import { progressBar, type Progress } from './progress';
@@ -38,21 +43,32 @@ const PARALLEL_DEFAULTS: BenchDefaults = {
 
 const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
 
-const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--tokens LIST] [--device cpu|cuda:N]
-                   [--dtype float32|bfloat16|float16] [--quantize fp8|int8|int4] [--group-size N|channel] [--json FILE] [--html FILE]
+const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--shape E,K,H,I[,S] ...] [--routing METHOD] [--activation KIND]
+                   [--tokens LIST] [--device cpu|cuda:N] [--dtype float32|bfloat16|float16]
+                   [--quantize fp8|int8|int4] [--group-size N|channel] [--json FILE] [--html FILE]
                    [--warmup N] [--runs N] [--compare TORCH_JSON [--from MOEKIT_JSON]] [--quiet]
        moekit launch --nproc N moekit bench --parallel [--moe-tp N] [--moe-ep M] [options above]
 
-Times MoE layer forwards with random weights in the shapes of real models. Before the forwards it
-measures the device's two ceilings in the same run: a dense matmul (cuBLAS where it loads, else
-moekit's own linear, labelled) and a device-to-device copy. Each row gives the median device time
-per forward (CUDA events; worker-thread timestamps on the CPU) with p10-p90, the floor
-max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling) and the time over it,
-TFLOP/s, the expert weights streamed per second, the experts touched, and each stage's time.
+Times MoE layer forwards with random weights in the shapes of real models, or of your own. Before
+the forwards it measures the device's two ceilings in the same run: a dense matmul (cuBLAS where
+it loads, else moekit's own linear, labelled) and a device-to-device copy. Each row gives the
+median device time per forward (CUDA events; worker-thread timestamps on the CPU) with p10-p90,
+the floor max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling) and the time
+over it, TFLOP/s, the expert weights streamed per second, the experts touched, and each stage's
+time.
 
   --preset    ${names(ALL_PRESETS)}
-              (default on the CPU: ${names(MINI_PRESETS)};
+              (default, without --shape, on the CPU: ${names(MINI_PRESETS)};
                on CUDA: ${names(FULL_PRESETS)})
+  --shape     E,K,H,I[,S]: a layer in your own model's shape (repeat the option for several): E
+              experts, top-K, hidden size H, expert intermediate size I, and S the shared expert's
+              intermediate size (absent or 0: none; ungated, as DeepSeek-V3's). Each runs after
+              the --preset ones as a preset named from its numbers in every output, --compare
+              included: --shape 64,6,2048,1408,2816 (DeepSeek-V2-Lite) is shape-E64-K6-H2048-I1408-S2816
+  --routing   with --shape: ${ROUTING_METHODS.join(', ')} (default ${DEFAULT_SHAPE_SETTINGS.routing.method}),
+              top-k weights renormalized; sigmoid_group_topk,GROUPS,KEPT keeps the KEPT best of
+              GROUPS expert groups (DeepSeek-V3: 8,4; without them, no group limit)
+  --activation  with --shape: ${ACTIVATIONS.join(', ')} (default ${DEFAULT_SHAPE_SETTINGS.activation})
   --tokens    comma-separated token counts (default ${CPU_DEFAULTS.tokens.join(',')} on the CPU, ${CUDA_DEFAULTS.tokens.join(',')} on CUDA)
   --device    cpu or cuda:N (default cuda:0 where a CUDA device is found, else cpu; the first
               line says which and why)
@@ -69,7 +85,7 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
   --warmup    untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
   --runs      timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)
   --compare   then print a Markdown table of moekit next to torch._grouped_mm from the JSON of
-              bench/torch_baseline.py (same presets and token counts)
+              bench/torch_baseline.py (same presets, --shape and --routing, and token counts)
   --from      with --compare: take moekit's rows from an earlier --json file instead of running
   --parallel  in each process of 'moekit launch': shard the layer over the group and time the
               forward with its all-reduce; rank 0 prints the all-reduce's share of the forward
@@ -81,10 +97,13 @@ TFLOP/s, the expert weights streamed per second, the experts touched, and each s
 
 cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
 
-const BENCH_OPTION_NAMES = ['preset', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep'] as const;
+const BENCH_OPTION_NAMES = [
+  'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep',
+] as const;
 const BENCH_FLAG_NAMES = ['parallel', 'quiet'] as const;
+const BENCH_REPEATABLE_NAMES = ['shape'] as const;
 
-type BenchCommandLine = CommandLine<(typeof BENCH_OPTION_NAMES)[number], (typeof BENCH_FLAG_NAMES)[number]>;
+type BenchCommandLine = CommandLine<(typeof BENCH_OPTION_NAMES)[number], (typeof BENCH_FLAG_NAMES)[number], (typeof BENCH_REPEATABLE_NAMES)[number]>;
 
 interface BenchPlan extends BenchDefaults {
   device: Device;
@@ -103,13 +122,44 @@ interface BenchPlan extends BenchDefaults {
   parallel: ParallelOptions | undefined;
 }
 
-function presetsOption(value: string | undefined, fallback: readonly BenchPreset[]): readonly BenchPreset[] {
-  if (value === undefined) return fallback;
+/** --routing and --activation: the config of every --shape, which they go with. */
+function shapeSettings({ options, repeated }: BenchCommandLine): ShapeSettings {
+  const { routing, activation } = options;
+  if (repeated.shape === undefined) {
+    if (routing !== undefined) throw new UsageError('--routing goes with --shape (presets have their own routing)');
+    if (activation !== undefined) throw new UsageError('--activation goes with --shape (presets have their own activation)');
+  }
+  return {
+    routing: routing === undefined ? DEFAULT_SHAPE_SETTINGS.routing : asUsageError(() => parseShapeRouting(routing)),
+    activation: activation === undefined ? DEFAULT_SHAPE_SETTINGS.activation : asUsageError(() => parseShapeActivation(activation)),
+  };
+}
+
+function namedPresets(value: string): BenchPreset[] {
   return listOption(value).map((name) => {
     const preset = findPreset(name);
     if (preset === undefined) throw new UsageError(`unknown preset ${JSON.stringify(name)} (presets: ${names(ALL_PRESETS)})`);
     return preset;
   });
+}
+
+/** --preset's presets (neither it nor --shape given: `fallback`), then one per --shape. */
+function presetsOption(commandLine: BenchCommandLine, fallback: readonly BenchPreset[]): readonly BenchPreset[] {
+  const { options, repeated: { shape: shapes = [] } } = commandLine;
+  const settings = shapeSettings(commandLine);
+  const named = options.preset !== undefined ? namedPresets(options.preset) : shapes.length === 0 ? fallback : [];
+  return [...named, ...shapes.map((text) => asUsageError(() => shapePreset(text, settings)))];
+}
+
+/**
+ * Refuses at once a layer the run's quantization cannot make (int4 needs H and I even), naming it:
+ * the run would otherwise fail only when its turn came, after the layers before it.
+ */
+function checkQuantizable(presets: readonly BenchPreset[], quantization: Quantization | undefined, groupSize: GroupSize | undefined): void {
+  if (quantization === undefined) return;
+  for (const { name, config } of presets) {
+    asUsageError(() => withContext(`${name} with --quantize ${quantization}`, () => validateMoEConfig(benchConfig(config, { quantization, groupSize: groupSize ?? null }))));
+  }
 }
 
 function parallelOption({ options, flags }: BenchCommandLine): ParallelOptions | undefined {
@@ -149,13 +199,17 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
   // Under --parallel the device is the group's; 'cuda:0' only picks the CUDA defaults.
   const { device, reason } = parallel ? { device: 'cuda:0' as Device, reason: 'the group\'s GPUs' } : chooseDevice(options.device);
   const defaults = parallel ? PARALLEL_DEFAULTS : device === 'cpu' ? CPU_DEFAULTS : CUDA_DEFAULTS;
+  const presets = presetsOption(commandLine, defaults.presets);
+  const quantize = quantizeOption(options.quantize);
+  const groupSize = groupSizeOption(options['group-size'], quantize);
+  checkQuantizable(presets, quantize, groupSize);
   return {
     device,
-    presets: presetsOption(options.preset, defaults.presets),
+    presets,
     tokens: options.tokens === undefined ? defaults.tokens : integerListOption(options.tokens, 'tokens', 1),
     dtype: dtypeOption(options.dtype, defaults.dtype),
-    quantize: quantizeOption(options.quantize),
-    groupSize: groupSizeOption(options['group-size'], quantizeOption(options.quantize)),
+    quantize,
+    groupSize,
     warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
     runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
     ...(defaults.graphMaxTokens !== undefined && { graphMaxTokens: defaults.graphMaxTokens }),
@@ -194,10 +248,17 @@ class Sweep {
   }
 }
 
+/** A layer's shape, routing and activation in words: E 8, top-2, H 64, I 32, shared I 64, softmax_topk, swiglu. */
+function describeLayer(config: MoEConfig): string {
+  const { routing, sharedExpert } = config;
+  const groups = routing.numGroups > 1 ? ` (${routing.topkGroups} of ${routing.numGroups} groups)` : '';
+  return `E ${config.numExperts}, top-${routing.topK}, H ${config.hiddenSize}, I ${config.intermediateSize}` +
+    `${sharedExpert ? `, shared I ${sharedExpert.intermediateSize}` : ''}, ${routing.method}${groups}, ${config.activation}`;
+}
+
 /** Prints each row as soon as it is measured: a full run takes a while. */
 async function benchPreset(preset: BenchPreset, plan: BenchPlan, context: BenchContext, sweep: Sweep): Promise<BenchRow[]> {
-  sweep.print(`# ${preset.name}: E ${preset.config.numExperts}, top-${preset.config.routing.topK}, H ${preset.config.hiddenSize}, I ${preset.config.intermediateSize}` +
-    (preset.config.sharedExpert ? `, shared I ${preset.config.sharedExpert.intermediateSize}` : ''));
+  sweep.print(`# ${preset.name}: ${describeLayer(preset.config)}`);
   // A preset quantized as published (gpt-oss-20b) draws its own random quantized weights.
   const quantize = preset.config.quantization ? {} : { quantize: plan.quantize, groupSize: plan.groupSize };
   using layer = MoELayer.random(preset.config, { device: plan.device, dtype: plan.dtype, ...quantize });
@@ -241,7 +302,7 @@ function printComparison(moekit: readonly ComparedBenchRow[], torch: readonly To
 }
 
 export async function benchCommand(args: readonly string[]): Promise<void> {
-  const commandLine = parseCommandLine(args, BENCH_OPTION_NAMES, BENCH_FLAG_NAMES);
+  const commandLine = parseCommandLine(args, BENCH_OPTION_NAMES, BENCH_FLAG_NAMES, BENCH_REPEATABLE_NAMES);
   if (commandLine.help) {
     console.log(BENCH_USAGE);
     return;

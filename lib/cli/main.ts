@@ -19,7 +19,7 @@ interface Command {
 
 const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['run', { summary: "run one layer's MoE block of a Hugging Face checkpoint on an input tensor", run: runCommand }],
-  ['bench', { summary: "time MoE layer forwards with random weights in real models' shapes", run: benchCommand }],
+  ['bench', { summary: "time MoE layer forwards with random weights in real models' shapes or your own", run: benchCommand }],
   ['info', { summary: 'version, native addon, CUDA devices and NCCL', run: infoCommand }],
   ['launch', { summary: 'start one process per GPU with torchrun-style rank variables', run: launchCommand }],
   ['serve', { summary: "serve one layer's MoE block over HTTP, merging concurrent requests", run: serveCommand }],

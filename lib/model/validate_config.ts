@@ -1,6 +1,6 @@
 import { FLOAT32_MAX } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
-import { EXPERT_QUANTIZATIONS, isExpertQuantization, QUANTIZATION_FORMATS, requireGroupSize } from '../ops/quantized';
+import { depthProblem, EXPERT_QUANTIZATIONS, type ExpertQuantization, isExpertQuantization, QUANTIZATION_FORMATS, requireGroupSize } from '../ops/quantized';
 import { groupLimitedExperts } from '../ops/routing';
 import { ACTIVATIONS, GATED_ACTIVATIONS, ROUTING_METHODS } from '../vocabulary';
 import type { MoEConfig } from './config';
@@ -16,6 +16,18 @@ function float32Field(value: unknown, field: string, min = -FLOAT32_MAX): void {
   if (typeof value !== 'number' || !(Math.abs(value) <= FLOAT32_MAX) || value < min) {
     const range = min === -FLOAT32_MAX ? "within float32's range" : `within float32's range and at least ${min}`;
     throw new MoekitError('E_CONFIG', `MoE config: ${field} must be a finite number ${range}, got ${describeValue(value)}`);
+  }
+}
+
+/**
+ * The routed experts' K (hiddenSize for w13, intermediateSize for w2) against the format's rules
+ * (int4: even; mxfp4: a multiple of 32). The shared expert's needs none: int8 and int4 leave it in
+ * 16 bits, fp8 has no rule on K, and mxfp4 checkpoints (gpt-oss) have no shared expert.
+ */
+function quantizedDepths(config: MoEConfig, quantization: ExpertQuantization): void {
+  for (const [field, matrix] of [['hiddenSize', 'w13'], ['intermediateSize', 'w2']] as const) {
+    const problem = depthProblem(QUANTIZATION_FORMATS[quantization], config[field]);
+    if (problem) throw new MoekitError('E_CONFIG', `MoE config: ${field} (${config[field]}) is the K of the ${quantization} experts' ${matrix}: ${problem}`);
   }
 }
 
@@ -60,13 +72,14 @@ export function validateMoEConfig(config: MoEConfig): MoEConfig {
     }
     positiveInteger(config.sharedExpert.intermediateSize, 'sharedExpert.intermediateSize');
     if (!GATED_ACTIVATIONS.includes(config.activation)) {
-      throw new MoekitError('E_CONFIG', 'MoE config: shared experts need a gated activation');
+      throw new MoekitError('E_CONFIG', `MoE config: shared experts need a gated activation (${GATED_ACTIVATIONS.join(', ')}), got ${config.activation}`);
     }
   }
   const { quantization } = config;
   if (quantization !== undefined && quantization !== null && !isExpertQuantization(quantization)) {
     throw new MoekitError('E_CONFIG', `MoE config: quantization must be null or one of ${EXPERT_QUANTIZATIONS.join(', ')}, got ${describeValue(quantization)}`);
   }
+  if (quantization) quantizedDepths(config, quantization);
   const { quantizationGroupSize } = config;
   if (quantizationGroupSize !== undefined && quantizationGroupSize !== null) {
     if (quantization !== 'int8' && quantization !== 'int4') {
