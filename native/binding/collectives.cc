@@ -215,19 +215,15 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
 
 Napi::FunctionReference* Communicator::constructor = nullptr;
 
-// A stream and a few bytes of device memory, freed in stream order (never waiting on the device).
+// A stream and a few bytes of device memory, freed in stream order (never waiting on the device)
+// however connectPeers leaves.
 struct PeerScratch {
   cudaStream_t stream = nullptr;
   uint8_t* bytes = nullptr;
 
-  explicit PeerScratch(size_t size) {
-    MOEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    MOEKIT_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&bytes), size, stream));
-    MOEKIT_CUDA_CHECK(cudaMemsetAsync(bytes, 0, size, stream));
-  }
   ~PeerScratch() {
     if (bytes != nullptr) cudaFreeAsync(bytes, stream);
-    cudaStreamDestroy(stream);
+    if (stream != nullptr) cudaStreamDestroy(stream);
   }
 };
 
@@ -240,7 +236,10 @@ struct PeerScratch {
 void connectPeers(nccl::Comm comm, int worldSize, int rank) {
   if (worldSize == 1) return;
   const size_t ranks = static_cast<size_t>(worldSize);
-  PeerScratch scratch(2 * ranks);
+  PeerScratch scratch;
+  MOEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&scratch.stream, cudaStreamNonBlocking));
+  MOEKIT_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&scratch.bytes), 2 * ranks, scratch.stream));
+  MOEKIT_CUDA_CHECK(cudaMemsetAsync(scratch.bytes, 0, 2 * ranks, scratch.stream));
   std::vector<nccl::Block> blocks(ranks);
   for (size_t peer = 0; peer < ranks; ++peer) {
     if (peer != static_cast<size_t>(rank)) blocks[peer] = {peer, 1};
