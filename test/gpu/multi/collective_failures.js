@@ -13,7 +13,6 @@
 //           delivered its half before it gave up, so rank 1 had all it needed), so the late rank
 //           runs up to LATE_ROUNDS rounds: with its peer gone, the next one stalls and the
 //           watchdog must turn it into E_NCCL.
-// The recv and all-to-all scenarios have not yet run on GPUs.
 // Exits 1 if any expectation fails or a rank is still running after DEADLINE_MS.
 const { spawn } = require('node:child_process');
 const net = require('node:net');
