@@ -27,6 +27,7 @@ export type { LoadProgress } from './checkpoint/load';
 export { runtimeInfo, type CudaDeviceReport, type CudaRuntime, type RuntimeInfo } from './runtime';
 export { synchronize } from './sync';
 export { CudaStream, currentStream, useStream } from './streams';
+export { type AllToAllOptions } from './parallel/collective_args';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';
 export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';

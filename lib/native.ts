@@ -111,10 +111,23 @@ export interface NativeEvent {
   release(): void;
 }
 
-/** An NCCL communicator bound to one CUDA device. */
+/**
+ * An NCCL communicator bound to one CUDA device. Each collective is enqueued on the device's
+ * stream and returns at once; lib/parallel/collective_args.ts states what each one takes.
+ */
 export interface NativeCommunicator {
-  /** In-place sum over the group, enqueued on the device's stream. */
+  /** In-place sum over the group. */
   allReduce(device: number, args: { tensor: NativeTensor }): void;
+  /** output = the sum over the group of input's rank-th slice of output's size. */
+  reduceScatter(device: number, args: { input: NativeTensor; output: NativeTensor }): void;
+  /** output = every rank's input, in rank order. */
+  allGather(device: number, args: { input: NativeTensor; output: NativeTensor }): void;
+  /** In place: rank root's tensor on every rank. */
+  broadcast(device: number, args: { tensor: NativeTensor; root: number }): void;
+  send(device: number, args: { tensor: NativeTensor; peer: number }): void;
+  recv(device: number, args: { tensor: NativeTensor; peer: number }): void;
+  /** Row counts per rank: sendSplits[p] of input's rows go to rank p, recvSplits[p] of output's come from it. */
+  allToAll(device: number, args: { input: NativeTensor; output: NativeTensor; sendSplits: number[]; recvSplits: number[] }): void;
   /** '' while healthy, else the failure NCCL met asynchronously (a peer died, a network error). */
   asyncError(): string;
   /** Stops pending collectives (unblocking stalled kernels) and frees the communicator. */

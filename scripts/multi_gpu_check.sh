@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The multi-GPU checklist (issue 5), in one command for a machine with 2 or 4 GPUs: build, then
 # every (moeTp, moeEp) factorization of the GPU count and of 2 on the five fixtures and on a
-# Mixtral-sized random layer, the rank-failure scenarios, the two-"node" run on loopback with NCCL
-# on its socket transport, and the parallel bench. Logs go to $OUT (or ./gpu-out).
+# Mixtral-sized random layer, each of ProcessGroup's collectives, the rank-failure scenarios, the
+# two-"node" run on loopback with NCCL on its socket transport, and the parallel bench. Logs go to
+# $OUT (or ./gpu-out).
 # Usage (on the GPU machine): source .device/prelude.sh && bash scripts/multi_gpu_check.sh [build] [tests] [nodes] [bench]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,7 @@ tests() {
     step "fixtures-nproc$n" launch --nproc "$n" test/gpu/multi/parallel_fixtures.js
     step "random-mixtral-nproc$n" launch --nproc "$n" test/gpu/multi/parallel_random.js
     step "stats-gather-nproc$n" launch --nproc "$n" test/gpu/multi/stats_gather.js
+    step "collectives-nproc$n" launch --nproc "$n" test/gpu/multi/collectives.js
   done
   step collective-failures node test/gpu/multi/collective_failures.js
 }

@@ -4,6 +4,11 @@
  * exchanges the NCCL unique id through the TCP rendezvous, binds the process to cuda:LOCAL_RANK and
  * creates the communicator.
  *
+ * The collectives write into tensors the caller gives (an all-reduce in place, the others into an
+ * output) and are enqueued on the device's stream without host synchronization: they return at
+ * once, order with the device's other work, and can be recorded in a CUDA graph (they allocate
+ * nothing). Their arguments are checked first (collective_args.ts).
+ *
  * Failures never hang: while collectives are outstanding a watchdog polls NCCL's asynchronous
  * error state and their progress; a failed peer or a collective stalled past the timeout aborts
  * the communicator (ncclCommAbort releases the stuck kernels), and synchronize() rejects.
@@ -11,10 +16,12 @@
 import { deviceIndex, type Device } from '../device';
 import { describeValue, MoekitError } from '../errors';
 import { addon, type NativeCommunicator } from '../native';
-import { requireTensor } from '../ops/validate';
 import { optionalOptions } from '../options';
 import { synchronize } from '../sync';
-import type { Tensor } from '../tensor';
+import { Tensor } from '../tensor';
+import {
+  checkAllGather, checkAllReduce, checkAllToAll, checkBroadcast, checkPeerTransfer, checkReduceScatter, type AllToAllOptions,
+} from './collective_args';
 import { exchangeId, readLaunchEnvironment, type LaunchEnvironment } from './rendezvous';
 
 export interface ProcessGroupOptions {
@@ -50,6 +57,8 @@ export class ProcessGroup {
   /** A watchdog runs over the queued collectives; `#rewatch`: more were queued since it began. */
   #watching = false;
   #rewatch = false;
+  /** barrier()'s one int32, made on first use. */
+  #barrierToken: Tensor | undefined;
 
   private constructor(env: LaunchEnvironment, communicator: NativeCommunicator, timeoutMs: number) {
     this.rank = env.rank;
@@ -78,13 +87,74 @@ export class ProcessGroup {
     return new ProcessGroup(env, communicator, timeoutMs);
   }
 
-  /** Sums `tensor` over the group in place, enqueued on its device with no host synchronization. */
+  /** In place: every rank's `tensor` becomes the sum of all ranks' (float32, float16, bfloat16 or int32). */
   allReduce(tensor: Tensor): void {
-    const communicator = this.#live();
-    requireTensor(tensor, 'allReduce', 'tensor');
-    if (tensor.device !== this.device) throw new MoekitError('E_DEVICE', `allReduce: the tensor is on ${tensor.device}, the group on ${this.device}`);
-    communicator.allReduce(deviceIndex(this.device), { tensor: tensor.toNative() });
-    this.#watchCollectives();
+    checkAllReduce(this, tensor);
+    this.#enqueue((communicator, device) => communicator.allReduce(device, { tensor: tensor.toNative() }));
+  }
+
+  /**
+   * `output` [rows, ...] becomes the sum over the group of each rank's `input` rows
+   * [rank × rows, (rank + 1) × rows): `input` is [worldSize × rows, ...] of the same dtype (one
+   * that allReduce sums).
+   */
+  reduceScatter(input: Tensor, output: Tensor): void {
+    checkReduceScatter(this, input, output);
+    this.#enqueue((communicator, device) => communicator.reduceScatter(device, { input: input.toNative(), output: output.toNative() }));
+  }
+
+  /** `output` [worldSize × rows, ...] becomes every rank's `input` [rows, ...], in rank order (any dtype). */
+  allGather(input: Tensor, output: Tensor): void {
+    checkAllGather(this, input, output);
+    this.#enqueue((communicator, device) => communicator.allGather(device, { input: input.toNative(), output: output.toNative() }));
+  }
+
+  /** In place: every rank's `tensor` becomes rank `root`'s (same shape on every rank, any dtype). */
+  broadcast(tensor: Tensor, root: number): void {
+    checkBroadcast(this, tensor, root);
+    this.#enqueue((communicator, device) => communicator.broadcast(device, { tensor: tensor.toNative(), root }));
+  }
+
+  /**
+   * Sends `tensor` to rank `peer`, which must recv() a tensor of the same size from this rank. Each
+   * of the pair waits on the device (never on the JS thread) until the other runs, so order the
+   * pairs to meet, or use allToAll for an exchange in every direction at once.
+   */
+  send(tensor: Tensor, peer: number): void {
+    checkPeerTransfer(this, 'send', tensor, peer);
+    this.#enqueue((communicator, device) => communicator.send(device, { tensor: tensor.toNative(), peer }));
+  }
+
+  /** Overwrites `tensor` with what rank `peer` send()s to this rank (see send). */
+  recv(tensor: Tensor, peer: number): void {
+    checkPeerTransfer(this, 'recv', tensor, peer);
+    this.#enqueue((communicator, device) => communicator.recv(device, { tensor: tensor.toNative(), peer }));
+  }
+
+  /**
+   * Every rank sends a part of `input`'s rows to every rank (itself included) and receives one
+   * part from each into `output`: sendSplits[p] rows, in rank order, go to rank p, and recvSplits[p]
+   * rows of `output`, in rank order, come from rank p. Left out, a side's rows split equally. The
+   * counts must agree across the group (rank r's sendSplits[p] is rank p's recvSplits[r]), as the
+   * sizes of a send and its recv must: no rank can check another's, and NCCL does not either (a
+   * mismatch may stall, which the watchdog turns into E_NCCL, or deliver wrong rows). `input` and
+   * `output` have rows of one shape and dtype (any dtype). A captured allToAll replays with the
+   * splits it was captured with.
+   */
+  allToAll(input: Tensor, output: Tensor, options?: AllToAllOptions | null): void {
+    const { sendSplits, recvSplits } = checkAllToAll(this, input, output, options);
+    this.#enqueue((communicator, device) => communicator.allToAll(device, { input: input.toNative(), output: output.toNative(), sendSplits, recvSplits }));
+  }
+
+  /**
+   * Resolves once every rank has called barrier() and this rank's earlier work is done; rejects
+   * as synchronize() does when a rank never arrives. (An all-reduce of one int32, then synchronize().)
+   */
+  async barrier(): Promise<void> {
+    this.#live();
+    this.#barrierToken ??= Tensor.fromArray(Int32Array.of(0), [1], { device: this.device });
+    this.allReduce(this.#barrierToken);
+    await this.synchronize();
   }
 
   /**
@@ -116,6 +186,14 @@ export class ProcessGroup {
   destroy(): void {
     this.#communicator?.destroy();
     this.#communicator = undefined;
+    this.#barrierToken?.dispose();
+    this.#barrierToken = undefined;
+  }
+
+  /** Enqueues one collective whose arguments were checked, and watches it (see #watchCollectives). */
+  #enqueue(collective: (communicator: NativeCommunicator, device: number) => void): void {
+    collective(this.#live(), deviceIndex(this.device));
+    this.#watchCollectives();
   }
 
   /**

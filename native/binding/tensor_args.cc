@@ -60,19 +60,29 @@ TensorView OpArgs::view(const char* key, std::vector<LineageRef>* reads, std::ve
   const int32_t dtypeCode = object.Get("dtype").As<Napi::Number>().Int32Value();
   expect(dtypeCode >= 0 && dtypeCode <= static_cast<int32_t>(kLastDType), std::string(key) + " has an unknown dtype");
   view.dtype = static_cast<DType>(dtypeCode);
-  Napi::Value shapeValue = object.Get("shape");
-  expect(shapeValue.IsArray(), std::string(key) + ".shape is not an array");
-  Napi::Array shape = shapeValue.As<Napi::Array>();
-  for (uint32_t axis = 0; axis < shape.Length(); ++axis) {
-    const double extent = shape.Get(axis).As<Napi::Number>().DoubleValue();
-    expect(extent >= 0 && extent == static_cast<double>(static_cast<int64_t>(extent)), std::string(key) + " has a bad shape");
-    view.shape.push_back(static_cast<int64_t>(extent));
-  }
+  view.shape = countsOf(object.Get("shape"), std::string(key) + ".shape");
   expect(view.nbytes() <= storage.nbytes(), std::string(key) + " is larger than its storage");
   view.data = storage.data();
   if (reads != nullptr) reads->push_back(storage.lineage());
   if (writes != nullptr) writes->push_back(storage.lineage());
   return view;
+}
+
+std::vector<int64_t> OpArgs::counts(const char* key) const { return countsOf(args_.Get(key), key); }
+
+std::vector<int64_t> OpArgs::countsOf(const Napi::Value& value, const std::string& what) const {
+  expect(value.IsArray(), what + " is not an array");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<int64_t> counts;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value element = array.Get(i);
+    // Up to 2^53, the integers a double holds exactly: the cast below is then defined.
+    const double count = element.IsNumber() ? element.As<Napi::Number>().DoubleValue() : -1;
+    expect(count >= 0 && count <= 9007199254740992.0 && count == static_cast<double>(static_cast<int64_t>(count)),
+           what + " must hold non-negative integers");
+    counts.push_back(static_cast<int64_t>(count));
+  }
+  return counts;
 }
 
 int32_t OpArgs::int32(const char* key) const {

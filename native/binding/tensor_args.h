@@ -49,6 +49,8 @@ class OpArgs {
         overwrites);
   }
 
+  // An array of non-negative integers (row counts, say).
+  std::vector<int64_t> counts(const char* key) const;
   int32_t int32(const char* key) const;
   // An absent key gives `fallback`.
   int32_t optionalInt32(const char* key, int32_t fallback) const;
@@ -63,6 +65,7 @@ class OpArgs {
 
  private:
   TensorView view(const char* key, std::vector<LineageRef>* reads, std::vector<LineageRef>* writes);
+  std::vector<int64_t> countsOf(const Napi::Value& value, const std::string& what) const;
 
   Napi::Env env_;
   OpAccess access_;
