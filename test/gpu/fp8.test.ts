@@ -6,8 +6,8 @@ import { describe, expect, it } from 'vitest';
 
 import { randomHostWeights } from '../../lib/bench/parallel_run';
 import { groupedGemm, linear, MoELayer, permute, quantizeWeights, Tensor, type Fp8Rows, type MoEConfig } from '../../lib/index';
-import { resolvePlan, shardForRank } from '../../lib/parallel/plan';
 import { swigluConfig } from '../helpers/configs';
+import { SHARD_PLANS, sumOfShards } from '../helpers/shards';
 import { readQuantExpectation, quantFixtureDir, relativeError, type QuantFixture } from '../helpers/fixtures';
 import { GPU, HAS_GPU } from './gpu';
 
@@ -100,14 +100,8 @@ describe.skipIf(!HAS_GPU)('FP8 experts on cuda:0', () => {
     using wholeResult = whole.forward(x);
     const full = await wholeResult.output.toFloat32Array();
     const quantized = { ...config, quantization: 'fp8' as const };
-    for (const [tp, ep] of [[2, 1], [1, 2], [2, 2]] as const) {
-      const plan = resolvePlan(tp * ep, { moeTpSize: tp, moeEpSize: ep }, quantized);
-      const sum = new Float64Array(full.length);
-      for (let rank = 0; rank < tp * ep; rank++) {
-        using layer = MoELayer.fromWeights(config, host, { ...options, shard: shardForRank(plan, quantized, rank) });
-        using result = layer.forward(x);
-        (await result.output.toFloat32Array()).forEach((value, i) => (sum[i]! += value));
-      }
+    for (const [tp, ep] of SHARD_PLANS) {
+      const sum = await sumOfShards(config, host, options, quantized, tp, ep, x);
       expect(relativeError(sum, full), `tp${tp}×ep${ep}`).toBeLessThanOrEqual(1e-5);
     }
   });
