@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { compareRows, formatComparison, formatComparisonPreamble, readTorchRows, type TorchRow } from '../lib/bench/compare';
 import { findPreset, FULL_PRESETS } from '../lib/bench/presets';
 import { benchRow, formatHeader, formatPreamble, formatRow, measuredTouchedExperts, type BenchContext } from '../lib/bench/report';
-import { activeWeightBytes, expectedTouchedExperts, expertWeightBytes, forwardFloor, forwardFlops, type Ceilings } from '../lib/bench/roofline';
+import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from '../lib/bench/roofline';
+import { expertWeightBytes } from '../lib/model/weight_bytes';
 import { quantile } from '../lib/bench/timing';
 
 const qwen = findPreset('qwen3-30b-a3b')!;
