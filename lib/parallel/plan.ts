@@ -68,21 +68,30 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
     throw new MoekitError('E_INVALID_ARGUMENT',
       `moeTpSize (${tp ?? 'unset'}) × moeEpSize (${ep ?? 'unset'}) must equal the group size ${worldSize}`);
   }
-  if (config.numExperts % moeEpSize !== 0) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `moeEpSize ${moeEpSize} does not divide the expert count ${config.numExperts}`);
-  }
-  if (config.intermediateSize % moeTpSize !== 0) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `moeTpSize ${moeTpSize} does not divide the intermediate size ${config.intermediateSize}`);
-  }
-  if (config.sharedExpert && config.sharedExpert.intermediateSize % worldSize !== 0) {
-    throw new MoekitError('E_INVALID_ARGUMENT',
-      `the group size ${worldSize} does not divide the shared expert's intermediate size ${config.sharedExpert.intermediateSize}`);
+  const plan = { worldSize, moeTpSize, moeEpSize };
+  const problem = planProblem(plan, config);
+  if (problem !== null) throw new MoekitError('E_INVALID_ARGUMENT', problem);
+  return plan;
+}
+
+/**
+ * Why the layer cannot be split by `plan` (sizes that multiply to its group size), or null when it
+ * can: moeEpSize must divide the experts, moeTpSize the intermediate size, the group size the
+ * shared expert's, and quantized weights must keep their blocks or groups whole.
+ */
+export function planProblem(plan: ParallelPlan, config: MoEConfig): string | null {
+  const { worldSize, moeTpSize, moeEpSize } = plan;
+  if (config.numExperts % moeEpSize !== 0) return `moeEpSize ${moeEpSize} does not divide the expert count ${config.numExperts}`;
+  if (config.intermediateSize % moeTpSize !== 0) return `moeTpSize ${moeTpSize} does not divide the intermediate size ${config.intermediateSize}`;
+  const shared = config.sharedExpert;
+  if (shared && shared.intermediateSize % worldSize !== 0) {
+    return `the group size ${worldSize} does not divide the shared expert's intermediate size ${shared.intermediateSize}`;
   }
   const routed = splitQuantum(config, config.intermediateSize, true);
-  if (routed) checkAlignedSplit(routed, 'moeTpSize', moeTpSize, config.intermediateSize, 'the intermediate size');
-  const shared = config.sharedExpert && splitQuantum(config, config.sharedExpert.intermediateSize, false);
-  if (shared) checkAlignedSplit(shared, 'the group size', worldSize, config.sharedExpert!.intermediateSize, "the shared expert's intermediate size");
-  return { worldSize, moeTpSize, moeEpSize };
+  const routedProblem = routed ? alignedSplitProblem(routed, 'moeTpSize', moeTpSize, config.intermediateSize, 'the intermediate size') : null;
+  if (routedProblem !== null || !shared) return routedProblem;
+  const sharedQuantum = splitQuantum(config, shared.intermediateSize, false);
+  return sharedQuantum ? alignedSplitProblem(sharedQuantum, 'the group size', worldSize, shared.intermediateSize, "the shared expert's intermediate size") : null;
 }
 
 /** The slices of an intermediate dimension that keep quantization groups whole: multiples of `size`. */
@@ -117,11 +126,10 @@ function splitQuantum(config: MoEConfig, extent: number, routed: boolean): Split
   }
 }
 
-/** A TP split `ways` ways of `extent` gives each rank whole quantization groups. */
-function checkAlignedSplit(quantum: SplitQuantum, what: string, ways: number, extent: number, name: string): void {
-  if (ways === 1 || (extent / ways) % quantum.size === 0) return;
-  throw new MoekitError('E_INVALID_ARGUMENT',
-    `${what} ${ways} would cut the ${quantum.what}: each rank's share of ${name} (${extent} / ${ways} = ${extent / ways}) must be a multiple of ${quantum.size}`);
+/** Why a TP split `ways` ways of `extent` would not give each rank whole quantization groups; null when it does. */
+function alignedSplitProblem(quantum: SplitQuantum, what: string, ways: number, extent: number, name: string): string | null {
+  if (ways === 1 || (extent / ways) % quantum.size === 0) return null;
+  return `${what} ${ways} would cut the ${quantum.what}: each rank's share of ${name} (${extent} / ${ways} = ${extent / ways}) must be a multiple of ${quantum.size}`;
 }
 
 /** A hand-made slice of a quantized layer's intermediate dimension: the whole of it, or whole groups. */
