@@ -33,6 +33,16 @@ export interface CudaDeviceInfo {
   multiprocessors: number;
 }
 
+/** What the driver tells of the path from one GPU to another (native/cuda/cuda_device.h, PeerLink). */
+export interface NativePeerLink {
+  /** The two can map each other's memory (P2P). */
+  access: boolean;
+  /** Atomics work natively over the link. */
+  nativeAtomics: boolean;
+  /** The driver's relative rank of the link, 0 the best. */
+  performanceRank: number;
+}
+
 /** The quantized operands of a GEMM (op_args.h, "Quantized weights and activations"); absent for dense weights. */
 export interface NativeQuantizedGemm {
   inputScales?: NativeTensor;
@@ -149,6 +159,8 @@ export interface NativeAddon extends NativeOps {
   };
   cudaDeviceCount(): number;
   cudaDeviceInfo(index: number): CudaDeviceInfo;
+  /** The path from cuda:from to cuda:to; null in a CPU-only build. */
+  gpuLink(from: number, to: number): NativePeerLink | null;
   /** What CUDA starting depends on (lib/runtime.ts diagnoses it); zeros and [] in a CPU-only build. */
   cudaRuntimeInfo(): { runtimeVersion: number; driverVersion: number; architectures: string[]; deviceCountError: string };
   /**

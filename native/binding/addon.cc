@@ -47,6 +47,31 @@ Napi::Value CudaDeviceInfo(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// gpuLink(from, to) → { access, nativeAtomics, performanceRank }: what the driver tells of the path
+// between two GPUs (cuda/cuda_device.h, PeerLink); null in a CPU-only build, which has no GPUs.
+Napi::Value GpuLink(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if MOEKIT_WITH_CUDA
+  const int from = info[0].As<Napi::Number>().Int32Value();
+  const int to = info[1].As<Napi::Number>().Int32Value();
+  const int count = cudaDeviceCount();
+  for (const int index : {from, to}) {
+    if (index < 0 || index >= count) throwJsError(env, "E_DEVICE", "cuda:" + std::to_string(index) + " does not exist");
+  }
+  if (from == to) throwJsError(env, "E_INVALID_ARGUMENT", "gpuLink: a GPU has no link to itself (cuda:" + std::to_string(from) + ")");
+  return translateErrors(env, [&] {
+    const cuda::PeerLink link = cuda::peerLink(from, to);
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("access", link.access);
+    result.Set("nativeAtomics", link.nativeAtomics);
+    result.Set("performanceRank", link.performanceRank);
+    return result;
+  });
+#else
+  return env.Null();
+#endif
+}
+
 // cudaRuntimeInfo() → { runtimeVersion, driverVersion, architectures, deviceCountError }: the
 // facts lib/runtime.ts diagnoses a CUDA that cannot start from (zeros and [] in a CPU-only build).
 Napi::Value CudaRuntimeInfo(const Napi::CallbackInfo& info) {
@@ -79,6 +104,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("variant", Napi::String::New(env, cudaCompiledIn() ? "cuda" : "cpu"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("cudaDeviceInfo", Napi::Function::New<CudaDeviceInfo>(env, "cudaDeviceInfo"));
+  exports.Set("gpuLink", Napi::Function::New<GpuLink>(env, "gpuLink"));
   exports.Set("cudaRuntimeInfo", Napi::Function::New<CudaRuntimeInfo>(env, "cudaRuntimeInfo"));
   RegisterCodes(env, exports);
   Storage::Register(env, exports);

@@ -767,6 +767,16 @@ DeviceInfo deviceInfo(int index) {
   return info;
 }
 
+PeerLink peerLink(int from, int to) {
+  int access = 0;
+  int atomics = 0;
+  int rank = 0;
+  MOEKIT_CUDA_CHECK(cudaDeviceGetP2PAttribute(&access, cudaDevP2PAttrAccessSupported, from, to));
+  MOEKIT_CUDA_CHECK(cudaDeviceGetP2PAttribute(&atomics, cudaDevP2PAttrNativeAtomicSupported, from, to));
+  MOEKIT_CUDA_CHECK(cudaDeviceGetP2PAttribute(&rank, cudaDevP2PAttrPerformanceRank, from, to));
+  return PeerLink{access != 0, atomics != 0, rank};
+}
+
 std::unique_ptr<Device> makeDevice(int index) {
   const int count = deviceCount();
   if (index < 0 || index >= count) {

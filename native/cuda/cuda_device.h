@@ -23,6 +23,16 @@ struct DeviceInfo {
 int deviceCount();
 DeviceInfo deviceInfo(int index);
 
+// What the driver tells of the path from one GPU to another (cudaDeviceGetP2PAttribute). It does
+// not name NVLink: lib/parallel/link.ts reads native atomics as its sign (PCIe peer access
+// lacks them), a heuristic NVML would make exact.
+struct PeerLink {
+  bool access = false;         // the two can map each other's memory (P2P)
+  bool nativeAtomics = false;  // atomics work natively over the link
+  int performanceRank = 0;     // the driver's relative rank of the link, 0 the best
+};
+PeerLink peerLink(int from, int to);
+
 // Whether CUDA can start here, in numbers (lib/runtime.ts turns them into advice).
 struct RuntimeStatus {
   int runtimeVersion = 0;       // the CUDA runtime linked in (cudart is static), e.g. 12040 for 12.4
