@@ -30,6 +30,8 @@ export { CudaStream, currentStream, useStream } from './streams';
 export { type AllToAllOptions } from './parallel/collective_args';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';
 export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
+export { autoPlan, type AutoPlan, type AutoPlanInput, type GpuLink } from './parallel/auto_plan';
+export { autoParallel } from './parallel/group_plan';
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';
 export { memoryInfo, type MemoryInfo } from './memory';
 export {

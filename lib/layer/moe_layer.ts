@@ -16,6 +16,7 @@ import { optionalOptions, requiredObject } from '../options';
 import { Made, type Disposable } from '../made';
 import { Tensor } from '../tensor';
 import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankShard } from '../parallel/plan';
+import { autoParallel } from '../parallel/group_plan';
 import { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
@@ -62,7 +63,12 @@ export interface ParallelLayerOptions extends MoELayerOptions {
   parallel?: ParallelOptions;
 }
 
-export interface FromPretrainedOptions extends ParallelLayerOptions {
+export interface FromPretrainedOptions extends Omit<ParallelLayerOptions, 'parallel'> {
+  /**
+   * With `group`: moeTpSize / moeEpSize, or 'auto' to have them chosen from the layer, the GPUs'
+   * free memory and the link between them (lib/parallel/group_plan.ts: autoParallel).
+   */
+  parallel?: ParallelOptions | 'auto';
   /** Which decoder layer's MoE block to load. */
   layer: number;
   /** Told after each tensor is read: weight bytes read of the total (lib/checkpoint/load.ts, LoadProgress). */
@@ -133,8 +139,9 @@ export class MoELayer {
     const quantize = quantizeOption(settings, stored, 'MoELayer.fromPretrained');
     const config = withQuantization(stored, quantize);
     const { group } = settings;
+    const parallel = settings.parallel === 'auto' ? group && (await autoParallel(group, config, settings.dtype)) : settings.parallel;
     // The plan is checked against the config (quantized weights: whole blocks per rank) before any weight is read.
-    const shard = MoELayer.#shardFor(config, settings);
+    const shard = MoELayer.#shardFor(config, { ...settings, parallel });
     const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts, onProgress: settings.onProgress });
     // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
     const local = shard ? shardWeights(stored, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
@@ -167,6 +174,10 @@ export class MoELayer {
     }
     if (shard !== undefined) return checkShard(shard, config);
     if (group === undefined) return undefined;
+    if ((options.parallel as unknown) === 'auto') {
+      throw new MoekitError('E_INVALID_ARGUMENT',
+        "MoELayer.fromWeights: parallel 'auto' needs the group to agree on the split, which takes a collective: pass await autoParallel(group, config) instead");
+    }
     return shardForRank(resolvePlan(group.worldSize, options.parallel, config), config, group.rank);
   }
 
