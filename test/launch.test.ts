@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { childEnvironment } from '../lib/parallel/launcher';
 import { exchangeId, readLaunchEnvironment } from '../lib/parallel/rendezvous';
+import { fixtureDir } from './helpers/fixtures';
 
 const MAIN = path.resolve(__dirname, '../dist/cli/main.js');
 const RANK_SCRIPT = path.resolve(__dirname, 'fixtures/rendezvous_rank.js');
@@ -84,5 +85,30 @@ describe('rendezvous', () => {
     expect(env).toMatchObject({ RANK: '7', LOCAL_RANK: '3', WORLD_SIZE: '8', LOCAL_WORLD_SIZE: '4', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '1234', NCCL_NVLS_ENABLE: '0' });
     expect(readLaunchEnvironment(env)).toEqual({ rank: 7, worldSize: 8, localRank: 3, masterAddr: '10.0.0.1', masterPort: 1234 });
     expect(() => readLaunchEnvironment({ RANK: '8', WORLD_SIZE: '8' })).toThrow(/RANK 8 is outside WORLD_SIZE 8/);
+  });
+});
+
+describe('moekit launch --explain', () => {
+  it("prints parallel: 'auto''s split for a preset in one line, from the memory and link given, launching nothing", () => {
+    const nvlink = launch(['--nproc', '8', '--explain', 'mixtral-8x7b', '--dtype', 'bfloat16', '--gpu-memory-gb', '130', '--link', 'nvlink']);
+    expect(nvlink).toMatchObject({ code: 0, stderr: '' });
+    expect(nvlink.stdout).toBe('moeTpSize 8 × moeEpSize 1 on 8 GPUs (8 experts, I 14336, bfloat16; 0.3 GiB of weights per GPU of 130.0 GiB free; ' +
+      'link nvlink (given)): NVLink: the most Tensor Parallel that leaves each rank I / 8 = 1792 >= 256 (equal work on every rank)\n');
+    const pcie = launch(['--nproc', '4', '--nnodes', '2', '--explain', 'qwen3-30b-a3b', '--gpu-memory-gb', '80', '--link', 'pcie']);
+    expect(pcie.stdout).toMatch(/^moeTpSize 1 × moeEpSize 8 on 8 GPUs \(128 experts, I 768, float32; .*: the link is pcie, not NVLink/);
+  });
+
+  it("reads a checkpoint's layer, and without --link on a machine without GPUs (this one) takes the link as unknown", () => {
+    const { code, stdout } = launch(['--nproc', '2', '--explain', fixtureDir('mixtral'), '--layer', '0', '--gpu-memory-gb', '1']);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^moeTpSize 1 × moeEpSize 2 on 2 GPUs \(8 experts, I 96, float32; .*; link unknown \((one GPU|2 GPUs asked about, 0 visible here)[^)]*\)\): the link is unknown/);
+  });
+
+  it('refuses what it cannot explain: no memory to read, a layer too large, a bad --link, explain options without --explain', () => {
+    expect(launch(['--nproc', '4', '--explain', 'mixtral-8x7b', '--link', 'pcie']).stderr).toMatch(/--explain needs --gpu-memory-gb here: --nproc 4, and \d+ CUDA GPUs? visible/);
+    const tooLarge = launch(['--nproc', '1', '--explain', 'deepseek-v3', '--gpu-memory-gb', '16']);
+    expect(tooLarge).toMatchObject({ code: 1, stderr: expect.stringMatching(/need 42\.2 GiB per GPU on 1 GPU, more than 80% of the 16\.0 GiB free/) });
+    expect(launch(['--nproc', '2', '--explain', 'mixtral-8x7b', '--gpu-memory-gb', '1', '--link', 'ib']).stderr).toMatch(/--link must be one of nvlink, pcie, unknown, got "ib"/);
+    expect(launch(['--nproc', '2', '--link', 'nvlink', 'script.js'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/--link goes with --explain/) });
   });
 });
