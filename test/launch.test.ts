@@ -1,6 +1,7 @@
 // moekit launch and the NCCL-id rendezvous, with plain local processes (no GPU needed).
 import { spawn, spawnSync } from 'node:child_process';
 import * as net from 'node:net';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -96,6 +97,15 @@ describe('moekit launch --explain', () => {
       'link nvlink (given)): NVLink: the most Tensor Parallel that leaves each rank I / 8 = 1792 >= 256 (equal work on every rank)\n');
     const pcie = launch(['--nproc', '4', '--nnodes', '2', '--explain', 'qwen3-30b-a3b', '--gpu-memory-gb', '80', '--link', 'pcie']);
     expect(pcie.stdout).toMatch(/^moeTpSize 1 × moeEpSize 8 on 8 GPUs \(128 experts, I 768, float32; .*: the link is pcie, not NVLink/);
+  });
+
+  it("runs the README's preset example as written", () => {
+    const readme = fs.readFileSync(path.resolve(__dirname, '../README.md'), 'utf8');
+    const lines = readme.split('\n').filter((line) => line.startsWith('npx moekit launch ') && line.includes('--explain') && !line.includes('path/to/'));
+    expect(lines).toHaveLength(1);
+    const { code, stdout } = launch(lines[0]!.split(/\s+/).slice(3));
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^moeTpSize 1 × moeEpSize 8 on 8 GPUs .*link pcie \(given\)\): the link is pcie, not NVLink/);
   });
 
   it("reads a checkpoint's layer, and without --link on a machine without GPUs (this one) takes the link as unknown", () => {
