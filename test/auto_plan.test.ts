@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { findPreset } from '../lib/bench/presets';
+import { MoELayer, ProcessGroup } from '../lib/index';
 import type { MoEConfig } from '../lib/model/config';
 import { autoPlan, FIT_FRACTION, rankWeightBytes, type AutoPlanInput, type GpuLink } from '../lib/parallel/auto_plan';
 import { factorizations } from '../lib/parallel/plan';
@@ -103,6 +104,16 @@ describe('autoPlan', () => {
     expectThrows(() => autoPlan({ ...base, bytesPerGpu: -1 }), 'E_INVALID_ARGUMENT', /^autoPlan: bytesPerGpu must be a positive number of bytes, got -1$/);
     expectThrows(() => autoPlan({ ...base, link: 'infiniband' as never }), 'E_INVALID_ARGUMENT', /^autoPlan: link must be one of nvlink, pcie, unknown, got "infiniband"$/);
     expectThrows(() => autoPlan({ ...base, dtype: 'int32' as never }), 'E_DTYPE', /autoPlan: dtype/);
+  });
+
+  it("MoELayer.fromWeights refuses parallel 'auto' (planning takes a collective) and points to autoParallel", () => {
+    // A stand-in that passes the instanceof check; the refusal comes before any use of it.
+    const group = Object.create(ProcessGroup.prototype) as ProcessGroup;
+    const config = swigluConfig({ hidden: 8, intermediate: 16, experts: 4, topK: 2 });
+    const host = (shape: number[]) => ({ dtype: 'float32' as const, shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) });
+    const weights = { router: host([4, 8]), w13: host([4, 32, 8]), w2: host([4, 8, 16]) };
+    expectThrows(() => MoELayer.fromWeights(config, weights, { group, parallel: 'auto' as never }), 'E_INVALID_ARGUMENT',
+      /^MoELayer\.fromWeights: parallel 'auto' needs the group to agree on the split, which takes a collective: pass await autoParallel\(group, config\) instead$/);
   });
 
   it('rankWeightBytes: 1/N of the experts under every split of N, plus the replicated router', () => {
