@@ -2,7 +2,7 @@
 # The GPU machine's checklist, in one command (device time is scarce): build with CUDA, run the GPU
 # test suite, run it again under compute-sanitizer (memcheck, racecheck) without the real-sized
 # layers, and benchmark. Logs and JSON go to $OUT (or ./gpu-out).
-# Usage (on the GPU machine): source .device/prelude.sh && bash scripts/gpu_check.sh [build|test|families|sanitize|bench]...
+# Usage (on the GPU machine): source .device/prelude.sh && bash scripts/gpu_check.sh [build|test|families|sanitize|bench|wq]...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-out}"
@@ -58,6 +58,22 @@ bench() {
   node dist/cli/main.js bench --from "$out/bench-moekit.json" --compare "$out/bench-torch.json" 2>&1 | tee "$out/bench-compare.md"
 }
 
+# The sm90 weight-only kernel (sm90/kernel_wq.cuh) on its own: the harness's weight-only checks
+# with every call it can take forced into it, under memcheck and racecheck, then one ncu profile of
+# the kernel on Mixtral's first GEMM at 1024 tokens (bench/NOTES.md, wq-v2: where its time goes).
+wq() {
+  [ -x build/native-test/cuda_ops_test ] || JOBS=$(nproc) bash test/native/run_cuda_ops_test.sh --build-only > "$out/harness-build.log" 2>&1
+  for tool in memcheck racecheck; do
+    MOEKIT_GEMM=sm90 MOEKIT_WQ_PREFILL=in_loop compute-sanitizer --tool "$tool" --report-api-errors no \
+      build/native-test/cuda_ops_test --wq --quick > "$out/wq-$tool.log" 2>&1
+    echo "compute-sanitizer $tool (sm90 in-loop, --wq --quick): exit $? $(grep 'ERROR SUMMARY' "$out/wq-$tool.log" | tail -1)"
+  done
+  ncu --kernel-name regex:groupedGemmWqKernel --launch-count 1 --set full -o "$out/wq-profile" \
+    node dist/cli/main.js bench --device cuda:0 --preset mixtral-8x7b --quantize int4 --tokens 1024 --warmup 0 --runs 1 --quiet > "$out/wq-ncu.log" 2>&1
+  echo "ncu: exit $?"
+  ncu --import "$out/wq-profile.ncu-rep" --page details 2>/dev/null | grep -E "Duration|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Compute \(SM\) Throughput|stalled" | head -12
+}
+
 for step in "${steps[@]}"; do
   echo "=== $step"
   case "$step" in
@@ -66,6 +82,7 @@ for step in "${steps[@]}"; do
     families) families ;;
     sanitize) sanitize ;;
     bench) bench ;;
+    wq) wq ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
