@@ -159,9 +159,7 @@ void testGemm(DType inputType, DType weightType, DType outputType, const GemmCas
                            : randomTensor(weightType, {c.cols, c.depth}, 22, 0.1f);
   Tensor bias = grouped ? randomTensor(weightType, {c.experts, c.cols}, 23, 1.0f) : randomTensor(weightType, {c.cols}, 23, 1.0f);
   Tensor offsets = grouped ? makeOffsets(c.rows, c.experts, c.lead, c.tail, 24) : Tensor();
-  const bool activated = grouped && c.activation >= 0;
-  const auto kind = static_cast<ActivationKind>(c.activation);
-  const int64_t outCols = activated && isGated(kind) ? c.cols / 2 : c.cols;
+  const int64_t outCols = caseOutputCols(c);
   Tensor output[2] = {sentinelTensor(outputType, {c.rows, outCols}), sentinelTensor(outputType, {c.rows, outCols})};
   for (int side = 0; side < 2; ++side) {
     const bool gpu = side == 1;
@@ -170,40 +168,21 @@ void testGemm(DType inputType, DType weightType, DType outputType, const GemmCas
       GroupedGemmArgs args;
       args.input = view(input);
       args.weights = view(weights);
-      if (c.bias) args.bias = view(bias);
-      args.expertOffsets = view(offsets);
-      args.output = view(output[side]);
-      args.maxRowsPerExpert = c.maxRowsPerExpert;
-      if (activated) {
-        args.activation.enabled = true;
-        args.activation.kind = kind;
-        args.activation.layout = c.layout;
-      }
-      if (gpu) {
-        cuda::groupedGemm(args, gStream);
-      } else {
-        cpu::groupedGemm(args);
-      }
+      setCaseArgs(args, c, view(bias), view(offsets), view(output[side]));
+      runOn(gpu, args);
     } else {
       LinearArgs args;
       args.input = view(input);
       args.weight = view(weights);
-      if (c.bias) args.bias = view(bias);
-      args.output = view(output[side]);
-      if (gpu) {
-        cuda::linear(args, gStream);
-      } else {
-        cpu::linear(args);
-      }
+      setCaseArgs(args, c, view(bias), view(output[side]));
+      runOn(gpu, args);
     }
   }
   const DType worst = leastPrecise({inputType, weightType, outputType});
-  const std::string act = activated ? describe(" +%s%s", activationName(kind), c.layout == GateLayout::Interleaved ? "(interleaved)" : "") : "";
-  const std::string hint = c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)) : "";
   const std::string what = describe("%s M=%lld K=%lld N=%lld E=%d%s%s%s in %s w %s out %s", grouped ? "grouped" : "linear",
                                     static_cast<long long>(c.rows), static_cast<long long>(c.depth),
-                                    static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "", act.c_str(),
-                                    hint.c_str(), dtypeName(inputType), dtypeName(weightType), dtypeName(outputType));
+                                    static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "", activationLabel(c).c_str(),
+                                    rowsHintLabel(c).c_str(), dtypeName(inputType), dtypeName(weightType), dtypeName(outputType));
   expectClose(grouped ? "groupedGemm" : "linear", inputType, what, output[1].fromDevice(), output[0], toleranceFor(worst));
 }
 

@@ -267,9 +267,7 @@ void testGemmFp8(const Fp8GemmCase& fp8Case) {
                                                    : randomTensor(DType::Float32, {c.cols, c.depth}, 22, 0.1f));
   Tensor bias = grouped ? randomTensor(DType::BFloat16, {c.experts, c.cols}, 23, 1.0f) : randomTensor(DType::BFloat16, {c.cols}, 23, 1.0f);
   Tensor offsets = grouped ? makeOffsets(c.rows, c.experts, c.lead, c.tail, 24) : Tensor();
-  const bool activated = grouped && c.activation >= 0;
-  const auto kind = static_cast<ActivationKind>(c.activation);
-  const int64_t outCols = activated && isGated(kind) ? c.cols / 2 : c.cols;
+  const int64_t outCols = caseOutputCols(c);
   Tensor output[2] = {sentinelTensor(fp8Case.output, {c.rows, outCols}), sentinelTensor(fp8Case.output, {c.rows, outCols})};
   Tensor outputScales[2] = {sentinelTensor(DType::Float32, {c.rows, blocks(outCols)}),
                             sentinelTensor(DType::Float32, {c.rows, blocks(outCols)})};
@@ -283,21 +281,9 @@ void testGemmFp8(const Fp8GemmCase& fp8Case) {
       args.weights = view(weights.values);
       args.weightScales = view(weights.scales);
       args.weightFormat = WeightFormat::Fp8Block128;
-      if (c.bias) args.bias = view(bias);
-      args.expertOffsets = view(offsets);
-      args.output = view(output[side]);
+      setCaseArgs(args, c, view(bias), view(offsets), view(output[side]));
       if (fp8Output) args.outputScales = view(outputScales[side]);
-      args.maxRowsPerExpert = c.maxRowsPerExpert;
-      if (activated) {
-        args.activation.enabled = true;
-        args.activation.kind = kind;
-        args.activation.layout = c.layout;
-      }
-      if (gpu) {
-        cuda::groupedGemm(args, gStream);
-      } else {
-        cpu::groupedGemm(args);
-      }
+      runOn(gpu, args);
     } else {
       LinearArgs args;
       args.input = view(input);
@@ -305,22 +291,15 @@ void testGemmFp8(const Fp8GemmCase& fp8Case) {
       args.weight = view(weights.values);
       args.weightScales = view(weights.scales);
       args.weightFormat = WeightFormat::Fp8Block128;
-      if (c.bias) args.bias = view(bias);
-      args.output = view(output[side]);
+      setCaseArgs(args, c, view(bias), view(output[side]));
       if (fp8Output) args.outputScales = view(outputScales[side]);
-      if (gpu) {
-        cuda::linear(args, gStream);
-      } else {
-        cpu::linear(args);
-      }
+      runOn(gpu, args);
     }
   }
-  const std::string act = activated ? describe(" +%s%s", activationName(kind), c.layout == GateLayout::Interleaved ? "(interleaved)" : "") : "";
-  const std::string hint = c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)) : "";
   const std::string what = describe("%s M=%lld K=%lld N=%lld E=%d%s%s%s in %s out %s", grouped ? "grouped" : "linear",
                                     static_cast<long long>(c.rows), static_cast<long long>(c.depth), static_cast<long long>(c.cols),
-                                    c.experts, c.bias ? " bias" : "", act.c_str(), hint.c_str(), dtypeName(fp8Case.input),
-                                    dtypeName(fp8Case.output));
+                                    c.experts, c.bias ? " bias" : "", activationLabel(c).c_str(), rowsHintLabel(c).c_str(),
+                                    dtypeName(fp8Case.input), dtypeName(fp8Case.output));
   const std::string op = grouped ? "fp8 groupedGemm" : "fp8 linear";
   if (fp8Output) {
     expectClose(op, fp8Case.input, what, dequantizeRows(output[1].fromDevice(), outputScales[1].fromDevice()),

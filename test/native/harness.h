@@ -20,7 +20,9 @@
 #include "core/errors.h"
 #include "core/op_args.h"
 #include "core/random.h"
+#include "cpu/kernels.h"
 #include "cuda/check.h"
+#include "cuda/kernels.h"
 
 namespace moekit::harness {
 
@@ -275,6 +277,59 @@ struct GemmCase {
   GateLayout layout = GateLayout::Halves;
   int64_t maxRowsPerExpert = 0;  // grouped: the kernel-picking hint (0: none)
 };
+
+// ---- What every GEMM check takes from its case ----------------------------------------------------
+inline bool caseActivated(const GemmCase& c) { return c.experts > 0 && c.activation >= 0; }
+inline ActivationKind caseActivation(const GemmCase& c) { return static_cast<ActivationKind>(c.activation); }
+// Output columns: half of N for a gated activation.
+inline int64_t caseOutputCols(const GemmCase& c) {
+  return caseActivated(c) && isGated(caseActivation(c)) ? c.cols / 2 : c.cols;
+}
+
+// The grouped call's case-given parts: bias (where the case has one), offsets, output, rows hint,
+// activation. The operands and their format are each test's own.
+inline void setCaseArgs(GroupedGemmArgs& args, const GemmCase& c, const TensorView& bias, const TensorView& offsets,
+                        const TensorView& output) {
+  if (c.bias) args.bias = bias;
+  args.expertOffsets = offsets;
+  args.output = output;
+  args.maxRowsPerExpert = c.maxRowsPerExpert;
+  if (caseActivated(c)) {
+    args.activation.enabled = true;
+    args.activation.kind = caseActivation(c);
+    args.activation.layout = c.layout;
+  }
+}
+inline void setCaseArgs(LinearArgs& args, const GemmCase& c, const TensorView& bias, const TensorView& output) {
+  if (c.bias) args.bias = bias;
+  args.output = output;
+}
+
+// The call on the GPU (on gStream) or on the CPU backend, the reference.
+inline void runOn(bool gpu, const GroupedGemmArgs& args) {
+  if (gpu) {
+    cuda::groupedGemm(args, gStream);
+  } else {
+    cpu::groupedGemm(args);
+  }
+}
+inline void runOn(bool gpu, const LinearArgs& args) {
+  if (gpu) {
+    cuda::linear(args, gStream);
+  } else {
+    cpu::linear(args);
+  }
+}
+
+// " +kind" (and "(interleaved)") for an activated case, "" otherwise: part of a check's name.
+inline std::string activationLabel(const GemmCase& c) {
+  if (!caseActivated(c)) return "";
+  return describe(" +%s%s", activationName(caseActivation(c)), c.layout == GateLayout::Interleaved ? "(interleaved)" : "");
+}
+// " maxRows=N" where the case gives the hint.
+inline std::string rowsHintLabel(const GemmCase& c) {
+  return c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)) : "";
+}
 
 // The FP8 half of the op tests (fp8_ops_test.cu).
 void runFp8Tests();

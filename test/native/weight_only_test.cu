@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -347,6 +348,43 @@ bool sm90TakesInLoop(DType dtype, const GemmCase& c, const WqCase& wq) {
          c.cols % 16 == 0 && (groupWidth >= c.depth || groupWidth % 8 == 0);
 }
 
+// The GPU side takes the packed weights, the CPU reference their dense dequantized copy.
+template <class Args, class View>
+void setWeights(Args& args, bool gpu, const View& view, Packed& packed, Tensor& dense, const WqCase& wq) {
+  auto& weights = [&]() -> TensorView& {
+    if constexpr (std::is_same_v<Args, GroupedGemmArgs>) return args.weights; else return args.weight;
+  }();
+  if (!gpu) {
+    weights = view(dense);
+    return;
+  }
+  weights = view(packed.bytes);
+  args.weightScales = view(packed.scales);
+  args.weightFormat = wq.format;
+  args.weightGroupSize = wq.groupSize;
+}
+
+// Under a forced family, whether it takes the call in its own loop exactly where the shape says it
+// should (else the call quietly goes the dequantize-first way and the in-loop kernel goes untested).
+void recordRoute(const char* family, bool taken, bool expected, const WqCase& wq, const GemmCase& c) {
+  record(taken == expected, describe("wq route  %s %s K=%lld N=%lld g=%lld: %s (expected %s)", family, formatName(wq.format),
+                                     static_cast<long long>(c.depth), static_cast<long long>(c.cols),
+                                     static_cast<long long>(wq.groupSize), taken ? "in-loop kernel" : "dequantize first",
+                                     expected ? "in-loop kernel" : "dequantize first"));
+}
+
+void checkRoute(const GroupedGemmArgs& args, DType dtype, const GemmCase& c, const WqCase& wq) {
+  if (familyForced("sm90") && cuda::computeCapability() == 90) {
+    recordRoute("sm90", cuda::sm90::supportsWeightOnly(args), sm90TakesInLoop(dtype, c, wq), wq, c);
+  }
+  if (familyForced("mma")) {
+    // The in-loop kernel's shapes (supports()): a 16-bit input and whole 32-value K quanta
+    // (every group size here is per channel or a multiple of 32; bases come from the pool).
+    const bool inLoop = (dtype == DType::BFloat16 || dtype == DType::Float16) && c.depth % 32 == 0;
+    recordRoute("mma", cuda::mma::supportsWeightOnly(args), inLoop, wq, c);
+  }
+}
+
 void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
   const GemmCase& c = wq.shape;
   const bool grouped = c.experts > 0;
@@ -355,9 +393,7 @@ void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
   Tensor dense = dequantizeOnHost(packed, dtype);
   Tensor bias = grouped ? randomTensor(DType::BFloat16, {c.experts, c.cols}, 74, 1.0f) : randomTensor(DType::BFloat16, {c.cols}, 74, 1.0f);
   Tensor offsets = grouped ? makeOffsets(c.rows, c.experts, c.lead, c.tail, 75) : Tensor();
-  const bool activated = grouped && c.activation >= 0;
-  const auto kind = static_cast<ActivationKind>(c.activation);
-  const int64_t outCols = activated && isGated(kind) ? c.cols / 2 : c.cols;
+  const int64_t outCols = caseOutputCols(c);
   Tensor output[2] = {sentinelTensor(outputDType, {c.rows, outCols}), sentinelTensor(outputDType, {c.rows, outCols})};
   for (int side = 0; side < 2; ++side) {
     const bool gpu = side == 1;
@@ -365,72 +401,23 @@ void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
     if (grouped) {
       GroupedGemmArgs args;
       args.input = view(input);
-      if (gpu) {
-        args.weights = view(packed.bytes);
-        args.weightScales = view(packed.scales);
-        args.weightFormat = wq.format;
-        args.weightGroupSize = wq.groupSize;
-      } else {
-        args.weights = view(dense);
-      }
-      if (c.bias) args.bias = view(bias);
-      args.expertOffsets = view(offsets);
-      args.output = view(output[side]);
-      args.maxRowsPerExpert = c.maxRowsPerExpert;
-      if (activated) {
-        args.activation.enabled = true;
-        args.activation.kind = kind;
-        args.activation.layout = c.layout;
-      }
-      if (gpu && familyForced("sm90") && cuda::computeCapability() == 90) {
-        const bool inLoop = sm90TakesInLoop(dtype, c, wq);
-        const bool taken = cuda::sm90::supportsWeightOnly(args);
-        record(taken == inLoop, describe("wq route  sm90 %s K=%lld N=%lld g=%lld: %s (expected %s)", formatName(wq.format),
-                                         static_cast<long long>(c.depth), static_cast<long long>(c.cols),
-                                         static_cast<long long>(wq.groupSize), taken ? "in-loop kernel" : "dequantize first",
-                                         inLoop ? "in-loop kernel" : "dequantize first"));
-      }
-      if (gpu && familyForced("mma")) {
-        // The in-loop kernel's shapes (supports()): a 16-bit input and whole 32-value K quanta
-        // (every group size here is per channel or a multiple of 32; bases come from the pool).
-        const bool inLoop = (dtype == DType::BFloat16 || dtype == DType::Float16) && c.depth % 32 == 0;
-        const bool taken = cuda::mma::supportsWeightOnly(args);
-        record(taken == inLoop, describe("wq route  mma %s K=%lld g=%lld: %s (expected %s)", formatName(wq.format),
-                                         static_cast<long long>(c.depth), static_cast<long long>(wq.groupSize),
-                                         taken ? "in-loop kernel" : "dequantize first", inLoop ? "in-loop kernel" : "dequantize first"));
-      }
-      if (gpu) {
-        cuda::groupedGemm(args, gStream);
-      } else {
-        cpu::groupedGemm(args);
-      }
+      setWeights(args, gpu, view, packed, dense, wq);
+      setCaseArgs(args, c, view(bias), view(offsets), view(output[side]));
+      if (gpu) checkRoute(args, dtype, c, wq);
+      runOn(gpu, args);
     } else {
       LinearArgs args;
       args.input = view(input);
-      if (gpu) {
-        args.weight = view(packed.bytes);
-        args.weightScales = view(packed.scales);
-        args.weightFormat = wq.format;
-        args.weightGroupSize = wq.groupSize;
-      } else {
-        args.weight = view(dense);
-      }
-      if (c.bias) args.bias = view(bias);
-      args.output = view(output[side]);
-      if (gpu) {
-        cuda::linear(args, gStream);
-      } else {
-        cpu::linear(args);
-      }
+      setWeights(args, gpu, view, packed, dense, wq);
+      setCaseArgs(args, c, view(bias), view(output[side]));
+      runOn(gpu, args);
     }
   }
-  const std::string act = activated ? describe(" +%s%s", activationName(kind), c.layout == GateLayout::Interleaved ? "(interleaved)" : "") : "";
-  const std::string hint = describe("%s%s", c.maxRowsPerExpert > 0 ? describe(" maxRows=%lld", static_cast<long long>(c.maxRowsPerExpert)).c_str() : "",
-                                    wq.wideScales ? " wide e8m0" : "");
+  const std::string hint = rowsHintLabel(c) + (wq.wideScales ? " wide e8m0" : "");
   const std::string what = describe("%s %s g=%lld M=%lld K=%lld N=%lld E=%d%s%s%s out %s", grouped ? "grouped" : "linear",
                                     formatName(wq.format), static_cast<long long>(wq.groupSize), static_cast<long long>(c.rows),
                                     static_cast<long long>(c.depth), static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "",
-                                    act.c_str(), hint.c_str(), dtypeName(outputDType));
+                                    activationLabel(c).c_str(), hint.c_str(), dtypeName(outputDType));
   expectClose(grouped ? "wq groupedGemm" : "wq linear", dtype, what, output[1].fromDevice(), output[0],
               toleranceFor(leastPrecise({dtype, outputDType})));
 }
