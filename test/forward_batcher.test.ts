@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { encodeHalf, ForwardBatcher, MoELayer, Tensor, type BatchedLayer, type FloatDType, type MoEForwardResult } from '../lib/index';
 import { expectRejects } from './helpers/errors';
+import { hostForward } from './helpers/forwards';
 import { swigluConfig } from './helpers/configs';
 
 const HIDDEN = 32;
@@ -16,33 +17,10 @@ function rowsOf(tokens: number, seed: number): Float32Array {
   return Float32Array.from({ length: tokens * HIDDEN }, (_, index) => Math.sin(seed * 1000 + index * 0.37));
 }
 
-async function loneForward(layer: MoELayer, rows: Float32Array) {
-  using x = Tensor.fromArray(rows, [rows.length / HIDDEN, HIDDEN]);
-  using result = layer.forward(x);
-  return {
-    output: await result.output.toFloat32Array(),
-    topkIds: (await result.topkIds.toArray()) as Int32Array,
-    topkWeights: (await result.topkWeights.toArray()) as Float32Array,
-  };
-}
-
 /** Rows as `dtype` holds them on the host: float32 values, or float16/bfloat16 bits. */
 function rowsIn(dtype: FloatDType, tokens: number, seed: number): Float32Array | Uint16Array {
   const rows = rowsOf(tokens, seed);
   return dtype === 'float32' ? rows : encodeHalf(rows, dtype);
-}
-
-/** A lone forward of `rows` of `dtype` in the layer's dtype, its output read back in `dtype` (bits for float16/bfloat16). */
-async function loneForwardIn(layer: MoELayer, rows: Float32Array | Uint16Array, dtype: FloatDType) {
-  using given = Tensor.fromArray(rows, [rows.length / HIDDEN, HIDDEN], { dtype });
-  using x = given.to('cpu', layer.dtype);
-  using result = layer.forward(x);
-  using output = result.output.to('cpu', dtype);
-  return {
-    output: await output.toArray(),
-    topkIds: (await result.topkIds.toArray()) as Int32Array,
-    topkWeights: (await result.topkWeights.toArray()) as Float32Array,
-  };
 }
 
 /** A layer that counts its forwards and fails the ones `fails` picks (by call number, from 1). */
@@ -77,7 +55,7 @@ describe('ForwardBatcher', () => {
     expect(counted.calls.every((tokens) => tokens <= 15)).toBe(true);
     expect(counted.calls.reduce((a, b) => a + b, 0)).toBe(sizes.reduce((a, b) => a + b, 0));
     for (const [index, rows] of requests.entries()) {
-      const lone = await loneForward(layer, rows);
+      const lone = await hostForward(layer, rows);
       expect(answers[index]!.tokens).toBe(sizes[index]);
       expect(answers[index]!.output).toEqual(lone.output);
       expect(answers[index]!.topkIds).toEqual(lone.topkIds);
@@ -107,7 +85,7 @@ describe('ForwardBatcher', () => {
     const started = performance.now();
     const answer = await batcher.forward(rowsOf(1, 1));
     expect(performance.now() - started).toBeGreaterThanOrEqual(25);
-    expect(answer.output).toEqual((await loneForward(layer, rowsOf(1, 1))).output);
+    expect(answer.output).toEqual((await hostForward(layer, rowsOf(1, 1))).output);
     await batcher.close();
   });
 
@@ -117,7 +95,7 @@ describe('ForwardBatcher', () => {
     const requests = Array.from({ length: 10 }, (_, index) => rowsOf(1 + (index % 5), 100 + index));
     const answers = await Promise.all(requests.map((rows) => batcher.forward(rows)));
     for (const [index, rows] of requests.entries()) {
-      const lone = await loneForward(layer, rows);
+      const lone = await hostForward(layer, rows);
       answers[index]!.output.forEach((value, at) => expect(Math.abs(value - lone.output[at]!)).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(lone.output[at]!))));
     }
     await batcher.close();
@@ -173,7 +151,7 @@ describe('ForwardBatcher', () => {
     expect(counted.dtypes).toEqual(['bfloat16']);
     for (const [index, rows] of requests.entries()) {
       const answer = answers[index]!;
-      const lone = await loneForwardIn(layer, rows, 'bfloat16');
+      const lone = await hostForward(layer, rows, 'bfloat16');
       expect(answer.dtype).toBe('bfloat16');
       expect(answer.output).toBeInstanceOf(Uint16Array);
       expect(answer.output).toEqual(lone.output);
@@ -193,7 +171,7 @@ describe('ForwardBatcher', () => {
     const answers = await Promise.all(requests.map((rows, index) => batcher.forward(rows, { dtype: dtypes[index]! })));
     expect(batcher.metrics().batches).toBe(1);
     for (const [index, rows] of requests.entries()) {
-      const lone = await loneForwardIn(layer, rows, dtypes[index]!);
+      const lone = await hostForward(layer, rows, dtypes[index]!);
       expect(answers[index]!.dtype).toBe(dtypes[index]);
       expect(answers[index]!.output).toBeInstanceOf(dtypes[index] === 'float32' ? Float32Array : Uint16Array);
       expect(answers[index]!.output).toEqual(lone.output);
@@ -211,7 +189,7 @@ describe('ForwardBatcher', () => {
     expect(counted.dtypes).toEqual(['bfloat16']);
     for (const [index, rows] of requests.entries()) {
       expect(answers[index]!.dtype).toBe('float32');
-      expect(answers[index]!.output).toEqual((await loneForwardIn(layer, rows, 'float32')).output);
+      expect(answers[index]!.output).toEqual((await hostForward(layer, rows, 'float32')).output);
     }
     await batcher.close();
   });

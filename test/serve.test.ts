@@ -10,8 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { decodeSafetensors, encodeSafetensors, type TensorToWrite } from '../lib/checkpoint/safetensors';
 import { decodeHalf, encodeHalf } from '../lib/dtype';
-import { MoELayer, Tensor } from '../lib/index';
+import { MoELayer } from '../lib/index';
 import { fixtureDir } from './helpers/fixtures';
+import { hostForward } from './helpers/forwards';
 
 const MAIN = path.resolve(__dirname, '../dist/cli/main.js');
 const MAX_BODY_BYTES = 1 << 16;
@@ -76,16 +77,6 @@ function generator(seed: number): () => number {
   };
 }
 
-async function direct(rows: Float32Array) {
-  using x = Tensor.fromArray(rows, [rows.length / hidden, hidden]);
-  using result = layer.forward(x);
-  return {
-    output: await result.output.toFloat32Array(),
-    topkIds: (await result.topkIds.toArray()) as Int32Array,
-    topkWeights: (await result.topkWeights.toArray()) as Float32Array,
-  };
-}
-
 type Format = 'F32' | 'BF16' | 'json';
 
 /** One request of `tokens` random rows in `format`; resolves with what the server and a direct forward say. */
@@ -102,7 +93,7 @@ async function forwardBoth(tokens: number, format: Format, random: () => number)
   } else {
     reply = await request('POST', '/v1/forward', encodeSafetensors({ input: { dtype: 'F32', shape: [tokens, hidden], data: rows } }));
   }
-  return { reply, expected: await direct(rows) };
+  return { reply, expected: await hostForward(layer, rows) };
 }
 
 function checkAnswer({ reply, expected }: Awaited<ReturnType<typeof forwardBoth>>, format: Format, tokens: number): void {
