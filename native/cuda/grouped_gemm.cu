@@ -64,7 +64,7 @@ GemmFamily forcedFamily() {
 }
 
 // How sm90 takes weight-only calls: MOEKIT_WQ_PREFILL=in_loop|dequantize forces one strategy where
-// it applies (so a bench can time both), anything else leaves the choice to weightOnlyInLoop().
+// it applies (so a bench can time both), anything else leaves the choice to sm90InLoopPreferred().
 enum class WqPrefill { Auto, InLoop, Dequantize };
 
 WqPrefill forcedWqPrefill() {
@@ -132,16 +132,6 @@ bool sm90TakesDequantized(const GroupedGemmArgs& args) {
 // so on Hopper it is only taken when forced.
 constexpr int64_t kWeightOnlySmallMRows = 64;
 
-GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
-  const GemmFamily forced = forcedFamily();
-  if (forced == GemmFamily::Mma || forced == GemmFamily::Sm90) return forced;
-  const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
-  const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= kWeightOnlySmallMRows) ||
-                       args.input.dim(0) <= kWeightOnlySmallMRows * experts;
-  if ((forced == GemmFamily::SmallM || fewRows) && small_m::supports(args)) return GemmFamily::SmallM;
-  return sm90::supportsWeightOnly(args) || sm90TakesDequantized(args) ? GemmFamily::Sm90 : GemmFamily::Mma;
-}
-
 // On sm90, between small_m's rows and kWeightOnlyInLoopMaxRows rows per expert (mean) the in-loop
 // kernel, above them dequantize-then-dense: the in-loop kernel runs at about half the 16-bit
 // kernel's throughput (its 128 x 128 tile and the converter), the dense copy costs a write and a
@@ -150,16 +140,6 @@ GemmFamily pickWeightOnlyFamily(const GroupedGemmArgs& args) {
 // 2.67 / 3.46, 256 rows 3.64 / 3.80, 512 rows 6.34 / 4.65; Qwen3-30B-A3B 256 rows 1.82 / 1.98;
 // DeepSeek-V3 128 rows 16.5 / 25.1, 512 rows 50.1 / 54.1 (the one point this rule misses).
 constexpr int64_t kWeightOnlyInLoopMaxRows = 384;
-
-bool weightOnlyInLoop(const GroupedGemmArgs& args) {
-  switch (forcedWqPrefill()) {
-    case WqPrefill::InLoop: return true;
-    case WqPrefill::Dequantize: return false;
-    default: break;
-  }
-  const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
-  return args.input.dim(0) <= kWeightOnlyInLoopMaxRows * experts || !sm90TakesDequantized(args);
-}
 
 // v1 of weight-only prefill, now the fallback for what the in-loop kernels refuse (float32
 // input, K not a multiple of 32, unaligned bases): the weights are
@@ -172,24 +152,43 @@ void denseFromWeightOnly(const GroupedGemmArgs& args, cudaStream_t stream) {
   groupedGemm(denseArgsOf(args, weights.view()), stream);
 }  // the scratch is freed in stream order, after the GEMM's kernels
 
+// Where a weight-only call goes, decided once per call by the rules above.
+enum class WqRoute { SmallM, Sm90InLoop, MmaInLoop, Dequantize };
+
+// The in-loop kernel or the dense copy when sm90 takes the call (MOEKIT_WQ_PREFILL may force one).
+bool sm90InLoopPreferred(const GroupedGemmArgs& args, bool denseFits) {
+  switch (forcedWqPrefill()) {
+    case WqPrefill::InLoop: return true;
+    case WqPrefill::Dequantize: return false;
+    default: break;
+  }
+  const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
+  return args.input.dim(0) <= kWeightOnlyInLoopMaxRows * experts || !denseFits;
+}
+
+WqRoute pickWeightOnlyRoute(const GroupedGemmArgs& args) {
+  const GemmFamily forced = forcedFamily();
+  const auto mmaRoute = [&] { return mma::supportsWeightOnly(args) ? WqRoute::MmaInLoop : WqRoute::Dequantize; };
+  if (forced == GemmFamily::Mma) return mmaRoute();
+  if (forced != GemmFamily::Sm90) {
+    const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
+    const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= kWeightOnlySmallMRows) ||
+                         args.input.dim(0) <= kWeightOnlySmallMRows * experts;
+    if ((forced == GemmFamily::SmallM || fewRows) && small_m::supports(args)) return WqRoute::SmallM;
+  }
+  const bool inLoop = sm90::supportsWeightOnly(args);
+  const bool denseFits = sm90TakesDequantized(args);
+  if (inLoop && sm90InLoopPreferred(args, denseFits)) return WqRoute::Sm90InLoop;
+  if (forced == GemmFamily::Sm90 || inLoop || denseFits) return WqRoute::Dequantize;
+  return mmaRoute();  // sm_80-class GPUs
+}
+
 void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
-  switch (pickWeightOnlyFamily(args)) {
-    case GemmFamily::SmallM: small_m::groupedGemm(args, stream); return;
-    case GemmFamily::Mma:
-      if (mma::supportsWeightOnly(args)) {
-        mma::weightOnlyGroupedGemm(args, stream);
-        return;
-      }
-      denseFromWeightOnly(args, stream);
-      return;
-    case GemmFamily::Sm90:
-      if (sm90::supportsWeightOnly(args) && weightOnlyInLoop(args)) {
-        sm90::weightOnlyGroupedGemm(args, stream);
-        return;
-      }
-      denseFromWeightOnly(args, stream);
-      return;
-    default: denseFromWeightOnly(args, stream); return;
+  switch (pickWeightOnlyRoute(args)) {
+    case WqRoute::SmallM: small_m::groupedGemm(args, stream); return;
+    case WqRoute::Sm90InLoop: sm90::weightOnlyGroupedGemm(args, stream); return;
+    case WqRoute::MmaInLoop: mma::weightOnlyGroupedGemm(args, stream); return;
+    case WqRoute::Dequantize: denseFromWeightOnly(args, stream); return;
   }
 }
 
