@@ -138,7 +138,8 @@ constexpr int64_t kWeightOnlySmallMRows = 64;
 // read of 2 bytes per weight, which many rows per weight amortize. Measured on an H200
 // (bench/NOTES.md, wq-v2, int4 g128, in-loop against dequantize ms): Mixtral 128 rows per expert
 // 2.67 / 3.46, 256 rows 3.64 / 3.80, 512 rows 6.34 / 4.65; Qwen3-30B-A3B 256 rows 1.82 / 1.98;
-// DeepSeek-V3 128 rows 16.5 / 25.1, 512 rows 50.1 / 54.1 (the one point this rule misses).
+// DeepSeek-V3 128 rows 16.5 / 25.1, 512 rows 50.1 / 54.1 (a miss of this rule, as is gpt-oss-20b at
+// 128 rows: 2.35 in-loop against wq-v1's 1.95).
 constexpr int64_t kWeightOnlyInLoopMaxRows = 384;
 
 // v1 of weight-only prefill, now the fallback for what the in-loop kernels refuse (float32
