@@ -198,6 +198,9 @@ inline int64_t weightDepth(WeightFormat format, int64_t rowBytes) {
 // - Int8 / Int4 on the decode path (small_m) with one scale per row, or groups a multiple of 64
 //   (Int8) or 128 (Int4): q (exact in 16 bits) times x, accumulated in float32, times the scale in
 //   float32, so w is never rounded. Narrower groups there: w = rn16(q · rn16(scale)).
+// - The Hopper in-loop kernel (sm90), Int4 in bfloat16: w = rn16(q · rn16(scale)), two values per
+//   instruction (at most one bfloat16 ulp from the line below; bfloat16 keeps float32's exponent
+//   range, so no scale loses bits as a subnormal). Int8, and Int4 in float16, as below.
 // - Other paths: w = rn16(q · scale), the product taken in float32.
 // Inputs and outputs are float (no inputScales / outputScales).
 //

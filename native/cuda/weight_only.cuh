@@ -211,6 +211,16 @@ constexpr uint32_t kSignPair = 0x80008000u;       // bit 15 of each half
 constexpr uint32_t kNibbleSignBit = 3;
 constexpr uint32_t kHalfBits = 16;
 
+// (value & mask) ^ bits in one LOP3: written as two operations with two immediates, it compiles
+// to two LOP3s (one immediate each), one instruction more per decoded pair.
+__device__ __forceinline__ uint32_t maskThenFlip(uint32_t value, uint32_t mask, uint32_t bits) {
+  constexpr uint32_t kA = 0xF0, kB = 0xCC, kC = 0xAA;  // lop3's truth-table operands
+  constexpr uint32_t kTable = (kA & kB) ^ kC;
+  uint32_t result;
+  asm("lop3.b32 %0, %1, %2, %3, %4;\n" : "=r"(result) : "r"(value), "r"(mask), "r"(bits), "n"(kTable));
+  return result;
+}
+
 // A logical shift left by `shift` (right by -shift); shift is a compile-time constant once unrolled.
 __device__ __forceinline__ uint32_t shiftBy(uint32_t value, int shift) {
   return shift >= 0 ? value << shift : value >> -shift;
@@ -221,7 +231,7 @@ template <WeightFormat kFormat, typename Element>
 __device__ __forceinline__ uint32_t nibblePair(uint32_t word, int p) {
   using C = PackedConstants<Element>;
   if constexpr (kFormat == WeightFormat::Int4) {
-    const uint32_t biased = ((word >> (4 * p)) & kLowNibblePair) ^ C::kInt4Magic;
+    const uint32_t biased = maskThenFlip(word >> (4 * p), kLowNibblePair, C::kInt4Magic);
     return subtractPair(biased, C::kInt4Magic, Element{});
   } else {
     static_assert(kFormat == WeightFormat::Mxfp4, "nibble formats");
@@ -294,13 +304,21 @@ __device__ __forceinline__ void tokenPairs(const uint32_t (&words)[4], uint32_t 
 template <WeightFormat kFormat, typename Element>
 struct PairScale {
   static constexpr bool kFloat32 = kFormat == WeightFormat::Mxfp4 && std::is_same_v<Element, F16>;
-  // The scale as the bits apply() takes: a pair of Element, or (kFloat32) a float32.
-  __device__ static uint32_t load(const void* scales, int64_t index) {
+  // A scale's code as stored (float32 bits, or the e8m0 byte), read without converting it, so
+  // that a kernel can start the load early and convert (fromCode) once it has landed.
+  __device__ static uint32_t code(const void* scales, int64_t index) {
     if constexpr (kFormat != WeightFormat::Mxfp4) {
-      const float scale = Decoder<kFormat>::scale(scales, index);
+      return __float_as_uint(Decoder<kFormat>::scale(scales, index));
+    } else {
+      return __ldg(static_cast<const uint8_t*>(scales) + index);
+    }
+  }
+  // The scale as the bits apply() takes: a pair of Element, or (kFloat32) a float32.
+  __device__ static uint32_t fromCode(uint32_t code) {
+    if constexpr (kFormat != WeightFormat::Mxfp4) {
+      const float scale = __uint_as_float(code);
       return packPair<Element>(scale, scale);
     } else {
-      const uint32_t code = __ldg(static_cast<const uint8_t*>(scales) + index);
       if constexpr (kFloat32) return __float_as_uint(e8m0ToFloat(code));
       constexpr uint32_t kNaN = 0x7FC0u, kSmallest = 0x0040u;  // BF16 NaN; 2^-127, a subnormal
       constexpr uint32_t kNaNCode = 255, kMantissaBits = 7;
@@ -308,6 +326,7 @@ struct PairScale {
       return bits | (bits << kHalfBits);
     }
   }
+  __device__ static uint32_t load(const void* scales, int64_t index) { return fromCode(code(scales, index)); }
   __device__ static uint32_t apply(uint32_t pair, uint32_t scale) {
     if constexpr (kFloat32) {
       const float2 values = __half22float2(*reinterpret_cast<const __half2*>(&pair));

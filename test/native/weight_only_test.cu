@@ -31,6 +31,7 @@
 #include "core/dtype.h"
 #include "cpu/kernels.h"
 #include "cuda/check.h"
+#include "cuda/divider.h"
 #include "cuda/grouped_gemm_paths.h"
 #include "cuda/kernels.h"
 #include "cuda/weight_only.cuh"
@@ -422,10 +423,34 @@ void testGemmWq(DType dtype, DType outputDType, const WqCase& wq) {
               toleranceFor(leastPrecise({dtype, outputDType})));
 }
 
+// The sm90 converter's group index (cuda/divider.h): floor(n / d) by multiply and shift, against
+// the division, for group widths from 1 to past any K, numerators on both sides of each multiple
+// and at the top of the range (n < 2^31).
+void testDivider() {
+  int64_t checked = 0, wrong = 0;
+  const auto check = [&](uint32_t d, int64_t n) {
+    if (n < 0 || n >= (int64_t{1} << 31)) return;
+    ++checked;
+    if (cuda::Divider::of(d).divide(static_cast<uint32_t>(n)) != static_cast<uint32_t>(n / d)) ++wrong;
+  };
+  std::vector<uint32_t> divisors;
+  for (uint32_t d = 1; d <= 1024; ++d) divisors.push_back(d);
+  for (uint32_t d : {4095u, 4096u, 7168u, 14336u, 65537u, (1u << 20) + 1, (1u << 30) - 1, 1u << 30, (1u << 31) - 1, 1u << 31}) divisors.push_back(d);
+  for (uint32_t d : divisors) {
+    const int64_t top = (int64_t{1} << 31) - 1;
+    for (int64_t multiple : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{1000}, top / d - 1, top / d}) {
+      for (int64_t delta = -2; delta <= 2; ++delta) check(d, multiple * d + delta);
+    }
+    check(d, top);
+  }
+  record(wrong == 0, describe("divider: %lld of %lld quotients wrong", static_cast<long long>(wrong), static_cast<long long>(checked)));
+}
+
 }  // namespace
 
 void runWeightOnlyTests() {
   std::printf("\n---- weight-only (int8 / int4 / mxfp4) ----\n");
+  testDivider();
   for (DType dtype : kFloatDTypes) {
     testQuantize(dtype, WeightFormat::Int8, {8, 256}, 0);
     testQuantize(dtype, WeightFormat::Int8, {3, 16, 160}, 128);  // partial last group

@@ -3,19 +3,19 @@
 // inside the main loop, so the weights are read once, packed, and never written back out in 16
 // bits (v1 dequantized the whole E × N × K into scratch first: bench/NOTES.md, wq-v1).
 //
-// The 16-bit kernel (sm90/kernel.cuh) with one more warpgroup between the copy engine and the
-// tensor cores. Four warpgroups per CTA, one CTA per SM:
+// The 16-bit kernel (sm90/kernel.cuh) with converter warpgroups between the copy engine and the
+// tensor cores. Five warpgroups per CTA, one CTA per SM:
 //   producer   (warpgroup 0, one thread): TMA copies of each K slice's A box (swizzled, as in
 //              the 16-bit kernel) and the matching packed weight bytes (a plain "raw" box) into
 //              a ring of stages, counted on the stage's `loaded` barrier;
-//   converter  (warpgroup 1): per stage, every 16-byte chunk of the B box (8 K values of one
-//              weight row) from its 4 or 8 packed bytes and the row's group scale: w = q × scale
-//              in float32, rounded once to the 16-bit dtype (the contract's "other paths" rule,
-//              the same w as the dequantizing step), written where the 128-byte swizzle puts it;
-//              then a proxy fence and an arrival on the stage's `converted` barrier;
-//   consumers  (warpgroups 2 and 3): the 16-bit kernel's consume() unchanged: wgmma from the A
+//   converters (warpgroups 1 and 2, half the rows each): per stage, every 16-byte chunk of the
+//              B box (8 K values of one weight row) from its 4 or 8 packed bytes and the row's
+//              group scale (ChunkCodec: the weight-only rule's in-loop lines in op_args.h), written
+//              where the 128-byte swizzle puts it; then a proxy fence and an arrival on the
+//              stage's `converted` barrier;
+//   consumers  (warpgroups 3 and 4): the 16-bit kernel's consume() unchanged: wgmma from the A
 //              and B boxes, the fused epilogue, `empty` released per stage.
-// The tile is 128 × 128 (sm90/shapes.h, WqTileShape): the converter's registers leave room for
+// The tile is 128 × 128 (sm90/shapes.h, WqTileShape): the converters' registers leave room for
 // two 64 × 128 float32 accumulator tiles, not two 64 × 256 ones.
 //
 // Tails as in the 16-bit kernel: TMA fills A's and the raw box's parts outside the tensors with
@@ -29,12 +29,13 @@
 namespace moekit::cuda::sm90 {
 namespace {
 
-// Register budget after setmaxnreg, out of the 512 × 128 a CTA of four warpgroups starts with:
-// 128 · 40 (producer) + 128 · 128 (converter, unchanged) + 256 · 168 (consumers) ≤ 65,536.
-constexpr uint32_t kWqConsumerRegisters = 168;
+// Registers after setmaxnreg. A CTA of five warpgroups starts with 640 × 96, and setmaxnreg.inc
+// only hands out what the CTA's own warps gave back (it waits for them otherwise: a claim of 136
+// hung the first two-converter version): the producer's 128 · (96 - 40) let the consumers grow
+// by 28 each, to 120 (a multiple of 8). The converters keep their 96.
+constexpr uint32_t kWqConsumerRegisters = 120;
 
-constexpr int kConverterWarpgroup = 1;
-constexpr int kFirstConsumerWarpgroup = 2;
+constexpr int kFirstConverterWarpgroup = 1;
 
 #if MOEKIT_SM90A_DEVICE
 
@@ -73,52 +74,106 @@ __device__ __forceinline__ int64_t weightRowOf(const Problem& p, const Tile& til
   return row < static_cast<int64_t>(p.experts) * p.cols ? row : -1;
 }
 
-// One 16-byte chunk of the B box: 8 consecutive K values of one weight row, as 16-bit Elements.
+// One 16-byte chunk of the B box: 8 consecutive K values of one weight row, as 16-bit Elements,
+// from 4 packed bytes (Int4, MXFP4: one word) or 8 (Int8: two words) and the row's group scale.
 constexpr int kChunkBytes = 16;
 constexpr int kChunkValues = 8;
+constexpr int kChunkPairs = kChunkValues / 2;
 
-// The chunk's 8 weights from its packed bytes at `packed` (4 bytes of nibbles, or 8 of Int8).
+// How a chunk is decoded, and what its scale is held as (ChunkCodec::Scale, 32 bits).
+//   Packed (Int4 in bfloat16, MXFP4 in both): two values per instruction (weight_only.cuh's
+//     Marlin conversions), pairs in K order: a byte permute puts nibbles 2p and 2p + 1 (byte p's
+//     low and high nibble) at the bottom of the two halves, where nibblePair() decodes them; then
+//     PairScale applies the scale. MXFP4 stays exact (op_args.h's rule); Int4 in bfloat16 is
+//     w = rn16(q × rn16(scale)), the rule's in-loop line. About 2 instructions per weight.
+//   Float (Int8, and Int4 in float16, whose scales would lose bits as float16 subnormals): each
+//     value in float32, w = rn16(q × scale). About 4.5 instructions per weight.
 template <WeightFormat kFormat, typename Element>
-__device__ __forceinline__ uint4 decodeChunk(const uint8_t* packed, float scale) {
-  using Decode = weight_only::Decoder<kFormat>;
-  constexpr int kWords = kChunkValues / Decode::kValuesPerWord;
-  uint32_t words[kWords];
-  if constexpr (kWords == 1) {
-    words[0] = *reinterpret_cast<const uint32_t*>(packed);
-  } else {
-    const uint2 pair = *reinterpret_cast<const uint2*>(packed);
-    words[0] = pair.x;
-    words[1] = pair.y;
-  }
-  uint32_t pairs[kChunkValues / 2];
-#pragma unroll
-  for (int w = 0; w < kWords; ++w) weight_only::decodePairs<kFormat, Element>(words[w], scale, &pairs[w * Decode::kValuesPerWord / 2]);
-  return make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
-}
+struct ChunkCodec {
+  static constexpr bool kPacked = kFormat == WeightFormat::Mxfp4 || (kFormat == WeightFormat::Int4 && std::is_same_v<Element, BF16>);
+  static constexpr int kPackedBytes = kChunkValues / weight_only::kValuesPerByte<kFormat>;
+  using Packed = std::conditional_t<kPackedBytes == 8, uint2, uint32_t>;
+  using PairScale = weight_only::PairScale<kFormat, Element>;
 
-// The converter's group scales for one K slice: one per weight row of the thread (0 past the
-// last row or past K, where the chunk is written as zeros without a scale).
-template <WeightFormat kFormat, int kPasses>
+  __device__ static Packed load(uint32_t address) {
+    if constexpr (kPackedBytes == 8) {
+      return loadShared64(address);
+    } else {
+      return loadShared32(address);
+    }
+  }
+
+  // A chunk's scale is loaded as its stored code (scaleCode: a plain load, started a slice ahead)
+  // and turned into what decode() multiplies by (scaleOf) only when it is used: a conversion at
+  // load time would wait for the load there (wq-v3).
+  __device__ static uint32_t scaleCode(const void* scales, int64_t index) {
+    if constexpr (kPacked) {
+      return PairScale::code(scales, index);
+    } else {
+      return __float_as_uint(weight_only::Decoder<kFormat>::scale(scales, index));
+    }
+  }
+  __device__ static uint32_t scaleOf(uint32_t code) {
+    if constexpr (kPacked) {
+      return PairScale::fromCode(code);
+    } else {
+      return code;
+    }
+  }
+
+  __device__ static uint4 decode(Packed packed, uint32_t scale) {
+    uint32_t pairs[kChunkPairs];
+    if constexpr (kPacked) {
+      const uint32_t high = packed >> 4;  // byte p's high nibble at the bottom of byte p
+#pragma unroll
+      for (int p = 0; p < kChunkPairs; ++p) {
+        // Result bytes 0 and 1 from byte p of `packed`, bytes 2 and 3 from byte p of `high`.
+        const uint32_t selector = (p * 0x11u) | ((4u + p) * 0x11u) << 8;
+        const uint32_t nibbles = __byte_perm(packed, high, selector);
+        pairs[p] = PairScale::apply(weight_only::nibblePair<kFormat, Element>(nibbles, 0), scale);
+      }
+    } else {
+      using Decode = weight_only::Decoder<kFormat>;
+      uint32_t words[kPackedBytes / 4];
+      if constexpr (kPackedBytes == 8) {
+        words[0] = packed.x;
+        words[1] = packed.y;
+      } else {
+        words[0] = packed;
+      }
+#pragma unroll
+      for (int w = 0; w < kPackedBytes / 4; ++w) {
+        weight_only::decodePairs<kFormat, Element>(words[w], __uint_as_float(scale), &pairs[w * Decode::kValuesPerWord / 2]);
+      }
+    }
+    return make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
+  }
+};
+
+// The converter's group scales for one K slice: one code per weight row of the thread (0 past the
+// last row or past K, where the chunk's bytes are zeros and decode to zero whatever the scale).
+template <WeightFormat kFormat, typename Element, int kPasses>
 struct SliceScales {
-  float values[kPasses];
+  uint32_t values[kPasses];
   int32_t group = -1;  // the scale column they were read from
 
   __device__ void load(const Problem& p, const int64_t (&scaleRows)[kPasses], int32_t k) {
-    group = k < p.depth ? k / p.groupWidth : -1;
+    group = k < p.depth ? static_cast<int32_t>(p.groupOf.divide(k)) : -1;
 #pragma unroll
     for (int pass = 0; pass < kPasses; ++pass) {
-      values[pass] = group >= 0 && scaleRows[pass] >= 0 ? weight_only::Decoder<kFormat>::scale(p.groupScales, scaleRows[pass] + group) : 0.0f;
+      values[pass] = group >= 0 && scaleRows[pass] >= 0 ? ChunkCodec<kFormat, Element>::scaleCode(p.groupScales, scaleRows[pass] + group) : 0u;
     }
   }
 };
 
-// The converter warpgroup's geometry. Thread t converts chunk t % 8 of rows t / 8, t / 8 + 16, ...
-// of every stage's B box: a warp reads 4 whole raw rows (conflict-free) and writes 4 whole 128-byte
-// B rows (the fewest shared-memory wavefronts).
+// The converter warpgroups' geometry. Converter thread t (of all of them) converts chunk t % 8 of
+// rows t / 8, t / 8 + 32, ... of every stage's B box: a warp reads 4 whole raw rows (conflict-free)
+// and writes 4 whole 128-byte B rows (the fewest shared-memory wavefronts).
 template <class Shape>
 struct ConverterLayout {
+  static constexpr int kThreads = Shape::kConverters * kWarpgroupThreads;
   static constexpr int kChunksPerRow = Shape::kRowBytes / kChunkBytes;
-  static constexpr int kRowsPerPass = kWarpgroupThreads / kChunksPerRow;
+  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;
   static constexpr int kPasses = Shape::kBlockN / kRowsPerPass;
   static constexpr int kPackedChunkBytes = kChunkValues * Shape::kRawRowBytes / Shape::kBlockK;
   static constexpr int kSwizzleRows = kSwizzleAtomBytes / Shape::kRowBytes;  // 8: rows of one 128-byte swizzle atom
@@ -136,41 +191,46 @@ struct ConverterLayout {
 template <WeightFormat kFormat, typename Element, class Shape>
 __device__ __forceinline__ void convertSlice(const Problem& p, const WqRing<Shape>& ring, const RingPosition<Shape>& position,
                                              const ConverterLayout<Shape>& layout, int32_t slice, int32_t slices,
-                                             const SliceScales<kFormat, ConverterLayout<Shape>::kPasses>& use,
-                                             SliceScales<kFormat, ConverterLayout<Shape>::kPasses>& fill) {
+                                             const SliceScales<kFormat, Element, ConverterLayout<Shape>::kPasses>& use,
+                                             SliceScales<kFormat, Element, ConverterLayout<Shape>::kPasses>& fill) {
   using Layout = ConverterLayout<Shape>;
+  using Codec = ChunkCodec<kFormat, Element>;
+  static_assert(Codec::kPackedBytes == Layout::kPackedChunkBytes, "the raw box holds one codec chunk per B chunk");
   const int32_t nextK = (slice + 1) * Shape::kBlockK + layout.chunk * kChunkValues;
-  const int32_t nextGroup = nextK < p.depth ? nextK / p.groupWidth : -1;
+  const int32_t nextGroup = nextK < p.depth ? static_cast<int32_t>(p.groupOf.divide(nextK)) : -1;
   if (nextGroup == use.group) {
     fill = use;
   } else if (slice + 1 < slices) {
     fill.load(p, layout.scaleRows, nextK);
   }
   waitBarrier(&ring.loaded[position.stage], position.phase);
-  const uint8_t* raw = ring.raw(position.stage);
-  uint8_t* b = ring.b(position.stage);
-  // Branch-free, so the compiler interleaves the passes' dependent chains (with a branch per pass
-  // each chain ran alone, one warp per scheduler waiting on its own ALU latencies: v2 of this
-  // kernel). Chunks past K or past the last row decode to zero: their raw bytes are TMA's zero
-  // fill and their scale is 0.
+  // Every pass's packed bytes first, so the loads are in flight together; then the conversions,
+  // branch-free so the compiler interleaves the passes' dependent chains (with a branch per pass
+  // each chain ran alone, one warp per scheduler waiting on its own ALU latencies: wq-v2 c → d).
+  // Chunks past K or past the last row decode to zero: their raw bytes are TMA's zero fill and
+  // their scale is 0.
+  const uint32_t raw = sharedAddress(ring.raw(position.stage)) + layout.firstRow * Shape::kRawRowBytes + layout.chunk * Layout::kPackedChunkBytes;
+  const uint32_t b = sharedAddress(ring.b(position.stage));
+  typename Codec::Packed packed[Layout::kPasses];
+#pragma unroll
+  for (int pass = 0; pass < Layout::kPasses; ++pass) packed[pass] = Codec::load(raw + pass * Layout::kRowsPerPass * Shape::kRawRowBytes);
 #pragma unroll
   for (int pass = 0; pass < Layout::kPasses; ++pass) {
     const int r = layout.firstRow + pass * Layout::kRowsPerPass;
-    const uint4 values = decodeChunk<kFormat, Element>(raw + r * Shape::kRawRowBytes + layout.chunk * Layout::kPackedChunkBytes, use.values[pass]);
     const int swizzled = layout.chunk ^ (r % Layout::kSwizzleRows);
-    *reinterpret_cast<uint4*>(b + r * Shape::kRowBytes + swizzled * kChunkBytes) = values;
+    storeShared128(b + r * Shape::kRowBytes + swizzled * kChunkBytes, Codec::decode(packed[pass], Codec::scaleOf(use.values[pass])));
   }
   fenceAsyncShared();
   __syncwarp();
   if (threadIdx.x % detail::kWarpSize == 0) arrive(&ring.converted[position.stage]);
 }
 
-// The converter warpgroup: every tile's slices, two at a time so that the two sets of scales
+// A converter thread: every tile's slices, two at a time so that the two sets of scales
 // trade places (use / fill) without register copies that would wait for loads in flight.
 template <WeightFormat kFormat, typename Element, class Shape, Pairing pairing>
 __device__ void convert(const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler, const WqRing<Shape>& ring) {
   using Layout = ConverterLayout<Shape>;
-  const int thread = threadIdx.x % kWarpgroupThreads;
+  const int thread = threadIdx.x - kFirstConverterWarpgroup * kWarpgroupThreads;
   Layout layout;
   layout.chunk = thread % Layout::kChunksPerRow;
   layout.firstRow = thread / Layout::kChunksPerRow;
@@ -184,7 +244,7 @@ __device__ void convert(const Problem& p, const TileScheduler<Shape::kBlockM>& s
       const int64_t row = weightRowOf<Shape, pairing>(p, tile, layout.firstRow + pass * Layout::kRowsPerPass);
       layout.scaleRows[pass] = row < 0 ? -1 : row * p.scaleGroups;
     }
-    SliceScales<kFormat, Layout::kPasses> even, odd;
+    SliceScales<kFormat, Element, Layout::kPasses> even, odd;
     even.load(p, layout.scaleRows, layout.chunk * kChunkValues);
     for (int32_t slice = 0; slice < slices; slice += 2) {
       convertSlice<kFormat, Element, Shape>(p, ring, position, layout, slice, slices, even, odd);
@@ -211,7 +271,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   __shared__ ExpertTiles expertTiles;
   uint8_t* const stages = startCta<Shape::kBlockM>(dynamicShared, expertTiles, p, [&] {
     initStageBarriers<Shape>(loadedBarriers, emptyBarriers);
-    for (int stage = 0; stage < Shape::kStages; ++stage) initBarrier(&convertedBarriers[stage], kWarpsPerWarpgroup);
+    for (int stage = 0; stage < Shape::kStages; ++stage) initBarrier(&convertedBarriers[stage], Shape::kConverters * kWarpsPerWarpgroup);
   });
   const WqRing<Shape> ring{stages, loadedBarriers, convertedBarriers, emptyBarriers};
 
@@ -220,11 +280,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   if (warpgroup == 0) {
     releaseRegisters<kProducerRegisters>();
     if (threadIdx.x == 0) produce<Shape, pairing>(&inputMap, &packedMap, p, scheduler, ring);
-  } else if (warpgroup == kConverterWarpgroup) {
+  } else if (warpgroup < kFirstConverterWarpgroup + Shape::kConverters) {
     convert<kFormat, Element, Shape, pairing>(p, scheduler, ring);
   } else {
     claimRegisters<kWqConsumerRegisters>();
-    consume<Element, Shape, pairing>(warpgroup - kFirstConsumerWarpgroup, p, scheduler, ring);
+    consume<Element, Shape, pairing>(warpgroup - kFirstConverterWarpgroup - Shape::kConverters, p, scheduler, ring);
   }
 #endif
 }
@@ -240,7 +300,7 @@ void launchWqGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t band
   p.depth = static_cast<int32_t>(depth);
   p.groupScales = args.weightScales.data;
   p.scaleGroups = static_cast<int32_t>(weightScaleGroups(kFormat, args.weightGroupSize, depth));
-  p.groupWidth = static_cast<int32_t>(weightGroupWidth(kFormat, args.weightGroupSize, depth));
+  p.groupOf = Divider::of(static_cast<uint32_t>(weightGroupWidth(kFormat, args.weightGroupSize, depth)));
   const uint32_t weightBoxRows = pairing == Pairing::Halves ? Shape::kBlockN / 2 : Shape::kBlockN;
   const CUtensorMap inputMap = operandTensorMap(args.input.data, args.input.dtype, p.rows, depth, Shape::kBlockM, Shape::kBlockK);
   const CUtensorMap packedMap = packedTensorMap(args.weights.data, static_cast<int64_t>(p.experts) * p.cols,

@@ -6,6 +6,7 @@
 
 #include "../../core/dtype.h"
 #include "../../core/op_args.h"
+#include "../divider.h"
 #include "../faults.cuh"
 
 namespace moekit::cuda::sm90 {
@@ -41,7 +42,7 @@ struct Problem {
   // Weight-only group scales (Int8, Int4: float32; MXFP4: e8m0 bytes; sm90/kernel_wq.cuh).
   const void* groupScales;    // [experts * cols, scaleGroups]
   int32_t scaleGroups;        // scales per weight row
-  int32_t groupWidth;         // K values per scale
+  Divider groupOf;            // k → its scale column: k / (K values per scale)
   bool activate;            // apply `kind` in the epilogue
   ActivationKind kind;
   float alpha;

@@ -103,12 +103,13 @@ using Fp8NarrowTile = Fp8TileShape<1, 6>;
 // Int8 / Int4 / MXFP4 weights (sm90/kernel_wq.cuh): TMA brings each K slice's packed weight bytes
 // into a plain (unswizzled) "raw" box beside the stage, a converter warpgroup writes them out as
 // the 16-bit B box the consumers' wgmmas read, so a stage holds A, B and the raw bytes. The tile
-// is 128 × 128: a fourth warpgroup (the converter) leaves too few registers for two 64 × 256
-// accumulator tiles. Five stages fit shared memory with Int8's raw boxes (the largest).
+// is 128 × 128: the converter warpgroups leave too few registers for two 64 × 256 accumulator
+// tiles. Five stages fit shared memory with Int8's raw boxes (the largest).
 template <int bitsPerWeight, int stages>
 struct WqTileShape : TileShape<128, stages> {
   using Base = TileShape<128, stages>;
-  static constexpr int kWarpgroups = 2 + kConsumers;  // producer, converter, consumers
+  static constexpr int kConverters = 2;  // converter warpgroups (two warps per scheduler: wq-v5)
+  static constexpr int kWarpgroups = 1 + kConverters + kConsumers;  // producer, converters, consumers
   static constexpr int kThreads = kWarpgroups * kWarpgroupThreads;
   static constexpr int kRawRowBytes = Base::kBlockK * bitsPerWeight / 8;  // one row's packed K slice
   static constexpr int kRawBytes = Base::kBlockN * kRawRowBytes;
