@@ -25,7 +25,7 @@ gpu_tests() {
 families() {
   JOBS=$(nproc) bash test/native/run_cuda_ops_test.sh --build-only > "$out/harness-build.log" 2>&1 || { tail -20 "$out/harness-build.log"; return 1; }
   for family in sm90 small_m mma; do
-    # sm90 takes weight-only calls in its main loop only up to a mean of 384 rows per expert: the
+    # sm90 takes weight-only calls in its main loop only up to a mean of 512 rows per expert: the
     # harness and tests force that kernel for every call it can take.
     local prefill=auto
     [ "$family" = sm90 ] && prefill=in_loop

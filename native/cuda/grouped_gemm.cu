@@ -133,14 +133,15 @@ bool sm90TakesDequantized(const GroupedGemmArgs& args) {
 constexpr int64_t kWeightOnlySmallMRows = 64;
 
 // On sm90, between small_m's rows and kWeightOnlyInLoopMaxRows rows per expert (mean) the in-loop
-// kernel, above them dequantize-then-dense: the in-loop kernel runs at about half the 16-bit
-// kernel's throughput (its 128 x 128 tile and the converter), the dense copy costs a write and a
-// read of 2 bytes per weight, which many rows per weight amortize. Measured on an H200
-// (bench/NOTES.md, wq-v2, int4 g128, in-loop against dequantize ms): Mixtral 128 rows per expert
-// 2.67 / 3.46, 256 rows 3.64 / 3.80, 512 rows 6.34 / 4.65; Qwen3-30B-A3B 256 rows 1.82 / 1.98;
-// DeepSeek-V3 128 rows 16.5 / 25.1, 512 rows 50.1 / 54.1 (a miss of this rule, as is gpt-oss-20b at
-// 128 rows: 2.35 in-loop against wq-v1's 1.95).
-constexpr int64_t kWeightOnlyInLoopMaxRows = 384;
+// kernel, above them dequantize-then-dense: the in-loop kernel's 128 x 128 tile reconverts an
+// expert's weights once per 128 rows, while the dense copy costs one write and read of 2 bytes per
+// weight, which many rows per weight amortize. Both costs scale with the expert's weights, so rows
+// per expert decide. Measured on an H200 (bench/NOTES.md, wq-v3 to v5, int4 g128, in-loop against
+// dequantize ms): Mixtral 256 rows per expert 2.68 / 3.80, 1024 rows 7.34 / 6.77, 4096 rows
+// 28.6 / 20.4; Qwen3-30B-A3B 256 rows 1.54 / 1.98, 1024 rows 4.28 / 4.08; DeepSeek-V3 128 rows
+// 11.8 / 25.1, 512 rows 36.4 / 54.1; gpt-oss-20b 128 rows 1.42 / 1.95, 2048 rows 10.6 / 7.9. Nothing
+// was measured between 512 and 1024 rows.
+constexpr int64_t kWeightOnlyInLoopMaxRows = 512;
 
 // v1 of weight-only prefill, now the fallback for what the in-loop kernels refuse (float32
 // input, K not a multiple of 32, unaligned bases): the weights are
