@@ -32,6 +32,7 @@ export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group
 export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
 export { autoPlan, type AutoPlan, type AutoPlanInput, type GpuLink } from './parallel/auto_plan';
 export { autoParallel } from './parallel/group_plan';
+export { loadImbalance, planPlacement, rankLoads, type ExpertPlacement, type PlacementOptions } from './parallel/placement';
 export { CapturedForward, type CapturedOutputs } from './layer/captured_forward';
 export { memoryInfo, type MemoryInfo } from './memory';
 export {
