@@ -81,6 +81,8 @@ export interface NativeOps {
   quantizeWeights(device: number, args: { input: NativeTensor; format: number; groupSize?: number; output: NativeTensor; scales: NativeTensor }): void;
   /** accumulator[i] += input[i], int32, wrapping. */
   addInt32(device: number, args: { input: NativeTensor; accumulator: NativeTensor }): void;
+  /** Each pair's expert id to one of its replicas' slots (native/core/op_args.h, "Expert slots"). */
+  expertSlots(device: number, args: { topkIds: NativeTensor; replicaOffsets: NativeTensor; replicaSlots: NativeTensor; slotIds: NativeTensor }): void;
 }
 
 /** A device's memory counts (native/core/device.h, MemoryInfo), in bytes. */

@@ -375,6 +375,26 @@ void AddInt32(const Napi::CallbackInfo& info) {
   in.enqueueOp(args, &Device::addInt32, false);
 }
 
+void ExpertSlots(const Napi::CallbackInfo& info) {
+  OpArgs in(info, "expertSlots");
+  ExpertSlotsArgs args;
+  args.topkIds = in.tensor("topkIds");
+  args.replicaOffsets = in.tensor("replicaOffsets");
+  args.replicaSlots = in.tensor("replicaSlots");
+  args.slotIds = in.output("slotIds");
+  in.expectDType(args.topkIds, "topkIds", DType::Int32);
+  in.expectDType(args.replicaOffsets, "replicaOffsets", DType::Int32);
+  in.expectDType(args.replicaSlots, "replicaSlots", DType::Int32);
+  in.expectDType(args.slotIds, "slotIds", DType::Int32);
+  in.expectShape(args.topkIds, "topkIds", {-1, -1});
+  in.expectShape(args.slotIds, "slotIds", {args.topkIds.dim(0), args.topkIds.dim(1)});
+  in.expectShape(args.replicaOffsets, "replicaOffsets", {-1});
+  in.expectShape(args.replicaSlots, "replicaSlots", {-1});
+  in.expect(args.replicaOffsets.dim(0) >= 2, "replicaOffsets needs an entry per expert and one past the last");
+  in.expect(args.replicaSlots.dim(0) >= args.replicaOffsets.dim(0) - 1, "replicaSlots needs a replica per expert at least");
+  in.enqueueOp(args, &Device::expertSlots);
+}
+
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
@@ -388,6 +408,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("fillRandom", Napi::Function::New<FillRandom>(env, "fillRandom"));
   exports.Set("quantizeWeights", Napi::Function::New<QuantizeWeights>(env, "quantizeWeights"));
   exports.Set("addInt32", Napi::Function::New<AddInt32>(env, "addInt32"));
+  exports.Set("expertSlots", Napi::Function::New<ExpertSlots>(env, "expertSlots"));
 }
 
 }  // namespace moekit::binding

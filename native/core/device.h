@@ -111,6 +111,7 @@ class Device {
   virtual void fillRandom(const FillRandomArgs& args) = 0;
   virtual void quantizeWeights(const QuantizeWeightsArgs& args) = 0;
   virtual void addInt32(const AddInt32Args& args) = 0;
+  virtual void expertSlots(const ExpertSlotsArgs& args) = 0;
 };
 
 }  // namespace moekit

@@ -24,6 +24,8 @@ enum class FaultKind : int32_t {
   // groupedGemm: expertOffsets[position] is `value`, outside [expertOffsets[position - 1], bound]
   // (offsets must start at 0 or more, never decrease, and end at most at the row count).
   ExpertOffsetOutOfRange = 3,
+  // expertSlots: topkIds[position] holds expert id `value`, outside [0, bound).
+  SlotExpertIdOutOfRange = 4,
 };
 
 // One failing op, as a kernel reports it: the first fault its threads found.
@@ -67,6 +69,8 @@ inline std::string describeFault(FaultKind kind, long long value, long long posi
     case FaultKind::ExpertOffsetOutOfRange:
       return "groupedGemm: expertOffsets[" + at + "] is " + found +
              ", but offsets must be non-decreasing from 0 and at most the row count " + limit;
+    case FaultKind::SlotExpertIdOutOfRange:
+      return "expertSlots: topkIds holds expert id " + found + " at flat index " + at + ", outside [0, " + limit + ")";
     case FaultKind::None:
       break;
   }

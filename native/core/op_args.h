@@ -112,6 +112,23 @@ struct PermuteArgs : OpIdentity {
   int32_t totalExperts = 0;     // all experts; ids outside [0, totalExperts) are an error
 };
 
+// ---- 2b. Expert slots (balanced Expert Parallel) -----------------------------------------------
+// A layer whose experts are placed on slots with replicas of the busy ones (lib/parallel/
+// placement.ts) sends each (token t, slot j) pair to one replica of its expert e = topkIds[t, j],
+// the tokens of an expert taking its replicas in turn:
+//   slotIds[t, j] = replicaSlots[replicaOffsets[e] + t mod (replicaOffsets[e + 1] - replicaOffsets[e])]
+// permute() then sorts the pairs by slot (totalExperts = the slot count). An id outside
+// [0, experts) is an error (SlotExpertIdOutOfRange); its pair gets slot -1 (dropped by permute).
+// The table is the caller's: replicaOffsets increasing strictly from 0 (every expert has a
+// replica) to replicaSlots' length, and every slot in [0, the slot count); the library builds it
+// from a checked placement.
+struct ExpertSlotsArgs : OpIdentity {
+  TensorView topkIds;         // [T, K] int32
+  TensorView replicaOffsets;  // [experts + 1] int32
+  TensorView replicaSlots;    // [replicas] int32
+  TensorView slotIds;         // out [T, K] int32
+};
+
 // ---- Activation kinds (used by 3 and 4) ----------------------------------------------------
 // Numeric values shared with lib/vocabulary.ts (checked by test/vocabulary.test.ts).
 enum class ActivationKind : int32_t {

@@ -234,6 +234,7 @@ class CpuDevice final : public Device {
   void fillRandom(const FillRandomArgs& args) override { pushOp(args, cpu::fillRandom); }
   void quantizeWeights(const QuantizeWeightsArgs& args) override { pushOp(args, cpu::quantizeWeights); }
   void addInt32(const AddInt32Args& args) override { pushOp(args, cpu::addInt32); }
+  void expertSlots(const ExpertSlotsArgs& args) override { pushOp(args, cpu::expertSlots); }
 
  private:
   template <typename Args>

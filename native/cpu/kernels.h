@@ -17,5 +17,6 @@ void cast(const CastArgs& args);
 void fillRandom(const FillRandomArgs& args);
 void quantizeWeights(const QuantizeWeightsArgs& args);
 void addInt32(const AddInt32Args& args);
+void expertSlots(const ExpertSlotsArgs& args);
 
 }  // namespace moekit::cpu

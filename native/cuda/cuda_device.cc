@@ -641,6 +641,7 @@ class CudaDeviceImpl final : public CudaDevice {
   void fillRandom(const FillRandomArgs& args) override { run(args, false, moekit::cuda::fillRandom); }
   void quantizeWeights(const QuantizeWeightsArgs& args) override { run(args, false, moekit::cuda::quantizeWeights); }
   void addInt32(const AddInt32Args& args) override { run(args, false, moekit::cuda::addInt32); }
+  void expertSlots(const ExpertSlotsArgs& args) override { run(args, true, moekit::cuda::expertSlots); }
 
   void launchGraph(cudaGraphExec_t graph) override {
     useDevice(index_);

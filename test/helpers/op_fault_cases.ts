@@ -8,6 +8,7 @@
 import { expect, it } from 'vitest';
 
 import { activation, combine, groupedGemm, linear, MoELayer, permute, route, synchronize, Tensor, type Device } from '../../lib/index';
+import { ExpertSlotTable } from '../../lib/ops/expert_slots';
 import { swigluConfig } from './configs';
 import { expectThrows } from './errors';
 
@@ -83,6 +84,32 @@ export function opFaultCases(device: Device): void {
     using moved = combined.to('cpu');
     await expect(moved.toArray()).rejects.toEqual(rejectsWith(message));
     await expectDeviceWorks(device);
+  });
+
+  it('expertSlots maps each pair to its expert\'s replicas in turn by token, and refuses an id outside the experts', async () => {
+    // Expert 0 has replicas in slots 0 and 2; experts 1 and 2 one each (slots 1 and 3).
+    const table = ExpertSlotTable.of([0, 1, 0, 2], 3, device);
+    try {
+      using ids = ints([0, 1, 0, 2, 0, 0], [3, 2], device);
+      using slots = table.map(ids);
+      expect(Array.from(await slots.toArray())).toEqual([0, 1, 2, 3, 0, 0]);
+      using bad = ints([0, 1, 3, 2], [2, 2], device);
+      using refused = table.map(bad);
+      await expect(refused.toArray()).rejects.toEqual(rejectsWith(/expertSlots: topkIds holds expert id 3 at flat index 2, outside \[0, 3\)/));
+      // Fed the poisoned slots, permute fails too (on the GPU the bad pair's slot is -1, which
+      // permute refuses in turn).
+      using x = rows(2, device);
+      const sorted = permute(x, refused, 4);
+      for (const tensor of Object.values(sorted)) {
+        await expect(tensor.toArray()).rejects.toEqual(rejectsWith(/topkIds holds expert id (3|-1) at flat index 2/));
+        tensor.dispose();
+      }
+      await expectDeviceWorks(device);
+    } finally {
+      table.dispose();
+    }
+    expectThrows(() => ExpertSlotTable.of([0, 0], 2, device), 'E_INVALID_ARGUMENT', /expert 1 has no slot/);
+    expectThrows(() => ExpertSlotTable.of([0, 5], 2, device), 'E_INVALID_ARGUMENT', /slot 1 holds 5, not one of the 2 experts/);
   });
 
   it('a failure lands only on the failed op\'s outputs, not on the next tensor awaited', async () => {
