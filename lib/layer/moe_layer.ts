@@ -5,6 +5,7 @@ import { loadMoECheckpoint, readMoEConfig, type LoadProgress } from '../checkpoi
 import { activation } from '../ops/activation';
 import { combine } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
+import { ExpertSlotTable } from '../ops/expert_slots';
 import { permute } from '../ops/permute';
 import {
   isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
@@ -118,6 +119,8 @@ export class MoELayer {
   readonly checkpointBytesRead: number;
   #weights: LayerWeights | undefined;
   readonly #group: ProcessGroup | undefined;
+  /** With a placement: each routed pair's replica slot (ops/expert_slots.ts). */
+  readonly #slotTable: ExpertSlotTable | undefined;
 
   private constructor(config: MoEConfig, weights: LayerWeights, device: Device, dtype: FloatDType, parts: LayerParts = {}) {
     this.config = config;
@@ -127,6 +130,8 @@ export class MoELayer {
     this.shard = parts.shard ?? null;
     this.#group = parts.group;
     this.checkpointBytesRead = parts.bytesRead ?? 0;
+    const placement = this.shard?.placement;
+    this.#slotTable = placement && ExpertSlotTable.of(placement.slotExperts, config.numExperts, device);
   }
 
   /**
@@ -142,9 +147,12 @@ export class MoELayer {
     const parallel = settings.parallel === 'auto' ? group && (await autoParallel(group, config, settings.dtype)) : settings.parallel;
     // The plan is checked against the config (quantized weights: whole blocks per rank) before any weight is read.
     const shard = MoELayer.#shardFor(config, { ...settings, parallel });
-    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: shard?.experts, onProgress: settings.onProgress });
-    // The loader kept only this rank's experts: number them from 0 for the rest of the slicing.
-    const local = shard ? shardWeights(stored, weights, { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
+    // A placement's slots may hold any experts, replicas included: those ranks read every expert
+    // and keep their slots' (shardWeights).
+    const placed = shard?.placement !== undefined;
+    const { weights, bytesRead } = await loadMoECheckpoint(dir, { layer: settings.layer, experts: placed ? undefined : shard?.experts, onProgress: settings.onProgress });
+    // Otherwise the loader kept only this rank's experts: number them from 0 for the rest of the slicing.
+    const local = shard ? shardWeights(stored, weights, placed ? shard : { ...shard, experts: { first: 0, count: shard.experts.count } }) : weights;
     return MoELayer.#upload(stored, local, { ...settings, device: group?.device ?? settings.device }, { shard, group, bytesRead });
   }
 
@@ -306,11 +314,15 @@ export class MoELayer {
       mark('routing');
       try {
         const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
+        // With a placement, pairs go to slots (one replica of their expert each); the routing
+        // results (topkIds, expertCounts) stay in experts, for statistics and the balancer.
+        const slotTable = this.#slotTable;
+        const ids = slotTable ? keep(slotTable.map(routed.topkIds)) : routed.topkIds;
         // FP8 experts (W8A8): permute quantizes the rows as it gathers them, and the first GEMM
         // quantizes its activated output, so each GEMM reads FP8 rows with their scales, exactly
         // as if it quantized its own input.
         const fp8 = config.quantization === 'fp8';
-        const sorted = permute(input, routed.topkIds, config.numExperts, { localExperts, ...(fp8 && { quantize: 'fp8' as const }) });
+        const sorted = permute(input, ids, slotTable?.slots ?? config.numExperts, { localExperts, ...(fp8 && { quantize: 'fp8' as const }) });
         for (const made of Object.values(sorted)) keep(made);
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens:
@@ -388,7 +400,10 @@ export class MoELayer {
   dispose(): void {
     const weights = this.#weights;
     this.#weights = undefined;
-    if (weights) forEachWeight(weights, (tensor) => tensor.dispose());
+    if (weights) {
+      forEachWeight(weights, (tensor) => tensor.dispose());
+      this.#slotTable?.dispose();
+    }
   }
 
   [Symbol.dispose](): void {

@@ -107,25 +107,40 @@ export function planPlacement(loads: ArrayLike<number>, options: PlacementOption
 }
 
 /**
+ * `placement` checked for a layer of `experts` experts: positive ranks and slotsPerRank,
+ * ranks × slotsPerRank slot experts, each one of the experts, every expert held at least once.
+ * Returns how many replicas each expert has.
+ */
+export function checkPlacement(placement: ExpertPlacement, experts: number, op: string): number[] {
+  if (placement === null || typeof placement !== 'object') {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: the placement must be { ranks, slotsPerRank, slotExperts }, got ${describeValue(placement)}`);
+  }
+  const { ranks, slotsPerRank, slotExperts } = placement;
+  if (!Number.isSafeInteger(ranks) || ranks < 1 || !Number.isSafeInteger(slotsPerRank) || slotsPerRank < 1 ||
+    !Array.isArray(slotExperts) || slotExperts.length !== ranks * slotsPerRank) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: the placement must have positive ranks and slotsPerRank, and ranks × slotsPerRank slotExperts`);
+  }
+  const replicas = new Array<number>(experts).fill(0);
+  for (const expert of slotExperts) {
+    if (!Number.isSafeInteger(expert) || expert < 0 || expert >= experts) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `${op}: slot expert ${describeValue(expert)} is not one of the ${experts} experts`);
+    }
+    replicas[expert]! += 1;
+  }
+  const missing = replicas.indexOf(0);
+  if (missing >= 0) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: expert ${missing} has no slot in the placement`);
+  return replicas;
+}
+
+/**
  * The load each rank of `placement` would carry for `loads`: every expert's pairs shared equally
  * by its replicas. Checks that the placement holds every expert of `loads` at least once.
  */
 export function rankLoads(placement: ExpertPlacement, loads: ArrayLike<number>): number[] {
   const op = 'rankLoads';
   const values = checkedLoads(loads, op);
+  const replicas = checkPlacement(placement, values.length, op);
   const { ranks, slotsPerRank, slotExperts } = placement;
-  if (!Number.isSafeInteger(ranks) || !Number.isSafeInteger(slotsPerRank) || !Array.isArray(slotExperts) || slotExperts.length !== ranks * slotsPerRank) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: the placement must have ranks × slotsPerRank slotExperts`);
-  }
-  const replicas = new Array<number>(values.length).fill(0);
-  for (const expert of slotExperts) {
-    if (!Number.isSafeInteger(expert) || expert < 0 || expert >= values.length) {
-      throw new MoekitError('E_INVALID_ARGUMENT', `${op}: slot expert ${describeValue(expert)} is not one of the ${values.length} experts`);
-    }
-    replicas[expert]! += 1;
-  }
-  const missing = replicas.indexOf(0);
-  if (missing >= 0) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: expert ${missing} has no slot in the placement`);
   const perRank = new Array<number>(ranks).fill(0);
   slotExperts.forEach((expert, slot) => {
     perRank[Math.floor(slot / slotsPerRank)]! += values[expert]! / replicas[expert]!;

@@ -8,16 +8,23 @@ import { describeValue, MoekitError } from '../errors';
 import type { MoEConfig } from '../model/config';
 import { DEFAULT_GROUP_SIZES, FP8_BLOCK_SIZE, MXFP4_GROUP_SIZE, QUANTIZATION_FORMATS } from '../ops/quantized';
 import { optionalOptions, requiredObject } from '../options';
+import { checkPlacement, type ExpertPlacement } from './placement';
 
 export interface ParallelOptions {
   moeTpSize?: number;
   moeEpSize?: number;
+  /**
+   * Balanced Expert Parallel (planPlacement): EP rank r holds the experts of slots
+   * [r·slotsPerRank, (r + 1)·slotsPerRank), replicas included; placement.ranks must be moeEpSize.
+   */
+  placement?: ExpertPlacement;
 }
 
 export interface ParallelPlan {
   worldSize: number;
   moeTpSize: number;
   moeEpSize: number;
+  placement?: ExpertPlacement;
 }
 
 /** A half-open range [first, first + count). */
@@ -31,8 +38,13 @@ export interface RankShard {
   rank: number;
   tpRank: number;
   epRank: number;
-  /** The experts whose weights this rank holds (global ids). */
+  /**
+   * The experts whose weights this rank holds (global ids); with a placement, its slots (slot ids
+   * of placement.slotExperts).
+   */
   experts: Slice;
+  /** The placement the slots belong to, when experts are placed with replicas (ParallelOptions.placement). */
+  placement?: ExpertPlacement;
   /** The slice of each expert's intermediate dimension this rank holds. */
   intermediate: Slice;
   /** The slice of the shared expert's intermediate dimension (TP-wise), if any. */
@@ -58,7 +70,7 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
   if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
     throw new MoekitError('E_INVALID_ARGUMENT', `the group size must be a positive integer, got ${describeValue(worldSize)}`);
   }
-  const { moeTpSize: tpOption, moeEpSize: epOption } = optionalOptions(options, 'parallel');
+  const { moeTpSize: tpOption, moeEpSize: epOption, placement } = optionalOptions(options, 'parallel');
   requiredObject(config, 'resolvePlan: config');
   const tp = sizeOption(tpOption, 'moeTpSize');
   const ep = sizeOption(epOption, 'moeEpSize');
@@ -68,7 +80,14 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
     throw new MoekitError('E_INVALID_ARGUMENT',
       `moeTpSize (${tp ?? 'unset'}) × moeEpSize (${ep ?? 'unset'}) must equal the group size ${worldSize}`);
   }
-  const plan = { worldSize, moeTpSize, moeEpSize };
+  const plan: ParallelPlan = { worldSize, moeTpSize, moeEpSize };
+  if (placement !== undefined) {
+    checkPlacement(placement, config.numExperts, 'parallel.placement');
+    if (placement.ranks !== moeEpSize) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `parallel.placement is for ${placement.ranks} ranks, but moeEpSize is ${moeEpSize}`);
+    }
+    plan.placement = placement;
+  }
   const problem = planProblem(plan, config);
   if (problem !== null) throw new MoekitError('E_INVALID_ARGUMENT', problem);
   return plan;
@@ -81,7 +100,7 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
  */
 export function planProblem(plan: ParallelPlan, config: MoEConfig): string | null {
   const { worldSize, moeTpSize, moeEpSize } = plan;
-  if (config.numExperts % moeEpSize !== 0) return `moeEpSize ${moeEpSize} does not divide the expert count ${config.numExperts}`;
+  if (!plan.placement && config.numExperts % moeEpSize !== 0) return `moeEpSize ${moeEpSize} does not divide the expert count ${config.numExperts}`;
   if (config.intermediateSize % moeTpSize !== 0) return `moeTpSize ${moeTpSize} does not divide the intermediate size ${config.intermediateSize}`;
   const shared = config.sharedExpert;
   if (shared && shared.intermediateSize % worldSize !== 0) {
@@ -154,7 +173,8 @@ export function shardForRank(plan: ParallelPlan, config: MoEConfig, rank: number
   }
   const tpRank = rank % plan.moeTpSize;
   const epRank = Math.floor(rank / plan.moeTpSize);
-  const expertsPerRank = config.numExperts / plan.moeEpSize;
+  const { placement } = plan;
+  const expertsPerRank = placement ? placement.slotsPerRank : config.numExperts / plan.moeEpSize;
   const intermediatePerRank = config.intermediateSize / plan.moeTpSize;
   const shared = config.sharedExpert;
   const sharedPerRank = shared ? shared.intermediateSize / plan.worldSize : 0;
@@ -166,6 +186,7 @@ export function shardForRank(plan: ParallelPlan, config: MoEConfig, rank: number
     intermediate: { first: tpRank * intermediatePerRank, count: intermediatePerRank },
     sharedIntermediate: shared ? { first: rank * sharedPerRank, count: sharedPerRank } : null,
     ownsOutputBias: tpRank === 0,
+    ...(placement && { placement }),
   };
 }
 
@@ -182,7 +203,12 @@ function requireSlice(value: unknown, name: string, extent: number): void {
  */
 export function checkShard(shard: RankShard, config: MoEConfig): RankShard {
   requiredObject(shard, 'shard', ['experts', 'intermediate', 'ownsOutputBias']);
-  requireSlice(shard.experts, 'shard.experts', config.numExperts);
+  if (shard.placement !== undefined) {
+    checkPlacement(shard.placement, config.numExperts, 'shard.placement');
+    requireSlice(shard.experts, 'shard.experts', shard.placement.slotExperts.length);
+  } else {
+    requireSlice(shard.experts, 'shard.experts', config.numExperts);
+  }
   requireSlice(shard.intermediate, 'shard.intermediate', config.intermediateSize);
   if (config.sharedExpert) requireSlice(shard.sharedIntermediate, 'shard.sharedIntermediate', config.sharedExpert.intermediateSize);
   const routed = splitQuantum(config, config.intermediateSize, true);

@@ -122,8 +122,40 @@ function zerosLike(tensor: HostTensor): HostTensor {
   return allocateLike(tensor, [...tensor.shape]);
 }
 
-/** One rank's weights. Output-projection biases go to the rank that owns them; others get zeros. */
+/** Experts `ids` of a [E, ...] stack, in that order (an id may repeat: replicas). */
+function gatherExperts(tensor: HostTensor, ids: readonly number[]): HostTensor {
+  const [E, ...rest] = tensor.shape as [number, ...number[]];
+  const size = tensor.data.length / E;
+  const out = allocateLike(tensor, [ids.length, ...rest]);
+  ids.forEach((expert, i) => out.data.set(tensor.data.subarray(expert * size, (expert + 1) * size), i * size));
+  return out;
+}
+
+/**
+ * The routed experts' weights stacked in slot order for slots `slots` of a placement: the expert
+ * matrices (quantized ones with their scales) and their biases. Router and shared expert as given.
+ */
+function placeExperts(weights: MoEWeights<HostTensor>, slotExperts: readonly number[], slots: Slice): MoEWeights<HostTensor> {
+  const ids = slotExperts.slice(slots.first, slots.first + slots.count);
+  const gather = (tensor: HostTensor): HostTensor => gatherExperts(tensor, ids);
+  return {
+    ...weights,
+    w13: cutMatrix(weights.w13, gather),
+    w2: cutMatrix(weights.w2, gather),
+    ...(weights.w13Bias && { w13Bias: gather(weights.w13Bias) }),
+    ...(weights.w2Bias && { w2Bias: gather(weights.w2Bias) }),
+  };
+}
+
+/**
+ * One rank's weights. Output-projection biases go to the rank that owns them; others get zeros.
+ * With a placement, the rank's slots' experts (replicas repeated) in slot order.
+ */
 export function shardWeights(config: MoEConfig, weights: MoEWeights<HostTensor>, shard: RankShard): MoEWeights<HostTensor> {
+  if (shard.placement) {
+    const placed = placeExperts(weights, shard.placement.slotExperts, shard.experts);
+    return shardWeights(config, placed, { ...shard, experts: { first: 0, count: shard.experts.count }, placement: undefined });
+  }
   const { hiddenSize: H, intermediateSize: I } = config;
   const all: Slice = { first: 0, count: H };
   const sharded: MoEWeights<HostTensor> = {
