@@ -16,11 +16,13 @@ export * from './ops/index';
 export { FORWARD_STAGES, type ForwardOptions, type ForwardProfiler, type ForwardStage, type MoEForwardResult } from './layer/forward';
 export {
   MoELayer,
+  type AllToAllForwardOptions,
   type FromPretrainedOptions,
   type ParallelLayerOptions,
   type MoELayerOptions,
   type RandomLayerOptions,
 } from './layer/moe_layer';
+export type { ExchangeGroup } from './layer/wide_ep';
 export type { HostQuantized, HostTensor, MoEConfig, MoEWeights, SharedExpertConfig } from './model/config';
 export { isGated, MODEL_FAMILIES, type ActivationKind, type GateLayout, type ModelFamily, type RoutingMethod } from './vocabulary';
 export type { LoadProgress } from './checkpoint/load';
@@ -29,7 +31,7 @@ export { synchronize } from './sync';
 export { CudaStream, currentStream, useStream } from './streams';
 export { type AllToAllOptions } from './parallel/collective_args';
 export { ProcessGroup, type ProcessGroupOptions } from './parallel/process_group';
-export { resolvePlan, shardForRank, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
+export { DISPATCH_MODES, resolvePlan, shardForRank, type DispatchMode, type ParallelOptions, type ParallelPlan, type RankShard } from './parallel/plan';
 export { autoPlan, type AutoPlan, type AutoPlanInput, type GpuLink } from './parallel/auto_plan';
 export { autoParallel } from './parallel/group_plan';
 export { loadImbalance, planPlacement, rankLoads, type ExpertPlacement, type PlacementOptions } from './parallel/placement';

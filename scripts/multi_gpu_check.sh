@@ -39,6 +39,7 @@ tests() {
     step "random-mixtral-nproc$n" launch --nproc "$n" test/gpu/multi/parallel_random.js
     step "stats-gather-nproc$n" launch --nproc "$n" test/gpu/multi/stats_gather.js
     step "collectives-nproc$n" launch --nproc "$n" test/gpu/multi/collectives.js
+    step "wide-ep-nproc$n" launch --nproc "$n" test/gpu/multi/wide_ep.js
   done
   step collective-failures node test/gpu/multi/collective_failures.js
 }

@@ -8,7 +8,7 @@ import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { ExpertSlotTable } from '../ops/expert_slots';
 import { permute } from '../ops/permute';
 import {
-  isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
+  Fp8Rows, isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
   scaleShape, WEIGHT_FORMATS, type ExpertQuantization, type GroupSize, type Quantization, type QuantizedParts,
 } from '../ops/quantized';
 import { route } from '../ops/routing';
@@ -21,6 +21,7 @@ import { autoParallel } from '../parallel/group_plan';
 import { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
 import { captureForward, type CapturedForward } from './captured_forward';
+import { dispatchToExperts, type ExchangeGroup } from './wide_ep';
 import type { ForwardOptions, ForwardStage, MoEForwardResult } from './forward';
 import { isGated, type ActivationKind } from '../vocabulary';
 import { isQuantized, type HostQuantized, type HostTensor, type MoEConfig, type MoEWeights } from '../model/config';
@@ -74,6 +75,11 @@ export interface FromPretrainedOptions extends Omit<ParallelLayerOptions, 'paral
   layer: number;
   /** Told after each tensor is read: weight bytes read of the total (lib/checkpoint/load.ts, LoadProgress). */
   onProgress?: (progress: LoadProgress) => void;
+}
+
+export interface AllToAllForwardOptions {
+  /** Stands in for the layer's group (by default the group it was built with). */
+  group?: ExchangeGroup;
 }
 
 export interface RandomLayerOptions extends MoELayerOptions {
@@ -293,6 +299,9 @@ export class MoELayer {
    */
   forward(x: Tensor, options?: ForwardOptions | null): MoEForwardResult {
     const weights = this.#live();
+    if (this.shard?.dispatch === 'all_to_all') {
+      throw new MoekitError('E_INVALID_ARGUMENT', "MoELayer.forward: this layer dispatches rows with all-to-all (parallel.dispatch 'all_to_all'): use await layer.forwardAllToAll(x)");
+    }
     const { routerLogits, profiler } = optionalOptions(options, 'MoELayer.forward: options');
     if (profiler !== undefined && profiler !== null && typeof profiler.mark !== 'function') {
       throw new MoekitError('E_INVALID_ARGUMENT', 'MoELayer.forward: options.profiler must have a mark(stage) method');
@@ -325,21 +334,8 @@ export class MoELayer {
         const sorted = permute(input, ids, slotTable?.slots ?? config.numExperts, { localExperts, ...(fp8 && { quantize: 'fp8' as const }) });
         for (const made of Object.values(sorted)) keep(made);
         mark('permute');
-        // A token visits an expert at most once, so no expert has more rows than there are tokens:
-        // small batches take the decode kernels. The bound must be positive; with no tokens there
-        // are no rows, and 1 bounds them as well. The activation runs in the first GEMM's epilogue.
-        const maxRowsPerExpert = Math.max(input.shape[0]!, 1);
-        const activated = keep(
-          groupedGemm(sorted.permuted, weights.w13, sorted.expertOffsets, {
-            bias: weights.w13Bias,
-            activation: this.#activationOptions(),
-            maxRowsPerExpert,
-            ...(fp8 && { outDtype: 'float8_e4m3' as const }),
-          }),
-        );
-        mark('expert_up');
-        const expertOutput = keep(groupedGemm(activated, weights.w2, sorted.expertOffsets, { bias: weights.w2Bias, maxRowsPerExpert, outDtype: this.dtype }));
-        mark('expert_down');
+        // A token visits an expert at most once, so no expert has more rows than there are tokens.
+        const expertOutput = this.#runExperts(sorted.permuted, sorted.expertOffsets, input.shape[0]!, keep, mark);
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
         if (shared) mark('shared');
         const output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
@@ -356,6 +352,51 @@ export class MoELayer {
       }
     } finally {
       // Freed in stream order: the queued work that reads them finishes first.
+      temporaries.disposeAll();
+    }
+  }
+
+  /**
+   * Wide Expert Parallel (parallel.dispatch 'all_to_all', lib/layer/wide_ep.ts): runs the block on
+   * this rank's own tokens x [T, H] (T may differ between ranks, 0 included), sending each routed
+   * row to the rank that holds its expert and back; resolves to this rank's result once the row
+   * counts have been exchanged and every step is queued (the output itself is read as usual).
+   * Every rank of the group must call it, in the same order. options.group stands in for the
+   * layer's group (anything with rank, worldSize and allToAll).
+   */
+  async forwardAllToAll(x: Tensor, options?: AllToAllForwardOptions | null): Promise<MoEForwardResult> {
+    const weights = this.#live();
+    const op = 'MoELayer.forwardAllToAll';
+    const settings = optionalOptions(options, `${op}: options`);
+    const { shard } = this;
+    if (shard?.dispatch !== 'all_to_all') {
+      throw new MoekitError('E_INVALID_ARGUMENT', `${op}: the layer was not built with parallel.dispatch 'all_to_all' (use forward)`);
+    }
+    const group = settings.group ?? this.#group;
+    if (group === undefined) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: the layer has no group: pass options.group`);
+    if (this.config.quantization === 'fp8') {
+      throw new MoekitError('E_UNSUPPORTED_MODEL', `${op}: FP8 experts are not dispatched with all-to-all yet (their rows travel with scales)`);
+    }
+    const input = this.#checkInput(x);
+    const temporaries = new Made();
+    if (input !== x) temporaries.keep(input);
+    const keep = <T extends Disposable>(tensor: T): T => temporaries.keep(tensor);
+    try {
+      const { config } = this;
+      const logits = keep(this.routerLogits(input));
+      const routed = route(logits, { ...config.routing, correctionBias: weights.correctionBias });
+      try {
+        const output = await dispatchToExperts({
+          group, input, routed, keep, experts: config.numExperts, localExperts: shard.experts,
+          runExperts: (rows, offsets, maxRowsPerExpert) => this.#runExperts(rows, offsets, maxRowsPerExpert, keep, () => {}),
+          ...(weights.shared && { shared: this.#sharedExpert(input, weights.shared, keep) }),
+        });
+        return resultOf({ output, ...routed });
+      } catch (error) {
+        for (const tensor of Object.values(routed)) tensor.dispose();
+        throw error;
+      }
+    } finally {
       temporaries.disposeAll();
     }
   }
@@ -445,6 +486,30 @@ export class MoELayer {
   }
 
   /** The shared expert; with FP8 weights each linear quantizes its input by the W8A8 rule. */
+  /**
+   * The two grouped GEMMs over expert-sorted rows (the activation in the first one's epilogue):
+   * [rows, H] in the layer's dtype. `maxRowsPerExpert` bounds the rows of any one expert (small
+   * batches take the decode kernels); it must be positive, and with no rows 1 bounds them as well.
+   */
+  #runExperts(rows: Tensor | Fp8Rows, offsets: Tensor, maxRowsPerExpert: number, keep: <T extends Disposable>(made: T) => T,
+    mark: (stage: ForwardStage) => void): Tensor {
+    const weights = this.#live();
+    const bound = Math.max(maxRowsPerExpert, 1);
+    const fp8 = this.config.quantization === 'fp8';
+    const activated = keep(
+      groupedGemm(rows, weights.w13, offsets, {
+        bias: weights.w13Bias,
+        activation: this.#activationOptions(),
+        maxRowsPerExpert: bound,
+        ...(fp8 && { outDtype: 'float8_e4m3' as const }),
+      }),
+    );
+    mark('expert_up');
+    const expertOutput = keep(groupedGemm(activated, weights.w2, offsets, { bias: weights.w2Bias, maxRowsPerExpert: bound, outDtype: this.dtype }));
+    mark('expert_down');
+    return expertOutput;
+  }
+
   #sharedExpert(x: Tensor, shared: NonNullable<LayerWeights['shared']>, keep: <T extends Disposable>(made: T) => T) {
     const hidden = keep(linear(x, shared.w13));
     const activated = keep(this.#activate(hidden));

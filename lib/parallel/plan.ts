@@ -18,13 +18,25 @@ export interface ParallelOptions {
    * [r·slotsPerRank, (r + 1)·slotsPerRank), replicas included; placement.ranks must be moeEpSize.
    */
   placement?: ExpertPlacement;
+  /**
+   * How routed rows reach their experts (DISPATCH_MODES): 'all_reduce' (the default) gives every
+   * rank every token and sums the ranks' partial outputs; 'all_to_all' (wide EP, as DeepSeek-V3 is
+   * deployed) has each rank bring its own tokens, send each routed row to the rank that owns its
+   * expert and get the results back (MoELayer.forwardAllToAll). EP only: moeTpSize 1, no placement.
+   */
+  dispatch?: DispatchMode;
 }
+
+/** How routed rows reach the ranks that hold their experts (ParallelOptions.dispatch). */
+export const DISPATCH_MODES = ['all_reduce', 'all_to_all'] as const;
+export type DispatchMode = (typeof DISPATCH_MODES)[number];
 
 export interface ParallelPlan {
   worldSize: number;
   moeTpSize: number;
   moeEpSize: number;
   placement?: ExpertPlacement;
+  dispatch?: DispatchMode;
 }
 
 /** A half-open range [first, first + count). */
@@ -51,6 +63,8 @@ export interface RankShard {
   sharedIntermediate: Slice | null;
   /** Whether this rank adds the biases of the output projections (exactly one TP rank does). */
   ownsOutputBias: boolean;
+  /** 'all_to_all': the rank computes its own tokens with rows dispatched to other ranks (wide EP). */
+  dispatch?: DispatchMode;
 }
 
 function sizeOption(value: unknown, name: string): number | undefined {
@@ -70,7 +84,7 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
   if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
     throw new MoekitError('E_INVALID_ARGUMENT', `the group size must be a positive integer, got ${describeValue(worldSize)}`);
   }
-  const { moeTpSize: tpOption, moeEpSize: epOption, placement } = optionalOptions(options, 'parallel');
+  const { moeTpSize: tpOption, moeEpSize: epOption, placement, dispatch } = optionalOptions(options, 'parallel');
   requiredObject(config, 'resolvePlan: config');
   const tp = sizeOption(tpOption, 'moeTpSize');
   const ep = sizeOption(epOption, 'moeEpSize');
@@ -88,6 +102,15 @@ export function resolvePlan(worldSize: number, options: ParallelOptions | null |
     }
     plan.placement = placement;
   }
+  if (dispatch !== undefined) {
+    if (!(DISPATCH_MODES as readonly unknown[]).includes(dispatch)) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `parallel.dispatch must be ${DISPATCH_MODES.map((mode) => `'${mode}'`).join(' or ')}, got ${describeValue(dispatch)}`);
+    }
+    if (dispatch === 'all_to_all' && (moeTpSize !== 1 || placement !== undefined)) {
+      throw new MoekitError('E_INVALID_ARGUMENT', `parallel.dispatch 'all_to_all' is Expert Parallel alone: moeTpSize must be 1 (got ${moeTpSize}) and no placement given`);
+    }
+    if (dispatch === 'all_to_all') plan.dispatch = dispatch;
+  }
   const problem = planProblem(plan, config);
   if (problem !== null) throw new MoekitError('E_INVALID_ARGUMENT', problem);
   return plan;
@@ -103,12 +126,13 @@ export function planProblem(plan: ParallelPlan, config: MoEConfig): string | nul
   if (!plan.placement && config.numExperts % moeEpSize !== 0) return `moeEpSize ${moeEpSize} does not divide the expert count ${config.numExperts}`;
   if (config.intermediateSize % moeTpSize !== 0) return `moeTpSize ${moeTpSize} does not divide the intermediate size ${config.intermediateSize}`;
   const shared = config.sharedExpert;
-  if (shared && shared.intermediateSize % worldSize !== 0) {
+  // Under all-to-all dispatch each rank computes the whole shared expert on its own tokens.
+  if (shared && plan.dispatch !== 'all_to_all' && shared.intermediateSize % worldSize !== 0) {
     return `the group size ${worldSize} does not divide the shared expert's intermediate size ${shared.intermediateSize}`;
   }
   const routed = splitQuantum(config, config.intermediateSize, true);
   const routedProblem = routed ? alignedSplitProblem(routed, 'moeTpSize', moeTpSize, config.intermediateSize, 'the intermediate size') : null;
-  if (routedProblem !== null || !shared) return routedProblem;
+  if (routedProblem !== null || !shared || plan.dispatch === 'all_to_all') return routedProblem;
   const sharedQuantum = splitQuantum(config, shared.intermediateSize, false);
   return sharedQuantum ? alignedSplitProblem(sharedQuantum, 'the group size', worldSize, shared.intermediateSize, "the shared expert's intermediate size") : null;
 }
@@ -177,16 +201,18 @@ export function shardForRank(plan: ParallelPlan, config: MoEConfig, rank: number
   const expertsPerRank = placement ? placement.slotsPerRank : config.numExperts / plan.moeEpSize;
   const intermediatePerRank = config.intermediateSize / plan.moeTpSize;
   const shared = config.sharedExpert;
-  const sharedPerRank = shared ? shared.intermediateSize / plan.worldSize : 0;
+  const dispatched = plan.dispatch === 'all_to_all';
+  const sharedPerRank = shared ? shared.intermediateSize / (dispatched ? 1 : plan.worldSize) : 0;
   return {
     rank,
     tpRank,
     epRank,
     experts: { first: epRank * expertsPerRank, count: expertsPerRank },
     intermediate: { first: tpRank * intermediatePerRank, count: intermediatePerRank },
-    sharedIntermediate: shared ? { first: rank * sharedPerRank, count: sharedPerRank } : null,
+    sharedIntermediate: shared ? { first: dispatched ? 0 : rank * sharedPerRank, count: sharedPerRank } : null,
     ownsOutputBias: tpRank === 0,
     ...(placement && { placement }),
+    ...(dispatched && { dispatch: plan.dispatch }),
   };
 }
 

@@ -5,6 +5,7 @@
 const path = require('node:path');
 
 const { MoELayer, ProcessGroup, Tensor, planPlacement } = require('../../../dist/index');
+const { relativeError } = require('./compare');
 const { factorizations } = require('../../../dist/parallel/plan');
 const { SafetensorsFile } = require('../../../dist/checkpoint/safetensors');
 const { readMoEConfig } = require('../../../dist/checkpoint/load');
@@ -21,15 +22,6 @@ async function expected(family) {
   return { input: input.data, shape: input.shape, output: output.data };
 }
 
-function relativeError(actual, reference) {
-  let difference = 0;
-  let norm = 0;
-  for (let i = 0; i < reference.length; i++) {
-    difference += (actual[i] - reference[i]) ** 2;
-    norm += reference[i] ** 2;
-  }
-  return Math.sqrt(difference / norm);
-}
 
 async function main() {
   const group = await ProcessGroup.init({ timeoutMs: 60_000 });

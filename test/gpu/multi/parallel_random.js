@@ -7,6 +7,7 @@
 const { execFileSync } = require('node:child_process');
 
 const { MoELayer, ProcessGroup, Tensor } = require('../../../dist/index');
+const { relativeError } = require('./compare');
 const { factorizations } = require('../../../dist/parallel/plan');
 const { findPreset } = require('../../../dist/bench/presets');
 
@@ -15,15 +16,6 @@ const TOLERANCE = 2e-2;
 const TOKENS = (process.env.MOEKIT_PARALLEL_TOKENS ?? '16,512').split(',').map(Number);
 const MIB = 1024 * 1024;
 
-function relativeError(actual, reference) {
-  let difference = 0;
-  let norm = 0;
-  for (let i = 0; i < reference.length; i++) {
-    difference += (actual[i] - reference[i]) ** 2;
-    norm += reference[i] ** 2;
-  }
-  return Math.sqrt(difference / norm);
-}
 
 /** Random bfloat16 weights drawn on `device`, brought to the host (every rank draws the same). */
 async function randomHostTensor(shape, seed, fanIn, device) {

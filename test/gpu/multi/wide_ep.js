@@ -1,0 +1,47 @@
+// Run under `moekit launch --nproc N`: wide Expert Parallel (parallel.dispatch 'all_to_all') on
+// the fixture families whose expert count N divides. Every rank brings its own, differently sized
+// batch of tokens (rank r: 3 + 5r, and rank 1 none at all), and its output must equal the whole
+// layer's on the same tokens, computed on the same GPU. Each rank prints one line per case and a
+// summary; exits 1 on any failure.
+const path = require('node:path');
+
+const { MoELayer, ProcessGroup, Tensor } = require('../../../dist/index');
+const { relativeError } = require('./compare');
+const { readMoEConfig } = require('../../../dist/checkpoint/load');
+
+const FIXTURES = path.resolve(__dirname, '../../../../shared/fixtures/hf-moe');
+const FAMILIES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek_v3', 'gpt_oss'];
+const TOLERANCE = { float32: 1e-5, bfloat16: 2e-2 };
+
+
+async function main() {
+  const group = await ProcessGroup.init({ timeoutMs: 60_000 });
+  const { rank, worldSize, device } = group;
+  const tokens = rank === 1 ? 0 : 3 + 5 * rank;
+  let failures = 0;
+  for (const family of FAMILIES) {
+    const dir = path.join(FIXTURES, family);
+    if (readMoEConfig(dir, 0).numExperts % worldSize !== 0) continue;
+    for (const dtype of ['float32', 'bfloat16']) {
+      const layer = await MoELayer.fromPretrained(dir, { layer: 0, group, parallel: { moeEpSize: worldSize, dispatch: 'all_to_all' }, dtype });
+      const whole = await MoELayer.fromPretrained(dir, { layer: 0, device, dtype });
+      const x = Tensor.random([tokens, layer.config.hiddenSize], { seed: 20 + rank, device });
+      const result = await layer.forwardAllToAll(x);
+      const expected = whole.forward(x);
+      await group.synchronize();
+      const error = relativeError(await result.output.toFloat32Array(), await expected.output.toFloat32Array());
+      const ok = error <= TOLERANCE[dtype];
+      if (!ok) failures += 1;
+      console.log(`${ok ? 'PASS' : 'FAIL'} ${family} wide ep${worldSize} ${dtype} rank ${rank} (${tokens} tokens): relative error ${error.toExponential(2)}`);
+      for (const made of [result, expected, x, layer, whole]) made.dispose();
+    }
+  }
+  group.destroy();
+  console.log(`rank ${rank}: ${failures === 0 ? 'all passed' : `${failures} failed`}`);
+  process.exit(failures === 0 ? 0 : 1);
+}
+
+main().catch((error) => {
+  console.error(`${error.code ?? ''} ${error.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,86 @@
+// Wide Expert Parallel (parallel.dispatch 'all_to_all', lib/layer/wide_ep.ts) on the CPU backend:
+// ranks simulated in one process exchange rows through a loopback all-to-all
+// (test/helpers/loopback_group.ts), each bringing its own tokens; each rank's output must equal
+// the unsharded layer's on those tokens, however uneven the tokens and the routing.
+import { describe, expect, it } from 'vitest';
+
+import { readMoEConfig } from '../lib/checkpoint/load';
+import { MoELayer, Tensor } from '../lib/index';
+import { resolvePlan, shardForRank } from '../lib/parallel/plan';
+import { expectRejects, expectThrows } from './helpers/errors';
+import { fixtureDir, quantFixtureDir, relativeError } from './helpers/fixtures';
+import { LoopbackHub } from './helpers/loopback_group';
+
+/**
+ * Every rank's forwardAllToAll on its own tokens (tokens[r] of them; `hot` > 0 pushes every
+ * token's hidden state towards one direction, which concentrates routing on a few experts),
+ * against the unsharded layer's forward on the same tokens.
+ */
+async function compare(dir: string, tokens: readonly number[], hot = 0): Promise<number[]> {
+  const config = readMoEConfig(dir, 0);
+  const ranks = tokens.length;
+  const plan = resolvePlan(ranks, { moeEpSize: ranks, dispatch: 'all_to_all' }, config);
+  using whole = await MoELayer.fromPretrained(dir, { layer: 0 });
+  const layers = await Promise.all(tokens.map((_, rank) => MoELayer.fromPretrained(dir, { layer: 0, shard: shardForRank(plan, config, rank) })));
+  const inputs = tokens.map((count, rank) => {
+    const x = Tensor.random([count, config.hiddenSize], { seed: 10 + rank }).toFloat32Array();
+    return x.then((values) => Tensor.fromArray(values.map((value, i) => value + (i % config.hiddenSize === 0 ? hot : 0)), [count, config.hiddenSize]));
+  });
+  const xs = await Promise.all(inputs);
+  try {
+    const hub = new LoopbackHub(ranks);
+    const results = await Promise.all(layers.map((layer, rank) => layer.forwardAllToAll(xs[rank]!, { group: hub.groups[rank]! })));
+    const errors: number[] = [];
+    for (let rank = 0; rank < ranks; rank++) {
+      using expected = whole.forward(xs[rank]!);
+      using result = results[rank]!;
+      expect(Array.from(await result.topkIds.toArray())).toEqual(Array.from(await expected.topkIds.toArray()));
+      const output = await result.output.toFloat32Array();
+      const reference = await expected.output.toFloat32Array();
+      expect(output.length).toBe(reference.length);
+      errors.push(reference.length === 0 ? 0 : relativeError(output, reference));
+    }
+    return errors;
+  } finally {
+    for (const layer of layers) layer.dispose();
+    for (const x of xs) x.dispose();
+  }
+}
+
+describe("wide Expert Parallel: parallel.dispatch 'all_to_all'", () => {
+  it('Mixtral fixture, EP2, ranks with 13 and 5 tokens: each rank gets the unsharded layer\'s output for its tokens', async () => {
+    for (const error of await compare(fixtureDir('mixtral'), [13, 5])) expect(error).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('Mixtral fixture, EP4 with uneven tokens (7, 0, 3, 12) and skewed routing', async () => {
+    for (const error of await compare(fixtureDir('mixtral'), [7, 0, 3, 12], 4)) expect(error).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('Mixtral fixture, EP4 with one token in all: ranks that receive no rows (top-2 reaches at most two of four)', async () => {
+    for (const error of await compare(fixtureDir('mixtral'), [1, 0, 0, 0])) expect(error).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('DeepSeek-V3 fixture (shared expert whole on every rank, grouped routing), EP2', async () => {
+    for (const error of await compare(fixtureDir('deepseek_v3'), [6, 11])) expect(error).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('gpt-oss MXFP4 fixture (quantized experts, biases), EP2', async () => {
+    for (const error of await compare(quantFixtureDir('gpt_oss_mxfp4'), [9, 4])) expect(error).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('names what is wrong', async () => {
+    const dir = fixtureDir('mixtral');
+    const config = readMoEConfig(dir, 0);
+    expectThrows(() => resolvePlan(4, { moeTpSize: 2, moeEpSize: 2, dispatch: 'all_to_all' }, config), 'E_INVALID_ARGUMENT', /'all_to_all' is Expert Parallel alone: moeTpSize must be 1 \(got 2\)/);
+    expectThrows(() => resolvePlan(2, { moeEpSize: 2, dispatch: 'broadcast' as never }, config), 'E_INVALID_ARGUMENT', /parallel\.dispatch must be 'all_reduce' or 'all_to_all', got "broadcast"/);
+    const plan = resolvePlan(2, { moeEpSize: 2, dispatch: 'all_to_all' }, config);
+    using dispatched = await MoELayer.fromPretrained(dir, { layer: 0, shard: shardForRank(plan, config, 0) });
+    using x = Tensor.random([2, config.hiddenSize], { seed: 1 });
+    expectThrows(() => dispatched.forward(x), 'E_INVALID_ARGUMENT', /use await layer\.forwardAllToAll\(x\)/);
+    await expectRejects(dispatched.forwardAllToAll(x), 'E_INVALID_ARGUMENT', /the layer has no group: pass options\.group/);
+    using plain = await MoELayer.fromPretrained(dir, { layer: 0 });
+    await expectRejects(plain.forwardAllToAll(x, { group: new LoopbackHub(1).groups[0]! }), 'E_INVALID_ARGUMENT', /not built with parallel\.dispatch 'all_to_all'/);
+    // A group whose ranks do not match the layer's experts.
+    await expectRejects(dispatched.forwardAllToAll(x, { group: new LoopbackHub(4).groups[0]! }), 'E_INVALID_ARGUMENT', /rank 0 of 4 must hold experts \[0, 2\), but holds \[0, 4\)/);
+  });
+});
