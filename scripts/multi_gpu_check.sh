@@ -72,6 +72,9 @@ bench() {
   for n in "${sizes[@]}"; do
     step "bench-parallel-nproc$n" launch --nproc "$n" dist/cli/main.js bench --parallel --device cuda --json "$out/bench-parallel-$n.json"
     tail -30 "$out/bench-parallel-nproc$n.log"
+    # Wide EP at 4096 tokens per rank (issue 17's target: DeepSeek-V3-shaped experts).
+    step "bench-wide-ep-nproc$n" launch --nproc "$n" dist/cli/main.js bench --parallel --dispatch all_to_all --tokens 512,4096 --warmup 2 --runs 10 --json "$out/bench-wide-ep-$n.json"
+    tail -8 "$out/bench-wide-ep-nproc$n.log"
   done
 }
 

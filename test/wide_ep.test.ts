@@ -68,6 +68,19 @@ describe("wide Expert Parallel: parallel.dispatch 'all_to_all'", () => {
     for (const error of await compare(quantFixtureDir('gpt_oss_mxfp4'), [9, 4])) expect(error).toBeLessThanOrEqual(1e-6);
   });
 
+  it('MoELayer.random draws a shard\'s part only (what the wide-EP bench gives each rank), and refuses a placement', async () => {
+    const config = readMoEConfig(fixtureDir('mixtral'), 0);
+    using whole = MoELayer.random(config, { seed: 3 });
+    const plan = resolvePlan(2, { moeEpSize: 2, dispatch: 'all_to_all' }, config);
+    using part = MoELayer.random(config, { seed: 3, shard: shardForRank(plan, config, 1) });
+    expect(part.weightBytes().experts * 2).toBe(whole.weightBytes().experts);
+    using tp = MoELayer.random(config, { seed: 3, shard: shardForRank(resolvePlan(2, { moeTpSize: 2 }, config), config, 1) });
+    expect(tp.weightBytes().experts * 2).toBe(whole.weightBytes().experts);
+    const placement = { ranks: 2, slotsPerRank: 5, slotExperts: [0, 1, 2, 3, 0, 4, 5, 6, 7, 1] };
+    const placed = shardForRank(resolvePlan(2, { moeEpSize: 2, placement }, config), config, 0);
+    expectThrows(() => MoELayer.random(config, { shard: placed }), 'E_INVALID_ARGUMENT', /a placement's replicas must hold the same weights/);
+  });
+
   it('names what is wrong', async () => {
     const dir = fixtureDir('mixtral');
     const config = readMoEConfig(dir, 0);

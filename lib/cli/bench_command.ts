@@ -3,6 +3,7 @@ import { measureCeilings } from '../bench/ceilings';
 import { compareRows, formatComparison, formatComparisonPreamble, readBenchRows, readTorchRows, type ComparedBenchRow, type TorchRow } from '../bench/compare';
 import { DEFAULT_SHAPE_SETTINGS, parseShapeActivation, parseShapeRouting, shapePreset, type ShapeSettings } from '../bench/custom_shape';
 import { runParallelBench } from '../bench/parallel_run';
+import { runWideEpCommand } from '../bench/wide_ep_run';
 import { ALL_PRESETS, findPreset, FULL_PRESETS, MINI_PRESETS, type BenchPreset } from '../bench/presets';
 import { benchConfig, benchRow, deviceName, formatHeader, formatPreamble, formatRow, writeJsonReport, type BenchContext, type BenchRow } from '../bench/report';
 import { writeHtmlReport } from '../bench/html_report';
@@ -15,7 +16,7 @@ import type { MoEConfig } from '../model/config';
 import { validateMoEConfig } from '../model/validate_config';
 import { addon } from '../native';
 import type { GroupSize, Quantization } from '../ops/quantized';
-import type { ParallelOptions } from '../parallel/plan';
+import { DISPATCH_MODES, type ParallelOptions } from '../parallel/plan';
 import { ACTIVATIONS, ROUTING_METHODS } from '../vocabulary';
 import {
   asUsageError, deviceOption, dtypeOption, expectPositionals, groupSizeOption, integerListOption, integerOption, listOption, parseCommandLine, quantizeOption, UsageError,
@@ -40,6 +41,9 @@ const CUDA_DEFAULTS: BenchDefaults = {
 const PARALLEL_DEFAULTS: BenchDefaults = {
   ...CUDA_DEFAULTS, presets: FULL_PRESETS.filter((preset) => preset.name !== 'deepseek-v3'), graphMaxTokens: 0,
 };
+
+// Wide EP draws each rank's experts on its GPU, so the largest preset runs too.
+const WIDE_EP_PRESETS: readonly BenchPreset[] = FULL_PRESETS.filter((preset) => preset.name === 'deepseek-v3' || preset.name === 'qwen3-30b-a3b');
 
 const names = (presets: readonly BenchPreset[]): string => presets.map((preset) => preset.name).join(', ');
 
@@ -94,11 +98,15 @@ time.
               Default presets: ${names(PARALLEL_DEFAULTS.presets)}
   --moe-tp    with --parallel: Tensor Parallel size (TensorRT-LLM's moeTpSize)
   --moe-ep    with --parallel: Expert Parallel size (moeEpSize)
+  --dispatch  with --parallel: all_reduce (the default: the sweep above) or all_to_all: wide EP
+              over the whole group (every rank its own --tokens, rows sent to their experts'
+              ranks and back) against one GPU running the whole layer on as many tokens; each
+              rank draws only its experts, so DeepSeek-V3 runs too. Default presets: ${names(WIDE_EP_PRESETS)}
 
 cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
 
 const BENCH_OPTION_NAMES = [
-  'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep',
+  'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep', 'dispatch',
 ] as const;
 const BENCH_FLAG_NAMES = ['parallel', 'quiet'] as const;
 const BENCH_REPEATABLE_NAMES = ['shape'] as const;
@@ -167,9 +175,20 @@ function parallelOption({ options, flags }: BenchCommandLine): ParallelOptions |
     moeTpSize: options['moe-tp'] === undefined ? undefined : integerOption(options['moe-tp'], 'moe-tp', 1),
     moeEpSize: options['moe-ep'] === undefined ? undefined : integerOption(options['moe-ep'], 'moe-ep', 1),
   };
+  const dispatch = options.dispatch;
   if (!flags.has('parallel')) {
     if (sizes.moeTpSize !== undefined || sizes.moeEpSize !== undefined) throw new UsageError('--moe-tp and --moe-ep need --parallel');
+    if (dispatch !== undefined) throw new UsageError('--dispatch needs --parallel');
     return undefined;
+  }
+  if (dispatch !== undefined) {
+    if (!(DISPATCH_MODES as readonly string[]).includes(dispatch)) {
+      throw new UsageError(`--dispatch must be ${DISPATCH_MODES.join(' or ')}, got ${JSON.stringify(dispatch)}`);
+    }
+    if (dispatch === 'all_to_all' && (sizes.moeTpSize !== undefined || sizes.moeEpSize !== undefined)) {
+      throw new UsageError('--dispatch all_to_all is Expert Parallel over the whole group: leave out --moe-tp and --moe-ep');
+    }
+    if (dispatch === 'all_to_all') sizes.dispatch = 'all_to_all';
   }
   for (const name of ['compare', 'from', 'html'] as const) {
     if (options[name] !== undefined) throw new UsageError(`--${name} does not go with --parallel`);
@@ -308,6 +327,10 @@ export async function benchCommand(args: readonly string[]): Promise<void> {
     return;
   }
   const plan = benchPlan(commandLine);
+  if (plan.parallel?.dispatch === 'all_to_all') {
+    await runWideEpCommand({ ...plan, presets: commandLine.options.preset === undefined ? WIDE_EP_PRESETS : plan.presets });
+    return;
+  }
   if (plan.parallel !== undefined) {
     await runParallelBench({ ...plan, sizes: plan.parallel });
     return;

@@ -253,12 +253,16 @@ export class MoELayer {
     if (!quantize && config.quantization && config.quantization !== 'mxfp4') {
       throw new MoekitError('E_INVALID_ARGUMENT', `MoELayer.random: config.quantization is ${config.quantization}: random weights are drawn dense, so ask for options.quantize '${config.quantization}' instead`);
     }
-    const dense = randomMoEWeights(config, { device, dtype, seed: settings.seed ?? 0 });
+    const shard = settings.shard === undefined ? undefined : checkShard(settings.shard, withQuantization(config, quantize));
+    if (shard?.placement) {
+      throw new MoekitError('E_INVALID_ARGUMENT', "MoELayer.random: a placement's replicas must hold the same weights, which random draws cannot give them: use MoELayer.fromWeights");
+    }
+    const dense = randomMoEWeights(config, { device, dtype, seed: settings.seed ?? 0, ...(shard && { shard }) });
     let weights: LayerWeights = dense;
     try {
       if (quantize) weights = quantizeExperts(dense, quantize);
       else if (config.quantization === 'mxfp4') weights = randomMxfp4Experts(dense);
-      return new MoELayer(withQuantization(config, quantize), weights, device, dtype);
+      return new MoELayer(withQuantization(config, quantize), weights, device, dtype, { ...(shard && { shard }) });
     } catch (error) {
       forEachWeight(weights, (tensor) => tensor.dispose());
       throw error;
@@ -531,31 +535,35 @@ interface LayerParts {
  * of the parallel benchmark draws alike): seeds `seed`, `seed + 1`, ... in a fixed order, each
  * tensor scaled by 1/sqrt(fan-in) so activations stay of order one through the layer.
  */
-export function randomMoEWeights(config: MoEConfig, options: { device: Device; dtype: FloatDType; seed: number }): MoEWeights<Tensor, never> {
-  const { device, dtype } = options;
+export function randomMoEWeights(config: MoEConfig, options: { device: Device; dtype: FloatDType; seed: number; shard?: RankShard }): MoEWeights<Tensor, never> {
+  const { device, dtype, shard } = options;
   let seed = options.seed;
   const made = new Made();
-  const make = (shape: number[], fanIn: number, as: FloatDType = dtype): Tensor =>
-    made.keep(Tensor.random(shape, { dtype: as, device, seed: seed++, scale: 1 / Math.sqrt(fanIn) }));
+  const make = (shape: number[], fanIn: number, as: FloatDType = dtype, scale = 1 / Math.sqrt(fanIn)): Tensor =>
+    made.keep(Tensor.random(shape, { dtype: as, device, seed: seed++, scale }));
   try {
-    const { hiddenSize: H, intermediateSize: I, numExperts: E } = config;
+    // A shard's own shapes (its experts, its slice of I): what that rank would hold.
+    const { hiddenSize: H, numExperts: allExperts } = config;
+    const I = shard?.intermediate.count ?? config.intermediateSize;
+    const E = shard?.experts.count ?? allExperts;
     const width = isGated(config.activation) ? 2 * I : I;
     const weights: MoEWeights<Tensor, never> = {
-      router: make([E, H], H),
+      router: make([allExperts, H], H),
       w13: make([E, width, H], H),
       w2: make([E, H, I], I),
     };
-    if (config.routerBias) weights.routerBias = make([E], 1);
+    if (config.routerBias) weights.routerBias = make([allExperts], 1);
     // Kept well below the spread of the sigmoid scores (~0.05 here): a larger bias would pick the
     // same few experts for every token, and the benchmark would read a fraction of the weights
     // a load-balanced model reads.
-    if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = make([E], 1e5, 'float32');
+    if (config.routing.method === 'sigmoid_group_topk') weights.correctionBias = make([allExperts], 1e5, 'float32');
     if (config.expertBias) {
       weights.w13Bias = make([E, width], H);
-      weights.w2Bias = make([E, H], I);
+      // Added once over a TP group: the other ranks hold zeros (shardWeights).
+      weights.w2Bias = make([E, H], I, dtype, shard && !shard.ownsOutputBias ? 0 : 1 / Math.sqrt(I));
     }
     if (config.sharedExpert) {
-      const S = config.sharedExpert.intermediateSize;
+      const S = shard?.sharedIntermediate?.count ?? config.sharedExpert.intermediateSize;
       weights.shared = { w13: make([2 * S, H], H), w2: make([H, S], S) };
       if (config.sharedExpert.gated) weights.shared.gate = make([1, H], H);
     }
