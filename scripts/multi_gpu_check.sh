@@ -40,6 +40,7 @@ tests() {
     step "stats-gather-nproc$n" launch --nproc "$n" test/gpu/multi/stats_gather.js
     step "collectives-nproc$n" launch --nproc "$n" test/gpu/multi/collectives.js
     step "wide-ep-nproc$n" launch --nproc "$n" test/gpu/multi/wide_ep.js
+    step "captured-decode-nproc$n" launch --nproc "$n" test/gpu/multi/captured_decode.js
   done
   step collective-failures node test/gpu/multi/collective_failures.js
 }

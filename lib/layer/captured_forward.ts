@@ -21,11 +21,14 @@ export class CapturedForward {
   readonly input: Tensor;
   readonly outputs: CapturedOutputs;
   #graph: NativeGraph | undefined;
+  readonly #afterReplay: (() => void) | undefined;
 
-  constructor(input: Tensor, outputs: CapturedOutputs, graph: NativeGraph) {
+  /** `afterReplay` runs after each launch: a sharded layer's group watches the replayed collectives. */
+  constructor(input: Tensor, outputs: CapturedOutputs, graph: NativeGraph, afterReplay?: () => void) {
     this.input = input;
     this.outputs = outputs;
     this.#graph = graph;
+    this.#afterReplay = afterReplay;
   }
 
   /** Enqueues one replay; with `x`, first copies it into `input`. Returns at once. */
@@ -34,6 +37,7 @@ export class CapturedForward {
     if (graph === undefined) throw new MoekitError('E_DISPOSED', 'CapturedForward was used after dispose()');
     if (x !== undefined) this.input.copyFrom(x);
     graph.launch();
+    this.#afterReplay?.();
     return this.outputs;
   }
 
@@ -54,7 +58,7 @@ export class CapturedForward {
  * persistent outputs and freed inside the graph, so every allocation the graph makes is also
  * released by it and the graph can be replayed any number of times.
  */
-export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForwardResult): CapturedForward {
+export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForwardResult, afterReplay?: () => void): CapturedForward {
   if (!input.device.startsWith('cuda:')) {
     throw new MoekitError('E_DEVICE', `capture needs a CUDA device; this layer is on ${input.device}`);
   }
@@ -99,5 +103,5 @@ export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForward
     for (const tensor of Object.values(outputs)) tensor.dispose();
     throw error;
   }
-  return new CapturedForward(input, outputs, graph);
+  return new CapturedForward(input, outputs, graph, afterReplay);
 }

@@ -419,7 +419,9 @@ export class MoELayer {
       // Defined values for the warm-up run; replays overwrite them.
       using initial = Tensor.random(input.shape, { dtype: this.dtype, device: this.device });
       input.copyFrom(initial);
-      return captureForward(input, (x) => this.forward(x));
+      // Under a group the graph holds the all-reduce too; each replay is watched like a collective call.
+      const group = this.#group;
+      return captureForward(input, (x) => this.forward(x), group && (() => group.watchQueued()));
     } catch (error) {
       input.dispose();
       throw error;

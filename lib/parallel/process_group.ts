@@ -190,6 +190,15 @@ export class ProcessGroup {
     this.#barrierToken = undefined;
   }
 
+  /**
+   * Watches the collectives queued so far until they complete, as each collective call does by
+   * itself: for collectives queued another way (a replayed CUDA graph's; CapturedForward calls it).
+   */
+  watchQueued(): void {
+    this.#live();
+    this.#watchCollectives();
+  }
+
   /** Enqueues one collective whose arguments were checked, and watches it (see #watchCollectives). */
   #enqueue(collective: (communicator: NativeCommunicator, device: number) => void): void {
     collective(this.#live(), deviceIndex(this.device));
