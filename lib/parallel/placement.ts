@@ -10,6 +10,14 @@
  * changes which rank does the work, not the result.
  */
 import { describeValue, MoekitError } from '../errors';
+import { MAX_EXPERTS } from '../ops/validate';
+
+/**
+ * Bounds that keep planning quick for any input: the slots of all ranks are the experts permute
+ * sorts by (at most MAX_EXPERTS), and an EP group has at most MAX_EP_RANKS ranks (packing visits
+ * every rank for every slot).
+ */
+export const MAX_EP_RANKS = 1024;
 
 export interface ExpertPlacement {
   ranks: number;
@@ -27,19 +35,20 @@ export interface PlacementOptions {
 
 const OP = 'planPlacement';
 
-function positiveInteger(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${OP}: ${name} must be a positive integer, got ${describeValue(value)}`);
+function positiveInteger(value: unknown, name: string, max: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${OP}: ${name} must be an integer from 1 to ${max}, got ${describeValue(value)}`);
   }
   return value;
 }
 
 /** Per-expert loads as numbers, checked: finite and not negative (counts of routed pairs). */
 function checkedLoads(loads: ArrayLike<number>, op: string): number[] {
-  if (loads === null || typeof loads !== 'object' || typeof loads.length !== 'number' || loads.length < 1) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: loads must be a non-empty array of per-expert counts, got ${describeValue(loads)}`);
+  if (loads === null || typeof loads !== 'object' || !Number.isSafeInteger(loads.length) || loads.length < 1 || loads.length > MAX_EXPERTS) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: loads must be an array of 1 to ${MAX_EXPERTS} per-expert counts, got ${describeValue(loads)}`);
   }
-  const values = Array.from(loads, Number);
+  // Numbers only: coercing anything else (a string, an array nested deep) is not a count.
+  const values = Array.from(loads, (load) => (typeof load === 'number' ? load : NaN));
   values.forEach((load, expert) => {
     if (!Number.isFinite(load) || load < 0) {
       throw new MoekitError('E_INVALID_ARGUMENT', `${op}: loads[${expert}] must be a finite count ≥ 0, got ${describeValue(loads[expert])}`);
@@ -52,16 +61,42 @@ function checkedLoads(loads: ArrayLike<number>, op: string): number[] {
  * How many slots each expert gets: one each, then every extra slot to the expert whose replicas
  * carry the most (load / replicas, the lower id on ties), never more replicas than ranks while an
  * expert with fewer can take one (a second replica on a rank that has one already splits nothing).
+ * The candidates wait in a heap, best first: O(slots · log experts).
  */
 function replicaCounts(loads: number[], slots: number, ranks: number): number[] {
   const counts = loads.map(() => 1);
-  for (let extra = slots - loads.length; extra > 0; extra--) {
-    let best = -1;
-    for (let expert = 0; expert < loads.length; expert++) {
-      if (counts[expert]! >= ranks) continue;
-      if (best < 0 || loads[expert]! / counts[expert]! > loads[best]! / counts[best]!) best = expert;
+  const share = (expert: number): number => loads[expert]! / counts[expert]!;
+  const before = (a: number, b: number): boolean => share(a) > share(b) || (share(a) === share(b) && a < b);
+  const heap: number[] = [];
+  const swap = (i: number, j: number): void => {
+    [heap[i], heap[j]] = [heap[j]!, heap[i]!];
+  };
+  const siftDown = (start: number): void => {
+    for (let i = start; ;) {
+      const [left, right] = [2 * i + 1, 2 * i + 2];
+      let best = i;
+      if (left < heap.length && before(heap[left]!, heap[best]!)) best = left;
+      if (right < heap.length && before(heap[right]!, heap[best]!)) best = right;
+      if (best === i) return;
+      swap(i, best);
+      i = best;
     }
-    counts[best < 0 ? extra % loads.length : best]! += 1;  // every expert on every rank: spread the rest
+  };
+  if (ranks > 1) heap.push(...loads.keys());
+  for (let i = Math.floor(heap.length / 2) - 1; i >= 0; i--) siftDown(i);
+  for (let extra = slots - loads.length; extra > 0; extra--) {
+    if (heap.length === 0) {
+      counts[extra % loads.length]! += 1;  // every expert on every rank: spread the rest
+      continue;
+    }
+    const expert = heap[0]!;
+    counts[expert]! += 1;
+    // Its share fell: sift it down, or take it out once it is on every rank.
+    if (counts[expert]! >= ranks) {
+      const last = heap.pop()!;
+      if (heap.length > 0) heap[0] = last;
+    }
+    siftDown(0);
   }
   return counts;
 }
@@ -77,9 +112,12 @@ export function planPlacement(loads: ArrayLike<number>, options: PlacementOption
   if (options === null || typeof options !== 'object') {
     throw new MoekitError('E_INVALID_ARGUMENT', `${OP}: options must be { ranks, slotsPerRank }, got ${describeValue(options)}`);
   }
-  const ranks = positiveInteger(options.ranks, 'options.ranks');
-  const slotsPerRank = positiveInteger(options.slotsPerRank, 'options.slotsPerRank');
+  const ranks = positiveInteger(options.ranks, 'options.ranks', MAX_EP_RANKS);
+  const slotsPerRank = positiveInteger(options.slotsPerRank, 'options.slotsPerRank', MAX_EXPERTS);
   const slots = ranks * slotsPerRank;
+  if (slots > MAX_EXPERTS) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${OP}: ${ranks} ranks × ${slotsPerRank} slots (${slots}) is more than the ${MAX_EXPERTS} slots a layer takes`);
+  }
   if (slots < values.length) {
     throw new MoekitError('E_INVALID_ARGUMENT',
       `${OP}: ${ranks} ranks × ${slotsPerRank} slots (${slots}) cannot hold the ${values.length} experts`);
@@ -90,17 +128,19 @@ export function planPlacement(loads: ArrayLike<number>, options: PlacementOption
 
   const rankLoad = new Array<number>(ranks).fill(0);
   const held = Array.from({ length: ranks }, () => [] as number[]);
+  const holds = Array.from({ length: ranks }, () => new Set<number>());
   for (const { expert, load } of replicas) {
     let best = -1;
     for (const avoidDuplicates of [true, false]) {
       for (let rank = 0; rank < ranks; rank++) {
         const rankHeld = held[rank]!;
-        if (rankHeld.length === slotsPerRank || (avoidDuplicates && rankHeld.includes(expert))) continue;
+        if (rankHeld.length === slotsPerRank || (avoidDuplicates && holds[rank]!.has(expert))) continue;
         if (best < 0 || rankLoad[rank]! < rankLoad[best]!) best = rank;
       }
       if (best >= 0) break;
     }
     held[best]!.push(expert);
+    holds[best]!.add(expert);
     rankLoad[best]! += load;
   }
   return { ranks, slotsPerRank, slotExperts: held.flatMap((experts) => experts.sort((a, b) => a - b)) };

@@ -13,12 +13,12 @@ import type { MoekitPropertyName } from './registry';
 export function shortRuns(property: MoekitPropertyName): number {
   const override = process.env.MOEKIT_FUZZ_SHORT_RUNS;
   if (override) return Number(override);
-  const runs: Record<MoekitPropertyName, number> = { ops: 30_000, safetensors: 12_000, config: 2_500, weightOnly: 3_000, decodeSafetensors: 3_000, interop: 2_000 };
+  const runs: Record<MoekitPropertyName, number> = { ops: 30_000, safetensors: 12_000, config: 2_500, weightOnly: 3_000, decodeSafetensors: 3_000, interop: 2_000, placement: 2_000 };
   return runs[property];
 }
 
 /** Each property's share of the long run's cases: about a third of its time each, at the rates above. */
-export const LONG_RUN_SHARES: Readonly<Record<MoekitPropertyName, number>> = { ops: 0.7, safetensors: 0.25, config: 0.05, weightOnly: 0.1, decodeSafetensors: 0.05, interop: 0.02 };
+export const LONG_RUN_SHARES: Readonly<Record<MoekitPropertyName, number>> = { ops: 0.7, safetensors: 0.25, config: 0.05, weightOnly: 0.1, decodeSafetensors: 0.05, interop: 0.02, placement: 0.02 };
 
 /** Cases in the long run, all properties together (MOEKIT_FUZZ_RUNS). */
 export const LONG_RUN_CASES = 1_000_000;
