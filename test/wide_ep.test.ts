@@ -64,6 +64,10 @@ describe("wide Expert Parallel: parallel.dispatch 'all_to_all'", () => {
     for (const error of await compare(fixtureDir('deepseek_v3'), [6, 11])) expect(error).toBeLessThanOrEqual(1e-6);
   });
 
+  it('DeepSeek-V3 FP8 fixture (block-scale experts), EP2: rows travel in 16 bits and the first GEMM quantizes them, as permute would have', async () => {
+    for (const error of await compare(quantFixtureDir('deepseek_v3_fp8'), [10, 7])) expect(error).toBeLessThanOrEqual(1e-6);
+  });
+
   it('gpt-oss MXFP4 fixture (quantized experts, biases), EP2', async () => {
     for (const error of await compare(quantFixtureDir('gpt_oss_mxfp4'), [9, 4])) expect(error).toBeLessThanOrEqual(1e-6);
   });

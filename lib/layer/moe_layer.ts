@@ -378,9 +378,6 @@ export class MoELayer {
     }
     const group = settings.group ?? this.#group;
     if (group === undefined) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: the layer has no group: pass options.group`);
-    if (this.config.quantization === 'fp8') {
-      throw new MoekitError('E_UNSUPPORTED_MODEL', `${op}: FP8 experts are not dispatched with all-to-all yet (their rows travel with scales)`);
-    }
     const input = this.#checkInput(x);
     const temporaries = new Made();
     if (input !== x) temporaries.keep(input);

@@ -15,6 +15,9 @@
  *   4. the results put back in received order (a combine with weight 1), and all-to-all back;
  *   5. the weighted combine of the returned rows (and the shared expert, computed whole on every
  *      rank) into the output.
+ * Rows travel in the layer's 16- or 32-bit dtype. FP8 experts quantize them in their first GEMM,
+ * which op_args.h makes the same as permute quantizing them; FP8 rows with their scales would
+ * halve the traffic.
  */
 import { MoekitError } from '../errors';
 import { combine, type CombineOptions } from '../ops/combine';
