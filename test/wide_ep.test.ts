@@ -97,6 +97,9 @@ describe("wide Expert Parallel: parallel.dispatch 'all_to_all'", () => {
     await expectRejects(dispatched.forwardAllToAll(x), 'E_INVALID_ARGUMENT', /the layer has no group: pass options\.group/);
     using plain = await MoELayer.fromPretrained(dir, { layer: 0 });
     await expectRejects(plain.forwardAllToAll(x, { group: new LoopbackHub(1).groups[0]! }), 'E_INVALID_ARGUMENT', /not built with parallel\.dispatch 'all_to_all'/);
+    for (const junk of [{}, { rank: 0, worldSize: 2 }, { rank: 2, worldSize: 2, allToAll: () => {} }, 'group'] as never[]) {
+      await expectRejects(dispatched.forwardAllToAll(x, { group: junk }), 'E_INVALID_ARGUMENT', /options\.group must have an integer rank in \[0, worldSize\) and an allToAll method/);
+    }
     // A group whose ranks do not match the layer's experts.
     await expectRejects(dispatched.forwardAllToAll(x, { group: new LoopbackHub(4).groups[0]! }), 'E_INVALID_ARGUMENT', /rank 0 of 4 must hold experts \[0, 2\), but holds \[0, 4\)/);
   });

@@ -378,6 +378,11 @@ export class MoELayer {
     }
     const group = settings.group ?? this.#group;
     if (group === undefined) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: the layer has no group: pass options.group`);
+    const { rank, worldSize } = group as Partial<ExchangeGroup>;
+    if (!Number.isSafeInteger(worldSize) || worldSize! < 1 || !Number.isSafeInteger(rank) || rank! < 0 || rank! >= worldSize! ||
+      typeof (group as Partial<ExchangeGroup>).allToAll !== 'function') {
+      throw new MoekitError('E_INVALID_ARGUMENT', `${op}: options.group must have an integer rank in [0, worldSize) and an allToAll method, got ${describeValue(group)}`);
+    }
     const input = this.#checkInput(x);
     const temporaries = new Made();
     if (input !== x) temporaries.keep(input);
