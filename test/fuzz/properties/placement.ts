@@ -6,7 +6,11 @@
  *   for the same input, a placement of ranks × slotsPerRank slots holding every expert;
  * - the ranks' loads of that placement add up to the total load, and loadImbalance is finite and
  *   at least 1;
- * - rankLoads refuses a placement that misses an expert or names one out of range.
+ * - rankLoads refuses a placement that misses an expert or names one out of range;
+ * - resolvePlan(worldSize, { moeTpSize, moeEpSize, placement, dispatch }, config), with any of
+ *   them junk or a placement planned for some other size, throws an input MoekitError or returns
+ *   a plan that keeps its promises (sizes multiply to the group, a placement for moeEpSize ranks
+ *   holding every expert, all-to-all dispatch only without TP and placement).
  */
 import * as fc from 'fast-check';
 
@@ -19,6 +23,16 @@ import { junkValue } from './values';
 
 const MAX_SLOTS = 65536;
 const MAX_RANKS = 1024;
+
+export interface PlanCase {
+  kind: 'plan';
+  worldSize: unknown;
+  tp?: unknown;
+  ep?: unknown;
+  /** A placement planned for `placementRanks` ranks (a number), or junk. */
+  placement?: unknown;
+  dispatch?: unknown;
+}
 
 export interface PlacementCase {
   loads: unknown;
@@ -35,6 +49,16 @@ const loads = fc.oneof(
   { weight: 1, arbitrary: fc.oneof(junkValue, fc.constantFrom([], { length: 2 ** 40 }, new Int32Array([3, 1]))) },
 );
 const size = (max: number) => fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 1, max: 12 }) }, { weight: 1, arbitrary: fc.constantFrom(0, max, max + 1, 2 ** 40, 1.5, -3) }, { weight: 1, arbitrary: junkValue });
+
+const planSize = fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 8 }) }, { weight: 1, arbitrary: junkValue });
+export const planCases: fc.Arbitrary<PlanCase> = fc.record({
+  kind: fc.constant('plan' as const),
+  worldSize: planSize,
+  tp: planSize,
+  ep: planSize,
+  placement: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 8 }) }, { weight: 1, arbitrary: junkValue }),
+  dispatch: fc.oneof({ weight: 4, arbitrary: fc.constantFrom('all_reduce', 'all_to_all') }, { weight: 1, arbitrary: junkValue }),
+}, { requiredKeys: ['kind', 'worldSize'] });
 
 export const placementCases: fc.Arbitrary<PlacementCase> = fc.record({
   loads,
@@ -104,8 +128,42 @@ function check(api: MoekitApi, testCase: PlacementCase): void {
   if (mustRefuse) throw new PropertyViolation(`rankLoads took a placement with ${testCase.tamper === 'outOfRange' ? 'a slot out of range' : 'an expert missing'}`);
 }
 
-export const placementProperty = defineProperty<PlacementCase>(({ moekit }) => ({
-  arbitrary: placementCases,
+/** An 8-expert layer (the Mixtral fixture's numbers) for resolvePlan. */
+const PLAN_CONFIG = {
+  family: 'custom', hiddenSize: 64, intermediateSize: 96, numExperts: 8,
+  routing: { method: 'softmax_topk', topK: 2, renormalize: true, numGroups: 1, topkGroups: 1, scalingFactor: 1 },
+  activation: 'swiglu', activationAlpha: 1.702, activationLimit: 7, routerBias: false, expertBias: false, sharedExpert: null,
+} as const;
+
+function checkPlan(api: MoekitApi, testCase: PlanCase): void {
+  const experts = PLAN_CONFIG.numExperts;
+  const planned = typeof testCase.placement === 'number' && Number.isInteger(testCase.placement) && testCase.placement >= 1 && testCase.placement <= 8;
+  const placement = planned
+    ? api.planPlacement(Array.from({ length: experts }, (_, expert) => expert + 1), { ranks: testCase.placement as number, slotsPerRank: Math.ceil(experts / (testCase.placement as number)) + 1 })
+    : testCase.placement;
+  const options: Record<string, unknown> = {};
+  if (Object.hasOwn(testCase, 'tp')) options.moeTpSize = testCase.tp;
+  if (Object.hasOwn(testCase, 'ep')) options.moeEpSize = testCase.ep;
+  if (Object.hasOwn(testCase, 'placement')) options.placement = placement;
+  if (Object.hasOwn(testCase, 'dispatch')) options.dispatch = testCase.dispatch;
+  let plan: ReturnType<MoekitApi['resolvePlan']>;
+  try {
+    plan = api.resolvePlan(testCase.worldSize as number, options, PLAN_CONFIG as never);
+  } catch (error) {
+    expectInputError(api, 'resolvePlan', error);
+    return;
+  }
+  if (plan.moeTpSize * plan.moeEpSize !== testCase.worldSize) throw new PropertyViolation(`the plan's ${plan.moeTpSize} × ${plan.moeEpSize} is not the group's ${String(testCase.worldSize)}`);
+  if (plan.placement !== undefined) {
+    if (plan.placement.ranks !== plan.moeEpSize) throw new PropertyViolation('the plan took a placement for another number of ranks');
+    if (new Set(plan.placement.slotExperts).size !== experts) throw new PropertyViolation('the plan took a placement that misses experts');
+  }
+  if (plan.dispatch === 'all_to_all' && (plan.moeTpSize !== 1 || plan.placement !== undefined)) throw new PropertyViolation('all-to-all dispatch with TP or a placement');
+  for (let rank = 0; rank < plan.worldSize; rank++) api.shardForRank(plan, PLAN_CONFIG as never, rank);
+}
+
+export const placementProperty = defineProperty<PlacementCase | PlanCase>(({ moekit }) => ({
+  arbitrary: fc.oneof({ weight: 3, arbitrary: placementCases }, { weight: 1, arbitrary: planCases }),
   describe: (testCase) => renderValue(testCase),
-  check: async (testCase) => check(moekit.api, testCase),
+  check: async (testCase) => ('kind' in testCase ? checkPlan(moekit.api, testCase) : check(moekit.api, testCase)),
 }));
