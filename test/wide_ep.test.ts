@@ -83,6 +83,7 @@ describe("wide Expert Parallel: parallel.dispatch 'all_to_all'", () => {
     const placement = { ranks: 2, slotsPerRank: 5, slotExperts: [0, 1, 2, 3, 0, 4, 5, 6, 7, 1] };
     const placed = shardForRank(resolvePlan(2, { moeEpSize: 2, placement }, config), config, 0);
     expectThrows(() => MoELayer.random(config, { shard: placed }), 'E_INVALID_ARGUMENT', /a placement's replicas must hold the same weights/);
+    expectThrows(() => MoELayer.random(config, { group: {} as never }), 'E_INVALID_ARGUMENT', /group must be a ProcessGroup/);
   });
 
   it('names what is wrong', async () => {

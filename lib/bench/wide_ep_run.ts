@@ -7,7 +7,9 @@
  * all-to-all design waits for the row counts on the host anyway. Rank 0 prints one row per point:
  * the slowest rank's time, tokens/s per GPU against the single GPU's, and the rows' bytes each
  * way over the forward (a lower bound on the all-to-all's achieved bandwidth: the forward's
- * compute is in the time too).
+ * compute is in the time too). Over a ProcessGroup it also times the all-reduce design at the same
+ * world size and tokens per GPU: every rank runs all N · tokens tokens on its experts and one
+ * all-reduce sums them.
  */
 import type { Device } from '../device';
 import { DTYPE_BYTES, type FloatDType } from '../dtype';
@@ -49,6 +51,13 @@ export interface WideEpRow {
   rowsSent: number;
   /** rowsSent's bytes both ways over wideMs, GB/s: a lower bound on the exchange's bandwidth. */
   exchangeGBs: number;
+  /**
+   * Over a ProcessGroup: the slowest rank's ms per forward of the all-reduce design (EP over the
+   * group, every rank running all worldSize × tokensPerRank tokens), and wide EP's tokens/s per
+   * GPU over it (allReduceMs / wideMs, as both designs move worldSize × tokensPerRank tokens).
+   */
+  allReduceMs?: number;
+  overAllReduce?: number;
 }
 
 /** Median wall-clock ms of `run` (each awaited, then the device idle), after `warmup` untimed runs. */
@@ -100,7 +109,8 @@ export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpB
   const { dtype } = options;
   const rows: WideEpRow[] = [];
   print(`# wide EP (all-to-all dispatch) on ${group.worldSize} ranks, ${dtype}; ms per forward, wall clock, slowest rank; one GPU: the whole layer on the same tokens`);
-  print('preset                      tokens/rank   wide ms  1-GPU ms  per-GPU speed  rows sent  exchange GB/s (lower bound)');
+  print('preset                      tokens/rank   wide ms  1-GPU ms  per-GPU speed  rows sent  exchange GB/s  all-reduce ms  wide speed' +
+    '  (GB/s: a lower bound; all-reduce: EP over the group on all ranks\' tokens, over a ProcessGroup only)');
   for (const preset of options.presets) {
     const { config } = preset;
     const plan = resolvePlan(group.worldSize, { moeEpSize: group.worldSize, dispatch: 'all_to_all' }, config);
@@ -127,19 +137,32 @@ export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpB
           void result;
         });
       }
-      const all = await gather(group, [wideMs, singleMs, sent]);
+      // The all-reduce design needs the group's allReduce: over a ProcessGroup only.
+      let allReduceMs = Number.NaN;
+      if (group instanceof ProcessGroup) {
+        using everyone = Tensor.random([group.worldSize * tokens, config.hiddenSize], { dtype, device, seed: 99 });
+        using reduced = MoELayer.random(config, { group, parallel: { moeEpSize: group.worldSize }, dtype, seed: 0 });
+        allReduceMs = await medianMs(device, options, async () => {
+          using result = reduced.forward(everyone);
+          void result;
+        });
+      }
+      const all = await gather(group, [wideMs, singleMs, sent, allReduceMs]);
       const slowest = Math.max(...all.map(([ms]) => ms!));
       const singles = all.map(([, ms]) => ms!).sort((a, b) => a - b);
       const single = singles[Math.floor(singles.length / 2)]!;
       const rowsSent = Math.max(...all.map(([, , count]) => count!));
       const bytes = 2 * rowsSent * config.hiddenSize * DTYPE_BYTES[dtype];
+      const reducedMs = Math.max(...all.map(([, , , ms]) => ms!));
       const row: WideEpRow = {
         preset: preset.name, worldSize: group.worldSize, tokensPerRank: tokens, dtype, wideMs: slowest, singleMs: single,
         perGpuRatio: single / slowest, rowsSent, exchangeGBs: bytes / (slowest * 1e6),
+        ...(Number.isFinite(reducedMs) && { allReduceMs: reducedMs, overAllReduce: reducedMs / slowest }),
       };
       rows.push(row);
+      const versus = row.allReduceMs === undefined ? '' : `${row.allReduceMs.toFixed(3).padStart(14)}${`${row.overAllReduce!.toFixed(2)}×`.padStart(12)}`;
       print(`${preset.name.padEnd(28)}${String(tokens).padStart(11)}${slowest.toFixed(3).padStart(10)}${single.toFixed(3).padStart(10)}` +
-        `${`${row.perGpuRatio.toFixed(2)}×`.padStart(15)}${String(rowsSent).padStart(11)}${row.exchangeGBs.toFixed(1).padStart(15)}`);
+        `${`${row.perGpuRatio.toFixed(2)}×`.padStart(15)}${String(rowsSent).padStart(11)}${row.exchangeGBs.toFixed(1).padStart(15)}${versus}`);
     }
   }
   if (group.rank === 0 && options.json !== undefined) writeJsonReport(options.json, rows);

@@ -82,7 +82,12 @@ export interface AllToAllForwardOptions {
   group?: ExchangeGroup;
 }
 
-export interface RandomLayerOptions extends MoELayerOptions {
+export interface RandomLayerOptions extends ParallelLayerOptions {
+  /**
+   * The first seed of the draws. Under a group (or with a shard) each rank draws only its own part,
+   * from the same seeds: every rank's router is the whole layer's, and a rank's experts are
+   * random, not the unsharded layer's slice (for benchmarks, not for checking results).
+   */
   seed?: number;
 }
 
@@ -247,13 +252,14 @@ export class MoELayer {
   static random(config: MoEConfig, options?: RandomLayerOptions | null): MoELayer {
     validateMoEConfig(config);
     const settings = optionalOptions(options, 'MoELayer.random: options');
-    const device = parseDevice(settings.device ?? 'cpu');
+    const device = parseDevice(settings.group?.device ?? settings.device ?? 'cpu');
     const dtype = parseFloatDType(settings.dtype ?? 'float32');
     const quantize = quantizeOption(settings, config, 'MoELayer.random');
     if (!quantize && config.quantization && config.quantization !== 'mxfp4') {
       throw new MoekitError('E_INVALID_ARGUMENT', `MoELayer.random: config.quantization is ${config.quantization}: random weights are drawn dense, so ask for options.quantize '${config.quantization}' instead`);
     }
-    const shard = settings.shard === undefined ? undefined : checkShard(settings.shard, withQuantization(config, quantize));
+    const { group } = settings;
+    const shard = MoELayer.#shardFor(withQuantization(config, quantize), settings);
     if (shard?.placement) {
       throw new MoekitError('E_INVALID_ARGUMENT', "MoELayer.random: a placement's replicas must hold the same weights, which random draws cannot give them: use MoELayer.fromWeights");
     }
@@ -262,7 +268,7 @@ export class MoELayer {
     try {
       if (quantize) weights = quantizeExperts(dense, quantize);
       else if (config.quantization === 'mxfp4') weights = randomMxfp4Experts(dense);
-      return new MoELayer(withQuantization(config, quantize), weights, device, dtype, { ...(shard && { shard }) });
+      return new MoELayer(withQuantization(config, quantize), weights, device, dtype, { ...(shard && { shard }), ...(group && { group }) });
     } catch (error) {
       forEachWeight(weights, (tensor) => tensor.dispose());
       throw error;
