@@ -445,6 +445,7 @@ describe('moekit usage errors: exit code 2 and one line on stderr', () => {
     [['bench', '--parallel', '--moe-ep', 'x'], /--moe-ep must be an integer >= 1, got "x"/],
     [['bench', '--parallel', '--device', 'cpu'], /--parallel runs on CUDA devices/],
     [['bench', '--parallel', '--compare', 'torch.json'], /--compare does not go with --parallel/],
+    [['bench', '--parallel', '--against', 'v1.json'], /--against does not go with --parallel/],
     [['bench', '--dispatch', 'all_to_all'], /--dispatch needs --parallel/],
     [['bench', '--parallel', '--dispatch', 'scatter'], /--dispatch must be all_reduce or all_to_all, got "scatter"/],
     [['bench', '--parallel', '--dispatch', 'all_to_all', '--moe-ep', '2'], /--dispatch all_to_all is Expert Parallel over the whole group: leave out --moe-tp and --moe-ep/],
@@ -605,6 +606,30 @@ describe('moekit bench', () => {
     expect(table[0]).toMatch(/^\| preset \| tokens \| moekit ms \| graph ms \| torch _grouped_mm ms \| speed-up \| floor ms \| moekit \/ floor \| TFLOP\/s \| GEMMs ms \| torch GEMMs ms \| GEMM speed-up \| router ms/);
     expect(table[2]).toBe('| mixtral-8x7b | 16 | 2.000 | — | 1.500 | 0.75× | 1.000 | 2.0× | 6.1 | — | — | — | — | — | — | 1.200 | — | — | — |');
     expect(table).toHaveLength(3);
+  });
+
+  it('--against prints this run beside an earlier one, on the better of eager and graph replay, and names the points that got slower', () => {
+    const dir = scratchDir();
+    const now = path.join(dir, 'v2.json');
+    const before = path.join(dir, 'v1.json');
+    const row = (tokens: number, msPerForward: number, graphMsPerForward?: number) => ({ preset: 'mixtral-8x7b', tokens, msPerForward, tflops: 1, ...(graphMsPerForward && { graphMsPerForward }) });
+    fs.writeFileSync(now, JSON.stringify([row(1, 0.2, 0.1), row(16, 2), row(128, 5)]));
+    fs.writeFileSync(before, JSON.stringify([row(1, 0.3), row(16, 1.6)]));
+    const result = moekit(['bench', '--from', now, '--against', before]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const table = result.stdout.split('\n').filter((line) => line.startsWith('|'));
+    expect(table).toEqual([
+      '| preset | tokens | ms | earlier ms | speed-up |',
+      '|---|---|---|---|---|',
+      '| mixtral-8x7b | 1 | 0.100 | 0.300 | 3.00× |',
+      '| mixtral-8x7b | 16 | 2.000 | 1.600 | 0.80× |',
+      '| mixtral-8x7b | 128 | 5.000 | — | — |',
+    ]);
+    expect(result.stdout).toMatch(/^# slower than the earlier run: mixtral-8x7b at 16 tokens$/m);
+    const bad = path.join(dir, 'bad.json');
+    fs.writeFileSync(bad, '[1]');
+    expectOneLineError(moekit(['bench', '--from', now, '--against', bad]), 1, /bad\.json/);
   });
 
   it('--compare naming a FIFO is refused at once rather than waited on', () => {

@@ -156,3 +156,38 @@ export function formatComparison(rows: readonly ComparedRow[]): string[] {
   }
   return lines;
 }
+
+/** One point of this run beside the same point of an earlier moekit run (`--against`). */
+export interface EarlierRow {
+  preset: string;
+  tokens: number;
+  /** The better of the eager forward and its graph replay, in each run. */
+  bestMs: number;
+  earlierMs: number | undefined;
+  /** earlierMs / bestMs: above 1, this run is faster. */
+  speedup: number | undefined;
+}
+
+const bestOf = (row: ComparedBenchRow): number => Math.min(row.msPerForward, row.graphMsPerForward ?? Infinity);
+
+/** Each row of this run with the earlier run's row of the same preset and token count, if any. */
+export function againstEarlier(rows: readonly ComparedBenchRow[], earlier: readonly ComparedBenchRow[]): EarlierRow[] {
+  return rows.map((row) => {
+    const before = earlier.find((candidate) => candidate.preset === row.preset && candidate.tokens === row.tokens);
+    const bestMs = bestOf(row);
+    const earlierMs = before === undefined ? undefined : bestOf(before);
+    return { preset: row.preset, tokens: row.tokens, bestMs, earlierMs, speedup: earlierMs === undefined ? undefined : earlierMs / bestMs };
+  });
+}
+
+/**
+ * The Markdown table of this run beside an earlier one (a kernel version's results beside the
+ * version before, say), and a last line naming the points that got slower.
+ */
+export function formatAgainstEarlier(rows: readonly EarlierRow[]): string[] {
+  const lines = ['| preset | tokens | ms | earlier ms | speed-up |', '|---|---|---|---|---|'];
+  for (const row of rows) lines.push(`| ${row.preset} | ${row.tokens} | ${fixed(row.bestMs, 3)} | ${fixed(row.earlierMs, 3)} | ${fixed(row.speedup, 2, '×')} |`);
+  const slower = rows.filter((row) => row.speedup !== undefined && row.speedup < 1);
+  lines.push(slower.length === 0 ? '# no point slower than the earlier run' : `# slower than the earlier run: ${slower.map((row) => `${row.preset} at ${row.tokens} tokens`).join(', ')}`);
+  return lines;
+}

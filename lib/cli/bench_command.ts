@@ -1,6 +1,6 @@
 /** `moekit bench`: MoE layer forwards with random weights in real models' shapes, or the user's own (--shape), timed. */
 import { measureCeilings } from '../bench/ceilings';
-import { compareRows, formatComparison, formatComparisonPreamble, readBenchRows, readTorchRows, type ComparedBenchRow, type TorchRow } from '../bench/compare';
+import { againstEarlier, compareRows, formatAgainstEarlier, formatComparison, formatComparisonPreamble, readBenchRows, readTorchRows, type ComparedBenchRow, type TorchRow } from '../bench/compare';
 import { DEFAULT_SHAPE_SETTINGS, parseShapeActivation, parseShapeRouting, shapePreset, type ShapeSettings } from '../bench/custom_shape';
 import { runParallelBench } from '../bench/parallel_run';
 import { runWideEpCommand } from '../bench/wide_ep_run';
@@ -90,7 +90,11 @@ time.
   --runs      timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)
   --compare   then print a Markdown table of moekit next to torch._grouped_mm from the JSON of
               bench/torch_baseline.py (same presets, --shape and --routing, and token counts)
-  --from      with --compare: take moekit's rows from an earlier --json file instead of running
+  --from      with --compare or --against: take moekit's rows from an earlier --json file instead
+              of running
+  --against   then print a Markdown table of this run beside an earlier moekit --json file (a
+              kernel version beside the one before: ms, earlier ms, speed-up) and name the
+              points that got slower
   --parallel  in each process of 'moekit launch': shard the layer over the group and time the
               forward with its all-reduce; rank 0 prints the all-reduce's share of the forward
               and the expert-load imbalance (max/mean of routed pairs over ranks). Without
@@ -106,7 +110,7 @@ time.
 cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
 
 const BENCH_OPTION_NAMES = [
-  'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'moe-tp', 'moe-ep', 'dispatch',
+  'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'against', 'moe-tp', 'moe-ep', 'dispatch',
 ] as const;
 const BENCH_FLAG_NAMES = ['parallel', 'quiet'] as const;
 const BENCH_REPEATABLE_NAMES = ['shape'] as const;
@@ -126,6 +130,8 @@ interface BenchPlan extends BenchDefaults {
   compare: string | undefined;
   /** Earlier moekit rows to compare instead of running. */
   from: string | undefined;
+  /** An earlier moekit run to print beside this one (--against). */
+  against: string | undefined;
   /** Set for --parallel. */
   parallel: ParallelOptions | undefined;
 }
@@ -190,7 +196,7 @@ function parallelOption({ options, flags }: BenchCommandLine): ParallelOptions |
     }
     if (dispatch === 'all_to_all') sizes.dispatch = 'all_to_all';
   }
-  for (const name of ['compare', 'from', 'html'] as const) {
+  for (const name of ['compare', 'from', 'html', 'against'] as const) {
     if (options[name] !== undefined) throw new UsageError(`--${name} does not go with --parallel`);
   }
   // Each rank runs on its group's GPU (cuda:LOCAL_RANK); --device may only say CUDA.
@@ -214,7 +220,7 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
   const { options, positionals } = commandLine;
   expectPositionals(positionals, []);
   const parallel = parallelOption(commandLine);
-  if (options.from !== undefined && options.compare === undefined) throw new UsageError('--from needs --compare');
+  if (options.from !== undefined && options.compare === undefined && options.against === undefined) throw new UsageError('--from needs --compare or --against');
   // Under --parallel the device is the group's; 'cuda:0' only picks the CUDA defaults.
   const { device, reason } = parallel ? { device: 'cuda:0' as Device, reason: 'the group\'s GPUs' } : chooseDevice(options.device);
   const defaults = parallel ? PARALLEL_DEFAULTS : device === 'cpu' ? CPU_DEFAULTS : CUDA_DEFAULTS;
@@ -237,6 +243,7 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
     html: options.html,
     quiet: commandLine.flags.has('quiet'),
     compare: options.compare,
+    against: options.against,
     from: options.from,
     parallel,
   };
@@ -337,9 +344,15 @@ export async function benchCommand(args: readonly string[]): Promise<void> {
   }
   // The baseline is read first: a bad file fails before a long run rather than after it.
   if (plan.compare !== undefined) readTorchRows(plan.compare);
+  if (plan.against !== undefined) readBenchRows(plan.against);
   const rows = plan.from !== undefined ? readBenchRows(plan.from) : await runBench(plan);
   const torch = plan.compare !== undefined ? readTorchRows(plan.compare) : undefined;
   if (torch !== undefined) printComparison(rows, torch);
+  if (plan.against !== undefined) {
+    console.log('');
+    console.log(`# against ${plan.against} (the better of eager and graph replay in each run)`);
+    for (const line of formatAgainstEarlier(againstEarlier(rows, readBenchRows(plan.against)))) console.log(line);
+  }
   if (plan.html !== undefined) {
     writeHtmlReport(plan.html, rows, torch);
     console.log(`# wrote ${plan.html}`);
