@@ -56,6 +56,10 @@ bench() {
   node dist/cli/main.js bench --device cuda:0 --json "$out/bench-moekit.json" 2>&1 | tee "$out/bench-moekit.log"
   python3 bench/torch_baseline.py --json "$out/bench-torch.json" 2>&1 | tee "$out/bench-torch.log"
   node dist/cli/main.js bench --from "$out/bench-moekit.json" --compare "$out/bench-torch.json" 2>&1 | tee "$out/bench-compare.md"
+  # AGAINST=an earlier run's JSON (the version before, on the same GPU kind): this run beside it.
+  if [ -n "${AGAINST:-}" ]; then
+    node dist/cli/main.js bench --from "$out/bench-moekit.json" --against "$AGAINST" 2>&1 | tee "$out/bench-against.md"
+  fi
 }
 
 # The sm90 weight-only kernel (sm90/kernel_wq.cuh) on its own: the harness's weight-only checks
