@@ -80,7 +80,7 @@ constexpr int kChunkBytes = 16;
 constexpr int kChunkValues = 8;
 constexpr int kChunkPairs = kChunkValues / 2;
 
-// How a chunk is decoded, and what its scale is held as (ChunkCodec::Scale, 32 bits).
+// How a chunk is decoded, and how its scale is held (a 32-bit code, scaleCode / scaleOf below).
 //   Packed (Int4 in bfloat16, MXFP4 in both): two values per instruction (weight_only.cuh's
 //     Marlin conversions), pairs in K order: a byte permute puts nibbles 2p and 2p + 1 (byte p's
 //     low and high nibble) at the bottom of the two halves, where nibblePair() decodes them; then
