@@ -21,7 +21,7 @@ import { synchronize } from '../sync';
 import { Tensor } from '../tensor';
 import type { BenchPreset } from './presets';
 import { writeJsonReport } from './report';
-import type { TimingOptions } from './timing';
+import { median, type TimingOptions } from './timing';
 
 export interface WideEpBenchOptions extends TimingOptions {
   presets: readonly BenchPreset[];
@@ -69,8 +69,7 @@ async function medianMs(device: Device, options: TimingOptions, run: () => Promi
     await synchronize(device);
     if (index >= options.warmup) times.push(Number(process.hrtime.bigint() - start) / 1e6);
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
+  return median(times);
 }
 
 /** Every rank's `values` on every rank, by an all-to-all of one row sent to all. */
@@ -149,8 +148,7 @@ export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpB
       }
       const all = await gather(group, [wideMs, singleMs, sent, allReduceMs]);
       const slowest = Math.max(...all.map(([ms]) => ms!));
-      const singles = all.map(([, ms]) => ms!).sort((a, b) => a - b);
-      const single = singles[Math.floor(singles.length / 2)]!;
+      const single = median(all.map(([, ms]) => ms!));
       const rowsSent = Math.max(...all.map(([, , count]) => count!));
       const bytes = 2 * rowsSent * config.hiddenSize * DTYPE_BYTES[dtype];
       const reducedMs = Math.max(...all.map(([, , , ms]) => ms!));

@@ -345,7 +345,7 @@ export class MoELayer {
         for (const made of Object.values(sorted)) keep(made);
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens.
-        const expertOutput = this.#runExperts(sorted.permuted, sorted.expertOffsets, input.shape[0]!, keep, mark);
+        const expertOutput = this.#runExperts(weights, sorted.permuted, sorted.expertOffsets, input.shape[0]!, keep, mark);
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
         if (shared) mark('shared');
         const output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
@@ -400,7 +400,7 @@ export class MoELayer {
       try {
         const output = await dispatchToExperts({
           group, input, routed, keep, experts: config.numExperts, localExperts: shard.experts,
-          runExperts: (rows, offsets, maxRowsPerExpert) => this.#runExperts(rows, offsets, maxRowsPerExpert, keep, () => {}),
+          runExperts: (rows, offsets, maxRowsPerExpert) => this.#runExperts(weights, rows, offsets, maxRowsPerExpert, keep, () => {}),
           ...(weights.shared && { shared: this.#sharedExpert(input, weights.shared, keep) }),
         });
         return resultOf({ output, ...routed });
@@ -499,15 +499,13 @@ export class MoELayer {
     return activation(hidden, kind, parameters);
   }
 
-  /** The shared expert; with FP8 weights each linear quantizes its input by the W8A8 rule. */
   /**
    * The two grouped GEMMs over expert-sorted rows (the activation in the first one's epilogue):
    * [rows, H] in the layer's dtype. `maxRowsPerExpert` bounds the rows of any one expert (small
    * batches take the decode kernels); it must be positive, and with no rows 1 bounds them as well.
    */
-  #runExperts(rows: Tensor | Fp8Rows, offsets: Tensor, maxRowsPerExpert: number, keep: <T extends Disposable>(made: T) => T,
+  #runExperts(weights: LayerWeights, rows: Tensor | Fp8Rows, offsets: Tensor, maxRowsPerExpert: number, keep: <T extends Disposable>(made: T) => T,
     mark: (stage: ForwardStage) => void): Tensor {
-    const weights = this.#live();
     const bound = Math.max(maxRowsPerExpert, 1);
     const fp8 = this.config.quantization === 'fp8';
     const activated = keep(
@@ -524,6 +522,7 @@ export class MoELayer {
     return expertOutput;
   }
 
+  /** The shared expert; with FP8 weights each linear quantizes its input by the W8A8 rule. */
   #sharedExpert(x: Tensor, shared: NonNullable<LayerWeights['shared']>, keep: <T extends Disposable>(made: T) => T) {
     const hidden = keep(linear(x, shared.w13));
     const activated = keep(this.#activate(hidden));
