@@ -263,21 +263,20 @@ void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::
 }
 
 // The --wq sweep's paths for one format: the library first (the reference), the bf16 kernel on
-// the dense weights, then the weight-only kernel per configuration (warps × column tiles ×
-// unroll; 4 token groups).
+// the dense weights, then the weight-only kernel per configuration: the library's three by name,
+// then wWcCuU: W warps, C column tiles, U chunks per batch; tT, T token groups per pass; bB, at
+// least B blocks per multiprocessor (registers capped to fit them).
 template <WeightFormat kFormat>
 std::vector<Path> wqPaths() {
   using sm::detail::StreamConfig;
   return {
       {"library", [](const GroupedGemmArgs& a, cudaStream_t s) { cuda::groupedGemm(a, s); }},
       {"bf16", [](const GroupedGemmArgs& a, cudaStream_t s) { sm::groupedGemm(a, s); }, true},
-      {"w2c2u4", runWqConfig<kFormat, StreamConfig<2, 2, 4, 4>>},
-      {"w4c2u4", runWqConfig<kFormat, StreamConfig<4, 2, 4, 4>>},
-      {"w2c2u2", runWqConfig<kFormat, StreamConfig<2, 2, 2, 4>>},
-      {"w4c2u2", runWqConfig<kFormat, StreamConfig<4, 2, 2, 4>>},
-      {"w2c1u4", runWqConfig<kFormat, StreamConfig<2, 1, 4, 4>>},
-      {"w4c1u4", runWqConfig<kFormat, StreamConfig<4, 1, 4, 4>>},
-      {"w8c1u4", runWqConfig<kFormat, StreamConfig<8, 1, 4, 4>>},
+      {"single", runWqConfig<kFormat, sm::detail::WqSingleConfig>},
+      {"pair", runWqConfig<kFormat, sm::detail::WqPairConfig>},
+      {"deep", runWqConfig<kFormat, sm::detail::WqDeepConfig>},
+      {"w4c1u2t2b4", runWqConfig<kFormat, StreamConfig<4, 1, 2, 2, 4>>},
+      {"w2c2u1t2", runWqConfig<kFormat, StreamConfig<2, 2, 1, 2>>},
   };
 }
 

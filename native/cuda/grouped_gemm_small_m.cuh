@@ -148,9 +148,12 @@ static_assert(kChunkDepth<Fp8Operands> == kFp8BlockSize, "an FP8 chunk is one bl
 // kColumnTiles: 16-row mma tiles per item (more tiles: fewer re-reads of the tokens per weight).
 // kUnroll: chunks whose loads a warp issues before its first mma (bytes in flight per warp).
 // kMaxTokenGroups: 8-row token groups per pass (rows an expert can have before a second pass).
-template <int warps, int columnTiles, int unroll, int maxTokenGroups>
+// kMinBlocks: blocks per multiprocessor the register allocation must allow (__launch_bounds__;
+// 1: no limit beyond the block's own).
+template <int warps, int columnTiles, int unroll, int maxTokenGroups, int minBlocks = 1>
 struct StreamConfig {
   static constexpr int kWarps = warps;
+  static constexpr int kMinBlocks = minBlocks;
   static constexpr int kColumnTiles = columnTiles;
   static constexpr int kUnroll = unroll;
   static constexpr int kMaxTokenGroups = maxTokenGroups;

@@ -31,6 +31,8 @@ bool supportsWeightOnly(const GroupedGemmArgs& args) {
   // Whole 16-byte vectors along K (rows of packed bytes and of tokens stay 16-byte aligned), each
   // in one scale group; whole 16-row mma tiles (and so whole gate/up pairs) along N.
   if (packed.depth % values != 0) return false;
+  // K offsets in 32 bits, and scale groups found by a Divider (numerators below 2^31).
+  if (packed.depth >= (int64_t{1} << 31)) return false;
   if (packed.groupWidth() < packed.depth && packed.groupWidth() % values != 0) return false;
   if (args.weights.dim(2) != weightRowBytes(args.weightFormat, packed.depth)) return false;
   if (!aligned16(args.input.data) || !aligned16(args.weights.data)) return false;
@@ -41,7 +43,7 @@ bool supportsWeightOnly(const GroupedGemmArgs& args) {
 void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   weight_only::dispatchFormat(args.weightFormat, [&](auto format) {
     constexpr WeightFormat kFormat = decltype(format)::value;
-    detail::dispatchWqConfig<kFormat>(args.weights.dim(1), [&](auto config) {
+    detail::dispatchWqConfig<kFormat>(args.input.dim(0), args.weights.dim(0), args.weights.dim(1), [&](auto config) {
       using Config = decltype(config);
       if (args.input.dtype == DType::BFloat16) {
         detail::launchWq<kFormat, BF16, Config>(args, stream);

@@ -7,7 +7,7 @@
 // vectors of packed weight rows from HBM, turns them in registers into 16-bit mma operands and
 // multiplies them with the tokens by mma.sync m16n8k16, swap-AB. The work split (persistent
 // blocks over the experts that own rows, items of kColumnTiles × 16 weight rows, warps splitting
-// K), the passes of up to 32 rows and the epilogue (bias, fused activation, output dtype:
+// K), the passes of 8 · kMaxTokenGroups rows and the epilogue (bias, fused activation, output dtype:
 // finishPass) are that kernel's.
 //
 // Conversions (weight_only.cuh, "Packed 16-bit decoding"): Marlin's. An Int4 pair costs a shift,
@@ -43,6 +43,7 @@
 
 #include <cstdint>
 
+#include "divider.h"
 #include "grouped_gemm_small_m.cuh"
 #include "weight_only.cuh"
 #include "weight_only.h"
@@ -60,6 +61,7 @@ struct WqProblem {
   int64_t rowBytes;     // bytes per weight row: weightRowBytes(format, depth)
   int64_t groupWidth;   // K values per scale
   int64_t scaleGroups;  // scales per weight row
+  Divider groupOf;      // k → its scale group: k / groupWidth
 };
 
 // What a 16-byte vector of packed weights holds.
@@ -136,6 +138,105 @@ __device__ __forceinline__ void multiplyVector(const uint4 (&packed)[Config::kCo
   }
 }
 
+// Where a lane's loads of one pass start: its weight rows (g and g + 8 of each column tile, at the
+// lane's 16 bytes of a chunk) and scale rows, K and its own first K within a chunk.
+template <int kTiles>
+struct WqLane {
+  const uint8_t* const (&weightRows)[kTiles][2];
+  const int64_t (&scaleRows)[kTiles][2];
+  int depth;      // K (< 2^31: supportsWeightOnly)
+  int laneDepth;  // the lane's first K within a chunk
+};
+
+// One batch of a warp's chunks (first, first + kWarps, ... kUnroll of them): the lane's packed
+// vectors and their scale codes (AfterChunk: float32 bits; BeforeMma: Scale's code, converted
+// when used; AfterPass: unused).
+template <WeightFormat kFormat, class Config>
+struct WqBatch {
+  uint4 packed[Config::kUnroll][Config::kColumnTiles][2];
+  uint32_t scales[Config::kUnroll][Config::kColumnTiles][2];
+};
+
+// Issues a batch's loads: kUnroll × tiles × 2 vectors of 16 bytes (zeros past K) and their scales.
+template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage>
+__device__ __forceinline__ void loadBatch(const WqProblem& p, const WqLane<Config::kColumnTiles>& at, int first,
+                                          WqBatch<kFormat, Config>& batch) {
+  using Vector = WqVector<kFormat>;
+  using Decode = weight_only::Decoder<kFormat>;
+  using Scale = weight_only::PairScale<kFormat, Element>;
+#pragma unroll
+  for (int u = 0; u < Config::kUnroll; ++u) {
+    const int chunkDepth = (first + u * Config::kWarps) * Vector::kChunkDepth;  // the chunk's first K
+    // K % V == 0 (supports()): the lane's vector is wholly inside K or wholly past it.
+    const bool inside = chunkDepth < at.depth - at.laneDepth;
+    const bool chunkInside = chunkDepth < at.depth;
+    // The scale group: the chunk's (AfterChunk, for every lane of it: a lane past K still holds
+    // sums of the others) or the lane's vector's (BeforeMma). Past K the last K's group is read,
+    // so that the load stays in bounds, and the scale is replaced by 0 where it is used.
+    const int k = kStage == ScaleStage::AfterChunk ? chunkDepth : chunkDepth + at.laneDepth;
+    const uint32_t group = p.groupOf.divide(static_cast<uint32_t>(min(k, at.depth - 1)));
+#pragma unroll
+    for (int t = 0; t < Config::kColumnTiles; ++t) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        batch.packed[u][t][h] = loadStreamed(at.weightRows[t][h] + chunkDepth / weight_only::kValuesPerByte<kFormat>, inside);
+        if constexpr (kStage == ScaleStage::AfterChunk) {
+          const uint32_t code = __float_as_uint(Decode::scale(p.scales, at.scaleRows[t][h] + group));
+          batch.scales[u][t][h] = chunkInside ? code : 0u;
+        } else if constexpr (kStage == ScaleStage::BeforeMma) {
+          batch.scales[u][t][h] = Scale::code(p.scales, at.scaleRows[t][h] + group);
+        }
+      }
+    }
+  }
+}
+
+// sums += the batch's chunks times the pass's tokens (AfterChunk: each chunk's sums scaled by its
+// group's scale as they are added).
+template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage, int tokenGroups>
+__device__ __forceinline__ void multiplyBatch(const WqLane<Config::kColumnTiles>& at, int first,
+                                              WqBatch<kFormat, Config>& batch,
+                                              const typename Element::Storage* const (&tokenRows)[tokenGroups],
+                                              float (&sums)[Config::kColumnTiles][tokenGroups][kAccumulators]) {
+  using Vector = WqVector<kFormat>;
+  using Scale = weight_only::PairScale<kFormat, Element>;
+  constexpr int kTiles = Config::kColumnTiles;
+#pragma unroll
+  for (int u = 0; u < Config::kUnroll; ++u) {
+    const int chunkDepth = (first + u * Config::kWarps) * Vector::kChunkDepth;
+    if (chunkDepth >= at.depth) break;  // the rest of the batch lies past K (warp-uniform)
+    const bool inside = chunkDepth < at.depth - at.laneDepth;
+    if constexpr (kStage == ScaleStage::AfterChunk) {
+      float chunkSums[kTiles][tokenGroups][kAccumulators] = {};
+      multiplyVector<kFormat, Element, Config, kStage, tokenGroups>(batch.packed[u], batch.scales[u], tokenRows, chunkDepth,
+                                                                    inside, chunkSums);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+        for (int j = 0; j < tokenGroups; ++j) {
+#pragma unroll
+          for (int i = 0; i < kAccumulators; ++i) {
+            // c0, c1: weight row g; c2, c3: row g + 8.
+            sums[t][j][i] = fmaf(chunkSums[t][j][i], __uint_as_float(batch.scales[u][t][i / 2]), sums[t][j][i]);
+          }
+        }
+      }
+    } else {
+      if constexpr (kStage == ScaleStage::BeforeMma) {
+        // The codes, converted once they have landed (converting at load time waits for the load);
+        // past K the scale is 0, as the weights' and tokens' zeros are.
+#pragma unroll
+        for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) batch.scales[u][t][h] = inside ? Scale::fromCode(batch.scales[u][t][h]) : 0u;
+        }
+      }
+      multiplyVector<kFormat, Element, Config, kStage, tokenGroups>(batch.packed[u], batch.scales[u], tokenRows, chunkDepth,
+                                                                    inside, sums);
+    }
+  }
+}
+
 // One pass: rows [passBegin, passEnd) of `expert` (at most 8 · tokenGroups) against the item's
 // column tiles. Contains __syncthreads(): call from every thread.
 template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage, int tokenGroups>
@@ -150,7 +251,6 @@ __device__ void wqPass(const WqProblem& p, float* partials, int32_t expert, int6
   }
   using Vector = WqVector<kFormat>;
   using Decode = weight_only::Decoder<kFormat>;
-  using Scale = weight_only::PairScale<kFormat, Element>;
   using T = typename Element::Storage;
   constexpr int kTiles = Config::kColumnTiles;
   const StreamProblem& q = p.base;
@@ -191,54 +291,18 @@ __device__ void wqPass(const WqProblem& p, float* partials, int32_t expert, int6
   }
 
   float sums[kTiles][tokenGroups][kAccumulators] = {};
-  const int64_t chunks = (q.depth + Vector::kChunkDepth - 1) / Vector::kChunkDepth;
-  for (int64_t first = warp; first < chunks; first += Config::kWarps * Config::kUnroll) {
-    // Every chunk's weight bytes and scales first: kUnroll × tiles × 2 loads of 16 bytes in flight.
-    uint4 packed[Config::kUnroll][kTiles][2];
-    uint32_t scales[Config::kUnroll][kTiles][2];  // AfterChunk: float32 bits; BeforeMma: Scale's
-#pragma unroll
-    for (int u = 0; u < Config::kUnroll; ++u) {
-      const int64_t chunkDepth = (first + u * Config::kWarps) * Vector::kChunkDepth;  // the chunk's first K
-      // K % V == 0 (supports()): the lane's vector is wholly inside K or wholly past it.
-      const bool inside = chunkDepth + laneDepth < q.depth;
-#pragma unroll
-      for (int t = 0; t < kTiles; ++t) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          packed[u][t][h] = loadStreamed(weightRows[t][h] + chunkDepth / weight_only::kValuesPerByte<kFormat>, inside);
-          if constexpr (kStage == ScaleStage::AfterChunk) {
-            // The chunk's group, for every lane of it (a lane past K still holds sums of the others).
-            scales[u][t][h] = chunkDepth < q.depth ? __float_as_uint(Decode::scale(p.scales, scaleRows[t][h] + chunkDepth / p.groupWidth)) : 0u;
-          } else if constexpr (kStage == ScaleStage::BeforeMma) {
-            scales[u][t][h] = inside ? Scale::load(p.scales, scaleRows[t][h] + (chunkDepth + laneDepth) / p.groupWidth) : 0u;
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < Config::kUnroll; ++u) {
-      const int64_t chunkDepth = (first + u * Config::kWarps) * Vector::kChunkDepth;
-      if (chunkDepth >= q.depth) break;  // the rest of the batch lies past K (warp-uniform)
-      const bool inside = chunkDepth + laneDepth < q.depth;
-      if constexpr (kStage == ScaleStage::AfterChunk) {
-        float chunkSums[kTiles][tokenGroups][kAccumulators] = {};
-        multiplyVector<kFormat, Element, Config, kStage, tokenGroups>(packed[u], scales[u], tokenRows, chunkDepth, inside,
-                                                                      chunkSums);
-#pragma unroll
-        for (int t = 0; t < kTiles; ++t) {
-#pragma unroll
-          for (int j = 0; j < tokenGroups; ++j) {
-#pragma unroll
-            for (int i = 0; i < kAccumulators; ++i) {
-              // c0, c1: weight row g; c2, c3: row g + 8.
-              sums[t][j][i] = fmaf(chunkSums[t][j][i], __uint_as_float(scales[u][t][i / 2]), sums[t][j][i]);
-            }
-          }
-        }
-      } else {
-        multiplyVector<kFormat, Element, Config, kStage, tokenGroups>(packed[u], scales[u], tokenRows, chunkDepth, inside, sums);
-      }
-    }
+  // K, and every K offset below, fits 31 bits (supportsWeightOnly): 32-bit arithmetic, and a
+  // chunk's scale group by the launch's multiply-shift divider instead of a division per chunk
+  // (wq-v6: the division and 64-bit compares were a third of the loop's instructions).
+  const WqLane<kTiles> at{weightRows, scaleRows, static_cast<int>(q.depth), static_cast<int>(laneDepth)};
+  const int chunks = (at.depth + Vector::kChunkDepth - 1) / Vector::kChunkDepth;
+  // A batch's loads all go out before its first mma. (wq-v6 tried software pipelining, the next
+  // batch's loads in flight during this one's mmas: the registers it takes cost more occupancy
+  // than it gained, 3-10% slower on the configurations below.)
+  for (int first = warp; first < chunks; first += Config::kWarps * Config::kUnroll) {
+    WqBatch<kFormat, Config> batch;
+    loadBatch<kFormat, Element, Config, kStage>(p, at, first, batch);
+    multiplyBatch<kFormat, Element, Config, kStage, tokenGroups>(at, first, batch, tokenRows, sums);
   }
   if constexpr (kStage == ScaleStage::AfterPass) {
 #pragma unroll
@@ -255,7 +319,7 @@ __device__ void wqPass(const WqProblem& p, float* partials, int32_t expert, int6
 }
 
 template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage>
-__global__ void __launch_bounds__(Config::kThreads) wqStreamKernel(WqProblem p) {
+__global__ void __launch_bounds__(Config::kThreads, Config::kMinBlocks) wqStreamKernel(WqProblem p) {
   __shared__ int32_t active[kMaxExperts];
   __shared__ float partials[Config::kWarps * Config::kColumnTiles * Config::kMaxTokenGroups * kAccumulators * kWarpSize];
 
@@ -315,6 +379,7 @@ void launchWq(const GroupedGemmArgs& args, cudaStream_t stream) {
   p.rowBytes = weightRowBytes(kFormat, packed.depth);
   p.groupWidth = packed.groupWidth();
   p.scaleGroups = packed.scaleGroups();
+  p.groupOf = Divider::of(static_cast<uint32_t>(std::max<int64_t>(p.groupWidth, 1)));
   if (p.base.rows == 0 || p.base.cols == 0 || p.base.experts == 0) return;
   if (p.base.cols % (kMmaRows * Config::kColumnTiles) != 0) {
     throw NativeError("E_INVALID_ARGUMENT", "small_m weight-only GEMM: " + std::to_string(p.base.cols) +
@@ -329,27 +394,37 @@ void launchWq(const GroupedGemmArgs& args, cudaStream_t stream) {
   });
 }
 
-// The configurations, from `gemm_small_m_bench --wq` on an H200 (bench/NOTES.md, wq-v1: 1, 16
-// and 64 tokens on the three models, against two-tile and 4/8-warp variants):
-// - Int4 and MXFP4 (32 values per 16-byte vector, the most conversion work per byte): one column
-//   tile, two warps splitting K, four chunks in flight per warp.
-// - Int8 (16 values per vector): two column tiles (which share each token load and its
-//   permutation), four warps, two chunks in flight.
-using WqPackedConfig = StreamConfig<2, 1, 4, 4>;
-using WqInt8Config = StreamConfig<4, 2, 2, 4>;
-using WqNarrowConfig = StreamConfig<2, 1, 4, 4>;  // N that does not fill two-tile items
+// The configurations, from `gemm_small_m_bench --wq` on an H200 (bench/NOTES.md, wq-v6: 1 and 16
+// tokens on the three models, every format, against 4/8-warp, 1-4 chunk and 2/4-group variants):
+// - Single: one column tile, two warps splitting K, four chunks per batch, passes of 16 rows, and
+//   registers capped for 8 blocks per multiprocessor (16 warps: a batch's loads are long, and
+//   more warps hide them better than more registers per warp). Calls of fewer than 16 rows (one
+//   token, up to top-8), every MXFP4 call up to 16 rows per expert on average, and N that does
+//   not fill two-tile items.
+// - Pair: two column tiles sharing each token load and its permutation, two chunks per batch:
+//   Int4 and Int8 from 16 rows (4-11% faster than Single at 16 tokens; 10% slower at one).
+// - Deep: passes of 32 rows, for more than 16 rows per expert on average (Single's and Pair's
+//   16-row passes would stream the weights three or four times up to small_m's 64 rows).
+using WqSingleConfig = StreamConfig<2, 1, 4, 2, 8>;
+using WqPairConfig = StreamConfig<2, 2, 2, 2>;
+using WqDeepConfig = StreamConfig<2, 1, 4, 4>;
 
+// Calls body(Config{}) with the configuration of a call of `rows` rows over `experts` experts and
+// `cols` output columns.
 template <WeightFormat kFormat, typename Body>
-void dispatchWqConfig(int64_t cols, Body&& body) {
-  if constexpr (kFormat == WeightFormat::Int8) {
-    if (cols % (kMmaRows * WqInt8Config::kColumnTiles) == 0) {
-      body(WqInt8Config{});
-    } else {
-      body(WqNarrowConfig{});
-    }
-  } else {
-    body(WqPackedConfig{});
+void dispatchWqConfig(int64_t rows, int64_t experts, int64_t cols, Body&& body) {
+  static_assert(WqPairConfig::kRowsPerPass == WqSingleConfig::kRowsPerPass, "one pass depth below Deep");
+  if (rows > WqSingleConfig::kRowsPerPass * std::max<int64_t>(experts, 1)) {
+    body(WqDeepConfig{});
+    return;
   }
+  if constexpr (kFormat != WeightFormat::Mxfp4) {
+    if (rows >= kMmaRows && cols % (kMmaRows * WqPairConfig::kColumnTiles) == 0) {
+      body(WqPairConfig{});
+      return;
+    }
+  }
+  body(WqSingleConfig{});
 }
 
 }  // namespace moekit::cuda::small_m::detail
