@@ -263,7 +263,7 @@ void benchModel(const Model& m, const std::vector<int>& tokenCounts, const std::
 }
 
 // The --wq sweep's paths for one format: the library first (the reference), the bf16 kernel on
-// the dense weights, then the weight-only kernel per configuration: the library's three by name,
+// the dense weights, then the weight-only kernel per configuration: the library's four by name,
 // then wWcCuU: W warps, C column tiles, U chunks per batch; tT, T token groups per pass; bB, at
 // least B blocks per multiprocessor (registers capped to fit them).
 template <WeightFormat kFormat>
@@ -274,8 +274,8 @@ std::vector<Path> wqPaths() {
       {"bf16", [](const GroupedGemmArgs& a, cudaStream_t s) { sm::groupedGemm(a, s); }, true},
       {"single", runWqConfig<kFormat, sm::detail::WqSingleConfig>},
       {"pair", runWqConfig<kFormat, sm::detail::WqPairConfig>},
+      {"wide", runWqConfig<kFormat, sm::detail::WqWideConfig>},
       {"deep", runWqConfig<kFormat, sm::detail::WqDeepConfig>},
-      {"w4c1u2t2b4", runWqConfig<kFormat, StreamConfig<4, 1, 2, 2, 4>>},
       {"w2c2u1t2", runWqConfig<kFormat, StreamConfig<2, 2, 1, 2>>},
   };
 }

@@ -119,9 +119,10 @@ bool sm90TakesDequantized(const GroupedGemmArgs& args) {
 
 // Weight-only weights (Int8, Int4, MXFP4), by rows per expert (the caller's bound
 // args.maxRowsPerExpert when it gives one, else the mean rows / E):
-//   up to kWeightOnlySmallMRows: small_m, which dequantizes in registers and re-reads the packed
-//     weights once per 32-row pass: at 0.5 (Int4) or 1 (Int8) byte per weight, two passes still
-//     stream fewer bytes than one pass of bfloat16, where the 16-bit rule stops at 16 to 32;
+//   up to kWeightOnlySmallMRows (kWeightOnlySmallMRowsSm90 where sm90's in-loop kernel takes the
+//     call): small_m, which dequantizes in registers and re-reads the packed weights once per
+//     16- or 32-row pass: at 0.5 (Int4) or 1 (Int8) byte per weight, two passes still stream
+//     fewer bytes than one pass of bfloat16, where the 16-bit rule stops at 16 to 32;
 //   above, on Hopper: sm90's in-loop kernel (sm90/kernel_wq.cuh) where it takes the call, else
 //     sm90 on the weights dequantized into scratch (denseFromWeightOnly) where the dense call fits;
 //   else (sm_80-class GPUs): mma's in-loop kernel where it takes the call, else the same
@@ -131,6 +132,14 @@ bool sm90TakesDequantized(const GroupedGemmArgs& args) {
 // 1024 tokens and 78 ms for DeepSeek-V3's at 16384, several times the dequantize + sm90 estimate,
 // so on Hopper it is only taken when forced.
 constexpr int64_t kWeightOnlySmallMRows = 64;
+// With sm90's in-loop kernel beside it, small_m stops at 16 rows per expert: its token loads grow
+// with the rows (at 32 rows ncu shows L1 at 85% busy and DRAM at 12%), while the in-loop kernel's
+// conversions do not below 128. Measured on an H200 (bench/NOTES.md, wq-v6, int4 g128, ms per
+// forward, small_m against in-loop forced; small_m forced too except Mixtral at 32 rows, where the
+// earlier rule picked it): 32 rows per expert Mixtral 1.209 / 0.915 (graph replay),
+// Qwen3-30B-A3B 1.101 / 1.090, DeepSeek-V3 9.18 / 7.18; 64 rows Mixtral 2.64 / 1.39, Qwen3 1.44 /
+// 1.15, DeepSeek-V3 16.35 / 7.48. Nothing was measured between 16 and 32 rows.
+constexpr int64_t kWeightOnlySmallMRowsSm90 = 16;
 
 // On sm90, between small_m's rows and kWeightOnlyInLoopMaxRows rows per expert (mean) the in-loop
 // kernel, above them dequantize-then-dense: the in-loop kernel's 128 x 128 tile reconverts an
@@ -172,13 +181,14 @@ WqRoute pickWeightOnlyRoute(const GroupedGemmArgs& args) {
   const GemmFamily forced = forcedFamily();
   const auto mmaRoute = [&] { return mma::supportsWeightOnly(args) ? WqRoute::MmaInLoop : WqRoute::Dequantize; };
   if (forced == GemmFamily::Mma) return mmaRoute();
+  const bool inLoop = sm90::supportsWeightOnly(args);
   if (forced != GemmFamily::Sm90) {
     const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
-    const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= kWeightOnlySmallMRows) ||
-                         args.input.dim(0) <= kWeightOnlySmallMRows * experts;
+    const int64_t smallMRows = inLoop ? kWeightOnlySmallMRowsSm90 : kWeightOnlySmallMRows;
+    const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= smallMRows) ||
+                         args.input.dim(0) <= smallMRows * experts;
     if ((forced == GemmFamily::SmallM || fewRows) && small_m::supports(args)) return WqRoute::SmallM;
   }
-  const bool inLoop = sm90::supportsWeightOnly(args);
   const bool denseFits = sm90TakesDequantized(args);
   if (inLoop && sm90InLoopPreferred(args, denseFits)) return WqRoute::Sm90InLoop;
   if (forced == GemmFamily::Sm90 || inLoop || denseFits) return WqRoute::Dequantize;

@@ -45,6 +45,7 @@
 
 #include "divider.h"
 #include "grouped_gemm_small_m.cuh"
+#include "per_device.h"
 #include "weight_only.cuh"
 #include "weight_only.h"
 
@@ -403,9 +404,14 @@ void launchWq(const GroupedGemmArgs& args, cudaStream_t stream) {
 //   not fill two-tile items.
 // - Pair: two column tiles sharing each token load and its permutation, two chunks per batch:
 //   Int4 and Int8 from 16 rows (4-11% faster than Single at 16 tokens; 10% slower at one).
+// - Wide: Single with four warps splitting K (two chunks per batch, registers capped for 4 blocks),
+//   for calls of fewer items than half of Single's resident blocks, which would leave most warp
+//   slots empty: one token's GEMM2 on Mixtral (512 items, 7.7 warps per multiprocessor under
+//   Single) is 22% faster; Qwen3-30B-A3B's 768 and 1024 items are not.
 // - Deep: passes of 32 rows, for more than 16 rows per expert on average (Single's and Pair's
 //   16-row passes would stream the weights three or four times up to small_m's 64 rows).
 using WqSingleConfig = StreamConfig<2, 1, 4, 2, 8>;
+using WqWideConfig = StreamConfig<4, 1, 2, 2, 4>;
 using WqPairConfig = StreamConfig<2, 2, 2, 2>;
 using WqDeepConfig = StreamConfig<2, 1, 4, 4>;
 
@@ -424,7 +430,13 @@ void dispatchWqConfig(int64_t rows, int64_t experts, int64_t cols, Body&& body) 
       return;
     }
   }
-  body(WqSingleConfig{});
+  // Items: 16-row column tiles of the experts that can own rows.
+  const int64_t items = std::min(experts, rows) * (cols / kMmaRows);
+  if (2 * items < int64_t{deviceMultiprocessors()} * WqSingleConfig::kMinBlocks) {
+    body(WqWideConfig{});
+  } else {
+    body(WqSingleConfig{});
+  }
 }
 
 }  // namespace moekit::cuda::small_m::detail
