@@ -60,7 +60,7 @@ export interface NativeOps {
     topkGroups: number; scalingFactor: number;
   }): void;
   permute(device: number, args: {
-    input: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
+    input: NativeTensor; inputScales?: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
     expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; localExpertCount: number;
     firstExpert?: number; totalExperts?: number;
   }): void;

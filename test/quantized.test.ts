@@ -80,6 +80,15 @@ describe('quantizeWeights (the at-load rule: 128×128 blocks, scale = amax / 448
   });
 });
 
+/** x's rows (bfloat16) in the order `order` gives (token indices [rows]). */
+async function rowsInOrder(x: Tensor, order: Tensor): Promise<Tensor> {
+  const [bits, tokens] = (await Promise.all([x.toArray(), order.toArray()])) as [Uint16Array, Int32Array];
+  const width = x.shape[1]!;
+  const rows = new Uint16Array(tokens.length * width);
+  tokens.forEach((token, row) => rows.set(bits.subarray(token * width, (token + 1) * width), row * width));
+  return Tensor.fromArray(rows, [tokens.length, width], { dtype: 'bfloat16' });
+}
+
 describe('the W8A8 rule on rows (permute with quantize: fp8)', () => {
   it('quantizes each gathered row per 128 channels, as the reference, in float32 and bfloat16', async () => {
     for (const dtype of ['float32', 'bfloat16'] as const) {
@@ -101,6 +110,33 @@ describe('the W8A8 rule on rows (permute with quantize: fp8)', () => {
       sorted.permuted.dispose();
       for (const tensor of [sorted.expertOffsets, sorted.sourceToPermuted, sorted.permutedToSource]) tensor.dispose();
     }
+  });
+
+  it('permutes FP8 rows that carry their scales (Fp8Rows input) with them, bit for bit, as wide EP\'s owner does', async () => {
+    const tokens = 6;
+    using x = Tensor.fromArray(randomArray(tokens * HIDDEN, 5, 3), [tokens, HIDDEN], { dtype: 'bfloat16' });
+    using oneEach = Tensor.fromArray(Int32Array.from({ length: tokens }, (_, t) => t % EXPERTS), [tokens, 1]);
+    const first = permute(x, oneEach, EXPERTS, { quantize: 'fp8' });
+    // Sort the FP8 rows again, by other ids: each row and its scales must move together, unchanged.
+    const ids = idsFor(tokens);
+    using idTensor = Tensor.fromArray(ids, [tokens, TOP_K]);
+    const again = permute(first.permuted, idTensor, EXPERTS);
+    // The same rows quantized straight from bfloat16 in the first sort's order (topK 1: row r is
+    // token permutedToSource[r]).
+    using reordered = await rowsInOrder(x, first.permutedToSource);
+    const direct = permute(reordered, idTensor, EXPERTS, { quantize: 'fp8' });
+    expect(again.permuted).toBeInstanceOf(Fp8Rows);
+    expect(Array.from(await again.permuted.data.toArray())).toEqual(Array.from(await direct.permuted.data.toArray()));
+    expect(Array.from(await again.permuted.scales.toArray())).toEqual(Array.from(await direct.permuted.scales.toArray()));
+    expect(Array.from(await again.expertOffsets.toArray())).toEqual(Array.from(await direct.expertOffsets.toArray()));
+    for (const result of [first, again, direct]) for (const made of Object.values(result)) made.dispose();
+    // What is refused: FP8 bits without their scales, and disposed rows.
+    using bits = Tensor.fromArray(new Uint8Array(tokens * HIDDEN), [tokens, HIDDEN], { dtype: 'float8_e4m3' });
+    expectThrows(() => permute(bits, oneEach, EXPERTS), 'E_DTYPE', /permute: input/);
+    const gone = permute(x, oneEach, EXPERTS, { quantize: 'fp8' });
+    gone.permuted.dispose();
+    expectThrows(() => permute(gone.permuted, oneEach, EXPERTS), 'E_DISPOSED', /permute: input was used after dispose\(\)/);
+    for (const made of [gone.expertOffsets, gone.sourceToPermuted, gone.permutedToSource]) made.dispose();
   });
 
   it('handles the edge cases: an all-zero group, saturation, ties, subnormals, a scale that underflows, a partial group', async () => {

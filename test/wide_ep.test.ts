@@ -16,7 +16,7 @@ import { LoopbackHub } from './helpers/loopback_group';
  * token's hidden state towards one direction, which concentrates routing on a few experts),
  * against the unsharded layer's forward on the same tokens.
  */
-async function compare(dir: string, tokens: readonly number[], hot = 0): Promise<number[]> {
+async function compare(dir: string, tokens: readonly number[], hot = 0, hub = new LoopbackHub(tokens.length)): Promise<number[]> {
   const config = readMoEConfig(dir, 0);
   const ranks = tokens.length;
   const plan = resolvePlan(ranks, { moeEpSize: ranks, dispatch: 'all_to_all' }, config);
@@ -28,7 +28,6 @@ async function compare(dir: string, tokens: readonly number[], hot = 0): Promise
   });
   const xs = await Promise.all(inputs);
   try {
-    const hub = new LoopbackHub(ranks);
     const results = await Promise.all(layers.map((layer, rank) => layer.forwardAllToAll(xs[rank]!, { group: hub.groups[rank]! })));
     const errors: number[] = [];
     for (let rank = 0; rank < ranks; rank++) {
@@ -64,8 +63,18 @@ describe("wide Expert Parallel: parallel.dispatch 'all_to_all'", () => {
     for (const error of await compare(fixtureDir('deepseek_v3'), [6, 11])) expect(error).toBeLessThanOrEqual(1e-6);
   });
 
-  it('DeepSeek-V3 FP8 fixture (block-scale experts), EP2: rows travel in 16 bits and the first GEMM quantizes them, as permute would have', async () => {
-    for (const error of await compare(quantFixtureDir('deepseek_v3_fp8'), [10, 7])) expect(error).toBeLessThanOrEqual(1e-6);
+  it('DeepSeek-V3 FP8 fixture (block-scale experts), EP2: rows travel as FP8 with their scales, quantized once by the sender as the owner\'s permute would', async () => {
+    const hub = new LoopbackHub(2);
+    for (const error of await compare(quantFixtureDir('deepseek_v3_fp8'), [10, 7], 0, hub)) expect(error).toBeLessThanOrEqual(1e-6);
+    // Out: FP8 rows and their float32 scales, one per 128 values, every pair's row once; the
+    // 16-bit rows never travel.
+    const config = readMoEConfig(quantFixtureDir('deepseek_v3_fp8'), 0);
+    const pairs = (10 + 7) * config.routing.topK;
+    const rowsOf = (dtype: string, width: number) =>
+      hub.sent.filter((call) => call.dtype === dtype && call.shape[1] === width).reduce((total, call) => total + call.shape[0]!, 0);
+    expect(rowsOf('float8_e4m3', config.hiddenSize)).toBe(pairs);
+    expect(rowsOf('float32', Math.ceil(config.hiddenSize / 128))).toBe(pairs);
+    expect(hub.sent.filter((call) => call.dtype === 'float8_e4m3').length).toBe(2);  // one call per rank
   });
 
   it('gpt-oss MXFP4 fixture (quantized experts, biases), EP2', async () => {

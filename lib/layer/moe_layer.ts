@@ -399,7 +399,7 @@ export class MoELayer {
       const routed = route(logits, { ...config.routing, correctionBias: weights.correctionBias });
       try {
         const output = await dispatchToExperts({
-          group, input, routed, keep, experts: config.numExperts, localExperts: shard.experts,
+          group, input, routed, keep, experts: config.numExperts, localExperts: shard.experts, fp8: config.quantization === 'fp8',
           runExperts: (rows, offsets, maxRowsPerExpert) => this.#runExperts(weights, rows, offsets, maxRowsPerExpert, keep, () => {}),
           ...(weights.shared && { shared: this.#sharedExpert(input, weights.shared, keep) }),
         });

@@ -15,13 +15,15 @@
  *   4. the results put back in received order (a combine with weight 1), and all-to-all back;
  *   5. the weighted combine of the returned rows (and the shared expert, computed whole on every
  *      rank) into the output.
- * Rows travel in the layer's 16- or 32-bit dtype. FP8 experts quantize them in their first GEMM,
- * which op_args.h makes the same as permute quantizing them; FP8 rows with their scales would
- * halve the traffic.
+ * Rows travel in the layer's 16- or 32-bit dtype, or, for FP8 experts, as FP8 rows with their
+ * 128-value block scales (step 1 quantizes them by the W8A8 rule, which op_args.h makes the same as
+ * the owner's permute quantizing them; about half the bytes of bf16): the rows and the scales go
+ * in two all-to-alls with the same splits, and the owner's permute copies both as they are.
  */
 import { MoekitError } from '../errors';
 import { combine, type CombineOptions } from '../ops/combine';
 import { permute } from '../ops/permute';
+import { Fp8Rows } from '../ops/quantized';
 import type { RoutingResult } from '../ops/routing';
 import type { AllToAllOptions } from '../parallel/collective_args';
 import type { Slice } from '../parallel/plan';
@@ -43,8 +45,10 @@ export interface DispatchStep {
   experts: number;
   /** This rank's experts (global ids). */
   localExperts: Slice;
-  /** The local experts' output [rows, H] for expert-sorted rows (local ids) and their offsets. */
-  runExperts(rows: Tensor, offsets: Tensor, maxRowsPerExpert: number): Tensor;
+  /** FP8 experts: rows travel as FP8 with their scales (quantized once, by this rank). */
+  fp8?: boolean;
+  /** The local experts' output [rows, H] (the input's dtype) for expert-sorted rows (local ids) and their offsets. */
+  runExperts(rows: Tensor | Fp8Rows, offsets: Tensor, maxRowsPerExpert: number): Tensor;
   /** The shared expert's part of the combine, computed on this rank's tokens. */
   shared?: Pick<CombineOptions, 'shared' | 'sharedGateLogits'>;
   keep: <T extends { dispose(): void }>(made: T) => T;
@@ -70,6 +74,24 @@ function receivedExperts(received: Int32Array, ranks: number, width: number): In
   return ids;
 }
 
+/** Step 3's exchange: the rows (FP8: and their scales, with the same splits) into new tensors of the received rows. */
+async function exchangeRows(group: ExchangeGroup, rows: Tensor | Fp8Rows, receivedRows: number, splits: AllToAllOptions,
+  keep: DispatchStep['keep']): Promise<Tensor | Fp8Rows> {
+  const { device } = rows;
+  const hidden = rows.shape[1]!;
+  if (!(rows instanceof Fp8Rows)) {
+    const received = keep(Tensor.empty([receivedRows, hidden], { dtype: rows.dtype, device }));
+    await group.allToAll(rows, received, splits);
+    return received;
+  }
+  const data = keep(Tensor.empty([receivedRows, hidden], { dtype: 'float8_e4m3', device }));
+  const scales = keep(Tensor.empty([receivedRows, rows.scales.shape[1]!], { dtype: 'float32', device }));
+  // One after the other: every rank must enqueue a group's collectives in the same order.
+  await group.allToAll(rows.data, data, splits);
+  await group.allToAll(rows.scales, scales, splits);
+  return new Fp8Rows({ data, scales });
+}
+
 /** The output [T, H] of this rank's tokens (steps 1–5 above). */
 export async function dispatchToExperts(step: DispatchStep): Promise<Tensor> {
   const { group, input, routed, experts, localExperts, keep } = step;
@@ -81,10 +103,10 @@ export async function dispatchToExperts(step: DispatchStep): Promise<Tensor> {
   }
   const { device } = input;
   const hidden = input.shape[1]!;
-  // 1. Pairs by expert, so each rank's rows are contiguous.
-  const sent = permute(input, routed.topkIds, experts);
+  // 1. Pairs by expert, so each rank's rows are contiguous (FP8 experts: quantized on the way).
+  const sent = permute(input, routed.topkIds, experts, step.fp8 ? { quantize: 'fp8' } : undefined);
   for (const made of Object.values(sent)) keep(made);
-  const rows = sent.permuted as Tensor;
+  const rows = sent.permuted;
   // 2. Counts: entry (source, local expert) of what this rank will receive.
   const incoming = keep(Tensor.empty([experts], { dtype: 'int32', device }));
   await group.allToAll(routed.expertCounts, incoming);
@@ -93,21 +115,20 @@ export async function dispatchToExperts(step: DispatchStep): Promise<Tensor> {
   const recvSplits = perRank(theirs, ranks, width);
   // 3. Rows out; the received ones sorted by local expert and computed.
   const receivedRows = recvSplits.reduce((total, count) => total + count, 0);
-  const received = keep(Tensor.empty([receivedRows, hidden], { dtype: rows.dtype, device }));
-  await group.allToAll(rows, received, { sendSplits, recvSplits });
+  const received = await exchangeRows(group, rows, receivedRows, { sendSplits, recvSplits }, keep);
   let results: Tensor;
   if (receivedRows > 0) {
     const ids = keep(Tensor.fromArray(receivedExperts(theirs, ranks, width), [receivedRows, 1], { dtype: 'int32', device }));
     const sorted = permute(received, ids, width);
     for (const made of Object.values(sorted)) keep(made);
-    const computed = step.runExperts(sorted.permuted as Tensor, sorted.expertOffsets, receivedRows);
+    const computed = step.runExperts(sorted.permuted, sorted.expertOffsets, receivedRows);
     // 4. Back in received order (one row per pair, weight 1: exact), then back to their ranks.
     const ones = keep(Tensor.fromArray(new Float32Array(receivedRows).fill(1), [receivedRows, 1], { device }));
     results = keep(combine(computed, ones, sorted.sourceToPermuted));
   } else {
-    results = keep(Tensor.empty([0, hidden], { dtype: rows.dtype, device }));
+    results = keep(Tensor.empty([0, hidden], { dtype: input.dtype, device }));
   }
-  const returned = keep(Tensor.empty(rows.shape, { dtype: rows.dtype, device }));
+  const returned = keep(Tensor.empty(rows.shape, { dtype: input.dtype, device }));
   await group.allToAll(results, returned, { sendSplits: recvSplits, recvSplits: sendSplits });
   // 5. The weighted combine of this rank's pairs.
   return combine(returned, routed.topkWeights, sent.sourceToPermuted, step.shared);

@@ -31,17 +31,28 @@ export interface PermuteResult<Rows extends Tensor | Fp8Rows = Tensor> {
   permutedToSource: Tensor;
 }
 
-/** Gathers each token's row once per chosen expert into expert-sorted order. */
+/**
+ * Gathers each token's row once per chosen expert into expert-sorted order. FP8 rows that already
+ * carry their scales (an Fp8Rows input, as wide EP receives them) are copied with their scales.
+ */
 export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: (PermuteOptions & { quantize?: undefined }) | null): PermuteResult;
-export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options: PermuteOptions & { quantize: Quantization }): PermuteResult<Fp8Rows>;
-export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows>;
-export function permute(input: Tensor, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows> {
+export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options: PermuteOptions & { quantize: Quantization }): PermuteResult<Fp8Rows>;
+export function permute(input: Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Fp8Rows>;
+export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows>;
+export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows> {
   const op = 'permute';
-  requireTensor(input, op, 'input');
+  const fp8Input = input instanceof Fp8Rows;
+  if (fp8Input) {
+    if (input.disposed) throw new MoekitError('E_DISPOSED', `${op}: input was used after dispose()`);
+  } else {
+    if (!(input instanceof Tensor)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: input must be a Tensor or Fp8Rows, got ${describeValue(input)}`);
+    requireTensor(input, op, 'input');
+    requireFloat(input, op, 'input');
+  }
+  const rows = fp8Input ? input.data : input;
   requireTensor(topkIds, op, 'topkIds');
-  requireFloat(input, op, 'input');
   requireDType(topkIds, op, 'topkIds', ['int32']);
-  const [tokens, hidden] = requireShape(input, op, 'input', [null, null]) as [number, number];
+  const [tokens, hidden] = requireShape(rows, op, 'input', [null, null]) as [number, number];
   const [, topK] = requireShape(topkIds, op, 'topkIds', [tokens, null]) as [number, number];
   if (topK < 1) throw new MoekitError('E_SHAPE', `${op}: topkIds needs at least one slot per token`);
   requireInteger(numExperts, op, 'numExperts', 1, MAX_EXPERTS);
@@ -53,19 +64,21 @@ export function permute(input: Tensor, topkIds: Tensor, numExperts: number, opti
   }
   requireInteger(local.first, op, 'localExperts.first', 0, numExperts - 1);
   requireInteger(local.count, op, 'localExperts.count', 1, numExperts - local.first);
-  const device = requireSameDevice(op, { input, topkIds });
+  const device = requireSameDevice(op, { input: rows, topkIds });
   const pairs = tokens * topK;
+  const fp8Output = fp8Input || quantize !== undefined;
   const { permuted, permutedScales, ...maps } = withOutputs(
     () => ({
-      permuted: Tensor.empty([pairs, hidden], { dtype: quantize ? 'float8_e4m3' : input.dtype, device }),
-      ...(quantize && { permutedScales: Tensor.empty([pairs, fp8Blocks(hidden)], { dtype: 'float32', device }) }),
+      permuted: Tensor.empty([pairs, hidden], { dtype: fp8Output ? 'float8_e4m3' : rows.dtype, device }),
+      ...(fp8Output && { permutedScales: Tensor.empty([pairs, fp8Blocks(hidden)], { dtype: 'float32', device }) }),
       expertOffsets: Tensor.empty([local.count + 1], { dtype: 'int32', device }),
       sourceToPermuted: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
       permutedToSource: Tensor.empty([pairs], { dtype: 'int32', device }),
     }),
     (out) =>
       addon().permute(deviceIndex(device), {
-        input: input.toNative(),
+        input: rows.toNative(),
+        inputScales: fp8Input ? input.scales.toNative() : undefined,
         topkIds: topkIds.toNative(),
         permuted: out.permuted.toNative(),
         permutedScales: out.permutedScales?.toNative(),

@@ -146,6 +146,7 @@ void Permute(const Napi::CallbackInfo& info) {
   OpArgs in(info, "permute");
   PermuteArgs args;
   args.input = in.tensor("input");
+  args.inputScales = in.optionalTensor("inputScales");
   args.topkIds = in.tensor("topkIds");
   args.permuted = in.output("permuted");
   args.permutedScales = in.optionalOutput("permutedScales");
@@ -159,9 +160,16 @@ void Permute(const Napi::CallbackInfo& info) {
   in.expect(args.totalExperts <= kMaxExperts, "totalExperts is larger than kMaxExperts");
   in.expect(args.firstExpert >= 0 && static_cast<int64_t>(args.firstExpert) + args.localExpertCount <= args.totalExperts,
             "local experts must lie within [0, totalExperts)");
-  in.expectFloat(args.input, "input");
   in.expectShape(args.input, "input", {-1, -1});
   const int64_t tokens = args.input.dim(0), hidden = args.input.dim(1);
+  if (args.input.dtype == DType::Float8E4M3) {
+    // FP8 rows that already carry their scales: copied as they are, into FP8 rows.
+    expectRowScales(in, args.inputScales, "inputScales", args.input, "input");
+    in.expectDType(args.permuted, "permuted", DType::Float8E4M3);
+  } else {
+    in.expectFloat(args.input, "input");
+    in.expect(!args.inputScales.present(), "inputScales goes only with float8_e4m3 input rows");
+  }
   in.expectShape(args.topkIds, "topkIds", {tokens, -1});
   in.expectDType(args.topkIds, "topkIds", DType::Int32);
   const int64_t pairs = tokens * args.topkIds.dim(1);

@@ -99,10 +99,13 @@ struct RoutingArgs : OpIdentity {
 // firstExpert + e) owns rows [offsets[e], offsets[e+1]); rows from offsets[localExpertCount] on
 // are unused (left as they were). Without EP, firstExpert = 0 and localExpertCount = totalExperts.
 struct PermuteArgs : OpIdentity {
-  TensorView input;             // [T, H] float
+  TensorView input;             // [T, H] float; or Float8E4M3 with inputScales (rows quantized
+                                //   already, as wide EP receives them: copied with their scales)
+  TensorView inputScales;       // optional float32 [T, ceil(H/128)], only with a Float8E4M3 input
   TensorView topkIds;           // [T, K] int32, each in [0, totalExperts) (checked: ExpertIdOutOfRange)
   TensorView permuted;          // out [T*K, H], dtype of input; or Float8E4M3 with permutedScales:
-                                //   each row quantized by the W8A8 rule (see "Quantized weights")
+                                //   each row quantized by the W8A8 rule (see "Quantized weights"),
+                                //   or, from a Float8E4M3 input, its row and scales as they are
   TensorView permutedScales;    // optional out float32 [T*K, ceil(H/128)]
   TensorView expertOffsets;     // out [localExpertCount+1] int32
   TensorView sourceToPermuted;  // out [T, K] int32: row of pair (t, j) in `permuted`, or -1 (dropped)

@@ -1,6 +1,7 @@
 // Permutation on the CPU: a counting sort of (token, slot) pairs by expert. Pairs are visited in
 // flat order t*K + j, so rows within an expert keep that order (stable). The rows are copied, or
-// quantized by the W8A8 rule when the caller asks for FP8 rows with scales.
+// quantized by the W8A8 rule when the caller asks for FP8 rows with scales; FP8 rows that come with
+// their scales are copied with them.
 #include <cstring>
 #include <string>
 #include <vector>
@@ -27,12 +28,12 @@ void checkIds(const int32_t* ids, int64_t pairs, int32_t totalExperts) {
 
 constexpr int32_t kDropped = -1;
 
-// Copies each used row's token row into `permuted`.
+// Copies each used row's token row of `from` (rows as they are, any dtype) into `to`.
 template <typename TokenOf>
-void gather(const PermuteArgs& args, int64_t usedRows, const TokenOf& tokenOf) {
-  const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
-  const auto* source = static_cast<const uint8_t*>(args.input.data);
-  auto* destination = static_cast<uint8_t*>(args.permuted.data);
+void gather(const TensorView& from, const TensorView& to, int64_t usedRows, const TokenOf& tokenOf) {
+  const size_t rowBytes = static_cast<size_t>(from.dim(1)) * dtypeSize(from.dtype);
+  const auto* source = static_cast<const uint8_t*>(from.data);
+  auto* destination = static_cast<uint8_t*>(to.data);
   parallelFor(0, usedRows, kRowsPerChunk, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) std::memcpy(destination + row * rowBytes, source + tokenOf(row) * rowBytes, rowBytes);
   });
@@ -100,10 +101,14 @@ void permute(const PermuteArgs& args) {
   const int64_t usedRows = offsets[experts];
 
   const auto tokenOf = [&](int64_t row) { return permutedToSource[row] / topK; };
-  if (args.permutedScales.present()) {
+  if (args.inputScales.present()) {
+    // FP8 rows that carry their scales: both copied as they are.
+    gather(args.input, args.permuted, usedRows, tokenOf);
+    gather(args.inputScales, args.permutedScales, usedRows, tokenOf);
+  } else if (args.permutedScales.present()) {
     gatherQuantized(args, usedRows, tokenOf);
   } else {
-    gather(args, usedRows, tokenOf);
+    gather(args.input, args.permuted, usedRows, tokenOf);
   }
 }
 

@@ -11,7 +11,8 @@
 //                      token's input row; rows past it are left as they were. When `permuted` is
 //                      Float8E4M3, gatherQuantizeRows quantizes the row on the way instead (the
 //                      W8A8 rule, quantize.cuh), writing its scales into permutedScales, so the
-//                      first GEMM reads FP8 rows without a quantizing pass of its own.
+//                      first GEMM reads FP8 rows without a quantizing pass of its own. FP8
+//                      rows that come with their scales (inputScales) are copied with them.
 //
 // Decode batches (at most FewPairs::kMaxPairs pairs and kMaxExperts local experts) do steps 1-3 in
 // one block instead (sortFewPairs): the four launches above cost more than the work at that size,
@@ -253,7 +254,21 @@ void dispatchCopyUnit(size_t rowBytes, const void* source, void* destination, Bo
   if (fits(16)) return body(uint4{});
   if (fits(8)) return body(uint2{});
   if (fits(4)) return body(uint32_t{});
-  body(uint16_t{});  // every dtype is a whole number of 2-byte units
+  if (fits(2)) return body(uint16_t{});
+  body(uint8_t{});  // FP8 rows of odd width
+}
+
+// Copies the used rows [0, *usedRows) of `from` (rows of rowBytes, any dtype) into `to` in permuted
+// order: to[row] = from[permutedToSource[row] / topK].
+void gatherRows(const void* from, void* to, size_t rowBytes, const int32_t* permutedToSource, const int32_t* usedRows,
+                int64_t topK, unsigned blocks, cudaStream_t stream) {
+  dispatchCopyUnit(rowBytes, from, to, [&](auto unit) {
+    using Unit = decltype(unit);
+    gatherRowsKernel<Unit><<<blocks, GatherLaunch::kThreads, 0, stream>>>(
+        static_cast<const Unit*>(from), permutedToSource, usedRows, topK, static_cast<int64_t>(rowBytes / sizeof(Unit)),
+        static_cast<Unit*>(to));
+    MOEKIT_CHECK_LAUNCH("gatherRowsKernel");
+  });
 }
 
 // Steps 1-3 in general: any number of pairs and experts.
@@ -305,6 +320,14 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   if (rowBytes == 0) return;
   // Sized for every pair being local; blocks past offsets[E] return at once.
   const auto gatherBlocks = static_cast<unsigned>(ceilDiv(pairs, GatherLaunch::kRowsPerBlock));
+  if (args.inputScales.present()) {
+    // FP8 rows that carry their scales: both copied as they are.
+    const size_t scaleRowBytes = static_cast<size_t>(args.inputScales.dim(1)) * sizeof(float);
+    gatherRows(args.input.data, args.permuted.data, rowBytes, permutedToSource, offsets + experts, topK, gatherBlocks, stream);
+    gatherRows(args.inputScales.data, args.permutedScales.data, scaleRowBytes, permutedToSource, offsets + experts, topK,
+               gatherBlocks, stream);
+    return;
+  }
   if (args.permuted.dtype == DType::Float8E4M3) {
     constexpr int64_t kFour = quantize_detail::kValuesPerLane;
     const bool vectorLoads = hidden % kFour == 0 && alignedTo(args.input.data, kFour * dtypeSize(args.input.dtype));
@@ -318,13 +341,7 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
     });
     return;
   }
-  dispatchCopyUnit(rowBytes, args.input.data, args.permuted.data, [&](auto unit) {
-    using Unit = decltype(unit);
-    gatherRowsKernel<Unit><<<gatherBlocks, GatherLaunch::kThreads, 0, stream>>>(
-        static_cast<const Unit*>(args.input.data), permutedToSource, offsets + experts, topK,
-        static_cast<int64_t>(rowBytes / sizeof(Unit)), static_cast<Unit*>(args.permuted.data));
-    MOEKIT_CHECK_LAUNCH("gatherRowsKernel");
-  });
+  gatherRows(args.input.data, args.permuted.data, rowBytes, permutedToSource, offsets + experts, topK, gatherBlocks, stream);
 }
 
 }  // namespace moekit::cuda

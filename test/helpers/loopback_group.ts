@@ -25,6 +25,8 @@ const splitsOf = (given: readonly number[] | undefined, rows: number, ranks: num
 
 export class LoopbackHub {
   readonly groups: ExchangeGroup[];
+  /** Every rank's input of every call so far: what a real exchange would have moved. */
+  readonly sent: { rank: number; dtype: string; shape: readonly number[] }[] = [];
   readonly #rounds = new Map<number, Round>();
 
   constructor(readonly worldSize: number) {
@@ -43,6 +45,7 @@ export class LoopbackHub {
       this.#rounds.set(index, round);
     }
     round.calls[rank] = call;
+    this.sent.push({ rank, dtype: call.input.dtype, shape: [...call.input.shape] });
     if (round.calls.every((made) => made !== undefined)) {
       this.#rounds.delete(index);
       const { settle } = round;

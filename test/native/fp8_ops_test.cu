@@ -200,13 +200,22 @@ struct Fp8PermuteCase {
   int32_t localExperts;
 };
 
+// inputType a float dtype: the rows are quantized on the way; Float8E4M3: FP8 rows that carry their
+// scales (quantized here), which permute copies with them (wide EP's owner).
 void testPermuteFp8(DType inputType, const Fp8PermuteCase& c) {
   const int64_t pairs = c.tokens * c.topK;
-  Tensor input = randomTensor(inputType, {c.tokens, c.hidden}, 4, 3.0f);
+  const bool fp8Input = inputType == DType::Float8E4M3;
+  Tensor input = randomTensor(fp8Input ? DType::Float32 : inputType, {c.tokens, c.hidden}, 4, 3.0f);
   // A group of zeros (scale 0, q 0) and a group with one large value among small ones.
   if (c.tokens > 0) {
     for (int64_t col = 0; col < std::min<int64_t>(kBlock, c.hidden); ++col) input.set(col, 0.0f);
     if (c.tokens > 1) input.set(c.hidden, 1000.0f);
+  }
+  Tensor inputScales;
+  if (fp8Input) {
+    Quantized q = quantizeRowsOnHost(input);
+    input = std::move(q.values);
+    inputScales = std::move(q.scales);
   }
   Tensor ids = makeIds(c.tokens, c.topK, c.totalExperts, IdPattern::Distinct, 11);
   Tensor permuted[2] = {sentinelTensor(DType::Float8E4M3, {pairs, c.hidden}), sentinelTensor(DType::Float8E4M3, {pairs, c.hidden})};
@@ -219,6 +228,7 @@ void testPermuteFp8(DType inputType, const Fp8PermuteCase& c) {
     const auto view = [&](Tensor& t) { return gpu ? t.deviceView() : t.hostView(); };
     PermuteArgs args;
     args.input = view(input);
+    if (fp8Input) args.inputScales = view(inputScales);
     args.topkIds = view(ids);
     args.permuted = view(permuted[side]);
     args.permutedScales = view(scales[side]);
@@ -457,6 +467,7 @@ void runFp8Tests() {
   for (DType dtype : kFloatDTypes) {
     for (const Fp8PermuteCase& c : permuteCases) testPermuteFp8(dtype, c);
   }
+  for (const Fp8PermuteCase& c : permuteCases) testPermuteFp8(DType::Float8E4M3, c);
 
   const DType fp8 = DType::Float8E4M3;
   const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
