@@ -267,7 +267,8 @@ const permuteCase: fc.Arbitrary<OpCase> = fc
   .record({ tokens: smallDim, hidden: permuteHidden, topK: fc.integer({ min: 1, max: 3 }), experts: fc.integer({ min: 1, max: 6 }) })
   .chain(({ tokens, hidden, topK, experts }) =>
     fc.tuple(
-      floatTensor([tokens, hidden]),
+      // Float rows mostly; sometimes FP8 rows with their scales (wide EP's owner), copied as they are.
+      fc.oneof({ weight: 4, arbitrary: floatTensor([tokens, hidden]) }, { weight: 1, arbitrary: fp8RowsSpec(tokens, hidden) }),
       indexTensor([tokens, topK], fc.integer({ min: 0, max: experts - 1 }), [-1, -2, experts, experts + 1, ...FAR_INDICES]),
       // Mostly the ids' range; sometimes a wider one (valid), or so many experts that the offsets cannot be allocated.
       fc.oneof({ weight: 12, arbitrary: fc.constant(experts) }, { weight: 1, arbitrary: fc.constantFrom(experts + 1, 1e6, INT32_MAX, 2 ** 31, 2 ** 53 - 1) }),

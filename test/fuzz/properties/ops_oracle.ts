@@ -662,13 +662,35 @@ function pipelineFp8RowsProblem(call: OpCase, outputs: Record<string, HostArray>
  * permute's rows: row p of `permuted` is the row of token permutedToSource[p] / K: bit for bit, or
  * quantized by the W8A8 rule (the same bits wherever the token goes).
  */
+/** permute of Fp8Rows: each used row's FP8 bytes and scales are its token's, bit for bit. */
+function copiedFp8RowsProblem(resolved: ResolvedCall, used: readonly number[], tokenOf: (row: number) => number): string | undefined {
+  const { outputs } = resolved;
+  const data = resolved.inputs?.['0.data'];
+  const scales = resolved.inputs?.['0.scales'];
+  if (!data || !scales) return undefined;
+  const q = outputs['permuted.data'];
+  const s = outputs['permuted.scales'];
+  if (!q || !s) return `permute(Fp8Rows) gave no Fp8Rows (${Object.keys(outputs).join(', ')})`;
+  const [, hidden = 0] = data.shape;
+  const [, groups = 0] = scales.shape;
+  for (const row of used) {
+    const t = tokenOf(row);
+    const differs = firstDifference(q.subarray(row * hidden, (row + 1) * hidden), data.values.subarray(t * hidden, (t + 1) * hidden)) ??
+      firstDifference(new Uint32Array(Float32Array.from(s.subarray(row * groups, (row + 1) * groups)).buffer),
+        new Uint32Array(Float32Array.from(scales.values.subarray(t * groups, (t + 1) * groups)).buffer));
+    if (differs) return `permuted FP8 row ${row} is not token ${t}'s row and scales: ${differs}`;
+  }
+  return undefined;
+}
+
 function permutedRowsProblem(call: OpCase, resolved: ResolvedCall, codec: HalfCodec): string | undefined {
   const { outputs } = resolved;
-  const input = resolved.inputs?.['0'];
   const ids = call.args[1] as TensorSpec;
   const topK = ids.$tensor.shape[1] ?? 1;
   const offsets = outputs.expertOffsets!;
   const sources = outputs.permutedToSource!;
+  if (isFp8RowsSpec(call.args[0])) return copiedFp8RowsProblem(resolved, range(0, offsets[offsets.length - 1] ?? 0), (row) => Math.floor(sources[row]! / topK));
+  const input = resolved.inputs?.['0'];
   if (!input) return undefined;
   const [, hidden = 0] = input.shape;
   const used = range(0, offsets[offsets.length - 1] ?? 0);
