@@ -7,13 +7,15 @@
  * all-to-all design waits for the row counts on the host anyway. Rank 0 prints one row per point:
  * the slowest rank's time, tokens/s per GPU against the single GPU's, and the rows' bytes each
  * way over the forward (a lower bound on the all-to-all's achieved bandwidth: the forward's
- * compute is in the time too). Over a ProcessGroup it also times the all-reduce design at the same
+ * compute is in the time too). With --quantize the experts are quantized; FP8 experts' rows go out
+ * as FP8 with their scales and come back in the layer's dtype. Over a ProcessGroup it also times the all-reduce design at the same
  * world size and tokens per GPU: every rank runs all N · tokens tokens on its experts and one
  * all-reduce sums them.
  */
 import type { Device } from '../device';
 import { DTYPE_BYTES, type FloatDType } from '../dtype';
 import { MoELayer } from '../layer/moe_layer';
+import { fp8Blocks, type GroupSize, type Quantization } from '../ops/quantized';
 import type { ExchangeGroup } from '../layer/wide_ep';
 import { resolvePlan, shardForRank } from '../parallel/plan';
 import { ProcessGroup } from '../parallel/process_group';
@@ -28,6 +30,9 @@ export interface WideEpBenchOptions extends TimingOptions {
   /** Tokens each rank brings. */
   tokens: readonly number[];
   dtype: FloatDType;
+  /** The experts quantized (as `moekit bench --quantize`), with their group size. */
+  quantize?: Quantization | undefined;
+  groupSize?: GroupSize | undefined;
   json: string | undefined;
 }
 
@@ -47,9 +52,13 @@ export interface WideEpRow {
   singleMs: number;
   /** Tokens/s per GPU of wide EP over one GPU's: singleMs / wideMs. */
   perGpuRatio: number;
+  /** The experts' quantization, if any. */
+  quantization?: Quantization;
   /** The most routed rows any rank sent away to other ranks per forward (and got back). */
   rowsSent: number;
-  /** rowsSent's bytes both ways over wideMs, GB/s: a lower bound on the exchange's bandwidth. */
+  /** rowsSent's bytes both ways: out in the layer's dtype (FP8 experts: FP8 with their scales), back in the layer's dtype. */
+  exchangeBytes: number;
+  /** exchangeBytes over wideMs, GB/s: a lower bound on the exchange's bandwidth. */
   exchangeGBs: number;
   /**
    * Over a ProcessGroup: the slowest rank's ms per forward of the all-reduce design (EP over the
@@ -103,11 +112,19 @@ export async function runWideEpCommand(options: WideEpBenchOptions): Promise<Wid
   }
 }
 
+/** Bytes one routed row moves out and back: out as the rows travel (FP8 experts: FP8 and a float32 scale per 128 values), back in the layer's dtype. */
+export function exchangeBytesPerRow(hidden: number, dtype: FloatDType, quantize: Quantization | undefined): number {
+  const out = quantize === 'fp8' ? hidden * DTYPE_BYTES.float8_e4m3 + fp8Blocks(hidden) * DTYPE_BYTES.float32 : hidden * DTYPE_BYTES[dtype];
+  return out + hidden * DTYPE_BYTES[dtype];
+}
+
 export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpBenchGroup, print: (line: string) => void): Promise<WideEpRow[]> {
   const { device } = group;
-  const { dtype } = options;
+  const { dtype, quantize, groupSize } = options;
+  // Every layer of the bench: its experts quantized as asked.
+  const quantized = quantize === undefined ? {} : { quantize, ...(groupSize !== undefined && { groupSize }) };
   const rows: WideEpRow[] = [];
-  print(`# wide EP (all-to-all dispatch) on ${group.worldSize} ranks, ${dtype}; ms per forward, wall clock, slowest rank; one GPU: the whole layer on the same tokens`);
+  print(`# wide EP (all-to-all dispatch) on ${group.worldSize} ranks, ${dtype}${quantize ? `, ${quantize} experts` : ''}; ms per forward, wall clock, slowest rank; one GPU: the whole layer on the same tokens`);
   print('preset                      tokens/rank   wide ms  1-GPU ms  per-GPU speed  rows sent  exchange GB/s  all-reduce ms  wide speed' +
     '  (GB/s: a lower bound; all-reduce: EP over the group on all ranks\' tokens, over a ProcessGroup only)');
   for (const preset of options.presets) {
@@ -118,7 +135,7 @@ export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpB
       let sent: number;
       let wideMs: number;
       {
-        using wide = MoELayer.random(config, { device, dtype, seed: 0, shard: shardForRank(plan, config, group.rank) });
+        using wide = MoELayer.random(config, { device, dtype, seed: 0, shard: shardForRank(plan, config, group.rank), ...quantized });
         {
           using first = await wide.forwardAllToAll(x, { group });
           sent = await rowsLeaving(first.expertCounts, group.rank, group.worldSize);
@@ -130,7 +147,7 @@ export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpB
       }
       let singleMs: number;
       {
-        using whole = MoELayer.random(config, { device, dtype, seed: 0 });
+        using whole = MoELayer.random(config, { device, dtype, seed: 0, ...quantized });
         singleMs = await medianMs(device, options, async () => {
           using result = whole.forward(x);
           void result;
@@ -140,7 +157,7 @@ export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpB
       let allReduceMs = Number.NaN;
       if (group instanceof ProcessGroup) {
         using everyone = Tensor.random([group.worldSize * tokens, config.hiddenSize], { dtype, device, seed: 99 });
-        using reduced = MoELayer.random(config, { group, parallel: { moeEpSize: group.worldSize }, dtype, seed: 0 });
+        using reduced = MoELayer.random(config, { group, parallel: { moeEpSize: group.worldSize }, dtype, seed: 0, ...quantized });
         allReduceMs = await medianMs(device, options, async () => {
           using result = reduced.forward(everyone);
           void result;
@@ -150,11 +167,11 @@ export async function runWideEpBench(options: WideEpBenchOptions, group: WideEpB
       const slowest = Math.max(...all.map(([ms]) => ms!));
       const single = median(all.map(([, ms]) => ms!));
       const rowsSent = Math.max(...all.map(([, , count]) => count!));
-      const bytes = 2 * rowsSent * config.hiddenSize * DTYPE_BYTES[dtype];
+      const bytes = rowsSent * exchangeBytesPerRow(config.hiddenSize, dtype, quantize);
       const reducedMs = Math.max(...all.map(([, , , ms]) => ms!));
       const row: WideEpRow = {
         preset: preset.name, worldSize: group.worldSize, tokensPerRank: tokens, dtype, wideMs: slowest, singleMs: single,
-        perGpuRatio: single / slowest, rowsSent, exchangeGBs: bytes / (slowest * 1e6),
+        perGpuRatio: single / slowest, ...(quantize && { quantization: quantize }), rowsSent, exchangeBytes: bytes, exchangeGBs: bytes / (slowest * 1e6),
         ...(Number.isFinite(reducedMs) && { allReduceMs: reducedMs, overAllReduce: reducedMs / slowest }),
       };
       rows.push(row);
