@@ -76,6 +76,9 @@ bench() {
     # Wide EP at 4096 tokens per rank (issue 17's target: DeepSeek-V3-shaped experts).
     step "bench-wide-ep-nproc$n" launch --nproc "$n" dist/cli/main.js bench --parallel --dispatch all_to_all --tokens 512,4096 --warmup 2 --runs 10 --json "$out/bench-wide-ep-$n.json"
     tail -8 "$out/bench-wide-ep-nproc$n.log"
+    # The same with FP8 experts: rows out as FP8 with their scales (about half the bytes).
+    step "bench-wide-ep-fp8-nproc$n" launch --nproc "$n" dist/cli/main.js bench --parallel --dispatch all_to_all --quantize fp8 --preset deepseek-v3 --tokens 512,4096 --warmup 2 --runs 10 --json "$out/bench-wide-ep-fp8-$n.json"
+    tail -4 "$out/bench-wide-ep-fp8-nproc$n.log"
   done
 }
 
