@@ -5,7 +5,7 @@ import type { ActivationKind } from '../vocabulary';
 import { addon, type NativeQuantizedGemm } from '../native';
 import { optionalOptions, requiredObject } from '../options';
 import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';
-import { fp8Blocks, Fp8Rows, isWeightOnly, nativeGroupSize, QuantizedWeights, requireFormat, requireGroupSize, WEIGHT_FORMAT_CODES } from './quantized';
+import { fp8Blocks, Fp8Rows, isWeightOnly, nativeGroupSize, QuantizedWeights, requireFormat, requireGroupSize, requireRows, WEIGHT_FORMAT_CODES } from './quantized';
 import { Tensor } from '../tensor';
 import { MAX_EXPERTS, requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
@@ -59,15 +59,12 @@ interface CheckedOperands {
 }
 
 function checkOperands(op: string, input: GemmInput, weights: GemmWeights, weightsName: string, weightRank: 2 | 3): CheckedOperands {
+  requireRows(input, op);
   const fp8Input = input instanceof Fp8Rows;
-  if (!fp8Input && !(input instanceof Tensor)) {
-    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: input must be a Tensor or Fp8Rows, got ${describeValue(input)}`);
-  }
   const quantized = weights instanceof QuantizedWeights;
   if (!quantized && !(weights instanceof Tensor)) {
     throw new MoekitError('E_INVALID_ARGUMENT', `${op}: ${weightsName} must be a Tensor or QuantizedWeights, got ${describeValue(weights)}`);
   }
-  if (input.disposed) throw new MoekitError('E_DISPOSED', `${op}: input was used after dispose()`);
   if (weights.disposed) throw new MoekitError('E_DISPOSED', `${op}: ${weightsName} was used after dispose()`);
   const inputData = fp8Input ? input.data : input;
   const weightData = quantized ? weights.data : weights;

@@ -3,7 +3,7 @@ import { describeValue, MoekitError } from '../errors';
 import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
-import { fp8Blocks, Fp8Rows, type Quantization } from './quantized';
+import { fp8Blocks, Fp8Rows, requireRows, type Quantization } from './quantized';
 import { MAX_EXPERTS, requireDType, requireFloat, requireInteger, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
 export interface PermuteOptions {
@@ -41,14 +41,9 @@ export function permute(input: Fp8Rows, topkIds: Tensor, numExperts: number, opt
 export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows>;
 export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows> {
   const op = 'permute';
+  requireRows(input, op);
   const fp8Input = input instanceof Fp8Rows;
-  if (fp8Input) {
-    if (input.disposed) throw new MoekitError('E_DISPOSED', `${op}: input was used after dispose()`);
-  } else {
-    if (!(input instanceof Tensor)) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: input must be a Tensor or Fp8Rows, got ${describeValue(input)}`);
-    requireTensor(input, op, 'input');
-    requireFloat(input, op, 'input');
-  }
+  if (!fp8Input) requireFloat(input, op, 'input');
   const rows = fp8Input ? input.data : input;
   requireTensor(topkIds, op, 'topkIds');
   requireDType(topkIds, op, 'topkIds', ['int32']);

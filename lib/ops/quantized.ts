@@ -365,3 +365,12 @@ export class Fp8Rows extends ScaledValues {
     return `Fp8Rows([${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
   }
 }
+
+/** An op's input rows: a Tensor, or Fp8Rows (FP8 rows with their scales), not disposed. */
+export function requireRows(value: unknown, op: string): Tensor | Fp8Rows {
+  if (!(value instanceof Fp8Rows) && !(value instanceof Tensor)) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: input must be a Tensor or Fp8Rows, got ${describeValue(value)}`);
+  }
+  if (value.disposed) throw new MoekitError('E_DISPOSED', `${op}: input was used after dispose()`);
+  return value;
+}

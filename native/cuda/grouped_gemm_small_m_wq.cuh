@@ -152,7 +152,7 @@ struct WqLane {
 // One batch of a warp's chunks (first, first + kWarps, ... kUnroll of them): the lane's packed
 // vectors and their scale codes (AfterChunk: float32 bits; BeforeMma: Scale's code, converted
 // when used; AfterPass: unused).
-template <WeightFormat kFormat, class Config>
+template <class Config>
 struct WqBatch {
   uint4 packed[Config::kUnroll][Config::kColumnTiles][2];
   uint32_t scales[Config::kUnroll][Config::kColumnTiles][2];
@@ -161,7 +161,7 @@ struct WqBatch {
 // Issues a batch's loads: kUnroll × tiles × 2 vectors of 16 bytes (zeros past K) and their scales.
 template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage>
 __device__ __forceinline__ void loadBatch(const WqProblem& p, const WqLane<Config::kColumnTiles>& at, int first,
-                                          WqBatch<kFormat, Config>& batch) {
+                                          WqBatch<Config>& batch) {
   using Vector = WqVector<kFormat>;
   using Decode = weight_only::Decoder<kFormat>;
   using Scale = weight_only::PairScale<kFormat, Element>;
@@ -196,7 +196,7 @@ __device__ __forceinline__ void loadBatch(const WqProblem& p, const WqLane<Confi
 // group's scale as they are added).
 template <WeightFormat kFormat, typename Element, class Config, ScaleStage kStage, int tokenGroups>
 __device__ __forceinline__ void multiplyBatch(const WqLane<Config::kColumnTiles>& at, int first,
-                                              WqBatch<kFormat, Config>& batch,
+                                              WqBatch<Config>& batch,
                                               const typename Element::Storage* const (&tokenRows)[tokenGroups],
                                               float (&sums)[Config::kColumnTiles][tokenGroups][kAccumulators]) {
   using Vector = WqVector<kFormat>;
@@ -301,7 +301,7 @@ __device__ void wqPass(const WqProblem& p, float* partials, int32_t expert, int6
   // batch's loads in flight during this one's mmas: the registers it takes cost more occupancy
   // than it gained, 3-10% slower on the configurations below.)
   for (int first = warp; first < chunks; first += Config::kWarps * Config::kUnroll) {
-    WqBatch<kFormat, Config> batch;
+    WqBatch<Config> batch;
     loadBatch<kFormat, Element, Config, kStage>(p, at, first, batch);
     multiplyBatch<kFormat, Element, Config, kStage, tokenGroups>(at, first, batch, tokenRows, sums);
   }

@@ -7,7 +7,7 @@
 const { MoELayer, ProcessGroup, Tensor, synchronize } = require('../../../dist/index');
 const { findPreset } = require('../../../dist/bench/presets');
 const { randomHostWeights } = require('../../../dist/bench/parallel_run');
-const { relativeError } = require('./compare');
+const { relativeError, runRankScript } = require('./compare');
 
 const TOKENS = [1, 4, 16];
 const RUNS = 50;
@@ -57,11 +57,7 @@ async function main() {
   sharded.dispose();
   whole.dispose();
   group.destroy();
-  log(failures === 0 ? 'all passed' : `${failures} failed`);
-  process.exit(failures === 0 ? 0 : 1);
+  return { rank: group.rank, failures };
 }
 
-main().catch((error) => {
-  console.error(`${error.code ?? ''} ${error.message}`);
-  process.exit(1);
-});
+runRankScript(main);

@@ -1,4 +1,4 @@
-// What the multi-GPU scripts compare results with.
+// What the multi-GPU rank scripts share: how they compare results, and how they end.
 
 /** ‖actual − reference‖ / ‖reference‖ (the plain norm of the difference where the reference is all zeros). */
 function relativeError(actual, reference) {
@@ -11,4 +11,21 @@ function relativeError(actual, reference) {
   return norm === 0 ? Math.sqrt(difference) : Math.sqrt(difference / norm);
 }
 
-module.exports = { relativeError };
+/**
+ * Runs a rank script's main(), which resolves to { rank, failures } once its group is destroyed:
+ * prints the rank's summary and exits 0 when nothing failed; exits 1 on failures or when main throws.
+ */
+function runRankScript(main) {
+  main().then(
+    ({ rank, failures }) => {
+      console.log(`rank ${rank}: ${failures === 0 ? 'all passed' : `${failures} failed`}`);
+      process.exit(failures === 0 ? 0 : 1);
+    },
+    (error) => {
+      console.error(`${error.code ?? ''} ${error.message}`);
+      process.exit(1);
+    },
+  );
+}
+
+module.exports = { relativeError, runRankScript };

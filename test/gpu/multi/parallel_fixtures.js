@@ -5,7 +5,7 @@
 const path = require('node:path');
 
 const { MoELayer, ProcessGroup, Tensor, planPlacement } = require('../../../dist/index');
-const { relativeError } = require('./compare');
+const { relativeError, runRankScript } = require('./compare');
 const { factorizations } = require('../../../dist/parallel/plan');
 const { SafetensorsFile } = require('../../../dist/checkpoint/safetensors');
 const { readMoEConfig } = require('../../../dist/checkpoint/load');
@@ -53,11 +53,7 @@ async function main() {
     }
   }
   group.destroy();
-  console.log(`rank ${group.rank}: ${failures === 0 ? 'all passed' : `${failures} failed`}`);
-  process.exit(failures === 0 ? 0 : 1);
+  return { rank: group.rank, failures };
 }
 
-main().catch((error) => {
-  console.error(`${error.code ?? ''} ${error.message}`);
-  process.exit(1);
-});
+runRankScript(main);

@@ -7,7 +7,7 @@
 const { execFileSync } = require('node:child_process');
 
 const { MoELayer, ProcessGroup, Tensor } = require('../../../dist/index');
-const { relativeError } = require('./compare');
+const { relativeError, runRankScript } = require('./compare');
 const { factorizations } = require('../../../dist/parallel/plan');
 const { findPreset } = require('../../../dist/bench/presets');
 
@@ -90,11 +90,7 @@ async function main() {
   }
   for (const x of inputs) x.dispose();
   group.destroy();
-  log(failures === 0 ? 'all passed' : `${failures} failed`);
-  process.exit(failures === 0 ? 0 : 1);
+  return { rank: group.rank, failures };
 }
 
-main().catch((error) => {
-  console.error(`${error.code ?? ''} ${error.message}`);
-  process.exit(1);
-});
+runRankScript(main);

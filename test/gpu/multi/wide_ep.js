@@ -6,7 +6,7 @@
 const path = require('node:path');
 
 const { MoELayer, ProcessGroup, Tensor } = require('../../../dist/index');
-const { relativeError } = require('./compare');
+const { relativeError, runRankScript } = require('./compare');
 const { readMoEConfig } = require('../../../dist/checkpoint/load');
 
 const FIXTURES = path.resolve(__dirname, '../../../../shared/fixtures/hf-moe');
@@ -42,11 +42,7 @@ async function main() {
     }
   }
   group.destroy();
-  console.log(`rank ${rank}: ${failures === 0 ? 'all passed' : `${failures} failed`}`);
-  process.exit(failures === 0 ? 0 : 1);
+  return { rank: rank, failures };
 }
 
-main().catch((error) => {
-  console.error(`${error.code ?? ''} ${error.message}`);
-  process.exit(1);
-});
+runRankScript(main);
