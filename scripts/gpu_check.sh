@@ -67,10 +67,15 @@ bench() {
 # the kernel on Mixtral's first GEMM at 1024 tokens (bench/NOTES.md, wq-v2: where its time goes).
 wq() {
   [ -x build/native-test/cuda_ops_test ] || JOBS=$(nproc) bash test/native/run_cuda_ops_test.sh --build-only > "$out/harness-build.log" 2>&1
-  for tool in memcheck racecheck; do
-    MOEKIT_GEMM=sm90 MOEKIT_WQ_PREFILL=in_loop compute-sanitizer --tool "$tool" --report-api-errors no \
-      build/native-test/cuda_ops_test --wq --quick > "$out/wq-$tool.log" 2>&1
-    echo "compute-sanitizer $tool (sm90 in-loop, --wq --quick): exit $? $(grep 'ERROR SUMMARY' "$out/wq-$tool.log" | tail -1)"
+  # Each tile height on every call (the short tile then also takes experts of several row tiles).
+  for height in short tall; do
+    MOEKIT_GEMM=sm90 MOEKIT_WQ_PREFILL=in_loop_$height build/native-test/cuda_ops_test --wq > "$out/wq-$height.log" 2>&1
+    echo "harness --wq, sm90 in-loop $height tile: exit $? ($(tail -1 "$out/wq-$height.log"))"
+    for tool in memcheck racecheck; do
+      MOEKIT_GEMM=sm90 MOEKIT_WQ_PREFILL=in_loop_$height compute-sanitizer --tool "$tool" --report-api-errors no \
+        build/native-test/cuda_ops_test --wq --quick > "$out/wq-$height-$tool.log" 2>&1
+      echo "compute-sanitizer $tool (sm90 in-loop $height tile, --wq --quick): exit $? $(grep 'ERROR SUMMARY' "$out/wq-$height-$tool.log" | tail -1)"
+    done
   done
   ncu --kernel-name regex:groupedGemmWqKernel --launch-count 1 --set full -o "$out/wq-profile" \
     node dist/cli/main.js bench --device cuda:0 --preset mixtral-8x7b --quantize int4 --tokens 1024 --warmup 0 --runs 1 --quiet > "$out/wq-ncu.log" 2>&1

@@ -64,17 +64,28 @@ GemmFamily forcedFamily() {
 }
 
 // How sm90 takes weight-only calls: MOEKIT_WQ_PREFILL=in_loop|dequantize forces one strategy where
-// it applies (so a bench can time both), anything else leaves the choice to sm90InLoopPreferred().
-enum class WqPrefill { Auto, InLoop, Dequantize };
+// it applies (so a bench can time both; in_loop_short and in_loop_tall also force the in-loop
+// kernel's tile height), anything else leaves the choice to sm90InLoopPreferred().
+enum class WqPrefill { Auto, InLoop, InLoopShort, InLoopTall, Dequantize };
 
 WqPrefill forcedWqPrefill() {
   static const WqPrefill prefill = [] {
     const std::string name = environmentSwitch("MOEKIT_WQ_PREFILL");
     if (name == "in_loop") return WqPrefill::InLoop;
+    if (name == "in_loop_short") return WqPrefill::InLoopShort;
+    if (name == "in_loop_tall") return WqPrefill::InLoopTall;
     if (name == "dequantize") return WqPrefill::Dequantize;
     return WqPrefill::Auto;
   }();
   return prefill;
+}
+
+sm90::WqTileHeight forcedWqTileHeight() {
+  switch (forcedWqPrefill()) {
+    case WqPrefill::InLoopShort: return sm90::WqTileHeight::Short;
+    case WqPrefill::InLoopTall: return sm90::WqTileHeight::Tall;
+    default: return sm90::WqTileHeight::Auto;
+  }
 }
 
 GemmFamily pickFamily(const GroupedGemmArgs& args) {
@@ -169,7 +180,9 @@ enum class WqRoute { SmallM, Sm90InLoop, MmaInLoop, Dequantize };
 // The in-loop kernel or the dense copy when sm90 takes the call (MOEKIT_WQ_PREFILL may force one).
 bool sm90InLoopPreferred(const GroupedGemmArgs& args, bool denseFits) {
   switch (forcedWqPrefill()) {
-    case WqPrefill::InLoop: return true;
+    case WqPrefill::InLoop:
+    case WqPrefill::InLoopShort:
+    case WqPrefill::InLoopTall: return true;
     case WqPrefill::Dequantize: return false;
     default: break;
   }
@@ -198,7 +211,7 @@ WqRoute pickWeightOnlyRoute(const GroupedGemmArgs& args) {
 void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   switch (pickWeightOnlyRoute(args)) {
     case WqRoute::SmallM: small_m::groupedGemm(args, stream); return;
-    case WqRoute::Sm90InLoop: sm90::weightOnlyGroupedGemm(args, stream); return;
+    case WqRoute::Sm90InLoop: sm90::weightOnlyGroupedGemm(args, stream, forcedWqTileHeight()); return;
     case WqRoute::MmaInLoop: mma::weightOnlyGroupedGemm(args, stream); return;
     case WqRoute::Dequantize: denseFromWeightOnly(args, stream); return;
   }

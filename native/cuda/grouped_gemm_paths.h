@@ -37,7 +37,10 @@ void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 // Weight-only weights dequantized inside the main loop (sm90/kernel_wq.cuh): bfloat16 / float16
 // input, K at least 64 and whole 16-byte rows of packed bytes, 16-byte aligned bases, Hopper.
 bool supportsWeightOnly(const GroupedGemmArgs& args);
-void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
+// The in-loop kernel's tile height (sm90/shapes.h): picked by the rows per expert, or forced (to
+// time the two: MOEKIT_WQ_PREFILL=in_loop_short|in_loop_tall).
+enum class WqTileHeight { Auto, Short, Tall };
+void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream, WqTileHeight height = WqTileHeight::Auto);
 }  // namespace sm90
 
 namespace mma {

@@ -103,8 +103,21 @@ bool supportsWeightOnlyShape(const GroupedGemmArgs& args) {
   if (groupWidth < depth && groupWidth % kWqChunkValues != 0) return false;
   if (cols < kColumnMultiple || cols % kColumnMultiple != 0) return false;
   if (rows > kMaxCoordinate || experts * cols > kMaxCoordinate || depth > kMaxCoordinate) return false;
-  if (tileBound(args, WqNibbleTile::kBlockM, WqNibbleTile::kBlockN) > kMaxCoordinate) return false;
+  if (tileBound(args, WqNibbleShortTile::kBlockM, WqNibbleShortTile::kBlockN) > kMaxCoordinate) return false;
   return aligned16(args.input.data) && aligned16(args.weights.data) && aligned16(args.output.data);
+}
+
+// The weight-only tile heights (sm90/shapes.h): the short one (64 rows) up to a mean of 48 rows
+// per expert. Measured both ways on an H200 (bench/NOTES.md, wq-v7; int4, ms per layer, short /
+// tall): 16-32 rows DeepSeek-V3 5.6-5.8 / 6.8-7.2, Mixtral 0.70 / 0.87 (graph); 48 rows Mixtral
+// 1.21 / 1.20, Qwen3-30B-A3B 0.81 / 0.87, DeepSeek-V3 5.9 / 7.5; 64 rows Mixtral 1.60 / 1.20,
+// Qwen3 0.97 / 0.84, DeepSeek-V3 8.4 / 7.6: there many experts' rows take two short tiles, which
+// convert their weights twice. The caller's bound on rows per expert is not used: it is the
+// worst case (every token on one expert), far above the typical count.
+constexpr int64_t kShortWqTileMaxMeanRows = 48;
+
+bool shortWqTileFits(const GroupedGemmArgs& args) {
+  return args.input.dim(0) <= kShortWqTileMaxMeanRows * std::max<int64_t>(args.weights.dim(0), 1);
 }
 
 }  // namespace
@@ -116,12 +129,13 @@ bool supportsWeightOnly(const GroupedGemmArgs& args) {
   return supportsWeightOnlyShape(args) && computeCapability() == 90;
 }
 
-void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
+void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream, WqTileHeight height) {
   if (args.input.dim(0) == 0) return;
+  const bool shortTile = height == WqTileHeight::Auto ? shortWqTileFits(args) : height == WqTileHeight::Short;
   if (args.input.dtype == DType::BFloat16) {
-    launchWqShape<BF16>(args, stream);
+    launchWqShape<BF16>(args, stream, shortTile);
   } else {
-    launchWqShape<F16>(args, stream);
+    launchWqShape<F16>(args, stream, shortTile);
   }
 }
 

@@ -32,7 +32,6 @@ namespace moekit::cuda::sm90 {
 #if MOEKIT_SM90A_DEVICE
 
 namespace detail {
-constexpr int kConsumerRows = 64;  // rows of a tile one consumer warpgroup owns (wgmma's M)
 constexpr int kWarpRows = 16;      // rows of those one warp holds
 constexpr int kLaneGroup = 4;      // lanes that share a row
 constexpr int kChunkColumns = 8;   // accumulator columns per chunk

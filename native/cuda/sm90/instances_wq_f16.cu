@@ -3,6 +3,6 @@
 
 namespace moekit::cuda::sm90 {
 
-template void launchWqShape<F16>(const GroupedGemmArgs&, cudaStream_t, int32_t);
+template void launchWqShape<F16>(const GroupedGemmArgs&, cudaStream_t, bool, int32_t);
 
 }  // namespace moekit::cuda::sm90

@@ -125,7 +125,7 @@ template <class Shape>
 __device__ void initStageBarriers(uint64_t* fullBarriers, uint64_t* emptyBarriers) {
   for (int stage = 0; stage < Shape::kStages; ++stage) {
     initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
-    initBarrier(&emptyBarriers[stage], kConsumers * kWarpsPerWarpgroup);
+    initBarrier(&emptyBarriers[stage], Shape::kConsumers * kWarpsPerWarpgroup);
   }
 }
 

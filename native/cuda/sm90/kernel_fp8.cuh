@@ -91,7 +91,6 @@ __device__ void consumeFp8(int consumer, const Problem& p, const TileScheduler<S
   static_assert(pairing != Pairing::Halves || Shape::kHalves == 2, "gate and up halves are the two wgmma halves");
   constexpr int kSteps = Shape::kBlockK / Shape::kStepK;
   constexpr uint32_t kStepBytes = Shape::kStepK * Shape::kElementBytes;
-  constexpr int kConsumerRows = 64;
   constexpr int kWarpRows = 16;
   constexpr int kLaneGroup = 4;
   constexpr int kSecondRowOffset = 8;

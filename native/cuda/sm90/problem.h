@@ -11,6 +11,9 @@
 
 namespace moekit::cuda::sm90 {
 
+// Rows of a tile one consumer warpgroup owns (wgmma's M); a tile's rows are 64 per consumer.
+constexpr int kConsumerRows = 64;
+
 // How the columns of an accumulator tile become output columns.
 enum class Pairing : int32_t {
   Plain,        // column c is output column c (no activation, or a non-gated one)
@@ -42,7 +45,8 @@ struct Problem {
   // Weight-only group scales (Int8, Int4: float32; MXFP4: e8m0 bytes; sm90/kernel_wq.cuh).
   const void* groupScales;    // [experts * cols, scaleGroups]
   int32_t scaleGroups;        // scales per weight row
-  Divider groupOf;            // k → its scale column: k / (K values per scale)
+  int32_t groupWidth;         // K values per scale (K itself for one scale per row)
+  Divider groupOf;            // k → its scale column: k / groupWidth
   bool activate;            // apply `kind` in the epilogue
   ActivationKind kind;
   float alpha;

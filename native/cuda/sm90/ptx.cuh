@@ -33,6 +33,13 @@ __device__ __forceinline__ uint2 loadShared64(uint32_t address) {
   asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(value.x), "=r"(value.y) : "r"(address));
   return value;
 }
+__device__ __forceinline__ uint4 loadShared128(uint32_t address) {
+  uint4 value;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(value.x), "=r"(value.y), "=r"(value.z), "=r"(value.w)
+               : "r"(address));
+  return value;
+}
 __device__ __forceinline__ void storeShared128(uint32_t address, uint4 value) {
   asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(value.x), "r"(value.y), "r"(value.z),
                "r"(value.w)

@@ -13,16 +13,18 @@
 namespace moekit::cuda::sm90 {
 
 constexpr int kWarpgroupThreads = 128;
-constexpr int kConsumers = 2;
+constexpr int kDefaultConsumers = 2;
 // Shared memory a block may use on sm_90 (227 KB), and the alignment 128-byte swizzling needs.
 constexpr int kMaxSharedBytes = 227 * 1024;
 constexpr int kSwizzleAlignment = 1024;
 
 // ---- Tile shapes ---------------------------------------------------------------------------------------
-// blockN: columns of the accumulator tile (wgmma's N; 256 at most); stages: depth of the ring.
-template <int blockN, int stages>
+// blockN: columns of the accumulator tile (wgmma's N; 256 at most); stages: depth of the ring;
+// consumers: consumer warpgroups, 64 rows of the tile each.
+template <int blockN, int stages, int consumers = kDefaultConsumers>
 struct TileShape {
-  static constexpr int kBlockM = kConsumers * 64;  // wgmma's M (64) per consumer warpgroup
+  static constexpr int kConsumers = consumers;
+  static constexpr int kBlockM = kConsumers * kConsumerRows;
   static constexpr int kBlockN = blockN;
   static constexpr int kBlockK = 64;  // 16-bit elements in one 128-byte swizzled row
   static constexpr int kStepK = 16;   // K per wgmma
@@ -63,7 +65,8 @@ using NarrowTile = TileShape<128, 6>;
 // the wide tile), which the 232 of setmaxnreg hold, where two full-width sets would not.
 template <int halves, int stages>
 struct Fp8TileShape {
-  static constexpr int kBlockM = kConsumers * 64;  // wgmma's M (64) per consumer warpgroup
+  static constexpr int kConsumers = kDefaultConsumers;
+  static constexpr int kBlockM = kConsumers * kConsumerRows;
   static constexpr int kHalfN = 128;               // wgmma's N
   static constexpr int kHalves = halves;
   static constexpr int kBlockN = halves * kHalfN;
@@ -102,14 +105,19 @@ using Fp8NarrowTile = Fp8TileShape<1, 6>;
 // ---- Weight-only tile shapes ----------------------------------------------------------------------------
 // Int8 / Int4 / MXFP4 weights (sm90/kernel_wq.cuh): TMA brings each K slice's packed weight bytes
 // into a plain (unswizzled) "raw" box beside the stage, a converter warpgroup writes them out as
-// the 16-bit B box the consumers' wgmmas read, so a stage holds A, B and the raw bytes. The tile
-// is 128 × 128: the converter warpgroups leave too few registers for two 64 × 256 accumulator
-// tiles. Five stages fit shared memory with Int8's raw boxes (the largest).
-template <int bitsPerWeight, int stages>
-struct WqTileShape : TileShape<128, stages> {
-  using Base = TileShape<128, stages>;
+// the 16-bit B box the consumers' wgmmas read, so a stage holds A, B and the raw bytes. The tiles
+// are 128 columns wide: the converter warpgroups leave too few registers for 64 × 256 accumulator
+// tiles. Two heights:
+//   tall  (two consumers, 128 rows): the most products per converted weight;
+//   short (one consumer, 64 rows), for few rows per expert (grouped_gemm_sm90.cu): the tall
+//         tile's second consumer would multiply mostly rows past the expert's (another expert's,
+//         not stored), and its reads of A and B add to each stage's shared-memory traffic
+//         (bench/NOTES.md, wq-v7). Its stages are smaller, so the ring is deeper.
+template <int bitsPerWeight, int stages, int consumers = kDefaultConsumers>
+struct WqTileShape : TileShape<128, stages, consumers> {
+  using Base = TileShape<128, stages, consumers>;
   static constexpr int kConverters = 2;  // converter warpgroups (two warps per scheduler: wq-v5)
-  static constexpr int kWarpgroups = 1 + kConverters + kConsumers;  // producer, converters, consumers
+  static constexpr int kWarpgroups = 1 + kConverters + consumers;  // producer, converters, consumers
   static constexpr int kThreads = kWarpgroups * kWarpgroupThreads;
   static constexpr int kRawRowBytes = Base::kBlockK * bitsPerWeight / 8;  // one row's packed K slice
   static constexpr int kRawBytes = Base::kBlockN * kRawRowBytes;
@@ -125,8 +133,12 @@ struct WqTileShape : TileShape<128, stages> {
                 "the ring, the expert table and the barriers fit in shared memory");
 };
 
-using WqNibbleTile = WqTileShape<4, 5>;  // Int4, MXFP4
-using WqByteTile = WqTileShape<8, 5>;    // Int8
+// An even number of stages (the two converters take alternate stages, sm90/kernel_wq.cuh), as
+// many as fit shared memory with each size of raw box.
+using WqNibbleTile = WqTileShape<4, 4>;          // Int4, MXFP4
+using WqByteTile = WqTileShape<8, 4>;            // Int8
+using WqNibbleShortTile = WqTileShape<4, 6, 1>;
+using WqByteShortTile = WqTileShape<8, 6, 1>;
 
 // ---- Host-side tile arithmetic ------------------------------------------------------------------------
 inline bool gatedPairs(const GroupedGemmArgs& args) { return args.activation.enabled && isGated(args.activation.kind); }
@@ -162,8 +174,9 @@ void launchFp8Shape(const GroupedGemmArgs& args, const uint8_t* input, const flo
                     int32_t bandRowTiles = kBandRowTiles);
 
 // Launches the weight-only kernel (Int8, Int4 or MXFP4 weights dequantized in shared memory) for
-// one 16-bit operand type (BF16 or F16). Instantiated per type in sm90/instances_wq_*.cu.
+// one 16-bit operand type (BF16 or F16), on the short tile or the tall one. Instantiated per type
+// in sm90/instances_wq_*.cu.
 template <typename Element>
-void launchWqShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles = kBandRowTiles);
+void launchWqShape(const GroupedGemmArgs& args, cudaStream_t stream, bool shortTile, int32_t bandRowTiles = kBandRowTiles);
 
 }  // namespace moekit::cuda::sm90
