@@ -98,14 +98,6 @@ struct ChunkCodec {
   using Packed = std::conditional_t<kPackedBytes == 8, uint2, uint32_t>;
   using PairScale = weight_only::PairScale<kFormat, Element>;
 
-  __device__ static Packed load(uint32_t address) {
-    if constexpr (kPackedBytes == 8) {
-      return loadShared64(address);
-    } else {
-      return loadShared32(address);
-    }
-  }
-
   // A chunk's scale is loaded as its stored code (scaleCode: a plain load, started a slice ahead)
   // and turned into what decode() multiplies by (scaleOf) only when it is used: a conversion at
   // load time would wait for the load there (wq-v3).
@@ -182,16 +174,16 @@ struct SliceScales {
   uint32_t first = 0, last = 0;  // scale codes (ChunkCodec::scaleCode); 0 past the last row
   int32_t group = -1;            // the group of the slice's first value; -1 past K
 
-  __device__ void load(const Problem& p, int64_t scaleRow, int32_t k) {
+  // The scales of the slice of `width` values from k.
+  __device__ void load(const Problem& p, int64_t scaleRow, int32_t k, int32_t width) {
     using Codec = ChunkCodec<kFormat, Element>;
     group = k < p.depth ? static_cast<int32_t>(p.groupOf.divide(k)) : -1;
     first = last = 0;
     if (group < 0 || scaleRow < 0) return;
-    const int32_t lastGroup = static_cast<int32_t>(p.groupOf.divide(min(k + kChunkValues * kChunksPerSlice - 1, p.depth - 1)));
+    const int32_t lastGroup = static_cast<int32_t>(p.groupOf.divide(min(k + width - 1, p.depth - 1)));
     first = Codec::scaleCode(p.groupScales, scaleRow + group);
     last = lastGroup == group ? first : Codec::scaleCode(p.groupScales, scaleRow + lastGroup);
   }
-  static constexpr int32_t kChunksPerSlice = 8;
 };
 
 // Converts one K slice of the thread's row into stage `position` with the scales in `use`, after
@@ -206,13 +198,12 @@ __device__ __forceinline__ void convertSlice(const Problem& p, const WqRing<Shap
   using Layout = ConverterLayout<Shape>;
   using Codec = ChunkCodec<kFormat, Element>;
   static_assert(Codec::kPackedBytes == Layout::kPackedChunkBytes, "the raw box holds one codec chunk per B chunk");
-  static_assert(SliceScales<kFormat, Element>::kChunksPerSlice == Layout::kChunksPerRow, "scales cover a slice's chunks");
   const int32_t nextK = next * Shape::kBlockK;
   const int32_t nextGroup = nextK < p.depth ? static_cast<int32_t>(p.groupOf.divide(nextK)) : -1;
   if (nextGroup == use.group && p.groupOf.divide(min(nextK + Shape::kBlockK - 1, p.depth - 1)) == static_cast<uint32_t>(use.group)) {
     fill = use;
   } else if (next < slices) {
-    fill.load(p, scaleRow, nextK);
+    fill.load(p, scaleRow, nextK, Shape::kBlockK);
   }
   // Which chunks take the second scale, and which lie inside K and a real row (the others' bytes
   // are TMA's zero fill; their scale is 0, so they decode to zero whatever the stored scales).
@@ -289,7 +280,7 @@ __device__ void convert(const Problem& p, const TileScheduler<Shape::kBlockM>& s
     const int64_t weightRow = weightRowOf<Shape, pairing>(p, scheduler.locate(index), row);
     const int64_t scaleRow = weightRow < 0 ? -1 : weightRow * p.scaleGroups;  // -1: past the last row
     SliceScales<kFormat, Element> even, odd;
-    even.load(p, scaleRow, slice * Shape::kBlockK);
+    even.load(p, scaleRow, slice * Shape::kBlockK, Shape::kBlockK);
     while (slice < slices) {
       int32_t next = slice + turns.untilNext();
       convertSlice<kFormat, Element, Shape>(p, ring, turns.position, row, scaleRow, slice, next, slices, even, odd);

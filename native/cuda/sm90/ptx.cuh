@@ -23,16 +23,6 @@ __device__ __forceinline__ uint32_t sharedAddress(const void* pointer) {
 // scoreboard, and two such pointers may alias, so the compiler keeps every load behind the
 // stores before it (the weight-only converter lost most of its time to both: bench/NOTES.md, wq-v3).
 // volatile keeps them in program order with the barrier waits around them.
-__device__ __forceinline__ uint32_t loadShared32(uint32_t address) {
-  uint32_t value;
-  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(value) : "r"(address));
-  return value;
-}
-__device__ __forceinline__ uint2 loadShared64(uint32_t address) {
-  uint2 value;
-  asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(value.x), "=r"(value.y) : "r"(address));
-  return value;
-}
 __device__ __forceinline__ uint4 loadShared128(uint32_t address) {
   uint4 value;
   asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"

@@ -129,6 +129,7 @@ struct WqTileShape : TileShape<128, stages, consumers> {
   static constexpr int kLoadedBytes = Base::kABytes + kRawBytes;
   static_assert(kRawRowBytes % 16 == 0, "TMA box rows are multiples of 16 bytes");
   static_assert(kStageBytes % kSwizzleAlignment == 0, "every stage's A and B boxes start on a swizzle atom");
+  static_assert(stages % kConverters == 0, "a stage is always converted by the same converter warpgroup");
   static_assert(kDynamicSharedBytes + static_cast<int>(sizeof(ExpertTiles)) + 3 * stages * 8 <= kMaxSharedBytes,
                 "the ring, the expert table and the barriers fit in shared memory");
 };
