@@ -57,8 +57,11 @@ describe.skipIf(!HAS_GPU)('out of memory', () => {
     expect(Array.from(await t.toArray())).toEqual([1, 2, 3]);
   });
 
-  it('an out-of-memory forward leaves the layer usable for a smaller batch', async () => {
-    using layer = MoELayer.random(qwenLike, { device: GPU, dtype: 'bfloat16', seed: 6 });
+  it.each([
+    ['bfloat16 experts', undefined],
+    ['int4 experts', 'int4'],
+  ] as const)('an out-of-memory forward leaves the layer usable for a smaller batch (%s)', async (_name, quantize) => {
+    using layer = MoELayer.random(qwenLike, { device: GPU, dtype: 'bfloat16', seed: 6, quantize });
     // 2^22 tokens: the input fits (16 GB), but the permuted rows (K=8: 128 GB) plus the first
     // GEMM's output (96 GB) fit on no single GPU.
     const huge = 1 << 22;
