@@ -1,6 +1,11 @@
-// Combine (unpermute) on the GPU: one block per token, threads across the hidden dimension. Each
-// output element sums its token's K expert rows in slot order j = 0..K-1 (skipping pairs dropped
-// by an expert-parallel permute), then adds the shared expert: the CPU backend's order, with no atomics, so results are deterministic.
+// Combine (unpermute) on the GPU: each thread owns kVector consecutive hidden elements of one token
+// (a flat grid-stride loop over tokens × hidden / kVector, so a single decode token still spreads over
+// several blocks). Each output element sums its token's K expert rows in slot order j = 0..K-1
+// (skipping pairs dropped by an expert-parallel permute), then adds the shared expert: the CPU
+// backend's order, with no atomics, so results are deterministic. Rows whose width and addresses
+// allow it are read 16 bytes at a time (kVector = 8 elements); others one element at a time.
+#include <cstdint>
+
 #include "check.h"
 #include "faults.cuh"
 #include "flat_launch.h"
@@ -9,6 +14,9 @@
 
 namespace moekit::cuda {
 namespace {
+
+// Elements per thread on the vector path: one 16-byte load of 16-bit values (two of float32).
+constexpr int kWideVector = 8;
 
 struct CombineParams {
   const void* expertOutput;       // [T*K, H], expert-sorted rows
@@ -24,37 +32,69 @@ struct CombineParams {
   FaultSink faults;
 };
 
-template <typename In, typename Shared, typename Out>
+// kVector consecutive values of one row, moved as one aligned access.
+template <typename Storage, int kVector>
+struct alignas(sizeof(Storage) * kVector) Chunk {
+  Storage values[kVector];
+};
+
+template <typename Format, int kVector>
+__device__ __forceinline__ void loadChunk(const typename Format::Storage* source, float (&values)[kVector]) {
+  const auto chunk = *reinterpret_cast<const Chunk<typename Format::Storage, kVector>*>(source);
+#pragma unroll
+  for (int i = 0; i < kVector; ++i) values[i] = Format::load(chunk.values[i]);
+}
+
+template <typename In, typename Shared, typename Out, int kVector>
 __global__ void __launch_bounds__(FlatLaunch::kThreads) combineKernel(CombineParams p) {
   const auto* rows = static_cast<const typename In::Storage*>(p.expertOutput);
   const auto* shared = static_cast<const typename Shared::Storage*>(p.shared);
   auto* output = static_cast<typename Out::Storage*>(p.output);
-  for (int64_t token = blockIdx.x; token < p.tokens; token += gridDim.x) {
+  const int64_t chunksPerToken = p.hidden / kVector;
+  const int64_t items = p.tokens * chunksPerToken;
+  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < items;
+       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t token = item / chunksPerToken;
+    const int64_t h = (item - token * chunksPerToken) * kVector;
     const float* weights = p.topkWeights + token * p.slots;
     const int32_t* sourceRows = p.sourceToPermuted + token * p.slots;
-    const float sharedScale = p.sharedGateLogits ? 1.0f / (1.0f + expf(-p.sharedGateLogits[token])) : 1.0f;
-    // One thread reports each bad source row; every thread skips it below.
-    if (threadIdx.x == 0) {
-      for (int64_t j = 0; j < p.slots; ++j) {
-        if (sourceRows[j] < -1 || sourceRows[j] >= p.rows) {
-          reportFault(p.faults, FaultKind::SourceRowOutOfRange, sourceRows[j], token * p.slots + j, p.rows);
-        }
+    // Separate multiply and add (the _rn intrinsics are never fused into an FMA), as the CPU
+    // backend computes them: float32 results then agree with it bit for bit on x86-64.
+    float sum[kVector] = {};
+    for (int64_t j = 0; j < p.slots; ++j) {
+      const int32_t source = sourceRows[j];
+      // Negative: dropped (routed to an expert on another rank), or a fault; past the rows: a fault.
+      // The thread holding the row's first chunk reports a bad source; every thread skips it.
+      if (source < -1 || source >= p.rows) {
+        if (h == 0) reportFault(p.faults, FaultKind::SourceRowOutOfRange, source, token * p.slots + j, p.rows);
+        continue;
       }
+      if (source < 0) continue;
+      float values[kVector];
+      loadChunk<In, kVector>(rows + static_cast<int64_t>(source) * p.hidden + h, values);
+      const float weight = weights[j];
+#pragma unroll
+      for (int i = 0; i < kVector; ++i) sum[i] = __fadd_rn(sum[i], __fmul_rn(weight, values[i]));
     }
-    for (int64_t h = threadIdx.x; h < p.hidden; h += blockDim.x) {
-      // Separate multiply and add (the _rn intrinsics are never fused into an FMA), as the CPU
-      // backend computes them: float32 results then agree with it bit for bit on x86-64.
-      float sum = 0.0f;
-      for (int64_t j = 0; j < p.slots; ++j) {
-        // Negative: dropped (routed to an expert on another rank), or a fault; past the rows: a fault.
-        if (sourceRows[j] < 0 || sourceRows[j] >= p.rows) continue;
-        const float value = In::load(rows[static_cast<int64_t>(sourceRows[j]) * p.hidden + h]);
-        sum = __fadd_rn(sum, __fmul_rn(weights[j], value));
-      }
-      if (shared != nullptr) sum = __fadd_rn(sum, __fmul_rn(sharedScale, Shared::load(shared[token * p.hidden + h])));
-      output[token * p.hidden + h] = Out::store(sum);
+    if (shared != nullptr) {
+      const float sharedScale = p.sharedGateLogits ? 1.0f / (1.0f + expf(-p.sharedGateLogits[token])) : 1.0f;
+      float values[kVector];
+      loadChunk<Shared, kVector>(shared + token * p.hidden + h, values);
+#pragma unroll
+      for (int i = 0; i < kVector; ++i) sum[i] = __fadd_rn(sum[i], __fmul_rn(sharedScale, values[i]));
     }
+    Chunk<typename Out::Storage, kVector> result;
+#pragma unroll
+    for (int i = 0; i < kVector; ++i) result.values[i] = Out::store(sum[i]);
+    *reinterpret_cast<Chunk<typename Out::Storage, kVector>*>(output + token * p.hidden + h) = result;
   }
+}
+
+// Whether every row of `data` (row width `hidden` elements of `elementBytes`) starts on a
+// kWideVector-element boundary, so that whole chunks can be moved at once.
+bool chunkAligned(const void* data, int64_t hidden, size_t elementBytes) {
+  const size_t chunkBytes = kWideVector * elementBytes;
+  return data == nullptr || (reinterpret_cast<uintptr_t>(data) % chunkBytes == 0 && hidden % kWideVector == 0);
 }
 
 }  // namespace
@@ -76,14 +116,23 @@ void combine(const CombineArgs& args, cudaStream_t stream) {
     checkSourceRows(params.sourceToPermuted, params.tokens * params.slots, params.rows, args, stream);
     return;
   }
-  const unsigned blocks = FlatLaunch::blocks(params.tokens, 1);  // one token per block and pass
   // Without a shared expert its format is irrelevant; dispatch on the expert output's.
   const DType sharedDType = args.shared.present() ? args.shared.dtype : args.expertOutput.dtype;
+  const bool wide = chunkAligned(params.expertOutput, params.hidden, dtypeSize(args.expertOutput.dtype)) &&
+                    chunkAligned(params.shared, params.hidden, dtypeSize(sharedDType)) &&
+                    chunkAligned(params.output, params.hidden, dtypeSize(args.output.dtype));
   dispatchFloat(args.expertOutput.dtype, "combine expertOutput", [&](auto in) {
     dispatchFloat(sharedDType, "combine shared", [&](auto sharedFormat) {
       dispatchFloat(args.output.dtype, "combine output", [&](auto out) {
-        combineKernel<decltype(in), decltype(sharedFormat), decltype(out)>
-            <<<blocks, FlatLaunch::kThreads, 0, stream>>>(params);
+        using In = decltype(in);
+        using Shared = decltype(sharedFormat);
+        using Out = decltype(out);
+        if (wide) {
+          combineKernel<In, Shared, Out, kWideVector>
+              <<<FlatLaunch::blocks(params.tokens * (params.hidden / kWideVector)), FlatLaunch::kThreads, 0, stream>>>(params);
+        } else {
+          combineKernel<In, Shared, Out, 1><<<FlatLaunch::blocks(params.tokens * params.hidden), FlatLaunch::kThreads, 0, stream>>>(params);
+        }
         MOEKIT_CHECK_LAUNCH("combineKernel");
       });
     });

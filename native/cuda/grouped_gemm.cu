@@ -8,11 +8,11 @@
 // those kernels: linear is a single group holding every row.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "check.h"
+#include "environment.h"
 #include "grouped_gemm_mma.cuh"
 #include "grouped_gemm_paths.h"
 #include "kernels.h"
@@ -44,12 +44,6 @@ void checkFloat(DType dtype, const char* what) {
 
 // ---- Which kernel family takes a call ----------------------------------------------------------
 enum class GemmFamily { Auto, Sm90, SmallM, Mma };
-
-// A switch read from the environment: the value of `variable`, or "auto" where it is not set.
-std::string environmentSwitch(const char* variable) {
-  const char* value = std::getenv(variable);
-  return value == nullptr ? "auto" : value;
-}
 
 // MOEKIT_GEMM, read once: forcing a family lets the tests run every path on one GPU.
 GemmFamily forcedFamily() {
@@ -268,17 +262,6 @@ GroupedGemmArgs groupedOf(const LinearArgs& args) {
 }
 
 }  // namespace
-
-int computeCapability() {
-  static PerDevice<int> cached;
-  return cached.get([](int device) {
-    int major = 0;
-    int minor = 0;
-    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    return major * 10 + minor;
-  });
-}
 
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "groupedGemm output");

@@ -24,11 +24,9 @@
 #include <cuda_runtime.h>
 
 #include "../core/op_args.h"
+#include "per_device.h"
 
 namespace moekit::cuda {
-
-// The device's compute capability as major * 10 + minor (cached per device).
-int computeCapability();
 
 namespace sm90 {
 // Whether this path handles the call (dtypes, alignment, shapes, the current GPU).

@@ -36,8 +36,19 @@ class PerDevice {
   std::atomic<T> values_[kMaxDevices] = {};
 };
 
-// The current device's multiprocessor count, queried once per device. (grouped_gemm.cu's
-// computeCapability() is the other device fact the kernel families choose by; it belongs here too.)
+// The current device's compute capability as major * 10 + minor, queried once per device.
+inline int computeCapability() {
+  static PerDevice<int> cached;
+  return cached.get([](int device) {
+    int major = 0;
+    int minor = 0;
+    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    MOEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    return major * 10 + minor;
+  });
+}
+
+// The current device's multiprocessor count, queried once per device.
 inline int deviceMultiprocessors() {
   static PerDevice<int> cached;
   return cached.get([](int device) {

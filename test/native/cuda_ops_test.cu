@@ -834,6 +834,9 @@ void runOpTests() {
     testCombine(dtype, dtype, 257, 64, 4, true, false, false);
     testCombine(dtype, DType::Float32, 257, 64, 4, true, true, true);
     testCombine(dtype, DType::Float32, bigTokens, 36, 8, true, true, false);
+    // Rows of whole 16-byte chunks (the vector path) over several blocks: a decode token of a wide layer.
+    testCombine(dtype, dtype, 3, 7168, 8, true, false, true);
+    testCombine(dtype, DType::Float32, 2, 4104, 9, true, true, false);
 
     // cast and fillRandom
     for (DType target : kFloatDTypes) testCast(dtype, target, 1001);
