@@ -47,6 +47,7 @@ struct RankLaunch {
 struct GatherLaunch {
   static constexpr int kRowsPerBlock = 8;  // one warp per row
   static constexpr int kThreads = kRowsPerBlock * kWarpSize;
+  static constexpr int kUnitsInFlight = 4;  // copy units a lane loads before it stores them
 };
 
 constexpr int32_t kDropped = -1;
@@ -229,7 +230,20 @@ __global__ void gatherRowsKernel(const Unit* input, const int32_t* permutedToSou
   const int64_t token = permutedToSource[row] / topK;
   const Unit* source = input + token * unitsPerRow;
   Unit* destination = permuted + row * unitsPerRow;
-  for (int64_t i = lane; i < unitsPerRow; i += kWarpSize) destination[i] = source[i];
+  // kUnitsInFlight loads per lane before their stores: a row is a few round trips, not one per unit.
+  for (int64_t base = lane; base < unitsPerRow; base += GatherLaunch::kUnitsInFlight * kWarpSize) {
+    Unit values[GatherLaunch::kUnitsInFlight];
+#pragma unroll
+    for (int u = 0; u < GatherLaunch::kUnitsInFlight; ++u) {
+      const int64_t i = base + u * kWarpSize;
+      if (i < unitsPerRow) values[u] = source[i];
+    }
+#pragma unroll
+    for (int u = 0; u < GatherLaunch::kUnitsInFlight; ++u) {
+      const int64_t i = base + u * kWarpSize;
+      if (i < unitsPerRow) destination[i] = values[u];
+    }
+  }
 }
 
 // As gatherRowsKernel, into FP8 rows [*usedRows, hidden] and their scales [*usedRows, ceil(hidden / 128)].
