@@ -261,6 +261,17 @@ GroupedGemmArgs groupedOf(const LinearArgs& args) {
   return grouped;
 }
 
+// Whether a 16-bit dense linear goes to small_m as one expert: a decode step's large projection
+// (a shared expert: tens of MB of weights for a few rows), which small_m streams at copy speed in
+// one pass, where the skinny kernel, built for routers whose weights stay in L2, reduced eight rows
+// per block whatever the row count (bench/NOTES.md, v2: DeepSeek-V3's shared expert at 1 token
+// took 85 µs for 88 MB).
+bool streamsAsOneExpert(const LinearArgs& args) {
+  if (forcedFamily() == GemmFamily::Mma || args.input.dim(0) > small_m::kAutoMeanRowsPerExpert) return false;
+  if (static_cast<int64_t>(args.weight.nbytes()) <= skinny::kMaxCachedWeightBytes) return false;
+  return small_m::supports(groupedOf(args));
+}
+
 }  // namespace
 
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
@@ -294,6 +305,10 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
   // FP8 and weight-only weights: every family takes a dense projection as one expert owning every
   // row (no offsets), so a decode step's shared expert streams its weights through small_m.
   if (args.weightFormat == WeightFormat::Fp8Block128 || isWeightOnly(args.weightFormat)) {
+    groupedGemm(groupedOf(args), stream);
+    return;
+  }
+  if (streamsAsOneExpert(args)) {
     groupedGemm(groupedOf(args), stream);
     return;
   }

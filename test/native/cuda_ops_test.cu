@@ -752,6 +752,9 @@ void runOpTests() {
         {16, 8, 3, 0, true, 0, 0},
         {gQuick ? 1027 : 16387, 4096, 8, 0, true, 0, 0},  // narrow: any number of rows (Mixtral's router)
         {300, 520, 12, 0, false, 0, 0},
+        // A shared expert at decode: over 16 MB of 16-bit weights for a few rows go to small_m.
+        {1, 2048, 4608, 0, true, 0, 0},
+        {16, 2048, 4608, 0, false, 0, 0},
     };
     for (const GemmCase& c : skinnyCases) {
       testGemm(dtype, dtype, DType::Float32, c);
