@@ -303,12 +303,9 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "linear output");
   if (args.bias.present()) checkFloat(args.bias.dtype, "linear bias");
   // FP8 and weight-only weights: every family takes a dense projection as one expert owning every
-  // row (no offsets), so a decode step's shared expert streams its weights through small_m.
-  if (args.weightFormat == WeightFormat::Fp8Block128 || isWeightOnly(args.weightFormat)) {
-    groupedGemm(groupedOf(args), stream);
-    return;
-  }
-  if (streamsAsOneExpert(args)) {
+  // row (no offsets), so a decode step's shared expert streams its weights through small_m; so do
+  // 16-bit weights too large for the skinny kernel's few rows (streamsAsOneExpert).
+  if (args.weightFormat == WeightFormat::Fp8Block128 || isWeightOnly(args.weightFormat) || streamsAsOneExpert(args)) {
     groupedGemm(groupedOf(args), stream);
     return;
   }

@@ -1,6 +1,7 @@
 // Linear for a few rows (skinny_linear.cu): the router's projection at decode. linear()
 // (grouped_gemm.cu) takes this path for up to kMaxRows rows of bfloat16/float16, or any number
-// of rows when there are at most kNarrowCols outputs.
+// of rows when there are at most kNarrowCols outputs; weights over kMaxCachedWeightBytes for at
+// most 16 rows (a shared expert at decode) go to small_m instead, which streams them faster.
 #pragma once
 
 #include <cuda_runtime.h>
