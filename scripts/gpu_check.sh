@@ -2,7 +2,7 @@
 # The GPU machine's checklist, in one command (device time is scarce): build with CUDA, run the GPU
 # test suite, run it again under compute-sanitizer (memcheck, racecheck) without the real-sized
 # layers, and benchmark. Logs and JSON go to $OUT (or ./gpu-out).
-# Usage (on the GPU machine): source .device/prelude.sh && bash scripts/gpu_check.sh [build|test|families|sanitize|bench|wq]...
+# Usage (on the GPU machine): source .device/prelude.sh && bash scripts/gpu_check.sh [build|test|families|sanitize|bench|wq|profile]...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-out}"
@@ -83,6 +83,24 @@ wq() {
   ncu --import "$out/wq-profile.ncu-rep" --page details 2>/dev/null | grep -E "Duration|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Compute \(SM\) Throughput|stalled" | head -12
 }
 
+# Where a forward's time goes (bench/NOTES.md, v2): every kernel of one-token graph replays of
+# Qwen3-30B-A3B and DeepSeek-V3, then the DRAM and L2 traffic of DeepSeek-V3's two grouped GEMMs
+# at 16384 tokens (the router's GEMM is the first launch, skipped). ncu locks the clocks at base,
+# so its durations are longer than the bench's.
+profile() {
+  ncu --kernel-name regex:"skinny|routing|sortFew|gather|stream|combine|Gemm|activation" --section SpeedOfLight \
+    node scripts/decode_replays.js 1 qwen3-30b-a3b deepseek-v3 > "$out/decode-kernels.log" 2>&1
+  echo "ncu, one-token replays: exit $?"
+  grep -E "^  [a-zA-Z_].*\(|Duration" "$out/decode-kernels.log" | sed -E 's/\(CUtensorMap.*//' | cut -c1-110 > "$out/decode-kernels.txt"
+  head -40 "$out/decode-kernels.txt"
+  local metrics=dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sectors_srcunit_tex_op_read.sum
+  metrics+=,lts__t_sectors_srcunit_tex_op_read_lookup_miss.sum,lts__t_sectors_srcunit_ltcfabric.sum
+  ncu --kernel-name regex:groupedGemmKernel --launch-skip 1 --launch-count 2 --metrics "$metrics" \
+    node dist/cli/main.js bench --device cuda:0 --preset deepseek-v3 --tokens 16384 --warmup 0 --runs 1 --quiet > "$out/gemm-memory.log" 2>&1
+  echo "ncu, DeepSeek-V3 GEMMs at 16384 tokens: exit $?"
+  grep -E "groupedGemmKernel|dram__|lts__" "$out/gemm-memory.log" | sed -E 's/\(CUtensorMap.*//' | head -14
+}
+
 for step in "${steps[@]}"; do
   echo "=== $step"
   case "$step" in
@@ -92,6 +110,7 @@ for step in "${steps[@]}"; do
     sanitize) sanitize ;;
     bench) bench ;;
     wq) wq ;;
+    profile) profile ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
