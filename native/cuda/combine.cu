@@ -6,6 +6,7 @@
 // allow it are read 16 bytes at a time (kVector = 8 elements); others one element at a time.
 #include <cstdint>
 
+#include "alignment.h"
 #include "check.h"
 #include "faults.cuh"
 #include "flat_launch.h"
@@ -90,11 +91,10 @@ __global__ void __launch_bounds__(FlatLaunch::kThreads) combineKernel(CombinePar
   }
 }
 
-// Whether every row of `data` (row width `hidden` elements of `elementBytes`) starts on a
+// Whether every row of `data` (absent, or rows of `hidden` elements of `dtype`) starts on a
 // kWideVector-element boundary, so that whole chunks can be moved at once.
-bool chunkAligned(const void* data, int64_t hidden, size_t elementBytes) {
-  const size_t chunkBytes = kWideVector * elementBytes;
-  return data == nullptr || (reinterpret_cast<uintptr_t>(data) % chunkBytes == 0 && hidden % kWideVector == 0);
+bool chunkAligned(const void* data, int64_t hidden, DType dtype) {
+  return data == nullptr || (hidden % kWideVector == 0 && alignedTo(data, kWideVector * dtypeSize(dtype)));
 }
 
 }  // namespace
@@ -118,9 +118,9 @@ void combine(const CombineArgs& args, cudaStream_t stream) {
   }
   // Without a shared expert its format is irrelevant; dispatch on the expert output's.
   const DType sharedDType = args.shared.present() ? args.shared.dtype : args.expertOutput.dtype;
-  const bool wide = chunkAligned(params.expertOutput, params.hidden, dtypeSize(args.expertOutput.dtype)) &&
-                    chunkAligned(params.shared, params.hidden, dtypeSize(sharedDType)) &&
-                    chunkAligned(params.output, params.hidden, dtypeSize(args.output.dtype));
+  const bool wide = chunkAligned(params.expertOutput, params.hidden, args.expertOutput.dtype) &&
+                    chunkAligned(params.shared, params.hidden, sharedDType) &&
+                    chunkAligned(params.output, params.hidden, args.output.dtype);
   dispatchFloat(args.expertOutput.dtype, "combine expertOutput", [&](auto in) {
     dispatchFloat(sharedDType, "combine shared", [&](auto sharedFormat) {
       dispatchFloat(args.output.dtype, "combine output", [&](auto out) {

@@ -266,10 +266,10 @@ GroupedGemmArgs groupedOf(const LinearArgs& args) {
 // one pass, where the skinny kernel, built for routers whose weights stay in L2, reduced eight rows
 // per block whatever the row count (bench/NOTES.md, v2: DeepSeek-V3's shared expert at 1 token
 // took 85 µs for 88 MB).
-bool streamsAsOneExpert(const LinearArgs& args) {
+bool streamsAsOneExpert(const LinearArgs& args, const GroupedGemmArgs& grouped) {
   if (forcedFamily() == GemmFamily::Mma || args.input.dim(0) > small_m::kAutoMeanRowsPerExpert) return false;
   if (static_cast<int64_t>(args.weight.nbytes()) <= skinny::kMaxCachedWeightBytes) return false;
-  return small_m::supports(groupedOf(args));
+  return small_m::supports(grouped);
 }
 
 }  // namespace
@@ -305,8 +305,9 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
   // FP8 and weight-only weights: every family takes a dense projection as one expert owning every
   // row (no offsets), so a decode step's shared expert streams its weights through small_m; so do
   // 16-bit weights too large for the skinny kernel's few rows (streamsAsOneExpert).
-  if (args.weightFormat == WeightFormat::Fp8Block128 || isWeightOnly(args.weightFormat) || streamsAsOneExpert(args)) {
-    groupedGemm(groupedOf(args), stream);
+  const GroupedGemmArgs grouped = groupedOf(args);
+  if (args.weightFormat == WeightFormat::Fp8Block128 || isWeightOnly(args.weightFormat) || streamsAsOneExpert(args, grouped)) {
+    groupedGemm(grouped, stream);
     return;
   }
   if (skinny::supports(args)) {
@@ -316,7 +317,6 @@ void linear(const LinearArgs& args, cudaStream_t stream) {
   // A dense projection is a grouped GEMM of one expert owning every row (no offsets): the Hopper
   // kernel takes it where it can (the shared expert and the router of large batches).
   if (forcedFamily() != GemmFamily::Mma) {
-    const GroupedGemmArgs grouped = groupedOf(args);
     if (sm90::supports(grouped)) {
       sm90::groupedGemm(grouped, stream);
       return;
