@@ -9,6 +9,7 @@
 // deterministic, count that needs no host round trip).
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <string>
 
 #include "check.h"
@@ -139,6 +140,78 @@ __device__ void takeTopK(const float* values, Mark* taken, int count, int k, int
   }
 }
 
+// ---- Top-k of a row held in registers (rows of up to kWarpSize * 8 experts) ----
+// warpArgmax's order as one unsigned key per entry, so that a round is two warp reductions: taken
+// entries 0, NaN 1, numbers their float order above that (the sign bit flipped, or every bit of a
+// negative number, makes unsigned order float order; -0 ranks as +0, as the float compare has it).
+// The largest key wins; among equal keys the lowest index, as in Candidate's order.
+__device__ __forceinline__ uint32_t rankKey(float value, bool taken) {
+  constexpr uint32_t kTakenKey = 0, kNotANumberKey = 1, kSignBit = 0x80000000u;
+  if (taken) return kTakenKey;
+  if (isnan(value)) return kNotANumberKey;
+  const uint32_t bits = value == 0.0f ? 0u : __float_as_uint(value);
+  return (bits & kSignBit) ? ~bits : (bits | kSignBit);  // -inf: 0x007fffff, above both
+}
+
+// takeTopK over values[0, count) for count <= kWarpSize * slots: lane l keeps the keys of entries
+// l, l + 32, ... in registers and its best one; each round the warp takes the largest key (ties to
+// the lowest index) and only the winner's lane looks at its entries again. Writes `chosen` (lane
+// 0) as takeTopK does; `taken` is only read.
+template <int slots>
+__device__ void takeTopKInRegisters(const float* values, const unsigned char* taken, int count, int k, int32_t* chosen,
+                                   int lane) {
+  uint32_t keys[slots];
+#pragma unroll
+  for (int i = 0; i < slots; ++i) {
+    const int e = lane + i * kWarpSize;
+    keys[i] = e < count ? rankKey(values[e], taken[e] != 0) : 0;
+  }
+  // This lane's best entry: the first of its largest keys (its entries ascend by index).
+  const auto localBest = [&](uint32_t& key, uint32_t& index) {
+    key = keys[0];
+    int best = 0;
+#pragma unroll
+    for (int i = 1; i < slots; ++i) {
+      if (keys[i] > key) {
+        key = keys[i];
+        best = i;
+      }
+    }
+    index = static_cast<uint32_t>(lane + best * kWarpSize);
+  };
+  uint32_t key, index;
+  localBest(key, index);
+  for (int slot = 0; slot < k; ++slot) {
+    const uint32_t bestKey = __reduce_max_sync(kFullWarp, key);
+    const uint32_t winner = __reduce_min_sync(kFullWarp, key == bestKey ? index : UINT_MAX);
+    if (lane == 0) chosen[slot] = static_cast<int32_t>(winner);
+    if (static_cast<uint32_t>(lane) == winner % kWarpSize) {
+#pragma unroll
+      for (int i = 0; i < slots; ++i) {
+        if (static_cast<uint32_t>(i) == winner / kWarpSize) keys[i] = 0;  // taken
+      }
+      localBest(key, index);
+    }
+  }
+  __syncwarp();  // lane 0's `chosen` is read by writeWeights on the same lane; the row's scratch is reused after
+}
+
+// The expert top-k of a row: in registers where the row fits (rows of up to 256 experts), else
+// by rounds of warpArgmax over shared memory.
+__device__ void takeExpertTopK(const RoutingParams& p, const WarpScratch& row, int lane) {
+  if (p.experts <= kWarpSize) {
+    takeTopKInRegisters<1>(row.ranked, row.taken, p.experts, p.topK, row.chosen, lane);
+  } else if (p.experts <= 2 * kWarpSize) {
+    takeTopKInRegisters<2>(row.ranked, row.taken, p.experts, p.topK, row.chosen, lane);
+  } else if (p.experts <= 4 * kWarpSize) {
+    takeTopKInRegisters<4>(row.ranked, row.taken, p.experts, p.topK, row.chosen, lane);
+  } else if (p.experts <= 8 * kWarpSize) {
+    takeTopKInRegisters<8>(row.ranked, row.taken, p.experts, p.topK, row.chosen, lane);
+  } else {
+    takeTopK(row.ranked, row.taken, p.experts, p.topK, row.chosen, lane);
+  }
+}
+
 // softmax(logits) into scores, and the same probabilities into ranked.
 __device__ void softmaxScores(const WarpScratch& row, int experts, int lane) {
   float maximum = -INFINITY;
@@ -248,7 +321,7 @@ __global__ void routingKernel(RoutingParams p) {
     __syncwarp();
     if (p.method == RoutingMethod::SigmoidGroupTopK && p.numGroups > 1) limitGroups(p, row, lane);
 
-    takeTopK(row.ranked, row.taken, p.experts, p.topK, row.chosen, lane);
+    takeExpertTopK(p, row, lane);
     if (lane == 0) writeWeights(p, row, token);
     __syncwarp();  // the next row reuses this warp's scratch
   }

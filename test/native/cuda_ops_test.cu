@@ -58,6 +58,7 @@ struct RoutingCase {
   float scaling;
   bool bias;
   bool ties;  // logits rounded to halves: many exact ties
+  bool specials = false;  // some logits NaN (ranked below every number) and some -0 (equal to +0)
 };
 
 const char* methodName(RoutingMethod method) {
@@ -72,6 +73,12 @@ void testRouting(DType dtype, const RoutingCase& c) {
   Tensor logits = randomTensor(dtype, {c.tokens, c.experts}, 7 + c.tokens, 4.0f);
   if (c.ties) {
     for (int64_t i = 0; i < logits.numel(); ++i) logits.set(i, std::round(logits.get(i) * 2.0f) / 2.0f);
+  }
+  if (c.specials) {
+    for (int64_t i = 0; i < logits.numel(); ++i) {
+      if (i % 7 == 3) logits.set(i, NAN);
+      if (i % 5 == 1) logits.set(i, -0.0f);
+    }
   }
   Tensor bias = randomTensor(DType::Float32, {c.experts}, 8, 0.5f);
   Tensor ids[2] = {Tensor(DType::Int32, {c.tokens, c.topK}), Tensor(DType::Int32, {c.tokens, c.topK})};
@@ -97,8 +104,8 @@ void testRouting(DType dtype, const RoutingCase& c) {
       cpu::routing(args);
     }
   }
-  const std::string what = describe("%s T=%lld E=%d K=%d G=%d/%d%s%s", methodName(c.method), static_cast<long long>(c.tokens),
-                                    c.experts, c.topK, c.numGroups, c.topkGroups, c.bias ? " bias" : "", c.ties ? " ties" : "");
+  const std::string what = describe("%s T=%lld E=%d K=%d G=%d/%d%s%s%s", methodName(c.method), static_cast<long long>(c.tokens),
+                                    c.experts, c.topK, c.numGroups, c.topkGroups, c.bias ? " bias" : "", c.ties ? " ties" : "", c.specials ? " NaN/-0" : "");
   expectSameBytes("routing.ids", dtype, what, ids[1].fromDevice(), ids[0]);
   expectSameBytes("routing.counts", dtype, what, counts[1].fromDevice(), counts[0]);
   expectClose("routing.weights", dtype, what, weights[1].fromDevice(), weights[0], 1e-6);
@@ -702,6 +709,10 @@ void runOpTests() {
         {257, 64, 4, RoutingMethod::SigmoidGroupTopK, true, 4, 2, 2.5f, true, true},
         {5, 8, 2, RoutingMethod::SigmoidGroupTopK, true, 4, 1, 1.0f, false, false},  // K = the eligible experts
         {100, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        // NaN below every number, -0 tied with +0 (weights stay finite: no NaN is ever chosen).
+        {257, 64, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true, true},
+        {257, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false, true},
+        {33, 200, 6, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true, true},
     };
     for (const RoutingCase& c : routingCases) testRouting(dtype, c);
 
