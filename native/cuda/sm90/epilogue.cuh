@@ -62,6 +62,18 @@ __device__ __forceinline__ void storeOne(Out* destination, float value) {
   }
 }
 
+// Two outputs as one 32-bit word of 16-bit values, the first in the low half (memory order).
+template <typename Out>
+__device__ __forceinline__ uint32_t packPair(float first, float second) {
+  if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(first, second);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  } else {
+    const __half2 pair = __floats2half2_rn(first, second);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+}
+
 __device__ __forceinline__ float biasAt(const Problem& p, int32_t expert, int32_t column) {
   return p.bias == nullptr ? 0.0f : loadAsFloat(p.bias, p.biasDType, static_cast<int64_t>(expert) * p.cols + column);
 }
@@ -159,6 +171,98 @@ __device__ void storeTileActivated(const Problem& p, const Tile& tile, int consu
       case ActivationKind::SwiGLU: storeTile<pairing, blockN, Out, true, ActivationKind::SwiGLU>(p, tile, consumer, acc); return;
       case ActivationKind::GeGLU: storeTile<pairing, blockN, Out, true, ActivationKind::GeGLU>(p, tile, consumer, acc); return;
       default: storeTile<pairing, blockN, Out, true, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc); return;
+    }
+  }
+}
+
+// ---- Deferred gated output -----------------------------------------------------------------------------
+// A consumer that stores its tile straight from registers leaves the tensor cores idle until its
+// last store has issued. For gated activations (Halves) with a 16-bit output it defers instead: it
+// packs the tile's outputs into 16-bit pairs (a quarter of the accumulators' registers), starts the
+// next tile, and stores the pairs a part at a time once each of the next tile's first K slices
+// has its wgmmas in flight. Measured on an H200 (bench/NOTES.md, v3): the up GEMMs of DeepSeek-V3
+// and Mixtral 3-19% faster, Qwen3-30B-A3B's within noise; plain outputs (twice the stores per tile)
+// deferred the same way made the down GEMMs 1-9% slower, so they keep storeTile().
+template <int blockN>
+struct PendingTile {
+  static constexpr int kOutputColumns = blockN / 2;
+  static constexpr int kChunks = kOutputColumns / detail::kChunkColumns;
+  static constexpr int kWords = kChunks * detail::kRowHalves;  // word 2j + h: chunk j, row r + 8h
+  static constexpr int kParts = 8;                              // stored after the next tile's slices 0..7
+  static constexpr int kWordsPerPart = kWords / kParts;
+  static_assert(kWords % kParts == 0, "whole words per part");
+
+  uint32_t words[kWords];
+  int32_t firstRow = 0;     // this thread's row r
+  int32_t rowEnd = 0;       // the expert's end: rows from here on are not stored
+  int32_t firstColumn = 0;  // this thread's column in chunk 0
+  bool present = false;
+};
+
+// Packs the gated outputs of `acc` (+ bias) into `pending`, as storeTile() would store them.
+template <int blockN, typename Out, ActivationKind kind>
+__device__ void packTile(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2],
+                         PendingTile<blockN>& pending) {
+  using namespace detail;
+  using Pending = PendingTile<blockN>;
+  static_assert(sizeof(Out) == 2, "16-bit outputs");
+  constexpr int kHalfChunks = blockN / kChunkColumns / 2;  // the up chunk of gate chunk j is j + this
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = (threadIdx.x / kWarpSize) % (kConsumerRows / kWarpRows);
+  const int32_t upOffset = p.cols / 2;
+  pending.firstRow = tile.rowStart + consumer * kConsumerRows + warp * kWarpRows + lane / kLaneGroup;
+  pending.rowEnd = tile.rowEnd;
+  pending.firstColumn = tile.columnTile * Pending::kOutputColumns + 2 * (lane % kLaneGroup);
+#pragma unroll
+  for (int j = 0; j < Pending::kChunks; ++j) {
+    const int32_t column = pending.firstColumn + j * kChunkColumns;
+    const bool inside = column < p.outputCols;  // the bias has no entry past the output's width
+#pragma unroll
+    for (int h = 0; h < kRowHalves; ++h) {
+      float first = 0.0f, second = 0.0f;
+      if (inside) {
+        const float* gate = &acc[j * kChunkRegisters + 2 * h];
+        const float* up = &acc[(j + kHalfChunks) * kChunkRegisters + 2 * h];
+        first = activateGated(kind, gate[0] + biasAt(p, tile.expert, column), up[0] + biasAt(p, tile.expert, upOffset + column),
+                              p.alpha, p.limit);
+        second = activateGated(kind, gate[1] + biasAt(p, tile.expert, column + 1),
+                               up[1] + biasAt(p, tile.expert, upOffset + column + 1), p.alpha, p.limit);
+      }
+      pending.words[j * kRowHalves + h] = packPair<Out>(first, second);
+    }
+  }
+  pending.present = true;
+}
+
+template <int blockN, typename Out>
+__device__ void packTileActivated(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2],
+                                  PendingTile<blockN>& pending) {
+  switch (p.kind) {
+    case ActivationKind::SwiGLU: packTile<blockN, Out, ActivationKind::SwiGLU>(p, tile, consumer, acc, pending); return;
+    case ActivationKind::GeGLU: packTile<blockN, Out, ActivationKind::GeGLU>(p, tile, consumer, acc, pending); return;
+    default: packTile<blockN, Out, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc, pending); return;
+  }
+}
+
+// Stores part `part` of `pending`; a no-op for a part number out of range. Called with a runtime
+// part, the unrolled loop keeps every register index a constant.
+template <int blockN>
+__device__ __forceinline__ void storePendingPart(const Problem& p, const PendingTile<blockN>& pending, int part) {
+  using namespace detail;
+  using Pending = PendingTile<blockN>;
+  constexpr int kOutputBytes = 2;
+  uint8_t* output = static_cast<uint8_t*>(p.output);
+#pragma unroll
+  for (int candidate = 0; candidate < Pending::kParts; ++candidate) {
+    if (candidate != part) continue;
+#pragma unroll
+    for (int i = 0; i < Pending::kWordsPerPart; ++i) {
+      const int word = candidate * Pending::kWordsPerPart + i;
+      const int32_t row = pending.firstRow + (word % kRowHalves) * kSecondRowOffset;
+      const int32_t column = pending.firstColumn + (word / kRowHalves) * kChunkColumns;
+      if (row < pending.rowEnd && column < p.outputCols) {
+        *reinterpret_cast<uint32_t*>(output + (static_cast<int64_t>(row) * p.outputCols + column) * kOutputBytes) = pending.words[word];
+      }
     }
   }
 }

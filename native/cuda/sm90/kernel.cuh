@@ -162,6 +162,11 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
   const int32_t tiles = scheduler.tileCount();
   float acc[Shape::kAccumulators] = {};
   RingPosition<Shape> position;
+  // Deferred stores (16-bit gated outputs, sm90/epilogue.cuh): the previous tile's outputs, stored
+  // during this tile's first K slices (or after its last, when it has fewer).
+  constexpr bool kDefers = Shape::kDefersStores && pairing == Pairing::Halves;
+  using Pending = PendingTile<Shape::kBlockN>;
+  Pending pending;
   for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
     const Tile tile = scheduler.locate(index);
     int previousStage = 0;
@@ -177,6 +182,9 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
                                             advanceDescriptor(descB, step * kStepBytes), slice > 0 || step > 0);
       }
       wgmmaCommitGroup();
+      if constexpr (kDefers) {
+        if (pending.present) storePendingPart(p, pending, slice);
+      }
       // Keep this slice's wgmmas running while the previous slice's stage goes back to the producer.
       if (slice > 0) {
         wgmmaWaitGroup<1>();
@@ -188,11 +196,27 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
     wgmmaWaitGroup<0>();
     fenceAccumulators(acc);
     releaseStage(ring.empty, previousStage);
+    if constexpr (kDefers) {
+      if (pending.present) {
+        for (int32_t part = slices; part < Pending::kParts; ++part) storePendingPart(p, pending, part);
+      }
+      pending.present = false;
+    }
 
     if (p.outputDType == DType::Float32) {
       storeTileActivated<pairing, Shape::kBlockN, float>(p, tile, consumer, acc);
-    } else {
-      storeTileActivated<pairing, Shape::kBlockN, typename Element::Storage>(p, tile, consumer, acc);
+      continue;
+    }
+    using Out = typename Element::Storage;
+    if constexpr (kDefers) {
+      packTileActivated<Shape::kBlockN, Out>(p, tile, consumer, acc, pending);
+      continue;
+    }
+    storeTileActivated<pairing, Shape::kBlockN, Out>(p, tile, consumer, acc);
+  }
+  if constexpr (kDefers) {
+    if (pending.present) {
+      for (int part = 0; part < Pending::kParts; ++part) storePendingPart(p, pending, part);
     }
   }
 }

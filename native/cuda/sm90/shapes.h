@@ -38,6 +38,8 @@ struct TileShape {
   static constexpr int kConsumerABytes = kABytes / kConsumers;  // one consumer's 64 rows of A
   static constexpr int kAccumulators = kBlockN / 2;              // per thread (wgmma.cuh)
   static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+  // Gated 16-bit outputs are stored during the next tile's main loop (sm90/epilogue.cuh, PendingTile).
+  static constexpr bool kDefersStores = true;
   // What the producer copies per stage (sm90/kernel.cuh, produce()).
   static constexpr int kWeightBoxBytes = kBBytes;
   static constexpr int kWeightSliceWidth = kBlockK;
@@ -123,6 +125,7 @@ struct WqTileShape : TileShape<128, stages, consumers> {
   static constexpr int kRawBytes = Base::kBlockN * kRawRowBytes;
   static constexpr int kStageBytes = Base::kABytes + Base::kBBytes + kRawBytes;
   static constexpr int kDynamicSharedBytes = stages * kStageBytes + kSwizzleAlignment;
+  static constexpr bool kDefersStores = false;  // the converters leave the consumers no registers for it
   // The producer copies A and the raw box; K slices of the packed map are counted in bytes.
   static constexpr int kWeightBoxBytes = kRawBytes;
   static constexpr int kWeightSliceWidth = kRawRowBytes;
