@@ -16,9 +16,10 @@
 // This file includes grouped_gemm_sm90.cu itself (to call each tile shape by name), so that
 // object is left out of the link; the kernels come from the sm90/instances_*.cu objects.
 //
-//   gemm_sm90_bench [--quick] [--shapes] [--tokens 128,1024,...] [--models mixtral,qwen3,deepseek]
+//   gemm_sm90_bench [--quick] [--shapes] [--sm90-only] [--tokens 128,1024,...] [--models mixtral,qwen3,deepseek]
 // --shapes times each tile shape by name instead of the one groupedGemm() picks; --band N times
-// the wide tile with N row tiles per band (sm90/scheduler.cuh) as the sm90 path.
+// the wide tile with N row tiles per band (sm90/scheduler.cuh) as the sm90 path; --sm90-only
+// leaves out the mma path (and with it the agreement check), for quicker sweeps.
 #include "../../native/cuda/grouped_gemm_sm90.cu"
 
 #include <algorithm>
@@ -152,7 +153,7 @@ std::vector<std::string> splitList(const char* text) {
 int main(int argc, char** argv) {
   // The library path is the mma family: set before the library reads MOEKIT_GEMM (once).
   setenv("MOEKIT_GEMM", "mma", 1);
-  bool quick = false, shapes = false;
+  bool quick = false, shapes = false, sm90Only = false;
   std::vector<int> tokenCounts = {128, 1024, 4096, 16384};
   std::vector<std::string> models;
   for (int i = 1; i < argc; ++i) {
@@ -161,6 +162,7 @@ int main(int argc, char** argv) {
       tokenCounts = {128, 1024};
     }
     if (std::strcmp(argv[i], "--shapes") == 0) shapes = true;
+    if (std::strcmp(argv[i], "--sm90-only") == 0) sm90Only = true;
     if (std::strcmp(argv[i], "--band") == 0 && i + 1 < argc) gBandRowTiles = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
       tokenCounts.clear();
@@ -177,7 +179,8 @@ int main(int argc, char** argv) {
     std::printf("device: %s, %d SMs%s, band %d\n", properties.name, properties.multiProcessorCount, quick ? ", quick" : "",
                 gBandRowTiles);
 
-    std::vector<Path> paths = {{"mma", [](const GroupedGemmArgs& a, cudaStream_t s) { cuda::groupedGemm(a, s); }}};
+    std::vector<Path> paths;
+    if (!sm90Only) paths.push_back({"mma", [](const GroupedGemmArgs& a, cudaStream_t s) { cuda::groupedGemm(a, s); }});
     if (shapes) {
       paths.push_back({"sm90-256", [](const GroupedGemmArgs& a, cudaStream_t s) { hopper::launchShape<cuda::BF16, hopper::WideTile>(a, s); }});
       paths.push_back({"sm90-128", [](const GroupedGemmArgs& a, cudaStream_t s) { hopper::launchShape<cuda::BF16, hopper::NarrowTile>(a, s); }});

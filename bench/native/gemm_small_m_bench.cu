@@ -315,6 +315,10 @@ int main(int argc, char** argv) {
       paths.push_back({"warps2", runConfig<sm::detail::StreamConfig<2, 1, 2, 4>>});
       paths.push_back({"warps4", runConfig<sm::detail::StreamConfig<4, 1, 2, 4>>});
       paths.push_back({"warps8", runConfig<sm::detail::StreamConfig<8, 1, 2, 4>>});
+      paths.push_back({"w4c2", runConfig<sm::detail::StreamConfig<4, 2, 2, 4>>});
+      paths.push_back({"w2c2", runConfig<sm::detail::StreamConfig<2, 2, 2, 4>>});
+      paths.push_back({"w4u4", runConfig<sm::detail::StreamConfig<4, 1, 4, 4>>});
+      paths.push_back({"w8u4", runConfig<sm::detail::StreamConfig<8, 1, 4, 4>>});
     }
     std::vector<int> tokenCounts = quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16, 32, 64, 128};
     for (int i = 1; i + 1 < argc; ++i) {
