@@ -7,7 +7,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "../core/dtype.h"
 #include "../core/errors.h"
@@ -43,6 +45,19 @@ struct F8E4M3 {
   // Round to nearest even, saturating to ±448: the same result as moekit::floatToFloat8e4m3.
   __device__ static Storage store(float value) { return floatToFp8(value); }
 };
+
+// Two float values as one 32-bit pair of Element (BF16 or F16), `low` in the low half (the first
+// in memory), each rounded to nearest even (one cvt.rn.*x2.f32 on sm_80 and up).
+template <typename Element>
+__device__ __forceinline__ uint32_t packPair(float low, float high) {
+  if constexpr (std::is_same_v<Element, BF16>) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  } else {
+    const __half2 pair = __floats2half2_rn(low, high);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+}
 
 // Reads element `index` of a float tensor whose dtype is only known at run time (biases, which
 // are read once per output and not worth an extra template dimension).

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(FlatLaunch::kThreads) dequantizeVectorKernel(D
         output[v] = __float_as_uint(low);
         output[v + 1] = __float_as_uint(high);
       } else {
-        output[v / 2] = weight_only::packPair<Format>(low, high);
+        output[v / 2] = packPair<Format>(low, high);
       }
     }
     uint4* destination = reinterpret_cast<uint4*>(static_cast<Storage*>(p.output) + row * p.depth + firstK);

@@ -113,19 +113,6 @@ struct Decoder<WeightFormat::Mxfp4> {
 template <WeightFormat kFormat>
 constexpr int kValuesPerByte = Decoder<kFormat>::kValuesPerWord / 4;
 
-// Two float values as one 32-bit pair of Element (BF16 or F16), `low` in the low half, each
-// rounded to nearest even (one cvt.rn.*x2.f32 on sm_80 and up).
-template <typename Element>
-__device__ __forceinline__ uint32_t packPair(float low, float high) {
-  if constexpr (std::is_same_v<Element, BF16>) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(low, high);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  }
-}
-
 // The kValuesPerWord / 2 Element pairs of one word whose values share `scale`: pair p holds
 // values 2p (low half) and 2p + 1.
 template <WeightFormat kFormat, typename Element>

@@ -62,18 +62,6 @@ __device__ __forceinline__ void storeOne(Out* destination, float value) {
   }
 }
 
-// Two outputs as one 32-bit word of 16-bit values, the first in the low half (memory order).
-template <typename Out>
-__device__ __forceinline__ uint32_t packPair(float first, float second) {
-  if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(first, second);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(first, second);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  }
-}
-
 __device__ __forceinline__ float biasAt(const Problem& p, int32_t expert, int32_t column) {
   return p.bias == nullptr ? 0.0f : loadAsFloat(p.bias, p.biasDType, static_cast<int64_t>(expert) * p.cols + column);
 }
@@ -200,12 +188,12 @@ struct PendingTile {
 };
 
 // Packs the gated outputs of `acc` (+ bias) into `pending`, as storeTile() would store them.
-template <int blockN, typename Out, ActivationKind kind>
+template <int blockN, typename Element, ActivationKind kind>
 __device__ void packTile(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2],
                          PendingTile<blockN>& pending) {
   using namespace detail;
   using Pending = PendingTile<blockN>;
-  static_assert(sizeof(Out) == 2, "16-bit outputs");
+  static_assert(sizeof(typename Element::Storage) == 2, "16-bit outputs");
   constexpr int kHalfChunks = blockN / kChunkColumns / 2;  // the up chunk of gate chunk j is j + this
   const int lane = threadIdx.x % kWarpSize;
   const int warp = (threadIdx.x / kWarpSize) % (kConsumerRows / kWarpRows);
@@ -228,19 +216,19 @@ __device__ void packTile(const Problem& p, const Tile& tile, int consumer, const
         second = activateGated(kind, gate[1] + biasAt(p, tile.expert, column + 1),
                                up[1] + biasAt(p, tile.expert, upOffset + column + 1), p.alpha, p.limit);
       }
-      pending.words[j * kRowHalves + h] = packPair<Out>(first, second);
+      pending.words[j * kRowHalves + h] = packPair<Element>(first, second);
     }
   }
   pending.present = true;
 }
 
-template <int blockN, typename Out>
+template <int blockN, typename Element>
 __device__ void packTileActivated(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2],
                                   PendingTile<blockN>& pending) {
   switch (p.kind) {
-    case ActivationKind::SwiGLU: packTile<blockN, Out, ActivationKind::SwiGLU>(p, tile, consumer, acc, pending); return;
-    case ActivationKind::GeGLU: packTile<blockN, Out, ActivationKind::GeGLU>(p, tile, consumer, acc, pending); return;
-    default: packTile<blockN, Out, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc, pending); return;
+    case ActivationKind::SwiGLU: packTile<blockN, Element, ActivationKind::SwiGLU>(p, tile, consumer, acc, pending); return;
+    case ActivationKind::GeGLU: packTile<blockN, Element, ActivationKind::GeGLU>(p, tile, consumer, acc, pending); return;
+    default: packTile<blockN, Element, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc, pending); return;
   }
 }
 

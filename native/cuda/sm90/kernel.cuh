@@ -209,7 +209,7 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
     }
     using Out = typename Element::Storage;
     if constexpr (kDefers) {
-      packTileActivated<Shape::kBlockN, Out>(p, tile, consumer, acc, pending);
+      packTileActivated<Shape::kBlockN, Element>(p, tile, consumer, acc, pending);
       continue;
     }
     storeTileActivated<pairing, Shape::kBlockN, Out>(p, tile, consumer, acc);
