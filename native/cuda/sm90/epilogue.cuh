@@ -1,5 +1,6 @@
 // The consumer warpgroup's epilogue: its 64 × blockN float32 accumulators → (+ bias) → optional
-// activation → output dtype, stored straight from registers with plain global stores. Rows are
+// activation → output dtype, stored straight from registers with plain global stores (gated
+// 16-bit outputs: packed, and stored during the next tile's main loop; PendingTile). Rows are
 // masked to the expert's range (a row tile may reach into the next expert, whose rows another
 // tile writes) and columns to the output width. An FP8 output (storeTileQuantized) is quantized
 // here too, by the W8A8 rule: a tile's outputs of a row are whole 128-column groups of the

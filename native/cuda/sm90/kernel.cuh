@@ -13,7 +13,8 @@
 //   consumers  (warpgroups 1 and 2, registers raised to kConsumerRegisters): each owns 64 rows of
 //              the 128 × blockN tile, runs the wgmmas of every stage into float32 accumulators in
 //              registers, then the epilogue (sm90/epilogue.cuh) for its rows while the producer
-//              already fills the ring with the next tile's slices.
+//              already fills the ring with the next tile's slices (a gated 16-bit output is
+//              packed and stored during the next tile's first slices instead).
 // The grid is persistent over a tile list built on the device from the expert offsets
 // (sm90/scheduler.cuh), so the host never reads them and the launch is graph-capturable.
 //
