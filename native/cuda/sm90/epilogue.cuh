@@ -67,6 +67,27 @@ __device__ __forceinline__ float biasAt(const Problem& p, int32_t expert, int32_
   return p.bias == nullptr ? 0.0f : loadAsFloat(p.bias, p.biasDType, static_cast<int64_t>(expert) * p.cols + column);
 }
 
+// Halves: the biases of output columns `column` and column + 1 (gate, and the matching up column
+// `upOffset` = p.cols / 2 further on; the caller reads it once, outside its loops).
+struct GatedBias {
+  float gate0, gate1, up0, up1;
+};
+__device__ __forceinline__ GatedBias gatedBiasAt(const Problem& p, int32_t expert, int32_t column, int32_t upOffset) {
+  return {biasAt(p, expert, column), biasAt(p, expert, column + 1), biasAt(p, expert, upOffset + column),
+          biasAt(p, expert, upOffset + column + 1)};
+}
+
+// Halves: the two activated outputs of gate chunk j (its up chunk is j + blockN / 16) at row half h.
+template <int blockN>
+__device__ __forceinline__ float2 activateHalves(const Problem& p, ActivationKind kind, const float (&acc)[blockN / 2], int j,
+                                                 int h, const GatedBias& bias) {
+  constexpr int kHalfChunks = blockN / kChunkColumns / 2;
+  const float* gate = &acc[j * kChunkRegisters + 2 * h];
+  const float* up = &acc[(j + kHalfChunks) * kChunkRegisters + 2 * h];
+  return make_float2(activateGated(kind, gate[0] + bias.gate0, up[0] + bias.up0, p.alpha, p.limit),
+                     activateGated(kind, gate[1] + bias.gate1, up[1] + bias.up1, p.alpha, p.limit));
+}
+
 template <bool activate, ActivationKind kind>
 __device__ __forceinline__ float finishPlain(float value) {
   if constexpr (activate) {
@@ -112,17 +133,13 @@ __device__ void storeTile(const Problem& p, const Tile& tile, int consumer, cons
     for (int j = 0; j < kHalfChunks; ++j) {
       const int32_t column = tile.columnTile * (blockN / 2) + j * kChunkColumns + 2 * quad;
       if (column >= p.outputCols) continue;
-      const float gateBias0 = biasAt(p, tile.expert, column), gateBias1 = biasAt(p, tile.expert, column + 1);
-      const float upBias0 = biasAt(p, tile.expert, upOffset + column), upBias1 = biasAt(p, tile.expert, upOffset + column + 1);
+      const GatedBias bias = gatedBiasAt(p, tile.expert, column, upOffset);
 #pragma unroll
       for (int h = 0; h < kRowHalves; ++h) {
         const int32_t row = firstRow + h * kSecondRowOffset;
         if (row >= tile.rowEnd) continue;
-        const float* gate = &acc[j * kChunkRegisters + 2 * h];
-        const float* up = &acc[(j + kHalfChunks) * kChunkRegisters + 2 * h];
-        storePair(output + static_cast<int64_t>(row) * p.outputCols + column,
-                  activateGated(kind, gate[0] + gateBias0, up[0] + upBias0, p.alpha, p.limit),
-                  activateGated(kind, gate[1] + gateBias1, up[1] + upBias1, p.alpha, p.limit));
+        const float2 outputs = activateHalves<blockN>(p, kind, acc, j, h, bias);
+        storePair(output + static_cast<int64_t>(row) * p.outputCols + column, outputs.x, outputs.y);
       }
     }
   } else {
@@ -195,7 +212,6 @@ __device__ void packTile(const Problem& p, const Tile& tile, int consumer, const
   using namespace detail;
   using Pending = PendingTile<blockN>;
   static_assert(sizeof(typename Element::Storage) == 2, "16-bit outputs");
-  constexpr int kHalfChunks = blockN / kChunkColumns / 2;  // the up chunk of gate chunk j is j + this
   const int lane = threadIdx.x % kWarpSize;
   const int warp = (threadIdx.x / kWarpSize) % (kConsumerRows / kWarpRows);
   const int32_t upOffset = p.cols / 2;
@@ -208,16 +224,9 @@ __device__ void packTile(const Problem& p, const Tile& tile, int consumer, const
     const bool inside = column < p.outputCols;  // the bias has no entry past the output's width
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
-      float first = 0.0f, second = 0.0f;
-      if (inside) {
-        const float* gate = &acc[j * kChunkRegisters + 2 * h];
-        const float* up = &acc[(j + kHalfChunks) * kChunkRegisters + 2 * h];
-        first = activateGated(kind, gate[0] + biasAt(p, tile.expert, column), up[0] + biasAt(p, tile.expert, upOffset + column),
-                              p.alpha, p.limit);
-        second = activateGated(kind, gate[1] + biasAt(p, tile.expert, column + 1),
-                               up[1] + biasAt(p, tile.expert, upOffset + column + 1), p.alpha, p.limit);
-      }
-      pending.words[j * kRowHalves + h] = packPair<Element>(first, second);
+      float2 outputs = make_float2(0.0f, 0.0f);
+      if (inside) outputs = activateHalves<blockN>(p, kind, acc, j, h, gatedBiasAt(p, tile.expert, column, upOffset));
+      pending.words[j * kRowHalves + h] = packPair<Element>(outputs.x, outputs.y);
     }
   }
   pending.present = true;
