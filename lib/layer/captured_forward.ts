@@ -54,11 +54,12 @@ export class CapturedForward {
 }
 
 /**
- * Records `forward(input)` into a CUDA graph. The forward's own results are copied into
- * persistent outputs and freed inside the graph, so every allocation the graph makes is also
- * released by it and the graph can be replayed any number of times.
+ * Records `forward(input, outputs)` into a CUDA graph. The forward writes its results into the
+ * persistent outputs (made here, outside the graph) and frees its temporaries inside the graph, so
+ * every allocation the graph makes is also released by it and the graph can be replayed any
+ * number of times; no copy of the results ends the replay.
  */
-export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForwardResult, afterReplay?: () => void): CapturedForward {
+export function captureForward(input: Tensor, forward: (x: Tensor, into?: CapturedOutputs) => MoEForwardResult, afterReplay?: () => void): CapturedForward {
   if (!input.device.startsWith('cuda:')) {
     throw new MoekitError('E_DEVICE', `capture needs a CUDA device; this layer is on ${input.device}`);
   }
@@ -85,8 +86,8 @@ export function captureForward(input: Tensor, forward: (x: Tensor) => MoEForward
     throw error;
   }
   try {
-    using result = forward(input);
-    for (const name of ['output', 'topkIds', 'topkWeights', 'expertCounts'] as const) outputs[name].copyFrom(result[name]);
+    // The result holds `outputs` themselves: not disposed here.
+    forward(input, outputs);
   } catch (error) {
     // End the capture whatever happened, so the device's stream is usable again.
     try {

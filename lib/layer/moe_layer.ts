@@ -3,7 +3,7 @@ import { parseFloatDType, type FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import { loadMoECheckpoint, readMoEConfig, type LoadProgress } from '../checkpoint/load';
 import { activation } from '../ops/activation';
-import { combine } from '../ops/combine';
+import { combine, combineInto } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { ExpertSlotTable } from '../ops/expert_slots';
 import { permute } from '../ops/permute';
@@ -11,7 +11,7 @@ import {
   Fp8Rows, isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
   scaleShape, WEIGHT_FORMATS, type ExpertQuantization, type GroupSize, type Quantization, type QuantizedParts,
 } from '../ops/quantized';
-import { route } from '../ops/routing';
+import { route, routeInto, type RoutingResult } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
 import { optionalOptions, requiredObject } from '../options';
 import { Made, type Disposable } from '../made';
@@ -20,7 +20,7 @@ import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankS
 import { autoParallel } from '../parallel/group_plan';
 import { ProcessGroup } from '../parallel/process_group';
 import { shardWeights } from '../parallel/shard_weights';
-import { captureForward, type CapturedForward } from './captured_forward';
+import { captureForward, type CapturedForward, type CapturedOutputs } from './captured_forward';
 import { dispatchToExperts, type ExchangeGroup } from './wide_ep';
 import type { ForwardOptions, ForwardStage, MoEForwardResult } from './forward';
 import { isGated, type ActivationKind } from '../vocabulary';
@@ -308,6 +308,14 @@ export class MoELayer {
    * results are read with `await result.output.toArray()`.
    */
   forward(x: Tensor, options?: ForwardOptions | null): MoEForwardResult {
+    return this.#forward(x, options);
+  }
+
+  /**
+   * forward(); with `into` (a captured forward's persistent outputs, made for this token count),
+   * routing and combine write their results there, and the returned result holds those tensors.
+   */
+  #forward(x: Tensor, options?: ForwardOptions | null, into?: CapturedOutputs): MoEForwardResult {
     const weights = this.#live();
     if (this.shard?.dispatch === 'all_to_all') {
       throw new MoekitError('E_INVALID_ARGUMENT', "MoELayer.forward: this layer dispatches rows with all-to-all (parallel.dispatch 'all_to_all'): use await layer.forwardAllToAll(x)");
@@ -329,7 +337,15 @@ export class MoELayer {
         mark('router');
       }
       const { config } = this;
-      const routed = route(logits, { ...config.routing, correctionBias: weights.correctionBias });
+      const routingOptions = { ...config.routing, correctionBias: weights.correctionBias };
+      let routed: RoutingResult;
+      if (into) {
+        const { topkIds, topkWeights, expertCounts } = into;
+        routed = { topkIds, topkWeights, expertCounts };
+        routeInto(logits, routingOptions, routed);
+      } else {
+        routed = route(logits, routingOptions);
+      }
       mark('routing');
       try {
         const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
@@ -348,7 +364,13 @@ export class MoELayer {
         const expertOutput = this.#runExperts(weights, sorted.permuted, sorted.expertOffsets, input.shape[0]!, keep, mark);
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
         if (shared) mark('shared');
-        const output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
+        let output: Tensor;
+        if (into) {
+          output = into.output;
+          combineInto(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared, output);
+        } else {
+          output = combine(expertOutput, routed.topkWeights, sorted.sourceToPermuted, shared);
+        }
         mark('combine');
         if (this.#group) {
           // Each rank holds a partial sum; one all-reduce, queued like the rest, completes it.
@@ -357,7 +379,8 @@ export class MoELayer {
         }
         return resultOf({ output, ...routed });
       } catch (error) {
-        for (const tensor of Object.values(routed)) tensor.dispose();
+        // The caller's outputs (into) stay the caller's.
+        if (!into) for (const tensor of Object.values(routed)) tensor.dispose();
         throw error;
       }
     } finally {
@@ -429,7 +452,7 @@ export class MoELayer {
       input.copyFrom(initial);
       // Under a group the graph holds the all-reduce too; each replay is watched like a collective call.
       const group = this.#group;
-      return captureForward(input, (x) => this.forward(x), group && (() => group.watchQueued()));
+      return captureForward(input, (x, into) => this.#forward(x, null, into), group && (() => group.watchQueued()));
     } catch (error) {
       input.dispose();
       throw error;

@@ -1,5 +1,6 @@
 import { deviceIndex } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
+import { MoekitError } from '../errors';
 import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
@@ -19,6 +20,29 @@ export interface CombineOptions {
  * (+ sharedScale[t] · shared[t]). Summation order is fixed, so results are deterministic.
  */
 export function combine(expertOutput: Tensor, topkWeights: Tensor, sourceToPermuted: Tensor, options?: CombineOptions | null): Tensor {
+  const call = combineCall(expertOutput, topkWeights, sourceToPermuted, options);
+  const { tokens, hidden, dtype, device } = call;
+  return withOutputs(() => ({ output: Tensor.empty([tokens, hidden], { dtype, device }) }), (out) => call.fill(out.output)).output;
+}
+
+/**
+ * combine() into `into`, a tensor the caller made for exactly this result (a captured forward's
+ * persistent output, lib/layer/captured_forward.ts), so a graph writes it without a copy. Not
+ * public: its one caller makes the output itself, so it never overlaps the inputs.
+ */
+export function combineInto(expertOutput: Tensor, topkWeights: Tensor, sourceToPermuted: Tensor, options: CombineOptions | null | undefined, into: Tensor): void {
+  const call = combineCall(expertOutput, topkWeights, sourceToPermuted, options);
+  const { tokens, hidden, dtype, device } = call;
+  const op = 'combine';
+  requireTensor(into, op, 'into');
+  requireShape(into, op, 'into', [tokens, hidden]);
+  requireDType(into, op, 'into', [dtype]);
+  if (into.device !== device) throw new MoekitError('E_DEVICE', `${op}: into is on ${into.device} but expertOutput is on ${device}`);
+  call.fill(into);
+}
+
+/** combine()'s checked arguments, and the native call that fills an output with them. */
+function combineCall(expertOutput: Tensor, topkWeights: Tensor, sourceToPermuted: Tensor, options: CombineOptions | null | undefined) {
   const op = 'combine';
   const given = optionalOptions(options, `${op}: options`);
   requireTensor(expertOutput, op, 'expertOutput');
@@ -44,16 +68,14 @@ export function combine(expertOutput: Tensor, topkWeights: Tensor, sourceToPermu
   }
   const device = requireSameDevice(op, { expertOutput, topkWeights, sourceToPermuted, shared, sharedGateLogits });
   const dtype = parseFloatDType(given.outDtype ?? expertOutput.dtype, `${op}: outDtype`);
-  return withOutputs(
-    () => ({ output: Tensor.empty([tokens, hidden], { dtype, device }) }),
-    (out) =>
-      addon().combine(deviceIndex(device), {
-        expertOutput: expertOutput.toNative(),
-        topkWeights: topkWeights.toNative(),
-        sourceToPermuted: sourceToPermuted.toNative(),
-        shared: shared?.toNative(),
-        sharedGateLogits: sharedGateLogits?.toNative(),
-        output: out.output.toNative(),
-      }),
-  ).output;
+  const fill = (output: Tensor): void =>
+    addon().combine(deviceIndex(device), {
+      expertOutput: expertOutput.toNative(),
+      topkWeights: topkWeights.toNative(),
+      sourceToPermuted: sourceToPermuted.toNative(),
+      shared: shared?.toNative(),
+      sharedGateLogits: sharedGateLogits?.toNative(),
+      output: output.toNative(),
+    });
+  return { tokens, hidden, dtype, device, fill };
 }

@@ -50,6 +50,42 @@ export interface RoutingResult {
  * correction bias and group-limited choice.
  */
 export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
+  const call = routingCall(logits, options);
+  const { tokens, experts, topK, device } = call;
+  return withOutputs(
+    () => ({
+      topkIds: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
+      topkWeights: Tensor.empty([tokens, topK], { dtype: 'float32', device }),
+      expertCounts: Tensor.empty([experts], { dtype: 'int32', device }),
+    }),
+    call.fill,
+  );
+}
+
+/**
+ * route() into tensors the caller made for exactly these results (a captured forward's persistent
+ * outputs, lib/layer/captured_forward.ts), so a graph writes them without a copy. Not public:
+ * its one caller makes the outputs itself, so they never overlap the inputs.
+ */
+export function routeInto(logits: Tensor, options: RoutingOptions, into: RoutingResult): void {
+  const call = routingCall(logits, options);
+  const { tokens, experts, topK, device } = call;
+  const op = 'route';
+  for (const [name, shape, dtype] of [
+    ['topkIds', [tokens, topK], 'int32'],
+    ['topkWeights', [tokens, topK], 'float32'],
+    ['expertCounts', [experts], 'int32'],
+  ] as const) {
+    const tensor = requireTensor(into[name], op, `into.${name}`);
+    requireShape(tensor, op, `into.${name}`, shape);
+    requireDType(tensor, op, `into.${name}`, [dtype]);
+    if (tensor.device !== device) throw new MoekitError('E_DEVICE', `${op}: into.${name} is on ${tensor.device} but logits is on ${device}`);
+  }
+  call.fill(into);
+}
+
+/** route()'s checked arguments, and the native call that fills a result with them. */
+function routingCall(logits: Tensor, options: RoutingOptions) {
   const op = 'route';
   const routing = requiredObject(options, `${op}: options`, ['topK']);
   requireTensor(logits, op, 'logits');
@@ -83,25 +119,19 @@ export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
     if (method !== 'sigmoid_group_topk') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: correctionBias applies to method 'sigmoid_group_topk' only`);
   }
   const device = logits.device;
-  return withOutputs(
-    () => ({
-      topkIds: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
-      topkWeights: Tensor.empty([tokens, topK], { dtype: 'float32', device }),
-      expertCounts: Tensor.empty([experts], { dtype: 'int32', device }),
-    }),
-    (out) =>
-      addon().routing(deviceIndex(device), {
-        logits: logits.toNative(),
-        correctionBias: correctionBias?.toNative(),
-        topkIds: out.topkIds.toNative(),
-        topkWeights: out.topkWeights.toNative(),
-        expertCounts: out.expertCounts.toNative(),
-        method: ROUTING_METHOD_CODES[method],
-        topK,
-        renormalize,
-        numGroups,
-        topkGroups,
-        scalingFactor,
-      }),
-  );
+  const fill = (out: RoutingResult): void =>
+    addon().routing(deviceIndex(device), {
+      logits: logits.toNative(),
+      correctionBias: correctionBias?.toNative(),
+      topkIds: out.topkIds.toNative(),
+      topkWeights: out.topkWeights.toNative(),
+      expertCounts: out.expertCounts.toNative(),
+      method: ROUTING_METHOD_CODES[method],
+      topK,
+      renormalize,
+      numGroups,
+      topkGroups,
+      scalingFactor,
+    });
+  return { tokens, experts, topK, device, fill };
 }

@@ -16,7 +16,11 @@
 //
 // Decode batches (at most FewPairs::kMaxPairs pairs and kMaxExperts local experts) do steps 1-3 in
 // one block instead (sortFewPairs): the four launches above cost more than the work at that size,
-// and in a CUDA-graph replay each node adds its own latency.
+// and in a CUDA-graph replay each node adds its own latency. The smallest of them (at most
+// SortGatherLaunch::kMaxPairs pairs, rows copied as they are) take one launch for all four steps
+// (sortAndGatherKernel): every block sorts the few pairs itself in shared memory, so it knows
+// every row's source without waiting for another block, block 0 writes the maps and offsets, and
+// each warp then copies one row.
 //
 // Expert ids outside [0, totalExperts) are dropped like remote experts' pairs, so every write stays
 // in bounds, and reported as a fault (faults.cuh) that poisons the op's outputs.
@@ -48,6 +52,11 @@ struct GatherLaunch {
   static constexpr int kRowsPerBlock = 8;  // one warp per row
   static constexpr int kThreads = kRowsPerBlock * kWarpSize;
   static constexpr int kUnitsInFlight = 4;  // copy units a lane loads before it stores them
+};
+struct SortGatherLaunch {
+  static constexpr int kThreads = 256;        // one thread per pair while sorting, one warp per row after
+  static constexpr int kMaxPairs = kThreads;  // a decode step of up to 32 tokens of top-8
+  static constexpr int kRowsPerBlock = kThreads / kWarpSize;
 };
 
 constexpr int32_t kDropped = -1;
@@ -166,40 +175,48 @@ struct FewPairs {
   static constexpr int kMaxExperts = 1024;
 };
 
-// Steps 1-3 for a decode batch, in one block with one thread per pair: a shared-memory histogram,
-// a scan into offsets (all E + 1 written, so no memset is needed), then the ranks. A pair's rank
-// is the number of earlier pairs of its expert: within a warp from __match_any_sync, across warps
-// from a per-expert running row that the warps advance one after another, so the order stays the
-// flat pair order (stable) as in the general path.
-__global__ void __launch_bounds__(FewPairs::kMaxPairs)
-sortFewPairsKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int32_t* offsets, int32_t* sourceToPermuted,
-                   int32_t* permutedToSource, FaultSink faults) {
-  __shared__ int counts[FewPairs::kMaxExperts];
-  __shared__ int nextRow[FewPairs::kMaxExperts];
-  __shared__ int warpTotals[kWarpSize];
-  for (int e = threadIdx.x; e < experts.count; e += blockDim.x) counts[e] = 0;
+// One block's shared memory for sortFewPairs.
+struct FewPairsScratch {
+  int counts[FewPairs::kMaxExperts];
+  int nextRow[FewPairs::kMaxExperts];
+  int warpTotals[kWarpSize];
+};
+
+// Steps 1-3 for a decode batch, by one block with one thread per pair (blockDim.x >= pairs): a
+// shared-memory histogram, a scan into offsets (all E + 1 written, so no memset is needed), then
+// the ranks. A pair's rank is the number of earlier pairs of its expert: within a warp from
+// __match_any_sync, across warps from a per-expert running row that the warps advance one after
+// another, so the order stays the flat pair order (stable) as in the general path.
+// permutedToSource is always written (global or shared memory); offsets and sourceToPermuted only
+// where given, and faults only when `reportsFaults` (a block that sorts for its own use passes null
+// and false).
+// Returns the used rows. Contains __syncthreads(): every thread of the block must call it.
+__device__ int sortFewPairs(const int32_t* ids, int32_t pairs, LocalExperts experts, FewPairsScratch& scratch,
+                            const FaultSink& faults, bool reportsFaults, int32_t* offsets, int32_t* sourceToPermuted,
+                            int32_t* permutedToSource) {
+  for (int e = threadIdx.x; e < experts.count; e += blockDim.x) scratch.counts[e] = 0;
   __syncthreads();
 
   const int pair = threadIdx.x;
-  if (pair < pairs) experts.checkId(ids[pair], pair, faults);
+  if (pair < pairs && reportsFaults) experts.checkId(ids[pair], pair, faults);
   const int32_t local = pair < pairs ? experts.localIndex(ids[pair]) : kDropped;
-  if (pair < pairs && local == kDropped) sourceToPermuted[pair] = kDropped;
-  if (local != kDropped) atomicAdd(counts + local, 1);
+  if (pair < pairs && local == kDropped && sourceToPermuted != nullptr) sourceToPermuted[pair] = kDropped;
+  if (local != kDropped) atomicAdd(scratch.counts + local, 1);
   __syncthreads();
 
   int carry = 0;
   for (int begin = 0; begin < experts.count; begin += blockDim.x) {
     const int e = begin + threadIdx.x;
-    const int count = e < experts.count ? counts[e] : 0;
+    const int count = e < experts.count ? scratch.counts[e] : 0;
     int chunkTotal;
-    const int inclusive = blockInclusiveScan(count, warpTotals, &chunkTotal);
+    const int inclusive = blockInclusiveScan(count, scratch.warpTotals, &chunkTotal);
     if (e < experts.count) {
-      offsets[e + 1] = carry + inclusive;
-      nextRow[e] = carry + inclusive - count;
+      if (offsets != nullptr) offsets[e + 1] = carry + inclusive;
+      scratch.nextRow[e] = carry + inclusive - count;
     }
     carry += chunkTotal;
   }
-  if (threadIdx.x == 0) offsets[0] = 0;
+  if (threadIdx.x == 0 && offsets != nullptr) offsets[0] = 0;
   __syncthreads();
 
   const int lane = threadIdx.x % kWarpSize;
@@ -208,29 +225,29 @@ sortFewPairsKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int3
   const unsigned lowerLanes = (1u << lane) - 1u;
   for (int turn = 0; turn < static_cast<int>(blockDim.x / kWarpSize); ++turn) {
     if (turn == warp && local != kDropped) {
-      const int row = nextRow[local] + __popc(peers & lowerLanes);
-      sourceToPermuted[pair] = row;
+      const int row = scratch.nextRow[local] + __popc(peers & lowerLanes);
+      if (sourceToPermuted != nullptr) sourceToPermuted[pair] = row;
       permutedToSource[row] = pair;
     }
     __syncwarp();
     // The lowest lane of each group of peers advances its expert past the group's rows.
-    if (turn == warp && local != kDropped && (peers & lowerLanes) == 0) nextRow[local] += __popc(peers);
+    if (turn == warp && local != kDropped && (peers & lowerLanes) == 0) scratch.nextRow[local] += __popc(peers);
     __syncthreads();
   }
+  return carry;
 }
 
-// permuted[row] = input[permutedToSource[row] / topK] for the used rows [0, *usedRows), copied in
-// units of `Unit` bytes.
+__global__ void __launch_bounds__(FewPairs::kMaxPairs)
+sortFewPairsKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int32_t* offsets, int32_t* sourceToPermuted,
+                   int32_t* permutedToSource, FaultSink faults) {
+  __shared__ FewPairsScratch scratch;
+  sortFewPairs(ids, pairs, experts, scratch, faults, true, offsets, sourceToPermuted, permutedToSource);
+}
+
+// destination[0, unitsPerRow) = source[0, unitsPerRow), by one warp: kUnitsInFlight loads per lane
+// before their stores, so a row is a few round trips, not one per unit.
 template <typename Unit>
-__global__ void gatherRowsKernel(const Unit* input, const int32_t* permutedToSource, const int32_t* usedRows,
-                                 int64_t topK, int64_t unitsPerRow, Unit* permuted) {
-  const int lane = threadIdx.x % kWarpSize;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * GatherLaunch::kRowsPerBlock + threadIdx.x / kWarpSize;
-  if (row >= *usedRows) return;
-  const int64_t token = permutedToSource[row] / topK;
-  const Unit* source = input + token * unitsPerRow;
-  Unit* destination = permuted + row * unitsPerRow;
-  // kUnitsInFlight loads per lane before their stores: a row is a few round trips, not one per unit.
+__device__ void copyRowByWarp(const Unit* source, Unit* destination, int64_t unitsPerRow, int lane) {
   for (int64_t base = lane; base < unitsPerRow; base += GatherLaunch::kUnitsInFlight * kWarpSize) {
     Unit values[GatherLaunch::kUnitsInFlight];
 #pragma unroll
@@ -244,6 +261,43 @@ __global__ void gatherRowsKernel(const Unit* input, const int32_t* permutedToSou
       if (i < unitsPerRow) destination[i] = values[u];
     }
   }
+}
+
+// Steps 1-4 for the smallest decode batches in one launch (pairs <= SortGatherLaunch::kMaxPairs):
+// each block sorts the pairs into its own shared memory (a few microseconds of redundant work that
+// spares a launch), block 0 also writes the maps, the offsets and the faults, then each warp of
+// the grid copies the used rows it owns: permuted[row] = input[permutedToSource[row] / topK].
+template <typename Unit>
+__global__ void __launch_bounds__(SortGatherLaunch::kThreads)
+sortAndGatherKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int64_t topK, const Unit* input,
+                    int64_t unitsPerRow, Unit* permuted, int32_t* offsets, int32_t* sourceToPermuted,
+                    int32_t* permutedToSource, FaultSink faults) {
+  __shared__ FewPairsScratch scratch;
+  __shared__ int32_t rowSource[SortGatherLaunch::kMaxPairs];
+  const bool writes = blockIdx.x == 0;
+  const int usedRows = sortFewPairs(ids, pairs, experts, scratch, faults, writes, writes ? offsets : nullptr,
+                                    writes ? sourceToPermuted : nullptr, rowSource);
+  if (writes) {
+    for (int row = threadIdx.x; row < usedRows; row += blockDim.x) permutedToSource[row] = rowSource[row];
+  }
+  const int lane = threadIdx.x % kWarpSize;
+  for (int row = blockIdx.x * SortGatherLaunch::kRowsPerBlock + threadIdx.x / kWarpSize; row < usedRows;
+       row += gridDim.x * SortGatherLaunch::kRowsPerBlock) {
+    const int64_t token = rowSource[row] / topK;
+    copyRowByWarp(input + token * unitsPerRow, permuted + row * unitsPerRow, unitsPerRow, lane);
+  }
+}
+
+// permuted[row] = input[permutedToSource[row] / topK] for the used rows [0, *usedRows), copied in
+// units of `Unit` bytes.
+template <typename Unit>
+__global__ void gatherRowsKernel(const Unit* input, const int32_t* permutedToSource, const int32_t* usedRows,
+                                 int64_t topK, int64_t unitsPerRow, Unit* permuted) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * GatherLaunch::kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (row >= *usedRows) return;
+  const int64_t token = permutedToSource[row] / topK;
+  copyRowByWarp(input + token * unitsPerRow, permuted + row * unitsPerRow, unitsPerRow, lane);
 }
 
 // As gatherRowsKernel, into FP8 rows [*usedRows, hidden] and their scales [*usedRows, ceil(hidden / 128)].
@@ -318,7 +372,22 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   auto* offsets = args.expertOffsets.as<int32_t>();
   auto* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
   auto* permutedToSource = args.permutedToSource.as<int32_t>();
+  const int64_t hidden = args.input.dim(1);
+  const size_t rowBytes = static_cast<size_t>(hidden) * dtypeSize(args.input.dtype);
 
+  const bool copiesRows = !args.inputScales.present() && args.permuted.dtype == args.input.dtype;
+  if (copiesRows && pairs > 0 && pairs <= SortGatherLaunch::kMaxPairs && experts <= FewPairs::kMaxExperts) {
+    const auto blocks = static_cast<unsigned>(ceilDiv(pairs, SortGatherLaunch::kRowsPerBlock));
+    dispatchCopyUnit(rowBytes, args.input.data, args.permuted.data, [&](auto unit) {
+      using Unit = decltype(unit);
+      sortAndGatherKernel<Unit><<<blocks, SortGatherLaunch::kThreads, 0, stream>>>(
+          ids, static_cast<int32_t>(pairs), local, topK, static_cast<const Unit*>(args.input.data),
+          static_cast<int64_t>(rowBytes / sizeof(Unit)), static_cast<Unit*>(args.permuted.data), offsets, sourceToPermuted,
+          permutedToSource, faults);
+      MOEKIT_CHECK_LAUNCH("sortAndGatherKernel");
+    });
+    return;
+  }
   if (pairs > 0 && pairs <= FewPairs::kMaxPairs && experts <= FewPairs::kMaxExperts) {
     const int threads = static_cast<int>(ceilDiv(pairs, kWarpSize)) * kWarpSize;
     sortFewPairsKernel<<<1, threads, 0, stream>>>(ids, static_cast<int32_t>(pairs), local, offsets, sourceToPermuted,
@@ -327,11 +396,8 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   } else {
     sortPairs(ids, pairs, local, offsets, sourceToPermuted, permutedToSource, faults, stream);
   }
-  if (pairs == 0 || experts == 0) return;
+  if (pairs == 0 || experts == 0 || rowBytes == 0) return;
 
-  const int64_t hidden = args.input.dim(1);
-  const size_t rowBytes = static_cast<size_t>(hidden) * dtypeSize(args.input.dtype);
-  if (rowBytes == 0) return;
   // Sized for every pair being local; blocks past offsets[E] return at once.
   const auto gatherBlocks = static_cast<unsigned>(ceilDiv(pairs, GatherLaunch::kRowsPerBlock));
   if (args.inputScales.present()) {

@@ -36,7 +36,7 @@ struct RoutingParams {
   const float* correctionBias;  // [experts] or nullptr
   int32_t* topkIds;             // [tokens, topK]
   float* topkWeights;           // [tokens, topK]
-  int32_t* expertCounts;        // [experts], zeroed before the kernel
+  int32_t* expertCounts;        // [experts]: zeroed before the kernel, or by it (zeroesCounts)
   int64_t tokens;
   int32_t experts;
   int32_t topK;
@@ -45,6 +45,9 @@ struct RoutingParams {
   RoutingMethod method;
   bool renormalize;
   float scalingFactor;
+  // A grid of one block (decode batches) zeroes the counts itself before counting: one graph node
+  // fewer than a memset ahead of it.
+  bool zeroesCounts;
 };
 
 // One warp's slice of shared memory: a row's scores and the values top-k ranks them by.
@@ -293,6 +296,10 @@ __global__ void routingKernel(RoutingParams p) {
   const int warpsPerBlock = blockDim.x / kWarpSize;
   const WarpScratch row = WarpScratch::at(sharedBytes, warp, p.experts, p.numGroups, p.topK);
   const auto* logits = static_cast<const typename Logit::Storage*>(p.logits);
+  if (p.zeroesCounts) {
+    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) p.expertCounts[e] = 0;
+    __syncthreads();  // the block's counting atomics come after every zero
+  }
 
   for (int64_t token = static_cast<int64_t>(blockIdx.x) * warpsPerBlock + warp; token < p.tokens;
        token += static_cast<int64_t>(gridDim.x) * warpsPerBlock) {
@@ -353,8 +360,10 @@ RoutingLaunch routingLaunch(const RoutingParams& p) {
 void routing(const RoutingArgs& args, cudaStream_t stream) {
   const int64_t tokens = args.logits.dim(0);
   const int32_t experts = static_cast<int32_t>(args.logits.dim(1));
-  MOEKIT_CUDA_CHECK(cudaMemsetAsync(args.expertCounts.data, 0, sizeof(int32_t) * experts, stream));
-  if (tokens == 0) return;
+  if (tokens == 0) {
+    MOEKIT_CUDA_CHECK(cudaMemsetAsync(args.expertCounts.data, 0, sizeof(int32_t) * experts, stream));
+    return;
+  }
 
   const bool useBias = args.method == RoutingMethod::SigmoidGroupTopK && args.correctionBias.present();
   // The group limit belongs to SigmoidGroupTopK only; other methods see a single group.
@@ -370,8 +379,13 @@ void routing(const RoutingArgs& args, cudaStream_t stream) {
                        args.topkGroups,
                        args.method,
                        args.renormalize,
-                       args.scalingFactor};
+                       args.scalingFactor,
+                       false};
   const RoutingLaunch launch = routingLaunch(params);
+  params.zeroesCounts = launch.blocks == 1;
+  if (!params.zeroesCounts) {
+    MOEKIT_CUDA_CHECK(cudaMemsetAsync(args.expertCounts.data, 0, sizeof(int32_t) * experts, stream));
+  }
   dispatchFloat(args.logits.dtype, "routing logits", [&](auto format) {
     using Logit = decltype(format);
     routingKernel<Logit><<<launch.blocks, launch.warpsPerBlock * kWarpSize, launch.sharedBytes, stream>>>(params);

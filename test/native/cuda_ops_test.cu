@@ -83,7 +83,8 @@ void testRouting(DType dtype, const RoutingCase& c) {
   Tensor bias = randomTensor(DType::Float32, {c.experts}, 8, 0.5f);
   Tensor ids[2] = {Tensor(DType::Int32, {c.tokens, c.topK}), Tensor(DType::Int32, {c.tokens, c.topK})};
   Tensor weights[2] = {Tensor(DType::Float32, {c.tokens, c.topK}), Tensor(DType::Float32, {c.tokens, c.topK})};
-  Tensor counts[2] = {Tensor(DType::Int32, {c.experts}), Tensor(DType::Int32, {c.experts})};
+  // Counts start as garbage: routing zeroes them itself (by a memset, or inside a one-block grid).
+  Tensor counts[2] = {sentinelTensor(DType::Int32, {c.experts}), sentinelTensor(DType::Int32, {c.experts})};
   for (int side = 0; side < 2; ++side) {
     const bool gpu = side == 1;
     RoutingArgs args;
@@ -731,6 +732,13 @@ void runOpTests() {
         {256, 32, 1024, 4, IdPattern::Distinct, 0, 1024},
         {256, 32, 1, 4, IdPattern::SameExpert, 0, 1},  // all 1024 pairs on one expert
         {4, 32, 2048, 8, IdPattern::Distinct, 0, 2048},  // too many experts for the one-block sort
+        // The smallest (up to 256 pairs, rows copied as they are) sort and gather in one launch.
+        {32, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 256 pairs, expert parallel: some dropped
+        {33, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 264 pairs: the one-block sort and a gather
+        {64, 40, 1, 4, IdPattern::SameExpert, 0, 1},    // 256 pairs on one expert
+        {3, 7, 5, 3, IdPattern::Distinct, 0, 5},        // odd rows: narrow copy units
+        {20, 64, 2048, 8, IdPattern::Distinct, 0, 2048},  // 160 pairs, too many experts for one block
+        {2, 64, 16, 8, IdPattern::Distinct, 8, 0},      // no local experts: every pair dropped
     };
     for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
 
