@@ -298,9 +298,9 @@ sortAndGatherKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int
   sortAndGather(ids, pairs, experts, topK, input, unitsPerRow, permuted, offsets, sourceToPermuted, permutedToSource, faults);
 }
 
-// routePermute's decode kernel: the first `routingWarps` warps of every block route the tokens
-// (routing_row.cuh, a warp per token) into the block's shared ids, block 0 into the op's outputs
-// (ids, weights, counts, which it zeroes first); then sortAndGather as above.
+// routePermute's decode kernel (up to a token per warp): the first `routingWarps` warps of every
+// block route the tokens (routing_row.cuh) into the block's shared ids, block 0 into the op's
+// outputs (ids, weights, counts, which it zeroes first); then sortAndGather as above.
 template <typename Logit, typename Unit>
 __global__ void __launch_bounds__(SortGatherLaunch::kThreads)
 routeSortAndGatherKernel(routing_row::RoutingParams routing, int routingWarps, LocalExperts experts, const Unit* input,
@@ -483,10 +483,12 @@ void routePermute(const RoutePermuteArgs& args, cudaStream_t stream) {
   const RoutingArgs routingArgs = args.routingPart();
   const PermuteArgs permuteArgs = args.permutePart();
   const routing_row::RoutingParams params = routing_row::paramsOf(routingArgs);
-  // A warp per token, at most one per warp of the block.
-  const int routingWarps = static_cast<int>(std::min<int64_t>(SortGatherLaunch::kThreads / kWarpSize, params.tokens));
+  // A warp per token, as the routing kernel gives them: a warp that routed two tokens one after the
+  // other would cost more than the launch it spares (bench/NOTES.md, v4).
+  const int routingWarps = static_cast<int>(params.tokens);
   const size_t routingScratch = routingWarps * routing_row::WarpScratch::bytes(params.experts, params.numGroups, params.topK);
-  if (!sortsAndGathersInOneLaunch(permuteArgs) || routingScratch > kRouteScratchBudgetBytes) {
+  if (!sortsAndGathersInOneLaunch(permuteArgs) || params.tokens > SortGatherLaunch::kThreads / kWarpSize ||
+      routingScratch > kRouteScratchBudgetBytes) {
     routing(routingArgs, stream);
     permute(permuteArgs, stream);
     return;

@@ -815,8 +815,9 @@ void runRoutingAndPermuteTests(DType dtype) {
   };
   for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
 
-  // Route and permute as one op: one kernel up to 256 pairs (and routing scratch of up to 32 KB:
-  // not 8 rows of 512 experts), routing then permute beyond.
+  // Route and permute as one op: one kernel up to 8 tokens and 256 pairs (and routing scratch of up
+  // to 32 KB: not 8 rows of 512 experts), routing then permute beyond. NaN logits only where no
+  // NaN is chosen (the weights stay finite).
   struct RoutePermuteCase {
     RoutingCase routing;
     int64_t hidden;
@@ -829,8 +830,9 @@ void runRoutingAndPermuteTests(DType dtype) {
       {{4, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false, true}, 72, 0, 256},
       {{32, 16, 8, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, false}, 64, 4, 8},
       {{33, 16, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 64, 0, 16},
-      {{2, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false, true}, 36, 0, 512},
-      {{16, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 36, 0, 512},
+      {{2, 512, 8, RoutingMethod::TopKSoftmax, true, 1, 1, 1.0f, false, false, true}, 36, 0, 512},
+      {{8, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 36, 0, 512},
+      {{9, 64, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 36, 0, 64},  // routing, then one launch
       {{3, 5, 3, RoutingMethod::SoftmaxTopK, false, 1, 1, 1.0f, false, true}, 7, 0, 5},
   };
   for (const RoutePermuteCase& c : routePermuteCases) testRoutePermute(dtype, c.routing, c.hidden, c.firstExpert, c.localExperts);
