@@ -52,24 +52,18 @@ export interface NativeQuantizedGemm {
   outputScales?: NativeTensor;
 }
 
-export interface NativeRoutingArgs {
-  logits: NativeTensor; correctionBias?: NativeTensor; topkIds: NativeTensor; topkWeights: NativeTensor;
-  expertCounts: NativeTensor; method: number; topK: number; renormalize: boolean; numGroups: number;
-  topkGroups: number; scalingFactor: number;
-}
-
-export interface NativePermuteArgs {
-  input: NativeTensor; inputScales?: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
-  expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; localExpertCount: number;
-  firstExpert?: number; totalExperts?: number;
-}
-
 /** Op argument objects: keys match the C++ structs in native/core/op_args.h. */
 export interface NativeOps {
-  routing(device: number, args: NativeRoutingArgs): void;
-  permute(device: number, args: NativePermuteArgs): void;
-  /** routing() then permute() of the ids it chose, as one op (one kernel for a decode step). */
-  routePermute(device: number, args: NativeRoutingArgs & NativePermuteArgs): void;
+  routing(device: number, args: {
+    logits: NativeTensor; correctionBias?: NativeTensor; topkIds: NativeTensor; topkWeights: NativeTensor;
+    expertCounts: NativeTensor; method: number; topK: number; renormalize: boolean; numGroups: number;
+    topkGroups: number; scalingFactor: number;
+  }): void;
+  permute(device: number, args: {
+    input: NativeTensor; inputScales?: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
+    expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; localExpertCount: number;
+    firstExpert?: number; totalExperts?: number;
+  }): void;
   groupedGemm(device: number, args: NativeQuantizedGemm & {
     input: NativeTensor; weights: NativeTensor; bias?: NativeTensor; expertOffsets: NativeTensor; output: NativeTensor;
     activation?: number; layout?: number; alpha?: number; limit?: number; maxRowsPerExpert?: number;

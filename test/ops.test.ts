@@ -3,7 +3,6 @@
 import { describe, expect, it } from 'vitest';
 
 import { activation, combine, groupedGemm, linear, MoekitError, permute, route, Tensor } from '../lib/index';
-import { routeAndPermute } from '../lib/ops/route_permute';
 import { expectThrows } from './helpers/errors';
 import { relativeError } from './helpers/fixtures';
 import {
@@ -232,39 +231,6 @@ describe('Expert Parallel permutation', () => {
       for (const tensor of Object.values(local)) tensor.dispose();
     }
     expect(relativeError(sum, expectedSum)).toBeLessThan(1e-6);
-  });
-});
-
-describe('routeAndPermute (the layer\'s routing and permute as one op)', () => {
-  it('gives exactly route() then permute(), with expert parallel and FP8 rows too', async () => {
-    const tokens = 9;
-    using logits = Tensor.fromArray(randomArray(tokens * EXPERTS, 30), [tokens, EXPERTS]);
-    using input = Tensor.fromArray(randomArray(tokens * HIDDEN, 31), [tokens, HIDDEN]);
-    const options = { topK: TOP_K, renormalize: true, scalingFactor: 1.5 };
-    for (const permuteOptions of [null, { localExperts: { first: 1, count: EXPERTS - 2 } }, { quantize: 'fp8' as const }]) {
-      const fused = routeAndPermute(logits, options, input, EXPERTS, permuteOptions);
-      const routed = route(logits, options);
-      const sorted = permute(input, routed.topkIds, EXPERTS, permuteOptions);
-      const tensors = (result: object) => Object.entries(result).flatMap(([name, value]) =>
-        value instanceof Tensor ? [[name, value] as const] : Object.entries(value as object).map(([part, tensor]) => [`${name}.${part}`, tensor as Tensor] as const));
-      const expected = new Map(tensors({ ...routed, ...sorted }));
-      const got = tensors({ ...fused.routed, ...fused.sorted });
-      expect(got.map(([name]) => name).sort()).toEqual([...expected.keys()].sort());
-      const used = (await sorted.expertOffsets.toArray()).at(-1)!;
-      for (const [name, tensor] of got) {
-        // Rows past the used ones are left as they were.
-        const rows = name.startsWith('permuted') ? used * (tensor.shape[1] ?? 1) : tensor.numel;
-        expect(Array.from(await tensor.toArray()).slice(0, rows), name).toEqual(Array.from(await expected.get(name)!.toArray()).slice(0, rows));
-      }
-      for (const [, tensor] of [...got, ...expected]) tensor.dispose();
-    }
-  });
-
-  it('checks its arguments as route and permute do, naming the op', () => {
-    using logits = Tensor.fromArray(randomArray(3 * EXPERTS, 32), [3, EXPERTS]);
-    using input = Tensor.fromArray(randomArray(4 * HIDDEN, 33), [4, HIDDEN]);
-    expectThrows(() => routeAndPermute(logits, { topK: TOP_K }, input, EXPERTS), 'E_SHAPE', /permute: topkIds must have shape \[4, \*\]/);
-    expectThrows(() => routeAndPermute(logits, { topK: EXPERTS + 1 }, input, EXPERTS), 'E_INVALID_ARGUMENT', /route: topK/);
   });
 });
 

@@ -6,13 +6,12 @@ import { activation } from '../ops/activation';
 import { combine, combineInto } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { ExpertSlotTable } from '../ops/expert_slots';
-import { permute, type PermuteResult } from '../ops/permute';
+import { permute } from '../ops/permute';
 import {
   Fp8Rows, isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
   scaleShape, WEIGHT_FORMATS, type ExpertQuantization, type GroupSize, type Quantization, type QuantizedParts,
 } from '../ops/quantized';
 import { route, routeInto, type RoutingResult } from '../ops/routing';
-import { routeAndPermute } from '../ops/route_permute';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
 import { optionalOptions, requiredObject } from '../options';
 import { Made, type Disposable } from '../made';
@@ -337,9 +336,30 @@ export class MoELayer {
         logits = keep(this.routerLogits(input));
         mark('router');
       }
-      const separateStages = profiler !== undefined && profiler !== null;
-      const { routed, sorted } = this.#routeAndSort(weights, logits, input, keep, mark, separateStages, into);
+      const { config } = this;
+      const routingOptions = { ...config.routing, correctionBias: weights.correctionBias };
+      let routed: RoutingResult;
+      if (into) {
+        const { topkIds, topkWeights, expertCounts } = into;
+        routed = { topkIds, topkWeights, expertCounts };
+        routeInto(logits, routingOptions, routed);
+      } else {
+        routed = route(logits, routingOptions);
+      }
+      mark('routing');
       try {
+        const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
+        // With a placement, pairs go to slots (one replica of their expert each); the routing
+        // results (topkIds, expertCounts) stay in experts, for statistics and the balancer.
+        const slotTable = this.#slotTable;
+        const ids = slotTable ? keep(slotTable.map(routed.topkIds)) : routed.topkIds;
+        // FP8 experts (W8A8): permute quantizes the rows as it gathers them, and the first GEMM
+        // quantizes its activated output, so each GEMM reads FP8 rows with their scales, exactly
+        // as if it quantized its own input.
+        const fp8 = config.quantization === 'fp8';
+        const sorted = permute(input, ids, slotTable?.slots ?? config.numExperts, { localExperts, ...(fp8 && { quantize: 'fp8' as const }) });
+        for (const made of Object.values(sorted)) keep(made);
+        mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens.
         const expertOutput = this.#runExperts(weights, sorted.permuted, sorted.expertOffsets, input.shape[0]!, keep, mark);
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
@@ -366,51 +386,6 @@ export class MoELayer {
     } finally {
       // Freed in stream order: the queued work that reads them finishes first.
       temporaries.disposeAll();
-    }
-  }
-
-  /**
-   * Routing, then the rows sorted by expert. As two ops where something comes between them (a
-   * slot table sends the pairs to replicas) or each is timed (`separateStages`: a profiler), else
-   * as one (routeAndPermute: one kernel for a decode step). The sorted tensors are kept as
-   * temporaries; the routing results are the caller's (into's, where given).
-   */
-  #routeAndSort(weights: LayerWeights, logits: Tensor, input: Tensor, keep: <T extends Disposable>(made: T) => T,
-    mark: (stage: ForwardStage) => void, separateStages: boolean, into?: CapturedOutputs): { routed: RoutingResult; sorted: PermuteResult<Tensor | Fp8Rows> } {
-    const { config } = this;
-    const routingOptions = { ...config.routing, correctionBias: weights.correctionBias };
-    const localExperts = this.shard?.experts ?? { first: 0, count: config.numExperts };
-    // FP8 experts (W8A8): permute quantizes the rows as it gathers them, and the first GEMM
-    // quantizes its activated output, so each GEMM reads FP8 rows with their scales, exactly as if
-    // it quantized its own input.
-    const permuteOptions = { localExperts, ...(config.quantization === 'fp8' && { quantize: 'fp8' as const }) };
-    const routedInto = into && { topkIds: into.topkIds, topkWeights: into.topkWeights, expertCounts: into.expertCounts };
-    const slotTable = this.#slotTable;
-    if (!slotTable && !separateStages) {
-      const fused = routeAndPermute(logits, routingOptions, input, config.numExperts, permuteOptions, routedInto);
-      for (const made of Object.values(fused.sorted)) keep(made);
-      return fused;
-    }
-    let routed: RoutingResult;
-    if (routedInto) {
-      routeInto(logits, routingOptions, routedInto);
-      routed = routedInto;
-    } else {
-      routed = route(logits, routingOptions);
-    }
-    mark('routing');
-    try {
-      // With a placement, pairs go to slots (one replica of their expert each); the routing
-      // results (topkIds, expertCounts) stay in experts, for statistics and the balancer.
-      const ids = slotTable ? keep(slotTable.map(routed.topkIds)) : routed.topkIds;
-      const sorted = permute(input, ids, slotTable?.slots ?? config.numExperts, permuteOptions);
-      for (const made of Object.values(sorted)) keep(made);
-      mark('permute');
-      return { routed, sorted };
-    } catch (error) {
-      // The caller's outputs (into) stay the caller's.
-      if (!into) for (const tensor of Object.values(routed)) tensor.dispose();
-      throw error;
     }
   }
 

@@ -1,6 +1,6 @@
 import { deviceIndex } from '../device';
 import { describeValue, MoekitError } from '../errors';
-import { addon, type NativePermuteArgs } from '../native';
+import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
 import { fp8Blocks, Fp8Rows, requireRows, type Quantization } from './quantized';
@@ -40,19 +40,6 @@ export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: nu
 export function permute(input: Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Fp8Rows>;
 export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows>;
 export function permute(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null): PermuteResult<Tensor | Fp8Rows> {
-  const call = permuteCall(input, topkIds, numExperts, options);
-  return call.result(withOutputs(call.outputs, (out) => addon().permute(deviceIndex(call.device), call.nativeArgs(out))));
-}
-
-/** The tensors a permute call writes. */
-export type PermuteOutputs = Omit<PermuteResult, 'permuted'> & { permuted: Tensor; permutedScales?: Tensor };
-
-/**
- * permute()'s checked arguments: the outputs to make, the native arguments for them, and the
- * result they make up. `topkIds` may be a routing call's output that is still to be written
- * (routeAndPermute): only its shape, dtype and device are checked.
- */
-export function permuteCall(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts: number, options?: PermuteOptions | null) {
   const op = 'permute';
   requireRows(input, op);
   const fp8Input = input instanceof Fp8Rows;
@@ -75,29 +62,28 @@ export function permuteCall(input: Tensor | Fp8Rows, topkIds: Tensor, numExperts
   const device = requireSameDevice(op, { input: rows, topkIds });
   const pairs = tokens * topK;
   const fp8Output = fp8Input || quantize !== undefined;
-  const outputs = (): PermuteOutputs => ({
-    permuted: Tensor.empty([pairs, hidden], { dtype: fp8Output ? 'float8_e4m3' : rows.dtype, device }),
-    ...(fp8Output && { permutedScales: Tensor.empty([pairs, fp8Blocks(hidden)], { dtype: 'float32', device }) }),
-    expertOffsets: Tensor.empty([local.count + 1], { dtype: 'int32', device }),
-    sourceToPermuted: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
-    permutedToSource: Tensor.empty([pairs], { dtype: 'int32', device }),
-  });
-  const nativeArgs = (out: PermuteOutputs): NativePermuteArgs => ({
-    input: rows.toNative(),
-    inputScales: fp8Input ? input.scales.toNative() : undefined,
-    topkIds: topkIds.toNative(),
-    permuted: out.permuted.toNative(),
-    permutedScales: out.permutedScales?.toNative(),
-    expertOffsets: out.expertOffsets.toNative(),
-    sourceToPermuted: out.sourceToPermuted.toNative(),
-    permutedToSource: out.permutedToSource.toNative(),
-    localExpertCount: local.count,
-    firstExpert: local.first,
-    totalExperts: numExperts,
-  });
-  const result = ({ permuted, permutedScales, ...maps }: PermuteOutputs): PermuteResult<Tensor | Fp8Rows> => ({
-    permuted: permutedScales ? new Fp8Rows({ data: permuted, scales: permutedScales }) : permuted,
-    ...maps,
-  });
-  return { device, outputs, nativeArgs, result };
+  const { permuted, permutedScales, ...maps } = withOutputs(
+    () => ({
+      permuted: Tensor.empty([pairs, hidden], { dtype: fp8Output ? 'float8_e4m3' : rows.dtype, device }),
+      ...(fp8Output && { permutedScales: Tensor.empty([pairs, fp8Blocks(hidden)], { dtype: 'float32', device }) }),
+      expertOffsets: Tensor.empty([local.count + 1], { dtype: 'int32', device }),
+      sourceToPermuted: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
+      permutedToSource: Tensor.empty([pairs], { dtype: 'int32', device }),
+    }),
+    (out) =>
+      addon().permute(deviceIndex(device), {
+        input: rows.toNative(),
+        inputScales: fp8Input ? input.scales.toNative() : undefined,
+        topkIds: topkIds.toNative(),
+        permuted: out.permuted.toNative(),
+        permutedScales: out.permutedScales?.toNative(),
+        expertOffsets: out.expertOffsets.toNative(),
+        sourceToPermuted: out.sourceToPermuted.toNative(),
+        permutedToSource: out.permutedToSource.toNative(),
+        localExpertCount: local.count,
+        firstExpert: local.first,
+        totalExperts: numExperts,
+      }),
+  );
+  return { permuted: permutedScales ? new Fp8Rows({ data: permuted, scales: permutedScales }) : permuted, ...maps };
 }

@@ -1,6 +1,6 @@
-import { deviceIndex, type Device } from '../device';
+import { deviceIndex } from '../device';
 import { describeValue, MoekitError } from '../errors';
-import { addon, type NativeRoutingArgs } from '../native';
+import { addon } from '../native';
 import { requiredObject } from '../options';
 import { Tensor } from '../tensor';
 import { ROUTING_METHOD_CODES, type RoutingMethod } from '../vocabulary';
@@ -51,17 +51,15 @@ export interface RoutingResult {
  */
 export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
   const call = routingCall(logits, options);
-  return withOutputs(() => ({ ...emptyRoutingResult(call) }), call.fill);
-}
-
-/** Uninitialized tensors for a routing call's results. */
-export function emptyRoutingResult(call: { tokens: number; experts: number; topK: number; device: Device }): RoutingResult {
   const { tokens, experts, topK, device } = call;
-  return {
-    topkIds: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
-    topkWeights: Tensor.empty([tokens, topK], { dtype: 'float32', device }),
-    expertCounts: Tensor.empty([experts], { dtype: 'int32', device }),
-  };
+  return withOutputs(
+    () => ({
+      topkIds: Tensor.empty([tokens, topK], { dtype: 'int32', device }),
+      topkWeights: Tensor.empty([tokens, topK], { dtype: 'float32', device }),
+      expertCounts: Tensor.empty([experts], { dtype: 'int32', device }),
+    }),
+    call.fill,
+  );
 }
 
 /**
@@ -71,12 +69,6 @@ export function emptyRoutingResult(call: { tokens: number; experts: number; topK
  */
 export function routeInto(logits: Tensor, options: RoutingOptions, into: RoutingResult): void {
   const call = routingCall(logits, options);
-  requireRoutingResult(call, into);
-  call.fill(into);
-}
-
-/** Checks that `into` holds tensors of a routing call's result shapes, dtypes and device. */
-export function requireRoutingResult(call: { tokens: number; experts: number; topK: number; device: Device }, into: RoutingResult): void {
   const { tokens, experts, topK, device } = call;
   const op = 'route';
   for (const [name, shape, dtype] of [
@@ -89,10 +81,11 @@ export function requireRoutingResult(call: { tokens: number; experts: number; to
     requireDType(tensor, op, `into.${name}`, [dtype]);
     if (tensor.device !== device) throw new MoekitError('E_DEVICE', `${op}: into.${name} is on ${tensor.device} but logits is on ${device}`);
   }
+  call.fill(into);
 }
 
-/** route()'s checked arguments: the native arguments for given outputs, and the call that fills them. */
-export function routingCall(logits: Tensor, options: RoutingOptions) {
+/** route()'s checked arguments, and the native call that fills a result with them. */
+function routingCall(logits: Tensor, options: RoutingOptions) {
   const op = 'route';
   const routing = requiredObject(options, `${op}: options`, ['topK']);
   requireTensor(logits, op, 'logits');
@@ -126,19 +119,19 @@ export function routingCall(logits: Tensor, options: RoutingOptions) {
     if (method !== 'sigmoid_group_topk') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: correctionBias applies to method 'sigmoid_group_topk' only`);
   }
   const device = logits.device;
-  const nativeArgs = (out: RoutingResult): NativeRoutingArgs => ({
-    logits: logits.toNative(),
-    correctionBias: correctionBias?.toNative(),
-    topkIds: out.topkIds.toNative(),
-    topkWeights: out.topkWeights.toNative(),
-    expertCounts: out.expertCounts.toNative(),
-    method: ROUTING_METHOD_CODES[method],
-    topK,
-    renormalize,
-    numGroups,
-    topkGroups,
-    scalingFactor,
-  });
-  const fill = (out: RoutingResult): void => addon().routing(deviceIndex(device), nativeArgs(out));
-  return { tokens, experts, topK, device, nativeArgs, fill };
+  const fill = (out: RoutingResult): void =>
+    addon().routing(deviceIndex(device), {
+      logits: logits.toNative(),
+      correctionBias: correctionBias?.toNative(),
+      topkIds: out.topkIds.toNative(),
+      topkWeights: out.topkWeights.toNative(),
+      expertCounts: out.expertCounts.toNative(),
+      method: ROUTING_METHOD_CODES[method],
+      topK,
+      renormalize,
+      numGroups,
+      topkGroups,
+      scalingFactor,
+    });
+  return { tokens, experts, topK, device, fill };
 }

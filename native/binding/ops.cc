@@ -101,8 +101,8 @@ void checkGemmOutput(const OpArgs& in, WeightFormat format, const TensorView& in
 
 // ---- Ops ------------------------------------------------------------------------------------
 
-// A routing call's arguments, checked (the keys of lib/native.ts's routing()).
-RoutingArgs readRoutingArgs(OpArgs& in) {
+void Routing(const Napi::CallbackInfo& info) {
+  OpArgs in(info, "routing");
   RoutingArgs args;
   args.logits = in.tensor("logits");
   args.correctionBias = in.optionalTensor("correctionBias");
@@ -139,22 +139,15 @@ RoutingArgs readRoutingArgs(OpArgs& in) {
     in.expectShape(args.correctionBias, "correctionBias", {experts});
     in.expectDType(args.correctionBias, "correctionBias", DType::Float32);
   }
-  return args;
-}
-
-void Routing(const Napi::CallbackInfo& info) {
-  OpArgs in(info, "routing");
-  RoutingArgs args = readRoutingArgs(in);
   in.enqueueOp(args, &Device::routing);
 }
 
-// A permute call's arguments, checked (the keys of lib/native.ts's permute()); `chosenIds`, where
-// given, stands for topkIds (routePermute's, which the op writes before it reads them).
-PermuteArgs readPermuteArgs(OpArgs& in, const TensorView* chosenIds = nullptr) {
+void Permute(const Napi::CallbackInfo& info) {
+  OpArgs in(info, "permute");
   PermuteArgs args;
   args.input = in.tensor("input");
   args.inputScales = in.optionalTensor("inputScales");
-  args.topkIds = chosenIds != nullptr ? *chosenIds : in.tensor("topkIds");
+  args.topkIds = in.tensor("topkIds");
   args.permuted = in.output("permuted");
   args.permutedScales = in.optionalOutput("permutedScales");
   args.expertOffsets = in.output("expertOffsets");
@@ -194,26 +187,7 @@ PermuteArgs readPermuteArgs(OpArgs& in, const TensorView* chosenIds = nullptr) {
   in.expectDType(args.sourceToPermuted, "sourceToPermuted", DType::Int32);
   in.expectShape(args.permutedToSource, "permutedToSource", {pairs});
   in.expectDType(args.permutedToSource, "permutedToSource", DType::Int32);
-  return args;
-}
-
-void Permute(const Napi::CallbackInfo& info) {
-  OpArgs in(info, "permute");
-  PermuteArgs args = readPermuteArgs(in);
-  // Rows past the used ones are left as they were.
   in.enqueueOp(args, &Device::permute, false);
-}
-
-// Routing and permute in one call: the keys of both (topkIds is routing's output, which permute
-// then reads).
-void RoutePermute(const Napi::CallbackInfo& info) {
-  OpArgs in(info, "routePermute");
-  RoutePermuteArgs args;
-  args.routing = readRoutingArgs(in);
-  args.permute = readPermuteArgs(in, &args.routing.topkIds);
-  in.expect(args.permute.input.dim(0) == args.routing.logits.dim(0), "input and logits must have the same number of tokens");
-  in.expect(args.permute.totalExperts == args.routing.logits.dim(1), "totalExperts must be the number of logits columns");
-  in.enqueueOp(args, &Device::routePermute, false);
 }
 
 void GroupedGemm(const Napi::CallbackInfo& info) {
@@ -434,7 +408,6 @@ void ExpertSlots(const Napi::CallbackInfo& info) {
 void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("routing", Napi::Function::New<Routing>(env, "routing"));
   exports.Set("permute", Napi::Function::New<Permute>(env, "permute"));
-  exports.Set("routePermute", Napi::Function::New<RoutePermute>(env, "routePermute"));
   exports.Set("groupedGemm", Napi::Function::New<GroupedGemm>(env, "groupedGemm"));
   exports.Set("linear", Napi::Function::New<Linear>(env, "linear"));
   exports.Set("activation", Napi::Function::New<Activation>(env, "activation"));

@@ -103,7 +103,6 @@ class Device {
   // Each op's args.ticket is larger than that of every op enqueued on this device before it.
   virtual void routing(const RoutingArgs& args) = 0;
   virtual void permute(const PermuteArgs& args) = 0;
-  virtual void routePermute(const RoutePermuteArgs& args) = 0;
   virtual void groupedGemm(const GroupedGemmArgs& args) = 0;
   virtual void linear(const LinearArgs& args) = 0;
   virtual void activation(const ActivationArgs& args) = 0;

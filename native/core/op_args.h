@@ -115,28 +115,6 @@ struct PermuteArgs : OpIdentity {
   int32_t totalExperts = 0;     // all experts; ids outside [0, totalExperts) are an error
 };
 
-// ---- 2a. Route and permute ------------------------------------------------------------------
-// routing() then permute() of the ids it chose, as one op: exactly their two results (the same
-// bytes), so a backend may run them as one kernel where that is faster (a decode step: one launch
-// fewer in a CUDA-graph replay). permute.topkIds is routing.topkIds (the same tensor); the
-// identity below is both parts' (theirs are not used).
-struct RoutePermuteArgs : OpIdentity {
-  RoutingArgs routing;
-  PermuteArgs permute;
-
-  // The parts with this op's identity, for backends that run them one after the other.
-  RoutingArgs routingPart() const {
-    RoutingArgs part = routing;
-    static_cast<OpIdentity&>(part) = *this;
-    return part;
-  }
-  PermuteArgs permutePart() const {
-    PermuteArgs part = permute;
-    static_cast<OpIdentity&>(part) = *this;
-    return part;
-  }
-};
-
 // ---- 2b. Expert slots (balanced Expert Parallel) -----------------------------------------------
 // A layer whose experts are placed on slots with replicas of the busy ones (lib/parallel/
 // placement.ts) sends each (token t, slot j) pair to one replica of its expert e = topkIds[t, j],

@@ -226,7 +226,6 @@ class CpuDevice final : public Device {
   // freed by release(), which is queued behind the op.
   void routing(const RoutingArgs& args) override { pushOp(args, cpu::routing); }
   void permute(const PermuteArgs& args) override { pushOp(args, cpu::permute); }
-  void routePermute(const RoutePermuteArgs& args) override { pushOp(args, cpu::routePermute); }
   void groupedGemm(const GroupedGemmArgs& args) override { pushOp(args, cpu::groupedGemm); }
   void linear(const LinearArgs& args) override { pushOp(args, cpu::linear); }
   void activation(const ActivationArgs& args) override { pushOp(args, cpu::activation); }

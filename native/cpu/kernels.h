@@ -9,8 +9,6 @@ namespace moekit::cpu {
 
 void routing(const RoutingArgs& args);
 void permute(const PermuteArgs& args);
-// routing() then permute(): the reference needs nothing more.
-void routePermute(const RoutePermuteArgs& args);
 void groupedGemm(const GroupedGemmArgs& args);
 void linear(const LinearArgs& args);
 void activation(const ActivationArgs& args);

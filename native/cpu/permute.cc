@@ -112,9 +112,4 @@ void permute(const PermuteArgs& args) {
   }
 }
 
-void routePermute(const RoutePermuteArgs& args) {
-  routing(args.routingPart());
-  permute(args.permutePart());
-}
-
 }  // namespace moekit::cpu

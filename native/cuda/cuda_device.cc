@@ -633,7 +633,6 @@ class CudaDeviceImpl final : public CudaDevice {
   // mark the record as worth reading at the next idle marker.
   void routing(const RoutingArgs& args) override { run(args, false, moekit::cuda::routing); }
   void permute(const PermuteArgs& args) override { run(args, true, moekit::cuda::permute); }
-  void routePermute(const RoutePermuteArgs& args) override { run(args, true, moekit::cuda::routePermute); }
   void groupedGemm(const GroupedGemmArgs& args) override { run(args, true, moekit::cuda::groupedGemm); }
   void linear(const LinearArgs& args) override { run(args, false, moekit::cuda::linear); }
   void activation(const ActivationArgs& args) override { run(args, false, moekit::cuda::activation); }

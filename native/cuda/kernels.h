@@ -11,8 +11,6 @@ namespace moekit::cuda {
 
 void routing(const RoutingArgs& args, cudaStream_t stream);
 void permute(const PermuteArgs& args, cudaStream_t stream);
-// One kernel for a decode step (permute.cu says when), else routing() then permute().
-void routePermute(const RoutePermuteArgs& args, cudaStream_t stream);
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream);
 void linear(const LinearArgs& args, cudaStream_t stream);
 void activation(const ActivationArgs& args, cudaStream_t stream);

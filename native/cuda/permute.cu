@@ -24,7 +24,6 @@
 //
 // Expert ids outside [0, totalExperts) are dropped like remote experts' pairs, so every write stays
 // in bounds, and reported as a fault (faults.cuh) that poisons the op's outputs.
-#include <algorithm>
 #include <cstdint>
 
 #include "alignment.h"
@@ -34,7 +33,6 @@
 #include "float_access.cuh"
 #include "kernels.h"
 #include "quantize.cuh"
-#include "routing_row.cuh"
 
 namespace moekit::cuda {
 namespace {
@@ -265,15 +263,15 @@ __device__ void copyRowByWarp(const Unit* source, Unit* destination, int64_t uni
   }
 }
 
-// Steps 1-4 for the smallest decode batches (pairs <= SortGatherLaunch::kMaxPairs), by every block
-// of the grid: each sorts the pairs into its own shared memory (a few microseconds of redundant
-// work that spares a launch), block 0 also writes the maps, the offsets and the faults, then each
-// warp of the grid copies the used rows it owns: permuted[row] = input[permutedToSource[row] / topK].
-// Contains __syncthreads(): every thread of the block must call it.
+// Steps 1-4 for the smallest decode batches in one launch (pairs <= SortGatherLaunch::kMaxPairs):
+// each block sorts the pairs into its own shared memory (a few microseconds of redundant work that
+// spares a launch), block 0 also writes the maps, the offsets and the faults, then each warp of
+// the grid copies the used rows it owns: permuted[row] = input[permutedToSource[row] / topK].
 template <typename Unit>
-__device__ void sortAndGather(const int32_t* ids, int32_t pairs, LocalExperts experts, int64_t topK, const Unit* input,
-                              int64_t unitsPerRow, Unit* permuted, int32_t* offsets, int32_t* sourceToPermuted,
-                              int32_t* permutedToSource, const FaultSink& faults) {
+__global__ void __launch_bounds__(SortGatherLaunch::kThreads)
+sortAndGatherKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int64_t topK, const Unit* input,
+                    int64_t unitsPerRow, Unit* permuted, int32_t* offsets, int32_t* sourceToPermuted,
+                    int32_t* permutedToSource, FaultSink faults) {
   __shared__ FewPairsScratch scratch;
   __shared__ int32_t rowSource[SortGatherLaunch::kMaxPairs];
   const bool writes = blockIdx.x == 0;
@@ -288,47 +286,6 @@ __device__ void sortAndGather(const int32_t* ids, int32_t pairs, LocalExperts ex
     const int64_t token = rowSource[row] / topK;
     copyRowByWarp(input + token * unitsPerRow, permuted + row * unitsPerRow, unitsPerRow, lane);
   }
-}
-
-template <typename Unit>
-__global__ void __launch_bounds__(SortGatherLaunch::kThreads)
-sortAndGatherKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int64_t topK, const Unit* input,
-                    int64_t unitsPerRow, Unit* permuted, int32_t* offsets, int32_t* sourceToPermuted,
-                    int32_t* permutedToSource, FaultSink faults) {
-  sortAndGather(ids, pairs, experts, topK, input, unitsPerRow, permuted, offsets, sourceToPermuted, permutedToSource, faults);
-}
-
-// routePermute's decode kernel (up to a token per warp): the first `routingWarps` warps of every
-// block route the tokens (routing_row.cuh) into the block's shared ids, block 0 into the op's
-// outputs (ids, weights, counts, which it zeroes first); then sortAndGather as above.
-template <typename Logit, typename Unit>
-__global__ void __launch_bounds__(SortGatherLaunch::kThreads)
-routeSortAndGatherKernel(routing_row::RoutingParams routing, int routingWarps, LocalExperts experts, const Unit* input,
-                         int64_t unitsPerRow, Unit* permuted, int32_t* offsets, int32_t* sourceToPermuted,
-                         int32_t* permutedToSource, FaultSink faults) {
-  extern __shared__ __align__(16) unsigned char routingScratch[];
-  __shared__ int32_t blockIds[SortGatherLaunch::kMaxPairs];
-  const bool writes = blockIdx.x == 0;
-  if (writes) {
-    for (int e = threadIdx.x; e < routing.experts; e += blockDim.x) routing.expertCounts[e] = 0;
-  }
-  __syncthreads();  // the counting atomics come after every zero
-  // Block 0 routes into the outputs and sorts from them (its own writes, visible after the barrier).
-  int32_t* ids = writes ? routing.topkIds : blockIds;
-  const int warp = threadIdx.x / kWarpSize;
-  if (warp < routingWarps) {
-    const routing_row::WarpScratch row =
-        routing_row::WarpScratch::at(routingScratch, warp, routing.experts, routing.numGroups, routing.topK);
-    for (int64_t token = warp; token < routing.tokens; token += routingWarps) {
-      routing_row::routeRow<Logit>(routing, row, token, threadIdx.x % kWarpSize, ids + token * routing.topK,
-                                   writes ? routing.topkWeights + token * routing.topK : nullptr,
-                                   writes ? routing.expertCounts : nullptr);
-    }
-  }
-  __syncthreads();
-  const auto pairs = static_cast<int32_t>(routing.tokens * routing.topK);
-  sortAndGather(ids, pairs, experts, routing.topK, input, unitsPerRow, permuted, offsets, sourceToPermuted,
-                permutedToSource, faults);
 }
 
 // permuted[row] = input[permutedToSource[row] / topK] for the used rows [0, *usedRows), copied in
@@ -402,18 +359,6 @@ void sortPairs(const int32_t* ids, int64_t pairs, LocalExperts local, int32_t* o
   MOEKIT_CHECK_LAUNCH("rankAndScatterKernel");
 }
 
-// Whether sortAndGather takes the call in one launch: few pairs, few local experts, rows copied as
-// they are (not quantized, no scales).
-bool sortsAndGathersInOneLaunch(const PermuteArgs& args) {
-  const int64_t pairs = args.input.dim(0) * args.topkIds.dim(1);
-  const bool copiesRows = !args.inputScales.present() && args.permuted.dtype == args.input.dtype;
-  return copiesRows && pairs > 0 && pairs <= SortGatherLaunch::kMaxPairs && args.localExpertCount <= FewPairs::kMaxExperts;
-}
-
-// Routing scratch routeSortAndGatherKernel may take beside sortAndGather's static shared memory
-// (about 10 KB), within the 48 KB a block gets without opting in to more.
-constexpr size_t kRouteScratchBudgetBytes = 32 * 1024;
-
 }  // namespace
 
 void permute(const PermuteArgs& args, cudaStream_t stream) {
@@ -430,7 +375,8 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   const int64_t hidden = args.input.dim(1);
   const size_t rowBytes = static_cast<size_t>(hidden) * dtypeSize(args.input.dtype);
 
-  if (sortsAndGathersInOneLaunch(args)) {
+  const bool copiesRows = !args.inputScales.present() && args.permuted.dtype == args.input.dtype;
+  if (copiesRows && pairs > 0 && pairs <= SortGatherLaunch::kMaxPairs && experts <= FewPairs::kMaxExperts) {
     const auto blocks = static_cast<unsigned>(ceilDiv(pairs, SortGatherLaunch::kRowsPerBlock));
     dispatchCopyUnit(rowBytes, args.input.data, args.permuted.data, [&](auto unit) {
       using Unit = decltype(unit);
@@ -476,38 +422,6 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
     return;
   }
   gatherRows(args.input.data, args.permuted.data, rowBytes, permutedToSource, offsets + experts, topK, gatherBlocks, stream);
-}
-
-
-void routePermute(const RoutePermuteArgs& args, cudaStream_t stream) {
-  const RoutingArgs routingArgs = args.routingPart();
-  const PermuteArgs permuteArgs = args.permutePart();
-  const routing_row::RoutingParams params = routing_row::paramsOf(routingArgs);
-  // A warp per token, as the routing kernel gives them: a warp that routed two tokens one after the
-  // other would cost more than the launch it spares (bench/NOTES.md, v4).
-  const int routingWarps = static_cast<int>(params.tokens);
-  const size_t routingScratch = routingWarps * routing_row::WarpScratch::bytes(params.experts, params.numGroups, params.topK);
-  if (!sortsAndGathersInOneLaunch(permuteArgs) || params.tokens > SortGatherLaunch::kThreads / kWarpSize ||
-      routingScratch > kRouteScratchBudgetBytes) {
-    routing(routingArgs, stream);
-    permute(permuteArgs, stream);
-    return;
-  }
-  const LocalExperts local{permuteArgs.firstExpert, permuteArgs.localExpertCount, permuteArgs.totalExperts};
-  const size_t rowBytes = static_cast<size_t>(permuteArgs.input.dim(1)) * dtypeSize(permuteArgs.input.dtype);
-  const auto blocks = static_cast<unsigned>(ceilDiv(params.tokens * params.topK, SortGatherLaunch::kRowsPerBlock));
-  dispatchFloat(routingArgs.logits.dtype, "routing logits", [&](auto format) {
-    using Logit = decltype(format);
-    dispatchCopyUnit(rowBytes, permuteArgs.input.data, permuteArgs.permuted.data, [&](auto unit) {
-      using Unit = decltype(unit);
-      routeSortAndGatherKernel<Logit, Unit><<<blocks, SortGatherLaunch::kThreads, routingScratch, stream>>>(
-          params, routingWarps, local, static_cast<const Unit*>(permuteArgs.input.data),
-          static_cast<int64_t>(rowBytes / sizeof(Unit)), static_cast<Unit*>(permuteArgs.permuted.data),
-          permuteArgs.expertOffsets.as<int32_t>(), permuteArgs.sourceToPermuted.as<int32_t>(),
-          permuteArgs.permutedToSource.as<int32_t>(), FaultSink::of(args));
-      MOEKIT_CHECK_LAUNCH("routeSortAndGatherKernel");
-    });
-  });
 }
 
 }  // namespace moekit::cuda

@@ -2,7 +2,6 @@
 import { describe, expect, it } from 'vitest';
 
 import { activation, combine, groupedGemm, linear, permute, route, Tensor, type FloatDType } from '../../lib/index';
-import { routeAndPermute } from '../../lib/ops/route_permute';
 import { relativeError } from '../helpers/fixtures';
 import { GPU, HAS_GPU } from './gpu';
 
@@ -90,50 +89,6 @@ describe.skipIf(!HAS_GPU)('CUDA ops match the CPU backend', () => {
             const out = await onBoth([x, ids, w13, w2], (x, i, a, b) => layer(x!, i!, a!, b!, kind));
             expect(relativeError(out.gpu, out.cpu)).toBeLessThanOrEqual(TOLERANCE[dtype]);
           }
-        });
-      }
-
-      // routeAndPermute (one kernel for up to 8 tokens and 256 pairs): sizes on both sides of those
-      // bounds and of the routing scratch it takes (8 rows of 512 experts do not fit), expert
-      // parallel, groups.
-      for (const [tokens, hidden, experts, topK, method, local] of [
-        [1, 100, 8, 2, 'softmax_topk', null],
-        [7, 2048, 128, 8, 'softmax_topk', null],
-        [32, 64, 16, 8, 'topk_softmax', { first: 4, count: 8 }],
-        [33, 64, 16, 8, 'softmax_topk', null],
-        [4, 72, 256, 8, 'sigmoid_group_topk', null],
-        [2, 36, 512, 8, 'softmax_topk', null],
-        [8, 36, 512, 8, 'softmax_topk', null],
-      ] as const) {
-        it(`routeAndPermute T=${tokens} H=${hidden} E=${experts} K=${topK} ${method}${local ? ' local [4, 12)' : ''}`, async () => {
-          const logits = Tensor.random([tokens, experts], { seed: 11 + tokens, scale: 4 });
-          const bias = Tensor.random([experts], { seed: 12, scale: 0.5 });
-          const x = Tensor.random([tokens, hidden], { dtype, seed: 13 });
-          const grouped = method === 'sigmoid_group_topk';
-          const run = (logits: Tensor, bias: Tensor, x: Tensor) => {
-            const options = { topK, method, renormalize: true, numGroups: grouped ? 8 : 1, topkGroups: grouped ? 4 : 1, scalingFactor: 2.5, correctionBias: grouped ? bias : undefined };
-            const { routed, sorted } = routeAndPermute(logits, options, x, experts, local ? { localExperts: local } : null);
-            return { ...routed, ...sorted, permuted: sorted.permuted as Tensor };
-          };
-          const cpu = run(logits, bias, x);
-          const onGpu = [logits, bias, x].map((tensor) => tensor.to(GPU));
-          const gpu = run(onGpu[0]!, onGpu[1]!, onGpu[2]!);
-          for (const name of ['topkIds', 'expertCounts', 'expertOffsets', 'sourceToPermuted'] as const) {
-            expect(Array.from(await values(gpu[name])), name).toEqual(Array.from(await values(cpu[name])));
-          }
-          expect(relativeError(await values(gpu.topkWeights), await values(cpu.topkWeights))).toBeLessThanOrEqual(1e-6);
-          // Rows past the used ones are left as they were: only the used ones are compared.
-          const used = (await values(cpu.expertOffsets)).at(-1)!;
-          expect(used).toBeGreaterThan(0);
-          expect(Array.from(await values(gpu.permutedToSource)).slice(0, used)).toEqual(Array.from(await values(cpu.permutedToSource)).slice(0, used));
-          expect(Array.from(await values(gpu.permuted)).slice(0, used * hidden)).toEqual(Array.from(await values(cpu.permuted)).slice(0, used * hidden));
-          // And the same as the two ops on the GPU.
-          const options = { topK, method, renormalize: true, numGroups: grouped ? 8 : 1, topkGroups: grouped ? 4 : 1, scalingFactor: 2.5, correctionBias: grouped ? onGpu[1] : undefined };
-          const routed = route(onGpu[0]!, options);
-          const sorted = permute(onGpu[2]!, routed.topkIds, experts, local ? { localExperts: local } : null);
-          expect(Array.from(await values(gpu.permuted)).slice(0, used * hidden)).toEqual(Array.from(await values(sorted.permuted)).slice(0, used * hidden));
-          expect(Array.from(await values(gpu.sourceToPermuted))).toEqual(Array.from(await values(sorted.sourceToPermuted)));
-          for (const tensor of [...onGpu, ...Object.values(cpu), ...Object.values(gpu), ...Object.values(routed), ...Object.values(sorted)]) tensor.dispose();
         });
       }
 

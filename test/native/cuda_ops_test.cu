@@ -16,7 +16,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -158,77 +157,6 @@ void testPermute(DType dtype, const PermuteCase& c) {
   expectSameBytes("permute.srcToPerm", dtype, what, toPermuted[1].fromDevice(), toPermuted[0]);
   expectSameBytes("permute.permToSrc", dtype, what, toSource[1].fromDevice(), toSource[0]);
   expectSameBytes("permute.rows", dtype, what, permuted[1].fromDevice(), permuted[0]);
-}
-
-// ---- Route and permute (one op) ------------------------------------------------------------------
-// The GPU's routePermute (one kernel for a decode step, else routing then permute) against the CPU's
-// routing then permute. Every output starts as garbage; rows past the used ones are compared too
-// (both sides leave them as the sentinel).
-void testRoutePermute(DType dtype, const RoutingCase& c, int64_t hidden, int32_t firstExpert, int32_t localExperts) {
-  const int64_t pairs = c.tokens * c.topK;
-  Tensor logits = randomTensor(dtype, {c.tokens, c.experts}, 17 + c.tokens, 4.0f);
-  if (c.ties) {
-    for (int64_t i = 0; i < logits.numel(); ++i) logits.set(i, std::round(logits.get(i) * 2.0f) / 2.0f);
-  }
-  if (c.specials) {
-    for (int64_t i = 0; i < logits.numel(); ++i) {
-      if (i % 7 == 3) logits.set(i, NAN);
-      if (i % 5 == 1) logits.set(i, -0.0f);
-    }
-  }
-  Tensor bias = randomTensor(DType::Float32, {c.experts}, 18, 0.5f);
-  Tensor input = randomTensor(dtype, {c.tokens, hidden}, 19, 1.0f);
-  const auto twoOf = [](DType type, std::vector<int64_t> shape) {
-    return std::array<Tensor, 2>{sentinelTensor(type, shape), sentinelTensor(type, shape)};
-  };
-  auto ids = twoOf(DType::Int32, {c.tokens, c.topK});
-  auto weights = twoOf(DType::Float32, {c.tokens, c.topK});
-  auto counts = twoOf(DType::Int32, {c.experts});
-  auto permuted = twoOf(dtype, {pairs, hidden});
-  auto offsets = twoOf(DType::Int32, {localExperts + 1});
-  auto toPermuted = twoOf(DType::Int32, {c.tokens, c.topK});
-  auto toSource = twoOf(DType::Int32, {pairs});
-  for (int side = 0; side < 2; ++side) {
-    const bool gpu = side == 1;
-    const auto view = [&](Tensor& t) { return gpu ? t.deviceView() : t.hostView(); };
-    RoutePermuteArgs args;
-    args.routing.logits = view(logits);
-    if (c.bias) args.routing.correctionBias = view(bias);
-    args.routing.topkIds = view(ids[side]);
-    args.routing.topkWeights = view(weights[side]);
-    args.routing.expertCounts = view(counts[side]);
-    args.routing.method = c.method;
-    args.routing.topK = c.topK;
-    args.routing.renormalize = c.renormalize;
-    args.routing.numGroups = c.numGroups;
-    args.routing.topkGroups = c.topkGroups;
-    args.routing.scalingFactor = c.scaling;
-    args.permute.input = view(input);
-    args.permute.topkIds = args.routing.topkIds;
-    args.permute.permuted = view(permuted[side]);
-    args.permute.expertOffsets = view(offsets[side]);
-    args.permute.sourceToPermuted = view(toPermuted[side]);
-    args.permute.permutedToSource = view(toSource[side]);
-    args.permute.localExpertCount = localExperts;
-    args.permute.firstExpert = firstExpert;
-    args.permute.totalExperts = c.experts;
-    if (gpu) {
-      cuda::routePermute(args, gStream);
-    } else {
-      cpu::routePermute(args);
-    }
-  }
-  const std::string what = describe("%s T=%lld E=%d K=%d G=%d/%d H=%lld local [%d, %d)%s", methodName(c.method),
-                                    static_cast<long long>(c.tokens), c.experts, c.topK, c.numGroups, c.topkGroups,
-                                    static_cast<long long>(hidden), firstExpert, firstExpert + localExperts,
-                                    c.specials ? " NaN/-0" : "");
-  expectSameBytes("routePermute.ids", dtype, what, ids[1].fromDevice(), ids[0]);
-  expectSameBytes("routePermute.counts", dtype, what, counts[1].fromDevice(), counts[0]);
-  expectClose("routePermute.weights", dtype, what, weights[1].fromDevice(), weights[0], 1e-6);
-  expectSameBytes("routePermute.offsets", dtype, what, offsets[1].fromDevice(), offsets[0]);
-  expectSameBytes("routePermute.srcToPerm", dtype, what, toPermuted[1].fromDevice(), toPermuted[0]);
-  expectSameBytes("routePermute.permToSrc", dtype, what, toSource[1].fromDevice(), toSource[0]);
-  expectSameBytes("routePermute.rows", dtype, what, permuted[1].fromDevice(), permuted[0]);
 }
 
 // ---- Grouped GEMM and linear ---------------------------------------------------------------------
@@ -765,83 +693,54 @@ void checkMixtralSized(DType dtype, int64_t tokens) {
 }
 
 // ---- The suite ---------------------------------------------------------------------------------
-// Routing, permute and the two as one op, in one dtype (--routing runs only these: a quick target
-// for the sanitizers).
-void runRoutingAndPermuteTests(DType dtype) {
-  const int64_t bigTokens = gQuick ? 300 : 20000;
-  // Routing
-  const RoutingCase routingCases[] = {
-      {1, 8, 2, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
-      {257, 64, 8, RoutingMethod::SoftmaxTopK, false, 1, 1, 1.0f, false, false},
-      {bigTokens, 128, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
-      {257, 64, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, true},
-      {33, 32, 32, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
-      {257, 16, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, false},
-      {257, 60, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true},
-      {bigTokens, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false},
-      {257, 64, 6, RoutingMethod::SigmoidGroupTopK, false, 1, 1, 1.0f, true, false},
-      {257, 64, 4, RoutingMethod::SigmoidGroupTopK, true, 4, 2, 2.5f, true, true},
-      {5, 8, 2, RoutingMethod::SigmoidGroupTopK, true, 4, 1, 1.0f, false, false},  // K = the eligible experts
-      {100, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
-      // NaN below every number, -0 tied with +0 (weights stay finite: no NaN is ever chosen).
-      {257, 64, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true, true},
-      {257, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false, true},
-      {33, 200, 6, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true, true},
-  };
-  for (const RoutingCase& c : routingCases) testRouting(dtype, c);
-
-  // Permute
-  const PermuteCase permuteCases[] = {
-      {1, 100, 8, 2, IdPattern::Distinct, 0, 8},
-      {257, 64, 16, 4, IdPattern::Distinct, 0, 16},
-      {bigTokens, 36, 256, 8, IdPattern::Distinct, 0, 256},
-      {300, 7, 5, 3, IdPattern::Distinct, 0, 5},
-      {100, 50, 6, 4, IdPattern::SameExpert, 0, 6},
-      {257, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel: pairs of other ranks dropped
-      {0, 64, 8, 2, IdPattern::Distinct, 0, 8},     // no tokens
-      // Decode batches take the one-block sort (up to 1024 pairs and 1024 local experts).
-      {16, 2048, 128, 8, IdPattern::Distinct, 0, 128},
-      {200, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel, one block
-      {256, 32, 1024, 4, IdPattern::Distinct, 0, 1024},
-      {256, 32, 1, 4, IdPattern::SameExpert, 0, 1},  // all 1024 pairs on one expert
-      {4, 32, 2048, 8, IdPattern::Distinct, 0, 2048},  // too many experts for the one-block sort
-      // The smallest (up to 256 pairs, rows copied as they are) sort and gather in one launch.
-      {32, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 256 pairs, expert parallel: some dropped
-      {33, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 264 pairs: the one-block sort and a gather
-      {64, 40, 1, 4, IdPattern::SameExpert, 0, 1},    // 256 pairs on one expert
-      {3, 7, 5, 3, IdPattern::Distinct, 0, 5},        // odd rows: narrow copy units
-      {20, 64, 2048, 8, IdPattern::Distinct, 0, 2048},  // 160 pairs, too many experts for one block
-      {2, 64, 16, 8, IdPattern::Distinct, 8, 0},      // no local experts: every pair dropped
-  };
-  for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
-
-  // Route and permute as one op: one kernel up to 8 tokens and 256 pairs (and routing scratch of up
-  // to 32 KB: not 8 rows of 512 experts), routing then permute beyond. NaN logits only where no
-  // NaN is chosen (the weights stay finite).
-  struct RoutePermuteCase {
-    RoutingCase routing;
-    int64_t hidden;
-    int32_t firstExpert;
-    int32_t localExperts;
-  };
-  const RoutePermuteCase routePermuteCases[] = {
-      {{1, 128, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 2048, 0, 128},
-      {{5, 8, 2, RoutingMethod::SigmoidGroupTopK, true, 4, 1, 1.0f, false, false}, 100, 0, 8},
-      {{4, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false, true}, 72, 0, 256},
-      {{32, 16, 8, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, false}, 64, 4, 8},
-      {{33, 16, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 64, 0, 16},
-      {{2, 512, 8, RoutingMethod::TopKSoftmax, true, 1, 1, 1.0f, false, false, true}, 36, 0, 512},
-      {{8, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 36, 0, 512},
-      {{9, 64, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false}, 36, 0, 64},  // routing, then one launch
-      {{3, 5, 3, RoutingMethod::SoftmaxTopK, false, 1, 1, 1.0f, false, true}, 7, 0, 5},
-  };
-  for (const RoutePermuteCase& c : routePermuteCases) testRoutePermute(dtype, c.routing, c.hidden, c.firstExpert, c.localExperts);
-}
-
 void runOpTests() {
   const int64_t bigTokens = gQuick ? 300 : 20000;
   for (DType dtype : kFloatDTypes) {
-    runRoutingAndPermuteTests(dtype);
+    // Routing
+    const RoutingCase routingCases[] = {
+        {1, 8, 2, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        {257, 64, 8, RoutingMethod::SoftmaxTopK, false, 1, 1, 1.0f, false, false},
+        {bigTokens, 128, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        {257, 64, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, true},
+        {33, 32, 32, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        {257, 16, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, false},
+        {257, 60, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true},
+        {bigTokens, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false},
+        {257, 64, 6, RoutingMethod::SigmoidGroupTopK, false, 1, 1, 1.0f, true, false},
+        {257, 64, 4, RoutingMethod::SigmoidGroupTopK, true, 4, 2, 2.5f, true, true},
+        {5, 8, 2, RoutingMethod::SigmoidGroupTopK, true, 4, 1, 1.0f, false, false},  // K = the eligible experts
+        {100, 512, 8, RoutingMethod::SoftmaxTopK, true, 1, 1, 1.0f, false, false},
+        // NaN below every number, -0 tied with +0 (weights stay finite: no NaN is ever chosen).
+        {257, 64, 4, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true, true},
+        {257, 256, 8, RoutingMethod::SigmoidGroupTopK, true, 8, 4, 2.5f, true, false, true},
+        {33, 200, 6, RoutingMethod::TopKSoftmax, false, 1, 1, 1.0f, false, true, true},
+    };
+    for (const RoutingCase& c : routingCases) testRouting(dtype, c);
+
+    // Permute
+    const PermuteCase permuteCases[] = {
+        {1, 100, 8, 2, IdPattern::Distinct, 0, 8},
+        {257, 64, 16, 4, IdPattern::Distinct, 0, 16},
+        {bigTokens, 36, 256, 8, IdPattern::Distinct, 0, 256},
+        {300, 7, 5, 3, IdPattern::Distinct, 0, 5},
+        {100, 50, 6, 4, IdPattern::SameExpert, 0, 6},
+        {257, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel: pairs of other ranks dropped
+        {0, 64, 8, 2, IdPattern::Distinct, 0, 8},     // no tokens
+        // Decode batches take the one-block sort (up to 1024 pairs and 1024 local experts).
+        {16, 2048, 128, 8, IdPattern::Distinct, 0, 128},
+        {200, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel, one block
+        {256, 32, 1024, 4, IdPattern::Distinct, 0, 1024},
+        {256, 32, 1, 4, IdPattern::SameExpert, 0, 1},  // all 1024 pairs on one expert
+        {4, 32, 2048, 8, IdPattern::Distinct, 0, 2048},  // too many experts for the one-block sort
+        // The smallest (up to 256 pairs, rows copied as they are) sort and gather in one launch.
+        {32, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 256 pairs, expert parallel: some dropped
+        {33, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 264 pairs: the one-block sort and a gather
+        {64, 40, 1, 4, IdPattern::SameExpert, 0, 1},    // 256 pairs on one expert
+        {3, 7, 5, 3, IdPattern::Distinct, 0, 5},        // odd rows: narrow copy units
+        {20, 64, 2048, 8, IdPattern::Distinct, 0, 2048},  // 160 pairs, too many experts for one block
+        {2, 64, 16, 8, IdPattern::Distinct, 8, 0},      // no local experts: every pair dropped
+    };
+    for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
 
     // Grouped GEMM and linear, output float32 and the input dtype.
     const GemmCase gemmCases[] = {
@@ -978,9 +877,7 @@ void runOpTests() {
 int main(int argc, char** argv) {
   bool fp8Only = false;
   bool wqOnly = false;
-  bool routingOnly = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--routing") == 0) routingOnly = true;
     if (std::strcmp(argv[i], "--quick") == 0) gQuick = true;
     if (std::strcmp(argv[i], "--fp8") == 0) fp8Only = true;
     if (std::strcmp(argv[i], "--wq") == 0) wqOnly = true;
@@ -999,10 +896,7 @@ int main(int argc, char** argv) {
   try {
     CUDA_OK(cudaSetDevice(0));
     CUDA_OK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
-    if (routingOnly) {
-      for (DType dtype : kFloatDTypes) runRoutingAndPermuteTests(dtype);
-      fp8Only = true;  // nothing else below
-    } else if (wqOnly) {
+    if (wqOnly) {
       runWeightOnlyTests();
       fp8Only = true;  // nothing else below
     } else {

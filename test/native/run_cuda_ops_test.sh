@@ -6,7 +6,6 @@
 #                                                 in the environment forces a grouped GEMM family)
 #   test/native/run_cuda_ops_test.sh --fp8        build, run only the FP8 tests
 #   test/native/run_cuda_ops_test.sh --wq         build, run only the weight-only tests
-#   test/native/run_cuda_ops_test.sh --routing    build, run only routing, permute and the two as one op
 #   test/native/run_cuda_ops_test.sh --sanitize   also run it (--quick) under compute-sanitizer
 #                                                 memcheck and racecheck
 #   test/native/run_cuda_ops_test.sh --build-only
@@ -28,7 +27,6 @@ for argument in "$@"; do
     --build-only) BUILD_ONLY=1 ;;
     --fp8) HARNESS_ARGS+=(--fp8) ;;
     --wq) HARNESS_ARGS+=(--wq) ;;
-    --routing) HARNESS_ARGS+=(--routing) ;;
     *) echo "unknown option $argument" >&2; exit 2 ;;
   esac
 done
