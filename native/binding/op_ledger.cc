@@ -135,7 +135,7 @@ void OpLedger::recordLaunch(const GraphHistory& graph) {
   entry.capturedLast = graph.lastTicket;
   std::vector<VersionRef> sources;
   for (const LineageRef& read : graph.reads) sources.push_back(read->current_);
-  // A replay rewrites everything it writes: a captured forward's outputs are whole copies.
+  // A replay rewrites everything it writes: a captured forward's routing and combine write its outputs whole.
   write(sources, OpAccess{{}, graph.writes, true}, entry);
   entries_.push_back(std::move(entry));
 }
