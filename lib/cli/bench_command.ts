@@ -50,7 +50,7 @@ const names = (presets: readonly BenchPreset[]): string => presets.map((preset) 
 const BENCH_USAGE = `usage: moekit bench [--preset NAME[,NAME...]] [--shape E,K,H,I[,S] ...] [--routing METHOD] [--activation KIND]
                    [--tokens LIST] [--device cpu|cuda:N] [--dtype float32|bfloat16|float16]
                    [--quantize fp8|int8|int4] [--group-size N|channel] [--json FILE] [--html FILE]
-                   [--warmup N] [--runs N] [--compare TORCH_JSON [--from MOEKIT_JSON]] [--quiet]
+                   [--warmup N] [--runs N] [--graph-tokens N] [--compare TORCH_JSON [--from MOEKIT_JSON]] [--quiet]
        moekit launch --nproc N moekit bench --parallel [--moe-tp N] [--moe-ep M] [options above]
 
 Times MoE layer forwards with random weights in the shapes of real models, or of your own. Before
@@ -88,6 +88,9 @@ time.
   --quiet     no progress bar (it is drawn on stderr only when stderr is a terminal)
   --warmup    untimed runs first (default ${CPU_DEFAULTS.warmup} on the CPU, ${CUDA_DEFAULTS.warmup} on CUDA)
   --runs      timed runs; the median is reported (default ${CPU_DEFAULTS.runs} on the CPU, ${CUDA_DEFAULTS.runs} on CUDA)
+  --graph-tokens  on CUDA, also time forwards of up to N tokens as CUDA-graph replays (layer.capture:
+              one launch, no host gaps between kernels; default ${CUDA_DEFAULTS.graphMaxTokens}, 0: never); the
+              graph ms column, and the better of the two in --compare and --against
   --compare   then print a Markdown table of moekit next to torch._grouped_mm from the JSON of
               bench/torch_baseline.py (same presets, --shape and --routing, and token counts)
   --from      with --compare or --against: take moekit's rows from an earlier --json file instead
@@ -110,7 +113,8 @@ time.
 cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
 
 const BENCH_OPTION_NAMES = [
-  'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'compare', 'from', 'against', 'moe-tp', 'moe-ep', 'dispatch',
+  'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'graph-tokens', 'compare', 'from',
+  'against', 'moe-tp', 'moe-ep', 'dispatch',
 ] as const;
 const BENCH_FLAG_NAMES = ['parallel', 'quiet'] as const;
 const BENCH_REPEATABLE_NAMES = ['shape'] as const;
@@ -216,6 +220,14 @@ function chooseDevice(given: string | undefined): { device: Device; reason: stri
   return { device: 'cuda:0', reason: `no --device; ${count} CUDA device${count === 1 ? '' : 's'} found, using the first` };
 }
 
+/** --graph-tokens: CUDA only, and not under --parallel (the all-reduce is not captured). */
+function graphTokensOption(given: string | undefined, device: Device, parallel: ParallelOptions | undefined, defaults: BenchDefaults): Pick<BenchDefaults, 'graphMaxTokens'> {
+  if (given === undefined) return defaults.graphMaxTokens === undefined ? {} : { graphMaxTokens: defaults.graphMaxTokens };
+  if (parallel) throw new UsageError('--graph-tokens does not go with --parallel (the all-reduce is not captured into graphs)');
+  if (device === 'cpu') throw new UsageError('--graph-tokens needs a CUDA device: CUDA graphs time the replays');
+  return { graphMaxTokens: integerOption(given, 'graph-tokens', 0) };
+}
+
 function benchPlan(commandLine: BenchCommandLine): BenchPlan {
   const { options, positionals } = commandLine;
   expectPositionals(positionals, []);
@@ -237,7 +249,7 @@ function benchPlan(commandLine: BenchCommandLine): BenchPlan {
     groupSize,
     warmup: options.warmup === undefined ? defaults.warmup : integerOption(options.warmup, 'warmup', 0),
     runs: options.runs === undefined ? defaults.runs : integerOption(options.runs, 'runs', 1),
-    ...(defaults.graphMaxTokens !== undefined && { graphMaxTokens: defaults.graphMaxTokens }),
+    ...graphTokensOption(options['graph-tokens'], device, parallel, defaults),
     deviceReason: reason,
     json: options.json,
     html: options.html,
