@@ -3,6 +3,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { activation, combine, groupedGemm, linear, MoekitError, permute, route, Tensor } from '../lib/index';
+import { combineInto } from '../lib/ops/combine';
+import { routeInto } from '../lib/ops/routing';
 import { expectThrows } from './helpers/errors';
 import { relativeError } from './helpers/fixtures';
 import {
@@ -231,6 +233,35 @@ describe('Expert Parallel permutation', () => {
       for (const tensor of Object.values(local)) tensor.dispose();
     }
     expect(relativeError(sum, expectedSum)).toBeLessThan(1e-6);
+  });
+});
+
+describe('routeInto and combineInto (a captured forward\'s outputs, written in place)', () => {
+  it('write what route and combine return into the given tensors, and check them', async () => {
+    const tokens = 9;
+    using logits = Tensor.fromArray(randomArray(tokens * EXPERTS, 40), [tokens, EXPERTS]);
+    const options = { topK: TOP_K, renormalize: true, scalingFactor: 1.5 };
+    const routed = route(logits, options);
+    using topkIds = Tensor.empty([tokens, TOP_K], { dtype: 'int32' });
+    using topkWeights = Tensor.empty([tokens, TOP_K]);
+    using expertCounts = Tensor.empty([EXPERTS], { dtype: 'int32' });
+    routeInto(logits, options, { topkIds, topkWeights, expertCounts });
+    expect(Array.from(await topkIds.toArray())).toEqual(Array.from(await routed.topkIds.toArray()));
+    expect(Array.from(await topkWeights.toArray())).toEqual(Array.from(await routed.topkWeights.toArray()));
+    expect(Array.from(await expertCounts.toArray())).toEqual(Array.from(await routed.expertCounts.toArray()));
+
+    using rows = Tensor.fromArray(randomArray(tokens * TOP_K * HIDDEN, 41), [tokens * TOP_K, HIDDEN]);
+    using map = Tensor.fromArray(referencePermute(randomArray(tokens * HIDDEN, 42), HIDDEN, idsFor(tokens), TOP_K, EXPERTS).sourceToPermuted, [tokens, TOP_K]);
+    using expected = combine(rows, routed.topkWeights, map);
+    using output = Tensor.empty([tokens, HIDDEN]);
+    combineInto(rows, routed.topkWeights, map, null, output);
+    expect(Array.from(await output.toArray())).toEqual(Array.from(await expected.toArray()));
+
+    using wrongShape = Tensor.empty([tokens, TOP_K + 1], { dtype: 'int32' });
+    expectThrows(() => routeInto(logits, options, { topkIds: wrongShape, topkWeights, expertCounts }), 'E_SHAPE', /route: into\.topkIds must have shape \[9, 2\]/);
+    using wrongDtype = Tensor.empty([tokens, HIDDEN], { dtype: 'bfloat16' });
+    expectThrows(() => combineInto(rows, routed.topkWeights, map, null, wrongDtype), 'E_DTYPE', /combine: into must be float32/);
+    for (const tensor of Object.values(routed)) tensor.dispose();
   });
 });
 
