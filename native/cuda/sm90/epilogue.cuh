@@ -222,10 +222,10 @@ __device__ void packTile(const Problem& p, const Tile& tile, int consumer, const
   for (int j = 0; j < Pending::kChunks; ++j) {
     const int32_t column = pending.firstColumn + j * kChunkColumns;
     const bool inside = column < p.outputCols;  // the bias has no entry past the output's width
+    const GatedBias bias = inside ? gatedBiasAt(p, tile.expert, column, upOffset) : GatedBias{};
 #pragma unroll
     for (int h = 0; h < kRowHalves; ++h) {
-      float2 outputs = make_float2(0.0f, 0.0f);
-      if (inside) outputs = activateHalves<blockN>(p, kind, acc, j, h, gatedBiasAt(p, tile.expert, column, upOffset));
+      const float2 outputs = inside ? activateHalves<blockN>(p, kind, acc, j, h, bias) : make_float2(0.0f, 0.0f);
       pending.words[j * kRowHalves + h] = packPair<Element>(outputs.x, outputs.y);
     }
   }
