@@ -1,10 +1,9 @@
 import { deviceIndex } from '../device';
 import { parseFloatDType, type FloatDType } from '../dtype';
-import { MoekitError } from '../errors';
 import { addon } from '../native';
 import { optionalOptions } from '../options';
 import { Tensor } from '../tensor';
-import { requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
+import { requireDType, requireFloat, requireOutput, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
 export interface CombineOptions {
   /** [T, H] added to every token's output: the shared expert's output. */
@@ -33,11 +32,7 @@ export function combine(expertOutput: Tensor, topkWeights: Tensor, sourceToPermu
 export function combineInto(expertOutput: Tensor, topkWeights: Tensor, sourceToPermuted: Tensor, options: CombineOptions | null | undefined, into: Tensor): void {
   const call = combineCall(expertOutput, topkWeights, sourceToPermuted, options);
   const { tokens, hidden, dtype, device } = call;
-  const op = 'combine';
-  requireTensor(into, op, 'into');
-  requireShape(into, op, 'into', [tokens, hidden]);
-  requireDType(into, op, 'into', [dtype]);
-  if (into.device !== device) throw new MoekitError('E_DEVICE', `${op}: into is on ${into.device} but expertOutput is on ${device}`);
+  requireOutput(into, 'combine', 'into', [tokens, hidden], dtype, device);
   call.fill(into);
 }
 

@@ -4,7 +4,7 @@ import { addon } from '../native';
 import { requiredObject } from '../options';
 import { Tensor } from '../tensor';
 import { ROUTING_METHOD_CODES, type RoutingMethod } from '../vocabulary';
-import { MAX_EXPERTS, requireDType, requireFloat, requireFloat32, requireInteger, requireShape, requireTensor, withOutputs } from './validate';
+import { MAX_EXPERTS, requireDType, requireFloat, requireFloat32, requireInteger, requireOutput, requireShape, requireTensor, withOutputs } from './validate';
 
 export interface RoutingConfig {
   method: RoutingMethod;
@@ -70,17 +70,9 @@ export function route(logits: Tensor, options: RoutingOptions): RoutingResult {
 export function routeInto(logits: Tensor, options: RoutingOptions, into: RoutingResult): void {
   const call = routingCall(logits, options);
   const { tokens, experts, topK, device } = call;
-  const op = 'route';
-  for (const [name, shape, dtype] of [
-    ['topkIds', [tokens, topK], 'int32'],
-    ['topkWeights', [tokens, topK], 'float32'],
-    ['expertCounts', [experts], 'int32'],
-  ] as const) {
-    const tensor = requireTensor(into[name], op, `into.${name}`);
-    requireShape(tensor, op, `into.${name}`, shape);
-    requireDType(tensor, op, `into.${name}`, [dtype]);
-    if (tensor.device !== device) throw new MoekitError('E_DEVICE', `${op}: into.${name} is on ${tensor.device} but logits is on ${device}`);
-  }
+  requireOutput(into.topkIds, 'route', 'into.topkIds', [tokens, topK], 'int32', device);
+  requireOutput(into.topkWeights, 'route', 'into.topkWeights', [tokens, topK], 'float32', device);
+  requireOutput(into.expertCounts, 'route', 'into.expertCounts', [experts], 'int32', device);
   call.fill(into);
 }
 

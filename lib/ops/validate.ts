@@ -69,6 +69,17 @@ export function requireFloat32(value: unknown, op: string, name: string, min = -
 }
 
 /**
+ * An output the caller made (an op's `…Into` form): a live tensor of exactly this shape and dtype
+ * on `device`, named `name` in the error.
+ */
+export function requireOutput(tensor: Tensor, op: string, name: string, shape: readonly number[], dtype: DType, device: Device): void {
+  requireTensor(tensor, op, name);
+  requireShape(tensor, op, name, shape);
+  requireDType(tensor, op, name, [dtype]);
+  if (tensor.device !== device) throw new MoekitError('E_DEVICE', `${op}: ${name} is on ${tensor.device} but the op runs on ${device}`);
+}
+
+/**
  * Makes output tensors, runs a native call that fills them, and frees them if the call fails,
  * so a failed op never leaves half-made tensors behind.
  */
