@@ -32,6 +32,12 @@ const Model kModels[] = {
     {"deepseek-v3", 256, 8, 7168, 2048},
 };
 
+// Shapes beyond the presets (the layer bench's --shape points): run only when named (--models).
+const Model kOtherShapes[] = {
+    {"e384-k8-h7168-i2048", 384, 8, 7168, 2048},  // Kimi-K2-sized
+    {"e64-k6-h2048-i1408", 64, 6, 2048, 1408},    // DeepSeek-V2-Lite-sized
+};
+
 struct DeviceBuffer {
   void* data = nullptr;
   explicit DeviceBuffer(size_t bytes) { CUDA_OK(cudaMalloc(&data, std::max<size_t>(bytes, 16))); }

@@ -16,8 +16,8 @@
 // This file includes grouped_gemm_sm90.cu itself (to call each tile shape by name), so that
 // object is left out of the link; the kernels come from the sm90/instances_*.cu objects.
 //
-//   gemm_sm90_bench [--quick] [--shapes] [--sm90-only] [--tokens 128,1024,...] [--models mixtral,qwen3,deepseek]
-// --shapes times each tile shape by name instead of the one groupedGemm() picks; --band N times
+//   gemm_sm90_bench [--quick] [--shapes] [--sm90-only] [--tokens 128,1024,...] [--models mixtral,qwen3,deepseek,e384,e64]
+// --shapes times each tile shape by name (wide, narrow, ping-pong) instead of the one groupedGemm() picks; --band N times
 // the wide tile with N row tiles per band (sm90/scheduler.cuh) as the sm90 path; --sm90-only
 // leaves out the mma path (and with it the agreement check), for quicker sweeps.
 #include "../../native/cuda/grouped_gemm_sm90.cu"
@@ -184,6 +184,7 @@ int main(int argc, char** argv) {
     if (shapes) {
       paths.push_back({"sm90-256", [](const GroupedGemmArgs& a, cudaStream_t s) { hopper::launchShape<cuda::BF16, hopper::WideTile>(a, s); }});
       paths.push_back({"sm90-128", [](const GroupedGemmArgs& a, cudaStream_t s) { hopper::launchShape<cuda::BF16, hopper::NarrowTile>(a, s); }});
+      paths.push_back({"sm90-pp", [](const GroupedGemmArgs& a, cudaStream_t s) { hopper::launchShape<cuda::BF16, hopper::PingPongTile>(a, s); }});
     } else {
       paths.push_back({"sm90", [](const GroupedGemmArgs& a, cudaStream_t s) {
                          if (gBandRowTiles > 0) {
@@ -193,11 +194,16 @@ int main(int argc, char** argv) {
                          }
                        }});
     }
+    const auto named = [&](const Model& m) {
+      return std::any_of(models.begin(), models.end(), [&](const std::string& name) {
+        return std::strncmp(m.name, name.c_str(), name.size()) == 0;
+      });
+    };
     for (const Model& m : kModels) {
-      const bool wanted = models.empty() || std::any_of(models.begin(), models.end(), [&](const std::string& name) {
-                            return std::strncmp(m.name, name.c_str(), name.size()) == 0;
-                          });
-      if (wanted) benchModel(m, tokenCounts, paths, stream);
+      if (models.empty() || named(m)) benchModel(m, tokenCounts, paths, stream);
+    }
+    for (const Model& m : kOtherShapes) {
+      if (named(m)) benchModel(m, tokenCounts, paths, stream);
     }
     CUDA_OK(cudaStreamDestroy(stream));
   } catch (const NativeError& error) {

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <string>
 
 #include "alignment.h"
+#include "environment.h"
 #include "float_access.cuh"
 #include "grouped_gemm_paths.h"
 #include "quantize.h"
@@ -32,7 +34,45 @@ void launchElement(const GroupedGemmArgs& args, cudaStream_t stream) {
   }
 }
 
+// MOEKIT_SM90_SCHEDULE=pingpong|cooperative forces the schedule of 16-bit calls (sm90/shapes.h),
+// so a bench can time both and the tests can run both; anything else leaves it to the rule.
+enum class ForcedSchedule { Auto, Cooperative, PingPong };
+
+ForcedSchedule forcedSchedule() {
+  static const ForcedSchedule schedule = [] {
+    const std::string name = environmentSwitch("MOEKIT_SM90_SCHEDULE");
+    if (name == "pingpong") return ForcedSchedule::PingPong;
+    if (name == "cooperative") return ForcedSchedule::Cooperative;
+    return ForcedSchedule::Auto;
+  }();
+  return schedule;
+}
+
+// Ping-pong takes plain products (the down projection) with at least two row tiles per expert on
+// average and K of 2048-4096: there each 128 × 128 tile's epilogue, hidden behind the other
+// consumer's main loop, outweighs what the narrower tile costs in operand reads. Measured on an
+// H200 (bench/NOTES.md, v5; gemm_sm90_bench --shapes, two runs, ms, ping-pong / wide): DeepSeek-V3's
+// down GEMM at 16384 tokens (512 rows per expert, K 2048) 7.43 / 8.26 and 7.77 / 8.10, a 384-expert
+// H 7168 layer's (341 rows) 7.89 / 9.38; slower or even elsewhere: 85-128 rows per expert
+// (DeepSeek-V3 at 4096 tokens 3.33 / 3.02, the 384-expert layer 4.23 / 3.24), K 768 (Qwen3-30B-A3B
+// 1.04 / 0.85-0.98), K 14336 (Mixtral 6.69-7.02 / 5.91-6.10), and every gated up GEMM.
+constexpr int64_t kPingPongMinMeanRows = 2 * PingPongTile::kBlockM;
+constexpr int64_t kPingPongMinDepth = 2048;
+constexpr int64_t kPingPongMaxDepth = 4096;
+
+bool pingPongPreferred(const GroupedGemmArgs& args) {
+  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
+  const int64_t depth = args.weights.dim(2);
+  return pairingOf(args) == Pairing::Plain && meanRows >= kPingPongMinMeanRows && depth >= kPingPongMinDepth &&
+         depth <= kPingPongMaxDepth;
+}
+
 void launch(const GroupedGemmArgs& args, cudaStream_t stream) {
+  const ForcedSchedule schedule = forcedSchedule();
+  if (schedule == ForcedSchedule::PingPong || (schedule == ForcedSchedule::Auto && pingPongPreferred(args))) {
+    launchElement<PingPongTile>(args, stream);
+    return;
+  }
   const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
   if (meanRows <= kNarrowMaxMeanRows && args.weights.dim(2) <= kNarrowMaxDepth) {
     launchElement<NarrowTile>(args, stream);

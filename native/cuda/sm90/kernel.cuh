@@ -14,7 +14,9 @@
 //              the 128 × blockN tile, runs the wgmmas of every stage into float32 accumulators in
 //              registers, then the epilogue (sm90/epilogue.cuh) for its rows while the producer
 //              already fills the ring with the next tile's slices (a gated 16-bit output is
-//              packed and stored during the next tile's first slices instead).
+//              packed and stored during the next tile's first slices instead). That is the
+//              Cooperative schedule; under PingPong (sm90/shapes.h) each consumer takes every
+//              other tile whole and they take turns at the main loop (consumeAlternate()).
 // The grid is persistent over a tile list built on the device from the expert offsets
 // (sm90/scheduler.cuh), so the host never reads them and the launch is graph-capturable.
 //
@@ -81,6 +83,12 @@ struct RingPosition {
       phase ^= 1;
     }
   }
+  // Moves past `count` stages read by someone else (each wrap of the ring flips the phase).
+  __device__ void skip(int32_t count) {
+    const int32_t ahead = stage + count;
+    phase ^= static_cast<uint32_t>(ahead / Shape::kStages) & 1;
+    stage = ahead % Shape::kStages;
+  }
 };
 
 __device__ __forceinline__ int32_t depthSlices(const Problem& p, int blockK) { return (p.depth + blockK - 1) / blockK; }
@@ -126,7 +134,7 @@ template <class Shape>
 __device__ void initStageBarriers(uint64_t* fullBarriers, uint64_t* emptyBarriers) {
   for (int stage = 0; stage < Shape::kStages; ++stage) {
     initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
-    initBarrier(&emptyBarriers[stage], Shape::kConsumers * kWarpsPerWarpgroup);
+    initBarrier(&emptyBarriers[stage], Shape::kStageReaders * kWarpsPerWarpgroup);
   }
 }
 
@@ -222,6 +230,76 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
   }
 }
 
+// Ping-pong turns (Schedule::PingPong): consumer c waits at named barrier kFirstTurnBarrier + c
+// before each main loop but its first tile's, and the other consumer arrives there when its own
+// main loop is done. Besides overlapping each epilogue with the other consumer's main loop, the
+// turns keep the ring's parity waits sound: a consumer waits on a stage only once every earlier
+// phase of it has completed (a parity wait cannot tell a phase from the one two before it).
+constexpr uint32_t kFirstTurnBarrier = 1;  // named barrier 0 is __syncthreads()
+constexpr uint32_t kTurnThreads = 2 * kWarpgroupThreads;
+
+// The ping-pong consumer: tiles `consumer`, `consumer` + 2, ... of the CTA's sequence, whole (its
+// 128 rows as two m64 wgmmas per K step into two accumulator halves), skipping the other
+// consumer's stages in the ring. Any pairing: a 128-column gated tile holds its outputs' gate and
+// up products in each half, as the cooperative kernel's do.
+template <typename Element, class Shape, Pairing pairing, class StageRing>
+__device__ void consumeAlternate(int consumer, const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler,
+                                 const StageRing& ring) {
+  constexpr int kSteps = Shape::kBlockK / Shape::kStepK;
+  constexpr uint32_t kStepBytes = Shape::kStepK * Shape::kElementBytes;
+  constexpr int kHalves = Shape::kBlockM / kConsumerRows;
+  const int32_t slices = depthSlices(p, Shape::kBlockK);
+  const int32_t tiles = scheduler.tileCount();
+  const int32_t stride = static_cast<int32_t>(gridDim.x);
+  float acc[kHalves][Shape::kAccumulators];
+  RingPosition<Shape> position;
+  position.skip(consumer * slices);
+  for (int32_t index = blockIdx.x + consumer * stride; index < tiles; index += Shape::kConsumers * stride) {
+    const Tile tile = scheduler.locate(index);
+    if (index >= stride) syncNamedBarrier(kFirstTurnBarrier + consumer, kTurnThreads);
+    int previousStage = 0;
+    for (int32_t slice = 0; slice < slices; ++slice) {
+      ring.waitReady(position.stage, position.phase);
+      const uint64_t descA = matrixDescriptor(ring.a(position.stage));
+      const uint64_t descB = matrixDescriptor(ring.b(position.stage));
+      wgmmaFence();
+#pragma unroll
+      for (int half = 0; half < kHalves; ++half) fenceAccumulators(acc[half]);
+#pragma unroll
+      for (int step = 0; step < kSteps; ++step) {
+#pragma unroll
+        for (int half = 0; half < kHalves; ++half) {
+          wgmmaAsync<Shape::kBlockN, Element>(acc[half], advanceDescriptor(descA, half * Shape::kConsumerABytes + step * kStepBytes),
+                                              advanceDescriptor(descB, step * kStepBytes), slice > 0 || step > 0);
+        }
+      }
+      wgmmaCommitGroup();
+      if (slice > 0) {
+        wgmmaWaitGroup<1>();
+        releaseStage(ring.empty, previousStage);
+      }
+      previousStage = position.stage;
+      position.advance();
+    }
+    wgmmaWaitGroup<0>();
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half) fenceAccumulators(acc[half]);
+    releaseStage(ring.empty, previousStage);
+    // The other consumer's turn, if the CTA has a next tile; then its stages are skipped here.
+    if (index + stride < tiles) arriveNamedBarrier(kFirstTurnBarrier + (1 - consumer), kTurnThreads);
+    position.skip(slices);
+
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half) {
+      if (p.outputDType == DType::Float32) {
+        storeTileActivated<pairing, Shape::kBlockN, float>(p, tile, half, acc[half]);
+      } else {
+        storeTileActivated<pairing, Shape::kBlockN, typename Element::Storage>(p, tile, half, acc[half]);
+      }
+    }
+  }
+}
+
 #endif  // MOEKIT_SM90A_DEVICE
 
 template <typename Element, class Shape, Pairing pairing>
@@ -243,7 +321,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     if (threadIdx.x == 0) produce<Shape, pairing>(&inputMap, &weightMap, p, scheduler, ring);
   } else {
     claimRegisters<kConsumerRegisters>();
-    consume<Element, Shape, pairing>(warpgroup - 1, p, scheduler, ring);
+    if constexpr (Shape::kSchedule == Schedule::PingPong) {
+      consumeAlternate<Element, Shape, pairing>(warpgroup - 1, p, scheduler, ring);
+    } else {
+      consume<Element, Shape, pairing>(warpgroup - 1, p, scheduler, ring);
+    }
   }
 #endif
 }

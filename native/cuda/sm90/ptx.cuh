@@ -131,6 +131,16 @@ __device__ __forceinline__ uint64_t advanceDescriptor(uint64_t descriptor, uint3
   return descriptor + (bytes >> kDescriptorAddressShift);
 }
 
+// ---- Named barriers --------------------------------------------------------------------------------------
+// Hardware barriers 1-15 of the CTA (0 is __syncthreads()), counted in threads, whole warps at a
+// time: sync waits until `threads` have arrived (itself included); arrive counts and goes on.
+__device__ __forceinline__ void syncNamedBarrier(uint32_t id, uint32_t threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void arriveNamedBarrier(uint32_t id, uint32_t threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---- Register reallocation -------------------------------------------------------------------------------
 // The producer warpgroup gives registers back so the two consumer warpgroups can hold a 64 × 256
 // float32 accumulator tile each. Takes effect only under __launch_bounds__(threads, 1).

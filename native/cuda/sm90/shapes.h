@@ -19,11 +19,22 @@ constexpr int kMaxSharedBytes = 227 * 1024;
 constexpr int kSwizzleAlignment = 1024;
 
 // ---- Tile shapes ---------------------------------------------------------------------------------------
+// How a CTA's consumer warpgroups share its tiles (sm90/kernel.cuh):
+//   Cooperative: every tile is split between the consumers, 64 rows each, so they run their main
+//                loops together and then their epilogues together, the tensor cores idle meanwhile;
+//   PingPong:    each consumer takes every other tile whole, and the consumers take turns at the
+//                main loop, so one stores its tile while the other multiplies (the overlap that
+//                pays where K is short and the epilogue is a large share of a tile's time).
+enum class Schedule { Cooperative, PingPong };
+
 // blockN: columns of the accumulator tile (wgmma's N; 256 at most); stages: depth of the ring;
-// consumers: consumer warpgroups, 64 rows of the tile each.
-template <int blockN, int stages, int consumers = kDefaultConsumers>
+// consumers: consumer warpgroups, each holding 64 rows of the tile (Cooperative) or all of them.
+template <int blockN, int stages, int consumers = kDefaultConsumers, Schedule schedule = Schedule::Cooperative>
 struct TileShape {
+  static constexpr Schedule kSchedule = schedule;
   static constexpr int kConsumers = consumers;
+  // Consumer warpgroups that read each stage (its "empty" barrier counts their warps).
+  static constexpr int kStageReaders = schedule == Schedule::PingPong ? 1 : consumers;
   static constexpr int kBlockM = kConsumers * kConsumerRows;
   static constexpr int kBlockN = blockN;
   static constexpr int kBlockK = 64;  // 16-bit elements in one 128-byte swizzled row
@@ -35,11 +46,12 @@ struct TileShape {
   static constexpr int kABytes = kBlockM * kRowBytes;
   static constexpr int kBBytes = kBlockN * kRowBytes;
   static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr int kConsumerABytes = kABytes / kConsumers;  // one consumer's 64 rows of A
-  static constexpr int kAccumulators = kBlockN / 2;              // per thread (wgmma.cuh)
+  static constexpr int kConsumerABytes = kABytes / kConsumers;  // 64 rows of A (one consumer's, Cooperative)
+  static constexpr int kAccumulators = kBlockN / 2;              // per thread per 64 rows (wgmma.cuh)
   static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
-  // Gated 16-bit outputs are stored during the next tile's main loop (sm90/epilogue.cuh, PendingTile).
-  static constexpr bool kDefersStores = true;
+  // Cooperative: gated 16-bit outputs are stored during the next tile's main loop
+  // (sm90/epilogue.cuh, PendingTile). PingPong overlaps every epilogue with the other consumer's loop.
+  static constexpr bool kDefersStores = schedule == Schedule::Cooperative;
   // What the producer copies per stage (sm90/kernel.cuh, produce()).
   static constexpr int kWeightBoxBytes = kBBytes;
   static constexpr int kWeightSliceWidth = kBlockK;
@@ -48,15 +60,19 @@ struct TileShape {
   static_assert(kBlockK % kStepK == 0, "whole wgmma steps per K slice");
   static_assert(kConsumerABytes % kSwizzleAlignment == 0, "each consumer's rows start on a swizzle atom");
   static_assert(kAccumulators * kWarpgroupThreads == 64 * kBlockN, "a warpgroup holds its 64 × blockN products");
+  static_assert(schedule == Schedule::Cooperative || (consumers == 2 && blockN <= 128),
+                "ping-pong: two consumers take turns, each with a whole tile's accumulators in registers");
   static_assert(kStageBytes % kSwizzleAlignment == 0 && kBBytes / 2 % kSwizzleAlignment == 0,
                 "every operand box starts on a swizzle atom");
   static_assert(kDynamicSharedBytes + static_cast<int>(sizeof(ExpertTiles)) + 2 * kStages * 8 <= kMaxSharedBytes,
                 "the ring, the expert table and the barriers fit in shared memory");
 };
 
-// The shapes groupedGemm() picks from.
+// The shapes groupedGemm() picks from. The ping-pong tile has the narrow tile's ring; each
+// consumer holds its 128 × 128 tile in 128 registers per thread (two m64 wgmmas per K step).
 using WideTile = TileShape<256, 4>;
 using NarrowTile = TileShape<128, 6>;
+using PingPongTile = TileShape<128, 6, kDefaultConsumers, Schedule::PingPong>;
 
 // ---- FP8 tile shapes -------------------------------------------------------------------------------------
 // e4m3 operands (WeightFormat::Fp8Block128; the kernel: sm90/kernel_fp8.cuh). A 128-byte swizzled
@@ -75,6 +91,7 @@ struct Fp8TileShape {
   static constexpr int kBlockK = static_cast<int>(kFp8BlockSize);  // e4m3 values in one 128-byte row
   static constexpr int kStepK = 32;                                // K per wgmma
   static constexpr int kStages = stages;
+  static constexpr int kStageReaders = kConsumers;  // cooperative: both consumers read every stage
   static constexpr int kThreads = (1 + kConsumers) * kWarpgroupThreads;
   static constexpr int kElementBytes = 1;
   static constexpr int kRowBytes = kBlockK * kElementBytes;
