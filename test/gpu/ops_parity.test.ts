@@ -92,6 +92,20 @@ describe.skipIf(!HAS_GPU)('CUDA ops match the CPU backend', () => {
         });
       }
 
+      // Plain products with K 2048 and a mean of 273 rows per expert: on Hopper the 16-bit ones run
+      // sm90's ping-pong schedule by its rule (grouped_gemm_sm90.cu), with an empty expert, a
+      // column tail and row tiles that end inside an expert.
+      it('grouped GEMM of the ping-pong schedule\'s shapes (K 2048, 273 rows per expert)', async () => {
+        const offsets = Tensor.fromArray(Int32Array.from([0, 300, 300, 820]), [4]);
+        const rows = Tensor.random([820, 2048], { dtype, seed: 10 });
+        const weights = Tensor.random([3, 272, 2048], { dtype, seed: 11, scale: 0.05 });
+        const bias = Tensor.random([3, 272], { dtype, seed: 12 });
+        for (const outDtype of ['float32', dtype] as const) {
+          const out = await onBoth([rows, weights, offsets, bias], (x, w, o, b) => groupedGemm(x!, w!, o!, { bias: b, outDtype }));
+          expect(relativeError(out.gpu, out.cpu)).toBeLessThanOrEqual(TOLERANCE[dtype]);
+        }
+      });
+
       it('non-gated activations and casts', async () => {
         const x = Tensor.random([33, 70], { dtype, seed: 9, scale: 3 });
         for (const kind of ['silu', 'gelu', 'relu'] as const) {
