@@ -23,8 +23,9 @@ constexpr int kSwizzleAlignment = 1024;
 //   Cooperative: every tile is split between the consumers, 64 rows each, so they run their main
 //                loops together and then their epilogues together, the tensor cores idle meanwhile;
 //   PingPong:    each consumer takes every other tile whole, and the consumers take turns at the
-//                main loop, so one stores its tile while the other multiplies (the overlap that
-//                pays where K is short and the epilogue is a large share of a tile's time).
+//                main loop, so one stores its tile while the other multiplies (measured to pay on
+//                plain products of K 2048-4096 with several row tiles per expert; the rule is in
+//                grouped_gemm_sm90.cu).
 enum class Schedule { Cooperative, PingPong };
 
 // blockN: columns of the accumulator tile (wgmma's N; 256 at most); stages: depth of the ring;
