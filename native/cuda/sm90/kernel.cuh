@@ -160,6 +160,19 @@ __device__ __forceinline__ void releaseStage(uint64_t* empty, int stage) {
   if (threadIdx.x % detail::kWarpSize == 0) arrive(&empty[stage]);
 }
 
+// Called once a slice's wgmmas are committed: the previous slice's stage goes back to the producer
+// as soon as its wgmmas have finished (this slice's keep running), and the position moves on.
+template <class Shape>
+__device__ __forceinline__ void passOnPreviousStage(uint64_t* empty, RingPosition<Shape>& position, int& previousStage,
+                                                    int32_t slice) {
+  if (slice > 0) {
+    wgmmaWaitGroup<1>();
+    releaseStage(empty, previousStage);
+  }
+  previousStage = position.stage;
+  position.advance();
+}
+
 // The consumer warpgroups' loop, shared with the weight-only kernel (sm90/kernel_wq.cuh): any ring
 // with a(), b(), waitReady() and `empty` barriers counted in consumer warps.
 template <typename Element, class Shape, Pairing pairing, class StageRing>
@@ -194,13 +207,7 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
       if constexpr (kDefers) {
         if (pending.present) storePendingPart(p, pending, slice);
       }
-      // Keep this slice's wgmmas running while the previous slice's stage goes back to the producer.
-      if (slice > 0) {
-        wgmmaWaitGroup<1>();
-        releaseStage(ring.empty, previousStage);
-      }
-      previousStage = position.stage;
-      position.advance();
+      passOnPreviousStage(ring.empty, position, previousStage, slice);
     }
     wgmmaWaitGroup<0>();
     fenceAccumulators(acc);
@@ -274,12 +281,7 @@ __device__ void consumeAlternate(int consumer, const Problem& p, const TileSched
         }
       }
       wgmmaCommitGroup();
-      if (slice > 0) {
-        wgmmaWaitGroup<1>();
-        releaseStage(ring.empty, previousStage);
-      }
-      previousStage = position.stage;
-      position.advance();
+      passOnPreviousStage(ring.empty, position, previousStage, slice);
     }
     wgmmaWaitGroup<0>();
 #pragma unroll
