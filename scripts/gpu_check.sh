@@ -24,16 +24,20 @@ gpu_tests() {
 # (A100-class) path, run here on the Hopper GPU.
 families() {
   JOBS=$(nproc) bash test/native/run_cuda_ops_test.sh --build-only > "$out/harness-build.log" 2>&1 || { tail -20 "$out/harness-build.log"; return 1; }
-  for family in sm90 small_m mma; do
+  # sm90-pingpong: sm90 with its ping-pong schedule forced on every 16-bit call
+  # (MOEKIT_SM90_SCHEDULE), which the rule would give only large plain products.
+  for run in sm90 sm90-pingpong small_m mma; do
+    local family=${run%%-*} schedule=auto prefill=auto
+    [ "$run" = sm90-pingpong ] && schedule=pingpong
     # sm90 takes weight-only calls in its main loop only up to a mean of 512 rows per expert: the
     # harness and tests force that kernel for every call it can take.
-    local prefill=auto
     [ "$family" = sm90 ] && prefill=in_loop
-    MOEKIT_GEMM=$family MOEKIT_WQ_PREFILL=$prefill build/native-test/cuda_ops_test > "$out/harness-$family.log" 2>&1
-    echo "harness MOEKIT_GEMM=$family: exit $? ($(tail -1 "$out/harness-$family.log"))"
-    grep -E "^FAIL" "$out/harness-$family.log" | head -10
-    MOEKIT_GEMM=$family MOEKIT_WQ_PREFILL=$prefill npx vitest run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/fp8.test.ts test/gpu/weight_only.test.ts > "$out/gpu-tests-$family.log" 2>&1
-    echo "GPU ops and fixtures MOEKIT_GEMM=$family: exit $? ($(grep -E "Tests " "$out/gpu-tests-$family.log" | tail -1))"
+    local env=(MOEKIT_GEMM=$family MOEKIT_WQ_PREFILL=$prefill MOEKIT_SM90_SCHEDULE=$schedule)
+    env "${env[@]}" build/native-test/cuda_ops_test > "$out/harness-$run.log" 2>&1
+    echo "harness ${env[*]}: exit $? ($(tail -1 "$out/harness-$run.log"))"
+    grep -E "^FAIL" "$out/harness-$run.log" | head -10
+    env "${env[@]}" npx vitest run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/fp8.test.ts test/gpu/weight_only.test.ts > "$out/gpu-tests-$run.log" 2>&1
+    echo "GPU ops and fixtures ${env[*]}: exit $? ($(grep -E "Tests " "$out/gpu-tests-$run.log" | tail -1))"
   done
 }
 
