@@ -96,7 +96,7 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
 
   int32_t rankArg(const OpArgs& in, const char* key) const {
     const int32_t rank = in.int32(key);
-    in.expect(rank >= 0 && rank < worldSize_, std::string(key) + " is not a rank of the group");
+    in.expectAbout(rank >= 0 && rank < worldSize_, key, " is not a rank of the group");
     return rank;
   }
 
@@ -175,18 +175,18 @@ class Communicator : public Napi::ObjectWrap<Communicator> {
   // The byte range of each rank's rows of `tensor`, from row counts that must cover it exactly.
   std::vector<nccl::Block> blocksOf(const OpArgs& in, const TensorView& tensor, const char* key) const {
     const std::vector<int64_t> splits = in.counts(key);
-    in.expect(splits.size() == static_cast<size_t>(worldSize_), std::string(key) + " must hold one row count per rank");
-    in.expect(!tensor.shape.empty(), std::string(key) + " splits the rows of a tensor without any");
+    in.expectAbout(splits.size() == static_cast<size_t>(worldSize_), key, " must hold one row count per rank");
+    in.expectAbout(!tensor.shape.empty(), key, " splits the rows of a tensor without any");
     const int64_t rows = tensor.dim(0);
     const size_t rowBytes = rows == 0 ? 0 : tensor.nbytes() / static_cast<size_t>(rows);
     std::vector<nccl::Block> blocks;
     int64_t row = 0;
     for (int64_t count : splits) {
-      in.expect(count <= rows - row, std::string(key) + " count more rows than the tensor has");
+      in.expectAbout(count <= rows - row, key, " count more rows than the tensor has");
       blocks.push_back({static_cast<size_t>(row) * rowBytes, static_cast<size_t>(count) * rowBytes});
       row += count;
     }
-    in.expect(row == rows, std::string(key) + " count fewer rows than the tensor has");
+    in.expectAbout(row == rows, key, " count fewer rows than the tensor has");
     return blocks;
   }
 

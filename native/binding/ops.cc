@@ -10,8 +10,9 @@ namespace {
 
 WeightFormat readWeightFormat(const OpArgs& in, const char* key) {
   const int32_t format = in.optionalInt32(key, static_cast<int32_t>(WeightFormat::Dense));
-  in.expect(format >= static_cast<int32_t>(WeightFormat::Dense) && format <= static_cast<int32_t>(WeightFormat::Mxfp4),
-            std::string("unknown ") + key);
+  if (format < static_cast<int32_t>(WeightFormat::Dense) || format > static_cast<int32_t>(WeightFormat::Mxfp4)) {
+    in.fail(std::string("unknown ") + key);
+  }
   return static_cast<WeightFormat>(format);
 }
 
@@ -19,20 +20,20 @@ WeightFormat readWeightFormat(const OpArgs& in, const char* key) {
 int64_t readWeightGroupSize(const OpArgs& in, const char* key, WeightFormat format, int64_t depth) {
   const int64_t groupSize = in.optionalInt32(key, 0);
   if (format == WeightFormat::Mxfp4) {
-    in.expect(groupSize == 0 || groupSize == kMxfp4GroupSize, std::string(key) + " must be 0 or 32 with MXFP4 weights");
+    in.expectAbout(groupSize == 0 || groupSize == kMxfp4GroupSize, key, " must be 0 or 32 with MXFP4 weights");
     in.expect(depth % kMxfp4GroupSize == 0, "MXFP4 weights need K to be a multiple of 32");
   } else if (isWeightOnly(format)) {
-    in.expect(groupSize == 0 || (groupSize > 0 && groupSize % kWeightGroupQuantum == 0),
-              std::string(key) + " must be 0 (per output channel) or a positive multiple of 32");
+    in.expectAbout(groupSize == 0 || (groupSize > 0 && groupSize % kWeightGroupQuantum == 0), key,
+                   " must be 0 (per output channel) or a positive multiple of 32");
   } else {
-    in.expect(groupSize == 0, std::string(key) + " goes only with weight-only formats (Int8, Int4, Mxfp4)");
+    in.expectAbout(groupSize == 0, key, " goes only with weight-only formats (Int8, Int4, Mxfp4)");
   }
   return groupSize;
 }
 
 // Row scales of an FP8 activation [rows, width]: float32 [rows, ceil(width/128)].
 void expectRowScales(const OpArgs& in, const TensorView& scales, const char* key, const TensorView& rows, const char* rowsKey) {
-  in.expect(scales.present(), std::string(rowsKey) + " is float8_e4m3: " + key + " is required");
+  if (!scales.present()) in.fail(std::string(rowsKey) + " is float8_e4m3: " + key + " is required");
   in.expectDType(scales, key, DType::Float32);
   in.expectShape(scales, key, {rows.dim(0), fp8Blocks(rows.dim(1))});
 }
@@ -61,21 +62,21 @@ int64_t checkGemmWeights(const OpArgs& in, WeightFormat format, const TensorView
   const int64_t groupSize = readWeightGroupSize(in, "weightGroupSize", format, depth);
   if (format == WeightFormat::Dense) {
     in.expectFloat(weights, key);
-    in.expect(!weightScales.present(), std::string("dense ") + key + " take no weightScales");
+    if (weightScales.present()) in.fail(std::string("dense ") + key + " take no weightScales");
     return groupSize;
   }
   const int64_t outFeatures = weights.shape[lead.size()];
   std::vector<int64_t> scaleShape = lead;
   if (format == WeightFormat::Fp8Block128) {
     in.expectDType(weights, key, DType::Float8E4M3);
-    in.expect(weightScales.present(), std::string("FP8 ") + key + " need weightScales");
+    if (!weightScales.present()) in.fail(std::string("FP8 ") + key + " need weightScales");
     in.expectDType(weightScales, "weightScales", DType::Float32);
     scaleShape.insert(scaleShape.end(), {fp8Blocks(outFeatures), fp8Blocks(depth)});
   } else {
     in.expectDType(weights, key, DType::UInt8);
     in.expect(weightDepth(format, weights.shape.back()) == depth,
               std::string(key) + " hold a different K (weightDepth of their last extent) than the input");
-    in.expect(weightScales.present(), std::string("weight-only ") + key + " need weightScales");
+    if (!weightScales.present()) in.fail(std::string("weight-only ") + key + " need weightScales");
     in.expectDType(weightScales, "weightScales", format == WeightFormat::Mxfp4 ? DType::UInt8 : DType::Float32);
     scaleShape.insert(scaleShape.end(), {outFeatures, weightScaleGroups(format, groupSize, depth)});
   }

@@ -37,12 +37,18 @@ Napi::Object Storage::Borrow(Napi::Env env, int device, Napi::BigInt pointer, si
   return env.GetInstanceData<StorageClass>()->constructor.New({Napi::Number::New(env, device), Napi::Number::New(env, static_cast<double>(nbytes)), pointer});
 }
 
-Storage& Storage::FromValue(Napi::Value value, const std::string& what) {
+Storage* Storage::Unwrapped(Napi::Value value) {
   Napi::Env env = value.Env();
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(env.GetInstanceData<StorageClass>()->constructor.Value())) {
-    throwJsError(env, "E_INVALID_ARGUMENT", what + ": not a tensor storage");
+    return nullptr;
   }
-  return *Napi::ObjectWrap<Storage>::Unwrap(value.As<Napi::Object>());
+  return Napi::ObjectWrap<Storage>::Unwrap(value.As<Napi::Object>());
+}
+
+Storage& Storage::FromValue(Napi::Value value, const std::string& what) {
+  Storage* storage = Unwrapped(value);
+  if (storage == nullptr) throwJsError(value.Env(), "E_INVALID_ARGUMENT", what + ": not a tensor storage");
+  return *storage;
 }
 
 // new Storage(device, nbytes[, pointer]): allocates, or borrows `pointer`. Only Create() and

@@ -19,6 +19,8 @@ class Storage : public Napi::ObjectWrap<Storage> {
   static Napi::Object Borrow(Napi::Env env, int device, Napi::BigInt pointer, size_t nbytes);
   // The Storage behind a JS value, or a thrown TypeError naming `what`.
   static Storage& FromValue(Napi::Value value, const std::string& what);
+  // The Storage behind a JS value, or nullptr (for callers that build their message only on failure).
+  static Storage* Unwrapped(Napi::Value value);
 
   explicit Storage(const Napi::CallbackInfo& info);
   ~Storage() override;

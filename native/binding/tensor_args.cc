@@ -15,8 +15,18 @@ OpArgs::OpArgs(const Napi::CallbackInfo& info, const char* opName)
   args_ = info[1].As<Napi::Object>();
 }
 
+void OpArgs::fail(const std::string& message) const { throwJsError(env_, "E_INVALID_ARGUMENT", op_ + ": " + message); }
+
+void OpArgs::expect(bool condition, const char* message) const {
+  if (!condition) fail(message);
+}
+
 void OpArgs::expect(bool condition, const std::string& message) const {
-  if (!condition) throwJsError(env_, "E_INVALID_ARGUMENT", op_ + ": " + message);
+  if (!condition) fail(message);
+}
+
+void OpArgs::expectAbout(bool condition, const char* key, const char* problem) const {
+  if (!condition) fail(std::string(key) + problem);
 }
 
 TensorView OpArgs::optionalTensor(const char* key) {
@@ -50,36 +60,39 @@ void OpArgs::enqueue(const std::function<void(Device&, uint64_t ticket)>& enqueu
 
 TensorView OpArgs::view(const char* key, std::vector<LineageRef>* reads, std::vector<LineageRef>* writes) {
   Napi::Value value = args_.Get(key);
-  expect(value.IsObject(), std::string(key) + " is missing");
+  expectAbout(value.IsObject(), key, " is missing");
   Napi::Object object = value.As<Napi::Object>();
-  Storage& storage = Storage::FromValue(object.Get("storage"), op_ + ": " + key);
-  expect(!storage.released(), std::string(key) + " was disposed");
-  expect(storage.device() == device_, std::string(key) + " is on another device");
+  Storage* found = Storage::Unwrapped(object.Get("storage"));
+  expectAbout(found != nullptr, key, ": not a tensor storage");
+  Storage& storage = *found;
+  expectAbout(!storage.released(), key, " was disposed");
+  expectAbout(storage.device() == device_, key, " is on another device");
 
   TensorView view;
   const int32_t dtypeCode = object.Get("dtype").As<Napi::Number>().Int32Value();
-  expect(dtypeCode >= 0 && dtypeCode <= static_cast<int32_t>(kLastDType), std::string(key) + " has an unknown dtype");
+  expectAbout(dtypeCode >= 0 && dtypeCode <= static_cast<int32_t>(kLastDType), key, " has an unknown dtype");
   view.dtype = static_cast<DType>(dtypeCode);
-  view.shape = countsOf(object.Get("shape"), std::string(key) + ".shape");
-  expect(view.nbytes() <= storage.nbytes(), std::string(key) + " is larger than its storage");
+  view.shape = countsOf(object.Get("shape"), key, ".shape");
+  expectAbout(view.nbytes() <= storage.nbytes(), key, " is larger than its storage");
   view.data = storage.data();
   if (reads != nullptr) reads->push_back(storage.lineage());
   if (writes != nullptr) writes->push_back(storage.lineage());
   return view;
 }
 
-std::vector<int64_t> OpArgs::counts(const char* key) const { return countsOf(args_.Get(key), key); }
+std::vector<int64_t> OpArgs::counts(const char* key) const { return countsOf(args_.Get(key), key, ""); }
 
-std::vector<int64_t> OpArgs::countsOf(const Napi::Value& value, const std::string& what) const {
-  expect(value.IsArray(), what + " is not an array");
+std::vector<int64_t> OpArgs::countsOf(const Napi::Value& value, const char* key, const char* suffix) const {
+  if (!value.IsArray()) fail(std::string(key) + suffix + " is not an array");
   Napi::Array array = value.As<Napi::Array>();
   std::vector<int64_t> counts;
   for (uint32_t i = 0; i < array.Length(); ++i) {
     Napi::Value element = array.Get(i);
     // Up to 2^53, the integers a double holds exactly: the cast below is then defined.
     const double count = element.IsNumber() ? element.As<Napi::Number>().DoubleValue() : -1;
-    expect(count >= 0 && count <= 9007199254740992.0 && count == static_cast<double>(static_cast<int64_t>(count)),
-           what + " must hold non-negative integers");
+    if (!(count >= 0 && count <= 9007199254740992.0 && count == static_cast<double>(static_cast<int64_t>(count)))) {
+      fail(std::string(key) + suffix + " must hold non-negative integers");
+    }
     counts.push_back(static_cast<int64_t>(count));
   }
   return counts;
@@ -87,7 +100,7 @@ std::vector<int64_t> OpArgs::countsOf(const Napi::Value& value, const std::strin
 
 int32_t OpArgs::int32(const char* key) const {
   Napi::Value value = args_.Get(key);
-  expect(value.IsNumber(), std::string(key) + " must be a number");
+  expectAbout(value.IsNumber(), key, " must be a number");
   return value.As<Napi::Number>().Int32Value();
 }
 
@@ -98,33 +111,43 @@ int32_t OpArgs::optionalInt32(const char* key, int32_t fallback) const {
 
 double OpArgs::number(const char* key) const {
   Napi::Value value = args_.Get(key);
-  expect(value.IsNumber(), std::string(key) + " must be a number");
+  expectAbout(value.IsNumber(), key, " must be a number");
   return value.As<Napi::Number>().DoubleValue();
 }
 
 bool OpArgs::boolean(const char* key) const {
   Napi::Value value = args_.Get(key);
-  expect(value.IsBoolean(), std::string(key) + " must be a boolean");
+  expectAbout(value.IsBoolean(), key, " must be a boolean");
   return value.As<Napi::Boolean>().Value();
 }
 
-void OpArgs::expectShape(const TensorView& view, const char* key, const std::vector<int64_t>& extents) const {
-  bool matches = view.shape.size() == extents.size();
-  size_t axis = 0;
-  for (int64_t extent : extents) {
-    if (!matches) break;
-    matches = extent < 0 || view.shape[axis] == extent;
-    ++axis;
+namespace {
+
+// Whether `shape` has exactly the extents [first, last) (-1 = any).
+bool shapeMatches(const std::vector<int64_t>& shape, const int64_t* first, const int64_t* last) {
+  if (shape.size() != static_cast<size_t>(last - first)) return false;
+  for (size_t axis = 0; first != last; ++first, ++axis) {
+    if (*first >= 0 && shape[axis] != *first) return false;
   }
-  expect(matches, std::string(key) + " has the wrong shape");
+  return true;
+}
+
+}  // namespace
+
+void OpArgs::expectShape(const TensorView& view, const char* key, std::initializer_list<int64_t> extents) const {
+  expectAbout(shapeMatches(view.shape, extents.begin(), extents.end()), key, " has the wrong shape");
+}
+
+void OpArgs::expectShape(const TensorView& view, const char* key, const std::vector<int64_t>& extents) const {
+  expectAbout(shapeMatches(view.shape, extents.data(), extents.data() + extents.size()), key, " has the wrong shape");
 }
 
 void OpArgs::expectDType(const TensorView& view, const char* key, DType dtype) const {
-  expect(view.dtype == dtype, std::string(key) + " must be " + dtypeName(dtype));
+  if (view.dtype != dtype) fail(std::string(key) + " must be " + dtypeName(dtype));
 }
 
 void OpArgs::expectFloat(const TensorView& view, const char* key) const {
-  expect(isComputeFloat(view.dtype), std::string(key) + " must be a float32, float16 or bfloat16 tensor");
+  expectAbout(isComputeFloat(view.dtype), key, " must be a float32, float16 or bfloat16 tensor");
 }
 
 }  // namespace moekit::binding

@@ -8,6 +8,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -58,14 +59,23 @@ class OpArgs {
   bool boolean(const char* key) const;
 
   // Throws unless view has exactly these extents (-1 = any) — guards memory, names the tensor.
+  // A braced list of extents is read where it stands (no vector is allocated per check).
+  void expectShape(const TensorView& view, const char* key, std::initializer_list<int64_t> extents) const;
   void expectShape(const TensorView& view, const char* key, const std::vector<int64_t>& extents) const;
   void expectDType(const TensorView& view, const char* key, DType dtype) const;
   void expectFloat(const TensorView& view, const char* key) const;
+  // Messages are built only when the check fails: an op call makes dozens of checks, and the
+  // host's time per call is what a decode step without a graph waits on (bench/host_cost.js).
+  void expect(bool condition, const char* message) const;
   void expect(bool condition, const std::string& message) const;
+  // Throws "<op>: <key><problem>" when `condition` is false.
+  void expectAbout(bool condition, const char* key, const char* problem) const;
+  [[noreturn]] void fail(const std::string& message) const;
 
  private:
   TensorView view(const char* key, std::vector<LineageRef>* reads, std::vector<LineageRef>* writes);
-  std::vector<int64_t> countsOf(const Napi::Value& value, const std::string& what) const;
+  // `key` and `suffix` name the array in a failure's message ("<key><suffix> is not an array").
+  std::vector<int64_t> countsOf(const Napi::Value& value, const char* key, const char* suffix) const;
 
   Napi::Env env_;
   OpAccess access_;
