@@ -44,6 +44,15 @@ describe('bench/host_cost.js', () => {
     }
   });
 
+  it("the README's example runs as written", () => {
+    const readme = fs.readFileSync(path.resolve(__dirname, '../README.md'), 'utf8');
+    const lines = readme.split('\n').filter((line) => line.startsWith('node bench/host_cost.js '));
+    expect(lines).toHaveLength(1);
+    const result = run(lines[0]!.split(/\s+/).slice(2));
+    expect(result.status).toBe(0);
+    expect(result.stdout).toMatch(/^MoELayer\.forward +[0-9.]+ µs$/m);
+  });
+
   it('refuses an unknown preset and a count that is not a positive integer', () => {
     const preset = run(['--device', 'cpu', '--preset', 'nope']);
     expect(preset.status).toBe(2);
