@@ -48,23 +48,30 @@ ForcedSchedule forcedSchedule() {
   return schedule;
 }
 
-// Ping-pong takes plain products (the down projection) with at least two row tiles per expert on
-// average and K of 2048-4096: there each 128 × 128 tile's epilogue, hidden behind the other
-// consumer's main loop, outweighs what the narrower tile costs in operand reads. Measured on an
-// H200 (bench/NOTES.md, v5; gemm_sm90_bench --shapes, two runs, ms, ping-pong / wide): DeepSeek-V3's
-// down GEMM at 16384 tokens (512 rows per expert, K 2048) 7.43 / 8.26 and 7.77 / 8.10, a 384-expert
-// H 7168 layer's (341 rows) 7.89 / 9.38; slower or even elsewhere: 85-128 rows per expert
-// (DeepSeek-V3 at 4096 tokens 3.33 / 3.02, the 384-expert layer 4.23 / 3.24), K 768 (Qwen3-30B-A3B
-// 1.04 / 0.85-0.98), K 14336 (Mixtral 6.69-7.02 / 5.91-6.10), and every gated up GEMM.
+// Ping-pong takes two kinds of call, measured on an H200 (bench/NOTES.md, v5; gemm_sm90_bench
+// --shapes, two runs, ms, ping-pong / the shape the rule below would pick):
+//  - plain products (the down projection) with at least two row tiles per expert on average and K
+//    of 2048-4096, where each 128 × 128 tile's epilogue, hidden behind the other consumer's main
+//    loop, outweighs the narrower tile's extra operand reads: DeepSeek-V3's down GEMM at 16384
+//    tokens (512 rows per expert) 7.43 / 8.26 and 7.77 / 8.10, a 384-expert H 7168 layer's (341
+//    rows) 7.89 / 9.38. Slower or even: 85-128 rows per expert (DeepSeek-V3 at 4096 tokens 3.33 /
+//    3.02, the 384-expert layer 4.23 / 3.24), K 768 (Qwen3-30B-A3B 1.04 / 0.85-0.98), K 14336
+//    (Mixtral 6.69-7.02 / 5.91-6.10);
+//  - gated products with at most one row tile per expert on average and K up to 2048: Qwen3's up
+//    GEMM at 1024 tokens (64 rows) 0.221 / 0.239 and 0.220 / 0.244, at 128 tokens 0.208 / 0.232, a
+//    DeepSeek-V2-Lite-sized layer's at 1024 tokens (96 rows) 0.205 / 0.237. Gated GEMMs of more
+//    rows or a longer K were slower or even (DeepSeek-V3's at 16384 tokens 16.07 / 13.89).
 constexpr int64_t kPingPongMinMeanRows = 2 * PingPongTile::kBlockM;
 constexpr int64_t kPingPongMinDepth = 2048;
 constexpr int64_t kPingPongMaxDepth = 4096;
+constexpr int64_t kGatedPingPongMaxMeanRows = PingPongTile::kBlockM;
+constexpr int64_t kGatedPingPongMaxDepth = 2048;
 
 bool pingPongPreferred(const GroupedGemmArgs& args) {
   const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
   const int64_t depth = args.weights.dim(2);
-  return pairingOf(args) == Pairing::Plain && meanRows >= kPingPongMinMeanRows && depth >= kPingPongMinDepth &&
-         depth <= kPingPongMaxDepth;
+  if (pairingOf(args) != Pairing::Plain) return meanRows <= kGatedPingPongMaxMeanRows && depth <= kGatedPingPongMaxDepth;
+  return meanRows >= kPingPongMinMeanRows && depth >= kPingPongMinDepth && depth <= kPingPongMaxDepth;
 }
 
 void launch(const GroupedGemmArgs& args, cudaStream_t stream) {

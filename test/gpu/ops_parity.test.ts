@@ -106,6 +106,18 @@ describe.skipIf(!HAS_GPU)('CUDA ops match the CPU backend', () => {
         }
       });
 
+      // Gated products (SwiGLU fused, gate and up halves) of up to 128 rows per expert and K up to
+      // 2048: the rule's other ping-pong case on Hopper, with an empty expert and a partial row tile.
+      it('grouped GEMM with SwiGLU fused in the ping-pong rule\'s gated shapes (K 512, 100 rows per expert)', async () => {
+        const offsets = Tensor.fromArray(Int32Array.from([0, 128, 128, 300]), [4]);
+        const rows = Tensor.random([300, 512], { dtype, seed: 13 });
+        const weights = Tensor.random([3, 2 * 136, 512], { dtype, seed: 14, scale: 0.05 });
+        for (const outDtype of ['float32', dtype] as const) {
+          const out = await onBoth([rows, weights, offsets], (x, w, o) => groupedGemm(x!, w!, o!, { outDtype, activation: { kind: 'swiglu' } }));
+          expect(relativeError(out.gpu, out.cpu)).toBeLessThanOrEqual(TOLERANCE[dtype]);
+        }
+      });
+
       it('non-gated activations and casts', async () => {
         const x = Tensor.random([33, 70], { dtype, seed: 9, scale: 3 });
         for (const kind of ['silu', 'gelu', 'relu'] as const) {

@@ -24,7 +24,8 @@ constexpr int kSwizzleAlignment = 1024;
 //                loops together and then their epilogues together, the tensor cores idle meanwhile;
 //   PingPong:    each consumer takes every other tile whole, and the consumers take turns at the
 //                main loop, so one stores its tile while the other multiplies (measured to pay on
-//                plain products of K 2048-4096 with several row tiles per expert; the rule is in
+//                plain products of K 2048-4096 with several row tiles per expert, and on gated ones
+//                of K up to 2048 with one row tile per expert or less; the rule is in
 //                grouped_gemm_sm90.cu).
 enum class Schedule { Cooperative, PingPong };
 
