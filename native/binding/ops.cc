@@ -74,8 +74,8 @@ int64_t checkGemmWeights(const OpArgs& in, WeightFormat format, const TensorView
     scaleShape.insert(scaleShape.end(), {fp8Blocks(outFeatures), fp8Blocks(depth)});
   } else {
     in.expectDType(weights, key, DType::UInt8);
-    in.expect(weightDepth(format, weights.shape.back()) == depth,
-              std::string(key) + " hold a different K (weightDepth of their last extent) than the input");
+    in.expectAbout(weightDepth(format, weights.shape.back()) == depth, key,
+                   " hold a different K (weightDepth of their last extent) than the input");
     if (!weightScales.present()) in.fail(std::string("weight-only ") + key + " need weightScales");
     in.expectDType(weightScales, "weightScales", format == WeightFormat::Mxfp4 ? DType::UInt8 : DType::Float32);
     scaleShape.insert(scaleShape.end(), {outFeatures, weightScaleGroups(format, groupSize, depth)});

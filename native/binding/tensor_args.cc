@@ -21,10 +21,6 @@ void OpArgs::expect(bool condition, const char* message) const {
   if (!condition) fail(message);
 }
 
-void OpArgs::expect(bool condition, const std::string& message) const {
-  if (!condition) fail(message);
-}
-
 void OpArgs::expectAbout(bool condition, const char* key, const char* problem) const {
   if (!condition) fail(std::string(key) + problem);
 }

@@ -67,7 +67,6 @@ class OpArgs {
   // Messages are built only when the check fails: an op call makes dozens of checks, and the
   // host's time per call is what a decode step without a graph waits on (bench/host_cost.js).
   void expect(bool condition, const char* message) const;
-  void expect(bool condition, const std::string& message) const;
   // Throws "<op>: <key><problem>" when `condition` is false.
   void expectAbout(bool condition, const char* key, const char* problem) const;
   [[noreturn]] void fail(const std::string& message) const;

@@ -67,20 +67,19 @@ constexpr int64_t kPingPongMaxDepth = 4096;
 constexpr int64_t kGatedPingPongMaxMeanRows = PingPongTile::kBlockM;
 constexpr int64_t kGatedPingPongMaxDepth = 2048;
 
-bool pingPongPreferred(const GroupedGemmArgs& args) {
-  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
+bool pingPongPreferred(const GroupedGemmArgs& args, int64_t meanRows) {
   const int64_t depth = args.weights.dim(2);
   if (pairingOf(args) != Pairing::Plain) return meanRows <= kGatedPingPongMaxMeanRows && depth <= kGatedPingPongMaxDepth;
   return meanRows >= kPingPongMinMeanRows && depth >= kPingPongMinDepth && depth <= kPingPongMaxDepth;
 }
 
 void launch(const GroupedGemmArgs& args, cudaStream_t stream) {
+  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
   const ForcedSchedule schedule = forcedSchedule();
-  if (schedule == ForcedSchedule::PingPong || (schedule == ForcedSchedule::Auto && pingPongPreferred(args))) {
+  if (schedule == ForcedSchedule::PingPong || (schedule == ForcedSchedule::Auto && pingPongPreferred(args, meanRows))) {
     launchElement<PingPongTile>(args, stream);
     return;
   }
-  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
   if (meanRows <= kNarrowMaxMeanRows && args.weights.dim(2) <= kNarrowMaxDepth) {
     launchElement<NarrowTile>(args, stream);
   } else {
