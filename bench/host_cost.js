@@ -13,34 +13,41 @@
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
+const { parseArgs } = require('node:util');
 const root = path.join(__dirname, '..');
 const { MoELayer, Tensor, combine, groupedGemm, linear, permute, route, synchronize } = require(path.join(root, 'dist/index.js'));
-const { ALL_PRESETS } = require(path.join(root, 'dist/bench/presets.js'));
-
-function option(name, fallback) {
-  const at = process.argv.indexOf(`--${name}`);
-  return at > 0 && at + 1 < process.argv.length ? process.argv[at + 1] : fallback;
-}
-
-const device = option('device', 'cuda:0');
-const presetName = option('preset', device === 'cpu' ? 'qwen3-30b-a3b-mini' : 'qwen3-30b-a3b');
-const jsonPath = option('json', undefined);
-const kSyncEvery = 100;
-
-function positiveInteger(name, fallback) {
-  const value = Number(option(name, fallback));
-  if (!Number.isInteger(value) || value < 1) usage(`--${name} must be a positive integer`);
-  return value;
-}
+const { ALL_PRESETS, findPreset } = require(path.join(root, 'dist/bench/presets.js'));
 
 function usage(message) {
   console.error(`host_cost: ${message}`);
   process.exit(2);
 }
 
-const tokens = positiveInteger('tokens', '1');
-const iterations = positiveInteger('iterations', '2000');
-const warmup = positiveInteger('warmup', '200');
+let options;
+try {
+  ({ values: options } = parseArgs({
+    options: {
+      device: { type: 'string', default: 'cuda:0' }, preset: { type: 'string' }, tokens: { type: 'string', default: '1' },
+      iterations: { type: 'string', default: '2000' }, warmup: { type: 'string', default: '200' }, json: { type: 'string' },
+    },
+  }));
+} catch (error) {
+  usage(error.message);
+}
+
+function positiveInteger(name) {
+  const value = Number(options[name]);
+  if (!Number.isInteger(value) || value < 1) usage(`--${name} must be a positive integer`);
+  return value;
+}
+
+const device = options.device;
+const presetName = options.preset ?? (device === 'cpu' ? 'qwen3-30b-a3b-mini' : 'qwen3-30b-a3b');
+const jsonPath = options.json;
+const tokens = positiveInteger('tokens');
+const iterations = positiveInteger('iterations');
+const warmup = positiveInteger('warmup');
+const kSyncEvery = 100;
 
 /** Mean µs for `call` to return; `cleanup` disposes what it made (not timed). */
 async function hostMicros(call, cleanup) {
@@ -62,7 +69,7 @@ const disposeAll = (made) => {
 };
 
 async function main() {
-  const preset = ALL_PRESETS.find((p) => p.name === presetName);
+  const preset = findPreset(presetName);
   if (!preset) usage(`no preset ${presetName} (one of ${ALL_PRESETS.map((p) => p.name).join(', ')})`);
   const { config } = preset;
   const dtype = device === 'cpu' ? 'float32' : 'bfloat16';
