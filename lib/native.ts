@@ -52,6 +52,16 @@ export interface NativeQuantizedGemm {
   outputScales?: NativeTensor;
 }
 
+/** Permute's maps and the experts it sorts among (op_args.h, PermuteArgs). */
+export interface NativePermuteMaps {
+  expertOffsets: NativeTensor;
+  sourceToPermuted: NativeTensor;
+  permutedToSource: NativeTensor;
+  localExpertCount: number;
+  firstExpert?: number;
+  totalExperts?: number;
+}
+
 /** Op argument objects: keys match the C++ structs in native/core/op_args.h. */
 export interface NativeOps {
   routing(device: number, args: {
@@ -59,14 +69,14 @@ export interface NativeOps {
     expertCounts: NativeTensor; method: number; topK: number; renormalize: boolean; numGroups: number;
     topkGroups: number; scalingFactor: number;
   }): void;
-  permute(device: number, args: {
-    input: NativeTensor; inputScales?: NativeTensor; topkIds: NativeTensor; permuted: NativeTensor; permutedScales?: NativeTensor;
-    expertOffsets: NativeTensor; sourceToPermuted: NativeTensor; permutedToSource: NativeTensor; localExpertCount: number;
-    firstExpert?: number; totalExperts?: number;
+  /** Without `permuted` only the maps are written, and `input` may be left out. */
+  permute(device: number, args: NativePermuteMaps & {
+    input?: NativeTensor; inputScales?: NativeTensor; topkIds: NativeTensor; permuted?: NativeTensor; permutedScales?: NativeTensor;
   }): void;
   groupedGemm(device: number, args: NativeQuantizedGemm & {
-    input: NativeTensor; weights: NativeTensor; bias?: NativeTensor; expertOffsets: NativeTensor; output: NativeTensor;
-    activation?: number; layout?: number; alpha?: number; limit?: number; maxRowsPerExpert?: number;
+    input: NativeTensor; gatherRows?: NativeTensor; gatherDivisor?: number; weights: NativeTensor; bias?: NativeTensor;
+    expertOffsets: NativeTensor; output: NativeTensor; activation?: number; layout?: number; alpha?: number; limit?: number;
+    maxRowsPerExpert?: number;
   }): void;
   linear(device: number, args: NativeQuantizedGemm & { input: NativeTensor; weight: NativeTensor; bias?: NativeTensor; output: NativeTensor }): void;
   activation(device: number, args: {

@@ -2,12 +2,12 @@ import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
 import { describeValue, MoekitError } from '../errors';
 import type { ActivationKind } from '../vocabulary';
-import { addon, type NativeQuantizedGemm } from '../native';
+import { addon, type NativeQuantizedGemm, type NativeTensor } from '../native';
 import { optionalOptions, requiredObject } from '../options';
 import { nativeActivation, type ActivationParameters, type NativeActivation } from './activation';
 import { fp8Blocks, Fp8Rows, isWeightOnly, nativeGroupSize, QuantizedWeights, requireFormat, requireGroupSize, requireRows, WEIGHT_FORMAT_CODES } from './quantized';
 import { Tensor } from '../tensor';
-import { MAX_EXPERTS, requireDType, requireFloat, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
+import { MAX_EXPERTS, requireDType, requireFloat, requireInteger, requireSameDevice, requireShape, requireTensor, withOutputs } from './validate';
 
 /** A GEMM's input rows: float, or FP8 with their scales (for quantized weights). */
 export type GemmInput = Tensor | Fp8Rows;
@@ -39,6 +39,19 @@ export interface GroupedGemmOptions extends GemmOptions {
    * take the decode kernel); results never depend on it.
    */
   maxRowsPerExpert?: number;
+  /**
+   * Gathered rows: row r of the product reads input row floor(gatherRows[r] / gatherDivisor) in
+   * place of input row r. int32 [M] on the input's device; the input may then have any number of
+   * rows T, and the output (and expertOffsets) count M = gatherRows.shape[0] rows. permuteMaps()
+   * gives such rows, so the token rows are read where they are instead of being permuted first:
+   * `permuteMaps(topkIds, E).permutedToSource` with gatherDivisor topK (the pair index
+   * t·topK + j names token t). Only rows inside an expert's range are read; a value there outside
+   * [0, T · gatherDivisor) poisons the output (E_INVALID_ARGUMENT naming gatherRows, when it is
+   * read). Not with Fp8Rows input: FP8 rows are permuted with their scales.
+   */
+  gatherRows?: Tensor;
+  /** What gatherRows' values are divided by (integer division): a positive 32-bit integer, 1 by default; only with gatherRows. */
+  gatherDivisor?: number;
 }
 
 /** Options whose output is float (a Tensor), and those whose output is FP8 rows. */
@@ -118,6 +131,11 @@ function outputDType(op: string, operands: CheckedOperands, requested: FloatDTyp
   return requested;
 }
 
+/** A tensor that goes with the operands: on the input's device. */
+function requireInputDevice(tensor: Tensor, op: string, name: string, operands: CheckedOperands): void {
+  if (tensor.device !== operands.device) throw new MoekitError('E_DEVICE', `${op}: ${name} is on ${tensor.device} but input is on ${operands.device}`);
+}
+
 /** The bias: float, of `shape`, on the operands' device; for dense weights also of the weights' dtype. */
 function checkBias(op: string, bias: Tensor | undefined, shape: number[], operands: CheckedOperands, weights: GemmWeights): void {
   if (bias === undefined) return;
@@ -125,7 +143,32 @@ function checkBias(op: string, bias: Tensor | undefined, shape: number[], operan
   requireFloat(bias, op, 'bias');
   requireShape(bias, op, 'bias', shape);
   if (weights instanceof Tensor) requireDType(bias, op, 'bias', [weights.dtype]);
-  if (bias.device !== operands.device) throw new MoekitError('E_DEVICE', `${op}: bias is on ${bias.device} but input is on ${operands.device}`);
+  requireInputDevice(bias, op, 'bias', operands);
+}
+
+/** The product's rows: the input's, or gatherRows' with the native fields that gather them. */
+interface ProductRows {
+  rows: number;
+  native: { gatherRows?: NativeTensor; gatherDivisor?: number };
+}
+
+/** options.gatherRows and gatherDivisor checked against the input (absent: undefined or null). */
+function productRows(op: string, given: Partial<GroupedGemmOptions>, input: GemmInput, operands: CheckedOperands): ProductRows {
+  const gatherRows = given.gatherRows ?? undefined;
+  const gatherDivisor = given.gatherDivisor ?? undefined;
+  if (gatherRows === undefined) {
+    if (gatherDivisor !== undefined) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: gatherDivisor goes only with gatherRows`);
+    return { rows: operands.rows, native: {} };
+  }
+  requireTensor(gatherRows, op, 'gatherRows');
+  if (input instanceof Fp8Rows) {
+    throw new MoekitError('E_INVALID_ARGUMENT', `${op}: gatherRows does not go with Fp8Rows input (FP8 rows are permuted with their scales)`);
+  }
+  requireDType(gatherRows, op, 'gatherRows', ['int32']);
+  const [rows] = requireShape(gatherRows, op, 'gatherRows', [null]) as [number];
+  requireInputDevice(gatherRows, op, 'gatherRows', operands);
+  const divisor = requireInteger(gatherDivisor ?? 1, op, 'gatherDivisor', 1, 2 ** 31 - 1);
+  return { rows, native: { gatherRows: gatherRows.toNative(), gatherDivisor: divisor } };
 }
 
 /**
@@ -156,6 +199,11 @@ function fusedActivation(op: string, activation: GroupedGemmOptions['activation'
  * input [M, K]; weights [E, N, K] (PyTorch Linear layout); expertOffsets [E+1] int32, read on the
  * device. Rows outside [offsets[0], offsets[E]) are left as they were.
  *
+ * With options.gatherRows, row r reads input row floor(gatherRows[r] / gatherDivisor) instead of
+ * row r: groupedGemm(x, w, expertOffsets, { gatherRows: permutedToSource, gatherDivisor: topK })
+ * with permuteMaps(topkIds, E)'s maps equals groupedGemm(permute(x, topkIds, E).permuted, w,
+ * expertOffsets), without the copy of the rows; the output has gatherRows.shape[0] rows.
+ *
  * With fp8_block128 QuantizedWeights the product is W8A8 (see lib/ops/quantized.ts): the input,
  * float or Fp8Rows, is used as its per-row-per-128 quantization q · scale; outDtype 'float8_e4m3'
  * returns the output quantized the same way (Fp8Rows), ready for the next GEMM. With weight-only
@@ -174,7 +222,8 @@ export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffset
   requireTensor(expertOffsets, op, 'expertOffsets');
   requireDType(expertOffsets, op, 'expertOffsets', ['int32']);
   requireShape(expertOffsets, op, 'expertOffsets', [experts + 1]);
-  if (expertOffsets.device !== operands.device) throw new MoekitError('E_DEVICE', `${op}: expertOffsets is on ${expertOffsets.device} but input is on ${operands.device}`);
+  requireInputDevice(expertOffsets, op, 'expertOffsets', operands);
+  const product = productRows(op, given, input, operands);
   checkBias(op, given.bias, [experts, outFeatures], operands, weights);
   const dtype = outputDType(op, operands, given.outDtype);
   const act = fusedActivation(op, given.activation);
@@ -186,9 +235,10 @@ export function groupedGemm(input: GemmInput, weights: GemmWeights, expertOffset
     throw new MoekitError('E_INVALID_ARGUMENT', `${op}: maxRowsPerExpert must be a positive 32-bit integer, got ${describeValue(maxRowsPerExpert)}`);
   }
   const outWidth = act?.gated ? outFeatures / 2 : outFeatures;
-  return runGemm(operands.rows, outWidth, dtype, operands.device, (output) =>
+  return runGemm(product.rows, outWidth, dtype, operands.device, (output) =>
     addon().groupedGemm(deviceIndex(operands.device), {
       ...operands.native,
+      ...product.native,
       bias: given.bias?.toNative(),
       expertOffsets: expertOffsets.toNative(),
       ...output,

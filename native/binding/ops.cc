@@ -100,6 +100,21 @@ void checkGemmOutput(const OpArgs& in, WeightFormat format, const TensorView& in
   }
 }
 
+// A grouped GEMM's gathered rows (op_args.h, "Gathered rows"): gatherRows int32 [M] and a
+// gatherDivisor of 1 or more, not with FP8 input rows (those are permuted with their scales).
+// Their values are checked where they are read. Returns M, the product's row count.
+int64_t checkGatherRows(const OpArgs& in, const GroupedGemmArgs& args) {
+  if (!args.gatherRows.present()) {
+    in.expect(args.gatherDivisor == 1, "gatherDivisor goes only with gatherRows");
+    return gemmRows(args);
+  }
+  in.expectDType(args.gatherRows, "gatherRows", DType::Int32);
+  in.expectShape(args.gatherRows, "gatherRows", {-1});
+  in.expect(!args.inputScales.present(), "gatherRows does not go with inputScales (FP8 rows are permuted with their scales)");
+  in.expect(args.gatherDivisor >= 1, "gatherDivisor must be at least 1");
+  return gemmRows(args);
+}
+
 // ---- Ops ------------------------------------------------------------------------------------
 
 void Routing(const Napi::CallbackInfo& info) {
@@ -143,13 +158,38 @@ void Routing(const Napi::CallbackInfo& info) {
   in.enqueueOp(args, &Device::routing);
 }
 
+// Permute's rows, when it writes them (`permuted` given): input [T, H] float, or Float8E4M3 with
+// inputScales (copied as they are, into FP8 rows); permuted [T*K, H] of input's dtype, or
+// Float8E4M3 with permutedScales (quantized by the W8A8 rule).
+void checkPermutedRows(const OpArgs& in, const PermuteArgs& args, int64_t tokens, int64_t pairs) {
+  in.expectAbout(args.input.present(), "input", " is missing (permuted holds its rows)");
+  in.expectShape(args.input, "input", {tokens, -1});
+  const int64_t hidden = args.input.dim(1);
+  if (args.input.dtype == DType::Float8E4M3) {
+    expectRowScales(in, args.inputScales, "inputScales", args.input, "input");
+    in.expectDType(args.permuted, "permuted", DType::Float8E4M3);
+  } else {
+    in.expectFloat(args.input, "input");
+    in.expect(!args.inputScales.present(), "inputScales goes only with float8_e4m3 input rows");
+  }
+  in.expectShape(args.permuted, "permuted", {pairs, hidden});
+  if (args.permuted.dtype == DType::Float8E4M3) {
+    expectRowScales(in, args.permutedScales, "permutedScales", args.permuted, "permuted");
+  } else {
+    in.expectDType(args.permuted, "permuted", args.input.dtype);
+    in.expect(!args.permutedScales.present(), "permutedScales goes only with float8_e4m3 permuted rows");
+  }
+}
+
 void Permute(const Napi::CallbackInfo& info) {
   OpArgs in(info, "permute");
   PermuteArgs args;
-  args.input = in.tensor("input");
+  // Without `permuted` only the maps are written (for a GEMM that gathers the rows itself), and
+  // the input rows, unread, may be left out.
+  args.input = in.optionalTensor("input");
   args.inputScales = in.optionalTensor("inputScales");
   args.topkIds = in.tensor("topkIds");
-  args.permuted = in.output("permuted");
+  args.permuted = in.optionalOutput("permuted");
   args.permutedScales = in.optionalOutput("permutedScales");
   args.expertOffsets = in.output("expertOffsets");
   args.sourceToPermuted = in.output("sourceToPermuted");
@@ -161,26 +201,16 @@ void Permute(const Napi::CallbackInfo& info) {
   in.expect(args.totalExperts <= kMaxExperts, "totalExperts is larger than kMaxExperts");
   in.expect(args.firstExpert >= 0 && static_cast<int64_t>(args.firstExpert) + args.localExpertCount <= args.totalExperts,
             "local experts must lie within [0, totalExperts)");
-  in.expectShape(args.input, "input", {-1, -1});
-  const int64_t tokens = args.input.dim(0), hidden = args.input.dim(1);
-  if (args.input.dtype == DType::Float8E4M3) {
-    // FP8 rows that already carry their scales: copied as they are, into FP8 rows.
-    expectRowScales(in, args.inputScales, "inputScales", args.input, "input");
-    in.expectDType(args.permuted, "permuted", DType::Float8E4M3);
-  } else {
-    in.expectFloat(args.input, "input");
-    in.expect(!args.inputScales.present(), "inputScales goes only with float8_e4m3 input rows");
-  }
-  in.expectShape(args.topkIds, "topkIds", {tokens, -1});
+  in.expectShape(args.topkIds, "topkIds", {-1, -1});
   in.expectDType(args.topkIds, "topkIds", DType::Int32);
-  const int64_t pairs = tokens * args.topkIds.dim(1);
+  const int64_t tokens = args.topkIds.dim(0), pairs = tokens * args.topkIds.dim(1);
   in.expect(args.localExpertCount >= 1, "localExpertCount must be positive");
-  in.expectShape(args.permuted, "permuted", {pairs, hidden});
-  if (args.permuted.dtype == DType::Float8E4M3) {
-    expectRowScales(in, args.permutedScales, "permutedScales", args.permuted, "permuted");
+  if (args.permuted.present()) {
+    checkPermutedRows(in, args, tokens, pairs);
   } else {
-    in.expectDType(args.permuted, "permuted", args.input.dtype);
-    in.expect(!args.permutedScales.present(), "permutedScales goes only with float8_e4m3 permuted rows");
+    in.expect(!args.permutedScales.present(), "permutedScales goes only with permuted rows");
+    // Unread, but still the op's argument: an input given must match the ids.
+    if (args.input.present()) in.expectShape(args.input, "input", {tokens, -1});
   }
   in.expectShape(args.expertOffsets, "expertOffsets", {args.localExpertCount + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
@@ -196,6 +226,8 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   GroupedGemmArgs args;
   args.input = in.tensor("input");
   args.inputScales = in.optionalTensor("inputScales");
+  args.gatherRows = in.optionalTensor("gatherRows");
+  args.gatherDivisor = in.optionalInt32("gatherDivisor", 1);
   args.weights = in.tensor("weights");
   args.weightScales = in.optionalTensor("weightScales");
   args.weightFormat = readWeightFormat(in, "weightFormat");
@@ -208,7 +240,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   checkGemmInput(in, args.weightFormat, args.input, args.inputScales);
   const int64_t depth = args.input.dim(1);
   in.expectShape(args.weights, "weights", {-1, -1, -1});
-  const int64_t rows = args.input.dim(0), experts = args.weights.dim(0), outFeatures = args.weights.dim(1);
+  const int64_t rows = checkGatherRows(in, args), experts = args.weights.dim(0), outFeatures = args.weights.dim(1);
   args.weightGroupSize = checkGemmWeights(in, args.weightFormat, args.weights, "weights", args.weightScales, {experts}, depth);
   in.expect(experts <= kMaxExperts, "weights hold more experts than kMaxExperts");
   in.expectShape(args.expertOffsets, "expertOffsets", {experts + 1});

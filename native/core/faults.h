@@ -26,6 +26,9 @@ enum class FaultKind : int32_t {
   ExpertOffsetOutOfRange = 3,
   // expertSlots: topkIds[position] holds expert id `value`, outside [0, bound).
   SlotExpertIdOutOfRange = 4,
+  // groupedGemm: gatherRows[position] is `value`, outside [0, bound) (bound: the input's rows times
+  // gatherDivisor).
+  GatherRowOutOfRange = 5,
 };
 
 // One failing op, as a kernel reports it: the first fault its threads found.
@@ -71,6 +74,9 @@ inline std::string describeFault(FaultKind kind, long long value, long long posi
              ", but offsets must be non-decreasing from 0 and at most the row count " + limit;
     case FaultKind::SlotExpertIdOutOfRange:
       return "expertSlots: topkIds holds expert id " + found + " at flat index " + at + ", outside [0, " + limit + ")";
+    case FaultKind::GatherRowOutOfRange:
+      return "groupedGemm: gatherRows[" + at + "] is " + found + ", outside [0, " + limit +
+             ") (the input's rows times gatherDivisor)";
     case FaultKind::None:
       break;
   }

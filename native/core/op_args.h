@@ -98,12 +98,15 @@ struct RoutingArgs : OpIdentity {
 // routed to other experts are dropped: no row, sourceToPermuted = -1. Local expert e (global id
 // firstExpert + e) owns rows [offsets[e], offsets[e+1]); rows from offsets[localExpertCount] on
 // are unused (left as they were). Without EP, firstExpert = 0 and localExpertCount = totalExperts.
+//
+// `permuted` is optional: without it only the maps (expertOffsets, sourceToPermuted,
+// permutedToSource) are written, for a grouped GEMM that gathers the rows itself (gatherRows).
 struct PermuteArgs : OpIdentity {
   TensorView input;             // [T, H] float; or Float8E4M3 with inputScales (rows quantized
                                 //   already, as wide EP receives them: copied with their scales)
   TensorView inputScales;       // optional float32 [T, ceil(H/128)], only with a Float8E4M3 input
   TensorView topkIds;           // [T, K] int32, each in [0, totalExperts) (checked: ExpertIdOutOfRange)
-  TensorView permuted;          // out [T*K, H], dtype of input; or Float8E4M3 with permutedScales:
+  TensorView permuted;          // optional out [T*K, H], dtype of input; or Float8E4M3 with permutedScales:
                                 //   each row quantized by the W8A8 rule (see "Quantized weights"),
                                 //   or, from a Float8E4M3 input, its row and scales as they are
   TensorView permutedScales;    // optional out float32 [T*K, ceil(H/128)]
@@ -259,6 +262,15 @@ inline int64_t fp8Blocks(int64_t extent) { return (extent + kFp8BlockSize - 1) /
 // expertOffsets lives on the op's device (never read by the host on the CUDA backend).
 // Rows outside [offsets[0], offsets[E]) are left untouched.
 //
+// Gathered rows (optional): with `gatherRows` [M] int32, row r of the product reads input row
+//   source(r) = gatherRows[r] / gatherDivisor   (integer division; input is then [T, K], any T)
+// in place of input row r, so `input[r, k]` above reads `input[source(r), k]`. The layer passes
+// permute's permutedToSource with gatherDivisor = topK (the pair index t*K + j names token t): the
+// expert-sorted rows are then read where they are instead of being copied first. gatherRows[r] is
+// read only for rows r inside an expert's range; a value outside [0, T * gatherDivisor) is a fault
+// (GatherRowOutOfRange) and that row reads zeros. Not with inputScales (FP8 rows are permuted
+// with their scales). M, the row count, is the output's: gatherRows' length, or the input's rows.
+//
 // With `activation.enabled`, the activation runs on the float32 products (after the bias) before
 // anything is rounded, and only its result is written: output is [M, N/2] for gated kinds (gate
 // and up columns picked by `activation.layout` within the N products) and [M, N] otherwise. The
@@ -272,8 +284,11 @@ struct GemmActivation {
 };
 
 struct GroupedGemmArgs : OpIdentity {
-  TensorView input;          // [M, K] float; Fp8Block128 also takes Float8E4M3 with inputScales
+  TensorView input;          // [M, K] float ([T, K] with gatherRows); Fp8Block128 also takes
+                             // Float8E4M3 with inputScales
   TensorView inputScales;    // optional float32 [M, ceil(K/128)]: input is quantized (W8A8 rule)
+  TensorView gatherRows;     // optional [M] int32: row r reads input row gatherRows[r] / gatherDivisor
+  int32_t gatherDivisor = 1; // >= 1
   TensorView weights;        // [E, N, K] float (Dense), Float8E4M3 (Fp8Block128), or UInt8 bytes
                              // [E, N, weightRowBytes(K)] (weight-only formats)
   TensorView weightScales;   // Fp8Block128: float32 [E, ceil(N/128), ceil(K/128)]; weight-only:
@@ -293,6 +308,11 @@ struct GroupedGemmArgs : OpIdentity {
   // on it, and rows beyond it are still computed.
   int64_t maxRowsPerExpert = 0;
 };
+
+// The product's row count M: gatherRows' length when the rows are gathered, else the input's.
+inline int64_t gemmRows(const GroupedGemmArgs& args) {
+  return args.gatherRows.present() ? args.gatherRows.dim(0) : args.input.dim(0);
+}
 
 // Dense projection: output[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]). Quantized weights
 // and activations as for the grouped GEMM (one expert owning every row).

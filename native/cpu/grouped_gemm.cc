@@ -20,6 +20,10 @@
 // input rows become x' = q * scale in a float32 scratch matrix, weights are converted to q * scale
 // as tiles pack them, and an FP8 output is quantized from the float32 results.
 //
+// Gathered rows (gatherRows): the rows the experts own are first copied into a dense [M, K] input
+// in product order, and the GEMM runs on that copy as on rows given in order, so every path below
+// works unchanged; the copy is one pass over M rows, small beside the GEMM's reads of them.
+//
 // Weight-only weights (Int8, Int4, Mxfp4) are dequantized to float32, a slice of kSliceFloats at
 // most at a time (whole tiles of columns of one expert), and the slice runs through the same tiles
 // as float32 weights: the tiles' columns and sums are those of an unsliced matrix, so results equal
@@ -468,7 +472,7 @@ std::vector<float> biasAsFloat(const TensorView& bias) {
 // clamps below stay as a second guard).
 void checkOffsets(const GroupedGemmArgs& args) {
   const int64_t experts = args.weights.dim(0);
-  const int64_t rows = args.input.dim(0);
+  const int64_t rows = gemmRows(args);
   const int32_t* offsets = args.expertOffsets.as<int32_t>();
   int64_t lower = 0;
   for (int64_t e = 0; e <= experts; ++e) {
@@ -485,7 +489,7 @@ struct RowRange {
 };
 
 RowRange expertRows(const GroupedGemmArgs& args) {
-  const int64_t rows = args.input.dim(0);
+  const int64_t rows = gemmRows(args);
   const int32_t* offsets = args.expertOffsets.as<int32_t>();
   const int64_t begin = std::clamp<int64_t>(offsets[0], 0, rows);
   return {begin, std::clamp<int64_t>(offsets[args.weights.dim(0)], begin, rows)};
@@ -523,7 +527,7 @@ void groupedGemmWeightOnlyProducts(const GroupedGemmArgs& args) {
   const int64_t experts = args.weights.dim(0);
   const int64_t cols = args.weights.dim(1);
   const int64_t depth = args.input.dim(1);
-  const int64_t rows = args.input.dim(0);
+  const int64_t rows = gemmRows(args);
   const int32_t* offsets = args.expertOffsets.as<int32_t>();
   const std::vector<float> bias = biasAsFloat(args.bias);
   const int64_t sliceCols = sliceColumns(depth, cols);
@@ -549,7 +553,7 @@ void groupedGemmProducts(const GroupedGemmArgs& args) {
   const int64_t experts = args.weights.dim(0);
   const int64_t cols = args.weights.dim(1);
   const int64_t depth = args.weights.dim(2);
-  const int64_t rows = args.input.dim(0);
+  const int64_t rows = gemmRows(args);
   const int32_t* offsets = args.expertOffsets.as<int32_t>();
   const size_t weightBytes = static_cast<size_t>(cols * depth) * dtypeSize(args.weights.dtype);
   const int64_t scalesPerExpert = args.weightScales.present() ? fp8Blocks(cols) * fp8Blocks(depth) : 0;
@@ -575,7 +579,7 @@ void groupedGemmProducts(const GroupedGemmArgs& args) {
 // With an activation: the products go to a float32 scratch matrix, then the activation turns the
 // rows the experts own into the output (rows outside [offsets[0], offsets[E]) stay untouched).
 void groupedGemmThenActivate(const GroupedGemmArgs& args) {
-  const int64_t rows = args.input.dim(0);
+  const int64_t rows = gemmRows(args);
   const int64_t cols = args.weights.dim(1);
   std::vector<float> products(static_cast<size_t>(rows * cols));
   GroupedGemmArgs gemm = args;
@@ -650,15 +654,62 @@ void gemmW8A8(const Args& args, RowRange rows, int64_t outWidth, void (*floatGem
   }
 }
 
-}  // namespace
-
-void groupedGemm(const GroupedGemmArgs& args) {
-  checkOffsets(args);
+// A grouped GEMM on input rows in product order (no gatherRows).
+void groupedGemmInOrder(const GroupedGemmArgs& args) {
   if (args.weightFormat == WeightFormat::Fp8Block128) {
     gemmW8A8(args, expertRows(args), args.output.dim(1), groupedGemmFloat);
   } else {
     groupedGemmFloat(args);
   }
+}
+
+// ---- Gathered rows (op_args.h, "Gathered rows") ------------------------------------------------
+
+constexpr int64_t kGatherRowsPerChunk = 64;
+
+// gatherRows come from users as well as from permute(): a bad one throws before any row is read.
+// Only the rows the experts own are read, so only theirs are checked.
+void checkGatherRows(const GroupedGemmArgs& args, RowRange rows) {
+  const int64_t bound = args.input.dim(0) * args.gatherDivisor;
+  const int32_t* sources = args.gatherRows.as<int32_t>();
+  for (int64_t r = rows.begin; r < rows.end; ++r) {
+    if (sources[r] < 0 || sources[r] >= bound) {
+      throw NativeError("E_INVALID_ARGUMENT", describeFault(FaultKind::GatherRowOutOfRange, sources[r], r, bound));
+    }
+  }
+}
+
+// The input's gathered rows as a dense [M, K] matrix in the input's dtype: row r of `rows` is input
+// row gatherRows[r] / gatherDivisor; the other rows (never read) are zeros.
+std::vector<uint8_t> gatherInputRows(const GroupedGemmArgs& args, RowRange rows) {
+  const size_t rowBytes = static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
+  std::vector<uint8_t> gathered(static_cast<size_t>(gemmRows(args)) * rowBytes);
+  const auto* source = args.input.as<uint8_t>();
+  const int32_t* sources = args.gatherRows.as<int32_t>();
+  parallelFor(rows.begin, rows.end, kGatherRowsPerChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      std::memcpy(gathered.data() + r * rowBytes, source + (sources[r] / args.gatherDivisor) * rowBytes, rowBytes);
+    }
+  });
+  return gathered;
+}
+
+}  // namespace
+
+void groupedGemm(const GroupedGemmArgs& args) {
+  checkOffsets(args);
+  if (!args.gatherRows.present()) {
+    groupedGemmInOrder(args);
+    return;
+  }
+  const RowRange rows = expertRows(args);
+  checkGatherRows(args, rows);
+  std::vector<uint8_t> gathered = gatherInputRows(args, rows);
+  GroupedGemmArgs inOrder = args;
+  inOrder.input = TensorView{gathered.data(), args.input.dtype, {gemmRows(args), args.input.dim(1)}};
+  inOrder.gatherRows = TensorView{};
+  inOrder.gatherDivisor = 1;
+  groupedGemmInOrder(inOrder);
 }
 
 void linear(const LinearArgs& args) {

@@ -1,7 +1,7 @@
 // Permutation on the CPU: a counting sort of (token, slot) pairs by expert. Pairs are visited in
 // flat order t*K + j, so rows within an expert keep that order (stable). The rows are copied, or
 // quantized by the W8A8 rule when the caller asks for FP8 rows with scales; FP8 rows that come with
-// their scales are copied with them.
+// their scales are copied with them. Without `permuted` only the maps are written (input unread).
 #include <cstring>
 #include <string>
 #include <vector>
@@ -62,7 +62,8 @@ void gatherQuantized(const PermuteArgs& args, int64_t usedRows, const TokenOf& t
 }  // namespace
 
 void permute(const PermuteArgs& args) {
-  const int64_t tokens = args.input.dim(0);
+  // The ids give the token count: without `permuted`, input may be absent.
+  const int64_t tokens = args.topkIds.dim(0);
   const int64_t topK = args.topkIds.dim(1);
   const int64_t pairs = tokens * topK;
   const int32_t experts = args.localExpertCount;
@@ -98,6 +99,7 @@ void permute(const PermuteArgs& args) {
     sourceToPermuted[i] = row;
     permutedToSource[row] = static_cast<int32_t>(i);
   }
+  if (!args.permuted.present()) return;
   const int64_t usedRows = offsets[experts];
 
   const auto tokenOf = [&](int64_t row) { return permutedToSource[row] / topK; };

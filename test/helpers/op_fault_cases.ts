@@ -1,13 +1,13 @@
 /**
  * Hostile index values on one device (issue 11): an op that reads through an index it was given
- * (permute's topkIds, combine's sourceToPermuted, groupedGemm's expertOffsets) never reads outside
- * its tensors; its outputs are poisoned instead, and so is whatever is computed from them, while
- * every other tensor is unaffected. The CPU suite (test/op_faults.test.ts) and the GPU suite
- * (test/gpu/op_faults.test.ts) run these same cases.
+ * (permute's topkIds, combine's sourceToPermuted, groupedGemm's expertOffsets and gatherRows)
+ * never reads outside its tensors; its outputs are poisoned instead, and so is whatever is
+ * computed from them, while every other tensor is unaffected. The CPU suite
+ * (test/op_faults.test.ts) and the GPU suite (test/gpu/op_faults.test.ts) run these same cases.
  */
 import { expect, it } from 'vitest';
 
-import { activation, combine, groupedGemm, linear, MoELayer, permute, route, synchronize, Tensor, type Device } from '../../lib/index';
+import { activation, combine, groupedGemm, linear, MoELayer, permute, permuteMaps, route, synchronize, Tensor, type Device } from '../../lib/index';
 import { ExpertSlotTable } from '../../lib/ops/expert_slots';
 import { swigluConfig } from './configs';
 import { expectThrows } from './errors';
@@ -81,6 +81,10 @@ export function opFaultCases(device: Device): void {
     using w = Tensor.random([4, 6, HIDDEN], { device });
     using products = groupedGemm(permuted.permuted, w, permuted.expertOffsets);
     await expect(products.toArray()).rejects.toEqual(rejectsWith(message));
+    const maps = permuteMaps(ids, 4);
+    using gathered = groupedGemm(x, w, maps.expertOffsets, { gatherRows: maps.permutedToSource, gatherDivisor: 2 });
+    await expect(gathered.toArray()).rejects.toEqual(rejectsWith(message));
+    for (const tensor of Object.values(maps)) tensor.dispose();
     using moved = combined.to('cpu');
     await expect(moved.toArray()).rejects.toEqual(rejectsWith(message));
     await expectDeviceWorks(device);
@@ -157,6 +161,23 @@ export function opFaultCases(device: Device): void {
     using plain = groupedGemm(x, w, expertOffsets);
     await expect(plain.toArray()).rejects.toEqual(rejectsWith(message));
     using activated = groupedGemm(x, w, expertOffsets, { activation: { kind: 'swiglu' } });
+    await expect(activated.toArray()).rejects.toEqual(rejectsWith(message));
+    await expectDeviceWorks(device);
+  });
+
+  it.each([8, -1, 2_147_483_647])('groupedGemm refuses gathered row %i of 4 rows × gatherDivisor 2, and reads no row outside the experts\' range', async (bad) => {
+    using x = rows(4, device);
+    using w = Tensor.random([2, 6, HIDDEN], { device });
+    using expertOffsets = ints([1, 4, 7], [3], device);
+    // Rows 0 and 7 are no expert's: their values are never read, so never refused.
+    using clean = ints([-5, 0, 1, 2, 3, 4, 7, 1_000_000], [8], device);
+    using kept = groupedGemm(x, w, expertOffsets, { gatherRows: clean, gatherDivisor: 2 });
+    await expect(kept.toArray()).resolves.toHaveLength(8 * 6);
+    using hostile = ints([0, 0, 1, 2, 3, bad, 7, 0], [8], device);
+    const message = new RegExp(`groupedGemm: gatherRows\\[5\\] is ${bad}, outside \\[0, 8\\)`);
+    using plain = groupedGemm(x, w, expertOffsets, { gatherRows: hostile, gatherDivisor: 2 });
+    await expect(plain.toArray()).rejects.toEqual(rejectsWith(message));
+    using activated = groupedGemm(x, w, expertOffsets, { gatherRows: hostile, gatherDivisor: 2, activation: { kind: 'swiglu' } });
     await expect(activated.toArray()).rejects.toEqual(rejectsWith(message));
     await expectDeviceWorks(device);
   });
