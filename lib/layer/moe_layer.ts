@@ -6,7 +6,7 @@ import { activation } from '../ops/activation';
 import { combine, combineInto } from '../ops/combine';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { ExpertSlotTable } from '../ops/expert_slots';
-import { permute } from '../ops/permute';
+import { permute, permuteMaps, type PermuteMaps } from '../ops/permute';
 import {
   Fp8Rows, isQuantization, logicalShape, MXFP4_GROUP_SIZE, partDTypes, QUANTIZATION_FORMATS, QUANTIZATIONS, QuantizedWeights, quantizeWeights, requireGroupSize,
   scaleShape, WEIGHT_FORMATS, type ExpertQuantization, type GroupSize, type Quantization, type QuantizedParts,
@@ -353,15 +353,10 @@ export class MoELayer {
         // results (topkIds, expertCounts) stay in experts, for statistics and the balancer.
         const slotTable = this.#slotTable;
         const ids = slotTable ? keep(slotTable.map(routed.topkIds)) : routed.topkIds;
-        // FP8 experts (W8A8): permute quantizes the rows as it gathers them, and the first GEMM
-        // quantizes its activated output, so each GEMM reads FP8 rows with their scales, exactly
-        // as if it quantized its own input.
-        const fp8 = config.quantization === 'fp8';
-        const sorted = permute(input, ids, slotTable?.slots ?? config.numExperts, { localExperts, ...(fp8 && { quantize: 'fp8' as const }) });
-        for (const made of Object.values(sorted)) keep(made);
+        const { sorted, rows } = this.#sortRows(input, ids, slotTable?.slots ?? config.numExperts, localExperts, keep);
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens.
-        const expertOutput = this.#runExperts(weights, sorted.permuted, sorted.expertOffsets, input.shape[0]!, keep, mark);
+        const expertOutput = this.#runExperts(weights, rows, sorted.expertOffsets, input.shape[0]!, keep, mark);
         const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
         if (shared) mark('shared');
         let output: Tensor;
@@ -527,12 +522,32 @@ export class MoELayer {
    * [rows, H] in the layer's dtype. `maxRowsPerExpert` bounds the rows of any one expert (small
    * batches take the decode kernels); it must be positive, and with no rows 1 bounds them as well.
    */
-  #runExperts(weights: LayerWeights, rows: Tensor | Fp8Rows, offsets: Tensor, maxRowsPerExpert: number, keep: <T extends Disposable>(made: T) => T,
+  /**
+   * The pairs in expert order. FP8 experts (W8A8): permute quantizes the rows as it gathers them,
+   * and the first GEMM quantizes its activated output, so each GEMM reads FP8 rows with their
+   * scales, exactly as if it quantized its own input. Otherwise permute only sorts: the first GEMM
+   * reads each token's row where it is (the pair index t*K + j over K names token t), which saves
+   * writing and re-reading T*K rows.
+   */
+  #sortRows(input: Tensor, ids: Tensor, slots: number, localExperts: { first: number; count: number }, keep: <T extends Disposable>(made: T) => T): { sorted: PermuteMaps; rows: ExpertRows } {
+    if (this.config.quantization === 'fp8') {
+      const sorted = permute(input, ids, slots, { localExperts, quantize: 'fp8' });
+      for (const made of [sorted.permuted, sorted.expertOffsets, sorted.sourceToPermuted, sorted.permutedToSource]) keep(made);
+      return { sorted, rows: sorted.permuted };
+    }
+    const sorted = permuteMaps(ids, slots, { localExperts });
+    for (const made of Object.values(sorted)) keep(made);
+    return { sorted, rows: { input, gatherRows: sorted.permutedToSource, gatherDivisor: ids.shape[1]! } };
+  }
+
+  #runExperts(weights: LayerWeights, rows: ExpertRows, offsets: Tensor, maxRowsPerExpert: number, keep: <T extends Disposable>(made: T) => T,
     mark: (stage: ForwardStage) => void): Tensor {
     const bound = Math.max(maxRowsPerExpert, 1);
     const fp8 = this.config.quantization === 'fp8';
+    const gathered = 'gatherRows' in rows;
     const activated = keep(
-      groupedGemm(rows, weights.w13, offsets, {
+      groupedGemm(gathered ? rows.input : rows, weights.w13, offsets, {
+        ...(gathered && { gatherRows: rows.gatherRows, gatherDivisor: rows.gatherDivisor }),
         bias: weights.w13Bias,
         activation: this.#activationOptions(),
         maxRowsPerExpert: bound,
@@ -554,6 +569,9 @@ export class MoELayer {
     return { shared: output, sharedGateLogits: gate };
   }
 }
+
+/** The experts' rows in expert order: permuted (a copy), or read in place through a gather map (groupedGemm's gatherRows). */
+type ExpertRows = Tensor | Fp8Rows | { input: Tensor; gatherRows: Tensor; gatherDivisor: number };
 
 /** How a layer relates to a parallel group, if it does. */
 interface LayerParts {

@@ -17,6 +17,7 @@
 #include "grouped_gemm_paths.h"
 #include "kernels.h"
 #include "per_device.h"
+#include "row_gather.cuh"
 #include "scratch.h"
 #include "skinny_linear.h"
 #include "weight_only.h"
@@ -87,12 +88,29 @@ GemmFamily pickFamily(const GroupedGemmArgs& args) {
   if (forced == GemmFamily::Mma) return GemmFamily::Mma;
   const int64_t experts = std::max<int64_t>(args.weights.dim(0), 1);
   const bool fewRows = (args.maxRowsPerExpert > 0 && args.maxRowsPerExpert <= small_m::kAutoMaxRowsPerExpert) ||
-                       args.input.dim(0) <= small_m::kAutoMeanRowsPerExpert * experts;
+                       gemmRows(args) <= small_m::kAutoMeanRowsPerExpert * experts;
   const bool preferSmall = forced == GemmFamily::SmallM || (forced == GemmFamily::Auto && fewRows);
   if (preferSmall && small_m::supports(args)) return GemmFamily::SmallM;
   if (sm90::supports(args)) return GemmFamily::Sm90;
   if (small_m::supports(args) && fewRows) return GemmFamily::SmallM;
   return GemmFamily::Mma;
+}
+
+// ---- Gathered rows ---------------------------------------------------------------------------------
+// MOEKIT_GEMM_GATHER=copy makes every call with gatherRows take the gathered copy (GatheredInput),
+// as the kernels that do not gather take it: the tests check both ways on one GPU, and a bench
+// times the in-kernel gather against the copy it saves.
+bool gatherCopyForced() {
+  static const bool forced = environmentSwitch("MOEKIT_GEMM_GATHER") == "copy";
+  return forced;
+}
+
+// Whether `family` reads the gathered rows itself: sm90's and small_m's kernels for 16-bit dense
+// weights (sm90/kernel.cuh's gathering producer; small_m's token row pointers), given an input
+// with rows to gather from (with none, every index is bad: the copy reports them).
+bool gathersInKernel(const GroupedGemmArgs& args, GemmFamily family) {
+  if (gatherCopyForced() || args.input.dim(0) == 0 || args.weightFormat != WeightFormat::Dense) return false;
+  return family == GemmFamily::Sm90 || family == GemmFamily::SmallM;
 }
 
 // ---- Weight-only weights ------------------------------------------------------------------------
@@ -277,16 +295,23 @@ bool streamsAsOneExpert(const LinearArgs& args, const GroupedGemmArgs& grouped) 
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   checkFloat(args.output.dtype, "groupedGemm output");
   if (args.bias.present()) checkFloat(args.bias.dtype, "groupedGemm bias");
-  if (args.weights.dim(0) == 0 || args.input.dim(0) == 0 || args.output.dim(1) == 0) {
+  const int64_t rows = gemmRows(args);
+  if (args.weights.dim(0) == 0 || rows == 0 || args.output.dim(1) == 0) {
     // Nothing to compute, but the offsets are still the op's to check.
-    if (args.expertOffsets.present()) checkExpertOffsets(args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), args.input.dim(0), args, stream);
+    if (args.expertOffsets.present()) checkExpertOffsets(args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), rows, args, stream);
     return;
   }
+  const GemmFamily family = isWeightOnly(args.weightFormat) ? GemmFamily::Auto : pickFamily(args);
+  if (args.gatherRows.present() && !gathersInKernel(args, family)) {
+    const GatheredInput gathered(args, stream);
+    groupedGemm(gathered.args(), stream);
+    return;
+  }  // the copy is freed in stream order, after the GEMM's kernels
   if (isWeightOnly(args.weightFormat)) {
     weightOnlyGroupedGemm(args, stream);
     return;
   }
-  switch (pickFamily(args)) {
+  switch (family) {
     case GemmFamily::Sm90: sm90::groupedGemm(args, stream); return;
     case GemmFamily::SmallM: small_m::groupedGemm(args, stream); return;
     default:

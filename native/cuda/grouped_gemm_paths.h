@@ -18,7 +18,9 @@
 //
 // Every family honours the whole GroupedGemmArgs contract (native/core/op_args.h), including the
 // optional activation, which sm90 and smallM fuse into their epilogue, and FP8 block-scaled
-// weights with FP8 or float activations in and out (W8A8).
+// weights with FP8 or float activations in and out (W8A8). Gathered rows (gatherRows): sm90's
+// 16-bit kernel and smallM's dense one read them where they are; every other path is handed a
+// gathered copy first (row_gather.cuh, GatheredInput; MOEKIT_GEMM_GATHER=copy forces that).
 #pragma once
 
 #include <cuda_runtime.h>

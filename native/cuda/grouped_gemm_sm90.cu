@@ -74,7 +74,7 @@ bool pingPongPreferred(const GroupedGemmArgs& args, int64_t meanRows) {
 }
 
 void launch(const GroupedGemmArgs& args, cudaStream_t stream) {
-  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
+  const int64_t meanRows = gemmRows(args) / std::max<int64_t>(args.weights.dim(0), 1);
   const ForcedSchedule schedule = forcedSchedule();
   if (schedule == ForcedSchedule::PingPong || (schedule == ForcedSchedule::Auto && pingPongPreferred(args, meanRows))) {
     launchElement<PingPongTile>(args, stream);
@@ -194,7 +194,7 @@ bool supports(const GroupedGemmArgs& args) {
   if (args.weights.dtype != dtype) return false;
   if (args.output.dtype != DType::Float32 && args.output.dtype != dtype) return false;
   if (args.bias.present() && args.bias.dtype == DType::Int32) return false;
-  const int64_t rows = args.input.dim(0), experts = args.weights.dim(0);
+  const int64_t rows = std::max(gemmRows(args), args.input.dim(0)), experts = args.weights.dim(0);
   const int64_t cols = args.weights.dim(1), depth = args.weights.dim(2);
   if (experts < 1 || experts > kMaxExperts) return false;
   if (depth < kMinDepth || depth % kDepthMultiple != 0 || cols < kColumnMultiple || cols % kColumnMultiple != 0) return false;
@@ -205,7 +205,7 @@ bool supports(const GroupedGemmArgs& args) {
 }
 
 void groupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
-  if (args.input.dim(0) == 0) return;
+  if (gemmRows(args) == 0) return;
   if (args.weightFormat == WeightFormat::Fp8Block128) {
     launchFp8(args, stream);
   } else {

@@ -46,6 +46,7 @@
 #include "expert_offsets.cuh"
 #include "float_access.cuh"
 #include "fp8.cuh"
+#include "row_gather.cuh"
 #include "grouped_gemm_paths.h"
 #include "mma_sync.cuh"
 #include "per_device.h"
@@ -181,7 +182,7 @@ enum class Pairing : int32_t {
 };
 
 struct StreamProblem {
-  const void* input;          // [rows, depth]
+  const void* input;          // [rows, depth], or [T, depth] read through `gather`
   const void* weights;        // [experts, cols, depth]
   const float* inputScales;   // Fp8Operands: [rows, depthBlocks]
   const float* weightScales;  // Fp8Operands: [experts, colBlocks, depthBlocks]
@@ -204,6 +205,7 @@ struct StreamProblem {
   float alpha;
   float limit;
   FaultSink faults;           // where a bad offset is reported
+  RowGather gather;           // gathered rows (16-bit dense operands only: grouped_gemm.cu)
 };
 
 // ---- Loads ---------------------------------------------------------------------------------------
@@ -539,7 +541,9 @@ __device__ void runPass(const StreamProblem& p, float* partials, int32_t expert,
 #pragma unroll
   for (int j = 0; j < tokenGroups; ++j) {
     const int64_t row = passBegin + j * kMmaTokens + g;
-    operands.tokenRows[j] = row < passEnd ? static_cast<const T*>(p.input) + row * p.depth + laneDepth : nullptr;
+    // A row whose gathered index is bad reads zeros, as a row past the pass does.
+    const int64_t source = row < passEnd ? p.gather.source(row) : -1;
+    operands.tokenRows[j] = source >= 0 ? static_cast<const T*>(p.input) + source * p.depth + laneDepth : nullptr;
     if constexpr (Operands::kBlockScaled) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
@@ -604,7 +608,8 @@ StreamProblem problemOf(const GroupedGemmArgs& args, void* output, DType outputD
   p.offsets = args.expertOffsets.as<int32_t>();
   p.faults = FaultSink::of(args);
   p.experts = static_cast<int32_t>(args.weights.dim(0));
-  p.rows = args.input.dim(0);
+  p.rows = gemmRows(args);
+  p.gather = RowGather::of(args);
   p.cols = args.weights.dim(1);
   p.depth = args.weights.dim(2);
   p.depthBlocks = fp8Blocks(p.depth);

@@ -7,7 +7,7 @@
 //   3. rankAndScatter: one block per local expert walks every pair in flat order t*K + j, ranking
 //                      the pairs that chose it with a block-wide prefix sum, so rows within an
 //                      expert keep the flat order (stable) without any ordering-dependent atomics.
-//   4. gatherRows:     one warp per used row (below offsets[E], read on the device) copies its
+//   4. gatherRows:     (only when `permuted` is given) one warp per used row (below offsets[E], read on the device) copies its
 //                      token's input row; rows past it are left as they were. When `permuted` is
 //                      Float8E4M3, gatherQuantizeRows quantizes the row on the way instead (the
 //                      W8A8 rule, quantize.cuh), writing its scales into permutedScales, so the
@@ -33,6 +33,7 @@
 #include "float_access.cuh"
 #include "kernels.h"
 #include "quantize.cuh"
+#include "row_copy.cuh"
 
 namespace moekit::cuda {
 namespace {
@@ -51,7 +52,6 @@ struct RankLaunch {
 struct GatherLaunch {
   static constexpr int kRowsPerBlock = 8;  // one warp per row
   static constexpr int kThreads = kRowsPerBlock * kWarpSize;
-  static constexpr int kUnitsInFlight = 4;  // copy units a lane loads before it stores them
 };
 struct SortGatherLaunch {
   static constexpr int kThreads = 256;        // one thread per pair while sorting, one warp per row after
@@ -244,25 +244,6 @@ sortFewPairsKernel(const int32_t* ids, int32_t pairs, LocalExperts experts, int3
   sortFewPairs(ids, pairs, experts, scratch, faults, true, offsets, sourceToPermuted, permutedToSource);
 }
 
-// destination[0, unitsPerRow) = source[0, unitsPerRow), by one warp: kUnitsInFlight loads per lane
-// before their stores, so a row is a few round trips, not one per unit.
-template <typename Unit>
-__device__ void copyRowByWarp(const Unit* source, Unit* destination, int64_t unitsPerRow, int lane) {
-  for (int64_t base = lane; base < unitsPerRow; base += GatherLaunch::kUnitsInFlight * kWarpSize) {
-    Unit values[GatherLaunch::kUnitsInFlight];
-#pragma unroll
-    for (int u = 0; u < GatherLaunch::kUnitsInFlight; ++u) {
-      const int64_t i = base + u * kWarpSize;
-      if (i < unitsPerRow) values[u] = source[i];
-    }
-#pragma unroll
-    for (int u = 0; u < GatherLaunch::kUnitsInFlight; ++u) {
-      const int64_t i = base + u * kWarpSize;
-      if (i < unitsPerRow) destination[i] = values[u];
-    }
-  }
-}
-
 // Steps 1-4 for the smallest decode batches in one launch (pairs <= SortGatherLaunch::kMaxPairs):
 // each block sorts the pairs into its own shared memory (a few microseconds of redundant work that
 // spares a launch), block 0 also writes the maps, the offsets and the faults, then each warp of
@@ -312,20 +293,6 @@ __global__ void gatherQuantizeRowsKernel(const typename Format::Storage* input, 
   quantizeRowWarp(source, hidden, permuted + row * hidden, permutedScales + row * fp8BlockCount(hidden), vectorStores);
 }
 
-// The widest copy unit that divides the row size and both base addresses.
-template <typename Body>
-void dispatchCopyUnit(size_t rowBytes, const void* source, void* destination, Body&& body) {
-  const auto fits = [&](size_t unit) {
-    return rowBytes % unit == 0 && reinterpret_cast<uintptr_t>(source) % unit == 0 &&
-           reinterpret_cast<uintptr_t>(destination) % unit == 0;
-  };
-  if (fits(16)) return body(uint4{});
-  if (fits(8)) return body(uint2{});
-  if (fits(4)) return body(uint32_t{});
-  if (fits(2)) return body(uint16_t{});
-  body(uint8_t{});  // FP8 rows of odd width
-}
-
 // Copies the used rows [0, *usedRows) of `from` (rows of rowBytes, any dtype) into `to` in permuted
 // order: to[row] = from[permutedToSource[row] / topK].
 void gatherRows(const void* from, void* to, size_t rowBytes, const int32_t* permutedToSource, const int32_t* usedRows,
@@ -362,7 +329,7 @@ void sortPairs(const int32_t* ids, int64_t pairs, LocalExperts local, int32_t* o
 }  // namespace
 
 void permute(const PermuteArgs& args, cudaStream_t stream) {
-  const int64_t tokens = args.input.dim(0);
+  const int64_t tokens = args.topkIds.dim(0);
   const int64_t topK = args.topkIds.dim(1);
   const int64_t pairs = tokens * topK;
   const int32_t experts = args.localExpertCount;
@@ -372,10 +339,12 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   auto* offsets = args.expertOffsets.as<int32_t>();
   auto* sourceToPermuted = args.sourceToPermuted.as<int32_t>();
   auto* permutedToSource = args.permutedToSource.as<int32_t>();
-  const int64_t hidden = args.input.dim(1);
+  // Without `permuted` only the maps are written (a grouped GEMM gathers the rows itself).
+  const bool writesRows = args.permuted.present();
+  const int64_t hidden = writesRows ? args.input.dim(1) : 0;
   const size_t rowBytes = static_cast<size_t>(hidden) * dtypeSize(args.input.dtype);
 
-  const bool copiesRows = !args.inputScales.present() && args.permuted.dtype == args.input.dtype;
+  const bool copiesRows = writesRows && !args.inputScales.present() && args.permuted.dtype == args.input.dtype;
   if (copiesRows && pairs > 0 && pairs <= SortGatherLaunch::kMaxPairs && experts <= FewPairs::kMaxExperts) {
     const auto blocks = static_cast<unsigned>(ceilDiv(pairs, SortGatherLaunch::kRowsPerBlock));
     dispatchCopyUnit(rowBytes, args.input.data, args.permuted.data, [&](auto unit) {
@@ -396,7 +365,7 @@ void permute(const PermuteArgs& args, cudaStream_t stream) {
   } else {
     sortPairs(ids, pairs, local, offsets, sourceToPermuted, permutedToSource, faults, stream);
   }
-  if (pairs == 0 || experts == 0 || rowBytes == 0) return;
+  if (!writesRows || pairs == 0 || experts == 0 || rowBytes == 0) return;
 
   // Sized for every pair being local; blocks past offsets[E] return at once.
   const auto gatherBlocks = static_cast<unsigned>(ceilDiv(pairs, GatherLaunch::kRowsPerBlock));

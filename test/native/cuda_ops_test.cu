@@ -157,12 +157,41 @@ void testPermute(DType dtype, const PermuteCase& c) {
   expectSameBytes("permute.srcToPerm", dtype, what, toPermuted[1].fromDevice(), toPermuted[0]);
   expectSameBytes("permute.permToSrc", dtype, what, toSource[1].fromDevice(), toSource[0]);
   expectSameBytes("permute.rows", dtype, what, permuted[1].fromDevice(), permuted[0]);
+
+  // Maps only (no `permuted`, no input), as a layer whose first GEMM gathers its rows asks.
+  Tensor mapsOffsets(DType::Int32, {c.localExperts + 1});
+  Tensor mapsToPermuted(DType::Int32, {c.tokens, c.topK});
+  Tensor mapsToSource = sentinelTensor(DType::Int32, {pairs});
+  PermuteArgs maps;
+  maps.topkIds = ids.deviceView();
+  maps.expertOffsets = mapsOffsets.deviceView();
+  maps.sourceToPermuted = mapsToPermuted.deviceView();
+  maps.permutedToSource = mapsToSource.deviceView();
+  maps.localExpertCount = c.localExperts;
+  maps.firstExpert = c.firstExpert;
+  maps.totalExperts = c.totalExperts;
+  cuda::permute(maps, gStream);
+  expectSameBytes("permute.maps.offsets", dtype, what, mapsOffsets.fromDevice(), offsets[0]);
+  expectSameBytes("permute.maps.srcToPerm", dtype, what, mapsToPermuted.fromDevice(), toPermuted[0]);
+  expectSameBytes("permute.maps.permToSrc", dtype, what, mapsToSource.fromDevice(), toSource[0]);
 }
 
 // ---- Grouped GEMM and linear ---------------------------------------------------------------------
-void testGemm(DType inputType, DType weightType, DType outputType, const GemmCase& c) {
+// Where a grouped GEMM's rows come from: the input's rows in order, or gathered (gatherRows): row r
+// reads input row gatherRows[r] / kGatherDivisor, from a random index over an input of about half
+// the rows (so rows repeat, as a token's do across its experts), as the layer gathers for top-2.
+enum class RowSource { InPlace, Gathered };
+constexpr int32_t kGatherDivisor = 2;
+
+void testGemm(DType inputType, DType weightType, DType outputType, const GemmCase& c, RowSource source = RowSource::InPlace) {
   const bool grouped = c.experts > 0;
-  Tensor input = randomTensor(inputType, {c.rows, c.depth}, 21, 1.0f);
+  const bool gathered = grouped && source == RowSource::Gathered;
+  const int64_t inputRows = gathered ? c.rows / kGatherDivisor + 1 : c.rows;
+  Tensor input = randomTensor(inputType, {inputRows, c.depth}, 21, 1.0f);
+  Tensor gatherRows(DType::Int32, {c.rows});
+  for (int64_t r = 0; gathered && r < c.rows; ++r) {
+    gatherRows.ints()[r] = static_cast<int32_t>(randomBelow(25, r, static_cast<uint32_t>(inputRows * kGatherDivisor)));
+  }
   Tensor weights = grouped ? randomTensor(weightType, {c.experts, c.cols, c.depth}, 22, 0.1f)
                            : randomTensor(weightType, {c.cols, c.depth}, 22, 0.1f);
   Tensor bias = grouped ? randomTensor(weightType, {c.experts, c.cols}, 23, 1.0f) : randomTensor(weightType, {c.cols}, 23, 1.0f);
@@ -176,6 +205,10 @@ void testGemm(DType inputType, DType weightType, DType outputType, const GemmCas
       GroupedGemmArgs args;
       args.input = view(input);
       args.weights = view(weights);
+      if (gathered) {
+        args.gatherRows = view(gatherRows);
+        args.gatherDivisor = kGatherDivisor;
+      }
       setCaseArgs(args, c, view(bias), view(offsets), view(output[side]));
       runOn(gpu, args);
     } else {
@@ -187,7 +220,8 @@ void testGemm(DType inputType, DType weightType, DType outputType, const GemmCas
     }
   }
   const DType worst = leastPrecise({inputType, weightType, outputType});
-  const std::string what = describe("%s M=%lld K=%lld N=%lld E=%d%s%s%s in %s w %s out %s", grouped ? "grouped" : "linear",
+  const std::string what = describe("%s M=%lld K=%lld N=%lld E=%d%s%s%s in %s w %s out %s",
+                                    gathered ? "grouped gathered" : grouped ? "grouped" : "linear",
                                     static_cast<long long>(c.rows), static_cast<long long>(c.depth),
                                     static_cast<long long>(c.cols), c.experts, c.bias ? " bias" : "", activationLabel(c).c_str(),
                                     rowsHintLabel(c).c_str(), dtypeName(inputType), dtypeName(weightType), dtypeName(outputType));
@@ -758,6 +792,7 @@ void runOpTests() {
     for (const GemmCase& c : gemmCases) {
       testGemm(dtype, dtype, DType::Float32, c);
       if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
+      if (c.experts > 0) testGemm(dtype, dtype, dtype, c, RowSource::Gathered);
     }
     if (!gQuick) testGemm(dtype, dtype, DType::Float32, GemmCase{2048, 4096, 512, 8, true, 0, 0});  // long K
 
@@ -805,6 +840,7 @@ void runOpTests() {
     for (const GemmCase& c : fastPathCases) {
       testGemm(dtype, dtype, DType::Float32, c);
       if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
+      if (c.experts > 0) testGemm(dtype, dtype, dtype, c, RowSource::Gathered);
     }
 
     // The Hopper kernel's edges (it takes K a multiple of 8 from 64 and N a multiple of 16; its
@@ -837,6 +873,7 @@ void runOpTests() {
     for (const GemmCase& c : sm90Cases) {
       testGemm(dtype, dtype, DType::Float32, c);
       if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
+      if (c.experts > 0) testGemm(dtype, dtype, dtype, c, RowSource::Gathered);
     }
 
     // Activation

@@ -17,6 +17,8 @@
 //              packed and stored during the next tile's first slices instead). That is the
 //              Cooperative schedule; under PingPong (sm90/shapes.h) each consumer takes every
 //              other tile whole and they take turns at the main loop (consumeAlternate()).
+// Gathered rows (GroupedGemmArgs::gatherRows): the whole producer warpgroup copies each row tile by
+// index instead of one TMA box (produceGathered()), so the layer needs no permuted copy.
 // The grid is persistent over a tile list built on the device from the expert offsets
 // (sm90/scheduler.cuh), so the host never reads them and the launch is graph-capturable.
 //
@@ -34,6 +36,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../async_copy.cuh"
 #include "../check.h"
 #include "../float_access.cuh"
 #include "../per_device.h"
@@ -98,6 +101,23 @@ __device__ __forceinline__ int32_t depthSlices(const Problem& p, int blockK) { r
 // stage's landed() barrier. The ring says where the weight box goes (the B box, or the weight-only
 // kernel's raw box); the shape says its bytes (kWeightBoxBytes, kLoadedBytes) and the width of a
 // K slice in the weight map's inner coordinate (kWeightSliceWidth: elements, or packed bytes).
+// The weight box of K slice `slice` of `tile` by TMA into `weights`, counted on `landed`: a gated
+// Halves tile reads its gate rows and the matching up rows as the box's two halves.
+template <class Shape, Pairing pairing>
+__device__ __forceinline__ void loadWeightBox(uint8_t* weights, const CUtensorMap* weightMap, const Problem& p,
+                                              const Tile& tile, int32_t slice, uint64_t* landed) {
+  const int32_t expertRow = tile.expert * p.cols;
+  const int32_t k = slice * Shape::kWeightSliceWidth;
+  if constexpr (pairing == Pairing::Halves) {
+    constexpr int kHalfRows = Shape::kBlockN / 2;
+    const int32_t gateRow = expertRow + tile.columnTile * kHalfRows;
+    loadTile2d(weights, weightMap, k, gateRow, landed);
+    loadTile2d(weights + Shape::kWeightBoxBytes / 2, weightMap, k, gateRow + p.cols / 2, landed);
+  } else {
+    loadTile2d(weights, weightMap, k, expertRow + tile.columnTile * Shape::kBlockN, landed);
+  }
+}
+
 template <class Shape, Pairing pairing, class StageRing>
 __device__ void produce(const CUtensorMap* inputMap, const CUtensorMap* weightMap, const Problem& p,
                         const TileScheduler<Shape::kBlockM>& scheduler, const StageRing& ring) {
@@ -108,32 +128,101 @@ __device__ void produce(const CUtensorMap* inputMap, const CUtensorMap* weightMa
   RingPosition<Shape> position;
   for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
     const Tile tile = scheduler.locate(index);
-    const int32_t expertRow = tile.expert * p.cols;
     for (int32_t slice = 0; slice < slices; ++slice) {
       waitBarrier(&ring.empty[position.stage], position.phase ^ 1);
       uint64_t* landed = ring.landed(position.stage);
       arriveExpectBytes(landed, Shape::kLoadedBytes);
       loadTile2d(ring.a(position.stage), inputMap, slice * Shape::kBlockK, tile.rowStart, landed);
-      uint8_t* weights = ring.weightBox(position.stage);
-      const int32_t k = slice * Shape::kWeightSliceWidth;
-      if constexpr (pairing == Pairing::Halves) {
-        constexpr int kHalfRows = Shape::kBlockN / 2;
-        const int32_t gateRow = expertRow + tile.columnTile * kHalfRows;
-        loadTile2d(weights, weightMap, k, gateRow, landed);
-        loadTile2d(weights + Shape::kWeightBoxBytes / 2, weightMap, k, gateRow + p.cols / 2, landed);
-      } else {
-        loadTile2d(weights, weightMap, k, expertRow + tile.columnTile * Shape::kBlockN, landed);
+      loadWeightBox<Shape, pairing>(ring.weightBox(position.stage), weightMap, p, tile, slice, landed);
+      position.advance();
+    }
+  }
+}
+
+// ---- The gathering producer -------------------------------------------------------------------------
+// With gathered rows (Problem::gather; the 16-bit kernel only) no TMA box holds a row tile, so the
+// whole producer warpgroup copies each tile's rows by index with cp.async, 16 bytes per copy, into
+// the A box in the layout TMA's 128-byte swizzle gives it (16-byte chunk c of row r at chunk
+// c ^ (r mod 8)), while its thread 0 still loads the weight box by TMA. A stage is full once the
+// weight bytes have landed and each gathering thread's copies have: the full barriers expect
+// kGatherThreads more arrivals (arriveOnAsyncCopies). Rows past the expert's end, and K past the
+// depth, are zero-filled as TMA would fill them.
+constexpr int kGatherThreads = kWarpgroupThreads;
+constexpr int kCopyBytes = 16;    // one cp.async
+constexpr int kSectorBytes = 32;  // what L2 hands an SM at a time
+constexpr int kSwizzleRows = 8;   // rows of a 128-byte swizzle atom
+
+// Which copies each gathering thread makes: two lanes share a row, so each warp-wide copy reads
+// whole 32-byte sectors of 16 rows, and a thread keeps only kRowsPerThread source rows in
+// registers (the producer runs on kProducerRegisters).
+template <class Shape>
+struct GatherLayout {
+  static constexpr int kLanesPerRow = kSectorBytes / kCopyBytes;
+  static constexpr int kChunksPerRow = Shape::kRowBytes / kCopyBytes;
+  static constexpr int kChunksPerThread = kChunksPerRow / kLanesPerRow;
+  static constexpr int kRowsPerPass = kGatherThreads / kLanesPerRow;  // rows the warpgroup copies at once
+  static constexpr int kRowsPerThread = Shape::kBlockM / kRowsPerPass;
+  static constexpr int kChunkElements = kCopyBytes / Shape::kElementBytes;
+  static_assert(kRowsPerPass % kSwizzleRows == 0, "a thread's rows share their place in the swizzle atom");
+  static_assert(Shape::kBlockM % kRowsPerPass == 0, "whole passes per row tile");
+};
+
+template <class Shape, Pairing pairing, class StageRing>
+__device__ void produceGathered(const CUtensorMap* weightMap, const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler,
+                                const StageRing& ring) {
+  using Layout = GatherLayout<Shape>;
+  const int thread = threadIdx.x % kGatherThreads;
+  if (thread == 0) prefetchTensorMap(weightMap);
+  const int firstChunk = thread % Layout::kLanesPerRow;  // then every kLanesPerRow-th chunk
+  const int firstRow = thread / Layout::kLanesPerRow;
+  const int swizzle = firstRow % kSwizzleRows;
+  const auto* input = static_cast<const uint8_t*>(p.input);
+  const int64_t rowBytes = static_cast<int64_t>(p.depth) * Shape::kElementBytes;
+  const int32_t slices = depthSlices(p, Shape::kBlockK);
+  const int32_t tiles = scheduler.tileCount();
+  RingPosition<Shape> position;
+  for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
+    const Tile tile = scheduler.locate(index);
+    // The input row of each of this thread's rows of the tile, or -1 (zeros).
+    int32_t sources[Layout::kRowsPerThread];
+#pragma unroll
+    for (int i = 0; i < Layout::kRowsPerThread; ++i) {
+      const int32_t row = tile.rowStart + firstRow + i * Layout::kRowsPerPass;
+      sources[i] = row < tile.rowEnd ? static_cast<int32_t>(p.gather.source(row)) : -1;
+    }
+    for (int32_t slice = 0; slice < slices; ++slice) {
+      waitBarrier(&ring.empty[position.stage], position.phase ^ 1);
+      uint64_t* landed = ring.landed(position.stage);
+      if (thread == 0) {
+        arriveExpectBytes(landed, Shape::kWeightBoxBytes);
+        loadWeightBox<Shape, pairing>(ring.weightBox(position.stage), weightMap, p, tile, slice, landed);
       }
+      const uint32_t box = sharedAddress(ring.a(position.stage)) + firstRow * Shape::kRowBytes;
+#pragma unroll
+      for (int i = 0; i < Layout::kRowsPerThread; ++i) {
+        const uint8_t* rowStart = input + max(sources[i], 0) * rowBytes;
+        const uint32_t rowBox = box + i * Layout::kRowsPerPass * Shape::kRowBytes;
+#pragma unroll
+        for (int j = 0; j < Layout::kChunksPerThread; ++j) {
+          const int chunk = firstChunk + j * Layout::kLanesPerRow;
+          const int32_t k = slice * Shape::kBlockK + chunk * Layout::kChunkElements;
+          const bool valid = sources[i] >= 0 && k < p.depth;
+          copyAsync16(rowBox + (chunk ^ swizzle) * kCopyBytes, valid ? rowStart + k * Shape::kElementBytes : input, valid);
+        }
+      }
+      arriveOnAsyncCopies(landed);
       position.advance();
     }
   }
 }
 
 // The two barriers per stage of a kernel whose stages are filled by TMA alone.
+// `copiers`: threads that also arrive on each full barrier when their cp.async copies land
+// (produceGathered()); the TMA-only producer has none.
 template <class Shape>
-__device__ void initStageBarriers(uint64_t* fullBarriers, uint64_t* emptyBarriers) {
+__device__ void initStageBarriers(uint64_t* fullBarriers, uint64_t* emptyBarriers, uint32_t copiers = 0) {
   for (int stage = 0; stage < Shape::kStages; ++stage) {
-    initBarrier(&fullBarriers[stage], 1);  // the producer's arrive; the bytes are counted apart
+    initBarrier(&fullBarriers[stage], 1 + copiers);  // the producer's arrive; the bytes are counted apart
     initBarrier(&emptyBarriers[stage], Shape::kStageReaders * kWarpsPerWarpgroup);
   }
 }
@@ -194,6 +283,7 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
     int previousStage = 0;
     for (int32_t slice = 0; slice < slices; ++slice) {
       ring.waitReady(position.stage, position.phase);
+      if (p.gather.present()) fenceAsyncShared();  // rows copied by cp.async (generic proxy) → wgmma
       const uint64_t descA = matrixDescriptor(ring.a(position.stage) + consumer * Shape::kConsumerABytes);
       const uint64_t descB = matrixDescriptor(ring.b(position.stage));
       wgmmaFence();
@@ -267,6 +357,7 @@ __device__ void consumeAlternate(int consumer, const Problem& p, const TileSched
     int previousStage = 0;
     for (int32_t slice = 0; slice < slices; ++slice) {
       ring.waitReady(position.stage, position.phase);
+      if (p.gather.present()) fenceAsyncShared();  // rows copied by cp.async (generic proxy) → wgmma
       const uint64_t descA = matrixDescriptor(ring.a(position.stage));
       const uint64_t descB = matrixDescriptor(ring.b(position.stage));
       wgmmaFence();
@@ -313,14 +404,20 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   __shared__ uint64_t fullBarriers[Shape::kStages];
   __shared__ uint64_t emptyBarriers[Shape::kStages];
   __shared__ ExpertTiles expertTiles;
-  uint8_t* const stages = startCta<Shape::kBlockM>(dynamicShared, expertTiles, p, [&] { initStageBarriers<Shape>(fullBarriers, emptyBarriers); });
+  const uint32_t copiers = p.gather.present() ? kGatherThreads : 0;
+  uint8_t* const stages = startCta<Shape::kBlockM>(dynamicShared, expertTiles, p,
+                                                   [&] { initStageBarriers<Shape>(fullBarriers, emptyBarriers, copiers); });
   const Ring<Shape> ring{stages, fullBarriers, emptyBarriers};
 
   const TileScheduler<Shape::kBlockM> scheduler(expertTiles, p.experts, p.columnTiles, p.bandRowTiles);
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   if (warpgroup == 0) {
     releaseRegisters<kProducerRegisters>();
-    if (threadIdx.x == 0) produce<Shape, pairing>(&inputMap, &weightMap, p, scheduler, ring);
+    if (p.gather.present()) {
+      produceGathered<Shape, pairing>(&weightMap, p, scheduler, ring);
+    } else if (threadIdx.x == 0) {
+      produce<Shape, pairing>(&inputMap, &weightMap, p, scheduler, ring);
+    }
   } else {
     claimRegisters<kConsumerRegisters>();
     if constexpr (Shape::kSchedule == Schedule::PingPong) {
@@ -353,8 +450,10 @@ Problem problemOf(const GroupedGemmArgs& args, Pairing pairing, int32_t bandRowT
   p.outputDType = args.output.dtype;
   p.offsets = args.expertOffsets.as<int32_t>();
   p.faults = FaultSink::of(args);
+  p.gather = RowGather::of(args);
+  p.input = args.input.data;
   p.experts = static_cast<int32_t>(args.weights.dim(0));
-  p.rows = static_cast<int32_t>(args.input.dim(0));
+  p.rows = static_cast<int32_t>(gemmRows(args));
   p.cols = static_cast<int32_t>(args.weights.dim(1));
   p.depth = static_cast<int32_t>(args.weights.dim(2));
   p.outputCols = pairing == Pairing::Plain ? p.cols : p.cols / 2;
@@ -373,7 +472,8 @@ void launchGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRo
   const DType dtype = args.input.dtype;
   // A gated Halves tile reads its gate rows and its up rows as two boxes of half the tile.
   const uint32_t weightBoxRows = pairing == Pairing::Halves ? Shape::kBlockN / 2 : Shape::kBlockN;
-  const CUtensorMap inputMap = operandTensorMap(args.input.data, dtype, p.rows, p.depth, Shape::kBlockM, Shape::kBlockK);
+  // Unused when the rows are gathered (produceGathered()), but made from the input as it is.
+  const CUtensorMap inputMap = operandTensorMap(args.input.data, dtype, args.input.dim(0), p.depth, Shape::kBlockM, Shape::kBlockK);
   const CUtensorMap weightMap = operandTensorMap(args.weights.data, dtype, static_cast<int64_t>(p.experts) * p.cols,
                                                  p.depth, weightBoxRows, Shape::kBlockK);
   const auto kernel = groupedGemmKernel<Element, Shape, pairing>;

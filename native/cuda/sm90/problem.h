@@ -8,6 +8,7 @@
 #include "../../core/op_args.h"
 #include "../divider.h"
 #include "../faults.cuh"
+#include "../row_gather.cuh"
 
 namespace moekit::cuda::sm90 {
 
@@ -29,7 +30,7 @@ struct Problem {
   DType outputDType;
   const int32_t* offsets;   // [experts + 1], device; nullptr: one expert owning every row (linear)
   int32_t experts;
-  int32_t rows;             // M: rows of the input (and of the output)
+  int32_t rows;             // M: rows of the output (and of the input, unless gathered)
   int32_t cols;             // N: weight rows per expert
   int32_t depth;            // K
   int32_t outputCols;       // N, or N / 2 for gated activations
@@ -52,6 +53,10 @@ struct Problem {
   float alpha;
   float limit;
   FaultSink faults;         // where a bad offset is reported
+  // Gathered rows (16-bit dense kernel only): its producer copies rows of `input` [T, depth] by
+  // index (sm90/kernel.cuh, produceGathered()) where TMA would load row tiles.
+  RowGather gather;
+  const void* input;
 };
 
 }  // namespace moekit::cuda::sm90

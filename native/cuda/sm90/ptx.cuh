@@ -50,6 +50,12 @@ __device__ __forceinline__ void arriveExpectBytes(uint64_t* barrier, uint32_t by
                : "memory");
 }
 
+// Arrives once this thread's cp.async copies issued so far have landed. noinc: the arrival is one
+// of those the barrier was initialized to expect.
+__device__ __forceinline__ void arriveOnAsyncCopies(uint64_t* barrier) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(sharedAddress(barrier)) : "memory");
+}
+
 __device__ __forceinline__ void arrive(uint64_t* barrier) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(sharedAddress(barrier)) : "memory");
 }

@@ -178,7 +178,7 @@ inline int64_t columnTilesOf(int64_t cols, int blockN, Pairing pairing) {
 
 // More tiles than this could exist (whatever the offsets say): every row tile of every expert.
 inline int64_t tileBound(const GroupedGemmArgs& args, int blockM, int blockN) {
-  const int64_t rows = args.input.dim(0);
+  const int64_t rows = gemmRows(args);
   const int64_t experts = args.weights.dim(0);
   return ((rows + blockM - 1) / blockM + experts) * columnTilesOf(args.weights.dim(1), blockN, pairingOf(args));
 }
