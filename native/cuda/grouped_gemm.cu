@@ -105,12 +105,15 @@ bool gatherCopyForced() {
   return forced;
 }
 
-// Whether `family` reads the gathered rows itself: sm90's and small_m's kernels for 16-bit dense
-// weights (sm90/kernel.cuh's gathering producer; small_m's token row pointers), given an input
-// with rows to gather from (with none, every index is bad: the copy reports them).
+// Whether `family` reads the gathered rows itself: small_m's kernel for 16-bit dense weights
+// always (its token row pointers; a decode step's copy would be one more launch), sm90's where its
+// gathering producer pays (sm90::gatherInKernelPreferred), given an input with rows to gather
+// from (with none, every index is bad: the copy reports them). MOEKIT_GEMM=sm90 takes sm90's
+// gather on every call it can, so that a forced run checks it on every shape.
 bool gathersInKernel(const GroupedGemmArgs& args, GemmFamily family) {
   if (gatherCopyForced() || args.input.dim(0) == 0 || args.weightFormat != WeightFormat::Dense) return false;
-  return family == GemmFamily::Sm90 || family == GemmFamily::SmallM;
+  if (family == GemmFamily::SmallM) return true;
+  return family == GemmFamily::Sm90 && (forcedFamily() == GemmFamily::Sm90 || sm90::gatherInKernelPreferred(args));
 }
 
 // ---- Weight-only weights ------------------------------------------------------------------------

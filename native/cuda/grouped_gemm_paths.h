@@ -18,9 +18,10 @@
 //
 // Every family honours the whole GroupedGemmArgs contract (native/core/op_args.h), including the
 // optional activation, which sm90 and smallM fuse into their epilogue, and FP8 block-scaled
-// weights with FP8 or float activations in and out (W8A8). Gathered rows (gatherRows): sm90's
-// 16-bit kernel and smallM's dense one read them where they are; every other path is handed a
-// gathered copy first (row_gather.cuh, GatheredInput; MOEKIT_GEMM_GATHER=copy forces that).
+// weights with FP8 or float activations in and out (W8A8). Gathered rows (gatherRows): smallM's
+// dense kernel reads them where they are, and so does sm90's 16-bit one where that pays
+// (sm90::gatherInKernelPreferred); every other call is handed a gathered copy first
+// (row_gather.cuh, GatheredInput; MOEKIT_GEMM_GATHER=copy forces that).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -41,6 +42,9 @@ bool supportsWeightOnly(const GroupedGemmArgs& args);
 // time the two: MOEKIT_WQ_PREFILL=in_loop_short|in_loop_tall).
 enum class WqTileHeight { Auto, Short, Tall };
 void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream, WqTileHeight height = WqTileHeight::Auto);
+// Whether a 16-bit dense call with gatherRows is better gathered by the kernel's producer than
+// handed a gathered copy (a rule from measurements: grouped_gemm_sm90.cu).
+bool gatherInKernelPreferred(const GroupedGemmArgs& args);
 }  // namespace sm90
 
 namespace mma {

@@ -185,6 +185,23 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream, WqT
   }
 }
 
+// Rows gathered by the producer (sm90/kernel.cuh, produceGathered()) make the GEMM itself slower
+// than on a contiguous copy: its row tiles come from anywhere in the input, a 16-byte cp.async per
+// lane, where TMA reads one box. It pays only where the copy it saves weighs more: gated products
+// of at most kGatherMaxCols weight rows (the copy's share of the work grows as N shrinks) with at
+// least kGatherMinMeanRows rows per expert. Measured on an H200 (bench/NOTES.md, v6; first GEMM
+// with its copy, ms, copy against in-kernel, two runs each): Qwen3-30B-A3B (N 1536) at 16384
+// tokens 1.83, 1.72 against 1.68, 1.61; at 1024 tokens (64 rows per expert) 0.32, 0.32 against
+// 0.39, 0.34; Mixtral (N 28672) at 4096 tokens 3.09, 3.19 against 3.37, 3.42; DeepSeek-V3
+// (N 4096) at 16384 tokens 15.8, 16.0 against 20.1, 20.1.
+constexpr int64_t kGatherMaxCols = 2048;
+constexpr int64_t kGatherMinMeanRows = 512;
+
+bool gatherInKernelPreferred(const GroupedGemmArgs& args) {
+  const int64_t meanRows = gemmRows(args) / std::max<int64_t>(args.weights.dim(0), 1);
+  return pairingOf(args) != Pairing::Plain && args.weights.dim(1) <= kGatherMaxCols && meanRows >= kGatherMinMeanRows;
+}
+
 bool supports(const GroupedGemmArgs& args) {
   if (args.weightFormat == WeightFormat::Fp8Block128) return supportsFp8(args);
   // Weight-only weights: supportsWeightOnly() (or dequantized first: grouped_gemm.cu).
