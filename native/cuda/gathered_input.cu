@@ -49,32 +49,30 @@ __global__ void gatherInputKernel(const Unit* input, int64_t unitsPerRow, RowGat
   }
 }
 
+// The copy's bytes: M rows of the input's width.
+size_t gatheredBytes(const GroupedGemmArgs& args) {
+  return static_cast<size_t>(gemmRows(args)) * static_cast<size_t>(args.input.dim(1)) * dtypeSize(args.input.dtype);
+}
+
 }  // namespace
 
-GatheredInput::GatheredInput(const GroupedGemmArgs& args, cudaStream_t stream) : args_(args), stream_(stream) {
+GatheredInput::GatheredInput(const GroupedGemmArgs& args, cudaStream_t stream)
+    : scratch_(gatheredBytes(args), stream), args_(args) {
   const int64_t rows = gemmRows(args);
   const int64_t depth = args.input.dim(1);
   const size_t rowBytes = static_cast<size_t>(depth) * dtypeSize(args.input.dtype);
-  MOEKIT_CUDA_CHECK(cudaMallocAsync(&scratch_, std::max<size_t>(rowBytes * static_cast<size_t>(rows), 1), stream));
   const RowGather gather = RowGather::of(args);
   const UsedRows used{args.expertOffsets.as<int32_t>(), static_cast<int32_t>(args.weights.dim(0)), rows};
-  try {
-    dispatchCopyUnit(rowBytes, args.input.data, scratch_, [&](auto unit) {
-      using Unit = decltype(unit);
-      gatherInputKernel<Unit><<<FlatLaunch::blocks(rows, kWarpsPerBlock), FlatLaunch::kThreads, 0, stream>>>(
-          static_cast<const Unit*>(args.input.data), static_cast<int64_t>(rowBytes / sizeof(Unit)), gather, used,
-          static_cast<Unit*>(scratch_));
-      MOEKIT_CHECK_LAUNCH("gatherInputKernel");
-    });
-  } catch (...) {
-    (void)cudaFreeAsync(scratch_, stream);
-    throw;
-  }
-  args_.input = TensorView{scratch_, args.input.dtype, {rows, depth}};
+  dispatchCopyUnit(rowBytes, args.input.data, scratch_.data(), [&](auto unit) {
+    using Unit = decltype(unit);
+    gatherInputKernel<Unit><<<FlatLaunch::blocks(rows, kWarpsPerBlock), FlatLaunch::kThreads, 0, stream>>>(
+        static_cast<const Unit*>(args.input.data), static_cast<int64_t>(rowBytes / sizeof(Unit)), gather, used,
+        static_cast<Unit*>(scratch_.data()));
+    MOEKIT_CHECK_LAUNCH("gatherInputKernel");
+  });
+  args_.input = TensorView{scratch_.data(), args.input.dtype, {rows, depth}};
   args_.gatherRows = TensorView{};
   args_.gatherDivisor = 1;
 }
-
-GatheredInput::~GatheredInput() { (void)cudaFreeAsync(scratch_, stream_); }
 
 }  // namespace moekit::cuda

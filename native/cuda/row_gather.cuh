@@ -10,6 +10,7 @@
 #include "../core/op_args.h"
 #include "divider.h"
 #include "faults.cuh"
+#include "scratch.h"
 
 namespace moekit::cuda {
 
@@ -54,16 +55,12 @@ struct RowGather {
 class GatheredInput {
  public:
   GatheredInput(const GroupedGemmArgs& args, cudaStream_t stream);
-  ~GatheredInput();
-  GatheredInput(const GatheredInput&) = delete;
-  GatheredInput& operator=(const GatheredInput&) = delete;
 
   const GroupedGemmArgs& args() const { return args_; }
 
  private:
+  ScratchBuffer scratch_;
   GroupedGemmArgs args_;
-  void* scratch_ = nullptr;
-  cudaStream_t stream_;
 };
 
 }  // namespace moekit::cuda
