@@ -290,6 +290,16 @@ function expertOffsets(experts: number, rows: number): fc.Arbitrary<TensorSpec> 
   return fc.oneof({ weight: 3, arbitrary: sorted }, { weight: 1, arbitrary: unordered }).map((values) => spec({ dtype: 'int32', shape: [count], values }));
 }
 
+/**
+ * gatherRows for `count` product rows over an input of `inputRows` rows read through `divisor`:
+ * values in [0, inputRows · divisor) mostly, else out of range (negative, the bound, far).
+ */
+function gatherRows(count: number, inputRows: number, divisor: number): fc.Arbitrary<TensorSpec> {
+  const bound = inputRows * divisor;
+  const valid = bound > 0 ? fc.integer({ min: 0, max: bound - 1 }) : fc.constant(0);
+  return indexTensor([count], valid, [-1, bound, bound + divisor, ...FAR_INDICES]);
+}
+
 const groupedGemmCase: fc.Arbitrary<OpCase> = fc
   .record({
     rows: fc.integer({ min: 0, max: 6 }),
@@ -298,15 +308,18 @@ const groupedGemmCase: fc.Arbitrary<OpCase> = fc
     experts: fc.integer({ min: 1, max: 4 }),
     dtype: floatDType,
     kind: fc.option(fc.constantFrom(...ACTIVATION_KINDS), { nil: undefined }),
+    // Gathered rows: the product's own row count and the divisor of gatherRows' values.
+    gather: fc.option(fc.record({ rows: fc.integer({ min: 0, max: 8 }), divisor: fc.integer({ min: 1, max: 3 }) }), { nil: undefined }),
   })
-  .chain(({ rows, depth, halfWidth, experts, dtype, kind }) => {
+  .chain(({ rows, depth, halfWidth, experts, dtype, kind, gather }) => {
     // Gated activations need an even width; otherwise any width goes.
     const width = kind === undefined || GATED_KINDS.includes(kind) ? 2 * halfWidth : 2 * halfWidth - 1;
     return fc.tuple(
       floatTensor([rows, depth], [dtype]),
       floatTensor([experts, width, depth], [dtype]),
-      expertOffsets(experts, rows),
+      expertOffsets(experts, gather?.rows ?? rows),
       options({
+        ...(gather && { gatherRows: gatherRows(gather.rows, rows, gather.divisor), gatherDivisor: fc.constant(gather.divisor) }),
         bias: floatTensor([experts, width], [dtype]),
         // float8_e4m3 needs quantized weights: refused here.
         outDtype: fc.oneof({ weight: 8, arbitrary: fc.constantFrom('float32', dtype) }, { weight: 1, arbitrary: fc.constant('float8_e4m3') }),

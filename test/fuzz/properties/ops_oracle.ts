@@ -116,7 +116,18 @@ export function outOfRangeReason(call: OpCase): string | undefined {
       const input = isFp8RowsSpec(args[0]) ? args[0].$fp8rows.data : args[0];
       const offsets = intSpec(args[2]);
       if (!isTensorSpec(input) || !offsets) return undefined;
-      return offsetsProblem(indexValues(offsets), input.$tensor.shape[0] ?? 0);
+      const inputRows = input.$tensor.shape[0] ?? 0;
+      const given = optionsOf(args[3]);
+      const gathered = intSpec(given.gatherRows);
+      const offsetValues = indexValues(offsets);
+      if (!gathered) return offsetsProblem(offsetValues, inputRows);
+      // Gathered rows: the offsets count gatherRows' rows, and only rows the experts own are read.
+      const problem = offsetsProblem(offsetValues, gathered.$tensor.shape[0] ?? 0);
+      if (problem) return problem;
+      const bound = inputRows * (typeof given.gatherDivisor === 'number' ? given.gatherDivisor : 1);
+      const read = indexValues(gathered).slice(offsetValues[0] ?? 0, offsetValues[offsetValues.length - 1] ?? 0);
+      const bad = firstOutside(read, 0, bound);
+      return bad === undefined ? undefined : `gatherRows holds ${bad}, outside [0, ${bound})`;
     }
     case 'pipelineFp8':
       return outOfRangeReason({ ...call, op: 'pipeline' });
