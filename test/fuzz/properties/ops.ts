@@ -28,7 +28,7 @@ export const INPUT_ERROR_CODES: ReadonlySet<string> = new Set(['E_INVALID_ARGUME
 
 /** Helpers the reproducers call, after RENDER_PRELUDE's. */
 export const OPS_PRELUDE = [
-  "const { Tensor, route, permute, groupedGemm, activation, combine, linear, quantizeWeights, QuantizedWeights, Fp8Rows } = require('moekit');",
+  "const { Tensor, route, permute, permuteMaps, groupedGemm, activation, combine, linear, quantizeWeights, QuantizedWeights, Fp8Rows } = require('moekit');",
   RENDER_PRELUDE,
   'const repeat = (Type, values, n) => Type.from({ length: n }, (_, i) => values[i % values.length] ?? 0);',
   'const disposed = (t) => (t.dispose(), t);',
@@ -183,6 +183,7 @@ function invoke(api: MoekitApi, op: OpName, args: unknown[], intermediates: Tens
   switch (op) {
     case 'route':
     case 'permute':
+    case 'permuteMaps':
       return { ...(call(api[op], ...args) as object) };
     case 'groupedGemm':
     case 'activation':

@@ -115,7 +115,7 @@ export function numel(shape: readonly number[]): number {
 }
 
 export const OP_NAMES = [
-  'route', 'permute', 'groupedGemm', 'activation', 'combine', 'linear',
+  'route', 'permute', 'permuteMaps', 'groupedGemm', 'activation', 'combine', 'linear',
   'Tensor.fromArray', 'Tensor.empty', 'Tensor.random', 'tensor.to', 'pipeline',
   'quantizeWeights', 'QuantizedWeights', 'Fp8Rows', 'pipelineFp8',
 ] as const;
@@ -263,23 +263,43 @@ const routeCase: fc.Arbitrary<OpCase> = fc
 /** Widths of permuted rows: small mostly; sometimes an FP8 extent (rows of several 128-groups when quantized). */
 const permuteHidden = fc.oneof({ weight: 3, arbitrary: smallDim }, { weight: 1, arbitrary: fp8Extent });
 
-const permuteCase: fc.Arbitrary<OpCase> = fc
-  .record({ tokens: smallDim, hidden: permuteHidden, topK: fc.integer({ min: 1, max: 3 }), experts: fc.integer({ min: 1, max: 6 }) })
+/** A permute's topkIds [tokens, topK] over `experts`: in range mostly, else some out of range. */
+function topkIds(tokens: number, topK: number, experts: number): fc.Arbitrary<TensorSpec> {
+  return indexTensor([tokens, topK], fc.integer({ min: 0, max: experts - 1 }), [-1, -2, experts, experts + 1, ...FAR_INDICES]);
+}
+
+/** permute's numExperts: mostly the ids' range; sometimes a wider one (valid), or so many experts that the offsets cannot be allocated. */
+function numExperts(experts: number): fc.Arbitrary<number> {
+  return fc.oneof({ weight: 12, arbitrary: fc.constant(experts) }, { weight: 1, arbitrary: fc.constantFrom(experts + 1, 1e6, INT32_MAX, 2 ** 31, 2 ** 53 - 1) });
+}
+
+/** options.localExperts: a valid range of the experts. */
+function localExperts(experts: number): fc.Arbitrary<{ first: number; count: number }> {
+  return fc.integer({ min: 0, max: experts - 1 }).chain((first) => fc.record({ first: fc.constant(first), count: fc.integer({ min: 1, max: experts - first }) }));
+}
+
+const permuteShape = fc.record({ tokens: smallDim, hidden: permuteHidden, topK: fc.integer({ min: 1, max: 3 }), experts: fc.integer({ min: 1, max: 6 }) });
+
+const permuteCase: fc.Arbitrary<OpCase> = permuteShape
   .chain(({ tokens, hidden, topK, experts }) =>
     fc.tuple(
       // Float rows mostly; sometimes FP8 rows with their scales (wide EP's owner), copied as they are.
       fc.oneof({ weight: 4, arbitrary: floatTensor([tokens, hidden]) }, { weight: 1, arbitrary: fp8RowsSpec(tokens, hidden) }),
-      indexTensor([tokens, topK], fc.integer({ min: 0, max: experts - 1 }), [-1, -2, experts, experts + 1, ...FAR_INDICES]),
-      // Mostly the ids' range; sometimes a wider one (valid), or so many experts that the offsets cannot be allocated.
-      fc.oneof({ weight: 12, arbitrary: fc.constant(experts) }, { weight: 1, arbitrary: fc.constantFrom(experts + 1, 1e6, INT32_MAX, 2 ** 31, 2 ** 53 - 1) }),
+      topkIds(tokens, topK, experts),
+      numExperts(experts),
       options({
-        localExperts: fc.integer({ min: 0, max: experts - 1 }).chain((first) => fc.record({ first: fc.constant(first), count: fc.integer({ min: 1, max: experts - first }) })),
+        localExperts: localExperts(experts),
         // Present and undefined means not quantized (as left out does).
         quantize: fc.constantFrom('fp8', undefined),
       }),
     ),
   )
   .map((args) => ({ op: 'permute', args }));
+
+/** permuteMaps: permute's arguments without the rows. */
+const permuteMapsCase: fc.Arbitrary<OpCase> = permuteShape
+  .chain(({ tokens, topK, experts }) => fc.tuple(topkIds(tokens, topK, experts), numExperts(experts), options({ localExperts: localExperts(experts) })))
+  .map((args) => ({ op: 'permuteMaps', args }));
 
 /** Expert offsets [E+1] for `rows` rows: sorted values in [0, rows] mostly, else anything (decreasing, negative, past the end). */
 function expertOffsets(experts: number, rows: number): fc.Arbitrary<TensorSpec> {
@@ -755,6 +775,7 @@ export function opCases({ device, otherDevice, ops }: OpCaseOptions): fc.Arbitra
   const byOp: Record<Exclude<OpName, `Tensor.${string}` | 'tensor.to'>, fc.Arbitrary<OpCase>> = {
     route: routeCase,
     permute: permuteCase,
+    permuteMaps: permuteMapsCase,
     groupedGemm: fc.oneof(groupedGemmCase, groupedGemmFp8Case),
     activation: activationCase,
     combine: combineCase,

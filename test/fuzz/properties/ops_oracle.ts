@@ -96,9 +96,12 @@ export function outOfRangeReason(call: OpCase): string | undefined {
   const { args } = call;
   switch (call.op) {
     case 'permute':
+    case 'permuteMaps':
     case 'pipeline': {
-      const ids = intSpec(args[1]);
-      const experts = args[2];
+      // permuteMaps takes permute's arguments without the rows.
+      const first = call.op === 'permuteMaps' ? 0 : 1;
+      const ids = intSpec(args[first]);
+      const experts = args[first + 1];
       if (!ids || typeof experts !== 'number') return undefined;
       const bad = firstOutside(indexValues(ids), 0, experts);
       return bad === undefined ? undefined : `topkIds holds expert ${bad}, outside [0, ${experts})`;
@@ -208,11 +211,13 @@ function routeProblem(call: OpCase, outputs: Record<string, HostArray>): string 
   return undefined;
 }
 
-/** permute: exactly the counting sort the contract describes (stable within an expert; -1 for other ranks' experts). */
+/** permute and permuteMaps: exactly the counting sort the contract describes (stable within an expert; -1 for other ranks' experts). */
 function permuteProblem(call: OpCase, outputs: Record<string, HostArray>): string | undefined {
-  const ids = indexValues(call.args[1] as TensorSpec);
-  const experts = call.args[2] as number;
-  const local = (optionsOf(call.args[3]).localExperts as { first: number; count: number } | undefined) ?? { first: 0, count: experts };
+  // permuteMaps takes permute's arguments without the rows.
+  const first = call.op === 'permuteMaps' ? 0 : 1;
+  const ids = indexValues(call.args[first] as TensorSpec);
+  const experts = call.args[first + 1] as number;
+  const local = (optionsOf(call.args[first + 2]).localExperts as { first: number; count: number } | undefined) ?? { first: 0, count: experts };
   const localOf = (id: number): number => (id >= local.first && id < local.first + local.count ? id - local.first : -1);
   const offsets = new Array<number>(local.count + 1).fill(0);
   for (const id of ids) if (localOf(id) >= 0) offsets[localOf(id) + 1]!++;
@@ -754,6 +759,8 @@ export function resolvedOutputsProblem(resolved: ResolvedCall, codec: HalfCodec)
       return routeProblem(call, outputs);
     case 'permute':
       return permuteProblem(call, outputs) ?? permutedRowsProblem(call, resolved, codec);
+    case 'permuteMaps':
+      return permuteProblem(call, outputs);
     case 'groupedGemm':
     case 'linear': {
       if (!fp8Gemm(call)) {
