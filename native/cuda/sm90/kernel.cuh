@@ -96,11 +96,6 @@ struct RingPosition {
 
 __device__ __forceinline__ int32_t depthSlices(const Problem& p, int blockK) { return (p.depth + blockK - 1) / blockK; }
 
-// The producer's loop, shared by every sm90 kernel: for each K slice of each of the CTA's tiles, once
-// the consumers have released the stage, the A box and the weight box(es) by TMA, counted on the
-// stage's landed() barrier. The ring says where the weight box goes (the B box, or the weight-only
-// kernel's raw box); the shape says its bytes (kWeightBoxBytes, kLoadedBytes) and the width of a
-// K slice in the weight map's inner coordinate (kWeightSliceWidth: elements, or packed bytes).
 // The weight box of K slice `slice` of `tile` by TMA into `weights`, counted on `landed`: a gated
 // Halves tile reads its gate rows and the matching up rows as the box's two halves.
 template <class Shape, Pairing pairing>
@@ -118,6 +113,11 @@ __device__ __forceinline__ void loadWeightBox(uint8_t* weights, const CUtensorMa
   }
 }
 
+// The producer's loop, shared by every sm90 kernel: for each K slice of each of the CTA's tiles, once
+// the consumers have released the stage, the A box and the weight box(es) by TMA, counted on the
+// stage's landed() barrier. The ring says where the weight box goes (the B box, or the weight-only
+// kernel's raw box); the shape says its bytes (kWeightBoxBytes, kLoadedBytes) and the width of a
+// K slice in the weight map's inner coordinate (kWeightSliceWidth: elements, or packed bytes).
 template <class Shape, Pairing pairing, class StageRing>
 __device__ void produce(const CUtensorMap* inputMap, const CUtensorMap* weightMap, const Problem& p,
                         const TileScheduler<Shape::kBlockM>& scheduler, const StageRing& ring) {
@@ -216,9 +216,8 @@ __device__ void produceGathered(const CUtensorMap* weightMap, const Problem& p, 
   }
 }
 
-// The two barriers per stage of a kernel whose stages are filled by TMA alone.
-// `copiers`: threads that also arrive on each full barrier when their cp.async copies land
-// (produceGathered()); the TMA-only producer has none.
+// The two barriers per stage. `copiers`: threads that also arrive on each full barrier when their
+// cp.async copies land (produceGathered()); a producer of TMA copies alone has none.
 template <class Shape>
 __device__ void initStageBarriers(uint64_t* fullBarriers, uint64_t* emptyBarriers, uint32_t copiers = 0) {
   for (int stage = 0; stage < Shape::kStages; ++stage) {
