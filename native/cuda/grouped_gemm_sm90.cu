@@ -74,7 +74,7 @@ bool pingPongPreferred(const GroupedGemmArgs& args, int64_t meanRows) {
 }
 
 void launch(const GroupedGemmArgs& args, cudaStream_t stream) {
-  const int64_t meanRows = gemmRows(args) / std::max<int64_t>(args.weights.dim(0), 1);
+  const int64_t meanRows = meanRowsPerExpert(args);
   const ForcedSchedule schedule = forcedSchedule();
   if (schedule == ForcedSchedule::PingPong || (schedule == ForcedSchedule::Auto && pingPongPreferred(args, meanRows))) {
     launchElement<PingPongTile>(args, stream);
@@ -93,7 +93,7 @@ constexpr int64_t kFp8NarrowMaxDepth = kNarrowMaxDepth * 2;
 
 void launchFp8(const GroupedGemmArgs& args, cudaStream_t stream) {
   const QuantizedRows input(args.input, args.inputScales, stream);
-  const int64_t meanRows = args.input.dim(0) / std::max<int64_t>(args.weights.dim(0), 1);
+  const int64_t meanRows = meanRowsPerExpert(args);
   // Gated outputs need the wide tile: gate and up are its two wgmma halves, and its 128 outputs
   // per row are one group of an FP8 output's scales.
   const bool narrow = pairingOf(args) == Pairing::Plain && meanRows <= kNarrowMaxMeanRows && args.weights.dim(2) <= kFp8NarrowMaxDepth;
@@ -198,7 +198,7 @@ constexpr int64_t kGatherMaxCols = 2048;
 constexpr int64_t kGatherMinMeanRows = 512;
 
 bool gatherInKernelPreferred(const GroupedGemmArgs& args) {
-  const int64_t meanRows = gemmRows(args) / std::max<int64_t>(args.weights.dim(0), 1);
+  const int64_t meanRows = meanRowsPerExpert(args);
   return pairingOf(args) != Pairing::Plain && args.weights.dim(1) <= kGatherMaxCols && meanRows >= kGatherMinMeanRows;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "../../core/op_args.h"
@@ -175,6 +176,10 @@ inline Pairing pairingOf(const GroupedGemmArgs& args) {
 inline int64_t columnTilesOf(int64_t cols, int blockN, Pairing pairing) {
   return pairing == Pairing::Plain ? (cols + blockN - 1) / blockN : (cols / 2 + blockN / 2 - 1) / (blockN / 2);
 }
+
+// Rows per expert on average (the product's rows over the experts): what the tile and schedule
+// rules of grouped_gemm_sm90.cu go by, known on the host without reading the offsets.
+inline int64_t meanRowsPerExpert(const GroupedGemmArgs& args) { return gemmRows(args) / std::max<int64_t>(args.weights.dim(0), 1); }
 
 // More tiles than this could exist (whatever the offsets say): every row tile of every expert.
 inline int64_t tileBound(const GroupedGemmArgs& args, int blockM, int blockN) {
