@@ -518,11 +518,6 @@ export class MoELayer {
   }
 
   /**
-   * The two grouped GEMMs over expert-sorted rows (the activation in the first one's epilogue):
-   * [rows, H] in the layer's dtype. `maxRowsPerExpert` bounds the rows of any one expert (small
-   * batches take the decode kernels); it must be positive, and with no rows 1 bounds them as well.
-   */
-  /**
    * The pairs in expert order. FP8 experts (W8A8): permute quantizes the rows as it gathers them,
    * and the first GEMM quantizes its activated output, so each GEMM reads FP8 rows with their
    * scales, exactly as if it quantized its own input. Otherwise permute only sorts: the first GEMM
@@ -532,7 +527,7 @@ export class MoELayer {
   #sortRows(input: Tensor, ids: Tensor, slots: number, localExperts: { first: number; count: number }, keep: <T extends Disposable>(made: T) => T): { sorted: PermuteMaps; rows: ExpertRows } {
     if (this.config.quantization === 'fp8') {
       const sorted = permute(input, ids, slots, { localExperts, quantize: 'fp8' });
-      for (const made of [sorted.permuted, sorted.expertOffsets, sorted.sourceToPermuted, sorted.permutedToSource]) keep(made);
+      for (const made of Object.values(sorted)) keep(made);
       return { sorted, rows: sorted.permuted };
     }
     const sorted = permuteMaps(ids, slots, { localExperts });
@@ -540,6 +535,12 @@ export class MoELayer {
     return { sorted, rows: { input, gatherRows: sorted.permutedToSource, gatherDivisor: ids.shape[1]! } };
   }
 
+  /**
+   * The two grouped GEMMs over expert-sorted rows, permuted or gathered by the first (the
+   * activation in its epilogue):
+   * [rows, H] in the layer's dtype. `maxRowsPerExpert` bounds the rows of any one expert (small
+   * batches take the decode kernels); it must be positive, and with no rows 1 bounds them as well.
+   */
   #runExperts(weights: LayerWeights, rows: ExpertRows, offsets: Tensor, maxRowsPerExpert: number, keep: <T extends Disposable>(made: T) => T,
     mark: (stage: ForwardStage) => void): Tensor {
     const bound = Math.max(maxRowsPerExpert, 1);
