@@ -208,6 +208,13 @@ export interface NativeAddon extends NativeOps {
   /** Moves the device's work onto `stream` (null: its own), ordered after earlier work. */
   setStream(device: number, stream: bigint | null): void;
   currentStream(device: number): bigint;
+  /**
+   * Side work (native/core/device.h): what is enqueued between begin and end may run beside what
+   * follows (a CUDA device's second stream); join orders later work after it. Any device.
+   */
+  beginSideWork(device: number): void;
+  endSideWork(device: number): void;
+  joinSideWork(device: number): void;
   /** Starts recording the CUDA device's work into a graph instead of running it. */
   beginCapture(device: number): void;
   /** Stops recording and returns the graph (on failure the capture is abandoned and this throws). */

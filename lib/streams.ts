@@ -48,3 +48,40 @@ export function useStream(device: Device, stream: CudaStream | bigint | null): v
 export function currentStream(device: Device): bigint {
   return addon().currentStream(cudaIndex(device, 'currentStream'));
 }
+
+/** Work enqueued beside a device's other work (runBeside); join() before using what it made. */
+export interface SideWork<T> {
+  /** Orders the device's later work after the side work, once (later calls only return); returns what the work returned. */
+  join(): T;
+}
+
+/**
+ * Enqueues `work` (a synchronous function that enqueues ops on `device`) so that it may run beside
+ * what the caller enqueues next: on a CUDA device it goes to a second stream, forked from the
+ * device's stream here; on the CPU it runs in order. Its results may be used only after join().
+ * Internal: the layer runs its shared expert this way.
+ */
+export function runBeside<T>(device: Device, work: () => T): SideWork<T> {
+  const index = deviceIndex(device);
+  const native = addon();
+  native.beginSideWork(index);
+  let result: T;
+  try {
+    result = work();
+  } catch (error) {
+    native.endSideWork(index);
+    native.joinSideWork(index);
+    throw error;
+  }
+  native.endSideWork(index);
+  let joined = false;
+  return {
+    join() {
+      if (!joined) {
+        joined = true;
+        native.joinSideWork(index);
+      }
+      return result;
+    },
+  };
+}

@@ -15,6 +15,7 @@ import { route, routeInto, type RoutingResult } from '../ops/routing';
 import { requireFloat, requireShape, requireTensor } from '../ops/validate';
 import { optionalOptions, requiredObject } from '../options';
 import { Made, type Disposable } from '../made';
+import { runBeside, type SideWork } from '../streams';
 import { Tensor } from '../tensor';
 import { checkShard, resolvePlan, shardForRank, type ParallelOptions, type RankShard } from '../parallel/plan';
 import { autoParallel } from '../parallel/group_plan';
@@ -328,9 +329,14 @@ export class MoELayer {
     const temporaries = new Made();
     if (input !== x) temporaries.keep(input);
     const keep = <T extends Disposable>(tensor: T): T => temporaries.keep(tensor);
+    let sharedWork: SideWork<SharedExpertOutput> | undefined;
     try {
       const mark = (stage: ForwardStage): void => profiler?.mark(stage);
       if (routerLogits !== undefined) this.#checkRouterLogits(routerLogits, input.shape[0]!);
+      // The shared expert reads only the input: it runs beside the routed path (a second stream on
+      // a GPU), which fills the GPU while the routed path's small kernels run.
+      const sharedWeights = weights.shared;
+      if (sharedWeights) sharedWork = runBeside(this.device, () => this.#sharedExpert(input, sharedWeights, keep));
       let logits = routerLogits;
       if (logits === undefined) {
         logits = keep(this.routerLogits(input));
@@ -357,7 +363,7 @@ export class MoELayer {
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens.
         const expertOutput = this.#runExperts(weights, rows, sorted.expertOffsets, input.shape[0]!, keep, mark);
-        const shared = weights.shared ? this.#sharedExpert(input, weights.shared, keep) : undefined;
+        const shared = sharedWork?.join();
         if (shared) mark('shared');
         let output: Tensor;
         if (into) {
@@ -379,6 +385,8 @@ export class MoELayer {
         throw error;
       }
     } finally {
+      // Joined before anything is freed, so the side work's temporaries are freed after it too.
+      sharedWork?.join();
       // Freed in stream order: the queued work that reads them finishes first.
       temporaries.disposeAll();
     }
@@ -562,7 +570,7 @@ export class MoELayer {
   }
 
   /** The shared expert; with FP8 weights each linear quantizes its input by the W8A8 rule. */
-  #sharedExpert(x: Tensor, shared: NonNullable<LayerWeights['shared']>, keep: <T extends Disposable>(made: T) => T) {
+  #sharedExpert(x: Tensor, shared: NonNullable<LayerWeights['shared']>, keep: <T extends Disposable>(made: T) => T): SharedExpertOutput {
     const hidden = keep(linear(x, shared.w13));
     const activated = keep(this.#activate(hidden));
     const output = keep(linear(activated, shared.w2));
@@ -570,6 +578,9 @@ export class MoELayer {
     return { shared: output, sharedGateLogits: gate };
   }
 }
+
+/** The shared expert's output and, where it has one, its gate's logits: combine's shared options. */
+type SharedExpertOutput = { shared: Tensor; sharedGateLogits: Tensor | undefined };
 
 /** The experts' rows in expert order: permuted (a copy), or read in place through a gather map (groupedGemm's gatherRows). */
 type ExpertRows = Tensor | Fp8Rows | { input: Tensor; gatherRows: Tensor; gatherDivisor: number };

@@ -79,9 +79,22 @@ Napi::Value CurrentStream(const Napi::CallbackInfo& info) { noCuda(info); }
 
 #endif
 
+// beginSideWork(device), endSideWork(device), joinSideWork(device): Device::beginSideWork and its
+// steps, on any device (the CPU's run side work in order).
+template <void (Device::*step)()>
+void SideWorkStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throwJsError(env, "E_INVALID_ARGUMENT", "side work needs a device index");
+  const int index = info[0].As<Napi::Number>().Int32Value();
+  translateErrors(env, [&] { (deviceFor(index).*step)(); });
+}
+
 }  // namespace
 
 void RegisterStreams(Napi::Env env, Napi::Object exports) {
+  exports.Set("beginSideWork", Napi::Function::New<SideWorkStep<&Device::beginSideWork>>(env, "beginSideWork"));
+  exports.Set("endSideWork", Napi::Function::New<SideWorkStep<&Device::endSideWork>>(env, "endSideWork"));
+  exports.Set("joinSideWork", Napi::Function::New<SideWorkStep<&Device::joinSideWork>>(env, "joinSideWork"));
   exports.Set("createStream", Napi::Function::New<CreateStream>(env, "createStream"));
   exports.Set("destroyStream", Napi::Function::New<DestroyStream>(env, "destroyStream"));
   exports.Set("setStream", Napi::Function::New<SetStream>(env, "setStream"));

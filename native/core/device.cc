@@ -25,4 +25,23 @@ void Device::waitIdle(uint64_t completedThrough) {
   if (!code.empty()) throw NativeError(code, message);
 }
 
+void Device::beginSideWork() {
+  if (sideWork_ != SideWork::None) throw NativeError("E_DEVICE", "side work has begun already and is not joined yet");
+  forkSideQueue();
+  sideWork_ = SideWork::Open;
+}
+
+void Device::endSideWork() {
+  if (sideWork_ != SideWork::Open) throw NativeError("E_DEVICE", "endSideWork: no side work has begun");
+  leaveSideQueue();
+  sideWork_ = SideWork::Ended;
+}
+
+void Device::joinSideWork() {
+  if (sideWork_ == SideWork::None) return;
+  if (sideWork_ == SideWork::Open) throw NativeError("E_DEVICE", "joinSideWork: the side work has not ended");
+  joinSideQueue();
+  sideWork_ = SideWork::None;
+}
+
 }  // namespace moekit

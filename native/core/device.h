@@ -99,6 +99,18 @@ class Device {
   // (Built on whenIdle, the same for every device.)
   void waitIdle(uint64_t completedThrough = 0);
 
+  // ---- Side work ----
+  // Work enqueued between beginSideWork() and endSideWork() is ordered after everything enqueued
+  // before beginSideWork(), but not with what is enqueued after endSideWork(): a CUDA device runs
+  // it on a second stream, concurrently (the layer's shared expert beside its routed ones).
+  // joinSideWork() orders everything enqueued after it after the side work. One side at a time:
+  // begin, end, join, in that order (join alone does nothing, so it can close an error path).
+  // Throws NativeError("E_DEVICE", ...) when called out of order. A device with one queue (the
+  // CPU) runs side work in order like any other.
+  void beginSideWork();
+  void endSideWork();
+  void joinSideWork();
+
   // ---- Ops (semantics in op_args.h) ----
   // Each op's args.ticket is larger than that of every op enqueued on this device before it.
   virtual void routing(const RoutingArgs& args) = 0;
@@ -112,6 +124,19 @@ class Device {
   virtual void quantizeWeights(const QuantizeWeightsArgs& args) = 0;
   virtual void addInt32(const AddInt32Args& args) = 0;
   virtual void expertSlots(const ExpertSlotsArgs& args) = 0;
+
+ protected:
+  enum class SideWork { None, Open, Ended };
+  // Where side work stands; a device that cannot switch queues meanwhile (setStream, a capture)
+  // reads it.
+  SideWork sideWork() const { return sideWork_; }
+  // The three steps on a device with a second queue; the base class has checked their order.
+  virtual void forkSideQueue() {}
+  virtual void leaveSideQueue() {}
+  virtual void joinSideQueue() {}
+
+ private:
+  SideWork sideWork_ = SideWork::None;
 };
 
 }  // namespace moekit

@@ -21,6 +21,7 @@
 #include "../core/errors.h"
 #include "../core/faults.h"
 #include "check.h"
+#include "environment.h"
 #include "kernels.h"
 
 namespace moekit::cuda {
@@ -446,6 +447,18 @@ cudaStream_t createStream(int index) {
   return stream;
 }
 
+// The stream side work goes to (Device::beginSideWork): non-blocking like the device's own.
+cudaStream_t createSideStream(int index) {
+  useDevice(index);
+  cudaStream_t stream;
+  MOEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return stream;
+}
+
+// MOEKIT_SIDE_STREAM=off keeps side work on the device's stream, in order (for timing one against
+// the other).
+bool sideStreamEnabled() { return environmentSwitch("MOEKIT_SIDE_STREAM") != "off"; }
+
 cudaMemPool_t configurePool(int index) {
   cudaMemPool_t pool;
   MOEKIT_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, index));
@@ -460,6 +473,7 @@ class CudaDeviceImpl final : public CudaDevice {
       : index_(index),
         ownedStream_(createStream(index)),
         stream_(ownedStream_.get()),
+        sideStream_(createSideStream(index)),
         pool_(configurePool(index)),
         faultRecord_(createFaultRecord(index)),
         staging_(events_),
@@ -486,16 +500,11 @@ class CudaDeviceImpl final : public CudaDevice {
 
   void setStream(cudaStream_t next) override {
     if (capturing_) throw NativeError("E_DEVICE", deviceName(index_) + ": cannot change streams while capturing a graph");
+    refuseDuringSideWork("change streams");
     useDevice(index_);
     if (next == nullptr) next = ownedStream_.get();
     if (next == stream_) return;
-    // The new stream waits for everything enqueued so far; the event can go at once (CUDA frees
-    // it once the wait is resolved).
-    cudaEvent_t handOver;
-    MOEKIT_CUDA_CHECK(cudaEventCreateWithFlags(&handOver, cudaEventDisableTiming));
-    MOEKIT_CUDA_CHECK(cudaEventRecord(handOver, stream_));
-    MOEKIT_CUDA_CHECK(cudaStreamWaitEvent(next, handOver, 0));
-    MOEKIT_CUDA_CHECK(cudaEventDestroy(handOver));
+    waitFor(stream_, next);
     stream_ = next;
   }
 
@@ -604,11 +613,12 @@ class CudaDeviceImpl final : public CudaDevice {
   void whenIdle(IdleCallback done, uint64_t completedThrough) override {
     refuseDuringCapture("whenIdle");
     useDevice(index_);
+    const cudaStream_t stream = markerStream();
     FaultRecord* snapshot = nullptr;
     if (faultsPossible_.exchange(false)) {
       snapshot = snapshots_.take();
-      const cudaError_t copied = cudaMemcpyAsync(snapshot, faultRecord_, sizeof(FaultRecord), cudaMemcpyDeviceToHost, stream_);
-      const cudaError_t cleared = copied == cudaSuccess ? cudaMemsetAsync(faultRecord_, 0, sizeof(FaultRecord), stream_) : copied;
+      const cudaError_t copied = cudaMemcpyAsync(snapshot, faultRecord_, sizeof(FaultRecord), cudaMemcpyDeviceToHost, stream);
+      const cudaError_t cleared = copied == cudaSuccess ? cudaMemsetAsync(faultRecord_, 0, sizeof(FaultRecord), stream) : copied;
       if (cleared != cudaSuccess) {
         snapshots_.give(snapshot);
         faultsPossible_ = true;
@@ -618,7 +628,7 @@ class CudaDeviceImpl final : public CudaDevice {
     cudaEvent_t marker = events_.take();
     uint64_t sequence;
     try {
-      sequence = staging_.recordMarker(marker, stream_);
+      sequence = staging_.recordMarker(marker, stream);
     } catch (...) {
       events_.give(marker);
       if (snapshot != nullptr) snapshots_.give(snapshot);  // its faults wait for the next marker's copy
@@ -652,6 +662,7 @@ class CudaDeviceImpl final : public CudaDevice {
   // ---- Capture ----
   void beginCapture() override {
     if (capturing_) throw NativeError("E_DEVICE", deviceName(index_) + " is already capturing a graph");
+    refuseDuringSideWork("begin a capture");
     useDevice(index_);
     // Thread-local mode: only this thread is barred from capture-unsafe calls while recording, so
     // the waiter thread's cudaEventSynchronize (and other devices' work) carries on undisturbed.
@@ -662,6 +673,7 @@ class CudaDeviceImpl final : public CudaDevice {
 
   std::unique_ptr<Graph> endCapture() override {
     if (!capturing_) throw NativeError("E_DEVICE", deviceName(index_) + " is not capturing a graph");
+    refuseDuringSideWork("end a capture");
     useDevice(index_);
     cudaGraph_t graph = nullptr;
     const cudaError_t status = cudaStreamEndCapture(stream_, &graph);
@@ -678,7 +690,58 @@ class CudaDeviceImpl final : public CudaDevice {
     return std::make_unique<CudaGraph>(index_, *this, executable);
   }
 
+  // ---- Side work (Device::beginSideWork) ----
+  // The side stream forks from the device's stream and joins it again by events; under a capture
+  // that makes the side work a parallel branch of the graph.
+  void forkSideQueue() override {
+    if (!sideStreamEnabled_) return;
+    useDevice(index_);
+    waitFor(stream_, sideStream_.get());
+    mainStream_ = stream_;
+    stream_ = sideStream_.get();
+  }
+
+  void leaveSideQueue() override {
+    if (!sideStreamEnabled_) return;
+    useDevice(index_);
+    sideDone_ = events_.take();
+    const cudaError_t recorded = cudaEventRecord(sideDone_, stream_);
+    stream_ = mainStream_;  // back on the device's stream whatever happens
+    MOEKIT_CUDA_CHECK(recorded);
+  }
+
+  void joinSideQueue() override {
+    if (!sideStreamEnabled_) return;
+    useDevice(index_);
+    const cudaError_t waited = cudaStreamWaitEvent(stream_, sideDone_, 0);
+    // The wait has taken the event's state: it can serve again at once.
+    events_.give(sideDone_);
+    sideDone_ = nullptr;
+    MOEKIT_CUDA_CHECK(waited);
+  }
+
  private:
+  // Makes `later` wait for everything enqueued on `earlier` so far.
+  void waitFor(cudaStream_t earlier, cudaStream_t later) {
+    cudaEvent_t handOver = events_.take();
+    const cudaError_t recorded = cudaEventRecord(handOver, earlier);
+    const cudaError_t waited = recorded == cudaSuccess ? cudaStreamWaitEvent(later, handOver, 0) : recorded;
+    events_.give(handOver);  // the wait has taken its state
+    MOEKIT_CUDA_CHECK(waited);
+  }
+
+  // Where an idle marker goes: after all enqueued work. Between the end of side work and its join
+  // (the ledger may ask for a marker then) that is the side stream, made to wait for the device's.
+  cudaStream_t markerStream() {
+    if (sideWork() != SideWork::Ended || !sideStreamEnabled_) return stream_;
+    waitFor(stream_, sideStream_.get());
+    return sideStream_.get();
+  }
+
+  void refuseDuringSideWork(const char* what) const {
+    if (sideWork() != SideWork::None) throw NativeError("E_DEVICE", deviceName(index_) + ": cannot " + what + " before side work is joined");
+  }
+
   template <typename Args>
   void run(const Args& args, bool checksIndices, void (*enqueue)(const Args&, cudaStream_t)) {
     useDevice(index_);
@@ -716,8 +779,13 @@ class CudaDeviceImpl final : public CudaDevice {
 
   const int index_;
   OwnedStream ownedStream_;
-  // The stream work goes to: the device's own, or a user's (setStream). Only the JS thread reads it.
+  // The stream work goes to: the device's own, or a user's (setStream); the side stream between
+  // forkSideQueue and leaveSideQueue. Only the JS thread reads it.
   cudaStream_t stream_;
+  OwnedStream sideStream_;
+  const bool sideStreamEnabled_ = sideStreamEnabled();
+  cudaStream_t mainStream_ = nullptr;  // stream_ before the fork
+  cudaEvent_t sideDone_ = nullptr;     // recorded where the side work ends, until the join
   const cudaMemPool_t pool_;
   FaultRecord* const faultRecord_;  // device memory, for the life of the device
   std::atomic<bool> faultsPossible_{false};  // index-checking work enqueued since the last snapshot

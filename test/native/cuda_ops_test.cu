@@ -7,6 +7,7 @@
 //
 //   cuda_ops_test            everything
 //   cuda_ops_test --quick    small sizes only, no model-sized checks (for compute-sanitizer)
+//   cuda_ops_test --sm90     the Hopper kernel's edges in bfloat16 only (with MOEKIT_GEMM=sm90: racecheck)
 //   cuda_ops_test --fp8      the FP8 tests only
 //   cuda_ops_test --wq       the weight-only tests only
 // MOEKIT_GEMM=sm90|small_m|mma forces a grouped GEMM family for the whole run.
@@ -727,6 +728,43 @@ void checkMixtralSized(DType dtype, int64_t tokens) {
 }
 
 // ---- The suite ---------------------------------------------------------------------------------
+// The Hopper kernel's edges, alone with --sm90 (a run short enough for racecheck).
+void testSm90Edges(DType dtype) {
+  const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
+  // The Hopper kernel's edges (it takes K a multiple of 8 from 64 and N a multiple of 16; its
+  // tiles are 128 rows × 256 columns, or 128 outputs of gate/up pairs): row tiles straddling
+  // experts (whose next expert's rows it must not write), empty experts, N and K tails, every
+  // activation in both layouts, bias, untouched lead/tail rows, fewer rows than one tile.
+  const int geglu = static_cast<int>(ActivationKind::GeGLU);
+  const int gptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
+  const int silu = static_cast<int>(ActivationKind::SiLU);
+  const int gelu = static_cast<int>(ActivationKind::GELU);
+  const int relu = static_cast<int>(ActivationKind::ReLU);
+  const GemmCase sm90Cases[] = {
+      {2000, 128, 256, 64, false, 7, 5},                                // many experts, expert 1 empty
+      {4000, 64, 128, 200, true, 0, 0, swiglu},                         // 200 experts of ~20 rows
+      {1500, 200, 272, 6, true, 3, 0},                                  // K = 3·64 + 8, N = 256 + 16
+      {1500, 72, 400, 6, true, 0, 4, swiglu},                           // gated halves of 200 (128 + 72)
+      {1500, 136, 336, 6, true, 2, 2, gptOss, GateLayout::Interleaved},  // 168 outputs: 128 + 40
+      {1500, 128, 400, 5, true, 0, 0, geglu, GateLayout::Interleaved},
+      {1500, 128, 400, 5, true, 0, 0, gptOss},
+      {1500, 128, 400, 5, false, 0, 0, geglu},
+      {1500, 128, 272, 5, true, 0, 0, gelu},
+      {1500, 128, 272, 5, false, 0, 0, relu},
+      {1500, 128, 272, 5, true, 1, 1, silu},
+      {100, 256, 512, 2, true, 3, 3, swiglu},                           // fewer rows than one tile
+      {gQuick ? 1200 : 5000, 1024, 768, 8, false, 0, 0, swiglu},        // longer K, several N tiles
+      // Dense projections too many rows for the skinny kernel run as one expert without offsets.
+      {1000, 512, 384, 0, true, 0, 0},
+      {300, 200, 272, 0, false, 0, 0},
+  };
+  for (const GemmCase& c : sm90Cases) {
+    testGemm(dtype, dtype, DType::Float32, c);
+    if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
+    if (c.experts > 0) testGemm(dtype, dtype, dtype, c, RowSource::Gathered);
+  }
+}
+
 void runOpTests() {
   const int64_t bigTokens = gQuick ? 300 : 20000;
   for (DType dtype : kFloatDTypes) {
@@ -843,38 +881,7 @@ void runOpTests() {
       if (c.experts > 0) testGemm(dtype, dtype, dtype, c, RowSource::Gathered);
     }
 
-    // The Hopper kernel's edges (it takes K a multiple of 8 from 64 and N a multiple of 16; its
-    // tiles are 128 rows × 256 columns, or 128 outputs of gate/up pairs): row tiles straddling
-    // experts (whose next expert's rows it must not write), empty experts, N and K tails, every
-    // activation in both layouts, bias, untouched lead/tail rows, fewer rows than one tile.
-    const int geglu = static_cast<int>(ActivationKind::GeGLU);
-    const int gptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
-    const int silu = static_cast<int>(ActivationKind::SiLU);
-    const int gelu = static_cast<int>(ActivationKind::GELU);
-    const int relu = static_cast<int>(ActivationKind::ReLU);
-    const GemmCase sm90Cases[] = {
-        {2000, 128, 256, 64, false, 7, 5},                                // many experts, expert 1 empty
-        {4000, 64, 128, 200, true, 0, 0, swiglu},                         // 200 experts of ~20 rows
-        {1500, 200, 272, 6, true, 3, 0},                                  // K = 3·64 + 8, N = 256 + 16
-        {1500, 72, 400, 6, true, 0, 4, swiglu},                           // gated halves of 200 (128 + 72)
-        {1500, 136, 336, 6, true, 2, 2, gptOss, GateLayout::Interleaved},  // 168 outputs: 128 + 40
-        {1500, 128, 400, 5, true, 0, 0, geglu, GateLayout::Interleaved},
-        {1500, 128, 400, 5, true, 0, 0, gptOss},
-        {1500, 128, 400, 5, false, 0, 0, geglu},
-        {1500, 128, 272, 5, true, 0, 0, gelu},
-        {1500, 128, 272, 5, false, 0, 0, relu},
-        {1500, 128, 272, 5, true, 1, 1, silu},
-        {100, 256, 512, 2, true, 3, 3, swiglu},                           // fewer rows than one tile
-        {gQuick ? 1200 : 5000, 1024, 768, 8, false, 0, 0, swiglu},        // longer K, several N tiles
-        // Dense projections too many rows for the skinny kernel run as one expert without offsets.
-        {1000, 512, 384, 0, true, 0, 0},
-        {300, 200, 272, 0, false, 0, 0},
-    };
-    for (const GemmCase& c : sm90Cases) {
-      testGemm(dtype, dtype, DType::Float32, c);
-      if (dtype != DType::Float32) testGemm(dtype, dtype, dtype, c);
-      if (c.experts > 0) testGemm(dtype, dtype, dtype, c, RowSource::Gathered);
-    }
+    testSm90Edges(dtype);
 
     // Activation
     for (ActivationKind kind : {ActivationKind::SwiGLU, ActivationKind::GeGLU, ActivationKind::GptOssSwiGLU}) {
@@ -914,8 +921,10 @@ void runOpTests() {
 int main(int argc, char** argv) {
   bool fp8Only = false;
   bool wqOnly = false;
+  bool sm90Only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) gQuick = true;
+    if (std::strcmp(argv[i], "--sm90") == 0) sm90Only = gQuick = true;
     if (std::strcmp(argv[i], "--fp8") == 0) fp8Only = true;
     if (std::strcmp(argv[i], "--wq") == 0) wqOnly = true;
   }
@@ -933,7 +942,10 @@ int main(int argc, char** argv) {
   try {
     CUDA_OK(cudaSetDevice(0));
     CUDA_OK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
-    if (wqOnly) {
+    if (sm90Only) {
+      testSm90Edges(DType::BFloat16);
+      fp8Only = true;  // nothing else below
+    } else if (wqOnly) {
       runWeightOnlyTests();
       fp8Only = true;  // nothing else below
     } else {
