@@ -7,9 +7,9 @@ export const FORWARD_STAGES = ['router', 'routing', 'permute', 'expert_up', 'exp
 /**
  * router: the router projection; routing: top-k; permute: rows sorted by expert; expert_up: the
  * first grouped GEMM with its fused activation; expert_down: the second; shared: the shared
- * expert, which runs beside the routed stages (a second stream on a GPU; MOEKIT_SIDE_STREAM=off
- * keeps it in line), so its time here is what it adds after them; combine: the weighted sum back
- * in token order; all_reduce: the group's sum.
+ * expert (at most sizes it runs beside the routed stages, on a second stream on a GPU, and its
+ * time here is what it adds after them; MOEKIT_SIDE_STREAM=off keeps it in line); combine: the
+ * weighted sum back in token order; all_reduce: the group's sum.
  */
 export type ForwardStage = (typeof FORWARD_STAGES)[number];
 

@@ -334,9 +334,11 @@ export class MoELayer {
       const mark = (stage: ForwardStage): void => profiler?.mark(stage);
       if (routerLogits !== undefined) this.#checkRouterLogits(routerLogits, input.shape[0]!);
       // The shared expert reads only the input: it runs beside the routed path (a second stream on
-      // a GPU), which fills the GPU while the routed path's small kernels run.
+      // a GPU) where the two take the same GEMM family (sharedExpertBeside).
       const sharedWeights = weights.shared;
-      if (sharedWeights) sharedWork = runBeside(this.device, () => this.#sharedExpert(input, sharedWeights, keep));
+      if (sharedWeights && sharedExpertBeside(input.shape[0]!, this.config)) {
+        sharedWork = runBeside(this.device, () => this.#sharedExpert(input, sharedWeights, keep));
+      }
       let logits = routerLogits;
       if (logits === undefined) {
         logits = keep(this.routerLogits(input));
@@ -363,7 +365,7 @@ export class MoELayer {
         mark('permute');
         // A token visits an expert at most once, so no expert has more rows than there are tokens.
         const expertOutput = this.#runExperts(weights, rows, sorted.expertOffsets, input.shape[0]!, keep, mark);
-        const shared = sharedWork?.join();
+        const shared = sharedWork?.join() ?? (sharedWeights && this.#sharedExpert(input, sharedWeights, keep));
         if (shared) mark('shared');
         let output: Tensor;
         if (into) {
@@ -578,6 +580,25 @@ export class MoELayer {
     return { shared: output, sharedGateLogits: gate };
   }
 }
+
+/**
+ * Whether a forward of `tokens` tokens runs its shared expert beside the routed path. The CUDA
+ * backend's GEMM families (native/cuda/grouped_gemm_paths.h) take a shared-expert linear of up to
+ * 16 rows on small_m, and the routed GEMMs while the rows per expert are at most 32 (the bound, the
+ * token count) or 16 on average; both families run persistent grids sized to fill the GPU. Measured
+ * on an H200 (bench/NOTES.md, v7; graph replays): where both sides take the same family they share
+ * the GPU well (one token 3-12% faster, 1024 and 4096 tokens up to 6%), but a shared expert on sm90
+ * beside routed GEMMs on small_m held SMs the small_m grid was sized for (128 tokens: 1.2-1.5×
+ * slower), so there it runs in line after the routed experts.
+ */
+function sharedExpertBeside(tokens: number, config: MoEConfig): boolean {
+  const sharedOnSmallM = tokens <= SMALL_M_MAX_MEAN_ROWS;
+  const routedOnSmallM = tokens <= SMALL_M_MAX_ROWS || (tokens * config.routing.topK) / config.numExperts <= SMALL_M_MAX_MEAN_ROWS;
+  return sharedOnSmallM === routedOnSmallM;
+}
+/** small_m's reach (native/cuda/grouped_gemm_paths.h, kAutoMaxRowsPerExpert and kAutoMeanRowsPerExpert). */
+const SMALL_M_MAX_ROWS = 32;
+const SMALL_M_MAX_MEAN_ROWS = 16;
 
 /** The shared expert's output and, where it has one, its gate's logits: combine's shared options. */
 type SharedExpertOutput = { shared: Tensor; sharedGateLogits: Tensor | undefined };

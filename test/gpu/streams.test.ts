@@ -37,16 +37,17 @@ describe.skipIf(!HAS_GPU)('user streams', () => {
   });
 
   it('a shared expert that outlasts the routed path runs beside it and is joined before combine', async () => {
-    // 400 GFLOP of shared expert against a few of routed experts: without the join, combine would
-    // read the shared output long before it is written.
-    const config = swigluConfig({ hidden: 1024, intermediate: 64, experts: 8, topK: 2 }, { sharedExpert: { intermediateSize: 16384, gated: false } });
+    // 800 MB of shared-expert weights to stream against 4 MB of routed ones: without the join,
+    // combine would read the shared output long before it is written.
+    const tokens = 16;  // a decode step: both sides stream their weights on small_m, side by side
+    const config = swigluConfig({ hidden: 2048, intermediate: 64, experts: 8, topK: 2 }, { sharedExpert: { intermediateSize: 65536, gated: false } });
     const options = { device: GPU, dtype: 'bfloat16' as const, seed: 0 };
     using layer = MoELayer.random(config, options);
     // The routed weights are drawn first, so this layer's are the same; the shared expert's come last.
     using routedOnly = MoELayer.random({ ...config, sharedExpert: null }, options);
     const weights = randomMoEWeights(config, options);
     try {
-      using x = Tensor.random([4096, config.hiddenSize], { dtype: 'bfloat16', device: GPU, seed: 5 });
+      using x = Tensor.random([tokens, config.hiddenSize], { dtype: 'bfloat16', device: GPU, seed: 5 });
       const own = currentStream(GPU);
       using result = layer.forward(x);
       expect(currentStream(GPU)).toBe(own);
@@ -57,7 +58,7 @@ describe.skipIf(!HAS_GPU)('user streams', () => {
       const [output, routedOutput, sharedOutput] = await Promise.all([floats(result.output), floats(routed.output), floats(shared)]);
       const sharedPart = output.map((value, index) => value - routedOutput[index]!);
       expect(relativeError(sharedPart, sharedOutput)).toBeLessThan(0.05);
-      using captured = layer.capture(4096);
+      using captured = layer.capture(tokens);
       captured.input.copyFrom(x);
       expect(Array.from(await floats(captured.replay().output))).toEqual(Array.from(output));
     } finally {
