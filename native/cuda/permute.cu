@@ -1,12 +1,19 @@
 // Permutation on the GPU: a stable counting sort of (token, slot) pairs by local expert, then a
 // gather.
 //
-//   1. countExperts:   histogram of local expert ids into expertOffsets[1..E] (integer atomics:
-//                      exact); pairs of other ranks' experts get sourceToPermuted = -1 (dropped).
-//   2. scanOffsets:    one block turns the counts into offsets, in place.
-//   3. rankAndScatter: one block per local expert walks every pair in flat order t*K + j, ranking
-//                      the pairs that chose it with a block-wide prefix sum, so rows within an
-//                      expert keep the flat order (stable) without any ordering-dependent atomics.
+//   1. countChunks:    the pairs in chunks of 1024 in flat order t*K + j, one block each: the
+//                      chunk's histogram of local expert ids (shared-memory atomics: exact), kept
+//                      per (expert, chunk) and added into expertOffsets[1..E]; pairs of other
+//                      ranks' experts get sourceToPermuted = -1 (dropped).
+//   2. scanOffsets:    one block turns the counts into offsets, in place; chunkBases, one block per
+//                      expert, turns its per-chunk counts into the row each chunk's first pair of
+//                      it goes to (offset + the earlier chunks' counts).
+//   3. rankChunks:     each chunk's block ranks its pairs in flat order from those rows (warps in
+//                      turn, peers within a warp by __match_any_sync), so rows within an expert
+//                      keep the flat order (stable) without any ordering-dependent atomics.
+//                      Layers of more local experts than a block's shared memory counts (over
+//                      ChunkSort::kMaxExperts) take countExperts and rankAndScatter instead: one
+//                      block per expert walks every pair.
 //   4. gatherRows:     (only when `permuted` is given) one warp per used row (below offsets[E], read on the device) copies its
 //                      token's input row; rows past it are left as they were. When `permuted` is
 //                      Float8E4M3, gatherQuantizeRows quantizes the row on the way instead (the
@@ -15,7 +22,7 @@
 //                      rows that come with their scales (inputScales) are copied with them.
 //
 // Decode batches (at most FewPairs::kMaxPairs pairs and kMaxExperts local experts) do steps 1-3 in
-// one block instead (sortFewPairs): the four launches above cost more than the work at that size,
+// one block instead (sortFewPairs): the launches above cost more than the work at that size,
 // and in a CUDA-graph replay each node adds its own latency. The smallest of them (at most
 // SortGatherLaunch::kMaxPairs pairs, rows copied as they are) take one launch for all four steps
 // (sortAndGatherKernel): every block sorts the few pairs itself in shared memory, so it knows
@@ -34,6 +41,7 @@
 #include "kernels.h"
 #include "quantize.cuh"
 #include "row_copy.cuh"
+#include "scratch.h"
 
 namespace moekit::cuda {
 namespace {
@@ -175,6 +183,91 @@ struct FewPairs {
   static constexpr int kMaxExperts = 1024;
 };
 
+// The general sort's chunks: one block of one thread per pair, as a decode batch's sort.
+struct ChunkSort {
+  static constexpr int kPairsPerChunk = FewPairs::kMaxPairs;
+  static constexpr int kMaxExperts = FewPairs::kMaxExperts;  // counted in shared memory
+};
+
+// Thread i of the block holds the pair `pair` of local expert `local` (kDropped: none), the block's
+// pairs in flat order by thread. Writes each pair's row, nextRow[local] + the number of earlier
+// pairs of its expert in the block, into both maps (sourceToPermuted only where given), and
+// advances nextRow past the block's pairs. Within a warp the earlier peers come from
+// __match_any_sync; the warps take turns, so the order stays the flat pair order (stable).
+// Contains __syncthreads(): every thread of the block must call it.
+__device__ void rankInOrder(int32_t local, int64_t pair, int* nextRow, int32_t* sourceToPermuted, int32_t* permutedToSource) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const unsigned peers = __match_any_sync(kFullWarp, local);
+  const unsigned lowerLanes = (1u << lane) - 1u;
+  for (int turn = 0; turn < static_cast<int>(blockDim.x / kWarpSize); ++turn) {
+    if (turn == warp && local != kDropped) {
+      const int row = nextRow[local] + __popc(peers & lowerLanes);
+      if (sourceToPermuted != nullptr) sourceToPermuted[pair] = row;
+      permutedToSource[row] = static_cast<int32_t>(pair);
+    }
+    __syncwarp();
+    // The lowest lane of each group of peers advances its expert past the group's rows.
+    if (turn == warp && local != kDropped && (peers & lowerLanes) == 0) nextRow[local] += __popc(peers);
+    __syncthreads();
+  }
+}
+
+// Step 1 by chunks (ChunkSort::kPairsPerChunk threads, block c = chunk c): chunkCounts[e * chunks +
+// c] = the chunk's pairs of local expert e, also added into offsets[e + 1] (zeroed beforehand);
+// dropped pairs are marked in sourceToPermuted and bad ids reported.
+__global__ void __launch_bounds__(ChunkSort::kPairsPerChunk)
+countChunksKernel(const int32_t* ids, int64_t pairs, LocalExperts experts, int64_t chunks, int32_t* chunkCounts,
+                  int32_t* offsets, int32_t* sourceToPermuted, FaultSink faults) {
+  __shared__ int counts[ChunkSort::kMaxExperts];
+  for (int e = threadIdx.x; e < experts.count; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  const int64_t pair = static_cast<int64_t>(blockIdx.x) * ChunkSort::kPairsPerChunk + threadIdx.x;
+  if (pair < pairs) {
+    experts.checkId(ids[pair], pair, faults);
+    const int32_t local = experts.localIndex(ids[pair]);
+    if (local == kDropped) {
+      sourceToPermuted[pair] = kDropped;
+    } else {
+      atomicAdd(counts + local, 1);
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < experts.count; e += blockDim.x) {
+    const int count = counts[e];
+    chunkCounts[e * chunks + blockIdx.x] = count;
+    if (count > 0) atomicAdd(offsets + e + 1, count);
+  }
+}
+
+// Block e, after scanOffsets: its chunks' counts become the rows their first pairs of expert e go
+// to, offsets[e] + the counts of the earlier chunks (in place).
+__global__ void chunkBasesKernel(const int32_t* offsets, int64_t chunks, int32_t* chunkCounts) {
+  __shared__ int warpTotals[kWarpSize];
+  int32_t* counts = chunkCounts + blockIdx.x * chunks;
+  int carry = offsets[blockIdx.x];
+  for (int64_t begin = 0; begin < chunks; begin += blockDim.x) {
+    const int64_t chunk = begin + threadIdx.x;
+    const int count = chunk < chunks ? counts[chunk] : 0;
+    int total;
+    const int inclusive = blockInclusiveScan(count, warpTotals, &total);
+    if (chunk < chunks) counts[chunk] = carry + inclusive - count;
+    carry += total;
+  }
+}
+
+// Step 3 by chunks (block c = chunk c): the chunk's pairs ranked in flat order from its rows.
+__global__ void __launch_bounds__(ChunkSort::kPairsPerChunk)
+rankChunksKernel(const int32_t* ids, int64_t pairs, LocalExperts experts, int64_t chunks, const int32_t* chunkBases,
+                 int32_t* sourceToPermuted, int32_t* permutedToSource) {
+  __shared__ int nextRow[ChunkSort::kMaxExperts];
+  for (int e = threadIdx.x; e < experts.count; e += blockDim.x) nextRow[e] = chunkBases[e * chunks + blockIdx.x];
+  __syncthreads();
+  const int64_t pair = static_cast<int64_t>(blockIdx.x) * ChunkSort::kPairsPerChunk + threadIdx.x;
+  const int32_t local = pair < pairs ? experts.localIndex(ids[pair]) : kDropped;
+  rankInOrder(local, pair, nextRow, sourceToPermuted, permutedToSource);
+}
+
 // One block's shared memory for sortFewPairs.
 struct FewPairsScratch {
   int counts[FewPairs::kMaxExperts];
@@ -184,9 +277,7 @@ struct FewPairsScratch {
 
 // Steps 1-3 for a decode batch, by one block with one thread per pair (blockDim.x >= pairs): a
 // shared-memory histogram, a scan into offsets (all E + 1 written, so no memset is needed), then
-// the ranks. A pair's rank is the number of earlier pairs of its expert: within a warp from
-// __match_any_sync, across warps from a per-expert running row that the warps advance one after
-// another, so the order stays the flat pair order (stable) as in the general path.
+// the ranks (rankInOrder), in the flat pair order (stable) as in the general path.
 // permutedToSource is always written (global or shared memory); offsets and sourceToPermuted only
 // where given, and faults only when `reportsFaults` (a block that sorts for its own use passes null
 // and false).
@@ -219,21 +310,7 @@ __device__ int sortFewPairs(const int32_t* ids, int32_t pairs, LocalExperts expe
   if (threadIdx.x == 0 && offsets != nullptr) offsets[0] = 0;
   __syncthreads();
 
-  const int lane = threadIdx.x % kWarpSize;
-  const int warp = threadIdx.x / kWarpSize;
-  const unsigned peers = __match_any_sync(kFullWarp, local);
-  const unsigned lowerLanes = (1u << lane) - 1u;
-  for (int turn = 0; turn < static_cast<int>(blockDim.x / kWarpSize); ++turn) {
-    if (turn == warp && local != kDropped) {
-      const int row = scratch.nextRow[local] + __popc(peers & lowerLanes);
-      if (sourceToPermuted != nullptr) sourceToPermuted[pair] = row;
-      permutedToSource[row] = pair;
-    }
-    __syncwarp();
-    // The lowest lane of each group of peers advances its expert past the group's rows.
-    if (turn == warp && local != kDropped && (peers & lowerLanes) == 0) scratch.nextRow[local] += __popc(peers);
-    __syncthreads();
-  }
+  rankInOrder(local, pair, scratch.nextRow, sourceToPermuted, permutedToSource);
   return carry;
 }
 
@@ -306,11 +383,36 @@ void gatherRows(const void* from, void* to, size_t rowBytes, const int32_t* perm
   });
 }
 
+// Steps 1-3 by chunks (pairs > 0, 1 to ChunkSort::kMaxExperts local experts); offsets zeroed.
+void sortPairsByChunks(const int32_t* ids, int64_t pairs, LocalExperts local, int32_t* offsets, int32_t* sourceToPermuted,
+                       int32_t* permutedToSource, const FaultSink& faults, cudaStream_t stream) {
+  const int32_t experts = local.count;
+  const int64_t chunks = ceilDiv(pairs, int64_t{ChunkSort::kPairsPerChunk});
+  // Per (expert, chunk): first the chunk's count, then its first row. Freed after the kernels.
+  const ScratchBuffer chunkCounts(sizeof(int32_t) * experts * chunks, stream);
+  auto* counts = static_cast<int32_t*>(chunkCounts.data());
+  const auto chunkBlocks = static_cast<unsigned>(chunks);
+  countChunksKernel<<<chunkBlocks, ChunkSort::kPairsPerChunk, 0, stream>>>(ids, pairs, local, chunks, counts, offsets,
+                                                                          sourceToPermuted, faults);
+  MOEKIT_CHECK_LAUNCH("countChunksKernel");
+  scanOffsetsKernel<<<1, ScanLaunch::kThreads, 0, stream>>>(offsets, experts);
+  MOEKIT_CHECK_LAUNCH("scanOffsetsKernel");
+  chunkBasesKernel<<<static_cast<unsigned>(experts), ScanLaunch::kThreads, 0, stream>>>(offsets, chunks, counts);
+  MOEKIT_CHECK_LAUNCH("chunkBasesKernel");
+  rankChunksKernel<<<chunkBlocks, ChunkSort::kPairsPerChunk, 0, stream>>>(ids, pairs, local, chunks, counts,
+                                                                         sourceToPermuted, permutedToSource);
+  MOEKIT_CHECK_LAUNCH("rankChunksKernel");
+}
+
 // Steps 1-3 in general: any number of pairs and experts.
 void sortPairs(const int32_t* ids, int64_t pairs, LocalExperts local, int32_t* offsets, int32_t* sourceToPermuted,
                int32_t* permutedToSource, const FaultSink& faults, cudaStream_t stream) {
   const int32_t experts = local.count;
   MOEKIT_CUDA_CHECK(cudaMemsetAsync(offsets, 0, sizeof(int32_t) * (experts + 1), stream));
+  if (pairs > 0 && experts >= 1 && experts <= ChunkSort::kMaxExperts) {
+    sortPairsByChunks(ids, pairs, local, offsets, sourceToPermuted, permutedToSource, faults, stream);
+    return;
+  }
   if (pairs > 0) {
     countExpertsKernel<<<FlatLaunch::blocks(pairs), FlatLaunch::kThreads, 0, stream>>>(ids, pairs, local, offsets,
                                                                                       sourceToPermuted, faults);

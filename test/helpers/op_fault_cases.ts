@@ -90,6 +90,21 @@ export function opFaultCases(device: Device): void {
     await expectDeviceWorks(device);
   });
 
+  it('permute of more pairs than one block sorts (chunks of 1024) reports a bad id in a later chunk', async () => {
+    const ids = new Int32Array(1500).map((_, index) => index % 4);
+    ids[1300] = 9;
+    using topkIds = ints(Array.from(ids), [750, 2], device);
+    const maps = permuteMaps(topkIds, 4);
+    try {
+      for (const tensor of Object.values(maps)) {
+        await expect(tensor.toArray()).rejects.toEqual(rejectsWith(/permute: topkIds holds expert id 9 at flat index 1300, outside \[0, 4\)/));
+      }
+    } finally {
+      for (const tensor of Object.values(maps)) tensor.dispose();
+    }
+    await expectDeviceWorks(device);
+  });
+
   it('expertSlots maps each pair to its expert\'s replicas in turn by token, and refuses an id outside the experts', async () => {
     // Expert 0 has replicas in slots 0 and 2; experts 1 and 2 one each (slots 1 and 3).
     const table = ExpertSlotTable.of([0, 1, 0, 2], 3, device);

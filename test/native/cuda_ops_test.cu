@@ -8,6 +8,7 @@
 //   cuda_ops_test            everything
 //   cuda_ops_test --quick    small sizes only, no model-sized checks (for compute-sanitizer)
 //   cuda_ops_test --sm90     the Hopper kernel's edges in bfloat16 only (with MOEKIT_GEMM=sm90: racecheck)
+//   cuda_ops_test --permute  permute's cases in bfloat16 only, small sizes (racecheck)
 //   cuda_ops_test --fp8      the FP8 tests only
 //   cuda_ops_test --wq       the weight-only tests only
 // MOEKIT_GEMM=sm90|small_m|mma forces a grouped GEMM family for the whole run.
@@ -728,6 +729,39 @@ void checkMixtralSized(DType dtype, int64_t tokens) {
 }
 
 // ---- The suite ---------------------------------------------------------------------------------
+// Permute's cases, alone with --permute (a run short enough for racecheck).
+void testPermuteCases(DType dtype, int64_t bigTokens) {
+  // Permute
+  const PermuteCase permuteCases[] = {
+      {1, 100, 8, 2, IdPattern::Distinct, 0, 8},
+      {257, 64, 16, 4, IdPattern::Distinct, 0, 16},
+      {bigTokens, 36, 256, 8, IdPattern::Distinct, 0, 256},
+      {300, 7, 5, 3, IdPattern::Distinct, 0, 5},
+      {100, 50, 6, 4, IdPattern::SameExpert, 0, 6},
+      {257, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel: pairs of other ranks dropped
+      {0, 64, 8, 2, IdPattern::Distinct, 0, 8},     // no tokens
+      // Decode batches take the one-block sort (up to 1024 pairs and 1024 local experts).
+      {16, 2048, 128, 8, IdPattern::Distinct, 0, 128},
+      {200, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel, one block
+      {256, 32, 1024, 4, IdPattern::Distinct, 0, 1024},
+      {256, 32, 1, 4, IdPattern::SameExpert, 0, 1},  // all 1024 pairs on one expert
+      {4, 32, 2048, 8, IdPattern::Distinct, 0, 2048},  // too many experts for the one-block sort
+      // The smallest (up to 256 pairs, rows copied as they are) sort and gather in one launch.
+      {32, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 256 pairs, expert parallel: some dropped
+      {33, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 264 pairs: the one-block sort and a gather
+      {64, 40, 1, 4, IdPattern::SameExpert, 0, 1},    // 256 pairs on one expert
+      {3, 7, 5, 3, IdPattern::Distinct, 0, 5},        // odd rows: narrow copy units
+      {20, 64, 2048, 8, IdPattern::Distinct, 0, 2048},  // 160 pairs, too many experts for one block
+      {2, 64, 16, 8, IdPattern::Distinct, 8, 0},      // no local experts: every pair dropped
+      // The general sort by chunks of 1024 pairs: up to 1024 local experts, more take one block each.
+      {1025, 8, 64, 1, IdPattern::SameExpert, 0, 64},   // two chunks, the second of one pair
+      {3000, 16, 1024, 4, IdPattern::Distinct, 0, 1024},
+      {3000, 16, 2048, 4, IdPattern::Distinct, 1000, 1024},  // expert parallel at the most experts
+      {300, 16, 1025, 4, IdPattern::Distinct, 0, 1025},
+  };
+  for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
+}
+
 // The Hopper kernel's edges, alone with --sm90 (a run short enough for racecheck).
 void testSm90Edges(DType dtype) {
   const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
@@ -789,30 +823,7 @@ void runOpTests() {
     };
     for (const RoutingCase& c : routingCases) testRouting(dtype, c);
 
-    // Permute
-    const PermuteCase permuteCases[] = {
-        {1, 100, 8, 2, IdPattern::Distinct, 0, 8},
-        {257, 64, 16, 4, IdPattern::Distinct, 0, 16},
-        {bigTokens, 36, 256, 8, IdPattern::Distinct, 0, 256},
-        {300, 7, 5, 3, IdPattern::Distinct, 0, 5},
-        {100, 50, 6, 4, IdPattern::SameExpert, 0, 6},
-        {257, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel: pairs of other ranks dropped
-        {0, 64, 8, 2, IdPattern::Distinct, 0, 8},     // no tokens
-        // Decode batches take the one-block sort (up to 1024 pairs and 1024 local experts).
-        {16, 2048, 128, 8, IdPattern::Distinct, 0, 128},
-        {200, 64, 16, 4, IdPattern::Distinct, 4, 8},  // expert parallel, one block
-        {256, 32, 1024, 4, IdPattern::Distinct, 0, 1024},
-        {256, 32, 1, 4, IdPattern::SameExpert, 0, 1},  // all 1024 pairs on one expert
-        {4, 32, 2048, 8, IdPattern::Distinct, 0, 2048},  // too many experts for the one-block sort
-        // The smallest (up to 256 pairs, rows copied as they are) sort and gather in one launch.
-        {32, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 256 pairs, expert parallel: some dropped
-        {33, 64, 16, 8, IdPattern::Distinct, 4, 8},     // 264 pairs: the one-block sort and a gather
-        {64, 40, 1, 4, IdPattern::SameExpert, 0, 1},    // 256 pairs on one expert
-        {3, 7, 5, 3, IdPattern::Distinct, 0, 5},        // odd rows: narrow copy units
-        {20, 64, 2048, 8, IdPattern::Distinct, 0, 2048},  // 160 pairs, too many experts for one block
-        {2, 64, 16, 8, IdPattern::Distinct, 8, 0},      // no local experts: every pair dropped
-    };
-    for (const PermuteCase& c : permuteCases) testPermute(dtype, c);
+    testPermuteCases(dtype, bigTokens);
 
     // Grouped GEMM and linear, output float32 and the input dtype.
     const GemmCase gemmCases[] = {
@@ -922,9 +933,11 @@ int main(int argc, char** argv) {
   bool fp8Only = false;
   bool wqOnly = false;
   bool sm90Only = false;
+  bool permuteOnly = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) gQuick = true;
     if (std::strcmp(argv[i], "--sm90") == 0) sm90Only = gQuick = true;
+    if (std::strcmp(argv[i], "--permute") == 0) permuteOnly = gQuick = true;
     if (std::strcmp(argv[i], "--fp8") == 0) fp8Only = true;
     if (std::strcmp(argv[i], "--wq") == 0) wqOnly = true;
   }
@@ -942,8 +955,9 @@ int main(int argc, char** argv) {
   try {
     CUDA_OK(cudaSetDevice(0));
     CUDA_OK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
-    if (sm90Only) {
-      testSm90Edges(DType::BFloat16);
+    if (sm90Only || permuteOnly) {
+      if (sm90Only) testSm90Edges(DType::BFloat16);
+      if (permuteOnly) testPermuteCases(DType::BFloat16, 300);
       fp8Only = true;  // nothing else below
     } else if (wqOnly) {
       runWeightOnlyTests();
