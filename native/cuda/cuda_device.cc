@@ -447,14 +447,6 @@ cudaStream_t createStream(int index) {
   return stream;
 }
 
-// The stream side work goes to (Device::beginSideWork): non-blocking like the device's own.
-cudaStream_t createSideStream(int index) {
-  useDevice(index);
-  cudaStream_t stream;
-  MOEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  return stream;
-}
-
 // MOEKIT_SIDE_STREAM=off keeps side work on the device's stream, in order (for timing one against
 // the other).
 bool sideStreamEnabled() { return environmentSwitch("MOEKIT_SIDE_STREAM") != "off"; }
@@ -473,7 +465,7 @@ class CudaDeviceImpl final : public CudaDevice {
       : index_(index),
         ownedStream_(createStream(index)),
         stream_(ownedStream_.get()),
-        sideStream_(createSideStream(index)),
+        sideStream_(createStream(index)),  // where side work goes (Device::beginSideWork)
         pool_(configurePool(index)),
         faultRecord_(createFaultRecord(index)),
         staging_(events_),
