@@ -587,7 +587,7 @@ export class MoELayer {
  * 16 rows on small_m, and the routed GEMMs while the rows per expert are at most 32 (the bound, the
  * token count) or 16 on average; both families run persistent grids sized to fill the GPU. Measured
  * on an H200 (bench/NOTES.md, v7; graph replays): where both sides take the same family they share
- * the GPU well (DeepSeek-V3 and a top-1 layer 5-9% faster at one token, 1024 tokens up to 6%), but
+ * the GPU well (DeepSeek-V3 and a top-1 layer 3-9% faster at one token, 1024 tokens up to 7%), but
  * a shared expert on sm90 beside routed GEMMs on small_m held SMs the small_m grid was sized for
  * (128 tokens: 1.2-1.5× slower), so there it runs in line after the routed experts.
  */
