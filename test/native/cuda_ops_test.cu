@@ -764,30 +764,24 @@ void testPermuteCases(DType dtype, int64_t bigTokens) {
 
 // The Hopper kernel's edges, alone with --sm90 (a run short enough for racecheck).
 void testSm90Edges(DType dtype) {
-  const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
   // The Hopper kernel's edges (it takes K a multiple of 8 from 64 and N a multiple of 16; its
   // tiles are 128 rows × 256 columns, or 128 outputs of gate/up pairs): row tiles straddling
   // experts (whose next expert's rows it must not write), empty experts, N and K tails, every
   // activation in both layouts, bias, untouched lead/tail rows, fewer rows than one tile.
-  const int geglu = static_cast<int>(ActivationKind::GeGLU);
-  const int gptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
-  const int silu = static_cast<int>(ActivationKind::SiLU);
-  const int gelu = static_cast<int>(ActivationKind::GELU);
-  const int relu = static_cast<int>(ActivationKind::ReLU);
   const GemmCase sm90Cases[] = {
       {2000, 128, 256, 64, false, 7, 5},                                // many experts, expert 1 empty
-      {4000, 64, 128, 200, true, 0, 0, swiglu},                         // 200 experts of ~20 rows
+      {4000, 64, 128, 200, true, 0, 0, kSwiGLU},                         // 200 experts of ~20 rows
       {1500, 200, 272, 6, true, 3, 0},                                  // K = 3·64 + 8, N = 256 + 16
-      {1500, 72, 400, 6, true, 0, 4, swiglu},                           // gated halves of 200 (128 + 72)
-      {1500, 136, 336, 6, true, 2, 2, gptOss, GateLayout::Interleaved},  // 168 outputs: 128 + 40
-      {1500, 128, 400, 5, true, 0, 0, geglu, GateLayout::Interleaved},
-      {1500, 128, 400, 5, true, 0, 0, gptOss},
-      {1500, 128, 400, 5, false, 0, 0, geglu},
-      {1500, 128, 272, 5, true, 0, 0, gelu},
-      {1500, 128, 272, 5, false, 0, 0, relu},
-      {1500, 128, 272, 5, true, 1, 1, silu},
-      {100, 256, 512, 2, true, 3, 3, swiglu},                           // fewer rows than one tile
-      {gQuick ? 1200 : 5000, 1024, 768, 8, false, 0, 0, swiglu},        // longer K, several N tiles
+      {1500, 72, 400, 6, true, 0, 4, kSwiGLU},                           // gated halves of 200 (128 + 72)
+      {1500, 136, 336, 6, true, 2, 2, kGptOss, GateLayout::Interleaved},  // 168 outputs: 128 + 40
+      {1500, 128, 400, 5, true, 0, 0, kGeGLU, GateLayout::Interleaved},
+      {1500, 128, 400, 5, true, 0, 0, kGptOss},
+      {1500, 128, 400, 5, false, 0, 0, kGeGLU},
+      {1500, 128, 272, 5, true, 0, 0, kGELU},
+      {1500, 128, 272, 5, false, 0, 0, kReLU},
+      {1500, 128, 272, 5, true, 1, 1, kSiLU},
+      {100, 256, 512, 2, true, 3, 3, kSwiGLU},                           // fewer rows than one tile
+      {gQuick ? 1200 : 5000, 1024, 768, 8, false, 0, 0, kSwiGLU},        // longer K, several N tiles
       // Dense projections too many rows for the skinny kernel run as one expert without offsets.
       {1000, 512, 384, 0, true, 0, 0},
       {300, 200, 272, 0, false, 0, 0},
@@ -866,24 +860,23 @@ void runOpTests() {
 
     // Shapes the Hopper and decode kernels take (K a multiple of 64, N of 128), fused activations,
     // experts with no rows, untouched lead/tail rows, and the decode hint.
-    const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
     const GemmCase fastPathCases[] = {
         {3000, 256, 384, 8, false, 0, 0},
-        {3000, 256, 384, 8, true, 5, 9, swiglu},
-        {3000, 256, 384, 8, false, 0, 0, static_cast<int>(ActivationKind::GptOssSwiGLU), GateLayout::Interleaved},
-        {3000, 256, 384, 8, false, 0, 0, static_cast<int>(ActivationKind::GeGLU)},
-        {3000, 256, 384, 8, false, 0, 0, static_cast<int>(ActivationKind::SiLU)},
-        {gQuick ? 1000 : 9000, 1024, 512, 64, false, 3, 0, swiglu},  // many experts, some empty
+        {3000, 256, 384, 8, true, 5, 9, kSwiGLU},
+        {3000, 256, 384, 8, false, 0, 0, kGptOss, GateLayout::Interleaved},
+        {3000, 256, 384, 8, false, 0, 0, kGeGLU},
+        {3000, 256, 384, 8, false, 0, 0, kSiLU},
+        {gQuick ? 1000 : 9000, 1024, 512, 64, false, 3, 0, kSwiGLU},  // many experts, some empty
         {1100, 192, 256, 128, false, 0, 0},
-        {8, 512, 768, 8, false, 0, 0, swiglu, GateLayout::Halves, 1},  // decode: 1 token, top-8
+        {8, 512, 768, 8, false, 0, 0, kSwiGLU, GateLayout::Halves, 1},  // decode: 1 token, top-8
         {8, 512, 512, 8, true, 0, 0, -1, GateLayout::Halves, 1},
-        {64, 512, 768, 8, false, 0, 2, swiglu, GateLayout::Halves, 16},  // 16 tokens
+        {64, 512, 768, 8, false, 0, 2, kSwiGLU, GateLayout::Halves, 16},  // 16 tokens
         {16, 1024, 256, 8, false, 0, 0, -1, GateLayout::Halves, 2},  // the hint is only a hint: rows exceed it
-        {300, 512, 256, 4, false, 0, 0, swiglu, GateLayout::Halves, 300},
-        {200, 100, 72, 4, false, 0, 0, swiglu},  // shapes no fast path takes fall back
+        {300, 512, 256, 4, false, 0, 0, kSwiGLU, GateLayout::Halves, 300},
+        {200, 100, 72, 4, false, 0, 0, kSwiGLU},  // shapes no fast path takes fall back
         // K a multiple of 8 but not of 32 or 64: lanes of one vector load end on both sides of K.
         {40, 72, 128, 8, true, 0, 3, -1, GateLayout::Halves, 4},
-        {24, 200, 96, 4, false, 2, 0, swiglu, GateLayout::Interleaved, 8},
+        {24, 200, 96, 4, false, 2, 0, kSwiGLU, GateLayout::Interleaved, 8},
         {70, 136, 64, 2, false, 0, 0, -1, GateLayout::Halves, 64},  // one expert has over 32 rows: two passes
     };
     for (const GemmCase& c : fastPathCases) {

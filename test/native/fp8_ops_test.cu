@@ -470,37 +470,33 @@ void runFp8Tests() {
   for (const Fp8PermuteCase& c : permuteCases) testPermuteFp8(DType::Float8E4M3, c);
 
   const DType fp8 = DType::Float8E4M3;
-  const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
-  const int geglu = static_cast<int>(ActivationKind::GeGLU);
-  const int gptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
-  const int silu = static_cast<int>(ActivationKind::SiLU);
   const int64_t bigRows = gQuick ? 512 : 4096;
   const Fp8GemmCase gemmCases[] = {
       // Decode (small_m on its own): 1 token × top-8, 16 tokens, two passes over one expert's rows.
-      {{8, 512, 768, 8, false, 0, 0, swiglu, GateLayout::Halves, 1}, fp8, fp8},
+      {{8, 512, 768, 8, false, 0, 0, kSwiGLU, GateLayout::Halves, 1}, fp8, fp8},
       {{8, 384, 512, 8, false, 0, 0, -1, GateLayout::Halves, 1}, fp8, DType::BFloat16},
-      {{64, 512, 768, 8, false, 0, 2, swiglu, GateLayout::Halves, 16}, fp8, fp8},
+      {{64, 512, 768, 8, false, 0, 2, kSwiGLU, GateLayout::Halves, 16}, fp8, fp8},
       {{64, 384, 512, 8, true, 0, 0, -1, GateLayout::Halves, 16}, fp8, DType::Float32},
       {{70, 256, 64, 2, false, 0, 0, -1, GateLayout::Halves, 64}, DType::BFloat16, DType::Float32},
-      {{24, 208, 96, 4, false, 2, 0, swiglu, GateLayout::Interleaved, 8}, DType::Float16, fp8},  // K = 13 · 16
+      {{24, 208, 96, 4, false, 2, 0, kSwiGLU, GateLayout::Interleaved, 8}, DType::Float16, fp8},  // K = 13 · 16
       {{16, 2048, 256, 8, false, 0, 0, -1, GateLayout::Halves, 2}, fp8, DType::BFloat16},       // long K
       // Prefill (sm90 on Hopper): the wide tile's fused, quantized SwiGLU; the narrow tile.
-      {{bigRows, 1024, 1536, 8, false, 0, 0, swiglu}, fp8, fp8},
+      {{bigRows, 1024, 1536, 8, false, 0, 0, kSwiGLU}, fp8, fp8},
       {{bigRows, 768, 1024, 8, false, 0, 0}, fp8, DType::BFloat16},
-      {{3000, 256, 384, 8, true, 5, 9, swiglu}, DType::Float32, fp8},  // up rows start mid-block (N/2 = 192)
-      {{3000, 320, 400, 8, true, 0, 0, swiglu}, fp8, DType::BFloat16},  // K = 2.5 blocks, N/2 = 200
-      {{1500, 336, 336, 6, true, 2, 2, gptOss, GateLayout::Interleaved}, fp8, fp8},  // 168 outputs: a partial group
-      {{1500, 128, 400, 5, true, 0, 0, geglu, GateLayout::Interleaved}, DType::BFloat16, DType::BFloat16},
-      {{1500, 128, 272, 5, true, 0, 0, silu}, DType::BFloat16, fp8},  // plain activation, groups of 128 + 16
+      {{3000, 256, 384, 8, true, 5, 9, kSwiGLU}, DType::Float32, fp8},  // up rows start mid-block (N/2 = 192)
+      {{3000, 320, 400, 8, true, 0, 0, kSwiGLU}, fp8, DType::BFloat16},  // K = 2.5 blocks, N/2 = 200
+      {{1500, 336, 336, 6, true, 2, 2, kGptOss, GateLayout::Interleaved}, fp8, fp8},  // 168 outputs: a partial group
+      {{1500, 128, 400, 5, true, 0, 0, kGeGLU, GateLayout::Interleaved}, DType::BFloat16, DType::BFloat16},
+      {{1500, 128, 272, 5, true, 0, 0, kSiLU}, DType::BFloat16, fp8},  // plain activation, groups of 128 + 16
       {{1500, 128, 272, 5, false, 0, 0}, fp8, DType::Float16},
       {{2000, 256, 256, 64, false, 7, 5}, fp8, DType::Float32},  // many experts, expert 1 empty; narrow tile
-      {{gQuick ? 1000 : 4000, 128, 128, 200, true, 0, 0, swiglu}, fp8, fp8},  // 200 experts of ~20 rows
-      {{100, 256, 512, 2, true, 3, 3, swiglu}, fp8, DType::BFloat16},  // fewer rows than a tile
+      {{gQuick ? 1000 : 4000, 128, 128, 200, true, 0, 0, kSwiGLU}, fp8, fp8},  // 200 experts of ~20 rows
+      {{100, 256, 512, 2, true, 3, 3, kSwiGLU}, fp8, DType::BFloat16},  // fewer rows than a tile
       {{1, 256, 256, 8, false, 0, 0}, fp8, DType::Float32},            // one row in all
       // Shapes only the mma family takes (K not a multiple of 16, N not of 16).
       {{300, 200, 72, 4, true, 0, 0}, DType::Float32, DType::Float32},
-      {{257, 100, 36, 3, true, 1, 1, swiglu}, DType::BFloat16, fp8},
-      {{1028, 136, 100, 8, false, 3, 5, geglu}, fp8, DType::BFloat16},
+      {{257, 100, 36, 3, true, 1, 1, kSwiGLU}, DType::BFloat16, fp8},
+      {{1028, 136, 100, 8, false, 3, 5, kGeGLU}, fp8, DType::BFloat16},
       // Linear (one expert, no offsets): decode through small_m, prefill through sm90, odd shapes.
       {{1, 512, 384, 0, true, 0, 0}, fp8, DType::Float32},
       {{16, 7168, 256, 0, false, 0, 0}, DType::BFloat16, DType::BFloat16},

@@ -268,6 +268,14 @@ inline const char* activationName(ActivationKind kind) {
   return names[static_cast<int>(kind)];
 }
 
+// GemmCase's activation field for each kind (its ActivationKind as an int; -1 is none).
+constexpr int kSwiGLU = static_cast<int>(ActivationKind::SwiGLU);
+constexpr int kGeGLU = static_cast<int>(ActivationKind::GeGLU);
+constexpr int kGptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
+constexpr int kSiLU = static_cast<int>(ActivationKind::SiLU);
+constexpr int kGELU = static_cast<int>(ActivationKind::GELU);
+constexpr int kReLU = static_cast<int>(ActivationKind::ReLU);
+
 struct GemmCase {
   int64_t rows, depth, cols;
   int32_t experts;  // 0: linear

@@ -467,23 +467,17 @@ void runWeightOnlyTests() {
     }
   }
 
-  const int swiglu = static_cast<int>(ActivationKind::SwiGLU);
-  const int geglu = static_cast<int>(ActivationKind::GeGLU);
-  const int gptOss = static_cast<int>(ActivationKind::GptOssSwiGLU);
-  const int silu = static_cast<int>(ActivationKind::SiLU);
-  const int gelu = static_cast<int>(ActivationKind::GELU);
-  const int relu = static_cast<int>(ActivationKind::ReLU);
   // {rows, K, N, E, bias, lead, tail, activation, layout, maxRowsPerExpert}
   const std::vector<GemmCase> shapes = {
       {1, 256, 64, 4, true, 0, 0, -1, GateLayout::Halves, 1},              // one decode row
-      {4, 256, 128, 8, false, 0, 0, swiglu, GateLayout::Halves, 1},        // decode, Mixtral-like
+      {4, 256, 128, 8, false, 0, 0, kSwiGLU, GateLayout::Halves, 1},        // decode, Mixtral-like
       {7, 96, 48, 3, true, 1, 1, -1, GateLayout::Halves, 0},               // K a multiple of 32, not 128
-      {37, 160, 80, 8, true, 2, 3, geglu, GateLayout::Halves, 0},          // partial last group (g = 128)
-      {40, 288, 272, 4, true, 0, 0, gptOss, GateLayout::Interleaved, 16},  // gpt-oss style, 17 column tiles
-      {300, 192, 96, 4, false, 0, 5, silu, GateLayout::Halves, 0},         // ~300 rows: dense fallback in auto
-      {70, 128, 64, 2, true, 0, 0, gelu, GateLayout::Halves, 64},          // several passes of 32 rows
-      {9, 64, 40, 3, true, 0, 0, relu, GateLayout::Halves, 0},             // N not a multiple of 16: dense fallback
-      {12, 224, 96, 3, true, 0, 1, swiglu, GateLayout::Halves, 16},        // K = 7 × 32; N = 3 mma tiles: one-tile items
+      {37, 160, 80, 8, true, 2, 3, kGeGLU, GateLayout::Halves, 0},          // partial last group (g = 128)
+      {40, 288, 272, 4, true, 0, 0, kGptOss, GateLayout::Interleaved, 16},  // gpt-oss style, 17 column tiles
+      {300, 192, 96, 4, false, 0, 5, kSiLU, GateLayout::Halves, 0},         // ~300 rows: dense fallback in auto
+      {70, 128, 64, 2, true, 0, 0, kGELU, GateLayout::Halves, 64},          // several passes of 32 rows
+      {9, 64, 40, 3, true, 0, 0, kReLU, GateLayout::Halves, 0},             // N not a multiple of 16: dense fallback
+      {12, 224, 96, 3, true, 0, 1, kSwiGLU, GateLayout::Halves, 16},        // K = 7 × 32; N = 3 mma tiles: one-tile items
       {16, 416, 64, 4, true, 1, 0, -1, GateLayout::Halves, 16},            // K = 13 × 32; two-tile items, a partial chunk
       {5, 256, 64, 0, true, 0, 0},                                          // linear
       {130, 128, 32, 0, false, 0, 0},                                       // linear, more rows
@@ -509,16 +503,16 @@ void runWeightOnlyTests() {
   // 64-value K slices, 128-column tiles. {rows, K, N, E, bias, lead, tail, activation, layout}
   const std::vector<GemmCase> mmaShapes = {
       {600, 352, 384, 3, true, 7, 9, -1},                                    // 2+ row tiles per expert, K = 5.5 slices, expert 1 empty
-      {260, 96, 200, 5, true, 0, 0, swiglu, GateLayout::Interleaved},       // partial column tile, K = 1.5 slices
-      {129, 224, 136, 2, false, 0, 3, geglu, GateLayout::Interleaved},      // one row past a tile; 136 = 128 + 8 columns
-      {3, 64, 24, 8, true, 0, 0, gptOss, GateLayout::Halves},                // fewer rows than experts: most are empty
-      {150, 160, 264, 3, true, 2, 0, gptOss, GateLayout::Interleaved},      // partial last group (g = 128)
-      {140, 128, 72, 2, true, 0, 0, swiglu, GateLayout::Halves},
-      {131, 192, 40, 4, false, 0, 0, geglu, GateLayout::Halves},
-      {90, 288, 136, 3, true, 0, 0, silu},
-      {200, 64, 130, 2, true, 1, 1, gelu},                                   // N not a multiple of 8
-      {33, 32, 96, 1, true, 0, 0, relu},                                     // K = 32: half a slice
-      {520, 320, 288, 3, true, 3, 5, swiglu, GateLayout::Halves},            // sm90: gate/up halves over 3 column tiles
+      {260, 96, 200, 5, true, 0, 0, kSwiGLU, GateLayout::Interleaved},       // partial column tile, K = 1.5 slices
+      {129, 224, 136, 2, false, 0, 3, kGeGLU, GateLayout::Interleaved},      // one row past a tile; 136 = 128 + 8 columns
+      {3, 64, 24, 8, true, 0, 0, kGptOss, GateLayout::Halves},                // fewer rows than experts: most are empty
+      {150, 160, 264, 3, true, 2, 0, kGptOss, GateLayout::Interleaved},      // partial last group (g = 128)
+      {140, 128, 72, 2, true, 0, 0, kSwiGLU, GateLayout::Halves},
+      {131, 192, 40, 4, false, 0, 0, kGeGLU, GateLayout::Halves},
+      {90, 288, 136, 3, true, 0, 0, kSiLU},
+      {200, 64, 130, 2, true, 1, 1, kGELU},                                   // N not a multiple of 8
+      {33, 32, 96, 1, true, 0, 0, kReLU},                                     // K = 32: half a slice
+      {520, 320, 288, 3, true, 3, 5, kSwiGLU, GateLayout::Halves},            // sm90: gate/up halves over 3 column tiles
   };
   for (DType dtype : {DType::BFloat16, DType::Float16}) {
     for (const auto& [format, groupSize] : formats) {
@@ -530,13 +524,13 @@ void runWeightOnlyTests() {
   // Shapes only the dense fallback takes: K not a multiple of a 16-byte vector.
   testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 40, 32, 2, true, 0, 0}, WeightFormat::Int8, 0});
   testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 50, 32, 2, true, 0, 0}, WeightFormat::Int4, 0});
-  testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 96, 32, 2, true, 0, 0, swiglu}, WeightFormat::Mxfp4, 0});
+  testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{6, 96, 32, 2, true, 0, 0, kSwiGLU}, WeightFormat::Mxfp4, 0});
   // float32 input: dequantized to float32 (SIMT path).
   testGemmWq(DType::Float32, DType::Float32, WqCase{shapes[3], WeightFormat::Int4, 32});
   if (!gQuick) {
     // Real sizes: Mixtral's gate/up at decode and prefill, gpt-oss-20b's MXFP4 down projection.
-    testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{16, 4096, 1024, 8, false, 0, 0, swiglu, GateLayout::Halves, 16}, WeightFormat::Int4, 128});
-    testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{1024, 1024, 512, 8, false, 0, 0, swiglu}, WeightFormat::Int8, 0});
+    testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{16, 4096, 1024, 8, false, 0, 0, kSwiGLU, GateLayout::Halves, 16}, WeightFormat::Int4, 128});
+    testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{1024, 1024, 512, 8, false, 0, 0, kSwiGLU}, WeightFormat::Int8, 0});
     testGemmWq(DType::BFloat16, DType::BFloat16, WqCase{{8, 2880, 2880, 4, true, 0, 0, -1, GateLayout::Halves, 8}, WeightFormat::Mxfp4, 0});
   }
 }
