@@ -8,6 +8,7 @@
 
 #include "alignment.h"
 #include "check.h"
+#include "combine_chunk.cuh"
 #include "faults.cuh"
 #include "flat_launch.h"
 #include "float_access.cuh"
@@ -33,19 +34,6 @@ struct CombineParams {
   FaultSink faults;
 };
 
-// kVector consecutive values of one row, moved as one aligned access.
-template <typename Storage, int kVector>
-struct alignas(sizeof(Storage) * kVector) Chunk {
-  Storage values[kVector];
-};
-
-template <typename Format, int kVector>
-__device__ __forceinline__ void loadChunk(const typename Format::Storage* source, float (&values)[kVector]) {
-  const auto chunk = *reinterpret_cast<const Chunk<typename Format::Storage, kVector>*>(source);
-#pragma unroll
-  for (int i = 0; i < kVector; ++i) values[i] = Format::load(chunk.values[i]);
-}
-
 template <typename In, typename Shared, typename Out, int kVector>
 __global__ void __launch_bounds__(FlatLaunch::kThreads) combineKernel(CombineParams p) {
   const auto* rows = static_cast<const typename In::Storage*>(p.expertOutput);
@@ -59,8 +47,7 @@ __global__ void __launch_bounds__(FlatLaunch::kThreads) combineKernel(CombinePar
     const int64_t h = (item - token * chunksPerToken) * kVector;
     const float* weights = p.topkWeights + token * p.slots;
     const int32_t* sourceRows = p.sourceToPermuted + token * p.slots;
-    // Separate multiply and add (the _rn intrinsics are never fused into an FMA), as the CPU
-    // backend computes them: float32 results then agree with it bit for bit on x86-64.
+    // combine_chunk.cuh: the CPU backend's arithmetic, so float32 results agree with it.
     float sum[kVector] = {};
     for (int64_t j = 0; j < p.slots; ++j) {
       const int32_t source = sourceRows[j];
@@ -73,21 +60,15 @@ __global__ void __launch_bounds__(FlatLaunch::kThreads) combineKernel(CombinePar
       if (source < 0) continue;
       float values[kVector];
       loadChunk<In, kVector>(rows + static_cast<int64_t>(source) * p.hidden + h, values);
-      const float weight = weights[j];
-#pragma unroll
-      for (int i = 0; i < kVector; ++i) sum[i] = __fadd_rn(sum[i], __fmul_rn(weight, values[i]));
+      addWeighted(sum, weights[j], values);
     }
     if (shared != nullptr) {
       const float sharedScale = p.sharedGateLogits ? 1.0f / (1.0f + expf(-p.sharedGateLogits[token])) : 1.0f;
       float values[kVector];
       loadChunk<Shared, kVector>(shared + token * p.hidden + h, values);
-#pragma unroll
-      for (int i = 0; i < kVector; ++i) sum[i] = __fadd_rn(sum[i], __fmul_rn(sharedScale, values[i]));
+      addWeighted(sum, sharedScale, values);
     }
-    Chunk<typename Out::Storage, kVector> result;
-#pragma unroll
-    for (int i = 0; i < kVector; ++i) result.values[i] = Out::store(sum[i]);
-    *reinterpret_cast<Chunk<typename Out::Storage, kVector>*>(output + token * p.hidden + h) = result;
+    storeChunk<Out, kVector>(sum, output + token * p.hidden + h);
   }
 }
 

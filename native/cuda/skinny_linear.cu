@@ -18,19 +18,15 @@
 #include "check.h"
 #include "float_access.cuh"
 #include "skinny_linear.h"
+#include "skinny_order.cuh"
 
 namespace moekit::cuda::skinny {
 namespace {
 
-constexpr int kWarpSize = 32;
-constexpr unsigned kFullWarp = 0xffffffffu;
-constexpr int kElementsPerVector = 8;  // 16 bytes of 16-bit values
-constexpr int kWarps = 8;              // warps per block, splitting K
 constexpr int kThreads = kWarps * kWarpSize;
 constexpr int kColumns = 4;            // weight rows (output columns) per block
 constexpr int kRowGroup = 8;           // input rows per block
 constexpr int64_t kMaxGridRows = 65535;  // gridDim.y: row groups
-constexpr int64_t kVectorSpan = int64_t{kWarpSize} * kElementsPerVector;  // K covered by one warp load
 
 struct SkinnyProblem {
   const void* input;   // [rows, depth]
@@ -43,23 +39,6 @@ struct SkinnyProblem {
   int64_t cols;
   int64_t depth;
 };
-
-// Eight products of two 16-byte vectors, added to `sum` in float32.
-template <typename Element>
-__device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float sum) {
-  using T = typename Element::Storage;
-  const T* x = reinterpret_cast<const T*>(&a);
-  const T* y = reinterpret_cast<const T*>(&b);
-#pragma unroll
-  for (int i = 0; i < kElementsPerVector; ++i) sum = fmaf(Element::load(x[i]), Element::load(y[i]), sum);
-  return sum;
-}
-
-__device__ __forceinline__ float warpSum(float value) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) value += __shfl_xor_sync(kFullWarp, value, offset);
-  return value;
-}
 
 template <typename Element>
 __global__ void __launch_bounds__(kThreads) skinnyLinearKernel(SkinnyProblem p) {
