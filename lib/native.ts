@@ -93,6 +93,14 @@ export interface NativeOps {
   addInt32(device: number, args: { input: NativeTensor; accumulator: NativeTensor }): void;
   /** Each pair's expert id to one of its replicas' slots (native/core/op_args.h, "Expert slots"). */
   expertSlots(device: number, args: { topkIds: NativeTensor; replicaOffsets: NativeTensor; replicaSlots: NativeTensor; slotIds: NativeTensor }): void;
+  /** A layer's routed path in one op (native/core/op_args.h, "Fused MoE"). */
+  fusedMoe(device: number, args: {
+    input: NativeTensor; routerWeight: NativeTensor; routerBias?: NativeTensor; correctionBias?: NativeTensor;
+    method: number; topK: number; renormalize: boolean; numGroups: number; topkGroups: number; scalingFactor: number;
+    w13: NativeTensor; w13Bias?: NativeTensor; activation: number; layout: number; alpha: number; limit: number;
+    w2: NativeTensor; w2Bias?: NativeTensor;
+    topkIds: NativeTensor; topkWeights: NativeTensor; expertCounts: NativeTensor; output: NativeTensor;
+  }): void;
 }
 
 /** A device's memory counts (native/core/device.h, MemoryInfo), in bytes. */

@@ -39,7 +39,7 @@ families() {
     env "${env[@]}" build/native-test/cuda_ops_test > "$out/harness-$run.log" 2>&1
     echo "harness ${env[*]}: exit $? ($(tail -1 "$out/harness-$run.log"))"
     grep -E "^FAIL" "$out/harness-$run.log" | head -10
-    env "${env[@]}" npx vitest run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/gather_rows.test.ts test/gpu/fixtures.test.ts test/gpu/fp8.test.ts test/gpu/weight_only.test.ts > "$out/gpu-tests-$run.log" 2>&1
+    env "${env[@]}" npx vitest run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/gather_rows.test.ts test/gpu/fixtures.test.ts test/gpu/fp8.test.ts test/gpu/weight_only.test.ts test/gpu/fused_moe.test.ts > "$out/gpu-tests-$run.log" 2>&1
     echo "GPU ops and fixtures ${env[*]}: exit $? ($(grep -E "Tests " "$out/gpu-tests-$run.log" | tail -1))"
   done
 }
@@ -49,7 +49,7 @@ sanitize() {
     # API error reports are off: the out-of-memory tests provoke cudaErrorMemoryAllocation on
     # purpose, and the tests themselves assert how each CUDA error surfaces.
     MOEKIT_SKIP_LARGE=1 compute-sanitizer --tool "$tool" --report-api-errors no --target-processes all --print-limit 20 \
-      node node_modules/vitest/vitest.mjs run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/capture_and_memory.test.ts test/gpu/op_faults.test.ts \
+      node node_modules/vitest/vitest.mjs run --no-file-parallelism test/gpu/ops_parity.test.ts test/gpu/fixtures.test.ts test/gpu/capture_and_memory.test.ts test/gpu/op_faults.test.ts test/gpu/fused_moe.test.ts \
       > "$out/sanitizer-$tool.log" 2>&1
     echo "compute-sanitizer $tool: exit $?"
     grep -E "ERROR SUMMARY|Tests " "$out/sanitizer-$tool.log" | sort | uniq -c

@@ -1,6 +1,6 @@
-import { deviceIndex } from '../device';
+import { deviceIndex, type Device } from '../device';
 import { describeValue, MoekitError } from '../errors';
-import { addon } from '../native';
+import { addon, type NativeTensor } from '../native';
 import { requiredObject } from '../options';
 import { Tensor } from '../tensor';
 import { ROUTING_METHOD_CODES, type RoutingMethod } from '../vocabulary';
@@ -79,16 +79,45 @@ export function routeInto(logits: Tensor, options: RoutingOptions, into: Routing
 /** route()'s checked arguments, and the native call that fills a result with them. */
 function routingCall(logits: Tensor, options: RoutingOptions) {
   const op = 'route';
-  const routing = requiredObject(options, `${op}: options`, ['topK']);
   requireTensor(logits, op, 'logits');
   requireFloat(logits, op, 'logits');
   const [tokens, experts] = requireShape(logits, op, 'logits', [null, null]) as [number, number];
+  const device = logits.device;
+  const rule = routingRule(op, options, experts, { name: 'logits', device });
+  const fill = (out: RoutingResult): void =>
+    addon().routing(deviceIndex(device), {
+      logits: logits.toNative(),
+      topkIds: out.topkIds.toNative(),
+      topkWeights: out.topkWeights.toNative(),
+      expertCounts: out.expertCounts.toNative(),
+      ...rule,
+    });
+  return { tokens, experts, topK: rule.topK, device, fill };
+}
+
+/** A routing rule in the native op's fields (native/core/op_args.h, RoutingArgs). */
+export interface NativeRoutingRule {
+  correctionBias: NativeTensor | undefined;
+  method: number;
+  topK: number;
+  renormalize: boolean;
+  numGroups: number;
+  topkGroups: number;
+  scalingFactor: number;
+}
+
+/**
+ * Routing options checked for `experts` experts (route(), and the fused MoE op's routing); the
+ * correction bias must be on `on.device`, where the tensor named `on.name` is.
+ */
+export function routingRule(op: string, options: RoutingOptions, experts: number, on: { name: string; device: Device }): NativeRoutingRule {
+  const routing = requiredObject(options, `${op}: options`, ['topK']);
   const method = routing.method ?? 'softmax_topk';
   if (typeof method !== 'string' || !Object.hasOwn(ROUTING_METHOD_CODES, method)) {
     throw new MoekitError('E_INVALID_ARGUMENT', `${op}: unknown method ${describeValue(method)} (expected ${Object.keys(ROUTING_METHOD_CODES).join(', ')})`);
   }
-  if (experts < 1) throw new MoekitError('E_SHAPE', `${op}: logits has no experts`);
-  if (experts > MAX_EXPERTS) throw new MoekitError('E_SHAPE', `${op}: logits has ${experts} experts, more than the ${MAX_EXPERTS} moekit takes`);
+  if (experts < 1) throw new MoekitError('E_SHAPE', `${op}: ${on.name} has no experts`);
+  if (experts > MAX_EXPERTS) throw new MoekitError('E_SHAPE', `${op}: ${on.name} has ${experts} experts, more than the ${MAX_EXPERTS} moekit takes`);
   const topK = requireInteger(routing.topK, op, 'topK', 1);
   if (topK > experts) throw new MoekitError('E_INVALID_ARGUMENT', `${op}: topK ${topK} is larger than the expert count ${experts}`);
   const numGroups = requireInteger(routing.numGroups ?? 1, op, 'numGroups', 1, experts);
@@ -107,23 +136,16 @@ function routingCall(logits: Tensor, options: RoutingOptions) {
     requireTensor(correctionBias, op, 'correctionBias');
     requireShape(correctionBias, op, 'correctionBias', [experts]);
     requireDType(correctionBias, op, 'correctionBias', ['float32']);
-    if (correctionBias.device !== logits.device) throw new MoekitError('E_DEVICE', `${op}: correctionBias is on ${correctionBias.device} but logits is on ${logits.device}`);
+    if (correctionBias.device !== on.device) throw new MoekitError('E_DEVICE', `${op}: correctionBias is on ${correctionBias.device} but ${on.name} is on ${on.device}`);
     if (method !== 'sigmoid_group_topk') throw new MoekitError('E_INVALID_ARGUMENT', `${op}: correctionBias applies to method 'sigmoid_group_topk' only`);
   }
-  const device = logits.device;
-  const fill = (out: RoutingResult): void =>
-    addon().routing(deviceIndex(device), {
-      logits: logits.toNative(),
-      correctionBias: correctionBias?.toNative(),
-      topkIds: out.topkIds.toNative(),
-      topkWeights: out.topkWeights.toNative(),
-      expertCounts: out.expertCounts.toNative(),
-      method: ROUTING_METHOD_CODES[method],
-      topK,
-      renormalize,
-      numGroups,
-      topkGroups,
-      scalingFactor,
-    });
-  return { tokens, experts, topK, device, fill };
+  return {
+    correctionBias: correctionBias?.toNative(),
+    method: ROUTING_METHOD_CODES[method],
+    topK,
+    renormalize,
+    numGroups,
+    topkGroups,
+    scalingFactor,
+  };
 }

@@ -117,26 +117,19 @@ int64_t checkGatherRows(const OpArgs& in, const GroupedGemmArgs& args) {
 
 // ---- Ops ------------------------------------------------------------------------------------
 
-void Routing(const Napi::CallbackInfo& info) {
-  OpArgs in(info, "routing");
-  RoutingArgs args;
-  args.logits = in.tensor("logits");
+// Routing's choice of experts for logits of `experts` columns (RoutingArgs, and the fused MoE op's
+// copy of its fields): method, topK, renormalize, the group limit, scalingFactor, correctionBias.
+template <typename Args>
+void readRoutingRule(OpArgs& in, Args& args, int64_t experts) {
   args.correctionBias = in.optionalTensor("correctionBias");
-  args.topkIds = in.output("topkIds");
-  args.topkWeights = in.output("topkWeights");
-  args.expertCounts = in.output("expertCounts");
   args.method = static_cast<RoutingMethod>(in.int32("method"));
   args.topK = in.int32("topK");
   args.renormalize = in.boolean("renormalize");
   args.numGroups = in.int32("numGroups");
   args.topkGroups = in.int32("topkGroups");
   args.scalingFactor = static_cast<float>(in.number("scalingFactor"));
-
-  in.expectFloat(args.logits, "logits");
-  in.expectShape(args.logits, "logits", {-1, -1});
-  const int64_t tokens = args.logits.dim(0), experts = args.logits.dim(1);
   in.expect(args.method >= RoutingMethod::SoftmaxTopK && args.method <= RoutingMethod::SigmoidGroupTopK, "unknown method");
-  in.expect(experts <= kMaxExperts, "logits has more expert columns than kMaxExperts");
+  in.expect(experts <= kMaxExperts, "more experts than kMaxExperts");
   in.expect(args.topK >= 1 && args.topK <= experts, "topK must be in [1, experts]");
   in.expect(args.numGroups >= 1 && experts % args.numGroups == 0, "numGroups must divide the expert count");
   in.expect(args.topkGroups >= 1 && args.topkGroups <= args.numGroups, "topkGroups must be in [1, numGroups]");
@@ -145,16 +138,52 @@ void Routing(const Napi::CallbackInfo& info) {
   in.expect(args.method != RoutingMethod::SigmoidGroupTopK ||
                 args.topK <= static_cast<int64_t>(args.topkGroups) * (experts / args.numGroups),
             "topK must be at most topkGroups * experts / numGroups (the experts the group limit leaves eligible)");
+  if (args.correctionBias.present()) {
+    in.expectShape(args.correctionBias, "correctionBias", {experts});
+    in.expectDType(args.correctionBias, "correctionBias", DType::Float32);
+  }
+}
+
+// Routing's outputs for `tokens` rows: topkIds, topkWeights [T, K] and expertCounts [E].
+template <typename Args>
+void checkRoutingOutputs(const OpArgs& in, const Args& args, int64_t tokens, int64_t experts) {
   in.expectShape(args.topkIds, "topkIds", {tokens, args.topK});
   in.expectDType(args.topkIds, "topkIds", DType::Int32);
   in.expectShape(args.topkWeights, "topkWeights", {tokens, args.topK});
   in.expectDType(args.topkWeights, "topkWeights", DType::Float32);
   in.expectShape(args.expertCounts, "expertCounts", {experts});
   in.expectDType(args.expertCounts, "expertCounts", DType::Int32);
-  if (args.correctionBias.present()) {
-    in.expectShape(args.correctionBias, "correctionBias", {experts});
-    in.expectDType(args.correctionBias, "correctionBias", DType::Float32);
-  }
+}
+
+// A GEMM's fused activation: `activation` an ActivationKind, or absent for none (then layout,
+// alpha and limit are unread), for weights of `outFeatures` rows.
+GemmActivation readGemmActivation(const OpArgs& in, int64_t outFeatures) {
+  GemmActivation activation;
+  const int32_t kind = in.optionalInt32("activation", -1);
+  if (kind < 0) return activation;
+  activation.enabled = true;
+  activation.kind = static_cast<ActivationKind>(kind);
+  activation.layout = static_cast<GateLayout>(in.int32("layout"));
+  activation.alpha = static_cast<float>(in.number("alpha"));
+  activation.limit = static_cast<float>(in.number("limit"));
+  in.expect(activation.kind <= ActivationKind::ReLU, "unknown activation kind");
+  in.expect(activation.layout == GateLayout::Halves || activation.layout == GateLayout::Interleaved, "unknown gate layout");
+  in.expect(!isGated(activation.kind) || outFeatures % 2 == 0, "a gated activation needs an even number of weight rows");
+  return activation;
+}
+
+void Routing(const Napi::CallbackInfo& info) {
+  OpArgs in(info, "routing");
+  RoutingArgs args;
+  args.logits = in.tensor("logits");
+  args.topkIds = in.output("topkIds");
+  args.topkWeights = in.output("topkWeights");
+  args.expertCounts = in.output("expertCounts");
+  in.expectFloat(args.logits, "logits");
+  in.expectShape(args.logits, "logits", {-1, -1});
+  const int64_t tokens = args.logits.dim(0), experts = args.logits.dim(1);
+  readRoutingRule(in, args, experts);
+  checkRoutingOutputs(in, args, tokens, experts);
   in.enqueueOp(args, &Device::routing);
 }
 
@@ -245,18 +274,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   in.expect(experts <= kMaxExperts, "weights hold more experts than kMaxExperts");
   in.expectShape(args.expertOffsets, "expertOffsets", {experts + 1});
   in.expectDType(args.expertOffsets, "expertOffsets", DType::Int32);
-  // activation: an ActivationKind, or absent for none (then layout, alpha and limit are unread).
-  const int32_t activationKind = in.optionalInt32("activation", -1);
-  if (activationKind >= 0) {
-    args.activation.enabled = true;
-    args.activation.kind = static_cast<ActivationKind>(activationKind);
-    args.activation.layout = static_cast<GateLayout>(in.int32("layout"));
-    args.activation.alpha = static_cast<float>(in.number("alpha"));
-    args.activation.limit = static_cast<float>(in.number("limit"));
-    in.expect(args.activation.kind <= ActivationKind::ReLU, "unknown activation kind");
-    in.expect(args.activation.layout == GateLayout::Halves || args.activation.layout == GateLayout::Interleaved, "unknown gate layout");
-    in.expect(!isGated(args.activation.kind) || outFeatures % 2 == 0, "a gated activation needs an even number of weight rows");
-  }
+  args.activation = readGemmActivation(in, outFeatures);
   args.maxRowsPerExpert = in.optionalInt32("maxRowsPerExpert", 0);
   const int64_t outWidth = args.activation.enabled && isGated(args.activation.kind) ? outFeatures / 2 : outFeatures;
   in.expectShape(args.output, "output", {rows, outWidth});
@@ -436,6 +454,54 @@ void ExpertSlots(const Napi::CallbackInfo& info) {
   in.enqueueOp(args, &Device::expertSlots);
 }
 
+
+void FusedMoe(const Napi::CallbackInfo& info) {
+  OpArgs in(info, "fusedMoe");
+  FusedMoeArgs args;
+  args.input = in.tensor("input");
+  args.routerWeight = in.tensor("routerWeight");
+  args.routerBias = in.optionalTensor("routerBias");
+  args.w13 = in.tensor("w13");
+  args.w13Bias = in.optionalTensor("w13Bias");
+  args.w2 = in.tensor("w2");
+  args.w2Bias = in.optionalTensor("w2Bias");
+  args.topkIds = in.output("topkIds");
+  args.topkWeights = in.output("topkWeights");
+  args.expertCounts = in.output("expertCounts");
+  args.output = in.output("output");
+
+  in.expectShape(args.input, "input", {-1, -1});
+  in.expect(args.input.dtype == DType::BFloat16 || args.input.dtype == DType::Float16, "input must be bfloat16 or float16");
+  const DType dtype = args.input.dtype;
+  const int64_t tokens = args.input.dim(0), hidden = args.input.dim(1);
+  in.expectShape(args.w13, "w13", {-1, -1, hidden});
+  in.expectDType(args.w13, "w13", dtype);
+  const int64_t experts = args.w13.dim(0), up = args.w13.dim(1);
+  in.expectShape(args.routerWeight, "routerWeight", {experts, hidden});
+  in.expectDType(args.routerWeight, "routerWeight", dtype);
+  if (args.routerBias.present()) {
+    in.expectFloat(args.routerBias, "routerBias");
+    in.expectShape(args.routerBias, "routerBias", {experts});
+  }
+  readRoutingRule(in, args, experts);
+  args.activation = readGemmActivation(in, up);
+  in.expect(args.activation.enabled, "activation is required (the first GEMM's)");
+  const int64_t intermediate = isGated(args.activation.kind) ? up / 2 : up;
+  if (args.w13Bias.present()) {
+    in.expectFloat(args.w13Bias, "w13Bias");
+    in.expectShape(args.w13Bias, "w13Bias", {experts, up});
+  }
+  in.expectShape(args.w2, "w2", {experts, hidden, intermediate});
+  in.expectDType(args.w2, "w2", dtype);
+  if (args.w2Bias.present()) {
+    in.expectFloat(args.w2Bias, "w2Bias");
+    in.expectShape(args.w2Bias, "w2Bias", {experts, hidden});
+  }
+  checkRoutingOutputs(in, args, tokens, experts);
+  in.expectShape(args.output, "output", {tokens, hidden});
+  in.expectDType(args.output, "output", dtype);
+  in.enqueueOp(args, &Device::fusedMoe);
+}
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
@@ -450,6 +516,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("quantizeWeights", Napi::Function::New<QuantizeWeights>(env, "quantizeWeights"));
   exports.Set("addInt32", Napi::Function::New<AddInt32>(env, "addInt32"));
   exports.Set("expertSlots", Napi::Function::New<ExpertSlots>(env, "expertSlots"));
+  exports.Set("fusedMoe", Napi::Function::New<FusedMoe>(env, "fusedMoe"));
 }
 
 }  // namespace moekit::binding

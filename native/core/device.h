@@ -124,6 +124,7 @@ class Device {
   virtual void quantizeWeights(const QuantizeWeightsArgs& args) = 0;
   virtual void addInt32(const AddInt32Args& args) = 0;
   virtual void expertSlots(const ExpertSlotsArgs& args) = 0;
+  virtual void fusedMoe(const FusedMoeArgs& args) = 0;
 
  protected:
   enum class SideWork { None, Open, Ended };

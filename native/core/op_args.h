@@ -355,6 +355,44 @@ struct CombineArgs : OpIdentity {
   TensorView output;            // out [T, H] float (any float dtype)
 };
 
+// ---- 6. Fused MoE (a whole routed layer in one op, for decode) ------------------------------
+// The routed path of an MoE layer as one op, for a few tokens (a decode step), where the separate
+// ops' launches cost more than their work. Its results are those of the ops in sequence:
+//   logits  = linear(input, routerWeight, routerBias) in float32            [T, E]
+//   routing(logits; method, topK, ...) → topkIds, topkWeights, expertCounts (as RoutingArgs)
+//   for each pair p = t*K + j with expert e = topkIds[t, j]:
+//     hidden[p] = activation(input[t] · w13[e]ᵀ + w13Bias[e]), rounded to the input dtype
+//     rows[p]   = hidden[p] · w2[e]ᵀ + w2Bias[e], rounded to the input dtype
+//   output  = combine(rows, topkWeights, the identity map), rounded to the input dtype
+// that is, the layer's linear → routing → permute → groupedGemm (activation) → groupedGemm →
+// combine, with every pair's expert local (no Expert Parallel, no placement) and no shared expert.
+// A backend may sum each dot product's terms in another order than the separate ops do (as any
+// two GEMM kernels may), so results agree with theirs up to float32 rounding of those sums; the
+// CUDA backend's router sums in linear()'s order for up to 16 rows, so it chooses the same
+// experts. Results are deterministic. Dense 16-bit weights only (float16 or bfloat16, the
+// input's dtype); activation.enabled is required (gated kinds take w13 [E, 2I, H]).
+struct FusedMoeArgs : OpIdentity {
+  TensorView input;           // [T, H] float16 or bfloat16
+  TensorView routerWeight;    // [E, H], input's dtype
+  TensorView routerBias;      // optional [E] float
+  TensorView correctionBias;  // optional [E] float32 (SigmoidGroupTopK only)
+  RoutingMethod method = RoutingMethod::SoftmaxTopK;
+  int32_t topK = 1;
+  bool renormalize = false;
+  int32_t numGroups = 1;
+  int32_t topkGroups = 1;
+  float scalingFactor = 1.0f;
+  TensorView w13;             // [E, N, H], input's dtype: N = 2I (gated) or I
+  TensorView w13Bias;         // optional [E, N] float
+  GemmActivation activation;  // enabled
+  TensorView w2;              // [E, H, I], input's dtype
+  TensorView w2Bias;          // optional [E, H] float
+  TensorView topkIds;         // out [T, K] int32
+  TensorView topkWeights;     // out [T, K] float32
+  TensorView expertCounts;    // out [E] int32
+  TensorView output;          // out [T, H], input's dtype
+};
+
 // ---- Utilities -----------------------------------------------------------------------------
 // Quantizes float weights into a quantized WeightFormat, as a loader does with a 16-bit checkpoint
 // (TensorRT-LLM's FP8 path; the published FP8 checkpoints were made the same way).

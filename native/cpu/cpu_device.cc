@@ -235,6 +235,7 @@ class CpuDevice final : public Device {
   void quantizeWeights(const QuantizeWeightsArgs& args) override { pushOp(args, cpu::quantizeWeights); }
   void addInt32(const AddInt32Args& args) override { pushOp(args, cpu::addInt32); }
   void expertSlots(const ExpertSlotsArgs& args) override { pushOp(args, cpu::expertSlots); }
+  void fusedMoe(const FusedMoeArgs& args) override { pushOp(args, cpu::fusedMoe); }
 
  private:
   template <typename Args>

@@ -18,5 +18,6 @@ void fillRandom(const FillRandomArgs& args);
 void quantizeWeights(const QuantizeWeightsArgs& args);
 void addInt32(const AddInt32Args& args);
 void expertSlots(const ExpertSlotsArgs& args);
+void fusedMoe(const FusedMoeArgs& args);
 
 }  // namespace moekit::cpu

@@ -644,6 +644,7 @@ class CudaDeviceImpl final : public CudaDevice {
   void quantizeWeights(const QuantizeWeightsArgs& args) override { run(args, false, moekit::cuda::quantizeWeights); }
   void addInt32(const AddInt32Args& args) override { run(args, false, moekit::cuda::addInt32); }
   void expertSlots(const ExpertSlotsArgs& args) override { run(args, true, moekit::cuda::expertSlots); }
+  void fusedMoe(const FusedMoeArgs& args) override { run(args, false, moekit::cuda::fusedMoe); }
 
   void launchGraph(cudaGraphExec_t graph) override {
     useDevice(index_);

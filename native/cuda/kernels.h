@@ -22,6 +22,7 @@ void cast(const CastArgs& args, cudaStream_t stream);
 void fillRandom(const FillRandomArgs& args, cudaStream_t stream);
 void addInt32(const AddInt32Args& args, cudaStream_t stream);
 void expertSlots(const ExpertSlotsArgs& args, cudaStream_t stream);
+void fusedMoe(const FusedMoeArgs& args, cudaStream_t stream);
 void quantizeWeights(const QuantizeWeightsArgs& args, cudaStream_t stream);
 
 // Index checks alone (index_checks.cu), for calls whose main kernel has nothing to compute: a
