@@ -96,13 +96,13 @@ describe('bench rows', () => {
     ]);
     const titles = formatHeader(context).split(/\s{2,}/);
     expect(titles).toEqual(['preset', 'tokens', 'ms/forward', 'p10-p90', 'graph ms', 'floor ms', 'x floor', 'TFLOP/s', 'weights GB/s', 'experts',
-      'router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine']);
+      'router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine', 'fused']);
     const cells = formatRow(benchRow(qwen, context, 128, timing)).split(/\s+/);
     const floor = forwardFloor(qwen.config, 128, 'bfloat16', H100).ms;
     expect(cells.slice(0, 6)).toEqual(['qwen3-30b-a3b', '128', '2.000', '1.900-2.500', '-', floor.toFixed(3)]);
     expect(cells[6]).toBe((2 / floor).toFixed(1));
     // Measured / expected experts, then the stages; no shared expert here.
-    expect(cells.slice(9)).toEqual([`95/${expectedTouchedExperts(qwen.config, 128).toFixed(0)}`, '0.100', '0.050', '0.050', '1.200', '0.500', '-', '0.100']);
+    expect(cells.slice(9)).toEqual([`95/${expectedTouchedExperts(qwen.config, 128).toFixed(0)}`, '0.100', '0.050', '0.050', '1.200', '0.500', '-', '0.100', '-']);
   });
 
   it('labels an FP8 run\'s own floor as an estimate (its matmul ceiling is a 16-bit GEMM\'s)', () => {
@@ -138,9 +138,9 @@ describe('comparison with bench/torch_baseline.py', () => {
     expect(rows[1]).toMatchObject({ torchMs: 0.75, speedup: 0.75, floorMs: 0.25, overFloor: 4, stageMs: {} });
 
     const table = formatComparison(rows);
-    expect(table[0]).toBe('| preset | tokens | moekit ms | graph ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | GEMMs ms | torch GEMMs ms | GEMM speed-up | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms |');
-    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
-    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | — | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | — | — | — | — | 0.010 | — | — | — | — | — |');
+    expect(table[0]).toBe('| preset | tokens | moekit ms | graph ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | GEMMs ms | torch GEMMs ms | GEMM speed-up | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms | fused ms |');
+    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | — | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | — | — | — | — | 0.010 | — | — | — | — | — | — |');
   });
 
   it('takes the speed-up and the floor ratio on a graph replay when it beats the eager forward', () => {
@@ -178,7 +178,7 @@ describe('comparison with bench/torch_baseline.py', () => {
     const moekit = [{ preset: 'mixtral-8x7b-mini', tokens: 1, msPerForward: 3, tflops: 0.1, deviceName: 'AMD EPYC', ceilings: H100 }];
     const [row] = compareRows(moekit, torch);
     expect(row).toMatchObject({ torchMs: undefined, speedup: undefined, floorMs: undefined });
-    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | — | 0.1 | — | — | — | — | — | — | — | — | — | — |');
+    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | — | 0.1 | — | — | — | — | — | — | — | — | — | — | — |');
     expect(formatComparisonPreamble(moekit, torch)).toEqual([
       '# moekit: AMD EPYC, matmul 751 TFLOP/s, copy 2.91 TB/s',
       '# torch:  NVIDIA H100 80GB HBM3, matmul 751 TFLOP/s, copy 2.91 TB/s',

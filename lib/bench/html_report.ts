@@ -20,7 +20,7 @@ const MOEKIT_COLOR = '#2563eb';
 const TORCH_COLOR = '#ea580c';
 const STAGE_COLORS: Readonly<Record<ForwardStage, string>> = {
   router: '#64748b', routing: '#a855f7', permute: '#14b8a6', expert_up: '#2563eb', expert_down: '#1e40af',
-  shared: '#f59e0b', combine: '#10b981', all_reduce: '#ef4444',
+  shared: '#f59e0b', combine: '#10b981', fused: '#0ea5e9', all_reduce: '#ef4444',
 };
 
 interface Series {

@@ -136,7 +136,8 @@ const COLUMNS: readonly Column<ParallelRow>[] = [
   { title: 'all_reduce share', width: 16, cell: (row) => `${(row.allReduceShare * 100).toFixed(1)}%` },
   { title: 'load max/mean', width: 13, cell: (row) => row.loadImbalance.toFixed(2) },
   { title: 'TFLOP/s', width: 8, cell: (row) => row.tflops.toFixed(2) },
-  ...stageColumns<ParallelRow>(FORWARD_STAGES),
+  // A sharded layer never runs the fused decode op.
+  ...stageColumns<ParallelRow>(FORWARD_STAGES.filter((stage) => stage !== 'fused')),
 ];
 
 export function formatParallelPreamble(worldSize: number, deviceName: string, dtype: FloatDType): string[] {

@@ -2,14 +2,15 @@
 import type { Tensor } from '../tensor';
 
 /** The stages of a forward, in the order they are enqueued. */
-export const FORWARD_STAGES = ['router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine', 'all_reduce'] as const;
+export const FORWARD_STAGES = ['router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine', 'fused', 'all_reduce'] as const;
 
 /**
  * router: the router projection; routing: top-k; permute: rows sorted by expert; expert_up: the
  * first grouped GEMM with its fused activation; expert_down: the second; shared: the shared
  * expert (at most sizes it runs beside the routed stages, on a second stream on a GPU, and its
  * time here is what it adds after them; MOEKIT_SIDE_STREAM=off keeps it in line); combine: the
- * weighted sum back in token order; all_reduce: the group's sum.
+ * weighted sum back in token order; fused: router to combine as one op, in place of those stages
+ * (a decode step of a layer that allows it: MoELayer's forward); all_reduce: the group's sum.
  */
 export type ForwardStage = (typeof FORWARD_STAGES)[number];
 

@@ -4,6 +4,7 @@ import { describeValue, MoekitError } from '../errors';
 import { loadMoECheckpoint, readMoEConfig, type LoadProgress } from '../checkpoint/load';
 import { activation } from '../ops/activation';
 import { combine, combineInto } from '../ops/combine';
+import { fusedMoe, fusedMoeInto, type FusedMoeResult, type FusedMoeWeights } from '../ops/fused_moe';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { ExpertSlotTable } from '../ops/expert_slots';
 import { permute, permuteMaps, type PermuteMaps } from '../ops/permute';
@@ -333,6 +334,8 @@ export class MoELayer {
     try {
       const mark = (stage: ForwardStage): void => profiler?.mark(stage);
       if (routerLogits !== undefined) this.#checkRouterLogits(routerLogits, input.shape[0]!);
+      const fused = routerLogits === undefined ? this.#fusedWeights(weights, input.shape[0]!) : undefined;
+      if (fused) return this.#fusedForward(input, fused, mark, into);
       // The shared expert reads only the input: it runs beside the routed path (a second stream on
       // a GPU) where the two take the same GEMM family (sharedExpertBeside).
       const sharedWeights = weights.shared;
@@ -392,6 +395,35 @@ export class MoELayer {
       // Freed in stream order: the queued work that reads them finishes first.
       temporaries.disposeAll();
     }
+  }
+
+  /**
+   * The weights fusedMoe takes when a forward of `tokens` tokens runs as that one op: a decode
+   * step (up to FUSED_MAX_TOKENS tokens) of a whole layer (no shard, group or placement) in a
+   * 16-bit dtype, with unquantized experts and no shared expert. Otherwise undefined.
+   */
+  #fusedWeights(weights: LayerWeights, tokens: number): FusedMoeWeights | undefined {
+    if (tokens < 1 || tokens > FUSED_MAX_TOKENS) return undefined;
+    if (this.shard || this.#group || this.#slotTable || weights.shared) return undefined;
+    const { dtype } = this;
+    const { router, routerBias, w13, w13Bias, w2, w2Bias } = weights;
+    if (dtype !== 'bfloat16' && dtype !== 'float16') return undefined;
+    if (!(w13 instanceof Tensor) || !(w2 instanceof Tensor) || router.dtype !== dtype) return undefined;
+    return { router, w13, w2, ...(routerBias && { routerBias }), ...(w13Bias && { w13Bias }), ...(w2Bias && { w2Bias }) };
+  }
+
+  /** The routed path as one op (#fusedWeights), into a captured forward's outputs where given. */
+  #fusedForward(input: Tensor, weights: FusedMoeWeights, mark: (stage: ForwardStage) => void, into?: CapturedOutputs): MoEForwardResult {
+    const options = { routing: { ...this.config.routing, correctionBias: this.#live().correctionBias }, activation: this.#activationOptions() };
+    let result: FusedMoeResult;
+    if (into) {
+      result = { topkIds: into.topkIds, topkWeights: into.topkWeights, expertCounts: into.expertCounts, output: into.output };
+      fusedMoeInto(input, weights, options, result);
+    } else {
+      result = fusedMoe(input, weights, options);
+    }
+    mark('fused');
+    return resultOf(result);
   }
 
   /**
@@ -596,6 +628,11 @@ function sharedExpertBeside(tokens: number, config: MoEConfig): boolean {
   const routedOnSmallM = tokens <= SMALL_M_MAX_ROWS || (tokens * config.routing.topK) / config.numExperts <= SMALL_M_MAX_MEAN_ROWS;
   return sharedOnSmallM === routedOnSmallM;
 }
+/**
+ * The most tokens a forward runs as one fused op (fusedMoe): a decode step, whose separate ops'
+ * launches cost more than their work (bench/NOTES.md, v8).
+ */
+const FUSED_MAX_TOKENS = 1;
 /** small_m's reach (native/cuda/grouped_gemm_paths.h, kAutoMaxRowsPerExpert and kAutoMeanRowsPerExpert). */
 const SMALL_M_MAX_ROWS = 32;
 const SMALL_M_MAX_MEAN_ROWS = 16;
