@@ -4,7 +4,7 @@ import { describeValue, MoekitError } from '../errors';
 import { loadMoECheckpoint, readMoEConfig, type LoadProgress } from '../checkpoint/load';
 import { activation } from '../ops/activation';
 import { combine, combineInto } from '../ops/combine';
-import { fusedMoe, fusedMoeInto, type FusedMoeResult, type FusedMoeWeights } from '../ops/fused_moe';
+import { fusedMoe, fusedMoeInto, type FusedMoeOptions, type FusedMoeResult, type FusedMoeWeights } from '../ops/fused_moe';
 import { groupedGemm, linear } from '../ops/grouped_gemm';
 import { ExpertSlotTable } from '../ops/expert_slots';
 import { permute, permuteMaps, type PermuteMaps } from '../ops/permute';
@@ -334,8 +334,9 @@ export class MoELayer {
     try {
       const mark = (stage: ForwardStage): void => profiler?.mark(stage);
       if (routerLogits !== undefined) this.#checkRouterLogits(routerLogits, input.shape[0]!);
+      const routingOptions = { ...this.config.routing, correctionBias: weights.correctionBias };
       const fused = routerLogits === undefined ? this.#fusedWeights(weights, input.shape[0]!) : undefined;
-      if (fused) return this.#fusedForward(input, fused, mark, into);
+      if (fused) return this.#fusedForward(input, fused, { routing: routingOptions, activation: this.#activationOptions() }, mark, into);
       // The shared expert reads only the input: it runs beside the routed path (a second stream on
       // a GPU) where the two take the same GEMM family (sharedExpertBeside).
       const sharedWeights = weights.shared;
@@ -348,7 +349,6 @@ export class MoELayer {
         mark('router');
       }
       const { config } = this;
-      const routingOptions = { ...config.routing, correctionBias: weights.correctionBias };
       let routed: RoutingResult;
       if (into) {
         const { topkIds, topkWeights, expertCounts } = into;
@@ -413,8 +413,7 @@ export class MoELayer {
   }
 
   /** The routed path as one op (#fusedWeights), into a captured forward's outputs where given. */
-  #fusedForward(input: Tensor, weights: FusedMoeWeights, mark: (stage: ForwardStage) => void, into?: CapturedOutputs): MoEForwardResult {
-    const options = { routing: { ...this.config.routing, correctionBias: this.#live().correctionBias }, activation: this.#activationOptions() };
+  #fusedForward(input: Tensor, weights: FusedMoeWeights, options: FusedMoeOptions, mark: (stage: ForwardStage) => void, into?: CapturedOutputs): MoEForwardResult {
     let result: FusedMoeResult;
     if (into) {
       result = { topkIds: into.topkIds, topkWeights: into.topkWeights, expertCounts: into.expertCounts, output: into.output };

@@ -100,6 +100,13 @@ void checkGemmOutput(const OpArgs& in, WeightFormat format, const TensorView& in
   }
 }
 
+// An optional bias: absent, or float of `shape`.
+void expectOptionalBias(const OpArgs& in, const TensorView& bias, const char* key, std::initializer_list<int64_t> shape) {
+  if (!bias.present()) return;
+  in.expectFloat(bias, key);
+  in.expectShape(bias, key, shape);
+}
+
 // A grouped GEMM's gathered rows (op_args.h, "Gathered rows"): gatherRows int32 [M] and a
 // gatherDivisor of 1 or more, not with FP8 input rows (those are permuted with their scales).
 // Their values are checked where they are read. Returns M, the product's row count.
@@ -279,10 +286,7 @@ void GroupedGemm(const Napi::CallbackInfo& info) {
   const int64_t outWidth = args.activation.enabled && isGated(args.activation.kind) ? outFeatures / 2 : outFeatures;
   in.expectShape(args.output, "output", {rows, outWidth});
   checkGemmOutput(in, args.weightFormat, args.input, args.output, args.outputScales);
-  if (args.bias.present()) {
-    in.expectFloat(args.bias, "bias");
-    in.expectShape(args.bias, "bias", {experts, outFeatures});
-  }
+  expectOptionalBias(in, args.bias, "bias", {experts, outFeatures});
   in.enqueueOp(args, &Device::groupedGemm, false);
 }
 
@@ -304,10 +308,7 @@ void Linear(const Napi::CallbackInfo& info) {
   args.weightGroupSize = checkGemmWeights(in, args.weightFormat, args.weight, "weight", args.weightScales, {}, depth);
   in.expectShape(args.output, "output", {args.input.dim(0), args.weight.dim(0)});
   checkGemmOutput(in, args.weightFormat, args.input, args.output, args.outputScales);
-  if (args.bias.present()) {
-    in.expectFloat(args.bias, "bias");
-    in.expectShape(args.bias, "bias", {args.weight.dim(0)});
-  }
+  expectOptionalBias(in, args.bias, "bias", {args.weight.dim(0)});
   in.enqueueOp(args, &Device::linear);
 }
 
@@ -454,7 +455,6 @@ void ExpertSlots(const Napi::CallbackInfo& info) {
   in.enqueueOp(args, &Device::expertSlots);
 }
 
-
 void FusedMoe(const Napi::CallbackInfo& info) {
   OpArgs in(info, "fusedMoe");
   FusedMoeArgs args;
@@ -479,24 +479,15 @@ void FusedMoe(const Napi::CallbackInfo& info) {
   const int64_t experts = args.w13.dim(0), up = args.w13.dim(1);
   in.expectShape(args.routerWeight, "routerWeight", {experts, hidden});
   in.expectDType(args.routerWeight, "routerWeight", dtype);
-  if (args.routerBias.present()) {
-    in.expectFloat(args.routerBias, "routerBias");
-    in.expectShape(args.routerBias, "routerBias", {experts});
-  }
+  expectOptionalBias(in, args.routerBias, "routerBias", {experts});
   readRoutingRule(in, args, experts);
   args.activation = readGemmActivation(in, up);
   in.expect(args.activation.enabled, "activation is required (the first GEMM's)");
   const int64_t intermediate = isGated(args.activation.kind) ? up / 2 : up;
-  if (args.w13Bias.present()) {
-    in.expectFloat(args.w13Bias, "w13Bias");
-    in.expectShape(args.w13Bias, "w13Bias", {experts, up});
-  }
+  expectOptionalBias(in, args.w13Bias, "w13Bias", {experts, up});
   in.expectShape(args.w2, "w2", {experts, hidden, intermediate});
   in.expectDType(args.w2, "w2", dtype);
-  if (args.w2Bias.present()) {
-    in.expectFloat(args.w2Bias, "w2Bias");
-    in.expectShape(args.w2Bias, "w2Bias", {experts, hidden});
-  }
+  expectOptionalBias(in, args.w2Bias, "w2Bias", {experts, hidden});
   checkRoutingOutputs(in, args, tokens, experts);
   in.expectShape(args.output, "output", {tokens, hidden});
   in.expectDType(args.output, "output", dtype);

@@ -16,6 +16,14 @@
 
 namespace moekit {
 
+// A step's arguments, carrying the fused op's identity.
+template <class Args>
+Args stepArgs(const OpIdentity& identity) {
+  Args args;
+  static_cast<OpIdentity&>(args) = identity;
+  return args;
+}
+
 template <class Steps>
 void fusedMoeInSteps(const FusedMoeArgs& args, Steps& steps) {
   const OpIdentity& identity = args;
@@ -24,16 +32,14 @@ void fusedMoeInSteps(const FusedMoeArgs& args, Steps& steps) {
   const int64_t pairs = tokens * args.topK;
   const DType dtype = args.input.dtype;
 
-  LinearArgs router;
-  static_cast<OpIdentity&>(router) = identity;
+  LinearArgs router = stepArgs<LinearArgs>(identity);
   router.input = args.input;
   router.weight = args.routerWeight;
   router.bias = args.routerBias;
   router.output = steps.scratch(DType::Float32, {tokens, experts});
   steps.linear(router);
 
-  RoutingArgs routing;
-  static_cast<OpIdentity&>(routing) = identity;
+  RoutingArgs routing = stepArgs<RoutingArgs>(identity);
   routing.logits = router.output;
   routing.correctionBias = args.correctionBias;
   routing.topkIds = args.topkIds;
@@ -47,8 +53,7 @@ void fusedMoeInSteps(const FusedMoeArgs& args, Steps& steps) {
   routing.scalingFactor = args.scalingFactor;
   steps.routing(routing);
 
-  PermuteArgs sort;
-  static_cast<OpIdentity&>(sort) = identity;
+  PermuteArgs sort = stepArgs<PermuteArgs>(identity);
   sort.input = args.input;
   sort.topkIds = args.topkIds;
   sort.expertOffsets = steps.scratch(DType::Int32, {experts + int64_t{1}});
@@ -58,32 +63,27 @@ void fusedMoeInSteps(const FusedMoeArgs& args, Steps& steps) {
   sort.totalExperts = experts;
   steps.permute(sort);
 
+  // The two GEMMs over the pairs in expert order, a token visiting an expert at most once.
+  const auto expertGemm = [&](const TensorView& input, const TensorView& weights, const TensorView& bias, int64_t width) {
+    GroupedGemmArgs gemm = stepArgs<GroupedGemmArgs>(identity);
+    gemm.input = input;
+    gemm.weights = weights;
+    gemm.bias = bias;
+    gemm.expertOffsets = sort.expertOffsets;
+    gemm.output = steps.scratch(dtype, {pairs, width});
+    gemm.maxRowsPerExpert = tokens;
+    return gemm;
+  };
   const int64_t up = args.w13.dim(1);
-  GroupedGemmArgs first;
-  static_cast<OpIdentity&>(first) = identity;
-  first.input = args.input;
+  GroupedGemmArgs first = expertGemm(args.input, args.w13, args.w13Bias, isGated(args.activation.kind) ? up / 2 : up);
   first.gatherRows = sort.permutedToSource;
   first.gatherDivisor = args.topK;
-  first.weights = args.w13;
-  first.bias = args.w13Bias;
-  first.expertOffsets = sort.expertOffsets;
   first.activation = args.activation;
-  first.output = steps.scratch(dtype, {pairs, isGated(args.activation.kind) ? up / 2 : up});
-  first.maxRowsPerExpert = tokens;
   steps.groupedGemm(first);
-
-  GroupedGemmArgs second;
-  static_cast<OpIdentity&>(second) = identity;
-  second.input = first.output;
-  second.weights = args.w2;
-  second.bias = args.w2Bias;
-  second.expertOffsets = sort.expertOffsets;
-  second.output = steps.scratch(dtype, {pairs, args.input.dim(1)});
-  second.maxRowsPerExpert = tokens;
+  const GroupedGemmArgs second = expertGemm(first.output, args.w2, args.w2Bias, args.input.dim(1));
   steps.groupedGemm(second);
 
-  CombineArgs combine;
-  static_cast<OpIdentity&>(combine) = identity;
+  CombineArgs combine = stepArgs<CombineArgs>(identity);
   combine.expertOutput = second.output;
   combine.topkWeights = args.topkWeights;
   combine.sourceToPermuted = sort.sourceToPermuted;

@@ -368,8 +368,8 @@ struct CombineArgs : OpIdentity {
 // combine, with every pair's expert local (no Expert Parallel, no placement) and no shared expert.
 // A backend may sum each dot product's terms in another order than the separate ops do (as any
 // two GEMM kernels may), so results agree with theirs up to float32 rounding of those sums; the
-// CUDA backend's router sums in linear()'s order for up to 16 rows, so it chooses the same
-// experts. Results are deterministic. Dense 16-bit weights only (float16 or bfloat16, the
+// CUDA kernel's router sums in the order of the skinny linear, which linear() takes for so few
+// rows, so it chooses the same experts. Results are deterministic. Dense 16-bit weights only (float16 or bfloat16, the
 // input's dtype); activation.enabled is required (gated kinds take w13 [E, 2I, H]).
 struct FusedMoeArgs : OpIdentity {
   TensorView input;           // [T, H] float16 or bfloat16
