@@ -53,6 +53,11 @@ constexpr int kVector = skinny::kElementsPerVector;
 // pairs' down GEMM fills 1.3 waves of the kernel's grid). Past it the separate ops' kernels, each
 // with a grid of its own, stream as fast, and the layer keeps the fused op's one host call.
 constexpr int64_t kMaxFusedWeightBytes = int64_t{400} << 20;
+// Items of two 16-row column tiles (half as many items, each with twice the loads in flight) where
+// the down GEMM's K (I) is at most this. Measured at one token on an H200 (bench/NOTES.md, v8): with
+// I of 768-1536 6-9% faster than one tile (the GEMM steps' items fill fewer waves of the grid); with
+// I 2880 9% slower (long items, and too few of them to occupy the grid).
+constexpr int64_t kTwoTilesMaxIntermediate = 2048;
 // Shared memory for the routing scratch: with the GEMM's partial sums, within the 48 KB a block may
 // use without opting in to the larger carve-out.
 constexpr size_t kRoutingBudgetBytes = 24 * 1024;
@@ -254,12 +259,13 @@ bool fusedKernelEnabled() {
   return enabled;
 }
 
-// Whether the fused kernel takes the call: few pairs of not too many weight bytes, 16-byte vectors along every K and row,
-// whole 16-row column tiles (small_m's), routing scratch within budget, cooperative launches.
-bool fusedKernelTakes(const FusedMoeArgs& args, int warps) {
+// Whether the fused kernel takes the call: few pairs of not too many weight bytes, 16-byte vectors
+// along every K and row, whole items of `columnTiles` 16-row tiles (small_m's) along N and H, routing
+// scratch within budget, cooperative launches.
+bool fusedKernelTakes(const FusedMoeArgs& args, int warps, int columnTiles) {
   const int64_t hidden = args.input.dim(1);
   const int64_t intermediate = intermediateOf(args);
-  const int64_t tile = small_m::detail::kMmaRows;
+  const int64_t tile = small_m::detail::kMmaRows * columnTiles;
   const int64_t pairs = args.input.dim(0) * args.topK;
   if (pairs > kMaxPairs) return false;
   const int64_t weightBytes = pairs * (args.w13.dim(1) + intermediate) * hidden * static_cast<int64_t>(dtypeSize(args.input.dtype));
@@ -273,6 +279,11 @@ bool fusedKernelTakes(const FusedMoeArgs& args, int warps) {
   if (routingScratchBytes(args, warps) > kRoutingBudgetBytes) return false;
   return fusedKernelEnabled() && computeCapability() >= 80 && cooperativeLaunchSupported();
 }
+
+// The kernel's configuration: small_m's warps and unroll for K = H (dispatchConfig), one row per
+// pass (every pair is its own row), and `columnTiles` 16-row tiles per item.
+template <class Base, int columnTiles>
+using FusedConfig = small_m::detail::StreamConfig<Base::kWarps, columnTiles, Base::kUnroll, 1>;
 
 // small_m's problem for one of the two GEMMs (pair rows; input and output set per item).
 template <class Config>
@@ -370,15 +381,21 @@ void fusedMoe(const FusedMoeArgs& args, cudaStream_t stream) {
     return;
   }
   bool launched = false;
-  small_m::detail::dispatchConfig(args.input.dim(1), [&](auto config) {
-    using Config = decltype(config);
-    if (!fusedKernelTakes(args, Config::kWarps)) return;
-    if (args.input.dtype == DType::BFloat16) {
-      launchFused<BF16, Config>(args, stream);
-    } else {
-      launchFused<F16, Config>(args, stream);
-    }
-    launched = true;
+  const bool twoTiles = intermediateOf(args) <= kTwoTilesMaxIntermediate;
+  small_m::detail::dispatchConfig(args.input.dim(1), [&](auto base) {
+    using Base = decltype(base);
+    const auto launch = [&](auto config) {
+      using Config = decltype(config);
+      if (launched || !fusedKernelTakes(args, Config::kWarps, Config::kColumnTiles)) return;
+      if (args.input.dtype == DType::BFloat16) {
+        launchFused<BF16, Config>(args, stream);
+      } else {
+        launchFused<F16, Config>(args, stream);
+      }
+      launched = true;
+    };
+    if (twoTiles) launch(FusedConfig<Base, 2>{});
+    launch(FusedConfig<Base, 1>{});  // when two tiles are not wanted or do not divide N and H
   });
   if (!launched) {
     DeviceSteps steps{stream, {}};
