@@ -32,13 +32,16 @@ export function separateOps(x: Tensor, weights: FusedMoeWeights, options: FusedM
   const experts = weights.w13.shape[0]!;
   using logits = linear(x, weights.router, { bias: weights.routerBias, outDtype: 'float32' });
   const routed = route(logits, options.routing);
-  using maps = { ...permuteMaps(routed.topkIds, experts), [Symbol.dispose]() { for (const map of [this.expertOffsets, this.sourceToPermuted, this.permutedToSource]) map.dispose(); } };
-  using hidden = groupedGemm(x, weights.w13, maps.expertOffsets, {
-    gatherRows: maps.permutedToSource, gatherDivisor: routed.topkIds.shape[1]!, bias: weights.w13Bias, activation: options.activation, maxRowsPerExpert: tokens,
-  });
-  using rows = groupedGemm(hidden, weights.w2, maps.expertOffsets, { bias: weights.w2Bias, maxRowsPerExpert: tokens, outDtype: x.dtype as 'bfloat16' });
-  const output = combine(rows, routed.topkWeights, maps.sourceToPermuted);
-  return { ...routed, output };
+  const { expertOffsets, sourceToPermuted, permutedToSource } = permuteMaps(routed.topkIds, experts);
+  try {
+    using hidden = groupedGemm(x, weights.w13, expertOffsets, {
+      gatherRows: permutedToSource, gatherDivisor: routed.topkIds.shape[1]!, bias: weights.w13Bias, activation: options.activation, maxRowsPerExpert: tokens,
+    });
+    using rows = groupedGemm(hidden, weights.w2, expertOffsets, { bias: weights.w2Bias, maxRowsPerExpert: tokens, outDtype: x.dtype as 'bfloat16' });
+    return { ...routed, output: combine(rows, routed.topkWeights, sourceToPermuted) };
+  } finally {
+    for (const map of [expertOffsets, sourceToPermuted, permutedToSource]) map.dispose();
+  }
 }
 
 export function disposeResult(result: FusedMoeResult): void {
