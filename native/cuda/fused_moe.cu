@@ -1,15 +1,16 @@
 // The fused MoE op on the GPU (op_args.h, "6. Fused MoE"): a decode step's routed path as one
-// cooperative kernel, where the separate ops cost seven launches whose kernels are each too short
-// to fill the GPU. Its steps are separated by grid-wide barriers:
+// cooperative kernel in place of six kernels, none of which fills the GPU (bench/NOTES.md, v8: what
+// it saves, and that each step's own latency, not the launches, is most of a decode step). Its
+// steps are separated by grid-wide barriers:
 //   1. router: one block per (token, expert) logit, its terms summed in the skinny linear's order
 //      (skinny_order.cuh), so the logits equal linear()'s and the experts chosen are the same;
 //   -- barrier --
 //   2. routing: every block routes every token (a warp per token: routing_row.cuh) into its own
 //      shared memory, so no barrier is needed before the GEMMs read the choices; block 0 also
 //      writes topkIds, topkWeights and expertCounts;
-//   3. up: each (pair, column tile) item is one pass of the decode GEMM (small_m's K loop and
-//      epilogue, with the activation) over that pair's token row, into `hidden` (pair order: no
-//      sort, since every pair is its own row);
+//   3. up: each item (a pair, one or two 16-row column tiles) is one pass of the decode GEMM
+//      (small_m's K loop and epilogue, with the activation) over that pair's token row, into
+//      `hidden` (pair order: no sort, since every pair is its own row);
 //   -- barrier --
 //   4. down: the same over `hidden` with w2, into `rows`;
 //   -- barrier --
@@ -151,7 +152,7 @@ __device__ void publishRouting(const FusedProblem& p, const int32_t* pairExperts
 }
 
 // ---- 3, 4. The experts' GEMMs --------------------------------------------------------------------
-// Items (pair, column tile), tile fastest so the blocks on one pair share its input row in L2.
+// Items (pair, column tiles), tiles fastest so the blocks on one pair share its input row in L2.
 // Pair i reads input row i / inputDivisor and writes output row i. Contains __syncthreads().
 template <typename Element, class Config>
 __device__ void runPairs(const StreamProblem& q, const int32_t* pairExperts, int64_t pairs, int64_t inputDivisor,
