@@ -493,6 +493,7 @@ void FusedMoe(const Napi::CallbackInfo& info) {
   in.expectDType(args.output, "output", dtype);
   in.enqueueOp(args, &Device::fusedMoe);
 }
+
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {

@@ -249,9 +249,9 @@ int64_t intermediateOf(const FusedMoeArgs& args) {
 
 // Routing scratch for the warps that route a token (warps past the token count have none).
 size_t routingScratchBytes(const FusedMoeArgs& args, int warps) {
-  const int groups = args.method == RoutingMethod::SigmoidGroupTopK ? args.numGroups : 1;
-  const int64_t routingWarps = std::min<int64_t>(warps, args.input.dim(0));
-  return routing_row::WarpScratch::bytes(static_cast<int>(args.w13.dim(0)), groups, args.topK) * routingWarps;
+  const auto params = routing_row::paramsOf(args, nullptr, args.input.dim(0), static_cast<int32_t>(args.w13.dim(0)));
+  const int64_t routingWarps = std::min<int64_t>(warps, params.tokens);
+  return routing_row::WarpScratch::bytes(params.experts, params.numGroups, params.topK) * routingWarps;
 }
 
 // MOEKIT_FUSED_MOE=off runs every call as the separate ops (for timing one against the other).
@@ -322,21 +322,7 @@ void launchFused(const FusedMoeArgs& args, cudaStream_t stream) {
   p.routerBias = args.routerBias.present() ? args.routerBias.data : nullptr;
   p.routerBiasDType = args.routerBias.dtype;
   p.logits = static_cast<float*>(scratch.data());
-  const bool sigmoidGroups = args.method == RoutingMethod::SigmoidGroupTopK;
-  p.routing = routing_row::RoutingParams{p.logits,
-                                         sigmoidGroups && args.correctionBias.present() ? args.correctionBias.as<float>() : nullptr,
-                                         nullptr,
-                                         nullptr,
-                                         nullptr,
-                                         tokens,
-                                         experts,
-                                         args.topK,
-                                         sigmoidGroups ? args.numGroups : 1,
-                                         args.topkGroups,
-                                         args.method,
-                                         args.renormalize,
-                                         args.scalingFactor,
-                                         false};
+  p.routing = routing_row::paramsOf(args, p.logits, tokens, experts);
   p.topkIds = args.topkIds.as<int32_t>();
   p.topkWeights = args.topkWeights.as<float>();
   p.expertCounts = args.expertCounts.as<int32_t>();

@@ -66,22 +66,10 @@ void routing(const RoutingArgs& args, cudaStream_t stream) {
     return;
   }
 
-  const bool useBias = args.method == RoutingMethod::SigmoidGroupTopK && args.correctionBias.present();
-  // The group limit belongs to SigmoidGroupTopK only; other methods see a single group.
-  RoutingParams params{args.logits.data,
-                       useBias ? args.correctionBias.as<float>() : nullptr,
-                       args.topkIds.as<int32_t>(),
-                       args.topkWeights.as<float>(),
-                       args.expertCounts.as<int32_t>(),
-                       tokens,
-                       experts,
-                       args.topK,
-                       args.method == RoutingMethod::SigmoidGroupTopK ? args.numGroups : 1,
-                       args.topkGroups,
-                       args.method,
-                       args.renormalize,
-                       args.scalingFactor,
-                       false};
+  RoutingParams params = paramsOf(args, args.logits.data, tokens, experts);
+  params.topkIds = args.topkIds.as<int32_t>();
+  params.topkWeights = args.topkWeights.as<float>();
+  params.expertCounts = args.expertCounts.as<int32_t>();
   const RoutingLaunch launch = routingLaunch(params);
   params.zeroesCounts = launch.blocks == 1;
   if (!params.zeroesCounts) {

@@ -47,6 +47,26 @@ struct RoutingParams {
   bool zeroesCounts;
 };
 
+// The parameters for routing `logits` [tokens, experts] by `rule`'s method (RoutingArgs, or the
+// fused MoE op's copy of its fields), outputs unset. The correction bias and the group limit belong
+// to SigmoidGroupTopK only; other methods see no bias and a single group.
+template <class Rule>
+RoutingParams paramsOf(const Rule& rule, const void* logits, int64_t tokens, int32_t experts) {
+  const bool sigmoidGroups = rule.method == RoutingMethod::SigmoidGroupTopK;
+  RoutingParams params{};
+  params.logits = logits;
+  params.correctionBias = sigmoidGroups && rule.correctionBias.present() ? rule.correctionBias.template as<float>() : nullptr;
+  params.tokens = tokens;
+  params.experts = experts;
+  params.topK = rule.topK;
+  params.numGroups = sigmoidGroups ? rule.numGroups : 1;
+  params.topkGroups = rule.topkGroups;
+  params.method = rule.method;
+  params.renormalize = rule.renormalize;
+  params.scalingFactor = rule.scalingFactor;
+  return params;
+}
+
 // One warp's slice of shared memory: a row's scores and the values top-k ranks them by.
 struct WarpScratch {
   float* scores;       // [experts]: probabilities, logits or sigmoid scores (the weights' source)
