@@ -5,10 +5,9 @@
 // or sigmoid), applies the correction bias and the group limit, then takes the top-k by k rounds
 // of warp argmax in which the lower expert id wins ties, exactly like the CPU backend's stable
 // selection. NaN ranks below every number and chosen or ineligible experts are marked taken, so a
-// row always yields k distinct eligible experts, whatever its values. Lane 0 then writes the k
-// weights in slot order, so their sums are added in the same order as on the CPU, and counts each
-// chosen expert with an integer atomic (an exact, and so deterministic, count that needs no host
-// round trip).
+// row always yields k distinct eligible experts, whatever its values. Lane j then writes slot j's
+// weight (their sum added in slot order, as on the CPU) and counts its expert with an integer
+// atomic (an exact, and so deterministic, count that needs no host round trip).
 #pragma once
 
 #include <climits>
@@ -213,7 +212,7 @@ __device__ inline void takeTopKInRegisters(const float* values, const unsigned c
       localBest(key, index);
     }
   }
-  __syncwarp();  // lane 0's `chosen` is read by writeWeights on the same lane; the row's scratch is reused after
+  __syncwarp();  // lane 0's `chosen` is read by every lane in writeWeights; the row's scratch is reused after
 }
 
 // The expert top-k of a row: in registers where the row fits (rows of up to 256 experts), else
@@ -276,58 +275,79 @@ __device__ inline void limitGroups(const RoutingParams& p, const WarpScratch& ro
   __syncwarp();
 }
 
-// Lane 0: the k weights in slot order (sums added as the CPU adds them), scaled and stored, and
-// the expert counts (where there are counts to keep).
-__device__ inline void writeWeights(const RoutingParams& p, const WarpScratch& row, int64_t token) {
+// The k weights, scaled and stored, the ids, and the expert counts (where there are counts to
+// keep): lane j writes slot j, and every lane adds the sum the weights are divided by in slot order
+// (as the CPU adds it) rather than waiting for one lane to write every slot.
+__device__ inline void writeWeights(const RoutingParams& p, const WarpScratch& row, int64_t token, int lane) {
   int32_t* ids = p.topkIds + token * p.topK;
   float* weights = p.topkWeights + token * p.topK;
   const int32_t* chosen = row.chosen;
-  if (p.method == RoutingMethod::TopKSoftmax) {
-    // softmax over the k chosen logits
-    const float maximum = row.scores[chosen[0]];
-    float sum = 0.0f;
-    for (int j = 0; j < p.topK; ++j) sum += expf(row.scores[chosen[j]] - maximum);
-    for (int j = 0; j < p.topK; ++j) weights[j] = expf(row.scores[chosen[j]] - maximum) / sum * p.scalingFactor;
-  } else {
-    float sum = 0.0f;
-    for (int j = 0; j < p.topK; ++j) sum += row.scores[chosen[j]];
-    const bool sigmoidScores = p.method == RoutingMethod::SigmoidGroupTopK;
-    const float divisor = sigmoidScores ? sum + kRenormalizeEpsilon : sum;
-    for (int j = 0; j < p.topK; ++j) {
-      float weight = row.scores[chosen[j]];
-      if (p.renormalize) weight /= divisor;
-      weights[j] = weight * p.scalingFactor;
-    }
-  }
+  const bool softmaxOfChosen = p.method == RoutingMethod::TopKSoftmax;
+  // TopKSoftmax: a softmax over the k chosen logits; the others divide the chosen scores by their sum.
+  const float maximum = softmaxOfChosen ? row.scores[chosen[0]] : 0.0f;
+  float sum = 0.0f;
   for (int j = 0; j < p.topK; ++j) {
+    const float score = row.scores[chosen[j]];
+    sum += softmaxOfChosen ? expf(score - maximum) : score;
+  }
+  const float divisor = p.method == RoutingMethod::SigmoidGroupTopK ? sum + kRenormalizeEpsilon : sum;
+  for (int j = lane; j < p.topK; j += kWarpSize) {
+    const float score = row.scores[chosen[j]];
+    float weight;
+    if (softmaxOfChosen) {
+      weight = expf(score - maximum) / sum;
+    } else {
+      weight = p.renormalize ? score / divisor : score;
+    }
+    weights[j] = weight * p.scalingFactor;
     ids[j] = chosen[j];
     if (p.expertCounts != nullptr) atomicAdd(p.expertCounts + chosen[j], 1);
   }
 }
 
+// Logits a lane loads before it stores any into shared memory, so that a row's loads are in flight
+// together rather than one round trip per 32 experts (a load is not moved past a store the
+// compiler cannot prove lies elsewhere).
+constexpr int kLogitsInFlight = 8;
+
+// Expert e's score and ranked value from its logit, by the routing method (softmaxScores() finishes
+// SoftmaxTopK's after the whole row is in).
+__device__ inline void scoreExpert(const RoutingParams& p, const WarpScratch& row, int e, float logit) {
+  row.taken[e] = 0;
+  switch (p.method) {
+    case RoutingMethod::SoftmaxTopK:
+      row.scores[e] = logit;
+      break;
+    case RoutingMethod::TopKSoftmax:
+      row.scores[e] = logit;
+      row.ranked[e] = logit;
+      break;
+    case RoutingMethod::SigmoidGroupTopK: {
+      const float score = sigmoid(logit);
+      row.scores[e] = score;
+      row.ranked[e] = score + (p.correctionBias ? p.correctionBias[e] : 0.0f);
+      break;
+    }
+  }
+}
+
 // Routes one token: its row of logits into the warp's scratch, scores, the group limit, the top-k,
-// then (lane 0) its ids and weights written at `token` of p.topkIds / p.topkWeights. Every lane of
+// then its ids and weights written at `token` of p.topkIds / p.topkWeights. Every lane of
 // the warp calls it.
 template <typename Logit>
 __device__ void routeRow(const RoutingParams& p, const WarpScratch& row, const typename Logit::Storage* logitRow,
                          int64_t token, int lane) {
-  for (int e = lane; e < p.experts; e += kWarpSize) {
-    const float logit = Logit::load(logitRow[e]);
-    row.taken[e] = 0;
-    switch (p.method) {
-      case RoutingMethod::SoftmaxTopK:
-        row.scores[e] = logit;  // softmaxScores() finishes the job
-        break;
-      case RoutingMethod::TopKSoftmax:
-        row.scores[e] = logit;
-        row.ranked[e] = logit;
-        break;
-      case RoutingMethod::SigmoidGroupTopK: {
-        const float score = sigmoid(logit);
-        row.scores[e] = score;
-        row.ranked[e] = score + (p.correctionBias ? p.correctionBias[e] : 0.0f);
-        break;
-      }
+  for (int first = 0; first < p.experts; first += kLogitsInFlight * kWarpSize) {
+    float logits[kLogitsInFlight];
+#pragma unroll
+    for (int i = 0; i < kLogitsInFlight; ++i) {
+      const int e = first + i * kWarpSize + lane;
+      logits[i] = e < p.experts ? Logit::load(logitRow[e]) : 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < kLogitsInFlight; ++i) {
+      const int e = first + i * kWarpSize + lane;
+      if (e < p.experts) scoreExpert(p, row, e, logits[i]);
     }
   }
   __syncwarp();
@@ -336,7 +356,7 @@ __device__ void routeRow(const RoutingParams& p, const WarpScratch& row, const t
   if (p.method == RoutingMethod::SigmoidGroupTopK && p.numGroups > 1) limitGroups(p, row, lane);
 
   takeExpertTopK(p, row, lane);
-  if (lane == 0) writeWeights(p, row, token);
+  writeWeights(p, row, token, lane);
   __syncwarp();  // the next row reuses this warp's scratch
 }
 
