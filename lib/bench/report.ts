@@ -51,7 +51,7 @@ export interface BenchRow {
   p90Ms: number;
   /** Host time from enqueue to results ready, median. */
   hostMsPerForward: number;
-  /** Device time of one CUDA-graph replay of the forward, median (decode-sized points only). */
+  /** Device time of one CUDA-graph replay of the forward, submitted ahead of the device, median (decode-sized points only). */
   graphMsPerForward?: number;
   /** Each stage's median device time (lib/layer/moe_layer.ts: ForwardStage). */
   stageMs: Partial<Record<ForwardStage, number>>;

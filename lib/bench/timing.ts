@@ -101,11 +101,19 @@ export async function timeForward(layer: MoELayer, tokens: number, options: Timi
 }
 
 /**
- * Median device time of a captured forward's replay. The rotated input is copied into the graph's
- * input before the start event, so only the replay itself is timed.
+ * Median device time of a captured forward's replay. Before the start event the graph is replayed
+ * once on another of the rotated inputs (untimed), then the run's input is copied in: the device is
+ * still busy with that replay while the host submits the timed one, so the time is the replay's own
+ * and not the host's latency to submit it (a decode loop submits its steps ahead of the device).
+ * The untimed replay's input is half the rotation away, so the timed replay's experts are not the
+ * ones it just read.
  */
 async function timeReplays(layer: MoELayer, tokens: number, inputs: readonly Tensor[], options: TimingOptions): Promise<number> {
   using captured = layer.capture(tokens);
-  const prepare = (run: number): void => captured.input.copyFrom(inputs[run % inputs.length]!);
+  const prepare = (run: number): void => {
+    captured.input.copyFrom(inputs[(run + inputs.length / 2) % inputs.length]!);
+    captured.replay();
+    captured.input.copyFrom(inputs[run % inputs.length]!);
+  };
   return median(await timeOnDevice(layer.device, () => captured.replay(), { warmup: options.warmup, runs: options.runs, prepare }));
 }
