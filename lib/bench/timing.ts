@@ -111,7 +111,7 @@ export async function timeForward(layer: MoELayer, tokens: number, options: Timi
 async function timeReplays(layer: MoELayer, tokens: number, inputs: readonly Tensor[], options: TimingOptions): Promise<number> {
   using captured = layer.capture(tokens);
   const prepare = (run: number): void => {
-    captured.input.copyFrom(inputs[(run + inputs.length / 2) % inputs.length]!);
+    captured.input.copyFrom(inputs[(run + Math.floor(inputs.length / 2)) % inputs.length]!);
     captured.replay();
     captured.input.copyFrom(inputs[run % inputs.length]!);
   };
