@@ -25,17 +25,20 @@ gpu_tests() {
 families() {
   JOBS=$(nproc) bash test/native/run_cuda_ops_test.sh --build-only > "$out/harness-build.log" 2>&1 || { tail -20 "$out/harness-build.log"; return 1; }
   # sm90-pingpong: sm90 with its ping-pong schedule forced on every 16-bit call
-  # (MOEKIT_SM90_SCHEDULE), which the rule would give only large plain products. auto-gathercopy:
+  # (MOEKIT_SM90_SCHEDULE), which the rule would give only large plain products. sm90-registers:
+  # sm90 storing every output from registers (MOEKIT_SM90_STORES) instead of by TMA. auto-gathercopy:
   # the automatic choice, with every gathered call taking the gathered copy (MOEKIT_GEMM_GATHER)
   # instead of the kernels that gather themselves.
-  for run in sm90 sm90-pingpong small_m mma auto-gathercopy; do
-    local family=${run%%-*} schedule=auto prefill=auto gather=auto
+  for run in sm90 sm90-pingpong sm90-registers small_m mma auto-gathercopy; do
+    local family=${run%%-*} schedule=auto prefill=auto gather=auto stores=auto
     [ "$run" = sm90-pingpong ] && schedule=pingpong
+    [ "$run" = sm90-registers ] && stores=registers
     [ "$run" = auto-gathercopy ] && gather=copy
     # sm90 takes weight-only calls in its main loop only up to a mean of 512 rows per expert: the
     # harness and tests force that kernel for every call it can take.
     [ "$family" = sm90 ] && prefill=in_loop
-    local env=(MOEKIT_GEMM=$family MOEKIT_WQ_PREFILL=$prefill MOEKIT_SM90_SCHEDULE=$schedule MOEKIT_GEMM_GATHER=$gather)
+    local env=(MOEKIT_GEMM=$family MOEKIT_WQ_PREFILL=$prefill MOEKIT_SM90_SCHEDULE=$schedule MOEKIT_SM90_STORES=$stores
+      MOEKIT_GEMM_GATHER=$gather)
     env "${env[@]}" build/native-test/cuda_ops_test > "$out/harness-$run.log" 2>&1
     echo "harness ${env[*]}: exit $? ($(tail -1 "$out/harness-$run.log"))"
     grep -E "^FAIL" "$out/harness-$run.log" | head -10

@@ -1,6 +1,6 @@
 // Switches read from the environment, for timing and testing one path against another
-// (MOEKIT_GEMM, MOEKIT_WQ_PREFILL, MOEKIT_SM90_SCHEDULE, MOEKIT_GEMM_GATHER, MOEKIT_SIDE_STREAM,
-// MOEKIT_FUSED_MOE).
+// (MOEKIT_GEMM, MOEKIT_WQ_PREFILL, MOEKIT_SM90_SCHEDULE, MOEKIT_SM90_STORES, MOEKIT_GEMM_GATHER,
+// MOEKIT_SIDE_STREAM, MOEKIT_FUSED_MOE).
 // Each caller reads its switch once and keeps it.
 #pragma once
 

@@ -168,6 +168,17 @@ bool shortWqTileFits(const GroupedGemmArgs& args) {
 
 }  // namespace
 
+// Measured on an H200 (bench/NOTES.md, v11; gemm_sm90_bench, ms per GEMM, TMA stores / register
+// stores, 16384 tokens, three runs): down GEMMs Qwen3-30B-A3B 0.93-1.06 / 1.07-1.11, DeepSeek-V3
+// 7.09-7.81 / 7.62-8.22, Mixtral 5.71-5.89 / 5.90-5.99; up GEMMs (against stores deferred into the
+// next main loop, v3) Mixtral 12.37-12.67 / 13.36-13.65, DeepSeek-V3 14.13-14.21 / 14.90-15.20.
+// Slower at one point of 30: DeepSeek-V3's up GEMM at 1024 tokens, 4.20 / 3.92-3.98 (one run).
+// Interleaved gated outputs are one per thread and pair: not in the stmatrix fragment layout.
+bool bulkStoresEnabled(Pairing pairing) {
+  static const bool registers = environmentSwitch("MOEKIT_SM90_STORES") == "registers";
+  return pairing != Pairing::Interleaved && !registers;
+}
+
 bool supportsWeightOnly(const GroupedGemmArgs& args) {
   if (args.weightFormat != WeightFormat::Int8 && args.weightFormat != WeightFormat::Int4 && args.weightFormat != WeightFormat::Mxfp4) {
     return false;

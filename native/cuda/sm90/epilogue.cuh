@@ -1,8 +1,8 @@
-// The consumer warpgroup's epilogue: its 64 × blockN float32 accumulators → (+ bias) → optional
-// activation → output dtype, stored straight from registers with plain global stores (gated
-// 16-bit outputs: packed, and stored during the next tile's main loop; PendingTile). Rows are
-// masked to the expert's range (a row tile may reach into the next expert, whose rows another
-// tile writes) and columns to the output width. An FP8 output (storeTileQuantized) is quantized
+// The consumer warpgroup's epilogue from registers: its 64 × blockN float32 accumulators → (+ bias)
+// → optional activation → output dtype, stored straight from registers with plain global stores
+// (what float32 and interleaved gated outputs take; 16-bit ones go by TMA, sm90/bulk_store.cuh,
+// which shares the helpers here). Rows are masked to the expert's range (a row tile may reach into
+// the next expert, whose rows another tile writes) and columns to the output width. An FP8 output (storeTileQuantized) is quantized
 // here too, by the W8A8 rule: a tile's outputs of a row are whole 128-column groups of the
 // output's scales, held by the four lanes of a quad, so a group's largest magnitude is two
 // shuffles away.
@@ -177,90 +177,6 @@ __device__ void storeTileActivated(const Problem& p, const Tile& tile, int consu
       case ActivationKind::SwiGLU: storeTile<pairing, blockN, Out, true, ActivationKind::SwiGLU>(p, tile, consumer, acc); return;
       case ActivationKind::GeGLU: storeTile<pairing, blockN, Out, true, ActivationKind::GeGLU>(p, tile, consumer, acc); return;
       default: storeTile<pairing, blockN, Out, true, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc); return;
-    }
-  }
-}
-
-// ---- Deferred gated output -----------------------------------------------------------------------------
-// A consumer that stores its tile straight from registers leaves the tensor cores idle until its
-// last store has issued. For gated activations (Halves) with a 16-bit output it defers instead: it
-// packs the tile's outputs into 16-bit pairs (a quarter of the accumulators' registers), starts the
-// next tile, and stores the pairs a part at a time once each of the next tile's first K slices
-// has its wgmmas in flight. Measured on an H200 (bench/NOTES.md, v3): the up GEMMs of DeepSeek-V3
-// and Mixtral 3-19% faster, Qwen3-30B-A3B's within noise; plain outputs (twice the stores per tile)
-// deferred the same way made the down GEMMs 1-9% slower, so they keep storeTile().
-template <int blockN>
-struct PendingTile {
-  static constexpr int kOutputColumns = blockN / 2;
-  static constexpr int kChunks = kOutputColumns / detail::kChunkColumns;
-  static constexpr int kWords = kChunks * detail::kRowHalves;  // word 2j + h: chunk j, row r + 8h
-  static constexpr int kParts = 8;                              // stored after the next tile's slices 0..7
-  static constexpr int kWordsPerPart = kWords / kParts;
-  static_assert(kWords % kParts == 0, "whole words per part");
-
-  uint32_t words[kWords];
-  int32_t firstRow = 0;     // this thread's row r
-  int32_t rowEnd = 0;       // the expert's end: rows from here on are not stored
-  int32_t firstColumn = 0;  // this thread's column in chunk 0
-  bool present = false;
-};
-
-// Packs the gated outputs of `acc` (+ bias) into `pending`, as storeTile() would store them.
-template <int blockN, typename Element, ActivationKind kind>
-__device__ void packTile(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2],
-                         PendingTile<blockN>& pending) {
-  using namespace detail;
-  using Pending = PendingTile<blockN>;
-  static_assert(sizeof(typename Element::Storage) == 2, "16-bit outputs");
-  const int lane = threadIdx.x % kWarpSize;
-  const int warp = (threadIdx.x / kWarpSize) % (kConsumerRows / kWarpRows);
-  const int32_t upOffset = p.cols / 2;
-  pending.firstRow = tile.rowStart + consumer * kConsumerRows + warp * kWarpRows + lane / kLaneGroup;
-  pending.rowEnd = tile.rowEnd;
-  pending.firstColumn = tile.columnTile * Pending::kOutputColumns + 2 * (lane % kLaneGroup);
-#pragma unroll
-  for (int j = 0; j < Pending::kChunks; ++j) {
-    const int32_t column = pending.firstColumn + j * kChunkColumns;
-    const bool inside = column < p.outputCols;  // the bias has no entry past the output's width
-    const GatedBias bias = inside ? gatedBiasAt(p, tile.expert, column, upOffset) : GatedBias{};
-#pragma unroll
-    for (int h = 0; h < kRowHalves; ++h) {
-      const float2 outputs = inside ? activateHalves<blockN>(p, kind, acc, j, h, bias) : make_float2(0.0f, 0.0f);
-      pending.words[j * kRowHalves + h] = packPair<Element>(outputs.x, outputs.y);
-    }
-  }
-  pending.present = true;
-}
-
-template <int blockN, typename Element>
-__device__ void packTileActivated(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2],
-                                  PendingTile<blockN>& pending) {
-  switch (p.kind) {
-    case ActivationKind::SwiGLU: packTile<blockN, Element, ActivationKind::SwiGLU>(p, tile, consumer, acc, pending); return;
-    case ActivationKind::GeGLU: packTile<blockN, Element, ActivationKind::GeGLU>(p, tile, consumer, acc, pending); return;
-    default: packTile<blockN, Element, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc, pending); return;
-  }
-}
-
-// Stores part `part` of `pending`; a no-op for a part number out of range. Called with a runtime
-// part, the unrolled loop keeps every register index a constant.
-template <int blockN>
-__device__ __forceinline__ void storePendingPart(const Problem& p, const PendingTile<blockN>& pending, int part) {
-  using namespace detail;
-  using Pending = PendingTile<blockN>;
-  constexpr int kOutputBytes = 2;
-  uint8_t* output = static_cast<uint8_t*>(p.output);
-#pragma unroll
-  for (int candidate = 0; candidate < Pending::kParts; ++candidate) {
-    if (candidate != part) continue;
-#pragma unroll
-    for (int i = 0; i < Pending::kWordsPerPart; ++i) {
-      const int word = candidate * Pending::kWordsPerPart + i;
-      const int32_t row = pending.firstRow + (word % kRowHalves) * kSecondRowOffset;
-      const int32_t column = pending.firstColumn + (word / kRowHalves) * kChunkColumns;
-      if (row < pending.rowEnd && column < p.outputCols) {
-        *reinterpret_cast<uint32_t*>(output + (static_cast<int64_t>(row) * p.outputCols + column) * kOutputBytes) = pending.words[word];
-      }
     }
   }
 }

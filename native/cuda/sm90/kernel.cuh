@@ -12,9 +12,10 @@
 //              (consumers done reading);
 //   consumers  (warpgroups 1 and 2, registers raised to kConsumerRegisters): each owns 64 rows of
 //              the 128 × blockN tile, runs the wgmmas of every stage into float32 accumulators in
-//              registers, then the epilogue (sm90/epilogue.cuh) for its rows while the producer
-//              already fills the ring with the next tile's slices (a gated 16-bit output is
-//              packed and stored during the next tile's first slices instead). That is the
+//              registers, then the epilogue for its rows while the producer already fills the
+//              ring with the next tile's slices: 16-bit outputs go out through shared memory by
+//              TMA stores (sm90/bulk_store.cuh), float32 and interleaved gated ones straight from
+//              registers (sm90/epilogue.cuh). That is the
 //              Cooperative schedule; under PingPong (sm90/shapes.h) each consumer takes every
 //              other tile whole and they take turns at the main loop (consumeAlternate()).
 // Gathered rows (GroupedGemmArgs::gatherRows): the whole producer warpgroup copies each row tile by
@@ -41,6 +42,7 @@
 #include "../float_access.cuh"
 #include "../per_device.h"
 #include "arch.h"
+#include "bulk_store.cuh"
 #include "epilogue.cuh"
 #include "problem.h"
 #include "ptx.cuh"
@@ -261,22 +263,37 @@ __device__ __forceinline__ void passOnPreviousStage(uint64_t* empty, RingPositio
   position.advance();
 }
 
+// The epilogue of 64 rows of `tile`, its rows 64 · rowHalf on: float32 and interleaved gated
+// outputs from registers (sm90/epilogue.cuh), the others by TMA stores where `staging` is present
+// (sm90/bulk_store.cuh).
+template <typename Element, int blockN, Pairing pairing>
+__device__ __forceinline__ void storeRows(const Problem& p, const Tile& tile, int rowHalf, const float (&acc)[blockN / 2],
+                                          OutputStaging& staging) {
+  if (p.outputDType == DType::Float32) {
+    storeTileActivated<pairing, blockN, float>(p, tile, rowHalf, acc);
+    return;
+  }
+  if constexpr (pairing != Pairing::Interleaved) {
+    if (staging.present()) {
+      bulkStoreRowsActivated<pairing, blockN, Element>(p, tile, tile.rowStart + rowHalf * kConsumerRows, acc, staging);
+      return;
+    }
+  }
+  storeTileActivated<pairing, blockN, typename Element::Storage>(p, tile, rowHalf, acc);
+}
+
 // The consumer warpgroups' loop, shared with the weight-only kernel (sm90/kernel_wq.cuh): any ring
-// with a(), b(), waitReady() and `empty` barriers counted in consumer warps.
+// with a(), b(), waitReady() and `empty` barriers counted in consumer warps. 16-bit outputs go
+// through `staging` where it is present (storeRows()).
 template <typename Element, class Shape, Pairing pairing, class StageRing>
-__device__ void consume(int consumer, const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler,
-                        const StageRing& ring) {
+__device__ void consume(int consumer, const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler, const StageRing& ring,
+                        OutputStaging staging = {}) {
   constexpr int kSteps = Shape::kBlockK / Shape::kStepK;
   constexpr uint32_t kStepBytes = Shape::kStepK * Shape::kElementBytes;
   const int32_t slices = depthSlices(p, Shape::kBlockK);
   const int32_t tiles = scheduler.tileCount();
   float acc[Shape::kAccumulators] = {};
   RingPosition<Shape> position;
-  // Deferred stores (16-bit gated outputs, sm90/epilogue.cuh): the previous tile's outputs, stored
-  // during this tile's first K slices (or after its last, when it has fewer).
-  constexpr bool kDefers = Shape::kDefersStores && pairing == Pairing::Halves;
-  using Pending = PendingTile<Shape::kBlockN>;
-  Pending pending;
   for (int32_t index = blockIdx.x; index < tiles; index += gridDim.x) {
     const Tile tile = scheduler.locate(index);
     int previousStage = 0;
@@ -293,37 +310,14 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
                                             advanceDescriptor(descB, step * kStepBytes), slice > 0 || step > 0);
       }
       wgmmaCommitGroup();
-      if constexpr (kDefers) {
-        if (pending.present) storePendingPart(p, pending, slice);
-      }
       passOnPreviousStage(ring.empty, position, previousStage, slice);
     }
     wgmmaWaitGroup<0>();
     fenceAccumulators(acc);
     releaseStage(ring.empty, previousStage);
-    if constexpr (kDefers) {
-      if (pending.present) {
-        for (int32_t part = slices; part < Pending::kParts; ++part) storePendingPart(p, pending, part);
-      }
-      pending.present = false;
-    }
-
-    if (p.outputDType == DType::Float32) {
-      storeTileActivated<pairing, Shape::kBlockN, float>(p, tile, consumer, acc);
-      continue;
-    }
-    using Out = typename Element::Storage;
-    if constexpr (kDefers) {
-      packTileActivated<Shape::kBlockN, Element>(p, tile, consumer, acc, pending);
-      continue;
-    }
-    storeTileActivated<pairing, Shape::kBlockN, Out>(p, tile, consumer, acc);
+    storeRows<Element, Shape::kBlockN, pairing>(p, tile, consumer, acc, staging);
   }
-  if constexpr (kDefers) {
-    if (pending.present) {
-      for (int part = 0; part < Pending::kParts; ++part) storePendingPart(p, pending, part);
-    }
-  }
+  staging.drain();
 }
 
 // Ping-pong turns (Schedule::PingPong): consumer c waits at named barrier kFirstTurnBarrier + c
@@ -340,7 +334,7 @@ constexpr uint32_t kTurnThreads = 2 * kWarpgroupThreads;
 // up products in each half, as the cooperative kernel's do.
 template <typename Element, class Shape, Pairing pairing, class StageRing>
 __device__ void consumeAlternate(int consumer, const Problem& p, const TileScheduler<Shape::kBlockM>& scheduler,
-                                 const StageRing& ring) {
+                                 const StageRing& ring, OutputStaging staging) {
   constexpr int kSteps = Shape::kBlockK / Shape::kStepK;
   constexpr uint32_t kStepBytes = Shape::kStepK * Shape::kElementBytes;
   constexpr int kHalves = Shape::kBlockM / kConsumerRows;
@@ -382,14 +376,22 @@ __device__ void consumeAlternate(int consumer, const Problem& p, const TileSched
     position.skip(slices);
 
 #pragma unroll
-    for (int half = 0; half < kHalves; ++half) {
-      if (p.outputDType == DType::Float32) {
-        storeTileActivated<pairing, Shape::kBlockN, float>(p, tile, half, acc[half]);
-      } else {
-        storeTileActivated<pairing, Shape::kBlockN, typename Element::Storage>(p, tile, half, acc[half]);
-      }
-    }
+    for (int half = 0; half < kHalves; ++half) storeRows<Element, Shape::kBlockN, pairing>(p, tile, half, acc[half], staging);
   }
+  staging.drain();
+}
+
+// Consumer `consumer`'s output staging, after the ring (sm90/shapes.h), if the outputs go by TMA.
+template <class Shape>
+__device__ OutputStaging outputStaging(const Problem& p, const CUtensorMap* outputMap, const CUtensorMap* outputGroupMap,
+                                       uint8_t* stages, int consumer) {
+  OutputStaging staging;
+  if (!p.bulkStores) return staging;
+  staging.map = outputMap;
+  staging.groupMap = outputGroupMap;
+  staging.boxes = stages + Shape::kStages * Shape::kStageBytes + consumer * kStoreBuffers * kStoreBoxBytes;
+  staging.barrier = kFirstStoreBarrier + consumer;
+  return staging;
 }
 
 #endif  // MOEKIT_SM90A_DEVICE
@@ -397,6 +399,7 @@ __device__ void consumeAlternate(int consumer, const Problem& p, const TileSched
 template <typename Element, class Shape, Pairing pairing>
 __global__ void __launch_bounds__(Shape::kThreads, 1)
     groupedGemmKernel(const __grid_constant__ CUtensorMap inputMap, const __grid_constant__ CUtensorMap weightMap,
+                      const __grid_constant__ CUtensorMap outputMap, const __grid_constant__ CUtensorMap outputGroupMap,
                       const Problem p) {
 #if MOEKIT_SM90A_DEVICE
   extern __shared__ uint8_t dynamicShared[];
@@ -419,10 +422,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     }
   } else {
     claimRegisters<kConsumerRegisters>();
+    const int consumer = warpgroup - 1;
+    const OutputStaging staging = outputStaging<Shape>(p, &outputMap, &outputGroupMap, stages, consumer);
     if constexpr (Shape::kSchedule == Schedule::PingPong) {
-      consumeAlternate<Element, Shape, pairing>(warpgroup - 1, p, scheduler, ring);
+      consumeAlternate<Element, Shape, pairing>(consumer, p, scheduler, ring, staging);
     } else {
-      consume<Element, Shape, pairing>(warpgroup - 1, p, scheduler, ring);
+      consume<Element, Shape, pairing>(consumer, p, scheduler, ring, staging);
     }
   }
 #endif
@@ -467,7 +472,10 @@ Problem problemOf(const GroupedGemmArgs& args, Pairing pairing, int32_t bandRowT
 
 template <typename Element, class Shape, Pairing pairing>
 void launchGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles) {
-  const Problem p = problemOf<Shape>(args, pairing, bandRowTiles);
+  Problem p = problemOf<Shape>(args, pairing, bandRowTiles);
+  // The copy engine stores 16-bit outputs in fragment layout (sm90/bulk_store.cuh); float32 ones
+  // and interleaved gated ones go from registers.
+  p.bulkStores = args.output.dtype != DType::Float32 && bulkStoresEnabled(pairing);
   const DType dtype = args.input.dtype;
   // A gated Halves tile reads its gate rows and its up rows as two boxes of half the tile.
   const uint32_t weightBoxRows = pairing == Pairing::Halves ? Shape::kBlockN / 2 : Shape::kBlockN;
@@ -475,12 +483,17 @@ void launchGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRo
   const CUtensorMap inputMap = operandTensorMap(args.input.data, dtype, args.input.dim(0), p.depth, Shape::kBlockM, Shape::kBlockK);
   const CUtensorMap weightMap = operandTensorMap(args.weights.data, dtype, static_cast<int64_t>(p.experts) * p.cols,
                                                  p.depth, weightBoxRows, Shape::kBlockK);
+  // Unused (the input's map in their place) unless the outputs go by TMA stores.
+  const auto outputMapOf = [&](uint32_t boxRows) {
+    return p.bulkStores ? outputTensorMap(args.output.data, args.output.dtype, p.rows, p.outputCols, boxRows, kStoreColumns) : inputMap;
+  };
+  const CUtensorMap outputMap = outputMapOf(kConsumerRows), outputGroupMap = outputMapOf(kStoreRowGroup);
   const auto kernel = groupedGemmKernel<Element, Shape, pairing>;
   static PerDevice<bool> sharedMemoryAllowed;
   allowSharedMemory(kernel, Shape::kDynamicSharedBytes, sharedMemoryAllowed);
   const int64_t blocks = std::max<int64_t>(
       std::min<int64_t>(deviceMultiprocessors(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
-  kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, weightMap, p);
+  kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, weightMap, outputMap, outputGroupMap, p);
   MOEKIT_CHECK_LAUNCH("sm90 groupedGemmKernel");
 }
 

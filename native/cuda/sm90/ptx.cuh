@@ -97,6 +97,30 @@ __device__ __forceinline__ void loadTile2d(void* destination, const CUtensorMap*
       : "memory");
 }
 
+// The TMA store: the box at (column, row) of a 2-D tensor map written from shared memory (parts of
+// the box outside the tensor are not written). Asynchronous: the issuing thread groups its stores
+// (commitBulkStores()) and waits on the groups (waitBulkStoresRead(), waitBulkStores()).
+__device__ __forceinline__ void storeTile2d(const CUtensorMap* map, const void* source, int32_t column, int32_t row) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(column), "r"(row), "r"(sharedAddress(source))
+               : "memory");
+}
+__device__ __forceinline__ void commitBulkStores() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Until every committed store of this thread has read its shared memory (which may then be reused).
+__device__ __forceinline__ void waitBulkStoresRead() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// Until every committed store of this thread has been written to global memory.
+__device__ __forceinline__ void waitBulkStores() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+
+// Four 8 × 8 matrices of 16-bit values from the warp's mma fragments into shared memory: lane l
+// gives the address of row l % 8 of matrix l / 8, and `words` hold its fragment of matrices 0-3
+// (lane l: row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1, as one 32-bit word).
+__device__ __forceinline__ void storeMatrices(uint32_t address, uint32_t word0, uint32_t word1, uint32_t word2, uint32_t word3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(word0), "r"(word1),
+               "r"(word2), "r"(word3)
+               : "memory");
+}
+
 // ---- wgmma ordering ------------------------------------------------------------------------------------
 // Orders this warpgroup's earlier register and shared-memory accesses before the wgmmas that follow.
 __device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }

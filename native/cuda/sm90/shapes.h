@@ -19,6 +19,14 @@ constexpr int kDefaultConsumers = 2;
 constexpr int kMaxSharedBytes = 227 * 1024;
 constexpr int kSwizzleAlignment = 1024;
 
+// The plain 16-bit epilogue's staging (sm90/bulk_store.cuh): per consumer warpgroup, kStoreBuffers
+// boxes of kConsumerRows × kStoreColumns outputs, their 64-byte rows in TMA's 64-byte swizzle.
+constexpr int kStoreColumns = 32;
+constexpr int kStoreRowBytes = kStoreColumns * 2;
+constexpr int kStoreBuffers = 2;  // one filled while the copy engine reads the other
+constexpr int kStoreBoxBytes = kConsumerRows * kStoreRowBytes;
+constexpr int kStoreRowGroup = 8;  // rows per box where a consumer's rows end inside its 64
+
 // ---- Tile shapes ---------------------------------------------------------------------------------------
 // How a CTA's consumer warpgroups share its tiles (sm90/kernel.cuh):
 //   Cooperative: every tile is split between the consumers, 64 rows each, so they run their main
@@ -51,10 +59,8 @@ struct TileShape {
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kConsumerABytes = kABytes / kConsumers;  // 64 rows of A (one consumer's, Cooperative)
   static constexpr int kAccumulators = kBlockN / 2;              // per thread per 64 rows (wgmma.cuh)
-  static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
-  // Cooperative: gated 16-bit outputs are stored during the next tile's main loop
-  // (sm90/epilogue.cuh, PendingTile). PingPong overlaps every epilogue with the other consumer's loop.
-  static constexpr bool kDefersStores = schedule == Schedule::Cooperative;
+  static constexpr int kStagingBytes = kConsumers * kStoreBuffers * kStoreBoxBytes;  // after the ring
+  static constexpr int kDynamicSharedBytes = kStages * kStageBytes + kStagingBytes + kSwizzleAlignment;
   // What the producer copies per stage (sm90/kernel.cuh, produce()).
   static constexpr int kWeightBoxBytes = kBBytes;
   static constexpr int kWeightSliceWidth = kBlockK;
@@ -68,7 +74,7 @@ struct TileShape {
   static_assert(kStageBytes % kSwizzleAlignment == 0 && kBBytes / 2 % kSwizzleAlignment == 0,
                 "every operand box starts on a swizzle atom");
   static_assert(kDynamicSharedBytes + static_cast<int>(sizeof(ExpertTiles)) + 2 * kStages * 8 <= kMaxSharedBytes,
-                "the ring, the expert table and the barriers fit in shared memory");
+                "the ring, the output staging, the expert table and the barriers fit in shared memory");
 };
 
 // The shapes groupedGemm() picks from. The ping-pong tile has the narrow tile's ring; each
@@ -145,7 +151,6 @@ struct WqTileShape : TileShape<128, stages, consumers> {
   static constexpr int kRawBytes = Base::kBlockN * kRawRowBytes;
   static constexpr int kStageBytes = Base::kABytes + Base::kBBytes + kRawBytes;
   static constexpr int kDynamicSharedBytes = stages * kStageBytes + kSwizzleAlignment;
-  static constexpr bool kDefersStores = false;  // the converters leave the consumers no registers for it
   // The producer copies A and the raw box; K slices of the packed map are counted in bytes.
   static constexpr int kWeightBoxBytes = kRawBytes;
   static constexpr int kWeightSliceWidth = kRawRowBytes;
@@ -191,6 +196,11 @@ inline int64_t tileBound(const GroupedGemmArgs& args, int blockM, int blockN) {
 // Launches the kernel of one operand type (BF16 or F16, float_access.cuh) and tile shape on
 // `args`. Instantiated once per pair in sm90/instances_*.cu, so the four compile in parallel (each
 // holds every pairing and epilogue of its kernel, which takes the compiler a while).
+// Whether 16-bit outputs of `pairing` go through the copy engine (sm90/bulk_store.cuh):
+// MOEKIT_SM90_STORES=registers stores them from registers instead, so a bench can time both and
+// the tests can run both. Defined in grouped_gemm_sm90.cu.
+bool bulkStoresEnabled(Pairing pairing);
+
 template <typename Element, class Shape>
 void launchShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles = kBandRowTiles);
 
