@@ -172,7 +172,8 @@ bool shortWqTileFits(const GroupedGemmArgs& args) {
 // stores, 16384 tokens, three runs): down GEMMs Qwen3-30B-A3B 0.93-1.06 / 1.07-1.11, DeepSeek-V3
 // 7.09-7.81 / 7.62-8.22, Mixtral 5.71-5.89 / 5.90-5.99; up GEMMs (against stores deferred into the
 // next main loop, v3) Mixtral 12.37-12.67 / 13.36-13.65, DeepSeek-V3 14.13-14.21 / 14.90-15.20.
-// Slower at one point of 30: DeepSeek-V3's up GEMM at 1024 tokens, 4.20 / 3.92-3.98 (one run).
+// Of the 30 GEMM points of one run, slower at two: DeepSeek-V3's up GEMM at 1024 tokens, 4.20 /
+// 3.92-3.98, and Qwen3's up GEMM at 16384, 1.78 / 1.69 (7-15% faster in the other run).
 // Interleaved gated outputs are one per thread and pair: not in the stmatrix fragment layout.
 bool bulkStoresEnabled(Pairing pairing) {
   static const bool registers = environmentSwitch("MOEKIT_SM90_STORES") == "registers";

@@ -1,9 +1,9 @@
 // The 16-bit epilogue by the copy engine (plain outputs, and gated ones of GateLayout::Halves,
-// whose outputs a thread holds in the same fragment layout): a consumer warpgroup writes its 64 rows of outputs
-// into shared memory a box of 64 × kStoreColumns at a time (stmatrix, straight from the wgmma
-// fragments) and one of its threads hands each box to TMA, which writes whole lines to global
-// memory while the warpgroup fills the next box, and, after the last, starts its next tile's
-// main loop. Stored from registers instead (storeTile()), each warp instruction writes 16 of the
+// whose outputs a thread holds in the same fragment layout): a consumer warpgroup writes its 64
+// rows of outputs into shared memory a box of 64 × kStoreColumns at a time (stmatrix, straight
+// from the wgmma fragments) and one of its threads hands each box to TMA, which writes whole
+// lines to global memory while the warpgroup fills the next box and, after the last, starts its
+// next tile's main loop. Stored from registers instead (storeTile()), each warp instruction writes 16 of the
 // 32 bytes of 8 sectors, and the tensor cores wait until the last store has issued (bench/NOTES.md
 // v3, item 3: 20-40% of a down GEMM's time at short K).
 //
@@ -38,14 +38,14 @@ constexpr uint32_t kFirstStoreBarrier = 3;
 struct OutputStaging {
   const CUtensorMap* map = nullptr;       // the output [rows, outputCols], boxes of kConsumerRows × kStoreColumns
   const CUtensorMap* groupMap = nullptr;  // the same output, boxes of kStoreRowGroup × kStoreColumns
-  uint8_t* boxes = nullptr;          // kStoreBuffers boxes of kStoreBoxBytes, 1024-byte aligned
-  uint32_t barrier = 0;              // the warpgroup's named barrier
-  int next = 0;                      // the box the next store goes through
+  uint8_t* boxes = nullptr;               // kStoreBuffers boxes of kStoreBoxBytes, 1024-byte aligned
+  uint32_t barrier = 0;                   // the warpgroup's named barrier
+  int next = 0;                           // the box the next store goes through
 
   __device__ bool present() const { return map != nullptr; }
   // The warpgroup's thread 0 issues the stores and waits on them (bulk groups are per thread).
   __device__ static bool issuer() { return threadIdx.x % kWarpgroupThreads == 0; }
-  // Before the CTA exits: its stores must have read their boxes.
+  // Before the CTA exits: its last stores finished (they read shared memory the CTA owns).
   __device__ void drain() const {
     if (present() && issuer()) waitBulkStores();
   }
