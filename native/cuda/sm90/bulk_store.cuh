@@ -3,9 +3,9 @@
 // rows of outputs into shared memory a box of 64 × kStoreColumns at a time (stmatrix, straight
 // from the wgmma fragments) and one of its threads hands each box to TMA, which writes whole
 // lines to global memory while the warpgroup fills the next box and, after the last, starts its
-// next tile's main loop. Stored from registers instead (storeTile()), each warp instruction writes 16 of the
-// 32 bytes of 8 sectors, and the tensor cores wait until the last store has issued (bench/NOTES.md
-// v3, item 3: 20-40% of a down GEMM's time at short K).
+// next tile's main loop. Stored from registers instead (storeTile()), each warp instruction
+// writes 16 of the 32 bytes of 8 sectors, and the tensor cores wait until the last store has
+// issued (bench/NOTES.md v3, item 3: 20-40% of a down GEMM's time at short K).
 //
 // Each consumer owns kStoreBuffers boxes and fills them in turn; a box is refilled only once the
 // store that read it last has finished reading (waitBulkStoresRead() before the warpgroup's
@@ -30,16 +30,13 @@ namespace moekit::cuda::sm90 {
 
 #if MOEKIT_SM90A_DEVICE
 
-// Named barriers of the consumers' store pipelines (1 and 2 are the ping-pong turns, kernel.cuh).
-constexpr uint32_t kFirstStoreBarrier = 3;
-
 // One consumer warpgroup's staging boxes and the state of its store pipeline. Absent (map nullptr)
 // where the outputs are stored from registers.
 struct OutputStaging {
   const CUtensorMap* map = nullptr;       // the output [rows, outputCols], boxes of kConsumerRows × kStoreColumns
   const CUtensorMap* groupMap = nullptr;  // the same output, boxes of kStoreRowGroup × kStoreColumns
   uint8_t* boxes = nullptr;               // kStoreBuffers boxes of kStoreBoxBytes, 1024-byte aligned
-  uint32_t barrier = 0;                   // the warpgroup's named barrier
+  uint32_t barrier = 0;                   // the warpgroup's named barrier (kernel.cuh numbers them)
   int next = 0;                           // the box the next store goes through
 
   __device__ bool present() const { return map != nullptr; }
@@ -170,23 +167,9 @@ __device__ void bulkStoreRows(const Problem& p, const Tile& tile, int32_t firstR
 template <Pairing pairing, int blockN, typename Element>
 __device__ void bulkStoreRowsActivated(const Problem& p, const Tile& tile, int32_t firstRow, const float (&acc)[blockN / 2],
                                        OutputStaging& staging) {
-  if constexpr (pairing == Pairing::Plain) {
-    if (!p.activate) {
-      bulkStoreRows<pairing, blockN, Element, false, ActivationKind::SiLU>(p, tile, firstRow, acc, staging);
-      return;
-    }
-    switch (p.kind) {
-      case ActivationKind::SiLU: bulkStoreRows<pairing, blockN, Element, true, ActivationKind::SiLU>(p, tile, firstRow, acc, staging); return;
-      case ActivationKind::GELU: bulkStoreRows<pairing, blockN, Element, true, ActivationKind::GELU>(p, tile, firstRow, acc, staging); return;
-      default: bulkStoreRows<pairing, blockN, Element, true, ActivationKind::ReLU>(p, tile, firstRow, acc, staging); return;
-    }
-  } else {
-    switch (p.kind) {
-      case ActivationKind::SwiGLU: bulkStoreRows<pairing, blockN, Element, true, ActivationKind::SwiGLU>(p, tile, firstRow, acc, staging); return;
-      case ActivationKind::GeGLU: bulkStoreRows<pairing, blockN, Element, true, ActivationKind::GeGLU>(p, tile, firstRow, acc, staging); return;
-      default: bulkStoreRows<pairing, blockN, Element, true, ActivationKind::GptOssSwiGLU>(p, tile, firstRow, acc, staging); return;
-    }
-  }
+  withActivation<pairing>(p, [&](auto activate, auto kind) {
+    bulkStoreRows<pairing, blockN, Element, decltype(activate)::value, decltype(kind)::value>(p, tile, firstRow, acc, staging);
+  });
 }
 
 #endif  // MOEKIT_SM90A_DEVICE

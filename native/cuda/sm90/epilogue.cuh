@@ -98,9 +98,34 @@ __device__ __forceinline__ float finishPlain(float value) {
 }
 }  // namespace detail
 
+template <ActivationKind kind>
+using KindConstant = std::integral_constant<ActivationKind, kind>;
+
+// Calls `store(activate, kind)` with the call's activation as compile-time constants (a
+// std::bool_constant and a KindConstant), so that each element's activation in the epilogue it
+// instantiates is straight-line code: the one place the epilogues turn p.activate and p.kind into
+// template arguments. Plain products take no activation or a plain one, gated products a gated one.
+template <Pairing pairing, class Store>
+__device__ __forceinline__ void withActivation(const Problem& p, Store&& store) {
+  using Kind = ActivationKind;
+  if constexpr (pairing == Pairing::Plain) {
+    if (!p.activate) return store(std::false_type{}, KindConstant<Kind::SiLU>{});
+    switch (p.kind) {
+      case Kind::SiLU: return store(std::true_type{}, KindConstant<Kind::SiLU>{});
+      case Kind::GELU: return store(std::true_type{}, KindConstant<Kind::GELU>{});
+      default: return store(std::true_type{}, KindConstant<Kind::ReLU>{});
+    }
+  } else {
+    switch (p.kind) {
+      case Kind::SwiGLU: return store(std::true_type{}, KindConstant<Kind::SwiGLU>{});
+      case Kind::GeGLU: return store(std::true_type{}, KindConstant<Kind::GeGLU>{});
+      default: return store(std::true_type{}, KindConstant<Kind::GptOssSwiGLU>{});
+    }
+  }
+}
+
 // `consumer` is the warpgroup's index among the consumers (which 64 rows of the tile it holds).
-// The activation is a template argument so that each element's activation is straight-line code
-// (storeTileActivated() picks the instantiation once per tile).
+// The activation is a template argument (withActivation(), once per tile).
 template <Pairing pairing, int blockN, typename Out, bool activate, ActivationKind kind>
 __device__ void storeTile(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2]) {
   using namespace detail;
@@ -162,23 +187,9 @@ __device__ void storeTile(const Problem& p, const Tile& tile, int consumer, cons
 
 template <Pairing pairing, int blockN, typename Out>
 __device__ void storeTileActivated(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2]) {
-  if constexpr (pairing == Pairing::Plain) {
-    if (!p.activate) {
-      storeTile<pairing, blockN, Out, false, ActivationKind::SiLU>(p, tile, consumer, acc);
-      return;
-    }
-    switch (p.kind) {
-      case ActivationKind::SiLU: storeTile<pairing, blockN, Out, true, ActivationKind::SiLU>(p, tile, consumer, acc); return;
-      case ActivationKind::GELU: storeTile<pairing, blockN, Out, true, ActivationKind::GELU>(p, tile, consumer, acc); return;
-      default: storeTile<pairing, blockN, Out, true, ActivationKind::ReLU>(p, tile, consumer, acc); return;
-    }
-  } else {
-    switch (p.kind) {
-      case ActivationKind::SwiGLU: storeTile<pairing, blockN, Out, true, ActivationKind::SwiGLU>(p, tile, consumer, acc); return;
-      case ActivationKind::GeGLU: storeTile<pairing, blockN, Out, true, ActivationKind::GeGLU>(p, tile, consumer, acc); return;
-      default: storeTile<pairing, blockN, Out, true, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc); return;
-    }
-  }
+  withActivation<pairing>(p, [&](auto activate, auto kind) {
+    storeTile<pairing, blockN, Out, decltype(activate)::value, decltype(kind)::value>(p, tile, consumer, acc);
+  });
 }
 
 // ---- FP8 output ---------------------------------------------------------------------------------------
@@ -286,23 +297,9 @@ __device__ void storeTileQuantized(const Problem& p, const Tile& tile, int consu
 
 template <Pairing pairing, int blockN>
 __device__ void storeTileQuantizedActivated(const Problem& p, const Tile& tile, int consumer, const float (&acc)[blockN / 2]) {
-  if constexpr (pairing == Pairing::Plain) {
-    if (!p.activate) {
-      storeTileQuantized<pairing, blockN, false, ActivationKind::SiLU>(p, tile, consumer, acc);
-      return;
-    }
-    switch (p.kind) {
-      case ActivationKind::SiLU: storeTileQuantized<pairing, blockN, true, ActivationKind::SiLU>(p, tile, consumer, acc); return;
-      case ActivationKind::GELU: storeTileQuantized<pairing, blockN, true, ActivationKind::GELU>(p, tile, consumer, acc); return;
-      default: storeTileQuantized<pairing, blockN, true, ActivationKind::ReLU>(p, tile, consumer, acc); return;
-    }
-  } else {
-    switch (p.kind) {
-      case ActivationKind::SwiGLU: storeTileQuantized<pairing, blockN, true, ActivationKind::SwiGLU>(p, tile, consumer, acc); return;
-      case ActivationKind::GeGLU: storeTileQuantized<pairing, blockN, true, ActivationKind::GeGLU>(p, tile, consumer, acc); return;
-      default: storeTileQuantized<pairing, blockN, true, ActivationKind::GptOssSwiGLU>(p, tile, consumer, acc); return;
-    }
-  }
+  withActivation<pairing>(p, [&](auto activate, auto kind) {
+    storeTileQuantized<pairing, blockN, decltype(activate)::value, decltype(kind)::value>(p, tile, consumer, acc);
+  });
 }
 
 #endif  // MOEKIT_SM90A_DEVICE

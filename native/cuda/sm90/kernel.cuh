@@ -327,6 +327,8 @@ __device__ void consume(int consumer, const Problem& p, const TileScheduler<Shap
 // phase of it has completed (a parity wait cannot tell a phase from the one two before it).
 constexpr uint32_t kFirstTurnBarrier = 1;  // named barrier 0 is __syncthreads()
 constexpr uint32_t kTurnThreads = 2 * kWarpgroupThreads;
+// Then one barrier per consumer for its store pipeline (sm90/bulk_store.cuh).
+constexpr uint32_t kFirstStoreBarrier = kFirstTurnBarrier + kDefaultConsumers;
 
 // The ping-pong consumer: tiles `consumer`, `consumer` + 2, ... of the CTA's sequence, whole (its
 // 128 rows as two m64 wgmmas per K step into two accumulator halves), skipping the other
@@ -493,7 +495,8 @@ void launchGemm(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRo
   allowSharedMemory(kernel, Shape::kDynamicSharedBytes, sharedMemoryAllowed);
   const int64_t blocks = std::max<int64_t>(
       std::min<int64_t>(deviceMultiprocessors(), tileBound(args, Shape::kBlockM, Shape::kBlockN)), 1);
-  kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, weightMap, outputMap, outputGroupMap, p);
+  kernel<<<static_cast<unsigned>(blocks), Shape::kThreads, Shape::kDynamicSharedBytes, stream>>>(inputMap, weightMap, outputMap,
+                                                                                                outputGroupMap, p);
   MOEKIT_CHECK_LAUNCH("sm90 groupedGemmKernel");
 }
 

@@ -48,7 +48,7 @@ struct Problem {
   int32_t scaleGroups;        // scales per weight row
   int32_t groupWidth;         // K values per scale (K itself for one scale per row)
   Divider groupOf;            // k → its scale column: k / groupWidth
-  bool bulkStores;          // plain 16-bit outputs go by TMA stores (sm90/bulk_store.cuh)
+  bool bulkStores;          // 16-bit outputs go by TMA stores (sm90/bulk_store.cuh)
   bool activate;            // apply `kind` in the epilogue
   ActivationKind kind;
   float alpha;

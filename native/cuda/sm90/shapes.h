@@ -19,7 +19,7 @@ constexpr int kDefaultConsumers = 2;
 constexpr int kMaxSharedBytes = 227 * 1024;
 constexpr int kSwizzleAlignment = 1024;
 
-// The plain 16-bit epilogue's staging (sm90/bulk_store.cuh): per consumer warpgroup, kStoreBuffers
+// The 16-bit epilogue's staging (sm90/bulk_store.cuh): per consumer warpgroup, kStoreBuffers
 // boxes of kConsumerRows × kStoreColumns outputs, their 64-byte rows in TMA's 64-byte swizzle.
 constexpr int kStoreColumns = 32;
 constexpr int kStoreRowBytes = kStoreColumns * 2;
@@ -193,14 +193,14 @@ inline int64_t tileBound(const GroupedGemmArgs& args, int blockM, int blockN) {
   return ((rows + blockM - 1) / blockM + experts) * columnTilesOf(args.weights.dim(1), blockN, pairingOf(args));
 }
 
-// Launches the kernel of one operand type (BF16 or F16, float_access.cuh) and tile shape on
-// `args`. Instantiated once per pair in sm90/instances_*.cu, so the four compile in parallel (each
-// holds every pairing and epilogue of its kernel, which takes the compiler a while).
 // Whether 16-bit outputs of `pairing` go through the copy engine (sm90/bulk_store.cuh):
 // MOEKIT_SM90_STORES=registers stores them from registers instead, so a bench can time both and
 // the tests can run both. Defined in grouped_gemm_sm90.cu.
 bool bulkStoresEnabled(Pairing pairing);
 
+// Launches the kernel of one operand type (BF16 or F16, float_access.cuh) and tile shape on
+// `args`. Instantiated once per pair in sm90/instances_*.cu, so the four compile in parallel (each
+// holds every pairing and epilogue of its kernel, which takes the compiler a while).
 template <typename Element, class Shape>
 void launchShape(const GroupedGemmArgs& args, cudaStream_t stream, int32_t bandRowTiles = kBandRowTiles);
 
