@@ -134,6 +134,20 @@ export interface RuntimeLibraryInfo {
 export type NcclInfo = RuntimeLibraryInfo;
 /** cuBLAS: dlopen of libcublas.so.13, then .12, or MOEKIT_CUBLAS_PATH. */
 export type CublasInfo = RuntimeLibraryInfo;
+/** NVML, the driver's management library: dlopen of libnvidia-ml.so.1, or MOEKIT_NVML_PATH. */
+export type NvmlInfo = RuntimeLibraryInfo;
+
+/** A GPU's state as NVML reports it (gpuReading). */
+export interface GpuReading {
+  smClockMHz: number;
+  memoryClockMHz: number;
+  /** Board power draw and the limit the driver enforces, watts. */
+  powerW: number;
+  powerLimitW: number;
+  temperatureC: number;
+  /** NVML's clock event reasons: bits saying why the clocks are held below their maximum. */
+  clockEventReasons: number;
+}
 
 /** A point in a device's work order (recordEvent): a CUDA timing event, or on the CPU the host time the worker reached it. */
 export interface NativeEvent {
@@ -237,6 +251,9 @@ export interface NativeAddon extends NativeOps {
   cublasInfo(): CublasInfo;
   /** Enqueues c[m, n] = a[m, k] · b[n, k]ᵀ with cuBLAS (one float dtype; CUDA devices only). */
   cublasGemm(device: number, args: { a: NativeTensor; b: NativeTensor; c: NativeTensor }): void;
+  nvmlInfo(): NvmlInfo;
+  /** CUDA device `device`'s clocks and power now (NVML; throws where it is not available). */
+  gpuReading(device: number): GpuReading;
 }
 
 export interface LoadedAddon {

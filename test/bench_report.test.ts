@@ -10,7 +10,9 @@ import { findPreset, FULL_PRESETS } from '../lib/bench/presets';
 import { benchRow, formatHeader, formatPreamble, formatRow, measuredTouchedExperts, type BenchContext } from '../lib/bench/report';
 import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from '../lib/bench/roofline';
 import { expertWeightBytes } from '../lib/model/weight_bytes';
-import { quantile } from '../lib/bench/timing';
+import { quantile } from '../lib/bench/statistics';
+import { summarizeReadings } from '../lib/bench/telemetry';
+import { gpuReading as reading } from './helpers/gpu_readings';
 
 const qwen = findPreset('qwen3-30b-a3b')!;
 const deepseek = findPreset('deepseek-v3')!;
@@ -95,14 +97,24 @@ describe('bench rows', () => {
       '# copy ceiling 2913 GB/s: copy',
     ]);
     const titles = formatHeader(context).split(/\s{2,}/);
-    expect(titles).toEqual(['preset', 'tokens', 'ms/forward', 'p10-p90', 'graph ms', 'floor ms', 'x floor', 'TFLOP/s', 'weights GB/s', 'experts',
+    expect(titles).toEqual(['preset', 'tokens', 'ms/forward', 'p10-p90', 'graph ms', 'floor ms', 'x floor', 'TFLOP/s', 'weights GB/s', 'SM MHz', 'experts',
       'router', 'routing', 'permute', 'expert_up', 'expert_down', 'shared', 'combine', 'fused']);
     const cells = formatRow(benchRow(qwen, context, 128, timing)).split(/\s+/);
     const floor = forwardFloor(qwen.config, 128, 'bfloat16', H100).ms;
     expect(cells.slice(0, 6)).toEqual(['qwen3-30b-a3b', '128', '2.000', '1.900-2.500', '-', floor.toFixed(3)]);
     expect(cells[6]).toBe((2 / floor).toFixed(1));
-    // Measured / expected experts, then the stages; no shared expert here.
-    expect(cells.slice(9)).toEqual([`95/${expectedTouchedExperts(qwen.config, 128).toFixed(0)}`, '0.100', '0.050', '0.050', '1.200', '0.500', '-', '0.100', '-']);
+    // No clocks read (no NVML), measured / expected experts, then the stages; no shared expert here.
+    expect(cells.slice(9)).toEqual(['-', `95/${expectedTouchedExperts(qwen.config, 128).toFixed(0)}`, '0.100', '0.050', '0.050', '1.200', '0.500', '-', '0.100', '-']);
+  });
+
+  it('carry the clocks the runs were read at, and the preamble the matmul ceiling\'s', () => {
+    const clocks = summarizeReadings([reading(1440), reading(1470)])!;
+    const row = benchRow(qwen, context, 128, { ...timing, clocks });
+    expect(row.clocks).toEqual(clocks);
+    expect(formatRow(row).split(/\s+/)[9]).toBe('1455');
+    const matmulClocks = summarizeReadings([reading(1980, { powerW: 420 })])!;
+    expect(formatPreamble({ ...context, ceilings: { ...H100, matmulClocks } })).toContain(
+      '# matmul ceiling 751.0 TFLOP/s: cuBLAS; SM 1980 MHz (1980 at the lowest), 420 W of 700 W');
   });
 
   it('labels an FP8 run\'s own floor as an estimate (its matmul ceiling is a 16-bit GEMM\'s)', () => {
@@ -129,7 +141,7 @@ describe('comparison with bench/torch_baseline.py', () => {
 
   it('joins on preset and tokens against torch._grouped_mm, using moekit\'s floor when it has one', () => {
     const moekit = [
-      { preset: 'qwen3-30b-a3b', tokens: 1, msPerForward: 0.25, tflops: 0.4, floorMs: 0.02, stageMs: { routing: 0.01 } },
+      { preset: 'qwen3-30b-a3b', tokens: 1, msPerForward: 0.25, tflops: 0.4, floorMs: 0.02, stageMs: { routing: 0.01 }, clocks: summarizeReadings([reading(1455)])! },
       // An older result file: no floor, no stages; the baseline's floor stands in.
       { preset: 'qwen3-30b-a3b', tokens: 16, msPerForward: 1, tflops: 1 },
     ];
@@ -138,9 +150,10 @@ describe('comparison with bench/torch_baseline.py', () => {
     expect(rows[1]).toMatchObject({ torchMs: 0.75, speedup: 0.75, floorMs: 0.25, overFloor: 4, stageMs: {} });
 
     const table = formatComparison(rows);
-    expect(table[0]).toBe('| preset | tokens | moekit ms | graph ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | GEMMs ms | torch GEMMs ms | GEMM speed-up | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms | fused ms |');
-    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
-    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | — | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | — | — | — | — | 0.010 | — | — | — | — | — | — |');
+    expect(table[0]).toBe('| preset | tokens | moekit ms | graph ms | torch _grouped_mm ms | speed-up | floor ms | moekit / floor | TFLOP/s | SM MHz | GEMMs ms | torch GEMMs ms | GEMM speed-up | router ms | routing ms | permute ms | expert_up ms | expert_down ms | shared ms | combine ms | fused ms |');
+    expect(table[1]).toBe('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    expect(table[2]).toBe('| qwen3-30b-a3b | 1 | 0.250 | — | 0.500 | 2.00× | 0.020 | 12.5× | 0.4 | 1455 | — | — | — | — | 0.010 | — | — | — | — | — | — |');
+    expect(table[3]).toMatch(/^\| qwen3-30b-a3b \| 16 \| 1\.000 \| — \| 0\.750 \| 0\.75× \| 0\.250 \| 4\.0× \| 1\.0 \| — \|/);
   });
 
   it('takes the speed-up and the floor ratio on a graph replay when it beats the eager forward', () => {
@@ -161,7 +174,7 @@ describe('comparison with bench/torch_baseline.py', () => {
     expect(row!.torchGemmMs).toBe(0.1);
     expect(row!.gemmSpeedup).toBeCloseTo(2.5, 12);
     expect(row!.torchMs).toBe(0.5);
-    expect(formatComparison([row!])[2]).toMatch(/\| 0\.4 \| 0\.040 \| 0\.100 \| 2\.50× \| — \| — \| — \| 0\.030 \| 0\.010 \|/);
+    expect(formatComparison([row!])[2]).toMatch(/\| 0\.4 \| — \| 0\.040 \| 0\.100 \| 2\.50× \| — \| — \| — \| 0\.030 \| 0\.010 \|/);
   });
 
   it('measures FP8 experts against an FP8 baseline\'s floor (FP8 ceiling), not moekit\'s 16-bit-GEMM estimate', () => {
@@ -178,7 +191,7 @@ describe('comparison with bench/torch_baseline.py', () => {
     const moekit = [{ preset: 'mixtral-8x7b-mini', tokens: 1, msPerForward: 3, tflops: 0.1, deviceName: 'AMD EPYC', ceilings: H100 }];
     const [row] = compareRows(moekit, torch);
     expect(row).toMatchObject({ torchMs: undefined, speedup: undefined, floorMs: undefined });
-    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | — | 0.1 | — | — | — | — | — | — | — | — | — | — | — |');
+    expect(formatComparison([row!])[2]).toBe('| mixtral-8x7b-mini | 1 | 3.000 | — | — | — | — | — | 0.1 | — | — | — | — | — | — | — | — | — | — | — | — |');
     expect(formatComparisonPreamble(moekit, torch)).toEqual([
       '# moekit: AMD EPYC, matmul 751 TFLOP/s, copy 2.91 TB/s',
       '# torch:  NVIDIA H100 80GB HBM3, matmul 751 TFLOP/s, copy 2.91 TB/s',

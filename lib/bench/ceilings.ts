@@ -11,7 +11,8 @@ import { linear } from '../ops/grouped_gemm';
 import { Tensor } from '../tensor';
 import { timeOnDevice } from './events';
 import type { Ceilings } from './roofline';
-import { median } from './timing';
+import { median } from './statistics';
+import { ClockSampler } from './telemetry';
 
 interface CeilingSizes {
   /** The matmul is n × n × n. */
@@ -50,14 +51,20 @@ function matmulKernel(device: Device, dtype: FloatDType, n: number, a: Tensor, b
   return { enqueue: () => linear(a, b).dispose(), source: `moekit linear ${size} (the CPU has no vendor GEMM here)` };
 }
 
-async function matmulCeiling(device: Device, dtype: FloatDType, sizes: CeilingSizes): Promise<Pick<Ceilings, 'matmulTflops' | 'matmulSource'>> {
+async function matmulCeiling(device: Device, dtype: FloatDType, sizes: CeilingSizes): Promise<Pick<Ceilings, 'matmulTflops' | 'matmulSource' | 'matmulClocks'>> {
   const n = sizes.matmul;
   using a = Tensor.random([n, n], { dtype, device, seed: 1 });
   using b = Tensor.random([n, n], { dtype, device, seed: 2 });
   using c = Tensor.empty([n, n], { dtype, device });
   const { enqueue, source } = matmulKernel(device, dtype, n, a, b, c);
-  const ms = median(await timeOnDevice(device, enqueue, sizes));
-  return { matmulTflops: (2 * n ** 3) / (ms * 1e9), matmulSource: source };
+  const sampler = ClockSampler.start(device);
+  try {
+    const ms = median(await timeOnDevice(device, enqueue, sizes));
+    const clocks = sampler?.stop();
+    return { matmulTflops: (2 * n ** 3) / (ms * 1e9), matmulSource: source, ...(clocks && { matmulClocks: clocks }) };
+  } finally {
+    sampler?.stop();
+  }
 }
 
 export async function measureCeilings(device: Device, dtype: FloatDType): Promise<Ceilings> {

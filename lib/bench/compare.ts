@@ -47,6 +47,8 @@ export interface ComparedRow {
   floorMs: number | undefined;
   overFloor: number | undefined;
   tflops: number;
+  /** The median SM clock over moekit's runs of the point (NVML), where the run read it. */
+  smClockMHz: number | undefined;
   /** moekit's two grouped GEMMs (expert_up + expert_down stages, eager), where the row has stages. */
   gemmMs: number | undefined;
   /** torch._grouped_mm's two GEMMs and SwiGLU on the same shapes ('gemms' pipeline). */
@@ -99,6 +101,7 @@ export function compareRows(moekit: readonly ComparedBenchRow[], torch: readonly
       floorMs,
       overFloor: floorMs === undefined ? undefined : bestMs / floorMs,
       tflops: row.tflops,
+      smClockMHz: row.clocks?.smClockMHz,
       gemmMs,
       torchGemmMs,
       gemmSpeedup: gemmMs === undefined || torchGemmMs === undefined ? undefined : torchGemmMs / gemmMs,
@@ -117,7 +120,8 @@ export function formatComparisonPreamble(moekit: readonly ComparedBenchRow[], to
   const theirs = torch[0];
   const lines: string[] = [];
   if (ours?.ceilings) {
-    lines.push(`# moekit: ${ours.deviceName ?? ours.device ?? '?'}, matmul ${ours.ceilings.matmulTflops.toFixed(0)} TFLOP/s, copy ${(ours.ceilings.copyGBps / 1e3).toFixed(2)} TB/s`);
+    const clocks = ours.ceilings.matmulClocks ? ` (at ${ours.ceilings.matmulClocks.smClockMHz.toFixed(0)} MHz)` : '';
+    lines.push(`# moekit: ${ours.deviceName ?? ours.device ?? '?'}, matmul ${ours.ceilings.matmulTflops.toFixed(0)} TFLOP/s${clocks}, copy ${(ours.ceilings.copyGBps / 1e3).toFixed(2)} TB/s`);
   }
   if (theirs) {
     lines.push(`# torch:  ${theirs.gpu}, matmul ${theirs.matmul_ceiling_tflops.toFixed(0)} TFLOP/s, copy ${theirs.copy_ceiling_tbps.toFixed(2)} TB/s`);
@@ -134,7 +138,7 @@ export function formatComparisonPreamble(moekit: readonly ComparedBenchRow[], to
  * GEMMs alone next to torch's.
  */
 export function formatComparison(rows: readonly ComparedRow[]): string[] {
-  const header = ['preset', 'tokens', 'moekit ms', 'graph ms', 'torch _grouped_mm ms', 'speed-up', 'floor ms', 'moekit / floor', 'TFLOP/s', 'GEMMs ms', 'torch GEMMs ms', 'GEMM speed-up', ...STAGES.map((stage) => `${stage} ms`)];
+  const header = ['preset', 'tokens', 'moekit ms', 'graph ms', 'torch _grouped_mm ms', 'speed-up', 'floor ms', 'moekit / floor', 'TFLOP/s', 'SM MHz', 'GEMMs ms', 'torch GEMMs ms', 'GEMM speed-up', ...STAGES.map((stage) => `${stage} ms`)];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const row of rows) {
     const cells = [
@@ -147,6 +151,7 @@ export function formatComparison(rows: readonly ComparedRow[]): string[] {
       fixed(row.floorMs, 3),
       fixed(row.overFloor, 1, '×'),
       fixed(row.tflops, 1),
+      fixed(row.smClockMHz, 0),
       fixed(row.gemmMs, 3),
       fixed(row.torchGemmMs, 3),
       fixed(row.gemmSpeedup, 2, '×'),

@@ -14,6 +14,7 @@ import type { RoutingConfig } from '../ops/routing';
 import type { ActivationKind } from '../vocabulary';
 import type { BenchPreset } from './presets';
 import { activeWeightBytes, expectedTouchedExperts, forwardFloor, forwardFlops, type Ceilings } from './roofline';
+import { describeClocks, type ClockSummary } from './telemetry';
 import type { ForwardTiming } from './timing';
 
 /** Where a run took place: the same for every row of it. */
@@ -66,6 +67,8 @@ export interface BenchRow {
   floorComputeMs: number;
   floorWeightsMs: number;
   ceilings: Ceilings;
+  /** The GPU's clocks and power over the row's runs (lib/bench/telemetry.ts); absent where NVML cannot read the device. */
+  clocks?: ClockSummary;
 }
 
 /** The GPU's name, or the CPU's model. */
@@ -112,6 +115,7 @@ export function benchRow(preset: BenchPreset, context: BenchContext, tokens: num
     floorComputeMs: floor.computeMs,
     floorWeightsMs: floor.weightsMs,
     ceilings: context.ceilings,
+    ...(timing.clocks && { clocks: timing.clocks }),
   };
 }
 
@@ -179,6 +183,7 @@ function columns(context: Pick<BenchContext, 'device'> & FloorContext): Column<B
   { ...(floorIsEstimate(context) ? { title: 'x est floor', width: 11 } : { title: 'x floor', width: 7 }), cell: (row) => (row.msPerForward / row.floorMs).toFixed(1) },
   { title: rate.unit, width: 8, cell: (row) => rate.fromTflops(row.tflops) },
   { title: 'weights GB/s', width: 12, cell: (row) => row.weightGBps.toFixed(1) },
+  { title: 'SM MHz', width: 6, cell: (row) => (row.clocks ? row.clocks.smClockMHz.toFixed(0) : '-') },
   { title: 'experts', width: 11, cell: (row) => `${row.touchedExperts.measured.toFixed(0)}/${row.touchedExperts.expected.toFixed(0)}` },
   ...stageColumns<BenchRow>(FORWARD_STAGES.filter((stage) => stage !== 'all_reduce')),
   ];
@@ -219,11 +224,12 @@ export function formatPreamble(context: BenchContext): string[] {
   const estimate = reason === null ? [] : [`# the floor is an ESTIMATE: ${reason}, and a forward may beat it (x est floor below 1)`];
   return [
     `# ${context.device} (${context.deviceName}), ${context.dtype}${experts}`,
-    `# matmul ceiling ${rate.fromTflops(ceilings.matmulTflops, 1)} ${rate.unit}: ${ceilings.matmulSource}`,
+    `# matmul ceiling ${rate.fromTflops(ceilings.matmulTflops, 1)} ${rate.unit}: ${ceilings.matmulSource}${ceilings.matmulClocks ? `; ${describeClocks(ceilings.matmulClocks)}` : ''}`,
     `# copy ceiling ${ceilings.copyGBps.toFixed(0)} GB/s: ${ceilings.copySource}`,
     '# floor = max(FLOPs / matmul ceiling, expected active-expert bytes / copy ceiling); experts: touched (measured/expected);',
     ...estimate,
     '# ms/forward, p10-p90 and the stage columns are device time (median of the runs); graph ms: one CUDA-graph replay of the forward',
+    ...(ceilings.matmulClocks ? ['# SM MHz: the median SM clock over the row\'s runs (NVML); a GPU held at its power limit runs below the ceiling\'s clock'] : []),
   ];
 }
 

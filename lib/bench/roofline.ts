@@ -6,6 +6,7 @@
 import type { FloatDType } from '../dtype';
 import type { MoEConfig } from '../model/config';
 import { expertWeightBytes, projections } from '../model/weight_bytes';
+import type { ClockSummary } from './telemetry';
 
 /** The two rates the floor divides by, measured in the same run on the same device (ceilings.ts). */
 export interface Ceilings {
@@ -13,6 +14,11 @@ export interface Ceilings {
   matmulTflops: number;
   /** What was timed for it, in words (cuBLAS, or moekit's own linear when cuBLAS is missing). */
   matmulSource: string;
+  /**
+   * The GPU's clocks while the matmul ran (lib/bench/telemetry.ts): short bursts, so usually higher
+   * than under a long forward. Absent where NVML cannot read the device.
+   */
+  matmulClocks?: ClockSummary;
   /** Device-to-device copy, GB/s counting bytes read and written. */
   copyGBps: number;
   copySource: string;

@@ -7,6 +7,8 @@ import type { MoELayer } from '../layer/moe_layer';
 import { synchronize } from '../sync';
 import { Tensor } from '../tensor';
 import { StageTimer, timeOnDevice } from './events';
+import { median, quantile } from './statistics';
+import { ClockSampler, type ClockSummary } from './telemetry';
 
 export interface TimingOptions {
   /** Untimed runs first: they pay for first-touch page faults, allocator growth and lazy init. */
@@ -30,6 +32,8 @@ export interface ForwardTiming {
   stageMs: Partial<Record<ForwardStage, number>>;
   /** Tokens routed to each expert ([E]) in one forward of each rotated input. */
   expertCounts: Int32Array[];
+  /** What the GPU's clocks and power were over the runs (lib/bench/telemetry.ts); absent where NVML cannot read it. */
+  clocks?: ClockSummary;
   /** Device time of one CUDA-graph replay of the forward, median; absent when not measured. */
   graphMs?: number;
 }
@@ -40,27 +44,16 @@ export interface ForwardTiming {
  */
 export const INPUT_ROTATION = 4;
 
-/** The q-quantile (0 ≤ q ≤ 1) of `values`, interpolating between neighbours. */
-export function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const position = (sorted.length - 1) * q;
-  const below = Math.floor(position);
-  const above = Math.min(below + 1, sorted.length - 1);
-  return sorted[below]! + (sorted[above]! - sorted[below]!) * (position - below);
-}
-
-export function median(values: readonly number[]): number {
-  return quantile(values, 0.5);
-}
-
 /** Runs of `tokens` tokens, each awaited before the next; what ForwardTiming describes. */
 export async function timeForward(layer: MoELayer, tokens: number, options: TimingOptions): Promise<ForwardTiming> {
   const { device, dtype } = layer;
   const inputs = Array.from({ length: INPUT_ROTATION }, (_, index) =>
     Tensor.random([tokens, layer.config.hiddenSize], { dtype, device, seed: 1000 + index }));
+  let sampler: ClockSampler | undefined;
   try {
     // Weight and input generation are queued work too; they must not land in the first run.
     await synchronize(device);
+    sampler = ClockSampler.start(device);
     const deviceMs: number[] = [];
     const hostMs: number[] = [];
     const stageRuns = new Map<ForwardStage, number[]>();
@@ -86,8 +79,10 @@ export async function timeForward(layer: MoELayer, tokens: number, options: Timi
     const graphMs = tokens <= (options.graphMaxTokens ?? 0) && device.startsWith('cuda:')
       ? await timeReplays(layer, tokens, inputs, options)
       : undefined;
+    const clocks = sampler?.stop();
     return {
       ...(graphMs !== undefined && { graphMs }),
+      ...(clocks && { clocks }),
       ms: median(deviceMs),
       p10Ms: quantile(deviceMs, 0.1),
       p90Ms: quantile(deviceMs, 0.9),
@@ -96,6 +91,7 @@ export async function timeForward(layer: MoELayer, tokens: number, options: Timi
       expertCounts,
     };
   } finally {
+    sampler?.stop();
     for (const input of inputs) input.dispose();
   }
 }

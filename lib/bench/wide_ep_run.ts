@@ -23,7 +23,8 @@ import { synchronize } from '../sync';
 import { Tensor } from '../tensor';
 import type { BenchPreset } from './presets';
 import { writeJsonReport } from './report';
-import { median, type TimingOptions } from './timing';
+import { median } from './statistics';
+import type { TimingOptions } from './timing';
 
 export interface WideEpBenchOptions extends TimingOptions {
   presets: readonly BenchPreset[];

@@ -110,7 +110,10 @@ time.
               ranks and back) against one GPU running the whole layer on as many tokens; each
               rank draws only its experts, so DeepSeek-V3 runs too. Default presets: ${names(WIDE_EP_PRESETS)}
 
-cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.`;
+cuBLAS is loaded at run time: libcublas.so.13, then .12, or the file or folder MOEKIT_CUBLAS_PATH names.
+On CUDA the GPU's clocks and power are read through NVML (libnvidia-ml.so.1, or MOEKIT_NVML_PATH)
+while each row and the matmul ceiling run: the SM MHz column and the rows' "clocks" in --json. A
+long forward can hold the GPU at its power limit, below the clock the short ceiling runs at.`;
 
 const BENCH_OPTION_NAMES = [
   'preset', 'routing', 'activation', 'tokens', 'device', 'dtype', 'quantize', 'group-size', 'json', 'html', 'warmup', 'runs', 'graph-tokens', 'compare', 'from',

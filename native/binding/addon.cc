@@ -10,6 +10,7 @@
 #include "cublas_gemm.h"
 #include "device_registry.h"
 #include "events.h"
+#include "gpu_telemetry.h"
 #include "graphs.h"
 #include "js_errors.h"
 #include "ops.h"
@@ -115,6 +116,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterStreams(env, exports);
   RegisterEvents(env, exports);
   RegisterCublasGemm(env, exports);
+  RegisterGpuTelemetry(env, exports);
   return exports;
 }
 

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { measureCeilings } from '../../lib/bench/ceilings';
+import { ClockSampler } from '../../lib/bench/telemetry';
 import { elapsedTimes, recordEvent, StageTimer } from '../../lib/bench/events';
 import { timeForward } from '../../lib/bench/timing';
 import { MoELayer, Tensor, linear } from '../../lib/index';
@@ -26,6 +27,27 @@ describe.skipIf(!HAS_GPU)('benchmark timing on a GPU', () => {
     expect(four!).toBeGreaterThan((4 * 2 * 4096 ** 3) / 1e15 * 1e3);
   });
 
+  it('NVML reads the GPU\'s clocks and power, and a sampler summarizes them over queued work', async () => {
+    expect(addon().nvmlInfo()).toMatchObject({ available: true, problem: '' });
+    const reading = addon().gpuReading(0);
+    expect(reading.smClockMHz).toBeGreaterThan(0);
+    expect(reading.memoryClockMHz).toBeGreaterThan(0);
+    expect(reading.powerLimitW).toBeGreaterThan(reading.powerW * 0.1);
+    expect(() => addon().gpuReading(4096)).toThrow(expect.objectContaining({ code: 'E_CUDA' }));
+    using weight = Tensor.random([8192, 8192], { device: GPU, dtype: 'bfloat16', seed: 1 });
+    using x = Tensor.random([8192, 8192], { device: GPU, dtype: 'bfloat16', seed: 2 });
+    const sampler = ClockSampler.start(GPU)!;
+    const start = recordEvent(GPU);
+    for (let i = 0; i < 40; i++) linear(x, weight).dispose();
+    await elapsedTimes([start, recordEvent(GPU)]);
+    const summary = sampler.stop()!;
+    expect(summary.samples).toBeGreaterThanOrEqual(2);
+    expect(summary.busySamples).toBeGreaterThanOrEqual(1);
+    expect(summary.smClockMHz).toBeGreaterThan(0);
+    expect(summary.maxPowerW).toBeGreaterThanOrEqual(summary.powerW);
+    expect(sampler.stop()!.samples).toBe(summary.samples);  // stopped: no more readings
+  });
+
   it('a StageTimer splits a forward into its stages', async () => {
     const config = swigluConfig({ hidden: 1024, intermediate: 512, experts: 16, topK: 2 });
     using layer = MoELayer.random(config, { device: GPU, dtype: 'bfloat16', seed: 1 });
@@ -47,6 +69,7 @@ describe.skipIf(!HAS_GPU)('benchmark timing on a GPU', () => {
     expect(decode.graphMs).toBeGreaterThan(0);
     expect(Number.isFinite(decode.graphMs)).toBe(true);
     expect(decode.ms).toBeGreaterThan(0);
+    expect(decode.clocks!.samples).toBeGreaterThanOrEqual(1);  // read over the row's runs (NVML)
     const prefill = await timeForward(layer, 5, options);
     expect(prefill.graphMs).toBeUndefined();
   });
@@ -74,5 +97,6 @@ describe.skipIf(!HAS_GPU)('benchmark timing on a GPU', () => {
     expect(ceilings.copyGBps).toBeGreaterThan(100);
     expect(ceilings.matmulSource).toMatch(addon().cublasInfo().available ? /^cuBLAS \d+\.\d+\.\d+ GEMM bfloat16 8192×8192×8192/ : /^moekit linear .*NOT cuBLAS/);
     expect(ceilings.copySource).toMatch(/1024 MiB/);
+    expect(ceilings.matmulClocks!.smClockMHz).toBeGreaterThan(0);
   });
 });
