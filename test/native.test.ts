@@ -13,6 +13,14 @@ describe('the addon wrapper', () => {
     expectThrows(() => addon().cudaDeviceInfo(4096), 'E_DEVICE', /cuda:4096|CUDA/);
   });
 
+  it('reads a GPU\'s clocks only where NVML loads, and says why not elsewhere', () => {
+    expectThrows(() => addon().gpuReading('0' as unknown as number), 'E_INVALID_ARGUMENT', /gpuReading: expected \(device\)/);
+    const nvml = addon().nvmlInfo();
+    if (nvml.available) return;  // a GPU machine: test/gpu/bench.test.ts reads it
+    expect(nvml.problem).toMatch(/no CUDA backend|libnvidia-ml\.so\.1/);
+    expectThrows(() => addon().gpuReading(0), addon().variant === 'cuda' ? 'E_CUDA' : 'E_DEVICE', /NVML is not available|no CUDA backend/);
+  });
+
   it('turns a rejected native promise into MoekitError', async () => {
     using x = Tensor.random([1, 8]);
     using ids = Tensor.fromArray(Int32Array.from([9]), [1, 1]);

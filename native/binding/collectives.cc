@@ -7,6 +7,7 @@
 
 #include "device_registry.h"
 #include "js_errors.h"
+#include "library_info.h"
 #include "nccl/nccl_library.h"
 #include "tensor_args.h"
 #if MOEKIT_WITH_CUDA
@@ -21,14 +22,7 @@ namespace {
 
 // ncclInfo() → { available, path, problem, version }: loads libnccl.so.2 on first call.
 Napi::Value NcclInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const nccl::Availability availability = nccl::probe();
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("available", availability.available);
-  result.Set("path", availability.path);
-  result.Set("problem", availability.problem);
-  result.Set("version", availability.version);
-  return result;
+  return libraryInfo(info.Env(), nccl::probe());
 }
 
 #if MOEKIT_WITH_CUDA

@@ -4,6 +4,7 @@
 
 #include "device_registry.h"
 #include "js_errors.h"
+#include "library_info.h"
 #include "tensor_args.h"
 #if MOEKIT_WITH_CUDA
 #include "cuda/cublas_library.h"
@@ -15,21 +16,11 @@ namespace {
 
 // cublasInfo() → {available, path, problem, version}
 Napi::Value CublasInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object result = Napi::Object::New(env);
 #if MOEKIT_WITH_CUDA
-  const cublas::Availability availability = cublas::probe();
-  result.Set("available", availability.available);
-  result.Set("path", availability.path);
-  result.Set("problem", availability.problem);
-  result.Set("version", availability.version);
+  return libraryInfo(info.Env(), cublas::probe());
 #else
-  result.Set("available", false);
-  result.Set("path", "");
-  result.Set("problem", "this build of moekit has no CUDA backend");
-  result.Set("version", 0);
+  return libraryInfo(info.Env(), withoutCuda());
 #endif
-  return result;
 }
 
 // cublasGemm(device, {a: [m, k], b: [n, k], c: [m, n]}): c = a · bᵀ, one float dtype throughout.

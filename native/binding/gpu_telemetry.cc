@@ -3,6 +3,7 @@
 #include <string>
 
 #include "js_errors.h"
+#include "library_info.h"
 #if MOEKIT_WITH_CUDA
 #include "cuda/nvml_library.h"
 #endif
@@ -12,21 +13,11 @@ namespace {
 
 // nvmlInfo() → {available, path, problem, version}
 Napi::Value NvmlInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object result = Napi::Object::New(env);
 #if MOEKIT_WITH_CUDA
-  const nvml::Availability availability = nvml::probe();
-  result.Set("available", availability.available);
-  result.Set("path", availability.path);
-  result.Set("problem", availability.problem);
-  result.Set("version", availability.version);
+  return libraryInfo(info.Env(), nvml::probe());
 #else
-  result.Set("available", false);
-  result.Set("path", "");
-  result.Set("problem", "this build of moekit has no CUDA backend");
-  result.Set("version", 0);
+  return libraryInfo(info.Env(), withoutCuda());
 #endif
-  return result;
 }
 
 // gpuReading(device) → {smClockMHz, memoryClockMHz, powerW, powerLimitW, temperatureC,
