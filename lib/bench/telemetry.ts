@@ -1,8 +1,8 @@
 /**
- * The clocks a benchmark ran at. A long prefill forward holds an H200 at its power limit, where the
- * driver lowers the SM clock well below the one a short burst runs at (bench/NOTES.md, v12: 1.4-1.5
- * GHz under a 16384-token layer against 1.98 idle-to-burst), and the same kernel's time follows the
- * clock. So the benchmark samples the GPU through NVML while it times and reports, per row and for
+ * The clocks a benchmark ran at. A long prefill forward can hold an H200 at its power limit, where
+ * the driver lowers the SM clock well below the one a short burst runs at (bench/NOTES.md, v12:
+ * 1.4-1.5 GHz under Mixtral's and DeepSeek-V3's 16384-token layers against 1.98 for the matmul
+ * ceiling), and the same kernel's time follows the clock. So the benchmark samples the GPU through NVML while it times and reports, per row and for
  * its matmul ceiling, what the clocks and power were. Where NVML cannot be read (the CPU, a build
  * without CUDA, no driver library) there is no summary and nothing else changes.
  */
@@ -17,7 +17,6 @@ export const SAMPLE_INTERVAL_MS = 10;
 export const CLOCK_EVENT_REASONS = {
   gpuIdle: 0x1,
   softwarePowerCap: 0x4,
-  hardwareSlowdown: 0x8,
   softwareThermalSlowdown: 0x20,
   hardwareThermalSlowdown: 0x40,
   hardwarePowerBrake: 0x80,
@@ -34,7 +33,10 @@ export interface ClockSummary {
   /** SM clock, MHz: median and lowest. */
   smClockMHz: number;
   minSmClockMHz: number;
-  /** Board power, W: median and highest; and the limit the driver enforced. */
+  /**
+   * Board power, W: median and highest; and the limit the driver enforced. NVML averages power over
+   * about a second, so a row shorter than that also shows the work before it.
+   */
   powerW: number;
   maxPowerW: number;
   powerLimitW: number;
