@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 import { deviceIndex, type Device } from './device';
 import { MoekitError } from './errors';
-import { addon, loadAddon, packageRoot, type CudaDeviceInfo, type NcclInfo } from './native';
+import { addon, loadAddon, packageRoot, type CublasInfo, type CudaDeviceInfo, type NcclInfo, type NvmlInfo } from './native';
 
 /** The CUDA side of runtimeInfo(). */
 export interface CudaRuntime {
@@ -38,6 +38,9 @@ export interface RuntimeInfo {
   cudaDevices: CudaDeviceReport[];
   /** Whether NCCL loads (needed only for multi-GPU groups). */
   nccl: NcclInfo;
+  /** Whether cuBLAS loads (the benchmark's matmul ceiling) and NVML (the benchmark's clock readings). */
+  cublas: CublasInfo;
+  nvml: NvmlInfo;
 }
 
 /** The facts a diagnosis is made from (addon.cudaRuntimeInfo() and the device count). */
@@ -128,6 +131,8 @@ export function runtimeInfo(): RuntimeInfo {
     },
     cudaDevices,
     nccl: native.ncclInfo(),
+    cublas: native.cublasInfo(),
+    nvml: native.nvmlInfo(),
   };
 }
 

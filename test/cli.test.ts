@@ -499,7 +499,9 @@ describe('moekit info', () => {
     expect(result.stdout).toMatch(/\nquantization: int4 \(int4 experts, weight-only \(W4A16\), .*--quantize int4\)\n/);
     expect(result.stdout).toMatch(/\nquantization: mxfp4 \(e2m1 experts with e8m0 scales per 32 K values, weight-only \(W4A16\); gpt-oss checkpoints as published\)\n/);
     expect(result.stdout).toMatch(/\ncuda devices: (none|\d+(\n {2}cuda:\d+ {2}.+, [\d.]+ GiB, compute capability \d+\.\d+, \d+ SMs)+)\n/);
-    expect(result.stdout).toMatch(/\nnccl: .+\n$/);
+    // The libraries loaded at run time, last: a version and file, or why each does not load.
+    expect(result.stdout).toMatch(/\nnccl: .+\ncublas: (\d+\.\d+\.\d+ \(.+\)|not available \(.+\))\nnvml: (\S+|not available \(.+\))\n$/);
+    if (!/\naddon: cuda /.test(result.stdout)) expect(result.stdout).toMatch(/\nnvml: not available \(this build of moekit has no CUDA backend\)\n$/);
   });
 
   it('loads NCCL from where MOEKIT_NCCL_PATH points, as a file or a folder, and says why it cannot', () => {

@@ -1,4 +1,4 @@
-/** `moekit info`: the version, the native addon this process loaded, CUDA devices and NCCL. */
+/** `moekit info`: the version, the native addon this process loaded, CUDA devices, and the libraries loaded at run time. */
 import { EXPERT_QUANTIZATIONS, type ExpertQuantization } from '../ops/quantized';
 import { runtimeInfo, type CudaDeviceReport, type RuntimeInfo } from '../runtime';
 import { expectPositionals, parseCommandLine } from './args';
@@ -6,8 +6,10 @@ import { expectPositionals, parseCommandLine } from './args';
 const INFO_USAGE = `usage: moekit info
 
 Prints the moekit version, the native addon variant loaded (cpu or cuda) and its path, the
-quantizations it computes, the CUDA devices it sees, and whether NCCL loads: libnccl.so.2 as the
-dynamic loader finds it, or the file (or folder) MOEKIT_NCCL_PATH names.`;
+quantizations it computes, the CUDA devices it sees, and whether the libraries it loads at run time
+load: NCCL for multi-GPU groups (libnccl.so.2, or the file or folder MOEKIT_NCCL_PATH names), cuBLAS
+for the benchmark's matmul ceiling (libcublas.so.13 or .12, or MOEKIT_CUBLAS_PATH) and NVML for its
+clock readings (libnvidia-ml.so.1, or MOEKIT_NVML_PATH).`;
 
 /** What each quantization is, in words. */
 const QUANTIZATION_NOTES: Readonly<Record<ExpertQuantization, string>> = {
@@ -33,10 +35,12 @@ function describeCuda({ cuda, variant }: RuntimeInfo): string {
   return cuda.problem === null ? facts : `${facts}\ncuda problem: ${cuda.problem}; the CPU works`;
 }
 
-function describeNccl(nccl: RuntimeInfo['nccl']): string {
-  if (!nccl.available) return `not available (${nccl.problem})`;
-  const version = `${Math.floor(nccl.version / 10000)}.${Math.floor(nccl.version / 100) % 100}.${nccl.version % 100}`;
-  return `${version} (${nccl.path})`;
+/** A run-time library's version (major · 10000 + minor · 100 + patch, where it has one) and file, or why it does not load. */
+function describeLibrary(library: RuntimeInfo['nccl']): string {
+  if (!library.available) return `not available (${library.problem})`;
+  if (library.version === 0) return library.path;
+  const version = `${Math.floor(library.version / 10000)}.${Math.floor(library.version / 100) % 100}.${library.version % 100}`;
+  return `${version} (${library.path})`;
 }
 
 export async function infoCommand(args: readonly string[]): Promise<void> {
@@ -55,7 +59,9 @@ export async function infoCommand(args: readonly string[]): Promise<void> {
     `cuda: ${describeCuda(info)}`,
     devices.length === 0 ? 'cuda devices: none' : `cuda devices: ${devices.length}`,
     ...devices.map(describeDevice),
-    `nccl: ${describeNccl(info.nccl)}`,
+    `nccl: ${describeLibrary(info.nccl)}`,
+    `cublas: ${describeLibrary(info.cublas)}`,
+    `nvml: ${describeLibrary(info.nvml)}`,
   ];
   console.log(lines.join('\n'));
 }
