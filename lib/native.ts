@@ -126,8 +126,13 @@ export interface RuntimeLibraryInfo {
   path: string;
   /** Why it is not available. */
   problem: string;
-  /** The library's version code: NCCL's e.g. 22803 for 2.28.3, cuBLAS's 130100 for 13.1.0. */
+  /** The library's version code: NCCL's e.g. 22803 for 2.28.3, cuBLAS's 130100 for 13.1.0; 0 where it gives none (NVML). */
   version: number;
+}
+
+/** A version code as major.minor.patch (22803 → "2.28.3"). */
+export function libraryVersionName(version: number): string {
+  return `${Math.floor(version / 10000)}.${Math.floor(version / 100) % 100}.${version % 100}`;
 }
 
 /** NCCL: dlopen of libnccl.so.2, or the file or folder MOEKIT_NCCL_PATH names. */

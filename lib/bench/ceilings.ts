@@ -6,7 +6,7 @@
  */
 import { deviceIndex, type Device } from '../device';
 import type { FloatDType } from '../dtype';
-import { addon } from '../native';
+import { addon, libraryVersionName } from '../native';
 import { linear } from '../ops/grouped_gemm';
 import { Tensor } from '../tensor';
 import { timeOnDevice } from './events';
@@ -42,9 +42,8 @@ function matmulKernel(device: Device, dtype: FloatDType, n: number, a: Tensor, b
   if (device !== 'cpu') {
     const cublas = addon().cublasInfo();
     if (cublas.available) {
-      const version = `${Math.floor(cublas.version / 10000)}.${Math.floor(cublas.version / 100) % 100}.${cublas.version % 100}`;
       const enqueue = (): void => addon().cublasGemm(deviceIndex(device), { a: a.toNative(), b: b.toNative(), c: c.toNative() });
-      return { enqueue, source: `cuBLAS ${version} GEMM ${size} (${cublas.path})` };
+      return { enqueue, source: `cuBLAS ${libraryVersionName(cublas.version)} GEMM ${size} (${cublas.path})` };
     }
     return { enqueue: () => linear(a, b).dispose(), source: `moekit linear ${size}, NOT cuBLAS: ${cublas.problem}` };
   }

@@ -1,4 +1,5 @@
 /** `moekit info`: the version, the native addon this process loaded, CUDA devices, and the libraries loaded at run time. */
+import { libraryVersionName } from '../native';
 import { EXPERT_QUANTIZATIONS, type ExpertQuantization } from '../ops/quantized';
 import { runtimeInfo, type CudaDeviceReport, type RuntimeInfo } from '../runtime';
 import { expectPositionals, parseCommandLine } from './args';
@@ -38,9 +39,7 @@ function describeCuda({ cuda, variant }: RuntimeInfo): string {
 /** A run-time library's version (major · 10000 + minor · 100 + patch, where it has one) and file, or why it does not load. */
 function describeLibrary(library: RuntimeInfo['nccl']): string {
   if (!library.available) return `not available (${library.problem})`;
-  if (library.version === 0) return library.path;
-  const version = `${Math.floor(library.version / 10000)}.${Math.floor(library.version / 100) % 100}.${library.version % 100}`;
-  return `${version} (${library.path})`;
+  return library.version === 0 ? library.path : `${libraryVersionName(library.version)} (${library.path})`;
 }
 
 export async function infoCommand(args: readonly string[]): Promise<void> {

@@ -1,6 +1,6 @@
 // NVML (the driver's management library), loaded at run time with dlopen, for one job: reading a
-// GPU's clocks and power while the benchmark times it. A large prefill layer holds an H200 at its
-// power limit, and the SM clock then falls well below the one a short dense GEMM runs at
+// GPU's clocks and power while the benchmark times it. A large prefill layer can hold an H200 at
+// its power limit, and the SM clock then falls well below the one a short dense GEMM runs at
 // (bench/NOTES.md, v12), so timings mean little without the clocks they ran at. As for cuBLAS,
 // nothing links against it: the few entry points used are declared by hand with NVML's stable C
 // ABI. MOEKIT_NVML_PATH names the library file (or its folder); otherwise libnvidia-ml.so.1.
