@@ -203,11 +203,14 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream, WqT
 // of at most kGatherMaxCols weight rows (the copy's share of the work grows as N shrinks) with at
 // least kGatherMinMeanRows rows per expert. Measured on an H200 (bench/NOTES.md, v6; first GEMM
 // with its copy, ms, copy against in-kernel, two runs each): Qwen3-30B-A3B (N 1536) at 16384
-// tokens 1.83, 1.72 against 1.68, 1.61; at 1024 tokens (64 rows per expert) 0.32, 0.32 against
-// 0.39, 0.34; Mixtral (N 28672) at 4096 tokens 3.09, 3.19 against 3.37, 3.42; DeepSeek-V3
-// (N 4096) at 16384 tokens 15.8, 16.0 against 20.1, 20.1.
+// tokens 1.83, 1.72 against 1.68, 1.61; Mixtral (N 28672) at 4096 tokens 3.09, 3.19 against 3.37,
+// 3.42; DeepSeek-V3 (N 4096) at 16384 tokens 15.8, 16.0 against 20.1, 20.1. Fewer rows per expert
+// (v13, whole layer in graph replay, ms, copy against in-kernel, two runs each): Qwen3 at 1024
+// tokens (64 rows per expert) 0.465, 0.466 against 0.458, 0.457; at 4096 (256 rows) 0.865, 0.872
+// against 0.850, 0.857. (v6 had the GEMM with its copy slower at 64 rows, 0.39 and 0.34 against
+// 0.32: before the epilogue's TMA stores.) Below 64 rows per expert: not measured.
 constexpr int64_t kGatherMaxCols = 2048;
-constexpr int64_t kGatherMinMeanRows = 512;
+constexpr int64_t kGatherMinMeanRows = 64;
 
 bool gatherInKernelPreferred(const GroupedGemmArgs& args) {
   const int64_t meanRows = meanRowsPerExpert(args);
