@@ -207,8 +207,8 @@ void weightOnlyGroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream, WqT
 // 3.42; DeepSeek-V3 (N 4096) at 16384 tokens 15.8, 16.0 against 20.1, 20.1. Fewer rows per expert
 // (v13, whole layer in graph replay, ms, copy against in-kernel, two runs each): Qwen3 at 1024
 // tokens (64 rows per expert) 0.465, 0.466 against 0.458, 0.457; at 4096 (256 rows) 0.865, 0.872
-// against 0.850, 0.857. (v6 had the GEMM with its copy slower at 64 rows, 0.39 and 0.34 against
-// 0.32: before the epilogue's TMA stores.) Below 64 rows per expert: not measured.
+// against 0.850, 0.857. (v6 had the in-kernel gather slower at 64 rows, 0.39 and 0.34 against the
+// copy's 0.32, before the epilogue's TMA stores.) Below 64 rows per expert: not measured.
 constexpr int64_t kGatherMaxCols = 2048;
 constexpr int64_t kGatherMinMeanRows = 64;
 
