@@ -2,8 +2,9 @@
  * The clocks a benchmark ran at. A long prefill forward can hold an H200 at its power limit, where
  * the driver lowers the SM clock well below the one a short burst runs at (bench/NOTES.md, v12:
  * 1.4-1.5 GHz under Mixtral's and DeepSeek-V3's 16384-token layers against 1.98 for the matmul
- * ceiling), and the same kernel's time follows the clock. So the benchmark samples the GPU through NVML while it times and reports, per row and for
- * its matmul ceiling, what the clocks and power were. Where NVML cannot be read (the CPU, a build
+ * ceiling), and the same kernel's time follows the clock. So the benchmark samples the GPU through
+ * NVML while it times and reports, per row and for its matmul ceiling, what the clocks and power
+ * were. Where NVML cannot be read (the CPU, a build
  * without CUDA, no driver library) there is no summary and nothing else changes.
  */
 import { deviceIndex, type Device } from '../device';
@@ -99,9 +100,13 @@ export class ClockSampler {
 
   /** Stops sampling (idempotent) and summarizes what was read. */
   stop(): ClockSummary | undefined {
+    this.#halt();
+    return summarizeReadings(this.#readings);
+  }
+
+  #halt(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
-    return summarizeReadings(this.#readings);
   }
 
   #read(): void {
@@ -109,8 +114,7 @@ export class ClockSampler {
       this.#readings.push(addon().gpuReading(this.#device));
     } catch {
       // A driver that stops answering ends the sampling; the readings so far still count.
-      clearInterval(this.#timer);
-      this.#timer = undefined;
+      this.#halt();
     }
   }
 }

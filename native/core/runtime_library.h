@@ -1,6 +1,6 @@
-// Shared libraries loaded at run time with dlopen instead of linked (NCCL, cuBLAS): build machines
-// and CI have neither, so the addon declares the few entry points it uses by hand and looks the
-// library up when first asked. What the two loaders share lives here.
+// Shared libraries loaded at run time with dlopen instead of linked (NCCL, cuBLAS, NVML): build
+// machines and CI have none of them, so the addon declares the few entry points it uses by hand and
+// looks the library up when first asked. What the loaders share lives here.
 #pragma once
 
 #include <dlfcn.h>
